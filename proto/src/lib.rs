@@ -1,0 +1,523 @@
+//! The wire protocol between `corrald` and its clients.
+//!
+//! Framing: newline-delimited JSON over a Unix stream socket. Every request is one
+//! line, a JSON object with an `id` (chosen by the client) and an `op`; every reply
+//! is one line echoing that `id`. A client may pipeline: send many requests before
+//! reading replies; replies to quick operations arrive in request order, while a
+//! long-running operation (`wait`, `logs` with `follow`, `run` with `wait`) answers
+//! when it finishes and does not hold up the requests behind it.
+//!
+//! A reply carries exactly one of `result` (success), `error` (failure) or `event`
+//! (an intermediate item of a streaming operation, e.g. one log line; the stream
+//! ends with a `result` or an `error` for the same id).
+//!
+//! A frame is at most [`DEFAULT_MAX_FRAME`] bytes unless the daemon is configured
+//! otherwise; an oversized frame is answered with [`ErrorCode::FrameTooLarge`] and
+//! discarded up to its newline.
+//!
+//! Clients open with [`Op::Hello`] carrying [`PROTOCOL_VERSION`]; the daemon refuses
+//! a different major version with [`ErrorCode::UnsupportedVersion`].
+//!
+//! Only types meant for clients derive `Serialize` here: everything in this crate is a
+//! promise to programs written against the protocol.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Version of this protocol; bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default cap on one frame (one JSON line), in bytes.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// One request: an id echoed in the reply, and the operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client; echoed in every reply to this request.
+    pub id: u64,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// Every operation the daemon understands, tagged by `"op"` on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// Protocol handshake. Result: [`HelloResult`].
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// A free-form client name, for logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// Units and their instances. Result: [`StatusResult`].
+    Status {
+        /// Only this unit (an unknown name is `not_found`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+    },
+    /// Start units (with what they `require`). Result: [`UnitsResult`].
+    Start {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Stop units: stop signal to each instance's process group, then SIGKILL after the
+    /// stop timeout. Answers once every instance is down. Result: [`UnitsResult`].
+    Stop {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Stop, then start. Result: [`UnitsResult`].
+    Restart {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Block until no instance of the unit is running or due to run again.
+    /// Result: [`WaitResult`].
+    Wait {
+        /// Unit name.
+        unit: String,
+        /// Give up after this many milliseconds with a `timeout` error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// The last lines of a unit's instance logs; with `follow`, then every new line
+    /// as an [`LogLine`] event until the client disconnects. Result: [`LogsResult`].
+    Logs {
+        /// Unit name.
+        unit: String,
+        /// One instance only (default: all of them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<u32>,
+        /// How many lines from the end of each instance's log.
+        #[serde(default = "default_log_lines")]
+        lines: usize,
+        /// Keep streaming new lines.
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Re-read the unit files. Result: [`ReloadResult`]; a bad file gives an
+    /// `invalid_config` error listing every problem, and nothing changes.
+    Reload {},
+    /// Start a transient task from a command line (like `systemd-run`).
+    /// Result: [`RunResult`]; with `wait`, the output first streams as [`LogLine`]
+    /// events, and the result carries the exit status.
+    Run {
+        /// Unit name (default: `run-N`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Program and arguments.
+        command: Vec<String>,
+        /// Extra environment variables.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+        /// Working directory (absolute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_dir: Option<String>,
+        /// Stream output and answer when the process has exited.
+        #[serde(default)]
+        wait: bool,
+    },
+    /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun.
+    Shutdown {},
+}
+
+fn default_log_lines() -> usize {
+    10
+}
+
+/// One reply line. Exactly one of `result`, `error` and `event` is present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The id of the request this answers (0 when the request could not be parsed).
+    pub id: u64,
+    /// The operation's outcome on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// An intermediate item of a streaming operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Value>,
+}
+
+impl Response {
+    /// A success reply.
+    pub fn ok(id: u64, result: impl Serialize) -> Response {
+        Response {
+            id,
+            result: Some(to_value(result)),
+            error: None,
+            event: None,
+        }
+    }
+
+    /// A failure reply.
+    pub fn err(id: u64, error: ErrorBody) -> Response {
+        Response {
+            id,
+            result: None,
+            error: Some(error),
+            event: None,
+        }
+    }
+
+    /// A streamed item.
+    pub fn event(id: u64, event: impl Serialize) -> Response {
+        Response {
+            id,
+            result: None,
+            error: None,
+            event: Some(to_value(event)),
+        }
+    }
+
+    /// This reply as one frame: JSON and a trailing newline.
+    pub fn to_frame(&self) -> Vec<u8> {
+        to_frame(self)
+    }
+}
+
+/// Serializes a message as one frame (JSON plus `\n`).
+pub fn to_frame(message: &impl Serialize) -> Vec<u8> {
+    // Serializing our own types to a Vec cannot fail: no maps with non-string keys.
+    let mut frame = serde_json::to_vec(message).expect("protocol types serialize");
+    frame.push(b'\n');
+    frame
+}
+
+fn to_value(value: impl Serialize) -> Value {
+    serde_json::to_value(value).expect("protocol types serialize")
+}
+
+/// What went wrong, in a form a program can branch on and a person can read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable category.
+    pub code: ErrorCode,
+    /// Human-readable explanation, saying what to do where possible.
+    pub message: String,
+    /// Further lines (e.g. every error of a rejected unit file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl ErrorBody {
+    /// An error with no details.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        for line in &self.details {
+            write!(f, "\n  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Error categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not a valid request (bad JSON, wrong shape, bad argument).
+    BadRequest,
+    /// The `op` is not one this daemon knows.
+    UnknownOp,
+    /// The frame exceeded the size limit.
+    FrameTooLarge,
+    /// The client's protocol version is not supported.
+    UnsupportedVersion,
+    /// No such unit (or other named object).
+    NotFound,
+    /// Unit files failed validation.
+    InvalidConfig,
+    /// The operation was valid but could not be carried out.
+    Failed,
+    /// A deadline passed.
+    Timeout,
+    /// corrald is shutting down and takes no new work.
+    ShuttingDown,
+    /// The client may not do this.
+    PermissionDenied,
+    /// The connection limit is reached.
+    Busy,
+    /// A bug or an unexpected system error in corrald.
+    Internal,
+}
+
+/// Result of [`Op::Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloResult {
+    /// The daemon's [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The daemon's name and version, e.g. `corrald 0.1.0`.
+    pub server: String,
+    /// The daemon's pid.
+    pub pid: u32,
+}
+
+/// Life-cycle state of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Never started (e.g. a task that has not been started yet).
+    Inactive,
+    /// Asked to start; waiting for its dependencies or being spawned.
+    Starting,
+    /// Its process is alive.
+    Running,
+    /// Waiting out the restart delay before the next start.
+    Backoff,
+    /// The stop signal was sent; waiting for the process group to go.
+    Stopping,
+    /// Stopped on request.
+    Stopped,
+    /// Ran and exited, and is not due to run again.
+    Exited,
+    /// Could not be started, or hit the start limit; stays down until started again.
+    Failed,
+}
+
+impl InstanceState {
+    /// Whether the instance is running or due to run (the opposite of "settled").
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            InstanceState::Starting
+                | InstanceState::Running
+                | InstanceState::Backoff
+                | InstanceState::Stopping
+        )
+    }
+
+    /// The name used on the wire and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Inactive => "inactive",
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Backoff => "backoff",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Exited => "exited",
+            InstanceState::Failed => "failed",
+        }
+    }
+}
+
+/// How a process ended: an exit code, or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, if it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Signal number, if a signal killed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit {code}"),
+            (None, Some(sig)) => write!(f, "signal {sig}"),
+            (None, None) => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Result of [`Op::Status`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResult {
+    /// Units in name order.
+    pub units: Vec<UnitStatus>,
+}
+
+/// One unit in [`StatusResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// Unit name.
+    pub name: String,
+    /// `service` or `task`.
+    pub kind: String,
+    /// Whether the unit dies with corrald.
+    pub daemon: bool,
+    /// Created by `run` rather than from a file.
+    pub transient: bool,
+    /// Its instances, by number.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One instance in [`UnitStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// Instance number, from 0.
+    pub instance: u32,
+    /// Current state.
+    pub state: InstanceState,
+    /// Pid of the running process (also its process-group id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Milliseconds the current process has been running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// Restarts by policy since the last explicit start.
+    pub restarts: u32,
+    /// How the last run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitStatus>,
+    /// Why the instance is in this state (e.g. the exec error of a failed start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Result of [`Op::Start`], [`Op::Stop`] and [`Op::Restart`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitsResult {
+    /// The units acted on (including pulled-in requirements for `start`).
+    pub units: Vec<String>,
+}
+
+/// Result of [`Op::Wait`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitResult {
+    /// Unit name.
+    pub unit: String,
+    /// Final state of every instance.
+    pub instances: Vec<InstanceExit>,
+}
+
+impl WaitResult {
+    /// Every instance exited with code 0.
+    pub fn success(&self) -> bool {
+        self.instances
+            .iter()
+            .all(|i| i.exit.is_some_and(|e| e.success()))
+    }
+}
+
+/// One instance in [`WaitResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceExit {
+    /// Instance number.
+    pub instance: u32,
+    /// State after waiting (`exited`, `failed`, `stopped` or `inactive`).
+    pub state: InstanceState,
+    /// How its last run ended, if it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+}
+
+/// Result of [`Op::Logs`] without `follow` (with `follow`, the lines arrive as events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsResult {
+    /// The lines, oldest first, each tagged with its instance.
+    pub lines: Vec<LogLine>,
+}
+
+/// One line of an instance's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Instance number.
+    pub instance: u32,
+    /// The line, without its newline (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+/// Result of [`Op::Reload`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    /// New units (started if `autostart`).
+    pub added: Vec<String>,
+    /// Units whose file is gone (stopped and forgotten).
+    pub removed: Vec<String>,
+    /// Units whose definition changed (restarted if they were running).
+    pub changed: Vec<String>,
+    /// Units left as they were.
+    pub unchanged: Vec<String>,
+}
+
+/// Result of [`Op::Run`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Name of the transient unit.
+    pub unit: String,
+    /// With `wait`: how the process ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_flattened_op() {
+        let text = r#"{"id":7,"op":"start","units":["web"]}"#;
+        let req: Request = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            req,
+            Request {
+                id: 7,
+                op: Op::Start {
+                    units: vec!["web".into()]
+                }
+            }
+        );
+        let back = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&back).unwrap(), req);
+    }
+
+    #[test]
+    fn unknown_op_is_an_error() {
+        assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":"frobnicate"}"#).is_err());
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let req: Request = serde_json::from_str(r#"{"id":1,"op":"logs","unit":"a"}"#).unwrap();
+        assert_eq!(
+            req.op,
+            Op::Logs {
+                unit: "a".into(),
+                instance: None,
+                lines: 10,
+                follow: false
+            }
+        );
+    }
+
+    #[test]
+    fn response_frames_end_in_newline_and_omit_empty_fields() {
+        let frame = Response::ok(3, HelloResult {
+            protocol: 1,
+            server: "corrald".into(),
+            pid: 1,
+        })
+        .to_frame();
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(text.ends_with('\n'));
+        assert!(!text.contains("error"));
+        assert!(text.starts_with(r#"{"id":3,"result":"#));
+    }
+}
