@@ -1,1 +1,117 @@
-//! wip
+//! corrald: the corral daemon.
+//!
+//! Layout (see `ARCHITECTURE.md` at the repository root for the full map):
+//! - [`supervisor`]: units and instances; the process thread that forks and reaps.
+//! - [`store`]: the SQLite database (the only module that speaks SQL).
+//! - [`server`]: the control socket; [`handlers`]: one module per group of operations.
+//! - [`http`]: the status API.
+//! - [`lifecycle`]: signals and the shutdown sequence.
+//! - [`settings`]: flags over `corral.toml` over defaults.
+
+pub mod handlers;
+pub mod http;
+pub mod lifecycle;
+pub mod server;
+pub mod settings;
+pub mod store;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::{Overrides, Settings};
+use store::Store;
+use supervisor::{Supervisor, SupervisorConfig, SupervisorHandle};
+
+/// What every connection handler shares.
+pub struct Context {
+    /// Resolved settings.
+    pub settings: Settings,
+    /// The supervisor task.
+    pub supervisor: SupervisorHandle,
+    /// The store thread.
+    pub store: Store,
+    /// Cancelled to ask for a clean shutdown (by a signal or the `shutdown` op).
+    pub request_shutdown: CancellationToken,
+}
+
+/// How `run` is told to stop: `shutdown` starts the clean sequence, `force` (a second
+/// signal) skips its waiting and SIGKILLs every group.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    /// Begin a clean shutdown.
+    pub shutdown: CancellationToken,
+    /// Kill everything now.
+    pub force: CancellationToken,
+    /// Re-read unit files (SIGHUP).
+    pub reload: Arc<tokio::sync::Notify>,
+}
+
+/// Runs corrald until a shutdown completes. Start-up errors (bad unit files, an unusable
+/// state database, a socket in use) are returned before anything is started.
+pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()> {
+    for dir in [&settings.state_dir, &settings.log_dir] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let units = corral_config::load_units_dir(&settings.units_dir).map_err(|errors| {
+        anyhow::anyhow!(
+            "{} error(s) in the unit files of {}:\n{errors}",
+            errors.len(),
+            settings.units_dir.display()
+        )
+    })?;
+    let store = Store::open(&settings.db_path())?;
+    // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
+    nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
+    let listener = server::bind(&settings.socket, settings.socket_mode)?;
+    let http_listener = match settings.http {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+    let sup_config = SupervisorConfig {
+        log_dir: settings.log_dir.clone(),
+        socket: settings.socket.clone(),
+        shutdown_timeout: settings.shutdown_timeout,
+        daemon_grace: settings.daemon_grace,
+    };
+    let (supervisor, sup_task) = Supervisor::start(sup_config, units, store.clone()).await?;
+    let ctx = Arc::new(Context {
+        settings: settings.clone(),
+        supervisor: supervisor.clone(),
+        store: store.clone(),
+        request_shutdown: lifecycle.shutdown.clone(),
+    });
+    let stop_serving = CancellationToken::new();
+    let server_task = tokio::spawn(server::run(listener, ctx.clone(), stop_serving.clone()));
+    let http_task = http_listener.map(|l| tokio::spawn(http::serve(l, ctx.clone(), stop_serving.clone())));
+    tracing::info!(
+        socket = %settings.socket.display(),
+        units = %settings.units_dir.display(),
+        state = %settings.state_dir.display(),
+        "corrald ready"
+    );
+    lifecycle::serve_until_shutdown(&ctx, &lifecycle).await;
+
+    tracing::info!("shutting down");
+    tokio::select! {
+        () = supervisor.shutdown() => {}
+        () = lifecycle.force.cancelled() => {
+            tracing::warn!("second signal: killing every process group");
+            supervisor.force_shutdown();
+            supervisor.shutdown().await;
+        }
+    }
+    stop_serving.cancel();
+    let _ = server_task.await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    store.sync().await;
+    drop(sup_task);
+    let _ = std::fs::remove_file(&settings.socket);
+    tracing::info!("corrald stopped");
+    Ok(())
+}

@@ -1,1 +1,129 @@
-fn main() {}
+//! corrald: supervise processes from unit files; serve queues, counters, locks and pools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use corral_daemon::{Lifecycle, Overrides, Settings, lifecycle, settings};
+
+/// The corral process manager daemon. Runs in the foreground.
+#[derive(Debug, Parser)]
+#[command(name = "corrald", version, about)]
+struct Cli {
+    /// Main config file (default: /etc/corral/corral.toml as root, else
+    /// $XDG_CONFIG_HOME/corral/corral.toml, when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of unit files (*.toml).
+    #[arg(long, value_name = "DIR")]
+    units: Option<PathBuf>,
+    /// Directory for the state database (and logs, unless --log-dir).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Control socket path.
+    #[arg(long, value_name = "PATH", env = "CORRAL_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Directory for instance logs.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// HTTP status address (IP:PORT), or `off`.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Use per-user (XDG) default paths even when running as root.
+    #[arg(long)]
+    user: bool,
+    /// Validate the config and unit files, print every error, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let config_file = settings::config_path(cli.config.as_deref(), cli.user);
+    let file_config = match &config_file {
+        Some(path) => match corral_config::load_daemon_config(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("corrald: invalid config:\n{errors}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Default::default(),
+    };
+    let overrides = Overrides {
+        units_dir: cli.units,
+        state_dir: cli.state,
+        socket: cli.socket,
+        log_dir: cli.log_dir,
+        http: cli.http,
+        user_mode: cli.user,
+    };
+    let settings = match Settings::resolve(&overrides, &file_config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("corrald: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        return check(&settings);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corrald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let lc = Lifecycle::default();
+        lifecycle::install_signal_handlers(&lc)?;
+        corral_daemon::run(settings, lc).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corrald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(settings: &Settings) -> ExitCode {
+    match corral_config::load_units_dir(&settings.units_dir) {
+        Ok(units) => {
+            println!(
+                "{}: {} unit(s) OK",
+                settings.units_dir.display(),
+                units.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s)", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    // Under systemd the journal adds its own timestamps.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,168 @@
+//! `status`, `start`, `stop`, `restart`, `wait`, `reload`, `run`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use corral_client::proto::{ExitStatus, LogLine, Op, RunResult, StatusResult};
+use corral_client::{Client, Error};
+
+use crate::output::{Output, human_duration, table};
+
+pub fn status(client: &mut Client, out: &Output, unit: Option<&str>) -> Result<ExitCode, Error> {
+    let status = client.status(unit)?;
+    if out.json {
+        out.print_json(&status);
+    } else {
+        print!("{}", status_table(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_table(status: &StatusResult) -> String {
+    let mut rows = Vec::new();
+    for unit in &status.units {
+        for i in &unit.instances {
+            rows.push(vec![
+                unit.name.clone(),
+                i.instance.to_string(),
+                i.state.as_str().to_string(),
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.uptime_ms.map_or("-".into(), human_duration),
+                i.restarts.to_string(),
+                i.last_exit.map_or("-".into(), |e| e.to_string()),
+                i.reason.clone().unwrap_or_default(),
+            ]);
+        }
+    }
+    table(
+        &["UNIT", "INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "REASON"],
+        &rows,
+    )
+}
+
+pub fn start(client: &mut Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
+    let result = client.start(&refs(units))?;
+    report(out, &result, "started", &result.units)
+}
+
+pub fn stop(client: &mut Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
+    let result = client.stop(&refs(units))?;
+    report(out, &result, "stopped", &result.units)
+}
+
+pub fn restart(client: &mut Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
+    let result = client.restart(&refs(units))?;
+    report(out, &result, "restarted", &result.units)
+}
+
+fn report(out: &Output, result: &impl serde::Serialize, verb: &str, units: &[String]) -> Result<ExitCode, Error> {
+    if out.json {
+        out.print_json(result);
+    } else {
+        println!("{verb}: {}", units.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn wait(client: &mut Client, out: &Output, unit: &str, timeout: Option<f64>) -> Result<ExitCode, Error> {
+    let timeout_ms = timeout.map(|s| (s.max(0.0) * 1000.0) as u64);
+    let result = client.wait(unit, timeout_ms)?;
+    if out.json {
+        out.print_json(&result);
+    } else {
+        for i in &result.instances {
+            let exit = i.exit.map_or("never ran".into(), |e| e.to_string());
+            println!("{unit}.{}: {} ({exit})", i.instance, i.state.as_str());
+        }
+    }
+    Ok(if result.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn reload(client: &mut Client, out: &Output) -> Result<ExitCode, Error> {
+    let result = client.reload()?;
+    if out.json {
+        out.print_json(&result);
+    } else {
+        for (label, names) in [
+            ("added", &result.added),
+            ("removed", &result.removed),
+            ("changed", &result.changed),
+        ] {
+            if !names.is_empty() {
+                println!("{label}: {}", names.join(" "));
+            }
+        }
+        println!("{} unit(s) unchanged", result.unchanged.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(
+    client: &mut Client,
+    out: &Output,
+    name: Option<String>,
+    wait: bool,
+    env: Vec<String>,
+    command: Vec<String>,
+) -> Result<ExitCode, Error> {
+    let env = parse_env(&env)?;
+    let working_dir = std::env::current_dir()
+        .ok()
+        .map(|d| d.display().to_string());
+    let op = Op::Run {
+        name,
+        command,
+        env,
+        working_dir,
+        wait,
+    };
+    let stdout = std::io::stdout();
+    let result: RunResult = client.call_streaming(op, |event| {
+        if out.json {
+            println!("{event}");
+        } else if let Ok(line) = serde_json::from_value::<LogLine>(event) {
+            let mut lock = stdout.lock();
+            let _ = writeln!(lock, "{}", line.line);
+        }
+    })?;
+    if out.json {
+        out.print_json(&result);
+    } else if !wait {
+        println!("{}", result.unit);
+    }
+    Ok(match result.exit {
+        None => ExitCode::SUCCESS,
+        Some(exit) => exit_code_of(exit),
+    })
+}
+
+/// The shell's convention: the exit code, or 128 + the signal number.
+fn exit_code_of(exit: ExitStatus) -> ExitCode {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
+        (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+        (None, None) => ExitCode::from(1),
+    }
+}
+
+fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, Error> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::Server(corral_client::proto::ErrorBody::new(
+                corral_client::proto::ErrorCode::BadRequest,
+                format!("--env expects KEY=VALUE, got `{pair}`"),
+            ))),
+        })
+        .collect()
+}
+
+fn refs(items: &[String]) -> Vec<&str> {
+    items.iter().map(String::as_str).collect()
+}

@@ -1,0 +1,78 @@
+//! Printing: tables and text for people, JSON with `--json`.
+
+use serde::Serialize;
+
+/// How results are printed.
+pub struct Output {
+    /// Print JSON.
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value` as one JSON document.
+    pub fn print_json(&self, value: &impl Serialize) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("results serialize")
+        );
+    }
+}
+
+/// Formats a duration given in milliseconds the way `ps` users expect: 4s, 3m12s, 2h05m, 3d04h.
+pub fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// Left-aligned columns separated by two spaces, the last column unpadded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_ps() {
+        assert_eq!(human_duration(4_999), "4s");
+        assert_eq!(human_duration(192_000), "3m12s");
+        assert_eq!(human_duration(7_500_000), "2h05m");
+        assert_eq!(human_duration(3 * 86_400_000 + 4 * 3_600_000), "3d04h");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}

@@ -1,0 +1,182 @@
+//! `status`, `start`, `stop`, `restart`, `wait`, `reload` and `run`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_config::Unit;
+use corral_proto::{ErrorBody, ErrorCode, LogLine, Response, RunResult};
+
+use super::{Outcome, ok};
+use crate::Context;
+use crate::server::Replies;
+use crate::supervisor::Request;
+use crate::supervisor::logs::Follower;
+
+pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
+    ok(ctx.supervisor.ask(|r| Request::Status(unit, r)).await?)
+}
+
+pub async fn start(ctx: &Context, units: Vec<String>) -> Outcome {
+    require_units(&units)?;
+    let result = ctx.supervisor.ask(|r| Request::Start(units, r)).await?;
+    ctx.store.sync().await;
+    ok(result)
+}
+
+pub async fn stop(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
+    require_units(&units)?;
+    let result = ctx.supervisor.ask(|r| Request::Stop(units, r)).await?;
+    ctx.store.sync().await;
+    ok(result)
+}
+
+pub async fn restart(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
+    require_units(&units)?;
+    let result = ctx.supervisor.ask(|r| Request::Restart(units, r)).await?;
+    ctx.store.sync().await;
+    ok(result)
+}
+
+fn require_units(units: &[String]) -> Result<(), ErrorBody> {
+    if units.is_empty() {
+        return Err(ErrorBody::new(ErrorCode::BadRequest, "name at least one unit"));
+    }
+    Ok(())
+}
+
+pub async fn wait(ctx: Arc<Context>, unit: String, timeout_ms: Option<u64>) -> Outcome {
+    let wait = ctx.supervisor.ask(|r| Request::Wait(unit.clone(), r));
+    let result = match timeout_ms {
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), wait)
+            .await
+            .map_err(|_| {
+                ErrorBody::new(
+                    ErrorCode::Timeout,
+                    format!("`{unit}` is still running after {ms} ms"),
+                )
+            })??,
+        None => wait.await?,
+    };
+    ok(result)
+}
+
+pub async fn reload(ctx: &Context) -> Outcome {
+    let dir = ctx.settings.units_dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || corral_config::load_units_dir(&dir))
+        .await
+        .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("reload task failed: {e}")))?;
+    let units = loaded.map_err(|errors| ErrorBody {
+        code: ErrorCode::InvalidConfig,
+        message: format!(
+            "reload rejected: {} error(s) in {}; nothing was changed",
+            errors.len(),
+            ctx.settings.units_dir.display()
+        ),
+        details: errors.iter().map(|e| e.to_string()).collect(),
+    })?;
+    let result = ctx.supervisor.ask(|r| Request::Reload(units, r)).await?;
+    ctx.store.sync().await;
+    ok(result)
+}
+
+/// `run`: start a transient task; with `wait`, stream its output and answer with its exit.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    ctx: Arc<Context>,
+    id: u64,
+    name: Option<String>,
+    command: Vec<String>,
+    env: BTreeMap<String, String>,
+    working_dir: Option<String>,
+    wait: bool,
+    replies: Replies,
+) {
+    let outcome = start_transient(&ctx, name, command, env, working_dir).await;
+    let unit = match outcome {
+        Ok(unit) => unit,
+        Err(e) => {
+            replies.send(Response::err(id, e)).await;
+            return;
+        }
+    };
+    if !wait {
+        replies.send(Response::ok(id, RunResult { unit, exit: None })).await;
+        return;
+    }
+    let log = crate::supervisor::logs::log_path(&ctx.settings.log_dir, &unit, 0);
+    let mut follower = Follower::from_start(log);
+    let waited = unit.clone();
+    let done = ctx.supervisor.ask(|r| Request::Wait(waited, r));
+    tokio::pin!(done);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let finished = loop {
+        tokio::select! {
+            finished = &mut done => break finished,
+            _ = tick.tick() => {
+                if !send_lines(&mut follower, false, id, &replies).await { return; }
+            }
+            _ = replies.closed() => return,
+        }
+    };
+    if !send_lines(&mut follower, true, id, &replies).await {
+        return;
+    }
+    let response = match finished {
+        Ok(result) => Response::ok(id, RunResult {
+            unit,
+            exit: result.instances.first().and_then(|i| i.exit),
+        }),
+        Err(e) => Response::err(id, e),
+    };
+    replies.send(response).await;
+}
+
+async fn start_transient(
+    ctx: &Context,
+    name: Option<String>,
+    command: Vec<String>,
+    env: BTreeMap<String, String>,
+    working_dir: Option<String>,
+) -> Result<String, ErrorBody> {
+    let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
+    if command.first().is_none_or(|p| p.is_empty()) {
+        return Err(bad("run needs a command: corralctl run -- PROGRAM ARGS...".into()));
+    }
+    if let Some(n) = &name {
+        if !corral_config::valid_unit_name(n) {
+            return Err(bad(format!(
+                "invalid unit name `{n}`: use letters, digits and `_ - . @`, not starting with `.`"
+            )));
+        }
+    }
+    let mut unit = Unit::transient(name.as_deref().unwrap_or(""), command);
+    unit.env = env;
+    if let Some(dir) = working_dir {
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            return Err(bad(format!("working_dir must be absolute, got {}", dir.display())));
+        }
+        unit.working_dir = Some(dir);
+    }
+    let unit = ctx.supervisor.ask(|r| Request::Run(unit, r)).await?;
+    ctx.store.sync().await;
+    Ok(unit)
+}
+
+async fn send_lines(follower: &mut Follower, flush: bool, id: u64, replies: &Replies) -> bool {
+    let lines = match follower.poll(flush) {
+        Ok(lines) => lines,
+        Err(e) => {
+            tracing::warn!("reading output: {e}");
+            return true;
+        }
+    };
+    for line in lines {
+        if !replies.send(Response::event(id, LogLine { instance: 0, line })).await {
+            return false;
+        }
+    }
+    true
+}

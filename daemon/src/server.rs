@@ -1,0 +1,213 @@
+//! The control socket: accepts connections, frames requests, dispatches them.
+//!
+//! Each connection has a reader (this task) and a writer task joined by a channel, so
+//! long-running operations (`wait`, `logs --follow`, `run --wait`) can run in their
+//! own tasks and write their replies whenever they are ready, while quick operations
+//! are answered inline, in request order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use corral_proto::{ErrorBody, ErrorCode, Request, Response};
+use futures_util::StreamExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handlers;
+use crate::Context;
+
+/// Where a handler sends its replies; cheap to clone into spawned tasks.
+#[derive(Clone)]
+pub struct Replies {
+    tx: mpsc::Sender<Response>,
+}
+
+impl Replies {
+    /// Queues a reply. Returns false once the client is gone.
+    pub async fn send(&self, response: Response) -> bool {
+        self.tx.send(response).await.is_ok()
+    }
+
+    /// Resolves when the client has disconnected (the writer task ended).
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// Binds the control socket: refuses to replace a live one, removes a stale one,
+/// creates the parent directory, and applies the configured mode.
+pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    use anyhow::Context as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another corrald is already serving {}; stop it first (`corralctl --socket {} shutdown`) or choose another --socket",
+                path.display(),
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown` is cancelled, then waits for them to finish.
+pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    // Out of fds or similar: back off instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let count = open.fetch_add(1, Ordering::SeqCst) + 1;
+        let ctx = ctx.clone();
+        let open = open.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if count > ctx.settings.max_connections {
+                refuse(stream, count - 1).await;
+            } else {
+                serve_connection(stream, ctx, shutdown).await;
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn refuse(mut stream: UnixStream, open: usize) {
+    let frame = Response::err(
+        0,
+        ErrorBody::new(
+            ErrorCode::Busy,
+            format!("corrald already serves {open} connections (max_connections); try again later"),
+        ),
+    )
+    .to_frame();
+    let _ = stream.write_all(&frame).await;
+}
+
+async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let (read, write) = stream.into_split();
+    let (tx, rx) = mpsc::channel(256);
+    let writer = tokio::spawn(write_replies(write, rx));
+    let replies = Replies { tx };
+    let codec = AnyDelimiterCodec::new_with_max_length(
+        b"\n".to_vec(),
+        Vec::new(),
+        ctx.settings.max_frame_bytes,
+    );
+    let mut frames = FramedRead::new(read, codec);
+    let conn = handlers::Connection::new();
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            _ = shutdown.cancelled() => break,
+        };
+        match frame {
+            Some(Ok(bytes)) => {
+                if !handle_frame(&bytes, &ctx, &conn, &replies).await {
+                    break;
+                }
+            }
+            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                let limit = ctx.settings.max_frame_bytes;
+                let error = ErrorBody::new(
+                    ErrorCode::FrameTooLarge,
+                    format!("request exceeds the frame limit of {limit} bytes; it was discarded"),
+                );
+                if !replies.send(Response::err(0, error)).await {
+                    break;
+                }
+            }
+            // An I/O error or end of stream: the client is gone. A half frame is dropped.
+            Some(Err(AnyDelimiterCodecError::Io(_))) | None => break,
+        }
+    }
+    conn.close(&ctx).await;
+    drop(replies);
+    let _ = writer.await;
+}
+
+/// Handles one frame; false if the connection should close.
+async fn handle_frame(bytes: &Bytes, ctx: &Arc<Context>, conn: &handlers::Connection, replies: &Replies) -> bool {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return true;
+    }
+    match serde_json::from_slice::<Request>(bytes) {
+        Ok(request) => handlers::dispatch(ctx, conn, request, replies).await,
+        Err(e) => replies.send(Response::err(request_id(bytes), parse_error(bytes, &e))).await,
+    }
+}
+
+/// The id of a request that failed to parse, if it has one, so the client can match the error.
+fn request_id(bytes: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_u64()))
+        .unwrap_or(0)
+}
+
+fn parse_error(bytes: &[u8], e: &serde_json::Error) -> ErrorBody {
+    let value = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    let op = value
+        .as_ref()
+        .and_then(|v| v.get("op"))
+        .and_then(|op| op.as_str());
+    match (value.is_some(), op) {
+        (false, _) if std::str::from_utf8(bytes).is_err() => {
+            ErrorBody::new(ErrorCode::BadRequest, "request is not valid UTF-8")
+        }
+        (false, _) => ErrorBody::new(ErrorCode::BadRequest, format!("request is not valid JSON: {e}")),
+        (true, Some(op)) if e.to_string().contains("unknown variant") => ErrorBody::new(
+            ErrorCode::UnknownOp,
+            format!("unknown op `{op}`; this corrald speaks protocol {}", corral_proto::PROTOCOL_VERSION),
+        ),
+        (true, _) => ErrorBody::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
+    }
+}
+
+async fn write_replies(write: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Receiver<Response>) {
+    let mut out = BufWriter::new(write);
+    while let Some(response) = rx.recv().await {
+        if out.write_all(&response.to_frame()).await.is_err() {
+            return;
+        }
+        // Flush only when no other reply is queued: pipelined replies share a write.
+        while let Ok(more) = rx.try_recv() {
+            if out.write_all(&more.to_frame()).await.is_err() {
+                return;
+            }
+        }
+        if out.flush().await.is_err() {
+            return;
+        }
+    }
+}

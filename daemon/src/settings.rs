@@ -1,0 +1,149 @@
+//! Resolved daemon settings: command-line flags over `corral.toml` over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use corral_config::DaemonConfig;
+
+/// Everything corrald needs to know about where things live and how to behave.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Directory of unit files.
+    pub units_dir: PathBuf,
+    /// Directory of the state database.
+    pub state_dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Directory of instance logs.
+    pub log_dir: PathBuf,
+    /// HTTP status page address, if enabled.
+    pub http: Option<SocketAddr>,
+    /// How long running tasks are waited for at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Stop timeout for `daemon = true` units at shutdown.
+    pub daemon_grace: Duration,
+    /// Largest request frame accepted.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous socket connections.
+    pub max_connections: usize,
+    /// Mode of the socket file.
+    pub socket_mode: u32,
+}
+
+/// Values given on the command line; each overrides the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--units`
+    pub units_dir: Option<PathBuf>,
+    /// `--state`
+    pub state_dir: Option<PathBuf>,
+    /// `--socket`
+    pub socket: Option<PathBuf>,
+    /// `--log-dir`
+    pub log_dir: Option<PathBuf>,
+    /// `--http`
+    pub http: Option<String>,
+    /// `--user`: use per-user (XDG) default paths even as root.
+    pub user_mode: bool,
+}
+
+/// Default paths for a system service (root) or a user session.
+struct Defaults {
+    config: PathBuf,
+    units_dir: PathBuf,
+    state_dir: PathBuf,
+    socket: PathBuf,
+    log_dir: Option<PathBuf>,
+}
+
+fn defaults(user_mode: bool) -> Defaults {
+    if !user_mode && nix::unistd::Uid::effective().is_root() {
+        return Defaults {
+            config: "/etc/corral/corral.toml".into(),
+            units_dir: "/etc/corral/units".into(),
+            state_dir: "/var/lib/corral".into(),
+            socket: "/run/corral/corral.sock".into(),
+            log_dir: Some("/var/log/corral".into()),
+        };
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let xdg = |var: &str, fallback: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| home.join(fallback))
+    };
+    let config_home = xdg("XDG_CONFIG_HOME", ".config").join("corral");
+    let state_dir = xdg("XDG_STATE_HOME", ".local/state").join("corral");
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.clone());
+    Defaults {
+        config: config_home.join("corral.toml"),
+        units_dir: config_home.join("units"),
+        state_dir,
+        socket: runtime.join("corral.sock"),
+        log_dir: None,
+    }
+}
+
+/// The config file to read: the one named, else the default one if it exists.
+pub fn config_path(explicit: Option<&Path>, user_mode: bool) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_owned()),
+        None => Some(defaults(user_mode).config).filter(|p| p.exists()),
+    }
+}
+
+impl Settings {
+    /// Merges flags over the config file over defaults, and makes every path absolute
+    /// (instances run in other directories and get the socket path in their environment).
+    pub fn resolve(flags: &Overrides, file: &DaemonConfig) -> anyhow::Result<Settings> {
+        let d = defaults(flags.user_mode);
+        let pick = |flag: &Option<PathBuf>, conf: &Option<PathBuf>, default: PathBuf| {
+            let chosen = flag.clone().or_else(|| conf.clone()).unwrap_or(default);
+            std::path::absolute(&chosen).unwrap_or(chosen)
+        };
+        let state_dir = pick(&flags.state_dir, &file.state_dir, d.state_dir);
+        let log_default = d.log_dir.unwrap_or_else(|| state_dir.join("logs"));
+        let http_enabled = file.http.enabled.unwrap_or(true) || flags.http.is_some();
+        let http = match flags.http.clone().or_else(|| file.http.listen.clone()) {
+            _ if !http_enabled => None,
+            Some(s) if s == "off" || s == "none" => None,
+            Some(s) => Some(parse_addr(&s)?),
+            None => Some(parse_addr("127.0.0.1:8787")?),
+        };
+        if let Some(addr) = http {
+            if !addr.ip().is_loopback() && !file.http.allow_remote.unwrap_or(false) {
+                anyhow::bail!(
+                    "refusing to serve HTTP on {addr}, which is not a loopback address: set http.allow_remote = true and an http.token in corral.toml, or listen on 127.0.0.1"
+                );
+            }
+        }
+        Ok(Settings {
+            units_dir: pick(&flags.units_dir, &file.units_dir, d.units_dir),
+            socket: pick(&flags.socket, &file.socket, d.socket),
+            log_dir: pick(&flags.log_dir, &file.log_dir, log_default),
+            state_dir,
+            http,
+            shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+            daemon_grace: file.daemon_grace.unwrap_or(Duration::from_secs(1)),
+            max_frame_bytes: file
+                .max_frame_bytes
+                .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
+            max_connections: file.max_connections.unwrap_or(1024),
+            socket_mode: file.socket_mode.unwrap_or(0o660),
+        })
+    }
+
+    /// The state database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("state.db")
+    }
+}
+
+fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("invalid HTTP address `{s}`: expected IP:PORT like 127.0.0.1:8787, or `off`"))
+}

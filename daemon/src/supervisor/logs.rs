@@ -1,0 +1,204 @@
+//! Instance log files: where they live, size rotation, reading the tail, following.
+//!
+//! Instances write straight into their log file (opened `O_APPEND` by the process
+//! thread), never into a pipe held by corrald, so they keep logging if corrald dies.
+//! Rotation is therefore copy-then-truncate: the writer's fd stays valid and, thanks to
+//! `O_APPEND`, continues at the new end of file. Lines written between the copy and the
+//! truncate are lost; that window is a few milliseconds per rotation.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// The log file of one instance.
+pub fn log_path(log_dir: &Path, unit: &str, instance: u32) -> PathBuf {
+    log_dir.join(format!("{unit}.{instance}.log"))
+}
+
+/// One log file and its rotation policy.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The live file.
+    pub path: PathBuf,
+    /// Rotate once it is larger than this many bytes.
+    pub max_size: u64,
+    /// How many rotated files (`.1` newest … `.N` oldest) to keep.
+    pub keep: u32,
+}
+
+/// Rotates every file in `files` that has outgrown its limit. Errors are logged, not fatal.
+pub fn rotate_all(files: &[Rotation]) {
+    for r in files {
+        match fs::metadata(&r.path) {
+            Ok(meta) if meta.len() > r.max_size => {
+                if let Err(e) = rotate(r) {
+                    tracing::warn!("cannot rotate {}: {e}", r.path.display());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn rotate(r: &Rotation) -> io::Result<()> {
+    if r.keep > 0 {
+        for n in (1..r.keep).rev() {
+            let from = numbered(&r.path, n);
+            if from.exists() {
+                fs::rename(&from, numbered(&r.path, n + 1))?;
+            }
+        }
+        fs::copy(&r.path, numbered(&r.path, 1))?;
+    }
+    fs::OpenOptions::new().write(true).open(&r.path)?.set_len(0)
+}
+
+/// The last `n` lines of a file (fewer if it is shorter; none if it does not exist).
+pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let len = file.metadata()?.len();
+    // Read backwards in chunks until n+1 newlines are seen (the last byte may be one).
+    const CHUNK: u64 = 16 * 1024;
+    let mut start = len;
+    let mut buf: Vec<u8> = Vec::new();
+    while start > 0 && buf.iter().filter(|&&b| b == b'\n').count() <= n {
+        let step = CHUNK.min(start);
+        start -= step;
+        file.seek(SeekFrom::Start(start))?;
+        let mut chunk = vec![0; step as usize];
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    Ok(lines[skip..].iter().map(|s| s.to_string()).collect())
+}
+
+/// Follows a growing file, handing out complete lines. Notices truncation (rotation)
+/// and starts again from the beginning of the file.
+#[derive(Debug)]
+pub struct Follower {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Follower {
+    /// Starts at the current end of the file.
+    pub fn from_end(path: PathBuf) -> Follower {
+        let offset = fs::metadata(&path).map_or(0, |m| m.len());
+        Follower {
+            path,
+            offset,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Starts at the beginning of the file.
+    pub fn from_start(path: PathBuf) -> Follower {
+        Follower {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// New complete lines since the last call. With `flush`, a trailing line without a
+    /// newline is returned too (used once the writer is known to be gone).
+    pub fn poll(&mut self, flush: bool) -> io::Result<Vec<String>> {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len < self.offset {
+            self.offset = 0; // truncated by rotation
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut fresh = Vec::new();
+        file.take(8 << 20).read_to_end(&mut fresh)?;
+        self.offset += fresh.len() as u64;
+        self.partial.extend_from_slice(&fresh);
+        let mut lines = Vec::new();
+        while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+        }
+        if flush && !self.partial.is_empty() {
+            lines.push(String::from_utf8_lossy(&self.partial).into_owned());
+            self.partial.clear();
+        }
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn tail_returns_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let text: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+        fs::write(&path, text).unwrap();
+        let last = tail_lines(&path, 3).unwrap();
+        assert_eq!(last, vec!["line 49997", "line 49998", "line 49999"]);
+        assert_eq!(tail_lines(&path, 60_000).unwrap().len(), 50_000);
+        assert!(tail_lines(&dir.path().join("none"), 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn follower_sees_new_lines_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        fs::write(&path, "old\n").unwrap();
+        let mut f = Follower::from_end(path.clone());
+        let mut w = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        write!(w, "one\ntw").unwrap();
+        assert_eq!(f.poll(false).unwrap(), vec!["one"]);
+        write!(w, "o\n").unwrap();
+        assert_eq!(f.poll(false).unwrap(), vec!["two"]);
+        w.set_len(0).unwrap();
+        write!(w, "after\n").unwrap();
+        assert_eq!(f.poll(false).unwrap(), vec!["after"]);
+        write!(w, "tail").unwrap();
+        assert_eq!(f.poll(true).unwrap(), vec!["tail"]);
+    }
+
+    #[test]
+    fn rotation_keeps_n_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let r = Rotation {
+            path: path.clone(),
+            max_size: 10,
+            keep: 2,
+        };
+        for round in 0..3 {
+            fs::write(&path, format!("round {round} with enough bytes")).unwrap();
+            rotate_all(std::slice::from_ref(&r));
+        }
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        assert!(fs::read_to_string(numbered(&path, 1)).unwrap().starts_with("round 2"));
+        assert!(fs::read_to_string(numbered(&path, 2)).unwrap().starts_with("round 1"));
+        assert!(!numbered(&path, 3).exists());
+    }
+}

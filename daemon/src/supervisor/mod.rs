@@ -1,0 +1,1204 @@
+//! The supervisor: owns every unit and instance, and is the only code that changes them.
+//!
+//! It is one tokio task (an actor) fed by one channel of [`Msg`]: client requests,
+//! process events from the [process thread](process), and its own timers. Nothing else
+//! holds instance state, so there are no locks and every transition happens in one place.
+//!
+//! Timers carry the instance's `generation` at the time they were armed; any transition
+//! bumps it, so a stale timer (a restart delay for an instance that was stopped meanwhile)
+//! is recognised and ignored.
+
+pub mod logs;
+pub mod process;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_config::{RestartPolicy, Unit, UnitKind};
+use corral_proto::{
+    ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, ReloadResult,
+    StatusResult, UnitStatus, UnitsResult, WaitResult,
+};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{self, Event, RunStart, Store};
+use process::{ProcEvent, ProcessThread, SpawnSpec, Spawned};
+
+/// Result type of supervisor requests: errors go to clients as they are.
+pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
+
+/// Everything the supervisor task reacts to.
+pub enum Msg {
+    /// From the process thread.
+    Proc(ProcEvent),
+    /// A restart delay has passed.
+    RestartDue {
+        /// Unit name.
+        unit: String,
+        /// Instance number.
+        instance: u32,
+        /// Generation when armed.
+        generation: u64,
+    },
+    /// A stop timeout has passed: SIGKILL the group.
+    StopTimeout {
+        /// Unit name.
+        unit: String,
+        /// Instance number.
+        instance: u32,
+        /// Generation when armed.
+        generation: u64,
+    },
+    /// Periodic housekeeping (log rotation, shutdown deadlines).
+    Tick,
+    /// A client request.
+    Request(Request),
+}
+
+/// Requests, each with its reply channel.
+pub enum Request {
+    /// Status of one unit or all.
+    Status(Option<String>, Reply<StatusResult>),
+    /// Start units.
+    Start(Vec<String>, Reply<UnitsResult>),
+    /// Stop units; answered when they are down.
+    Stop(Vec<String>, Reply<UnitsResult>),
+    /// Stop, then start.
+    Restart(Vec<String>, Reply<UnitsResult>),
+    /// Answered when nothing of the unit is running or due to run.
+    Wait(String, Reply<WaitResult>),
+    /// Replace the unit set (already validated).
+    Reload(BTreeMap<String, Unit>, Reply<ReloadResult>),
+    /// Add and start a transient unit.
+    Run(Unit, Reply<String>),
+    /// Log files of a unit's instances.
+    LogPaths(String, Option<u32>, Reply<Vec<(u32, PathBuf)>>),
+    /// Begin the shutdown sequence; answered when every instance is down.
+    Shutdown(oneshot::Sender<()>),
+    /// Skip the waiting of a shutdown: SIGKILL every group now.
+    ForceShutdown,
+}
+
+/// Settings the supervisor needs from the daemon configuration.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Where instance logs go.
+    pub log_dir: PathBuf,
+    /// The control socket, passed to instances as `CORRAL_SOCKET`.
+    pub socket: PathBuf,
+    /// How long running tasks are waited for at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Stop timeout used for `daemon = true` units at shutdown.
+    pub daemon_grace: Duration,
+}
+
+/// Handle used by the rest of corrald to talk to the supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl SupervisorHandle {
+    /// Sends a request built around a fresh reply channel and awaits the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, ErrorBody> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Request(make(tx)))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Starts shutdown and resolves when every instance is down.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Request(Request::Shutdown(tx))).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// SIGKILLs every group (second SIGTERM during shutdown).
+    pub fn force_shutdown(&self) {
+        let _ = self.tx.send(Msg::Request(Request::ForceShutdown));
+    }
+}
+
+fn gone() -> ErrorBody {
+    ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down")
+}
+
+fn not_found(unit: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::NotFound,
+        format!("no unit named `{unit}` (see `corralctl status`)"),
+    )
+}
+
+/// One running copy of a unit.
+#[derive(Debug)]
+struct Instance {
+    index: u32,
+    state: InstanceState,
+    pid: Option<i32>,
+    /// Set while a spawn request is in flight.
+    spawn_token: Option<u64>,
+    started: Option<Instant>,
+    run_id: Option<i64>,
+    restarts: u32,
+    consecutive_failures: u32,
+    recent_starts: VecDeque<Instant>,
+    last_exit: Option<ExitStatus>,
+    reason: Option<String>,
+    generation: u64,
+}
+
+impl Instance {
+    fn new(index: u32) -> Instance {
+        Instance {
+            index,
+            state: InstanceState::Inactive,
+            pid: None,
+            spawn_token: None,
+            started: None,
+            run_id: None,
+            restarts: 0,
+            consecutive_failures: 0,
+            recent_starts: VecDeque::new(),
+            last_exit: None,
+            reason: None,
+            generation: 0,
+        }
+    }
+
+    fn status(&self) -> InstanceStatus {
+        InstanceStatus {
+            instance: self.index,
+            state: self.state,
+            pid: self.pid.map(|p| p as u32),
+            uptime_ms: self
+                .pid
+                .and(self.started)
+                .map(|t| t.elapsed().as_millis() as u64),
+            restarts: self.restarts,
+            last_exit: self.last_exit,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// What to do with a unit once all its instances have settled.
+#[derive(Debug)]
+enum Pending {
+    /// Forget the unit (its file was removed).
+    Remove,
+    /// Swap in a changed definition, then start it if `start`.
+    Replace { unit: Arc<Unit>, start: bool },
+}
+
+struct UnitEntry {
+    unit: Arc<Unit>,
+    transient: bool,
+    instances: Vec<Instance>,
+    pending: Option<Pending>,
+    /// When the unit last settled (for pruning finished transient units).
+    settled_at: Option<Instant>,
+}
+
+impl UnitEntry {
+    fn new(unit: Arc<Unit>, transient: bool) -> UnitEntry {
+        let instances = (0..unit.instances).map(Instance::new).collect();
+        UnitEntry {
+            unit,
+            transient,
+            instances,
+            pending: None,
+            settled_at: None,
+        }
+    }
+
+    fn settled(&self) -> bool {
+        self.instances.iter().all(|i| !i.state.is_active())
+    }
+
+    fn status(&self) -> UnitStatus {
+        UnitStatus {
+            name: self.unit.name.clone(),
+            kind: kind_name(self.unit.kind).into(),
+            daemon: self.unit.daemon,
+            transient: self.transient,
+            instances: self.instances.iter().map(Instance::status).collect(),
+        }
+    }
+}
+
+fn kind_name(kind: UnitKind) -> &'static str {
+    match kind {
+        UnitKind::Service => "service",
+        UnitKind::Task => "task",
+    }
+}
+
+enum Then {
+    ReplyUnits(Reply<UnitsResult>, Vec<String>),
+    StartThenReply(Reply<UnitsResult>, Vec<String>),
+    ReplyWait(Reply<WaitResult>),
+}
+
+/// Fires once every unit in `units` has settled.
+struct Waiter {
+    units: Vec<String>,
+    then: Then,
+}
+
+struct Shutdown {
+    tasks_deadline: Instant,
+    replies: Vec<oneshot::Sender<()>>,
+}
+
+/// How many finished transient units are kept for `status` and `wait`.
+const KEEP_TRANSIENT: usize = 100;
+
+/// The supervisor's state. See the module docs.
+pub struct Supervisor {
+    config: SupervisorConfig,
+    units: BTreeMap<String, UnitEntry>,
+    by_pid: HashMap<i32, (String, u32)>,
+    tokens: HashMap<u64, (String, u32)>,
+    next_token: u64,
+    next_run_id: i64,
+    next_transient: u64,
+    waiters: Vec<Waiter>,
+    shutdown: Option<Shutdown>,
+    store: Store,
+    procs: ProcessThread,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Supervisor {
+    /// Creates the supervisor and its process thread, and spawns its task.
+    /// Autostart units are started at once.
+    pub async fn start(
+        config: SupervisorConfig,
+        units: BTreeMap<String, Unit>,
+        store: Store,
+    ) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let events = tx.clone();
+        let procs = ProcessThread::start(move |event| {
+            let _ = events.send(Msg::Proc(event));
+        })?;
+        let next_run_id = store.max_run_id().await + 1;
+        let mut sup = Supervisor {
+            config,
+            units: units
+                .into_values()
+                .map(|u| (u.name.clone(), UnitEntry::new(Arc::new(u), false)))
+                .collect(),
+            by_pid: HashMap::new(),
+            tokens: HashMap::new(),
+            next_token: 1,
+            next_run_id,
+            next_transient: 1,
+            waiters: Vec::new(),
+            shutdown: None,
+            store,
+            procs,
+            tx: tx.clone(),
+        };
+        let ticker = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if ticker.send(Msg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        let task = tokio::spawn(async move {
+            sup.start_autostart();
+            while let Some(msg) = rx.recv().await {
+                sup.handle(msg);
+                sup.settle();
+            }
+        });
+        Ok((SupervisorHandle { tx }, task))
+    }
+
+    fn start_autostart(&mut self) {
+        let names: Vec<String> = self
+            .units
+            .values()
+            .filter(|e| e.unit.autostart)
+            .map(|e| e.unit.name.clone())
+            .collect();
+        if let Err(e) = self.start_units(&names) {
+            tracing::error!("autostart: {e}");
+        }
+        self.settle();
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Proc(ProcEvent::Spawned { token, result }) => self.on_spawned(token, result),
+            Msg::Proc(ProcEvent::Exited { pid, status }) => self.on_exited(pid, status),
+            Msg::RestartDue {
+                unit,
+                instance,
+                generation,
+            } => self.on_restart_due(&unit, instance, generation),
+            Msg::StopTimeout {
+                unit,
+                instance,
+                generation,
+            } => self.on_stop_timeout(&unit, instance, generation),
+            Msg::Tick => self.on_tick(),
+            Msg::Request(req) => self.on_request(req),
+        }
+    }
+
+    fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Status(unit, reply) => {
+                let _ = reply.send(self.status(unit.as_deref()));
+            }
+            Request::Start(units, reply) => {
+                let _ = reply.send(self.refuse_if_shutting_down().and_then(|()| {
+                    self.start_units(&units).map(|units| UnitsResult { units })
+                }));
+            }
+            Request::Stop(units, reply) => {
+                if let Err(e) = self.check_known(&units) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                for name in &units {
+                    self.stop_unit(name, None, "request");
+                }
+                self.waiters.push(Waiter {
+                    units: units.clone(),
+                    then: Then::ReplyUnits(reply, units),
+                });
+            }
+            Request::Restart(units, reply) => {
+                if let Err(e) = self
+                    .refuse_if_shutting_down()
+                    .and_then(|()| self.check_known(&units))
+                {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                for name in &units {
+                    self.stop_unit(name, None, "restart");
+                }
+                self.waiters.push(Waiter {
+                    units: units.clone(),
+                    then: Then::StartThenReply(reply, units),
+                });
+            }
+            Request::Wait(unit, reply) => {
+                if !self.units.contains_key(&unit) {
+                    let _ = reply.send(Err(not_found(&unit)));
+                    return;
+                }
+                self.waiters.push(Waiter {
+                    units: vec![unit],
+                    then: Then::ReplyWait(reply),
+                });
+            }
+            Request::Reload(units, reply) => {
+                let _ = reply.send(self.refuse_if_shutting_down().map(|()| self.reload(units)));
+            }
+            Request::Run(unit, reply) => {
+                let _ = reply.send(self.refuse_if_shutting_down().and_then(|()| self.run(unit)));
+            }
+            Request::LogPaths(unit, instance, reply) => {
+                let _ = reply.send(self.log_paths(&unit, instance));
+            }
+            Request::Shutdown(reply) => self.begin_shutdown(reply),
+            Request::ForceShutdown => self.force_kill_all(),
+        }
+    }
+
+    fn refuse_if_shutting_down(&self) -> Result<(), ErrorBody> {
+        match self.shutdown {
+            Some(_) => Err(ErrorBody::new(
+                ErrorCode::ShuttingDown,
+                "corrald is shutting down and takes no new work",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn check_known(&self, units: &[String]) -> Result<(), ErrorBody> {
+        match units.iter().find(|u| !self.units.contains_key(*u)) {
+            Some(u) => Err(not_found(u)),
+            None => Ok(()),
+        }
+    }
+
+    fn status(&self, unit: Option<&str>) -> Result<StatusResult, ErrorBody> {
+        let units = match unit {
+            Some(name) => vec![self.units.get(name).ok_or_else(|| not_found(name))?.status()],
+            None => self.units.values().map(UnitEntry::status).collect(),
+        };
+        Ok(StatusResult { units })
+    }
+
+    fn log_paths(&self, unit: &str, instance: Option<u32>) -> Result<Vec<(u32, PathBuf)>, ErrorBody> {
+        let entry = self.units.get(unit).ok_or_else(|| not_found(unit))?;
+        let count = entry.unit.instances;
+        if let Some(i) = instance {
+            if i >= count {
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!("unit `{unit}` has {count} instance(s), numbered from 0; there is no instance {i}"),
+                ));
+            }
+        }
+        Ok((0..count)
+            .filter(|i| instance.is_none_or(|want| want == *i))
+            .map(|i| (i, logs::log_path(&self.config.log_dir, unit, i)))
+            .collect())
+    }
+
+    // ----- starting -----
+
+    /// Starts the named units and, recursively, what they require. Returns every unit acted on.
+    fn start_units(&mut self, names: &[String]) -> Result<Vec<String>, ErrorBody> {
+        self.check_known(names)?;
+        let mut closure = BTreeSet::new();
+        let mut todo: Vec<String> = names.to_vec();
+        while let Some(name) = todo.pop() {
+            if !closure.insert(name.clone()) {
+                continue;
+            }
+            if let Some(entry) = self.units.get(&name) {
+                todo.extend(entry.unit.requires.iter().cloned());
+            }
+        }
+        for name in &closure {
+            let Some(entry) = self.units.get_mut(name) else {
+                continue;
+            };
+            for inst in &mut entry.instances {
+                if inst.state.is_active() {
+                    continue;
+                }
+                // An explicit start forgives the past: counters and the start limit reset.
+                inst.state = InstanceState::Starting;
+                inst.reason = None;
+                inst.restarts = 0;
+                inst.consecutive_failures = 0;
+                inst.recent_starts.clear();
+                inst.generation += 1;
+            }
+        }
+        self.pump_starts();
+        Ok(closure.into_iter().collect())
+    }
+
+    /// Spawns every instance waiting in `Starting` whose dependencies are ready, and fails
+    /// those whose requirements failed. Repeats until nothing changes.
+    fn pump_starts(&mut self) {
+        loop {
+            let mut changed = false;
+            let waiting: Vec<(String, u32)> = self
+                .units
+                .values()
+                .flat_map(|e| {
+                    e.instances
+                        .iter()
+                        .filter(|i| i.state == InstanceState::Starting && i.spawn_token.is_none())
+                        .map(|i| (e.unit.name.clone(), i.index))
+                })
+                .collect();
+            for (name, index) in waiting {
+                match self.deps_ready(&name) {
+                    Ok(true) => {
+                        self.spawn_instance(&name, index);
+                        changed = true;
+                    }
+                    Ok(false) => {}
+                    Err(reason) => {
+                        let inst = self.instance_mut(&name, index).expect("listed above");
+                        inst.state = InstanceState::Failed;
+                        inst.reason = Some(reason.clone());
+                        self.event(&name, Some(index), "dependency_failed", reason);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                return;
+            }
+        }
+    }
+
+    /// Ok(true): may start now. Ok(false): wait. Err: a requirement failed.
+    fn deps_ready(&self, name: &str) -> Result<bool, String> {
+        let unit = &self.units[name].unit;
+        for dep in &unit.requires {
+            let Some(d) = self.units.get(dep) else {
+                return Err(format!("required unit `{dep}` does not exist"));
+            };
+            for i in &d.instances {
+                match (d.unit.kind, i.state) {
+                    (_, InstanceState::Failed) => {
+                        return Err(format!("required unit `{dep}` failed"));
+                    }
+                    (UnitKind::Service, InstanceState::Running) => {}
+                    (UnitKind::Task, InstanceState::Exited)
+                        if i.last_exit.is_some_and(|e| e.success()) => {}
+                    (UnitKind::Task, InstanceState::Exited) => {
+                        return Err(format!("required task `{dep}` exited unsuccessfully"));
+                    }
+                    (_, s) if s.is_active() => return Ok(false),
+                    (_, s) => {
+                        return Err(format!("required unit `{dep}` is {}", s.as_str()));
+                    }
+                }
+            }
+        }
+        for dep in unit.after.iter().filter(|d| !unit.requires.contains(d)) {
+            let Some(d) = self.units.get(dep) else {
+                continue;
+            };
+            let busy = d.instances.iter().any(|i| match i.state {
+                InstanceState::Starting | InstanceState::Backoff => true,
+                // "after a task" means after it has finished.
+                InstanceState::Running | InstanceState::Stopping => d.unit.kind == UnitKind::Task,
+                _ => false,
+            });
+            if busy {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn instance_mut(&mut self, unit: &str, index: u32) -> Option<&mut Instance> {
+        self.units
+            .get_mut(unit)
+            .and_then(|e| e.instances.get_mut(index as usize))
+    }
+
+    /// Spawns one instance now, unless its start limit is used up.
+    fn spawn_instance(&mut self, name: &str, index: u32) {
+        let Some(entry) = self.units.get_mut(name) else {
+            return;
+        };
+        let unit = entry.unit.clone();
+        let inst = &mut entry.instances[index as usize];
+        if let Some(reason) = start_limit_hit(&unit, inst) {
+            inst.state = InstanceState::Failed;
+            inst.reason = Some(reason.clone());
+            self.event(name, Some(index), "gave_up", reason);
+            return;
+        }
+        inst.recent_starts.push_back(Instant::now());
+        let token = self.next_token;
+        self.next_token += 1;
+        inst.state = InstanceState::Starting;
+        inst.spawn_token = Some(token);
+        self.tokens.insert(token, (name.to_owned(), index));
+        let spec = self.spawn_spec(&unit, index);
+        self.procs.spawn(token, spec);
+    }
+
+    fn spawn_spec(&self, unit: &Unit, index: u32) -> SpawnSpec {
+        let mut env = unit.env.clone();
+        env.insert(
+            "CORRAL_SOCKET".into(),
+            self.config.socket.display().to_string(),
+        );
+        env.insert("CORRAL_UNIT".into(), unit.name.clone());
+        env.insert("CORRAL_INSTANCE".into(), index.to_string());
+        SpawnSpec {
+            argv: unit.argv_for(index),
+            env,
+            working_dir: unit.working_dir.clone(),
+            log_path: logs::log_path(&self.config.log_dir, &unit.name, index),
+            umask: unit.umask,
+            rlimits: unit.rlimits.clone(),
+            user: unit.user.clone(),
+            group: unit.group.clone(),
+            die_with_parent: unit.daemon,
+        }
+    }
+
+    fn on_spawned(&mut self, token: u64, result: Result<Spawned, String>) {
+        let Some((name, index)) = self.tokens.remove(&token) else {
+            return;
+        };
+        let run_id = self.next_run_id;
+        let Some(entry) = self.units.get_mut(&name) else {
+            if let Ok(s) = result {
+                kill_group(s.pid, Signal::SIGKILL);
+            }
+            return;
+        };
+        let unit = entry.unit.clone();
+        let Some(inst) = entry.instances.get_mut(index as usize) else {
+            return;
+        };
+        if inst.spawn_token != Some(token) {
+            if let Ok(s) = result {
+                kill_group(s.pid, Signal::SIGKILL);
+            }
+            return;
+        }
+        inst.spawn_token = None;
+        match result {
+            Ok(spawned) => {
+                self.next_run_id += 1;
+                inst.pid = Some(spawned.pid);
+                inst.started = Some(Instant::now());
+                inst.run_id = Some(run_id);
+                self.by_pid.insert(spawned.pid, (name.clone(), index));
+                self.store.run_started(RunStart {
+                    id: run_id,
+                    unit: name.clone(),
+                    instance: index,
+                    pid: spawned.pid,
+                    start_time: spawned.start_time,
+                    started_at: store::now_ms(),
+                    restart_count: inst.restarts,
+                    daemon: unit.daemon,
+                });
+                if inst.state == InstanceState::Stopping {
+                    // A stop arrived while the spawn was in flight.
+                    let generation = inst.generation;
+                    self.signal_stop(&unit, index, spawned.pid, generation, None);
+                } else {
+                    inst.state = InstanceState::Running;
+                    self.event(&name, Some(index), "started", format!("pid {}", spawned.pid));
+                }
+            }
+            Err(reason) => {
+                let was_stopping = inst.state == InstanceState::Stopping;
+                inst.state = if was_stopping {
+                    InstanceState::Stopped
+                } else {
+                    InstanceState::Failed
+                };
+                inst.reason = Some(reason.clone());
+                self.event(&name, Some(index), "spawn_failed", reason);
+            }
+        }
+    }
+
+    fn on_exited(&mut self, pid: i32, status: ExitStatus) {
+        let Some((name, index)) = self.by_pid.remove(&pid) else {
+            return; // an orphaned grandchild re-parented to us: reaped, nothing to track
+        };
+        // The group outlives its leader only by accident: clear out what is left of it.
+        kill_group(pid, Signal::SIGKILL);
+        let shutting_down = self.shutdown.is_some();
+        let Some(entry) = self.units.get_mut(&name) else {
+            return;
+        };
+        let unit = entry.unit.clone();
+        let inst = &mut entry.instances[index as usize];
+        if inst.pid != Some(pid) {
+            return;
+        }
+        inst.pid = None;
+        inst.last_exit = Some(status);
+        let ran_for = inst.started.map_or(Duration::ZERO, |t| t.elapsed());
+        if let Some(run_id) = inst.run_id.take() {
+            self.store.run_ended(run_id, Some(status));
+        }
+        if inst.state == InstanceState::Stopping {
+            inst.state = InstanceState::Stopped;
+            inst.generation += 1;
+            self.event(&name, Some(index), "stopped", status.to_string());
+            return;
+        }
+        let restart = !shutting_down
+            && match unit.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => !status.success(),
+                RestartPolicy::No => false,
+            };
+        if !restart {
+            inst.state = InstanceState::Exited;
+            self.event(&name, Some(index), "exited", status.to_string());
+            return;
+        }
+        if ran_for >= unit.restart_delay_max.max(Duration::from_secs(1)) {
+            inst.consecutive_failures = 0; // it ran long enough to count as healthy
+        }
+        if let Some(reason) = start_limit_hit(&unit, inst) {
+            inst.state = InstanceState::Failed;
+            inst.reason = Some(reason.clone());
+            self.event(&name, Some(index), "gave_up", format!("{status}; {reason}"));
+            return;
+        }
+        let delay = backoff(unit.restart_delay, unit.restart_delay_max, inst.consecutive_failures);
+        inst.consecutive_failures = inst.consecutive_failures.saturating_add(1);
+        inst.state = InstanceState::Backoff;
+        inst.generation += 1;
+        let generation = inst.generation;
+        self.event(
+            &name,
+            Some(index),
+            "exited",
+            format!("{status}; restarting in {delay:?}"),
+        );
+        self.after(delay, Msg::RestartDue {
+            unit: name,
+            instance: index,
+            generation,
+        });
+    }
+
+    fn on_restart_due(&mut self, name: &str, index: u32, generation: u64) {
+        let Some(inst) = self.instance_mut(name, index) else {
+            return;
+        };
+        if inst.generation != generation || inst.state != InstanceState::Backoff {
+            return;
+        }
+        inst.restarts += 1;
+        let restarts = inst.restarts;
+        self.event(name, Some(index), "restarting", format!("restart #{restarts}"));
+        self.spawn_instance(name, index);
+    }
+
+    // ----- stopping -----
+
+    fn stop_unit(&mut self, name: &str, timeout: Option<Duration>, by: &str) {
+        let Some(entry) = self.units.get(name) else {
+            return;
+        };
+        let unit = entry.unit.clone();
+        for index in 0..entry.instances.len() as u32 {
+            self.stop_instance(&unit, index, timeout, by);
+        }
+    }
+
+    fn stop_instance(&mut self, unit: &Arc<Unit>, index: u32, timeout: Option<Duration>, by: &str) {
+        let Some(inst) = self.instance_mut(&unit.name, index) else {
+            return;
+        };
+        match inst.state {
+            InstanceState::Running => {
+                let pid = inst.pid.expect("running instances have a pid");
+                inst.state = InstanceState::Stopping;
+                inst.generation += 1;
+                let generation = inst.generation;
+                self.event(&unit.name, Some(index), "stopping", format!("by {by}"));
+                self.signal_stop(unit, index, pid, generation, timeout);
+            }
+            InstanceState::Starting if inst.spawn_token.is_some() => {
+                // on_spawned sends the stop signal as soon as the pid is known.
+                inst.state = InstanceState::Stopping;
+                inst.generation += 1;
+            }
+            InstanceState::Starting | InstanceState::Backoff => {
+                inst.state = InstanceState::Stopped;
+                inst.generation += 1;
+                self.event(&unit.name, Some(index), "stopped", format!("by {by}"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the unit's stop signal to the group and arms the SIGKILL timer.
+    fn signal_stop(
+        &mut self,
+        unit: &Unit,
+        index: u32,
+        pid: i32,
+        generation: u64,
+        timeout: Option<Duration>,
+    ) {
+        let signal = Signal::try_from(unit.stop_signal_number).unwrap_or(Signal::SIGTERM);
+        kill_group(pid, signal);
+        // SIGSTOPped processes would never see the signal; SIGCONT is harmless otherwise.
+        kill_group(pid, Signal::SIGCONT);
+        self.after(timeout.unwrap_or(unit.stop_timeout), Msg::StopTimeout {
+            unit: unit.name.clone(),
+            instance: index,
+            generation,
+        });
+    }
+
+    fn on_stop_timeout(&mut self, name: &str, index: u32, generation: u64) {
+        let Some(inst) = self.instance_mut(name, index) else {
+            return;
+        };
+        if inst.generation != generation || inst.state != InstanceState::Stopping {
+            return;
+        }
+        if let Some(pid) = inst.pid {
+            kill_group(pid, Signal::SIGKILL);
+            self.event(name, Some(index), "killed", "stop timeout passed: SIGKILL to the group".into());
+        }
+    }
+
+    // ----- reload and transient units -----
+
+    fn reload(&mut self, new: BTreeMap<String, Unit>) -> ReloadResult {
+        let mut result = ReloadResult {
+            added: Vec::new(),
+            removed: Vec::new(),
+            changed: Vec::new(),
+            unchanged: Vec::new(),
+        };
+        let old: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, e)| !e.transient)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in old.iter().filter(|n| !new.contains_key(*n)) {
+            self.stop_unit(name, None, "reload");
+            self.units.get_mut(name).expect("listed").pending = Some(Pending::Remove);
+            result.removed.push(name.clone());
+        }
+        let mut to_start = Vec::new();
+        for (name, unit) in new {
+            let unit = Arc::new(unit);
+            match self.units.get_mut(&name) {
+                Some(entry) if !entry.transient && *entry.unit == *unit => {
+                    result.unchanged.push(name);
+                }
+                Some(entry) => {
+                    let was_active = !entry.settled();
+                    entry.pending = Some(Pending::Replace {
+                        unit,
+                        start: was_active,
+                    });
+                    if was_active {
+                        self.stop_unit(&name, None, "reload");
+                    }
+                    result.changed.push(name);
+                }
+                None => {
+                    if unit.autostart {
+                        to_start.push(name.clone());
+                    }
+                    self.units.insert(name.clone(), UnitEntry::new(unit, false));
+                    result.added.push(name);
+                }
+            }
+        }
+        self.event_global("reload", format!("{result:?}"));
+        self.apply_pending();
+        if let Err(e) = self.start_units(&to_start) {
+            tracing::error!("reload: {e}");
+        }
+        result
+    }
+
+    fn run(&mut self, mut unit: Unit) -> Result<String, ErrorBody> {
+        if unit.name.is_empty() {
+            while self.units.contains_key(&format!("run-{}", self.next_transient)) {
+                self.next_transient += 1;
+            }
+            unit.name = format!("run-{}", self.next_transient);
+            self.next_transient += 1;
+        }
+        let name = unit.name.clone();
+        match self.units.get(&name) {
+            Some(e) if !e.transient || !e.settled() => {
+                return Err(ErrorBody::new(
+                    ErrorCode::Failed,
+                    format!("a unit named `{name}` already exists; choose another --name"),
+                ));
+            }
+            _ => {}
+        }
+        self.units
+            .insert(name.clone(), UnitEntry::new(Arc::new(unit), true));
+        self.start_units(std::slice::from_ref(&name))?;
+        self.prune_transient();
+        Ok(name)
+    }
+
+    fn prune_transient(&mut self) {
+        let mut finished: Vec<(Instant, String)> = self
+            .units
+            .values()
+            .filter(|e| e.transient && e.settled())
+            .filter_map(|e| e.settled_at.map(|t| (t, e.unit.name.clone())))
+            .collect();
+        if finished.len() > KEEP_TRANSIENT {
+            finished.sort();
+            for (_, name) in &finished[..finished.len() - KEEP_TRANSIENT] {
+                self.units.remove(name);
+            }
+        }
+    }
+
+    // ----- shutdown -----
+
+    fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {
+        match &mut self.shutdown {
+            Some(s) => s.replies.push(reply),
+            None => {
+                self.event_global("shutdown", "shutdown begun".into());
+                self.shutdown = Some(Shutdown {
+                    tasks_deadline: Instant::now() + self.config.shutdown_timeout,
+                    replies: vec![reply],
+                });
+                let timeout = self.config.shutdown_timeout;
+                self.after(timeout, Msg::Tick);
+            }
+        }
+    }
+
+    /// One step of the shutdown order: daemon units at once (with `daemon_grace`), tasks
+    /// once they finish or the deadline passes, services once nothing that depends on
+    /// them is still active (reverse dependency order).
+    fn pump_shutdown(&mut self) {
+        let Some(shutdown) = &self.shutdown else {
+            return;
+        };
+        let tasks_expired = Instant::now() >= shutdown.tasks_deadline;
+        let grace = self.config.daemon_grace;
+        let active: Vec<Arc<Unit>> = self
+            .units
+            .values()
+            .filter(|e| !e.settled())
+            .map(|e| e.unit.clone())
+            .collect();
+        for unit in &active {
+            let go = if unit.daemon {
+                Some(Some(grace.min(unit.stop_timeout)))
+            } else if unit.kind == UnitKind::Task {
+                tasks_expired.then_some(None)
+            } else {
+                let has_active_dependent = active.iter().any(|other| {
+                    other.name != unit.name
+                        && (other.after.contains(&unit.name) || other.requires.contains(&unit.name))
+                });
+                (!has_active_dependent).then_some(None)
+            };
+            if let Some(timeout) = go {
+                for index in 0..unit.instances {
+                    self.stop_instance(unit, index, timeout, "shutdown");
+                }
+            }
+        }
+        if self.units.values().all(UnitEntry::settled) {
+            let shutdown = self.shutdown.as_mut().expect("checked above");
+            for reply in shutdown.replies.drain(..) {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn force_kill_all(&mut self) {
+        for entry in self.units.values_mut() {
+            for inst in &mut entry.instances {
+                if let Some(pid) = inst.pid {
+                    kill_group(pid, Signal::SIGKILL);
+                    inst.state = InstanceState::Stopping;
+                } else if inst.state.is_active() {
+                    inst.state = InstanceState::Stopped;
+                }
+                inst.generation += 1;
+            }
+        }
+    }
+
+    // ----- bookkeeping after every message -----
+
+    fn on_tick(&mut self) {
+        let files: Vec<logs::Rotation> = self
+            .units
+            .values()
+            .flat_map(|e| {
+                (0..e.unit.instances).map(|i| logs::Rotation {
+                    path: logs::log_path(&self.config.log_dir, &e.unit.name, i),
+                    max_size: e.unit.log_max_size,
+                    keep: e.unit.log_keep,
+                })
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || logs::rotate_all(&files));
+    }
+
+    /// Runs after every message: starts what became startable, applies pending reload
+    /// changes, answers waiters whose units settled, advances shutdown.
+    fn settle(&mut self) {
+        self.pump_starts();
+        self.apply_pending();
+        self.pump_shutdown();
+        let now = Instant::now();
+        for entry in self.units.values_mut() {
+            match (entry.settled(), entry.settled_at) {
+                (true, None) => entry.settled_at = Some(now),
+                (false, Some(_)) => entry.settled_at = None,
+                _ => {}
+            }
+        }
+        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
+            std::mem::take(&mut self.waiters).into_iter().partition(|w| {
+                w.units
+                    .iter()
+                    .all(|u| self.units.get(u).is_none_or(UnitEntry::settled))
+            });
+        self.waiters = waiting;
+        for waiter in ready {
+            self.fire(waiter);
+        }
+    }
+
+    fn apply_pending(&mut self) {
+        let mut to_start = Vec::new();
+        let settled: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, e)| e.pending.is_some() && e.settled())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in settled {
+            let entry = self.units.get_mut(&name).expect("listed");
+            match entry.pending.take() {
+                Some(Pending::Remove) => {
+                    self.units.remove(&name);
+                }
+                Some(Pending::Replace { unit, start }) => {
+                    let mut fresh = UnitEntry::new(unit, false);
+                    // Keep the history of instances that still exist.
+                    for (old, new) in entry.instances.drain(..).zip(fresh.instances.iter_mut()) {
+                        new.last_exit = old.last_exit;
+                        new.state = old.state;
+                        new.reason = old.reason;
+                    }
+                    *entry = fresh;
+                    if start {
+                        to_start.push(name);
+                    }
+                }
+                None => {}
+            }
+        }
+        if !to_start.is_empty() {
+            if let Err(e) = self.start_units(&to_start) {
+                tracing::error!("reload: {e}");
+            }
+        }
+    }
+
+    fn fire(&mut self, waiter: Waiter) {
+        match waiter.then {
+            Then::ReplyUnits(reply, units) => {
+                let _ = reply.send(Ok(UnitsResult { units }));
+            }
+            Then::StartThenReply(reply, units) => {
+                let _ = reply.send(
+                    self.refuse_if_shutting_down()
+                        .and_then(|()| self.start_units(&units))
+                        .map(|units| UnitsResult { units }),
+                );
+            }
+            Then::ReplyWait(reply) => {
+                let name = &waiter.units[0];
+                let result = match self.units.get(name) {
+                    Some(entry) => Ok(WaitResult {
+                        unit: name.clone(),
+                        instances: entry
+                            .instances
+                            .iter()
+                            .map(|i| InstanceExit {
+                                instance: i.index,
+                                state: i.state,
+                                exit: i.last_exit,
+                            })
+                            .collect(),
+                    }),
+                    None => Err(ErrorBody::new(
+                        ErrorCode::NotFound,
+                        format!("unit `{name}` was removed while waiting"),
+                    )),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn after(&self, delay: Duration, msg: Msg) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(msg);
+        });
+    }
+
+    fn event(&self, unit: &str, instance: Option<u32>, kind: &'static str, detail: String) {
+        tracing::info!(unit, instance, kind, "{detail}");
+        self.store.event(Event {
+            unit: Some(unit.to_owned()),
+            instance,
+            kind,
+            detail,
+        });
+    }
+
+    fn event_global(&self, kind: &'static str, detail: String) {
+        tracing::info!(kind, "{detail}");
+        self.store.event(Event {
+            unit: None,
+            instance: None,
+            kind,
+            detail,
+        });
+    }
+}
+
+/// `Some(reason)` when starting now would exceed the unit's start limit.
+fn start_limit_hit(unit: &Unit, inst: &mut Instance) -> Option<String> {
+    let now = Instant::now();
+    while inst
+        .recent_starts
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > unit.start_limit_interval)
+    {
+        inst.recent_starts.pop_front();
+    }
+    (inst.recent_starts.len() >= unit.start_limit_burst as usize).then(|| {
+        format!(
+            "start limit hit: {} starts within {:?}; `corralctl start {}` tries again",
+            inst.recent_starts.len(),
+            unit.start_limit_interval,
+            unit.name
+        )
+    })
+}
+
+/// `base * 2^failures`, capped at `max`.
+fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(max).min(max)
+}
+
+/// Signals a whole process group; a group that is already gone is not an error.
+fn kill_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!("killpg({pgid}, {signal}): {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let ms = Duration::from_millis;
+        assert_eq!(backoff(ms(100), ms(1000), 0), ms(100));
+        assert_eq!(backoff(ms(100), ms(1000), 1), ms(200));
+        assert_eq!(backoff(ms(100), ms(1000), 3), ms(800));
+        assert_eq!(backoff(ms(100), ms(1000), 4), ms(1000));
+        assert_eq!(backoff(ms(100), ms(1000), 200), ms(1000));
+    }
+}

@@ -1,0 +1,329 @@
+//! The process thread: the one place that forks and the one place that reaps.
+//!
+//! Two facts shape this module:
+//! - `PR_SET_PDEATHSIG` fires when the *thread* that forked a child exits, so
+//!   `daemon = true` instances must be forked by a thread that lives as long as
+//!   corrald. This thread never exits.
+//! - corrald is a child subreaper and reaps with `waitpid(-1)`. `std::process::Command`
+//!   itself calls `waitpid(pid)` on a child whose `exec` failed; if another thread
+//!   reaped that child first, std would panic. Doing spawns and reaping on the same
+//!   thread rules that race out, and no tokio `process::Child` exists to race either.
+//!
+//! Spawn results and exit statuses leave this thread on one channel, in the order they
+//! happened, so the supervisor always learns a pid before it learns that pid's exit.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use corral_config::{Rlimit, Rlimits};
+use corral_proto::ExitStatus;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, Uid};
+
+/// Everything needed to start one instance.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// Program and arguments, placeholders already substituted.
+    pub argv: Vec<String>,
+    /// Variables added to corrald's own environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub working_dir: Option<PathBuf>,
+    /// The instance's log file: stdout and stderr are appended to it.
+    pub log_path: PathBuf,
+    /// File-mode creation mask.
+    pub umask: Option<u32>,
+    /// Resource limits.
+    pub rlimits: Rlimits,
+    /// Run as this user (name).
+    pub user: Option<String>,
+    /// Run with this primary group (name).
+    pub group: Option<String>,
+    /// Die with corrald (`PR_SET_PDEATHSIG` = SIGKILL).
+    pub die_with_parent: bool,
+}
+
+/// A started process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    /// Its pid, which is also its process-group and session id.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22): with the pid,
+    /// it identifies the process across pid reuse.
+    pub start_time: u64,
+}
+
+/// What the process thread reports.
+#[derive(Debug)]
+pub enum ProcEvent {
+    /// The outcome of a [`ProcessThread::spawn`] with this token.
+    Spawned {
+        /// The token given to `spawn`.
+        token: u64,
+        /// The process, or why it could not be started.
+        result: Result<Spawned, String>,
+    },
+    /// A child of corrald (an instance, or an orphan re-parented to us) was reaped.
+    Exited {
+        /// The reaped pid.
+        pid: i32,
+        /// How it ended.
+        status: ExitStatus,
+    },
+}
+
+struct Job {
+    token: u64,
+    spec: SpawnSpec,
+}
+
+/// Handle to the process thread.
+#[derive(Clone)]
+pub struct ProcessThread {
+    jobs: mpsc::Sender<Job>,
+    waker: std::sync::Arc<UnixStream>,
+}
+
+impl ProcessThread {
+    /// Starts the thread. Events go to `events`, which must outlive corrald's work.
+    pub fn start(events: impl Fn(ProcEvent) + Send + 'static) -> std::io::Result<ProcessThread> {
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, wake_tx.try_clone()?)?;
+        let (jobs, job_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("corral-process".into())
+            .spawn(move || run(wake_rx, job_rx, events))?;
+        Ok(ProcessThread {
+            jobs,
+            waker: std::sync::Arc::new(wake_tx),
+        })
+    }
+
+    /// Asks the thread to start a process; the outcome arrives as [`ProcEvent::Spawned`].
+    pub fn spawn(&self, token: u64, spec: SpawnSpec) {
+        if self.jobs.send(Job { token, spec }).is_ok() {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        // A full socket buffer means a wake-up is already pending, so WouldBlock is fine.
+        match (&*self.waker).write(&[1]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => tracing::error!("cannot wake the process thread: {e}"),
+        }
+    }
+}
+
+fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(ProcEvent)) {
+    let mut buf = [0u8; 256];
+    loop {
+        // Reap first: a SIGCHLD may have arrived before the handler was registered.
+        reap_all(&events);
+        while let Ok(job) = jobs.try_recv() {
+            let result = spawn(&job.spec);
+            events(ProcEvent::Spawned {
+                token: job.token,
+                result,
+            });
+        }
+        match wake_rx.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::error!("process thread cannot wait for work: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn reap_all(events: &impl Fn(ProcEvent)) {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => events(ProcEvent::Exited {
+                pid: pid.as_raw(),
+                status: ExitStatus {
+                    code: Some(code),
+                    signal: None,
+                },
+            }),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => events(ProcEvent::Exited {
+                pid: pid.as_raw(),
+                status: ExitStatus {
+                    code: None,
+                    signal: Some(sig as i32),
+                },
+            }),
+            Ok(WaitStatus::StillAlive) => return,
+            Ok(_) => {} // stopped/continued: not an exit
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return, // ECHILD: no children at all
+        }
+    }
+}
+
+/// Credentials resolved before fork: name lookups are not async-signal-safe.
+struct Credentials {
+    uid: Option<Uid>,
+    gid: Option<Gid>,
+    groups: Option<Vec<Gid>>,
+}
+
+fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
+    let mut creds = Credentials {
+        uid: None,
+        gid: None,
+        groups: None,
+    };
+    if let Some(name) = &spec.user {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
+            .ok_or_else(|| format!("user `{name}` does not exist"))?;
+        let cname = CString::new(name.as_str()).map_err(|_| format!("bad user name `{name}`"))?;
+        creds.groups = Some(
+            nix::unistd::getgrouplist(&cname, user.gid)
+                .map_err(|e| format!("cannot list the groups of `{name}`: {e}"))?,
+        );
+        creds.uid = Some(user.uid);
+        creds.gid = Some(user.gid);
+    }
+    if let Some(name) = &spec.group {
+        let group = nix::unistd::Group::from_name(name)
+            .map_err(|e| format!("cannot look up group `{name}`: {e}"))?
+            .ok_or_else(|| format!("group `{name}` does not exist"))?;
+        creds.gid = Some(group.gid);
+        if creds.groups.is_none() {
+            creds.groups = Some(vec![group.gid]);
+        }
+    }
+    if (creds.uid.is_some() || creds.gid.is_some()) && !Uid::effective().is_root() {
+        let wanted = creds.uid.map_or(true, |u| u == Uid::effective())
+            && creds.gid.map_or(true, |g| g == Gid::effective());
+        if !wanted {
+            return Err("`user`/`group` need corrald to run as root".into());
+        }
+        // Already the requested identity: nothing to change, and no privilege to do it.
+        return Ok(Credentials {
+            uid: None,
+            gid: None,
+            groups: None,
+        });
+    }
+    Ok(creds)
+}
+
+fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
+    let (program, args) = spec.argv.split_first().ok_or("empty command")?;
+    if let Some(dir) = &spec.working_dir {
+        if !dir.is_dir() {
+            return Err(format!("working_dir {} does not exist", dir.display()));
+        }
+    }
+    let creds = resolve_credentials(spec)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(&spec.log_path)
+        .map_err(|e| format!("cannot open log {}: {e}", spec.log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot duplicate log fd: {e}"))?;
+
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    if let Some(dir) = &spec.working_dir {
+        cmd.current_dir(dir);
+    }
+    let limits = rlimit_list(&spec.rlimits);
+    let umask = spec.umask;
+    let die_with_parent = spec.die_with_parent;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls
+    // (no allocation, no locks): setsid, umask, setrlimit, setgroups, setgid,
+    // setuid, prctl, getppid, kill.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if let Some(mask) = umask {
+                nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+            }
+            for (resource, limit) in &limits {
+                setrlimit(*resource, limit.soft, limit.hard)?;
+            }
+            if let Some(groups) = &creds.groups {
+                nix::unistd::setgroups(groups)?;
+            }
+            if let Some(gid) = creds.gid {
+                nix::unistd::setgid(gid)?;
+            }
+            if let Some(uid) = creds.uid {
+                nix::unistd::setuid(uid)?;
+            }
+            // Last: a change of credentials clears the parent-death signal.
+            if die_with_parent {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // corrald may have died between fork and prctl.
+                if nix::unistd::getppid() != parent {
+                    nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL)?;
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| describe_spawn_error(program, &e))?;
+    let pid = child.id() as i32;
+    // Dropping a std Child neither kills nor reaps it; this thread reaps.
+    drop(child);
+    let start_time = process_start_time(pid).unwrap_or(0);
+    Ok(Spawned { pid, start_time })
+}
+
+fn describe_spawn_error(program: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::NotFound => format!("command not found: {program}"),
+        ErrorKind::PermissionDenied => format!("permission denied executing {program}"),
+        _ => format!("cannot start {program}: {e}"),
+    }
+}
+
+fn rlimit_list(limits: &Rlimits) -> Vec<(Resource, Rlimit)> {
+    [
+        (Resource::RLIMIT_NOFILE, limits.nofile),
+        (Resource::RLIMIT_NPROC, limits.nproc),
+        (Resource::RLIMIT_CORE, limits.core),
+        (Resource::RLIMIT_MEMLOCK, limits.memlock),
+        (Resource::RLIMIT_AS, limits.r#as),
+    ]
+    .into_iter()
+    .filter_map(|(resource, limit)| limit.map(|l| (resource, l)))
+    .collect()
+}
+
+/// The start time of `pid` in clock ticks since boot, from `/proc/PID/stat`.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // `rest` starts at field 3 (state); start time is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
