@@ -217,7 +217,12 @@ impl Client {
     }
 
     /// The last `lines` lines of each instance's log.
-    pub fn logs(&mut self, unit: &str, instance: Option<u32>, lines: usize) -> Result<Vec<LogLine>, Error> {
+    pub fn logs(
+        &mut self,
+        unit: &str,
+        instance: Option<u32>,
+        lines: usize,
+    ) -> Result<Vec<LogLine>, Error> {
         let result: LogsResult = self.call(Op::Logs {
             unit: unit.to_owned(),
             instance,

@@ -23,7 +23,8 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 cannot reach corrald.";
+const EXIT_CODES: &str =
+    "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 cannot reach corrald.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -109,7 +110,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    let socket = cli.socket.clone().unwrap_or_else(corral_client::default_socket);
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(corral_client::default_socket);
     let mut client = match Client::connect_to(&socket) {
         Ok(c) => c,
         Err(e) => return fail(&e),

@@ -16,13 +16,19 @@ use crate::supervisor::Request;
 
 /// Binds the HTTP listener (so a bad address fails start-up, not later).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}; choose another --http address or `--http off`"))
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for HTTP on {addr}: {e}; choose another --http address or `--http off`"
+        )
+    })
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/status", get(status))

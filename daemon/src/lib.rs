@@ -86,7 +86,8 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     });
     let stop_serving = CancellationToken::new();
     let server_task = tokio::spawn(server::run(listener, ctx.clone(), stop_serving.clone()));
-    let http_task = http_listener.map(|l| tokio::spawn(http::serve(l, ctx.clone(), stop_serving.clone())));
+    let http_task =
+        http_listener.map(|l| tokio::spawn(http::serve(l, ctx.clone(), stop_serving.clone())));
     tracing::info!(
         socket = %settings.socket.display(),
         units = %settings.units_dir.display(),

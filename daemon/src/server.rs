@@ -9,18 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use corral_proto::{ErrorBody, ErrorCode, Request, Response};
-use futures_util::StreamExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handlers;
 use crate::Context;
+use crate::handlers;
 
 /// Where a handler sends its replies; cheap to clone into spawned tasks.
 #[derive(Clone)]
@@ -118,12 +115,7 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
     let (tx, rx) = mpsc::channel(256);
     let writer = tokio::spawn(write_replies(write, rx));
     let replies = Replies { tx };
-    let codec = AnyDelimiterCodec::new_with_max_length(
-        b"\n".to_vec(),
-        Vec::new(),
-        ctx.settings.max_frame_bytes,
-    );
-    let mut frames = FramedRead::new(read, codec);
+    let mut frames = FrameReader::new(read, ctx.settings.max_frame_bytes);
     let conn = handlers::Connection::new();
     loop {
         let frame = tokio::select! {
@@ -131,12 +123,12 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
             _ = shutdown.cancelled() => break,
         };
         match frame {
-            Some(Ok(bytes)) => {
+            Ok(Some(Frame::Line(bytes))) => {
                 if !handle_frame(&bytes, &ctx, &conn, &replies).await {
                     break;
                 }
             }
-            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+            Ok(Some(Frame::TooLarge)) => {
                 let limit = ctx.settings.max_frame_bytes;
                 let error = ErrorBody::new(
                     ErrorCode::FrameTooLarge,
@@ -146,8 +138,8 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
                     break;
                 }
             }
-            // An I/O error or end of stream: the client is gone. A half frame is dropped.
-            Some(Err(AnyDelimiterCodecError::Io(_))) | None => break,
+            // End of stream or an I/O error: the client is gone. A half frame is dropped.
+            Ok(None) | Err(_) => break,
         }
     }
     conn.close(&ctx).await;
@@ -156,14 +148,23 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
 }
 
 /// Handles one frame; false if the connection should close.
-async fn handle_frame(bytes: &Bytes, ctx: &Arc<Context>, conn: &handlers::Connection, replies: &Replies) -> bool {
+async fn handle_frame(
+    bytes: &[u8],
+    ctx: &Arc<Context>,
+    conn: &handlers::Connection,
+    replies: &Replies,
+) -> bool {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return true;
     }
     match serde_json::from_slice::<Request>(bytes) {
         Ok(request) => handlers::dispatch(ctx, conn, request, replies).await,
-        Err(e) => replies.send(Response::err(request_id(bytes), parse_error(bytes, &e))).await,
+        Err(e) => {
+            replies
+                .send(Response::err(request_id(bytes), parse_error(bytes, &e)))
+                .await
+        }
     }
 }
 
@@ -185,10 +186,16 @@ fn parse_error(bytes: &[u8], e: &serde_json::Error) -> ErrorBody {
         (false, _) if std::str::from_utf8(bytes).is_err() => {
             ErrorBody::new(ErrorCode::BadRequest, "request is not valid UTF-8")
         }
-        (false, _) => ErrorBody::new(ErrorCode::BadRequest, format!("request is not valid JSON: {e}")),
+        (false, _) => ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("request is not valid JSON: {e}"),
+        ),
         (true, Some(op)) if e.to_string().contains("unknown variant") => ErrorBody::new(
             ErrorCode::UnknownOp,
-            format!("unknown op `{op}`; this corrald speaks protocol {}", corral_proto::PROTOCOL_VERSION),
+            format!(
+                "unknown op `{op}`; this corrald speaks protocol {}",
+                corral_proto::PROTOCOL_VERSION
+            ),
         ),
         (true, _) => ErrorBody::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
     }
@@ -208,6 +215,61 @@ async fn write_replies(write: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Re
         }
         if out.flush().await.is_err() {
             return;
+        }
+    }
+}
+
+/// One newline-terminated frame, or the news that one was too large.
+enum Frame {
+    /// A frame without its newline.
+    Line(Vec<u8>),
+    /// A frame over the limit; it has been skipped up to and including its newline.
+    TooLarge,
+}
+
+/// Splits a byte stream into frames, never buffering more than `max` bytes of one frame:
+/// an oversized frame is discarded as it streams in, and reading resumes after it.
+struct FrameReader<R> {
+    inner: BufReader<R>,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(inner: R, max: usize) -> Self {
+        FrameReader {
+            inner: BufReader::with_capacity(64 * 1024, inner),
+            max,
+        }
+    }
+
+    async fn next(&mut self) -> std::io::Result<Option<Frame>> {
+        let mut line = Vec::new();
+        let mut too_large = false;
+        loop {
+            let buf = self.inner.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let (chunk, complete) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], true),
+                None => (buf, false),
+            };
+            if !too_large && line.len() + chunk.len() > self.max {
+                too_large = true;
+                line = Vec::new();
+            }
+            if !too_large {
+                line.extend_from_slice(chunk);
+            }
+            let used = chunk.len() + usize::from(complete);
+            self.inner.consume(used);
+            if complete {
+                return Ok(Some(if too_large {
+                    Frame::TooLarge
+                } else {
+                    Frame::Line(line)
+                }));
+            }
         }
     }
 }

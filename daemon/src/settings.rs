@@ -105,8 +105,13 @@ impl Settings {
             let chosen = flag.clone().or_else(|| conf.clone()).unwrap_or(default);
             std::path::absolute(&chosen).unwrap_or(chosen)
         };
+        let state_given = flags.state_dir.is_some() || file.state_dir.is_some();
         let state_dir = pick(&flags.state_dir, &file.state_dir, d.state_dir);
-        let log_default = d.log_dir.unwrap_or_else(|| state_dir.join("logs"));
+        // A state dir chosen by hand (a demo, a test) keeps the logs beside it.
+        let log_default = match d.log_dir {
+            Some(dir) if !state_given => dir,
+            _ => state_dir.join("logs"),
+        };
         let http_enabled = file.http.enabled.unwrap_or(true) || flags.http.is_some();
         let http = match flags.http.clone().or_else(|| file.http.listen.clone()) {
             _ if !http_enabled => None,
@@ -144,6 +149,9 @@ impl Settings {
 }
 
 fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
-    s.parse()
-        .map_err(|_| anyhow::anyhow!("invalid HTTP address `{s}`: expected IP:PORT like 127.0.0.1:8787, or `off`"))
+    s.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid HTTP address `{s}`: expected IP:PORT like 127.0.0.1:8787, or `off`"
+        )
+    })
 }

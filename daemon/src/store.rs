@@ -401,7 +401,10 @@ mod tests {
         let path = dir.path().join("state.db");
         std::fs::write(&path, vec![0x5a; 4096]).unwrap();
         let err = Store::open(&path).err().expect("must refuse");
-        assert!(err.to_string().contains("not a usable corral state database"));
+        assert!(
+            err.to_string()
+                .contains("not a usable corral state database")
+        );
         assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 4096]);
     }
 

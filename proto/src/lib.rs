@@ -509,11 +509,14 @@ mod tests {
 
     #[test]
     fn response_frames_end_in_newline_and_omit_empty_fields() {
-        let frame = Response::ok(3, HelloResult {
-            protocol: 1,
-            server: "corrald".into(),
-            pid: 1,
-        })
+        let frame = Response::ok(
+            3,
+            HelloResult {
+                protocol: 1,
+                server: "corrald".into(),
+                pid: 1,
+            },
+        )
         .to_frame();
         let text = std::str::from_utf8(&frame).unwrap();
         assert!(text.ends_with('\n'));

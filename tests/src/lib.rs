@@ -1,1 +1,364 @@
-//! Test support
+//! Test support: [`TestDaemon`] runs the real `corrald` binary in a temp dir.
+//!
+//! Each daemon gets its own directory (units, state, logs, socket), is ready when its
+//! socket answers `hello` (never after a fixed sleep), and is shut down on drop: SIGTERM
+//! and a wait for a clean exit, then SIGKILL. Nothing is shared between tests, so they
+//! run in parallel.
+//!
+//! The binaries are taken from the target directory this test was built into; build
+//! them first (`scripts/test` does: `cargo build --workspace --bins`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_client::Client;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Generous deadline for anything a test waits for: CI runs on 2 busy cores.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Path of a binary built from this workspace.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-HASH -> target/debug/NAME
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, or run scripts/test)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A corrald running in its own temp dir.
+pub struct TestDaemon {
+    /// The temp dir holding everything.
+    pub dir: tempfile::TempDir,
+    /// Extra arguments passed to corrald.
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// A daemon directory with no units; call [`TestDaemon::start`] after writing units.
+    pub fn new() -> TestDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-test-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("units")).expect("units dir");
+        TestDaemon {
+            dir,
+            extra_args: Vec::new(),
+            child: None,
+        }
+    }
+
+    /// Writes `units/NAME.toml`.
+    pub fn unit(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.units_dir().join(format!("{name}.toml")), text).expect("write unit");
+        self
+    }
+
+    /// Removes `units/NAME.toml`.
+    pub fn remove_unit(&self, name: &str) {
+        std::fs::remove_file(self.units_dir().join(format!("{name}.toml"))).expect("remove unit");
+    }
+
+    /// The directory of unit files.
+    pub fn units_dir(&self) -> PathBuf {
+        self.dir.path().join("units")
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The instance-log directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_dir().join("logs")
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("corral.sock")
+    }
+
+    /// A path inside the temp dir, for files the test's processes write.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The command that starts corrald on this directory.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("corrald"));
+        cmd.arg("--units")
+            .arg(self.units_dir())
+            .arg("--state")
+            .arg(self.state_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(["--http", "off"])
+            .args(&self.extra_args)
+            .env_remove("CORRAL_SOCKET")
+            .env("CORRAL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path("corrald.stderr"))
+                    .expect("stderr file"),
+            );
+        cmd
+    }
+
+    /// Starts corrald and waits until its socket answers `hello`.
+    pub fn start(&mut self) -> &mut Self {
+        assert!(self.child.is_none(), "already running");
+        let child = self.command().spawn().expect("spawn corrald");
+        self.child = Some(child);
+        let socket = self.socket();
+        wait_for("corrald to answer hello", || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "corrald exited during start-up ({status}): {}",
+                    self.stderr()
+                );
+            }
+            Client::connect_to(&socket).ok()
+        });
+        self
+    }
+
+    /// corrald's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// What corrald wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("corrald.stderr")).unwrap_or_default()
+    }
+
+    /// A connected client.
+    pub fn client(&self) -> Client {
+        Client::connect_to(self.socket()).expect("connect to corrald")
+    }
+
+    /// Runs `corralctl --socket S ARGS...` and returns its output.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("corralctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("CORRAL_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run corralctl")
+    }
+
+    /// Runs corralctl and asserts it succeeded; returns its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "corralctl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// `status --json` of one unit.
+    pub fn status(&self, unit: &str) -> corral_proto::UnitStatus {
+        self.client()
+            .status(Some(unit))
+            .expect("status")
+            .units
+            .remove(0)
+    }
+
+    /// Waits until every instance of `unit` is in `state`; returns the unit status.
+    pub fn wait_state(&self, unit: &str, state: &str) -> corral_proto::UnitStatus {
+        wait_for(&format!("{unit} to be {state}"), || {
+            let s = self.status(unit);
+            s.instances
+                .iter()
+                .all(|i| i.state.as_str() == state)
+                .then_some(s)
+        })
+    }
+
+    /// The log file of one instance.
+    pub fn log(&self, unit: &str, instance: u32) -> String {
+        std::fs::read_to_string(self.log_dir().join(format!("{unit}.{instance}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Sends a signal to corrald.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).expect("signal corrald");
+    }
+
+    /// Waits for corrald to exit and returns its exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for("corrald to exit", || child.try_wait().expect("try_wait"));
+        self.child = None;
+        status.code()
+    }
+
+    /// SIGKILLs corrald (as a crash would) and reaps it.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit();
+    }
+
+    /// A raw connection to the socket, for protocol-level tests.
+    pub fn raw(&self) -> RawConn {
+        let stream = UnixStream::connect(self.socket()).expect("connect");
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .expect("read timeout");
+        RawConn {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            stream,
+        }
+    }
+}
+
+impl Default for TestDaemon {
+    fn default() -> Self {
+        TestDaemon::new()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = kill(pid, Signal::SIGTERM); // second signal: force
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A raw line-oriented connection to corrald.
+pub struct RawConn {
+    /// Write side.
+    pub stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl RawConn {
+    /// Sends bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads one reply line as JSON (None at end of stream).
+    pub fn recv(&mut self) -> Option<serde_json::Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(&line).expect("reply is JSON")),
+            Err(e) => panic!("reading reply: {e}"),
+        }
+    }
+
+    /// Sends one JSON request line and reads one reply.
+    pub fn roundtrip(&mut self, request: &str) -> serde_json::Value {
+        self.send(format!("{request}\n").as_bytes());
+        self.recv().expect("a reply")
+    }
+}
+
+/// Every live process whose process-group id is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    all_procs()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// One line of `/proc/PID/stat`, the fields tests need.
+#[derive(Debug, Clone)]
+pub struct ProcInfo {
+    /// Pid.
+    pub pid: i32,
+    /// State letter (`Z` for zombies).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Process group.
+    pub pgrp: i32,
+}
+
+/// Every process on the machine.
+pub fn all_procs() -> Vec<ProcInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_info)
+        .collect()
+}
+
+/// `/proc/PID/stat` of one process, if it exists.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    proc_info(pid).is_some_and(|p| p.state != 'Z')
+}

@@ -36,7 +36,16 @@ fn status_table(status: &StatusResult) -> String {
         }
     }
     table(
-        &["UNIT", "INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "REASON"],
+        &[
+            "UNIT",
+            "INSTANCE",
+            "STATE",
+            "PID",
+            "UPTIME",
+            "RESTARTS",
+            "LAST EXIT",
+            "REASON",
+        ],
         &rows,
     )
 }
@@ -56,7 +65,12 @@ pub fn restart(client: &mut Client, out: &Output, units: &[String]) -> Result<Ex
     report(out, &result, "restarted", &result.units)
 }
 
-fn report(out: &Output, result: &impl serde::Serialize, verb: &str, units: &[String]) -> Result<ExitCode, Error> {
+fn report(
+    out: &Output,
+    result: &impl serde::Serialize,
+    verb: &str,
+    units: &[String],
+) -> Result<ExitCode, Error> {
     if out.json {
         out.print_json(result);
     } else {
@@ -65,7 +79,12 @@ fn report(out: &Output, result: &impl serde::Serialize, verb: &str, units: &[Str
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn wait(client: &mut Client, out: &Output, unit: &str, timeout: Option<f64>) -> Result<ExitCode, Error> {
+pub fn wait(
+    client: &mut Client,
+    out: &Output,
+    unit: &str,
+    timeout: Option<f64>,
+) -> Result<ExitCode, Error> {
     let timeout_ms = timeout.map(|s| (s.max(0.0) * 1000.0) as u64);
     let result = client.wait(unit, timeout_ms)?;
     if out.json {

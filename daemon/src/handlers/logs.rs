@@ -39,7 +39,10 @@ async fn read_tails(
         let mut out = Vec::new();
         for (instance, path) in paths {
             let tail = tail_lines(&path, lines).map_err(|e| {
-                ErrorBody::new(ErrorCode::Failed, format!("cannot read {}: {e}", path.display()))
+                ErrorBody::new(
+                    ErrorCode::Failed,
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
             out.extend(tail.into_iter().map(|line| LogLine { instance, line }));
         }
@@ -93,9 +96,14 @@ pub async fn follow(
             _ = replies.closed() => return,
         }
         for (instance, follower) in &mut followers {
-            let Ok(new) = follower.poll(false) else { continue };
+            let Ok(new) = follower.poll(false) else {
+                continue;
+            };
             for line in new {
-                let event = LogLine { instance: *instance, line };
+                let event = LogLine {
+                    instance: *instance,
+                    line,
+                };
                 if !replies.send(Response::event(id, event)).await {
                     return;
                 }

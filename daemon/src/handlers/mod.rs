@@ -33,7 +33,12 @@ impl Default for Connection {
 
 /// Answers one request. Quick operations reply before this returns; long ones are
 /// spawned and reply later. Returns false if the client has gone away.
-pub async fn dispatch(ctx: &Arc<Context>, _conn: &Connection, request: Request, replies: &Replies) -> bool {
+pub async fn dispatch(
+    ctx: &Arc<Context>,
+    _conn: &Connection,
+    request: Request,
+    replies: &Replies,
+) -> bool {
     let id = request.id;
     let reply = match request.op {
         Op::Hello { version, client } => system::hello(version, client),
@@ -42,7 +47,9 @@ pub async fn dispatch(ctx: &Arc<Context>, _conn: &Connection, request: Request, 
         Op::Start { units } => units::start(ctx, units).await,
         Op::Reload {} => units::reload(ctx).await,
         Op::Stop { units } => return spawn(ctx, replies, id, units::stop(ctx.clone(), units)),
-        Op::Restart { units } => return spawn(ctx, replies, id, units::restart(ctx.clone(), units)),
+        Op::Restart { units } => {
+            return spawn(ctx, replies, id, units::restart(ctx.clone(), units));
+        }
         Op::Wait { unit, timeout_ms } => {
             return spawn(ctx, replies, id, units::wait(ctx.clone(), unit, timeout_ms));
         }
@@ -66,7 +73,16 @@ pub async fn dispatch(ctx: &Arc<Context>, _conn: &Connection, request: Request, 
             working_dir,
             wait,
         } => {
-            let task = units::run(ctx.clone(), id, name, command, env, working_dir, wait, replies.clone());
+            let task = units::run(
+                ctx.clone(),
+                id,
+                name,
+                command,
+                env,
+                working_dir,
+                wait,
+                replies.clone(),
+            );
             tokio::spawn(task);
             return true;
         }

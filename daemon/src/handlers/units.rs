@@ -41,7 +41,10 @@ pub async fn restart(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
 
 fn require_units(units: &[String]) -> Result<(), ErrorBody> {
     if units.is_empty() {
-        return Err(ErrorBody::new(ErrorCode::BadRequest, "name at least one unit"));
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "name at least one unit",
+        ));
     }
     Ok(())
 }
@@ -102,7 +105,9 @@ pub async fn run(
         }
     };
     if !wait {
-        replies.send(Response::ok(id, RunResult { unit, exit: None })).await;
+        replies
+            .send(Response::ok(id, RunResult { unit, exit: None }))
+            .await;
         return;
     }
     let log = crate::supervisor::logs::log_path(&ctx.settings.log_dir, &unit, 0);
@@ -124,10 +129,13 @@ pub async fn run(
         return;
     }
     let response = match finished {
-        Ok(result) => Response::ok(id, RunResult {
-            unit,
-            exit: result.instances.first().and_then(|i| i.exit),
-        }),
+        Ok(result) => Response::ok(
+            id,
+            RunResult {
+                unit,
+                exit: result.instances.first().and_then(|i| i.exit),
+            },
+        ),
         Err(e) => Response::err(id, e),
     };
     replies.send(response).await;
@@ -142,7 +150,9 @@ async fn start_transient(
 ) -> Result<String, ErrorBody> {
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
     if command.first().is_none_or(|p| p.is_empty()) {
-        return Err(bad("run needs a command: corralctl run -- PROGRAM ARGS...".into()));
+        return Err(bad(
+            "run needs a command: corralctl run -- PROGRAM ARGS...".into()
+        ));
     }
     if let Some(n) = &name {
         if !corral_config::valid_unit_name(n) {
@@ -156,7 +166,10 @@ async fn start_transient(
     if let Some(dir) = working_dir {
         let dir = PathBuf::from(dir);
         if !dir.is_absolute() {
-            return Err(bad(format!("working_dir must be absolute, got {}", dir.display())));
+            return Err(bad(format!(
+                "working_dir must be absolute, got {}",
+                dir.display()
+            )));
         }
         unit.working_dir = Some(dir);
     }
@@ -174,7 +187,10 @@ async fn send_lines(follower: &mut Follower, flush: bool, id: u64, replies: &Rep
         }
     };
     for line in lines {
-        if !replies.send(Response::event(id, LogLine { instance: 0, line })).await {
+        if !replies
+            .send(Response::event(id, LogLine { instance: 0, line }))
+            .await
+        {
             return false;
         }
     }

@@ -197,8 +197,16 @@ mod tests {
             rotate_all(std::slice::from_ref(&r));
         }
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
-        assert!(fs::read_to_string(numbered(&path, 1)).unwrap().starts_with("round 2"));
-        assert!(fs::read_to_string(numbered(&path, 2)).unwrap().starts_with("round 1"));
+        assert!(
+            fs::read_to_string(numbered(&path, 1))
+                .unwrap()
+                .starts_with("round 2")
+        );
+        assert!(
+            fs::read_to_string(numbered(&path, 2))
+                .unwrap()
+                .starts_with("round 1")
+        );
         assert!(!numbered(&path, 3).exists());
     }
 }

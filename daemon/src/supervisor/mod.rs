@@ -106,9 +106,7 @@ impl SupervisorHandle {
     /// Sends a request built around a fresh reply channel and awaits the answer.
     pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, ErrorBody> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Request(make(tx)))
-            .map_err(|_| gone())?;
+        self.tx.send(Msg::Request(make(tx))).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -366,9 +364,10 @@ impl Supervisor {
                 let _ = reply.send(self.status(unit.as_deref()));
             }
             Request::Start(units, reply) => {
-                let _ = reply.send(self.refuse_if_shutting_down().and_then(|()| {
-                    self.start_units(&units).map(|units| UnitsResult { units })
-                }));
+                let _ = reply
+                    .send(self.refuse_if_shutting_down().and_then(|()| {
+                        self.start_units(&units).map(|units| UnitsResult { units })
+                    }));
             }
             Request::Stop(units, reply) => {
                 if let Err(e) = self.check_known(&units) {
@@ -442,20 +441,31 @@ impl Supervisor {
 
     fn status(&self, unit: Option<&str>) -> Result<StatusResult, ErrorBody> {
         let units = match unit {
-            Some(name) => vec![self.units.get(name).ok_or_else(|| not_found(name))?.status()],
+            Some(name) => vec![
+                self.units
+                    .get(name)
+                    .ok_or_else(|| not_found(name))?
+                    .status(),
+            ],
             None => self.units.values().map(UnitEntry::status).collect(),
         };
         Ok(StatusResult { units })
     }
 
-    fn log_paths(&self, unit: &str, instance: Option<u32>) -> Result<Vec<(u32, PathBuf)>, ErrorBody> {
+    fn log_paths(
+        &self,
+        unit: &str,
+        instance: Option<u32>,
+    ) -> Result<Vec<(u32, PathBuf)>, ErrorBody> {
         let entry = self.units.get(unit).ok_or_else(|| not_found(unit))?;
         let count = entry.unit.instances;
         if let Some(i) = instance {
             if i >= count {
                 return Err(ErrorBody::new(
                     ErrorCode::NotFound,
-                    format!("unit `{unit}` has {count} instance(s), numbered from 0; there is no instance {i}"),
+                    format!(
+                        "unit `{unit}` has {count} instance(s), numbered from 0; there is no instance {i}"
+                    ),
                 ));
             }
         }
@@ -675,7 +685,12 @@ impl Supervisor {
                     self.signal_stop(&unit, index, spawned.pid, generation, None);
                 } else {
                     inst.state = InstanceState::Running;
-                    self.event(&name, Some(index), "started", format!("pid {}", spawned.pid));
+                    self.event(
+                        &name,
+                        Some(index),
+                        "started",
+                        format!("pid {}", spawned.pid),
+                    );
                 }
             }
             Err(reason) => {
@@ -738,7 +753,11 @@ impl Supervisor {
             self.event(&name, Some(index), "gave_up", format!("{status}; {reason}"));
             return;
         }
-        let delay = backoff(unit.restart_delay, unit.restart_delay_max, inst.consecutive_failures);
+        let delay = backoff(
+            unit.restart_delay,
+            unit.restart_delay_max,
+            inst.consecutive_failures,
+        );
         inst.consecutive_failures = inst.consecutive_failures.saturating_add(1);
         inst.state = InstanceState::Backoff;
         inst.generation += 1;
@@ -749,11 +768,14 @@ impl Supervisor {
             "exited",
             format!("{status}; restarting in {delay:?}"),
         );
-        self.after(delay, Msg::RestartDue {
-            unit: name,
-            instance: index,
-            generation,
-        });
+        self.after(
+            delay,
+            Msg::RestartDue {
+                unit: name,
+                instance: index,
+                generation,
+            },
+        );
     }
 
     fn on_restart_due(&mut self, name: &str, index: u32, generation: u64) {
@@ -765,7 +787,12 @@ impl Supervisor {
         }
         inst.restarts += 1;
         let restarts = inst.restarts;
-        self.event(name, Some(index), "restarting", format!("restart #{restarts}"));
+        self.event(
+            name,
+            Some(index),
+            "restarting",
+            format!("restart #{restarts}"),
+        );
         self.spawn_instance(name, index);
     }
 
@@ -821,11 +848,14 @@ impl Supervisor {
         kill_group(pid, signal);
         // SIGSTOPped processes would never see the signal; SIGCONT is harmless otherwise.
         kill_group(pid, Signal::SIGCONT);
-        self.after(timeout.unwrap_or(unit.stop_timeout), Msg::StopTimeout {
-            unit: unit.name.clone(),
-            instance: index,
-            generation,
-        });
+        self.after(
+            timeout.unwrap_or(unit.stop_timeout),
+            Msg::StopTimeout {
+                unit: unit.name.clone(),
+                instance: index,
+                generation,
+            },
+        );
     }
 
     fn on_stop_timeout(&mut self, name: &str, index: u32, generation: u64) {
@@ -837,7 +867,12 @@ impl Supervisor {
         }
         if let Some(pid) = inst.pid {
             kill_group(pid, Signal::SIGKILL);
-            self.event(name, Some(index), "killed", "stop timeout passed: SIGKILL to the group".into());
+            self.event(
+                name,
+                Some(index),
+                "killed",
+                "stop timeout passed: SIGKILL to the group".into(),
+            );
         }
     }
 
@@ -898,7 +933,10 @@ impl Supervisor {
 
     fn run(&mut self, mut unit: Unit) -> Result<String, ErrorBody> {
         if unit.name.is_empty() {
-            while self.units.contains_key(&format!("run-{}", self.next_transient)) {
+            while self
+                .units
+                .contains_key(&format!("run-{}", self.next_transient))
+            {
                 self.next_transient += 1;
             }
             unit.name = format!("run-{}", self.next_transient);
@@ -913,6 +951,11 @@ impl Supervisor {
                 ));
             }
             _ => {}
+        }
+        // A reused name must not replay an earlier run's output to `run --wait`.
+        let log = logs::log_path(&self.config.log_dir, &name, 0);
+        if let Err(e) = std::fs::File::create(&log) {
+            tracing::warn!("cannot truncate {}: {e}", log.display());
         }
         self.units
             .insert(name.clone(), UnitEntry::new(Arc::new(unit), true));
@@ -1039,8 +1082,9 @@ impl Supervisor {
                 _ => {}
             }
         }
-        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
-            std::mem::take(&mut self.waiters).into_iter().partition(|w| {
+        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| {
                 w.units
                     .iter()
                     .all(|u| self.units.get(u).is_none_or(UnitEntry::settled))

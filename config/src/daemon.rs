@@ -1,0 +1,164 @@
+//! The daemon's main config file, `corral.toml`.
+//!
+//! Unlike unit files, this small, flat file is read with serde: one error
+//! at a time is acceptable here, and `deny_unknown_fields` still catches
+//! misspelt settings. Every setting is optional because the daemon layers
+//! command-line flags over this file over its built-in defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::de::DeTable;
+
+use crate::duration::parse_duration;
+use crate::error::{ConfigError, ConfigErrors};
+
+/// The daemon's main config file `corral.toml`. All fields are optional;
+/// `None` means "not set here" (the daemon then uses its flag or default).
+///
+/// See `packaging/corral.toml` for every setting with its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Directory of unit files (`*.toml`).
+    pub units_dir: Option<PathBuf>,
+    /// Directory for the daemon's persistent state.
+    pub state_dir: Option<PathBuf>,
+    /// Path of the control socket.
+    pub socket: Option<PathBuf>,
+    /// Directory for the units' log files.
+    pub log_dir: Option<PathBuf>,
+    /// How long shutdown waits for units to stop, as a duration string.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub shutdown_timeout: Option<Duration>,
+    /// How long a `daemon = true` unit's launcher may take to exit and leave
+    /// its daemonized child behind, as a duration string.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub daemon_grace: Option<Duration>,
+    /// Largest control-protocol frame accepted, in bytes.
+    pub max_frame_bytes: Option<usize>,
+    /// The optional HTTP API (`[http]` table).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Permission bits of the control socket, written as an octal string
+    /// like `"0660"` (an integer is taken as the numeric value).
+    #[serde(default, deserialize_with = "opt_mode")]
+    pub socket_mode: Option<u32>,
+    /// Group owning the control socket.
+    pub socket_group: Option<String>,
+    /// Most simultaneous control connections.
+    pub max_connections: Option<usize>,
+}
+
+/// The `[http]` table of `corral.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Whether the HTTP API is served.
+    pub enabled: Option<bool>,
+    /// Address to listen on, `host:port`.
+    pub listen: Option<String>,
+    /// Whether a non-loopback `listen` address is allowed.
+    pub allow_remote: Option<bool>,
+    /// Bearer token required by the HTTP API.
+    pub token: Option<String>,
+}
+
+/// Reads and parses the main config file at `path`.
+///
+/// # Errors
+///
+/// An unreadable file (reported without a position), or what
+/// [`parse_daemon_config`] reports.
+pub fn load_daemon_config(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ConfigError::whole_file(path, format!("cannot read config file: {err}")))?;
+    parse_daemon_config(path, &text)
+}
+
+/// Parses the text of a main config file; `path` is used in errors only.
+///
+/// # Errors
+///
+/// Every syntax error, or else the first schema error (unknown setting,
+/// wrong type, invalid duration or mode), each at its `line:column`.
+pub fn parse_daemon_config(path: &Path, text: &str) -> Result<DaemonConfig, ConfigErrors> {
+    let to_error = |err: &toml::de::Error| {
+        let offset = err.span().map_or(0, |s| s.start);
+        let message = err.message().lines().next().unwrap_or_default().trim_end();
+        ConfigError::at_offset(path, text, offset, message)
+    };
+    let (document, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let errors = syntax.iter().map(to_error).collect();
+        return Err(ConfigErrors(errors).normalize());
+    }
+    DaemonConfig::deserialize(toml::de::Deserializer::from(document))
+        .map_err(|err| ConfigErrors::from(to_error(&err)))
+}
+
+/// A duration written as a human string (`"30s"`); bare numbers are
+/// refused because their unit would be a guess.
+fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let text = StringOrInt::deserialize(de)?;
+    match text {
+        StringOrInt::String(s) => parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        StringOrInt::Int(n) => Err(serde::de::Error::custom(format!(
+            "expected a duration string like \"10s\" or \"500ms\", found an integer; write \"{n}s\" for seconds"
+        ))),
+    }
+}
+
+/// A file mode: an octal string (`"0660"`, `"660"`, `"0o660"`), or an
+/// integer taken as its numeric value (`0o660`); at most `0o777`.
+fn opt_mode<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+    let value = match StringOrInt::deserialize(de)? {
+        StringOrInt::String(s) => parse_octal_mode(&s).map_err(serde::de::Error::custom)?,
+        StringOrInt::Int(n) => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    if value > 0o777 {
+        return Err(serde::de::Error::custom(format!(
+            "file mode must be at most 0777, found {value:o} (octal)"
+        )));
+    }
+    Ok(Some(value))
+}
+
+/// Parses `"0660"`, `"660"` or `"0o660"` as octal.
+pub(crate) fn parse_octal_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err(format!(
+            "invalid mode `{s}`: expected octal digits like \"0660\""
+        ));
+    }
+    u32::from_str_radix(digits, 8).map_err(|e| e.to_string())
+}
+
+/// Accepts either form so the helpers above can explain what is wrong
+/// with an integer instead of failing with serde's generic type error.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a string")]
+enum StringOrInt {
+    String(String),
+    Int(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal_modes() {
+        assert_eq!(parse_octal_mode("0660"), Ok(0o660));
+        assert_eq!(parse_octal_mode("660"), Ok(0o660));
+        assert_eq!(parse_octal_mode("0o600"), Ok(0o600));
+        assert!(parse_octal_mode("0689").is_err());
+        assert!(parse_octal_mode("").is_err());
+        assert!(parse_octal_mode("rw").is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! The validated, fully-defaulted unit model.
+//!
+//! A [`Unit`] is what the daemon works with: every key has a concrete value,
+//! `extends` has already been resolved, and every cross-unit reference has
+//! been checked. The types derive `PartialEq` so that a reload can tell which
+//! units changed by plain comparison.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The placeholder in `command` replaced by the instance number.
+pub const INSTANCE_PLACEHOLDER: &str = "{instance}";
+
+/// Longest accepted unit name, in bytes (names are ASCII).
+pub const MAX_UNIT_NAME_LEN: usize = 128;
+
+/// Largest accepted `instances` value.
+pub const MAX_INSTANCES: u32 = 10_000;
+
+/// Smallest accepted `log_max_size`, in bytes.
+pub const MIN_LOG_MAX_SIZE: u64 = 1024;
+
+/// What a unit is for, which also decides several defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnitKind {
+    /// A long-running process (`kind = "service"`, the default): restarted
+    /// on failure and started at boot by default.
+    Service,
+    /// A run-to-completion job (`kind = "task"`): not restarted and not
+    /// started at boot by default.
+    Task,
+}
+
+impl UnitKind {
+    /// Every kind with its TOML spelling, in documentation order.
+    pub const ALL: [(UnitKind, &'static str); 2] =
+        [(UnitKind::Service, "service"), (UnitKind::Task, "task")];
+
+    /// The TOML spelling: `"service"` or `"task"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitKind::Service => "service",
+            UnitKind::Task => "task",
+        }
+    }
+
+    /// The default restart policy for this kind.
+    pub fn default_restart(self) -> RestartPolicy {
+        match self {
+            UnitKind::Service => RestartPolicy::OnFailure,
+            UnitKind::Task => RestartPolicy::No,
+        }
+    }
+
+    /// Whether units of this kind start with the daemon by default.
+    pub fn default_autostart(self) -> bool {
+        matches!(self, UnitKind::Service)
+    }
+}
+
+/// When the daemon restarts a process that exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RestartPolicy {
+    /// Never restart (`"no"`).
+    No,
+    /// Restart after a non-zero exit or death by signal (`"on-failure"`).
+    OnFailure,
+    /// Restart after any exit, including success (`"always"`).
+    Always,
+}
+
+impl RestartPolicy {
+    /// Every policy with its TOML spelling, in documentation order.
+    pub const ALL: [(RestartPolicy, &'static str); 3] = [
+        (RestartPolicy::No, "no"),
+        (RestartPolicy::OnFailure, "on-failure"),
+        (RestartPolicy::Always, "always"),
+    ];
+
+    /// The TOML spelling: `"no"`, `"on-failure"` or `"always"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
+/// One resource limit, as for `setrlimit(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rlimit {
+    /// The soft limit; `u64::MAX` means unlimited (`RLIM_INFINITY`).
+    pub soft: u64,
+    /// The hard limit; `u64::MAX` means unlimited. Always `>= soft`.
+    pub hard: u64,
+}
+
+impl Rlimit {
+    /// The value standing for "unlimited" (`RLIM_INFINITY` on Linux).
+    pub const UNLIMITED: u64 = u64::MAX;
+}
+
+/// The `[rlimits]` table; `None` leaves the limit inherited from the daemon.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Rlimits {
+    /// `RLIMIT_NOFILE`: open file descriptors.
+    pub nofile: Option<Rlimit>,
+    /// `RLIMIT_NPROC`: processes/threads of the user.
+    pub nproc: Option<Rlimit>,
+    /// `RLIMIT_CORE`: core dump size in bytes.
+    pub core: Option<Rlimit>,
+    /// `RLIMIT_MEMLOCK`: locked memory in bytes.
+    pub memlock: Option<Rlimit>,
+    /// `RLIMIT_AS`: address space in bytes (`as` in TOML).
+    pub r#as: Option<Rlimit>,
+}
+
+impl Rlimits {
+    /// The TOML names of the limits, in documentation order.
+    pub const NAMES: [&'static str; 5] = ["nofile", "nproc", "core", "memlock", "as"];
+
+    /// The slot for a TOML limit name, or `None` for an unknown name.
+    pub fn slot_mut(&mut self, name: &str) -> Option<&mut Option<Rlimit>> {
+        match name {
+            "nofile" => Some(&mut self.nofile),
+            "nproc" => Some(&mut self.nproc),
+            "core" => Some(&mut self.core),
+            "memlock" => Some(&mut self.memlock),
+            "as" => Some(&mut self.r#as),
+            _ => None,
+        }
+    }
+
+    /// The limits that are set, with their TOML names.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Rlimit)> + '_ {
+        let slots = [self.nofile, self.nproc, self.core, self.memlock, self.r#as];
+        Self::NAMES
+            .into_iter()
+            .zip(slots)
+            .filter_map(|(name, slot)| slot.map(|limit| (name, limit)))
+    }
+}
+
+/// A validated unit: one process (or `instances` copies of it) to supervise.
+///
+/// See `sample-unit.toml` in this crate for every key documented in context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The unit's name: the file stem of its unit file.
+    pub name: String,
+    /// The unit file it was defined in; empty for a transient unit.
+    pub source: PathBuf,
+    /// Service or task; default service.
+    pub kind: UnitKind,
+    /// Program and arguments, never empty. May contain `{instance}`
+    /// placeholders, kept as written; see [`Unit::argv_for`].
+    pub command: Vec<String>,
+    /// How many copies to run, `1..=10000`; default 1.
+    pub instances: u32,
+    /// Restart policy; default `on-failure` for services, `no` for tasks.
+    pub restart: RestartPolicy,
+    /// Delay before a restart; default 100ms. The daemon backs off from
+    /// this delay up to `restart_delay_max` while the unit keeps failing.
+    pub restart_delay: Duration,
+    /// Upper bound of the restart back-off; default 10s, `>= restart_delay`.
+    pub restart_delay_max: Duration,
+    /// Starts allowed within `start_limit_interval` before the unit is
+    /// marked failed; default 5, at least 1.
+    pub start_limit_burst: u32,
+    /// Window for `start_limit_burst`; default 10s.
+    pub start_limit_interval: Duration,
+    /// Canonical name of the stop signal (`"SIGTERM"`, `"SIGRTMIN+2"`);
+    /// default `"SIGTERM"`.
+    pub stop_signal: String,
+    /// Linux number of `stop_signal`.
+    pub stop_signal_number: i32,
+    /// Time between the stop signal and SIGKILL; default 10s. `0s` means
+    /// SIGKILL is sent right after the stop signal.
+    pub stop_timeout: Duration,
+    /// True when the program daemonizes itself (forks and the parent
+    /// exits); default false.
+    pub daemon: bool,
+    /// Working directory, absolute; `None` keeps the daemon's.
+    pub working_dir: Option<PathBuf>,
+    /// Extra environment variables (merged over a base unit's on `extends`).
+    pub env: BTreeMap<String, String>,
+    /// User to run as (name or numeric id); `None` keeps the daemon's.
+    pub user: Option<String>,
+    /// Group to run as (name or numeric id); `None` uses the user's
+    /// primary group, or keeps the daemon's.
+    pub group: Option<String>,
+    /// File mode creation mask, `<= 0o777`; `None` keeps the daemon's.
+    ///
+    /// Written as a string of octal digits (`"022"`, `"0022"`, `"0o022"`),
+    /// or as a TOML integer taken as its numeric value: `umask = 0o022` and
+    /// `umask = 18` are the same mask, while `umask = 22` means `0o026`.
+    pub umask: Option<u32>,
+    /// Resource limits.
+    pub rlimits: Rlimits,
+    /// Units to start before this one (ordering only).
+    pub after: Vec<String>,
+    /// Units that must be running for this one to start (also ordering).
+    pub requires: Vec<String>,
+    /// Start when the daemon starts; default true for services, false for
+    /// tasks.
+    pub autostart: bool,
+    /// The unit this one inherits keys from, as written.
+    pub extends: Option<String>,
+    /// Size in bytes at which the log file is rotated; default 10 MiB,
+    /// at least 1024.
+    pub log_max_size: u64,
+    /// Rotated log files kept; default 5; 0 truncates without keeping any.
+    pub log_keep: u32,
+}
+
+impl Unit {
+    /// A unit of `kind` with every optional key at its default, for which
+    /// the parser then overrides what the file sets.
+    pub fn with_defaults(
+        name: &str,
+        source: PathBuf,
+        kind: UnitKind,
+        command: Vec<String>,
+    ) -> Unit {
+        Unit {
+            name: name.to_owned(),
+            source,
+            kind,
+            command,
+            instances: 1,
+            restart: kind.default_restart(),
+            restart_delay: Duration::from_millis(100),
+            restart_delay_max: Duration::from_secs(10),
+            start_limit_burst: 5,
+            start_limit_interval: Duration::from_secs(10),
+            stop_signal: "SIGTERM".to_owned(),
+            stop_signal_number: 15,
+            stop_timeout: Duration::from_secs(10),
+            daemon: false,
+            working_dir: None,
+            env: BTreeMap::new(),
+            user: None,
+            group: None,
+            umask: None,
+            rlimits: Rlimits::default(),
+            after: Vec::new(),
+            requires: Vec::new(),
+            autostart: kind.default_autostart(),
+            extends: None,
+            log_max_size: 10 * 1024 * 1024,
+            log_keep: 5,
+        }
+    }
+
+    /// A transient unit (like `systemd-run`): kind Task, restart No, every
+    /// other key at its default, and an empty `source`.
+    ///
+    /// The name and command are taken as given; callers validate the name
+    /// with [`valid_unit_name`] first.
+    pub fn transient(name: &str, command: Vec<String>) -> Unit {
+        Unit::with_defaults(name, PathBuf::new(), UnitKind::Task, command)
+    }
+
+    /// The argv for instance `instance`, with every `{instance}` replaced by
+    /// the number (instances are numbered from 0).
+    pub fn argv_for(&self, instance: u32) -> Vec<String> {
+        let number = instance.to_string();
+        self.command
+            .iter()
+            .map(|arg| arg.replace(INSTANCE_PLACEHOLDER, &number))
+            .collect()
+    }
+}
+
+/// Whether `name` is a valid unit name: 1 to 128 ASCII letters, digits,
+/// `_`, `-`, `.` or `@`, not starting with `.` (which also rules out `.`
+/// and `..`).
+///
+/// Names become file names (`NAME.toml`, log files) and command-line
+/// arguments, so path separators, whitespace, NUL and non-ASCII are refused.
+pub fn valid_unit_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_UNIT_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
+}
+
+/// Explains the rules of [`valid_unit_name`], for error messages.
+pub const UNIT_NAME_RULES: &str = "unit names must be 1 to 128 characters long, contain only ASCII letters, digits, `_`, `-`, `.` and `@`, and not start with `.`";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names() {
+        let long = "a".repeat(128);
+        let too_long = "a".repeat(129);
+        for good in [
+            "web", "a", "web-1", "db_main", "worker@3", "v1.2", "A9", &long,
+        ] {
+            assert!(valid_unit_name(good), "{good:?}");
+        }
+        for bad in [
+            "", ".", "..", ".hidden", "a/b", "/", "a b", "a\0b", "\0", "é", "a:b", "a\n", &too_long,
+        ] {
+            assert!(!valid_unit_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn transient_defaults() {
+        let u = Unit::transient("once", vec!["true".into()]);
+        assert_eq!(u.kind, UnitKind::Task);
+        assert_eq!(u.restart, RestartPolicy::No);
+        assert!(!u.autostart);
+        assert_eq!(u.source, PathBuf::new());
+        assert_eq!(u.instances, 1);
+        assert_eq!(u.stop_signal, "SIGTERM");
+        assert_eq!(u.stop_signal_number, 15);
+        assert_eq!(u.log_max_size, 10 << 20);
+    }
+
+    #[test]
+    fn argv_substitutes_every_placeholder() {
+        let u = Unit::transient(
+            "w",
+            vec![
+                "worker".into(),
+                "--id={instance}".into(),
+                "{instance}-{instance}".into(),
+                "plain".into(),
+            ],
+        );
+        assert_eq!(u.argv_for(7), ["worker", "--id=7", "7-7", "plain"]);
+    }
+
+    #[test]
+    fn rlimits_iter_and_slots() {
+        let mut r = Rlimits::default();
+        *r.slot_mut("as").unwrap() = Some(Rlimit { soft: 1, hard: 2 });
+        assert!(r.slot_mut("bogus").is_none());
+        assert_eq!(
+            r.iter().collect::<Vec<_>>(),
+            [("as", Rlimit { soft: 1, hard: 2 })]
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! corralctl's own behaviour: exit codes, messages, --json.
+
+use corral_tests::{TestDaemon, bin};
+
+#[test]
+fn without_corrald_it_says_which_socket_and_how_to_start_one() {
+    let d = TestDaemon::new();
+    let out = d.ctl(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&d.socket().display().to_string()), "{err}");
+    assert!(err.contains("start it with `corrald"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = std::process::Command::new(bin("corralctl"))
+        .args(["start"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unknown_units_fail_with_exit_1() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let out = d.ctl(&["start", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no unit named `nope`"));
+}
+
+#[test]
+fn json_output_is_machine_readable() {
+    let mut d = TestDaemon::new();
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    let status: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["--json", "status"])).unwrap();
+    assert_eq!(status["units"][0]["name"], "svc");
+    assert_eq!(status["units"][0]["instances"][0]["state"], "running");
+    let table = d.ctl_ok(&["status"]);
+    assert!(table.starts_with("UNIT"), "{table}");
+    assert!(
+        table.contains("svc") && table.contains("running"),
+        "{table}"
+    );
+    let stopped: serde_json::Value =
+        serde_json::from_str(&d.ctl_ok(&["--json", "stop", "svc"])).unwrap();
+    assert_eq!(stopped["units"][0], "svc");
+}
+
+#[test]
+fn restart_gives_a_new_process() {
+    let mut d = TestDaemon::new();
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    let before = d.wait_state("svc", "running").instances[0].pid;
+    d.ctl_ok(&["restart", "svc"]);
+    let after = d.wait_state("svc", "running").instances[0].pid;
+    assert_ne!(before, after);
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real corrald and corralctl, real processes, temp dirs.
+//! One test binary (faster to link); one module per area.
+
+mod cli;
+mod protocol;
+mod reload;
+mod supervise;

@@ -1,0 +1,154 @@
+//! The socket protocol: framing, errors, pipelining, hostile input.
+
+use corral_tests::TestDaemon;
+use serde_json::json;
+
+fn code(reply: &serde_json::Value) -> &str {
+    reply["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[test]
+fn hello_reports_the_protocol_and_rejects_other_versions() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let ok = c.roundtrip(r#"{"id":1,"op":"hello","version":1}"#);
+    assert_eq!(ok["id"], 1);
+    assert_eq!(ok["result"]["protocol"], 1);
+    let bad = c.roundtrip(r#"{"id":2,"op":"hello","version":99}"#);
+    assert_eq!(code(&bad), "unsupported_version");
+}
+
+#[test]
+fn bad_frames_get_error_replies_and_the_connection_keeps_working() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    assert_eq!(code(&c.roundtrip("this is not json")), "bad_request");
+    c.send(b"\xff\xfe\x00garbage\n");
+    assert_eq!(code(&c.recv().unwrap()), "bad_request");
+    let unknown = c.roundtrip(r#"{"id":5,"op":"frobnicate"}"#);
+    assert_eq!(unknown["id"], 5, "the id of a bad request is echoed");
+    assert_eq!(code(&unknown), "unknown_op");
+    let shape = c.roundtrip(r#"{"id":6,"op":"start","units":"not-a-list"}"#);
+    assert_eq!(code(&shape), "bad_request");
+    assert_eq!(code(&c.roundtrip(r#"[1,2,3]"#)), "bad_request");
+    let huge = c.roundtrip(r#"{"id":18446744073709551616,"op":"status"}"#);
+    assert_eq!(code(&huge), "bad_request");
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert_eq!(code(&c.roundtrip(&nested)), "bad_request");
+    let missing = c.roundtrip(r#"{"id":7,"op":"status","unit":"nope"}"#);
+    assert_eq!(code(&missing), "not_found");
+    // Still serving on the same connection.
+    let status = c.roundtrip(r#"{"id":8,"op":"status"}"#);
+    assert_eq!(status["id"], 8);
+    assert!(status["result"]["units"].is_array());
+}
+
+#[test]
+fn an_oversized_frame_is_refused_and_the_next_one_served() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let big = format!(
+        r#"{{"id":1,"op":"status","unit":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    c.send(big.as_bytes());
+    c.send(b"\n");
+    assert_eq!(code(&c.recv().unwrap()), "frame_too_large");
+    let next = c.roundtrip(r#"{"id":2,"op":"status"}"#);
+    assert_eq!(next["id"], 2);
+    assert!(next.get("result").is_some(), "{next}");
+}
+
+#[test]
+fn pipelined_requests_are_all_answered_in_order() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let mut batch = String::new();
+    for id in 1..=500 {
+        batch.push_str(&json!({"id": id, "op": "status"}).to_string());
+        batch.push('\n');
+    }
+    c.send(batch.as_bytes());
+    for id in 1..=500 {
+        assert_eq!(c.recv().unwrap()["id"], id);
+    }
+}
+
+#[test]
+fn a_client_vanishing_mid_frame_does_not_disturb_others() {
+    let mut d = TestDaemon::new();
+    d.start();
+    {
+        let mut half = d.raw();
+        half.send(br#"{"id":1,"op":"sta"#);
+    } // dropped: disconnect mid-frame
+    {
+        let mut waiting = d.raw();
+        d.unit("t", "kind = \"task\"\ncommand = [\"sleep\", \"1000\"]\n");
+        waiting.roundtrip(r#"{"id":1,"op":"reload"}"#);
+        waiting.roundtrip(r#"{"id":2,"op":"start","units":["t"]}"#);
+        waiting.send(b"{\"id\":3,\"op\":\"wait\",\"unit\":\"t\"}\n");
+    } // dropped while a wait is pending
+    let mut c = d.raw();
+    let ok = c.roundtrip(r#"{"id":9,"op":"hello","version":1}"#);
+    assert_eq!(ok["result"]["protocol"], 1);
+    d.ctl_ok(&["stop", "t"]);
+}
+
+#[test]
+fn a_long_operation_does_not_block_the_requests_behind_it() {
+    let mut d = TestDaemon::new();
+    d.unit("t", "kind = \"task\"\ncommand = [\"sleep\", \"1000\"]\n");
+    d.start();
+    d.ctl_ok(&["start", "t"]);
+    let mut c = d.raw();
+    c.send(
+        b"{\"id\":1,\"op\":\"wait\",\"unit\":\"t\"}\n{\"id\":2,\"op\":\"status\",\"unit\":\"t\"}\n",
+    );
+    let first = c.recv().unwrap();
+    assert_eq!(first["id"], 2, "status answered while wait is pending");
+    d.ctl_ok(&["stop", "t"]);
+    let second = c.recv().unwrap();
+    assert_eq!(second["id"], 1);
+    assert_eq!(second["result"]["instances"][0]["state"], "stopped");
+}
+
+#[test]
+fn wait_with_a_timeout_gives_a_timeout_error() {
+    let mut d = TestDaemon::new();
+    d.unit("t", "kind = \"task\"\ncommand = [\"sleep\", \"1000\"]\n");
+    d.start();
+    d.ctl_ok(&["start", "t"]);
+    let out = d.ctl(&["wait", "t", "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still running"));
+}
+
+#[test]
+fn logs_follow_streams_new_lines() {
+    let mut d = TestDaemon::new();
+    let trigger = d.path("go");
+    d.unit(
+        "talker",
+        &format!(
+            r#"command = ["/bin/sh", "-c", "echo first; while [ ! -e {} ]; do sleep 0.05; done; echo second; sleep 1000"]"#,
+            trigger.display()
+        ),
+    );
+    d.start();
+    corral_tests::wait_for("first line", || {
+        d.log("talker", 0).contains("first").then_some(())
+    });
+    let mut c = d.raw();
+    c.send(b"{\"id\":4,\"op\":\"logs\",\"unit\":\"talker\",\"lines\":5,\"follow\":true}\n");
+    let tail = c.recv().unwrap();
+    assert_eq!(tail["event"]["line"], "first");
+    std::fs::write(&trigger, "").unwrap();
+    let next = c.recv().unwrap();
+    assert_eq!(next["id"], 4);
+    assert_eq!(next["event"]["line"], "second");
+}

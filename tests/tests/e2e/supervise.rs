@@ -1,0 +1,353 @@
+//! Supervision: the seed patterns, restarts, stop, reaping, records.
+
+use std::time::{Duration, Instant};
+
+use corral_proto::InstanceState;
+use corral_tests::{TestDaemon, alive, all_procs, group_members, wait_for};
+
+#[test]
+fn run_wait_prints_the_line_and_exits_with_its_code() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let out = d.ctl_ok(&["run", "--wait", "--", "echo", "Hello from process!"]);
+    assert_eq!(out, "Hello from process!\n");
+
+    let failed = d.ctl(&["run", "--wait", "--", "sh", "-c", "echo partial; exit 7"]);
+    assert_eq!(failed.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&failed.stdout), "partial\n");
+}
+
+#[test]
+fn five_instances_each_print_their_number() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "task",
+        r#"
+kind = "task"
+instances = 5
+command = ["/bin/sh", "-c", "echo Task {instance} running as $CORRAL_UNIT.$CORRAL_INSTANCE"]
+"#,
+    );
+    d.start();
+    assert_eq!(d.status("task").instances[0].state, InstanceState::Inactive);
+    d.ctl_ok(&["start", "task"]);
+    let waited = d.ctl_ok(&["wait", "task"]);
+    for n in 0..5 {
+        assert!(
+            waited.contains(&format!("task.{n}: exited (exit 0)")),
+            "{waited}"
+        );
+        assert_eq!(d.log("task", n), format!("Task {n} running as task.{n}\n"));
+    }
+    let logs = d.ctl_ok(&["logs", "task"]);
+    assert!(logs.contains("[3] Task 3 running as task.3"), "{logs}");
+}
+
+#[test]
+fn a_unit_extending_another_overrides_its_command() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "base",
+        r#"
+kind = "task"
+command = ["/bin/sh", "-c", "echo base"]
+env = { GREETING = "Process running" }
+"#,
+    )
+    .unit(
+        "mine",
+        r#"
+extends = "base"
+command = ["/bin/sh", "-c", "echo $GREETING in mine"]
+"#,
+    );
+    d.start();
+    d.ctl_ok(&["start", "mine"]);
+    d.ctl_ok(&["wait", "mine"]);
+    assert_eq!(d.log("mine", 0), "Process running in mine\n");
+    assert_eq!(d.status("base").instances[0].state, InstanceState::Inactive);
+}
+
+#[test]
+fn a_crash_loop_backs_off_then_hits_the_start_limit() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "crash",
+        r#"
+command = ["/bin/sh", "-c", "echo attempt; exit 3"]
+restart_delay = "20ms"
+restart_delay_max = "200ms"
+start_limit_burst = 4
+start_limit_interval = "1m"
+"#,
+    );
+    d.start();
+    let status = d.wait_state("crash", "failed");
+    let inst = &status.instances[0];
+    assert_eq!(inst.restarts, 3, "{inst:?}");
+    assert_eq!(inst.last_exit.unwrap().code, Some(3));
+    assert!(
+        inst.reason.as_deref().unwrap().contains("start limit"),
+        "{inst:?}"
+    );
+    assert_eq!(d.log("crash", 0).lines().count(), 4);
+
+    // Failed stays down until started again; an explicit start gets a fresh budget.
+    d.ctl_ok(&["start", "crash"]);
+    d.wait_state("crash", "failed");
+    assert_eq!(d.log("crash", 0).lines().count(), 8);
+}
+
+#[test]
+fn on_failure_restarts_until_the_process_succeeds() {
+    let mut d = TestDaemon::new();
+    let marker = d.path("attempts");
+    d.unit(
+        "flaky",
+        &format!(
+            r#"
+command = ["/bin/sh", "-c", "echo x >> {m}; [ $(wc -l < {m}) -ge 3 ] && exec sleep 1000; exit 1"]
+restart_delay = "10ms"
+"#,
+            m = marker.display()
+        ),
+    );
+    d.start();
+    let status = wait_for("flaky to run after two failures", || {
+        let s = d.status("flaky");
+        (s.instances[0].state == InstanceState::Running && s.instances[0].restarts == 2)
+            .then_some(s)
+    });
+    assert_eq!(status.instances[0].last_exit.unwrap().code, Some(1));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn stop_kills_a_group_that_ignores_sigterm_and_has_grandchildren() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "stubborn",
+        r#"
+command = ["/bin/sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & echo ready; wait"]
+stop_timeout = "1s"
+"#,
+    );
+    d.start();
+    let pid = wait_for("the shell and its two sleeps", || {
+        let pid = d.status("stubborn").instances[0].pid? as i32;
+        (group_members(pid).len() == 3 && d.log("stubborn", 0).contains("ready")).then_some(pid)
+    });
+    let members = group_members(pid);
+    let began = Instant::now();
+    d.ctl_ok(&["stop", "stubborn"]);
+    let took = began.elapsed();
+    for member in &members {
+        assert!(
+            !alive(*member),
+            "process {member} of the group survived stop"
+        );
+    }
+    assert!(group_members(pid).is_empty());
+    assert_eq!(
+        d.status("stubborn").instances[0].state,
+        InstanceState::Stopped
+    );
+    // SIGKILL came after stop_timeout (1s), not never: a generous bound, not a benchmark.
+    assert!(took < Duration::from_secs(20), "stop took {took:?}");
+}
+
+#[test]
+fn custom_stop_signal_reaches_the_process() {
+    let mut d = TestDaemon::new();
+    let seen = d.path("seen");
+    d.unit(
+        "graceful",
+        &format!(
+            r#"
+command = ["/bin/sh", "-c", "trap 'echo got INT > {}; exit 0' INT; echo ready; while :; do sleep 0.05; done"]
+stop_signal = "SIGINT"
+"#,
+            seen.display()
+        ),
+    );
+    d.start();
+    wait_for("graceful to be ready", || {
+        d.log("graceful", 0).contains("ready").then_some(())
+    });
+    d.ctl_ok(&["stop", "graceful"]);
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "got INT\n");
+    assert_eq!(
+        d.status("graceful").instances[0].last_exit.unwrap().code,
+        Some(0)
+    );
+}
+
+#[test]
+fn zombies_are_reaped_including_orphaned_grandchildren() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "short",
+        r#"
+kind = "task"
+instances = 20
+command = ["/bin/sh", "-c", "(sleep 0.2; true) & echo started"]
+"#,
+    );
+    d.start();
+    for _ in 0..3 {
+        d.ctl_ok(&["start", "short"]);
+        d.ctl_ok(&["wait", "short"]);
+    }
+    let corrald = d.pid();
+    wait_for("corrald to have no zombie or leftover children", || {
+        let children: Vec<_> = all_procs()
+            .into_iter()
+            .filter(|p| p.ppid == corrald)
+            .collect();
+        children.is_empty().then_some(())
+    });
+    assert_eq!(d.log("short", 19), "started\nstarted\nstarted\n");
+}
+
+#[test]
+fn instances_get_the_corral_environment_and_unit_settings() {
+    let mut d = TestDaemon::new();
+    let workdir = d.path("work");
+    std::fs::create_dir(&workdir).unwrap();
+    d.unit(
+        "envy",
+        &format!(
+            r#"
+kind = "task"
+command = ["/bin/sh", "-c", "echo $CORRAL_SOCKET $CORRAL_UNIT $CORRAL_INSTANCE $FOO; pwd; umask; ulimit -n"]
+working_dir = "{}"
+env = {{ FOO = "bar" }}
+umask = "027"
+[rlimits]
+nofile = 123
+"#,
+            workdir.display()
+        ),
+    );
+    d.start();
+    d.ctl_ok(&["start", "envy"]);
+    d.ctl_ok(&["wait", "envy"]);
+    let expected = format!(
+        "{} envy 0 bar\n{}\n0027\n123\n",
+        d.socket().display(),
+        workdir.display()
+    );
+    assert_eq!(d.log("envy", 0), expected);
+}
+
+#[test]
+fn a_missing_command_fails_the_instance_with_the_reason_and_others_run_on() {
+    let mut d = TestDaemon::new();
+    d.unit("ghost", r#"command = ["/nonexistent/program"]"#)
+        .unit("fine", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    let ghost = d.wait_state("ghost", "failed");
+    let reason = ghost.instances[0].reason.clone().unwrap();
+    assert!(
+        reason.contains("command not found: /nonexistent/program"),
+        "{reason}"
+    );
+    d.wait_state("fine", "running");
+    let status = String::from_utf8(d.ctl(&["status"]).stdout).unwrap();
+    assert!(status.contains("command not found"), "{status}");
+}
+
+#[test]
+fn requires_pulls_in_and_after_orders_the_start() {
+    let mut d = TestDaemon::new();
+    let marker = d.path("prepared");
+    d.unit(
+        "prepare",
+        &format!(
+            r#"
+kind = "task"
+command = ["/bin/sh", "-c", "sleep 0.3; touch {}"]
+"#,
+            marker.display()
+        ),
+    )
+    .unit(
+        "app",
+        &format!(
+            r#"
+kind = "task"
+requires = ["prepare"]
+after = ["prepare"]
+command = ["/bin/sh", "-c", "test -e {} && echo prepared-first"]
+"#,
+            marker.display()
+        ),
+    );
+    d.start();
+    let started = d.ctl_ok(&["start", "app"]);
+    assert!(started.contains("prepare"), "{started}");
+    d.ctl_ok(&["wait", "app"]);
+    assert_eq!(d.log("app", 0), "prepared-first\n");
+}
+
+#[test]
+fn runs_and_events_are_recorded_in_sqlite() {
+    let mut d = TestDaemon::new();
+    d.start();
+    d.ctl(&["run", "--name", "rec", "--wait", "--", "sh", "-c", "exit 4"]);
+    let db = rusqlite::Connection::open(d.state_dir().join("state.db")).unwrap();
+    let (pid, start_time, code): (i64, i64, Option<i64>) = db
+        .query_row(
+            "SELECT pid, start_time, exit_code FROM runs WHERE unit = 'rec'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert!(pid > 0 && start_time > 0);
+    assert_eq!(code, Some(4));
+    let kinds: Vec<String> = db
+        .prepare("SELECT kind FROM events WHERE unit = 'rec' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kinds, ["started", "exited"]);
+}
+
+#[test]
+fn logs_rotate_by_size() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "chatty",
+        r#"
+command = ["/bin/sh", "-c", "while :; do echo 0123456789012345678901234567890123456789; sleep 0.001; done"]
+log_max_size = "4K"
+log_keep = 2
+"#,
+    );
+    d.start();
+    let log = d.log_dir().join("chatty.0.log");
+    let rotated = |n: u32| d.log_dir().join(format!("chatty.0.log.{n}"));
+    wait_for("two rotations", || rotated(2).exists().then_some(()));
+    assert!(!rotated(3).exists());
+    d.ctl_ok(&["stop", "chatty"]);
+    // One second of writing between checks at most: bounded, far below an unrotated file.
+    for path in [log, rotated(1), rotated(2)] {
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len < 4096 * 64, "{} is {len} bytes", path.display());
+    }
+}
+
+#[test]
+fn shutdown_stops_services_and_exits_zero() {
+    let mut d = TestDaemon::new();
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    let pid = d.wait_state("svc", "running").instances[0].pid.unwrap() as i32;
+    let out = d.ctl_ok(&["shutdown"]);
+    assert!(out.contains("corrald stopped"));
+    assert_eq!(d.wait_exit(), Some(0));
+    assert!(!alive(pid));
+    assert!(!d.socket().exists());
+}
