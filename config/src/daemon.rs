@@ -32,8 +32,8 @@ pub struct DaemonConfig {
     /// How long shutdown waits for units to stop, as a duration string.
     #[serde(default, deserialize_with = "opt_duration")]
     pub shutdown_timeout: Option<Duration>,
-    /// How long a `daemon = true` unit's launcher may take to exit and leave
-    /// its daemonized child behind, as a duration string.
+    /// At shutdown, how long `daemon = true` units get between their stop
+    /// signal and SIGKILL, as a duration string.
     #[serde(default, deserialize_with = "opt_duration")]
     pub daemon_grace: Option<Duration>,
     /// Largest control-protocol frame accepted, in bytes.

@@ -179,8 +179,9 @@ pub struct Unit {
     /// Time between the stop signal and SIGKILL; default 10s. `0s` means
     /// SIGKILL is sent right after the stop signal.
     pub stop_timeout: Duration,
-    /// True when the program daemonizes itself (forks and the parent
-    /// exits); default false.
+    /// Python's `daemon=True`: the instance dies with corrald, at shutdown
+    /// (after `daemon_grace`) and even when corrald is killed (the kernel's
+    /// parent-death signal); default false.
     pub daemon: bool,
     /// Working directory, absolute; `None` keeps the daemon's.
     pub working_dir: Option<PathBuf>,

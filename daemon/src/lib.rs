@@ -66,7 +66,11 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     let store = Store::open(&settings.db_path())?;
     // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
-    let listener = server::bind(&settings.socket, settings.socket_mode)?;
+    let listener = server::bind(
+        &settings.socket,
+        settings.socket_mode,
+        settings.socket_group.as_deref(),
+    )?;
     let http_listener = match settings.http {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,

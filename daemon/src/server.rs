@@ -39,7 +39,7 @@ impl Replies {
 
 /// Binds the control socket: refuses to replace a live one, removes a stale one,
 /// creates the parent directory, and applies the configured mode.
-pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> anyhow::Result<UnixListener> {
     use anyhow::Context as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -61,6 +61,16 @@ pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if let Some(name) = group {
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => nix::unistd::chown(path, None, Some(g.gid))
+                .with_context(|| format!("cannot give {} to group {name}", path.display()))?,
+            _ => tracing::warn!(
+                "socket_group `{name}` does not exist; {} keeps corrald's group",
+                path.display()
+            ),
+        }
+    }
     Ok(listener)
 }
 

@@ -29,6 +29,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Mode of the socket file.
     pub socket_mode: u32,
+    /// Group given the socket file (members may use corral).
+    pub socket_group: Option<String>,
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -139,6 +141,7 @@ impl Settings {
                 .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
             max_connections: file.max_connections.unwrap_or(1024),
             socket_mode: file.socket_mode.unwrap_or(0o660),
+            socket_group: file.socket_group.clone(),
         })
     }
 

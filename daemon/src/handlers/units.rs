@@ -173,7 +173,10 @@ async fn start_transient(
         }
         unit.working_dir = Some(dir);
     }
-    let unit = ctx.supervisor.ask(|r| Request::Run(unit, r)).await?;
+    let unit = ctx
+        .supervisor
+        .ask(|r| Request::Run(Box::new(unit), r))
+        .await?;
     ctx.store.sync().await;
     Ok(unit)
 }

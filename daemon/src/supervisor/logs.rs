@@ -174,10 +174,10 @@ mod tests {
         let mut w = fs::OpenOptions::new().append(true).open(&path).unwrap();
         write!(w, "one\ntw").unwrap();
         assert_eq!(f.poll(false).unwrap(), vec!["one"]);
-        write!(w, "o\n").unwrap();
+        writeln!(w, "o").unwrap();
         assert_eq!(f.poll(false).unwrap(), vec!["two"]);
         w.set_len(0).unwrap();
-        write!(w, "after\n").unwrap();
+        writeln!(w, "after").unwrap();
         assert_eq!(f.poll(false).unwrap(), vec!["after"]);
         write!(w, "tail").unwrap();
         assert_eq!(f.poll(true).unwrap(), vec!["tail"]);

@@ -74,7 +74,7 @@ pub enum Request {
     /// Replace the unit set (already validated).
     Reload(BTreeMap<String, Unit>, Reply<ReloadResult>),
     /// Add and start a transient unit.
-    Run(Unit, Reply<String>),
+    Run(Box<Unit>, Reply<String>),
     /// Log files of a unit's instances.
     LogPaths(String, Option<u32>, Reply<Vec<(u32, PathBuf)>>),
     /// Begin the shutdown sequence; answered when every instance is down.
@@ -412,7 +412,10 @@ impl Supervisor {
                 let _ = reply.send(self.refuse_if_shutting_down().map(|()| self.reload(units)));
             }
             Request::Run(unit, reply) => {
-                let _ = reply.send(self.refuse_if_shutting_down().and_then(|()| self.run(unit)));
+                let _ = reply.send(
+                    self.refuse_if_shutting_down()
+                        .and_then(|()| self.run(*unit)),
+                );
             }
             Request::LogPaths(unit, instance, reply) => {
                 let _ = reply.send(self.log_paths(&unit, instance));
@@ -633,7 +636,7 @@ impl Supervisor {
             working_dir: unit.working_dir.clone(),
             log_path: logs::log_path(&self.config.log_dir, &unit.name, index),
             umask: unit.umask,
-            rlimits: unit.rlimits.clone(),
+            rlimits: unit.rlimits,
             user: unit.user.clone(),
             group: unit.group.clone(),
             die_with_parent: unit.daemon,

@@ -191,10 +191,15 @@ fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
         groups: None,
     };
     if let Some(name) = &spec.user {
-        let user = nix::unistd::User::from_name(name)
+        let found = match name.parse::<u32>() {
+            Ok(uid) => nix::unistd::User::from_uid(Uid::from_raw(uid)),
+            Err(_) => nix::unistd::User::from_name(name),
+        };
+        let user = found
             .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
             .ok_or_else(|| format!("user `{name}` does not exist"))?;
-        let cname = CString::new(name.as_str()).map_err(|_| format!("bad user name `{name}`"))?;
+        let cname =
+            CString::new(user.name.as_str()).map_err(|_| format!("bad user name `{name}`"))?;
         creds.groups = Some(
             nix::unistd::getgrouplist(&cname, user.gid)
                 .map_err(|e| format!("cannot list the groups of `{name}`: {e}"))?,
@@ -203,7 +208,11 @@ fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
         creds.gid = Some(user.gid);
     }
     if let Some(name) = &spec.group {
-        let group = nix::unistd::Group::from_name(name)
+        let found = match name.parse::<u32>() {
+            Ok(gid) => nix::unistd::Group::from_gid(Gid::from_raw(gid)),
+            Err(_) => nix::unistd::Group::from_name(name),
+        };
+        let group = found
             .map_err(|e| format!("cannot look up group `{name}`: {e}"))?
             .ok_or_else(|| format!("group `{name}` does not exist"))?;
         creds.gid = Some(group.gid);
@@ -212,8 +221,8 @@ fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
         }
     }
     if (creds.uid.is_some() || creds.gid.is_some()) && !Uid::effective().is_root() {
-        let wanted = creds.uid.map_or(true, |u| u == Uid::effective())
-            && creds.gid.map_or(true, |g| g == Gid::effective());
+        let wanted = creds.uid.is_none_or(|u| u == Uid::effective())
+            && creds.gid.is_none_or(|g| g == Gid::effective());
         if !wanted {
             return Err("`user`/`group` need corrald to run as root".into());
         }

@@ -2,6 +2,7 @@
 //! One test binary (faster to link); one module per area.
 
 mod cli;
+mod examples;
 mod protocol;
 mod reload;
 mod supervise;

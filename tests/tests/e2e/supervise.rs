@@ -351,3 +351,32 @@ fn shutdown_stops_services_and_exits_zero() {
     assert!(!alive(pid));
     assert!(!d.socket().exists());
 }
+
+#[test]
+fn user_and_group_drop_privileges_before_exec() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: dropping privileges needs corrald to run as root");
+        return;
+    }
+    let mut d = TestDaemon::new();
+    d.unit(
+        "unprivileged",
+        r#"
+kind = "task"
+user = "nobody"
+command = ["/bin/sh", "-c", "id -u; id -g; id -G"]
+"#,
+    );
+    d.start();
+    d.ctl_ok(&["start", "unprivileged"]);
+    d.ctl_ok(&["wait", "unprivileged"]);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let log = d.log("unprivileged", 0);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], nobody.uid.to_string());
+    assert_eq!(lines[1], nobody.gid.to_string());
+    assert!(
+        !lines[2].split(' ').any(|g| g == "0"),
+        "root's groups were kept: {log}"
+    );
+}
