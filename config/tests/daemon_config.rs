@@ -47,7 +47,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
         daemon_grace: Some(Duration::from_secs(1)),
         max_frame_bytes: Some(1 << 20),
         http: HttpConfig {
-            enabled: Some(false),
+            enabled: Some(true),
             listen: Some("127.0.0.1:8787".into()),
             allow_remote: Some(false),
             token: Some("change-me".into()),

@@ -23,6 +23,7 @@ use crate::handlers;
 #[derive(Clone)]
 pub struct Replies {
     tx: mpsc::Sender<Response>,
+    shutdown: CancellationToken,
 }
 
 impl Replies {
@@ -31,9 +32,13 @@ impl Replies {
         self.tx.send(response).await.is_ok()
     }
 
-    /// Resolves when the client has disconnected (the writer task ended).
+    /// Resolves when nobody will read further replies: the client disconnected (the
+    /// writer task ended) or corrald is closing connections at the end of shutdown.
     pub async fn closed(&self) {
-        self.tx.closed().await
+        tokio::select! {
+            () = self.tx.closed() => {}
+            () = self.shutdown.cancelled() => {}
+        }
     }
 }
 
@@ -124,7 +129,10 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::channel(256);
     let writer = tokio::spawn(write_replies(write, rx));
-    let replies = Replies { tx };
+    let replies = Replies {
+        tx,
+        shutdown: shutdown.clone(),
+    };
     let mut frames = FrameReader::new(read, ctx.settings.max_frame_bytes);
     let conn = handlers::Connection::new();
     loop {

@@ -62,6 +62,8 @@ pub async fn wait(ctx: Arc<Context>, unit: String, timeout_ms: Option<u64>) -> O
             })??,
         None => wait.await?,
     };
+    // What the client is told has happened is on disk first.
+    ctx.store.sync().await;
     ok(result)
 }
 
@@ -128,6 +130,7 @@ pub async fn run(
     if !send_lines(&mut follower, true, id, &replies).await {
         return;
     }
+    ctx.store.sync().await;
     let response = match finished {
         Ok(result) => Response::ok(
             id,

@@ -126,6 +126,7 @@ fn wait_with_a_timeout_gives_a_timeout_error() {
     let out = d.ctl(&["wait", "t", "--timeout", "0.2"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("still running"));
+    d.ctl_ok(&["stop", "t"]);
 }
 
 #[test]
