@@ -49,6 +49,19 @@ pub struct DaemonConfig {
     pub socket_group: Option<String>,
     /// Most simultaneous control connections.
     pub max_connections: Option<usize>,
+    /// Largest queue item accepted, in bytes of serialized JSON.
+    pub max_item_bytes: Option<usize>,
+    /// Queues declared up front, by name (`[queues.NAME]` tables).
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, QueueConfig>,
+}
+
+/// A `[queues.NAME]` table of `corral.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Capacity: a `put` on a full queue waits or fails with `full`. Absent: unbounded.
+    pub maxsize: Option<usize>,
 }
 
 /// The `[http]` table of `corral.toml`.

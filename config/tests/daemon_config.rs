@@ -55,6 +55,14 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
         socket_mode: Some(0o660),
         socket_group: Some("corral".into()),
         max_connections: Some(1024),
+        max_item_bytes: Some(262144),
+        queues: [(
+            "jobs".to_string(),
+            corral_config::QueueConfig {
+                maxsize: Some(1000),
+            },
+        )]
+        .into(),
     };
     assert_eq!(config, want);
 }

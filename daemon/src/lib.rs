@@ -11,6 +11,7 @@
 pub mod handlers;
 pub mod http;
 pub mod lifecycle;
+pub mod primitives;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -63,7 +64,11 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
             settings.units_dir.display()
         )
     })?;
-    let store = Store::open(&settings.db_path())?;
+    let limits = primitives::Limits {
+        max_item_bytes: settings.max_item_bytes,
+        declared_queues: settings.queues.clone(),
+    };
+    let store = Store::open(&settings.db_path(), limits)?;
     // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
     let listener = server::bind(

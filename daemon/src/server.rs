@@ -12,24 +12,54 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use corral_proto::{ErrorBody, ErrorCode, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Context;
 use crate::handlers;
 
-/// Where a handler sends its replies; cheap to clone into spawned tasks.
+/// Most replies a connection may have outstanding (queued or not yet produced). Past
+/// it, corrald stops reading the connection's requests until the client reads replies,
+/// so a client that pipelines without reading cannot grow corrald's memory.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// A reply on its way to the writer, holding its in-flight permit until written.
+struct Outgoing {
+    response: Response,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Where a handler sends its replies; cheap to clone into spawned tasks and into the
+/// store thread (sending never blocks).
 #[derive(Clone)]
 pub struct Replies {
-    tx: mpsc::Sender<Response>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl Replies {
-    /// Queues a reply. Returns false once the client is gone.
+    /// Queues a reply, waiting first if the connection has too many outstanding.
+    /// Returns false once the client is gone.
     pub async fn send(&self, response: Response) -> bool {
-        self.tx.send(response).await.is_ok()
+        let permit = self.permit().await;
+        self.send_with(response, permit)
+    }
+
+    /// Reserves room for one reply (see [`MAX_IN_FLIGHT`]).
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().acquire_owned().await.ok()
+    }
+
+    /// Queues a reply for which room was reserved. Never blocks.
+    pub fn send_with(&self, response: Response, permit: Option<OwnedSemaphorePermit>) -> bool {
+        self.tx
+            .send(Outgoing {
+                response,
+                _permit: permit,
+            })
+            .is_ok()
     }
 
     /// Resolves when nobody will read further replies: the client disconnected (the
@@ -126,15 +156,16 @@ async fn refuse(mut stream: UnixStream, open: usize) {
 }
 
 async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let conn = handlers::Connection::new(&stream);
     let (read, write) = stream.into_split();
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_replies(write, rx));
     let replies = Replies {
         tx,
+        permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         shutdown: shutdown.clone(),
     };
     let mut frames = FrameReader::new(read, ctx.settings.max_frame_bytes);
-    let conn = handlers::Connection::new();
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
@@ -219,15 +250,18 @@ fn parse_error(bytes: &[u8], e: &serde_json::Error) -> ErrorBody {
     }
 }
 
-async fn write_replies(write: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Receiver<Response>) {
+async fn write_replies(
+    write: tokio::net::unix::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
     let mut out = BufWriter::new(write);
-    while let Some(response) = rx.recv().await {
-        if out.write_all(&response.to_frame()).await.is_err() {
+    while let Some(first) = rx.recv().await {
+        if out.write_all(&first.response.to_frame()).await.is_err() {
             return;
         }
         // Flush only when no other reply is queued: pipelined replies share a write.
         while let Ok(more) = rx.try_recv() {
-            if out.write_all(&more.to_frame()).await.is_err() {
+            if out.write_all(&more.response.to_frame()).await.is_err() {
                 return;
             }
         }

@@ -31,6 +31,10 @@ pub struct Settings {
     pub socket_mode: u32,
     /// Group given the socket file (members may use corral).
     pub socket_group: Option<String>,
+    /// Largest queue item, bytes of JSON.
+    pub max_item_bytes: usize,
+    /// Queues declared in `corral.toml`, with their capacity.
+    pub queues: std::collections::BTreeMap<String, Option<usize>>,
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -142,6 +146,12 @@ impl Settings {
             max_connections: file.max_connections.unwrap_or(1024),
             socket_mode: file.socket_mode.unwrap_or(0o660),
             socket_group: file.socket_group.clone(),
+            max_item_bytes: file.max_item_bytes.unwrap_or(256 * 1024),
+            queues: file
+                .queues
+                .iter()
+                .map(|(name, q)| (name.clone(), q.maxsize))
+                .collect(),
         })
     }
 

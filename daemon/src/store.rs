@@ -5,6 +5,11 @@
 //! once (group commit), then answers them. So a burst of N writes costs one commit, and
 //! every acknowledged write is committed before its acknowledgement leaves.
 //!
+//! The thread also owns the in-memory coordination state ([`Primitives`]: queues,
+//! counters, arrays, locks), so that an operation, its durable write and its reply happen
+//! in one place and one order: a batch is applied to memory, written, committed, and only
+//! then answered.
+//!
 //! Durability: WAL with `synchronous=NORMAL`. A commit survives a crash of corrald
 //! (`kill -9`, panic, OOM kill) because it is in the WAL file in the kernel's page cache;
 //! it does not necessarily survive a power loss or kernel crash in the instants after it.
@@ -12,9 +17,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use corral_proto::ExitStatus;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
+
+use crate::primitives::{
+    ArrayData, Changes, ConnInfo, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn, Snapshot,
+};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -43,6 +55,31 @@ CREATE TABLE IF NOT EXISTS events (
     kind     TEXT NOT NULL,
     detail   TEXT
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queues (
+    name      TEXT PRIMARY KEY,
+    maxsize   INTEGER,
+    put_total INTEGER NOT NULL,
+    got_total INTEGER NOT NULL,
+    next_seq  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue_items (
+    queue TEXT    NOT NULL,
+    seq   INTEGER NOT NULL,
+    value TEXT    NOT NULL,           -- the item, serialized JSON
+    PRIMARY KEY (queue, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS arrays (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL               -- kind and values, as JSON
+) WITHOUT ROWID;
 ";
 
 /// Errors opening the state database. Each says which file and what to do.
@@ -144,6 +181,12 @@ enum Command {
     Sync(oneshot::Sender<()>),
     OpenRuns(oneshot::Sender<Vec<OpenRun>>),
     MaxRunId(oneshot::Sender<i64>),
+    Primitive {
+        conn: ConnInfo,
+        op: Op,
+        reply: ReplyFn,
+    },
+    Disconnect(u64),
 }
 
 /// Handle to the store thread. Cheap to clone.
@@ -153,19 +196,38 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and starts the store thread.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens (creating if needed) the database at `path`, loads the coordination state,
+    /// and starts the store thread.
+    pub fn open(path: &Path, limits: Limits) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
         let conn = open_connection(path)?;
+        let epoch = next_epoch(&conn).map_err(sqlite)?;
+        let snapshot = load_snapshot(&conn).map_err(sqlite)?;
+        let prims = Primitives::new(limits, snapshot, epoch);
         let (tx, rx) = mpsc::channel();
         let path = path.to_owned();
         std::thread::Builder::new()
             .name("corral-store".into())
-            .spawn(move || serve(conn, rx, &path))
+            .spawn(move || serve(conn, rx, &path, prims))
             .map_err(|e| StoreError::Sqlite {
                 path: PathBuf::new(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         Ok(Store { tx })
+    }
+
+    /// Applies a coordination operation (queue, counter, array, lock) for `conn`;
+    /// `reply` is called once, after the change is committed (or the wait ends).
+    pub fn primitive(&self, conn: ConnInfo, op: Op, reply: ReplyFn) {
+        self.send(Command::Primitive { conn, op, reply });
+    }
+
+    /// A connection closed: release its locks, drop its waiters.
+    pub fn disconnect(&self, conn: u64) {
+        self.send(Command::Disconnect(conn));
     }
 
     fn send(&self, cmd: Command) {
@@ -260,10 +322,24 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
+fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, mut prims: Primitives) {
     let mut batch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
+    loop {
+        // Sleep until a command arrives or the next waiter times out.
+        let first = match prims.next_deadline() {
+            Some(deadline) => {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            None => match rx.recv() {
+                Ok(cmd) => Some(cmd),
+                Err(_) => return,
+            },
+        };
+        batch.extend(first);
         // Group commit: take whatever else is already waiting, up to a bound.
         while batch.len() < 1024 {
             match rx.try_recv() {
@@ -271,77 +347,318 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = apply(&mut conn, &mut batch) {
-            tracing::error!("state database {}: {e}", path.display());
-        }
-        batch.clear();
+        run_batch(&mut conn, &mut prims, &mut batch, path);
     }
 }
 
-fn apply(conn: &mut Connection, batch: &mut Vec<Command>) -> rusqlite::Result<()> {
-    let mut replies: Vec<Box<dyn FnOnce()>> = Vec::new();
-    let tx = conn.transaction()?;
-    for cmd in batch.drain(..) {
-        match cmd {
-            Command::RunStarted(r) => {
-                tx.prepare_cached(
-                    "INSERT INTO runs (id, unit, instance, pid, start_time, started_at, restart_count, daemon)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    r.id,
-                    r.unit,
-                    r.instance,
-                    r.pid,
-                    r.start_time as i64,
-                    r.started_at,
-                    r.restart_count,
-                    r.daemon
-                ])?;
+/// What a batch produced, to be released after its commit.
+#[derive(Default)]
+struct Effects {
+    changes: Changes,
+    outbox: Outbox,
+    /// Supervisor records and replies to queries, run after the commit.
+    after_commit: Vec<Box<dyn FnOnce()>>,
+}
+
+fn run_batch(conn: &mut Connection, prims: &mut Primitives, batch: &mut Vec<Command>, path: &Path) {
+    let mut fx = Effects::default();
+    let result = apply(conn, prims, batch, &mut fx);
+    prims.expire(Instant::now(), &mut fx.outbox);
+    match result {
+        Ok(()) => {
+            for (reply, outcome, _) in fx.outbox.replies {
+                reply(outcome);
             }
-            Command::RunEnded { id, ended_at, exit } => {
-                tx.prepare_cached(
-                    "UPDATE runs SET ended_at = ?2, exit_code = ?3, signal = ?4 WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    ended_at,
-                    exit.and_then(|e| e.code),
-                    exit.and_then(|e| e.signal)
-                ])?;
+        }
+        Err(e) => {
+            tracing::error!(
+                "state database {}: {e}; the batch was rolled back",
+                path.display()
+            );
+            // Memory ran ahead of the disk: go back to what is committed.
+            match load_snapshot(conn) {
+                Ok(snapshot) => prims.restore(snapshot),
+                Err(e) => tracing::error!("cannot reload state after a failed write: {e}"),
             }
-            Command::Event(e, at) => {
-                tx.prepare_cached(
-                    "INSERT INTO events (at, unit, instance, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![at, e.unit, e.instance, e.kind, e.detail])?;
-            }
-            Command::Sync(reply) => replies.push(Box::new(move || {
-                let _ = reply.send(());
-            })),
-            Command::OpenRuns(reply) => {
-                let runs = query_open_runs(&tx)?;
-                replies.push(Box::new(move || {
-                    let _ = reply.send(runs);
-                }));
-            }
-            Command::MaxRunId(reply) => {
-                let max: Option<i64> = tx
-                    .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
-                    .optional()?
-                    .flatten();
-                replies.push(Box::new(move || {
-                    let _ = reply.send(max.unwrap_or(0));
-                }));
+            let error = storage_error(&e);
+            for (reply, outcome, durable) in fx.outbox.replies {
+                reply(if durable { Err(error.clone()) } else { outcome });
             }
         }
     }
-    tx.commit()?;
-    // Answer only after the commit: an acknowledged write is a durable write.
-    for reply in replies {
-        reply();
+    for f in fx.after_commit {
+        f();
+    }
+}
+
+fn storage_error(e: &rusqlite::Error) -> ErrorBody {
+    let full = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::CannotOpen)
+    );
+    if full {
+        ErrorBody::new(
+            ErrorCode::StorageFull,
+            "storage full: corrald could not write its state database; nothing was changed. Free disk space and retry",
+        )
+    } else {
+        ErrorBody::new(
+            ErrorCode::Internal,
+            format!("the state database refused the write ({e}); nothing was changed"),
+        )
+    }
+}
+
+fn apply(
+    conn: &mut Connection,
+    prims: &mut Primitives,
+    batch: &mut Vec<Command>,
+    fx: &mut Effects,
+) -> rusqlite::Result<()> {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            for cmd in batch.drain(..) {
+                abandon(cmd, fx);
+            }
+            return Err(e);
+        }
+    };
+    let mut failure = None;
+    for cmd in batch.drain(..) {
+        if failure.is_some() {
+            abandon(cmd, fx);
+        } else if let Err(e) = apply_one(&tx, prims, cmd, fx) {
+            failure = Some(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e); // dropping `tx` rolls back
+    }
+    write_changes(&tx, prims, &fx.changes)?;
+    tx.commit()
+}
+
+/// Answers a command of a batch that failed before reaching it.
+fn abandon(cmd: Command, fx: &mut Effects) {
+    match cmd {
+        Command::Primitive { reply, .. } => {
+            fx.outbox.durable(
+                reply,
+                Err(ErrorBody::new(ErrorCode::Internal, "not applied")),
+            );
+        }
+        Command::Sync(reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(());
+        })),
+        Command::OpenRuns(reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(Vec::new());
+        })),
+        Command::MaxRunId(reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(0);
+        })),
+        Command::Disconnect(_)
+        | Command::RunStarted(_)
+        | Command::RunEnded { .. }
+        | Command::Event(..) => {}
+    }
+}
+
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    prims: &mut Primitives,
+    cmd: Command,
+    fx: &mut Effects,
+) -> rusqlite::Result<()> {
+    match cmd {
+        Command::Primitive { conn, op, reply } => {
+            prims.apply(conn, op, reply, &mut fx.changes, &mut fx.outbox);
+        }
+        Command::Disconnect(id) => prims.disconnect(id, &mut fx.outbox),
+        Command::RunStarted(r) => {
+            tx.prepare_cached(
+                "INSERT INTO runs (id, unit, instance, pid, start_time, started_at, restart_count, daemon)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                r.id,
+                r.unit,
+                r.instance,
+                r.pid,
+                r.start_time as i64,
+                r.started_at,
+                r.restart_count,
+                r.daemon
+            ])?;
+        }
+        Command::RunEnded { id, ended_at, exit } => {
+            tx.prepare_cached(
+                "UPDATE runs SET ended_at = ?2, exit_code = ?3, signal = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                ended_at,
+                exit.and_then(|e| e.code),
+                exit.and_then(|e| e.signal)
+            ])?;
+        }
+        Command::Event(e, at) => {
+            tx.prepare_cached(
+                "INSERT INTO events (at, unit, instance, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![at, e.unit, e.instance, e.kind, e.detail])?;
+        }
+        Command::Sync(reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(());
+        })),
+        Command::OpenRuns(reply) => {
+            let runs = query_open_runs(tx)?;
+            fx.after_commit.push(Box::new(move || {
+                let _ = reply.send(runs);
+            }));
+        }
+        Command::MaxRunId(reply) => {
+            let max: Option<i64> = tx
+                .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+                .optional()?
+                .flatten();
+            fx.after_commit.push(Box::new(move || {
+                let _ = reply.send(max.unwrap_or(0));
+            }));
+        }
     }
     Ok(())
+}
+
+/// Writes what a batch changed in the coordination state. Counters, arrays and queue
+/// rows are written once per batch with their final value, however often they changed.
+fn write_changes(
+    tx: &rusqlite::Transaction<'_>,
+    prims: &Primitives,
+    changes: &Changes,
+) -> rusqlite::Result<()> {
+    for change in &changes.queue_items {
+        match change {
+            ItemChange::Insert { queue, seq, value } => {
+                tx.prepare_cached(
+                    "INSERT INTO queue_items (queue, seq, value) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![queue, seq, value])?;
+            }
+            ItemChange::Remove { queue, up_to } => {
+                tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1 AND seq <= ?2")?
+                    .execute(params![queue, up_to])?;
+            }
+            ItemChange::Clear { queue } => {
+                tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1")?
+                    .execute(params![queue])?;
+            }
+        }
+    }
+    for name in &changes.queues {
+        match prims.queue(name) {
+            Some(q) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO queues (name, maxsize, put_total, got_total, next_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    name,
+                    q.maxsize.map(|m| m as i64),
+                    q.put_total as i64,
+                    q.got_total as i64,
+                    q.next_seq
+                ])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM queues WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+        }
+    }
+    for name in &changes.counters {
+        match prims.counter(name) {
+            Some(v) => {
+                tx.prepare_cached("INSERT OR REPLACE INTO counters (name, value) VALUES (?1, ?2)")?
+                    .execute(params![name, v])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM counters WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+        }
+    }
+    for name in &changes.arrays {
+        match prims.array(name) {
+            Some(a) => {
+                tx.prepare_cached("INSERT OR REPLACE INTO arrays (name, value) VALUES (?1, ?2)")?
+                    .execute(params![name, a.to_json()])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM arrays WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bumps and returns the start counter that makes lock fencing tokens grow across restarts.
+fn next_epoch(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', 1)
+         ON CONFLICT(key) DO UPDATE SET value = value + 1",
+        [],
+    )?;
+    let epoch: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+        r.get(0)
+    })?;
+    Ok(epoch as u64)
+}
+
+/// The committed coordination state.
+fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    let mut stmt =
+        conn.prepare_cached("SELECT name, maxsize, put_total, got_total, next_seq FROM queues")?;
+    let rows = stmt.query_map([], |r| {
+        let mut q = Queue::new(r.get::<_, Option<i64>>(1)?.map(|m| m as usize));
+        q.put_total = r.get::<_, i64>(2)? as u64;
+        q.got_total = r.get::<_, i64>(3)? as u64;
+        q.next_seq = r.get(4)?;
+        Ok((r.get::<_, String>(0)?, q))
+    })?;
+    snapshot.queues = rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+    let mut stmt =
+        conn.prepare_cached("SELECT queue, seq, value FROM queue_items ORDER BY queue, seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        let q = snapshot
+            .queues
+            .entry(name)
+            .or_insert_with(|| Queue::new(None));
+        let seq: i64 = row.get(1)?;
+        q.next_seq = q.next_seq.max(seq + 1);
+        q.items.push_back((seq, row.get(2)?));
+    }
+    let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
+    snapshot.counters = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached("SELECT name, value FROM arrays")?;
+    let arrays: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, text) in arrays {
+        match ArrayData::from_json(&text) {
+            Some(a) => {
+                snapshot.arrays.insert(name, a);
+            }
+            None => tracing::error!("array `{name}` in the state database is unreadable; skipped"),
+        }
+    }
+    Ok(snapshot)
 }
 
 fn query_open_runs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<OpenRun>> {
@@ -368,10 +685,17 @@ fn query_open_runs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<OpenR
 mod tests {
     use super::*;
 
+    fn test_limits() -> Limits {
+        Limits {
+            max_item_bytes: 1 << 16,
+            declared_queues: BTreeMap::new(),
+        }
+    }
+
     #[tokio::test]
     async fn runs_round_trip_and_close() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let store = Store::open(&dir.path().join("state.db"), test_limits()).unwrap();
         store.run_started(RunStart {
             id: 1,
             unit: "web".into(),
@@ -400,7 +724,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         std::fs::write(&path, vec![0x5a; 4096]).unwrap();
-        let err = Store::open(&path).err().expect("must refuse");
+        let err = Store::open(&path, test_limits())
+            .err()
+            .expect("must refuse");
         assert!(
             err.to_string()
                 .contains("not a usable corral state database")
@@ -416,7 +742,9 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(conn);
-        let err = Store::open(&path).err().expect("must refuse");
+        let err = Store::open(&path, test_limits())
+            .err()
+            .expect("must refuse");
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
     }
 }

@@ -124,6 +124,359 @@ pub enum Op {
     },
     /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun.
     Shutdown {},
+
+    /// Create a queue, or change its capacity. Result: [`QueueInfo`].
+    QueueDeclare {
+        /// Queue name.
+        queue: String,
+        /// Capacity; `None` for unbounded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        maxsize: Option<usize>,
+    },
+    /// Append an item (any JSON value); answered once it is durable. On a full queue,
+    /// waits for room (up to `timeout_ms`; forever if absent) or, with `block: false`,
+    /// fails at once with `full`. Result: [`QueuePutResult`].
+    QueuePut {
+        /// Queue name (created on first use).
+        queue: String,
+        /// The item.
+        value: Value,
+        /// Wait for room at most this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Wait for room at all.
+        #[serde(default = "yes")]
+        block: bool,
+    },
+    /// Take up to `count` items (at least one), oldest first; the items are removed in
+    /// the transaction committed before this reply. On an empty queue, waits (up to
+    /// `timeout_ms`; forever if absent) or, with `block: false`, fails at once with
+    /// `empty`. Result: [`QueueGetResult`].
+    QueueGet {
+        /// Queue name.
+        queue: String,
+        /// Most items to take.
+        #[serde(default = "one")]
+        count: usize,
+        /// Wait for an item at most this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Wait at all.
+        #[serde(default = "yes")]
+        block: bool,
+    },
+    /// Number of items. An unknown queue is empty: 0. Result: [`QueueInfo`].
+    QueueLen {
+        /// Queue name.
+        queue: String,
+    },
+    /// Every queue. Result: [`QueueListResult`].
+    QueueList {},
+    /// Remove every item. Result: [`RemovedResult`].
+    QueuePurge {
+        /// Queue name.
+        queue: String,
+    },
+    /// Remove the queue and its items; waiting getters get `not_found`. Result: [`RemovedResult`].
+    QueueDelete {
+        /// Queue name.
+        queue: String,
+    },
+
+    /// A counter's value (0 if it was never set). Result: [`CounterValue`].
+    CounterGet {
+        /// Counter name.
+        counter: String,
+    },
+    /// Set a counter. Result: [`CounterValue`].
+    CounterSet {
+        /// Counter name.
+        counter: String,
+        /// New value.
+        value: i64,
+    },
+    /// Add to a counter (created at 0); overflow is an `overflow` error, never a wrap.
+    /// Result: [`CounterValue`] with the new value.
+    CounterAdd {
+        /// Counter name.
+        counter: String,
+        /// Amount (may be negative).
+        delta: i64,
+    },
+    /// Set to `new` only if the value is `expected`. Result: [`CasResult`].
+    CounterCas {
+        /// Counter name.
+        counter: String,
+        /// Value required for the swap.
+        expected: i64,
+        /// Value written on success.
+        new: i64,
+    },
+    /// Every counter. Result: [`CounterListResult`].
+    CounterList {},
+    /// Forget a counter. Result: [`RemovedResult`].
+    CounterDelete {
+        /// Counter name.
+        counter: String,
+    },
+
+    /// Create a fixed-length numeric array (idempotent if the type and length match).
+    /// Result: [`ArrayValue`].
+    ArrayCreate {
+        /// Array name.
+        array: String,
+        /// Element type.
+        kind: ArrayKind,
+        /// Number of elements.
+        length: usize,
+        /// Initial values (default: zeros); must have `length` elements.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        values: Option<Vec<serde_json::Number>>,
+    },
+    /// The whole array ([`ArrayValue`]) or, with `index`, one element ([`ArrayItem`]).
+    ArrayGet {
+        /// Array name.
+        array: String,
+        /// Element index, from 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+    },
+    /// Set one element. Result: [`ArrayItem`].
+    ArraySet {
+        /// Array name.
+        array: String,
+        /// Element index.
+        index: usize,
+        /// New value (an integer for `i64` arrays).
+        value: serde_json::Number,
+    },
+    /// Add to one element. Result: [`ArrayItem`] with the new value.
+    ArrayAdd {
+        /// Array name.
+        array: String,
+        /// Element index.
+        index: usize,
+        /// Amount (an integer for `i64` arrays).
+        delta: serde_json::Number,
+    },
+    /// Every array. Result: [`ArrayListResult`].
+    ArrayList {},
+    /// Forget an array. Result: [`RemovedResult`].
+    ArrayDelete {
+        /// Array name.
+        array: String,
+    },
+
+    /// Take a lock, waiting first come first served (up to `timeout_ms`; forever if
+    /// absent) or, with `block: false`, failing at once with `locked`. The lock belongs
+    /// to this connection: it is released when the connection closes. Result: [`LockGrant`].
+    LockAcquire {
+        /// Lock name.
+        lock: String,
+        /// Wait at most this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Wait at all.
+        #[serde(default = "yes")]
+        block: bool,
+    },
+    /// Release a lock this connection holds (`not_held` otherwise). Result: `{}`.
+    LockRelease {
+        /// Lock name.
+        lock: String,
+    },
+    /// Holders and waiters of one lock or of every lock. Result: [`LockStatusResult`].
+    LockStatus {
+        /// Only this lock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lock: Option<String>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Element type of an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrayKind {
+    /// 64-bit signed integers.
+    I64,
+    /// 64-bit floats.
+    F64,
+}
+
+/// Result of [`Op::QueuePut`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePutResult {
+    /// Items in the queue after this put.
+    pub depth: usize,
+}
+
+/// Result of [`Op::QueueGet`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueGetResult {
+    /// The items, oldest first.
+    pub items: Vec<Value>,
+}
+
+/// One queue, as in [`Op::QueueList`], [`Op::QueueLen`] and [`Op::QueueDeclare`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub queue: String,
+    /// Items waiting.
+    pub depth: usize,
+    /// Capacity, if bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxsize: Option<usize>,
+    /// Items ever put.
+    pub put_total: u64,
+    /// Items ever taken.
+    pub got_total: u64,
+    /// Clients blocked in `get`.
+    pub waiting_getters: usize,
+    /// Clients blocked in `put` on a full queue.
+    pub waiting_putters: usize,
+}
+
+/// Result of [`Op::QueueList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueListResult {
+    /// Queues by name.
+    pub queues: Vec<QueueInfo>,
+}
+
+/// How many things a purge or delete removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedResult {
+    /// Items (purge) or objects (delete: 0 or 1) removed.
+    pub removed: usize,
+}
+
+/// A counter and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterValue {
+    /// Counter name.
+    pub counter: String,
+    /// Current value.
+    pub value: i64,
+}
+
+/// Result of [`Op::CounterCas`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasResult {
+    /// Counter name.
+    pub counter: String,
+    /// Whether the value was replaced.
+    pub swapped: bool,
+    /// The value now.
+    pub value: i64,
+}
+
+/// Result of [`Op::CounterList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterListResult {
+    /// Counters by name.
+    pub counters: Vec<CounterValue>,
+}
+
+/// A whole array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrayValue {
+    /// Array name.
+    pub array: String,
+    /// Element type.
+    pub kind: ArrayKind,
+    /// The elements.
+    pub values: Vec<serde_json::Number>,
+}
+
+/// One array element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrayItem {
+    /// Array name.
+    pub array: String,
+    /// Element index.
+    pub index: usize,
+    /// Its value.
+    pub value: serde_json::Number,
+}
+
+/// One array in [`ArrayListResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayInfo {
+    /// Array name.
+    pub array: String,
+    /// Element type.
+    pub kind: ArrayKind,
+    /// Number of elements.
+    pub length: usize,
+}
+
+/// Result of [`Op::ArrayList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayListResult {
+    /// Arrays by name.
+    pub arrays: Vec<ArrayInfo>,
+}
+
+/// Result of [`Op::LockAcquire`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockGrant {
+    /// Lock name.
+    pub lock: String,
+    /// Fencing token: larger than every token granted before, for any lock, even across
+    /// restarts of corrald. Pass it to the resource the lock protects so it can refuse a
+    /// stale holder.
+    pub token: u64,
+}
+
+/// Who holds a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Pid of the holding client (from the kernel, `SO_PEERCRED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Uid of the holding client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Unit of the holder, if it is (a descendant of) a supervised instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Instance number, with `unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    /// When it was granted, unix ms.
+    pub since_ms: i64,
+    /// How long it has been held, ms.
+    pub held_ms: u64,
+    /// The grant's fencing token.
+    pub token: u64,
+}
+
+/// One lock in [`LockStatusResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// Lock name.
+    pub lock: String,
+    /// The holder, if held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<LockHolder>,
+    /// Clients waiting.
+    pub waiters: usize,
+}
+
+/// Result of [`Op::LockStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockStatusResult {
+    /// Locks by name (held or waited for).
+    pub locks: Vec<LockInfo>,
 }
 
 fn default_log_lines() -> usize {
@@ -256,6 +609,24 @@ pub enum ErrorCode {
     Busy,
     /// A bug or an unexpected system error in corrald.
     Internal,
+    /// The queue is empty (non-blocking get, or a get whose timeout passed).
+    Empty,
+    /// The queue is at its `maxsize` (non-blocking put, or a put whose timeout passed).
+    Full,
+    /// The lock is held by another client (non-blocking acquire).
+    Locked,
+    /// Releasing a lock this connection does not hold.
+    NotHeld,
+    /// An arithmetic result does not fit (i64 overflow, non-finite float).
+    Overflow,
+    /// An array index past the end.
+    OutOfRange,
+    /// A value of the wrong type (a float for an i64 array, another shape for an existing array).
+    TypeMismatch,
+    /// A value (e.g. a queue item) over its size limit.
+    TooLarge,
+    /// Durable storage refused the write (e.g. the disk is full); nothing changed.
+    StorageFull,
 }
 
 /// Result of [`Op::Hello`].

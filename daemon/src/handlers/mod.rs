@@ -1,33 +1,42 @@
 //! One module per group of operations, joined by the single [`dispatch`] match.
 //! `ctl/src/commands/` mirrors these modules on the client side.
 
+mod locks;
 mod logs;
 mod system;
 mod units;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use corral_proto::{ErrorBody, Op, Request, Response};
+use corral_proto::{Op, Request, Response};
 
 use crate::Context;
+use crate::primitives::ConnInfo;
 use crate::server::Replies;
 
-/// Per-connection state (what the connection holds, released when it closes).
-pub struct Connection {}
-
-impl Connection {
-    /// A fresh connection.
-    pub fn new() -> Connection {
-        Connection {}
-    }
-
-    /// Releases whatever the connection held.
-    pub async fn close(&self, _ctx: &Context) {}
+/// Per-connection identity: what locks and waiters belong to.
+pub struct Connection {
+    info: ConnInfo,
 }
 
-impl Default for Connection {
-    fn default() -> Self {
-        Connection::new()
+impl Connection {
+    /// A fresh connection; the peer's pid and uid come from the kernel (`SO_PEERCRED`).
+    pub fn new(stream: &tokio::net::UnixStream) -> Connection {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let cred = stream.peer_cred().ok();
+        Connection {
+            info: ConnInfo {
+                id: NEXT.fetch_add(1, Ordering::Relaxed),
+                pid: cred.and_then(|c| c.pid()).map(|p| p as u32),
+                uid: cred.map(|c| c.uid()),
+            },
+        }
+    }
+
+    /// Releases whatever the connection held (its locks go to the next waiters).
+    pub async fn close(&self, ctx: &Context) {
+        ctx.store.disconnect(self.info.id);
     }
 }
 
@@ -35,12 +44,34 @@ impl Default for Connection {
 /// spawned and reply later. Returns false if the client has gone away.
 pub async fn dispatch(
     ctx: &Arc<Context>,
-    _conn: &Connection,
+    conn: &Connection,
     request: Request,
     replies: &Replies,
 ) -> bool {
     let id = request.id;
     let reply = match request.op {
+        Op::LockStatus { lock } => locks::status(ctx, conn.info, lock).await,
+        op @ (Op::QueueDeclare { .. }
+        | Op::QueuePut { .. }
+        | Op::QueueGet { .. }
+        | Op::QueueLen { .. }
+        | Op::QueueList {}
+        | Op::QueuePurge { .. }
+        | Op::QueueDelete { .. }
+        | Op::CounterGet { .. }
+        | Op::CounterSet { .. }
+        | Op::CounterAdd { .. }
+        | Op::CounterCas { .. }
+        | Op::CounterList {}
+        | Op::CounterDelete { .. }
+        | Op::ArrayCreate { .. }
+        | Op::ArrayGet { .. }
+        | Op::ArraySet { .. }
+        | Op::ArrayAdd { .. }
+        | Op::ArrayList {}
+        | Op::ArrayDelete { .. }
+        | Op::LockAcquire { .. }
+        | Op::LockRelease { .. }) => return forward(ctx, conn, id, op, replies).await,
         Op::Hello { version, client } => system::hello(version, client),
         Op::Shutdown {} => system::shutdown(ctx),
         Op::Status { unit } => units::status(ctx, unit).await,
@@ -90,8 +121,22 @@ pub async fn dispatch(
     replies.send(into_response(id, reply)).await
 }
 
-/// A reply value: any serializable result, or an error.
-pub type Outcome = Result<serde_json::Value, ErrorBody>;
+pub use crate::primitives::Outcome;
+
+/// Hands a coordination operation to the store thread, which replies straight into the
+/// connection once the change is committed (or the wait ends). The reader does not wait
+/// for it: the next request is read at once, so pipelined operations share commits.
+async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Replies) -> bool {
+    let Some(permit) = replies.permit().await else {
+        return false;
+    };
+    let replies = replies.clone();
+    let reply = Box::new(move |outcome: Outcome| {
+        replies.send_with(into_response(id, outcome), Some(permit));
+    });
+    ctx.store.primitive(conn.info, op, reply);
+    true
+}
 
 fn into_response(id: u64, outcome: Outcome) -> Response {
     match outcome {

@@ -81,6 +81,8 @@ pub enum Request {
     Shutdown(oneshot::Sender<()>),
     /// Skip the waiting of a shutdown: SIGKILL every group now.
     ForceShutdown,
+    /// The unit and instance whose process group each pgid is, if any.
+    WhoIs(Vec<i32>, Reply<Vec<Option<(String, u32)>>>),
 }
 
 /// Settings the supervisor needs from the daemon configuration.
@@ -422,6 +424,10 @@ impl Supervisor {
             }
             Request::Shutdown(reply) => self.begin_shutdown(reply),
             Request::ForceShutdown => self.force_kill_all(),
+            Request::WhoIs(pgids, reply) => {
+                let owners = pgids.iter().map(|p| self.by_pid.get(p).cloned()).collect();
+                let _ = reply.send(Ok(owners));
+            }
         }
     }
 

@@ -1,0 +1,56 @@
+//! `lock_status`: the store's view of locks, with each holder's unit and instance.
+
+use corral_proto::{LockStatusResult, Op};
+use tokio::sync::oneshot;
+
+use super::{Outcome, ok};
+use crate::Context;
+use crate::primitives::ConnInfo;
+use crate::supervisor::Request;
+
+/// Lock status, naming the supervised instance behind each holder when there is one.
+pub async fn status(ctx: &Context, conn: ConnInfo, lock: Option<String>) -> Outcome {
+    let (tx, rx) = oneshot::channel();
+    let reply = Box::new(move |outcome: Outcome| {
+        let _ = tx.send(outcome);
+    });
+    ctx.store.primitive(conn, Op::LockStatus { lock }, reply);
+    let value = rx.await.map_err(|_| gone())??;
+    let mut result: LockStatusResult = serde_json::from_value(value).map_err(|e| {
+        corral_proto::ErrorBody::new(corral_proto::ErrorCode::Internal, e.to_string())
+    })?;
+    // A holder belongs to an instance when it is in that instance's process group.
+    let groups: Vec<i32> = result
+        .locks
+        .iter()
+        .map(|l| {
+            l.holder
+                .as_ref()
+                .and_then(|h| h.pid)
+                .and_then(|pid| process_group(pid as i32))
+                .unwrap_or(0)
+        })
+        .collect();
+    let owners = ctx.supervisor.ask(|r| Request::WhoIs(groups, r)).await?;
+    for (info, owner) in result.locks.iter_mut().zip(owners) {
+        if let (Some(holder), Some((unit, instance))) = (info.holder.as_mut(), owner) {
+            holder.unit = Some(unit);
+            holder.instance = Some(instance);
+        }
+    }
+    ok(result)
+}
+
+fn gone() -> corral_proto::ErrorBody {
+    corral_proto::ErrorBody::new(
+        corral_proto::ErrorCode::ShuttingDown,
+        "corrald is shutting down",
+    )
+}
+
+/// The process group of `pid`, from `/proc/PID/stat` (field 5).
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}

@@ -1,0 +1,387 @@
+//! Queues, counters, arrays and locks: the in-memory state behind the coordination
+//! operations.
+//!
+//! This state is owned by the store thread (see [`crate::store`]), which feeds it one
+//! batch of operations at a time, then makes the batch durable with one commit, then
+//! sends every reply of the batch. So:
+//! - memory is always ahead of disk by at most one uncommitted batch, and nothing of that
+//!   batch has been told to anyone yet;
+//! - if the commit fails, the store reloads this state from disk (the last committed
+//!   batch) and the whole batch is answered with an error: nothing changed.
+//!
+//! Nothing here speaks SQL: changes are recorded in [`Changes`], which the store writes.
+
+mod counters;
+mod locks;
+mod queues;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use corral_proto::{ErrorBody, ErrorCode, Op};
+
+pub use counters::ArrayData;
+pub use locks::Locks;
+pub use queues::Queue;
+
+/// What a reply carries: a result value, or an error.
+pub type Outcome = Result<serde_json::Value, ErrorBody>;
+
+/// Where a reply goes. Called exactly once, after the batch is committed.
+pub type ReplyFn = Box<dyn FnOnce(Outcome) + Send>;
+
+/// Replies produced by a batch, sent by the store once the batch is committed.
+#[derive(Default)]
+pub struct Outbox {
+    /// Each reply, and whether it reports a change that must be durable first (if the
+    /// commit fails, those become errors; the others, like lock grants and timeouts,
+    /// stand).
+    pub replies: Vec<(ReplyFn, Outcome, bool)>,
+}
+
+impl Outbox {
+    /// A reply that reports (or depends on) a durable change.
+    pub fn durable(&mut self, reply: ReplyFn, outcome: Outcome) {
+        self.replies.push((reply, outcome, true));
+    }
+
+    /// A reply about in-memory state only.
+    pub fn volatile(&mut self, reply: ReplyFn, outcome: Outcome) {
+        self.replies.push((reply, outcome, false));
+    }
+}
+
+/// The client connection an operation came from: locks belong to it, and its waiters
+/// and locks go away with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnInfo {
+    /// Unique per connection for the life of corrald.
+    pub id: u64,
+    /// Peer pid from `SO_PEERCRED`.
+    pub pid: Option<u32>,
+    /// Peer uid from `SO_PEERCRED`.
+    pub uid: Option<u32>,
+}
+
+/// Limits that apply to operations.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest queue item, as serialized JSON.
+    pub max_item_bytes: usize,
+    /// Capacities of queues declared in `corral.toml`.
+    pub declared_queues: BTreeMap<String, Option<usize>>,
+}
+
+/// Durable changes made by a batch, for the store to write.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Queue item changes, in order.
+    pub queue_items: Vec<ItemChange>,
+    /// Queues whose row (capacity, totals) must be rewritten, or deleted if gone.
+    pub queues: HashSet<String>,
+    /// Counters to rewrite, or delete if gone.
+    pub counters: HashSet<String>,
+    /// Arrays to rewrite, or delete if gone.
+    pub arrays: HashSet<String>,
+}
+
+impl Changes {
+    /// Whether anything needs writing.
+    pub fn is_empty(&self) -> bool {
+        self.queue_items.is_empty()
+            && self.queues.is_empty()
+            && self.counters.is_empty()
+            && self.arrays.is_empty()
+    }
+}
+
+/// One change to the stored items of a queue.
+#[derive(Debug)]
+pub enum ItemChange {
+    /// A new item.
+    Insert {
+        /// Queue name.
+        queue: String,
+        /// Its position.
+        seq: i64,
+        /// The item, serialized JSON.
+        value: String,
+    },
+    /// Items handed out: every item of `queue` with `seq <= up_to`.
+    Remove {
+        /// Queue name.
+        queue: String,
+        /// Last removed position.
+        up_to: i64,
+    },
+    /// Every item of the queue (purge or delete).
+    Clear {
+        /// Queue name.
+        queue: String,
+    },
+}
+
+/// A client blocked in `get`, `put` or `acquire`.
+struct Waiter {
+    conn: ConnInfo,
+    kind: WaitKind,
+    reply: ReplyFn,
+}
+
+enum WaitKind {
+    Get { queue: String, count: usize },
+    Put { queue: String, value: String },
+    Lock { lock: String },
+}
+
+/// All coordination state. See the module docs.
+pub struct Primitives {
+    limits: Limits,
+    queues: BTreeMap<String, Queue>,
+    counters: BTreeMap<String, i64>,
+    arrays: BTreeMap<String, ArrayData>,
+    locks: Locks,
+    waiters: HashMap<u64, Waiter>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_waiter: u64,
+}
+
+/// The durable part of the state, as loaded from disk.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Queues with their items.
+    pub queues: BTreeMap<String, Queue>,
+    /// Counter values.
+    pub counters: BTreeMap<String, i64>,
+    /// Arrays.
+    pub arrays: BTreeMap<String, ArrayData>,
+}
+
+impl Primitives {
+    /// State loaded from disk; `epoch` makes fencing tokens grow across restarts.
+    pub fn new(limits: Limits, snapshot: Snapshot, epoch: u64) -> Primitives {
+        let mut p = Primitives {
+            limits,
+            queues: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            arrays: BTreeMap::new(),
+            locks: Locks::new(epoch),
+            waiters: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_waiter: 1,
+        };
+        p.restore(snapshot);
+        p
+    }
+
+    /// Replaces the durable part with `snapshot` (after a failed commit), keeping locks.
+    /// Waiters keep waiting; their queues' contents are as last committed.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        self.queues = snapshot.queues;
+        self.counters = snapshot.counters;
+        self.arrays = snapshot.arrays;
+        for (name, maxsize) in &self.limits.declared_queues {
+            self.queues
+                .entry(name.clone())
+                .or_insert_with(|| Queue::new(*maxsize));
+        }
+        // Waiter lists point into queues: rebuild them from the waiters themselves.
+        let mut ids: Vec<u64> = self.waiters.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            match &self.waiters[&id].kind {
+                WaitKind::Get { queue, .. } => {
+                    let q = self
+                        .queues
+                        .entry(queue.clone())
+                        .or_insert_with(|| Queue::new(None));
+                    q.getters.push_back(id);
+                }
+                WaitKind::Put { queue, .. } => {
+                    let q = self
+                        .queues
+                        .entry(queue.clone())
+                        .or_insert_with(|| Queue::new(None));
+                    q.putters.push_back(id);
+                }
+                WaitKind::Lock { .. } => {}
+            }
+        }
+    }
+
+    /// Applies one operation. Its reply goes to `replies` now, or later when a waiter is
+    /// served (by a later operation) or times out (in [`Primitives::expire`]).
+    pub fn apply(
+        &mut self,
+        conn: ConnInfo,
+        op: Op,
+        reply: ReplyFn,
+        changes: &mut Changes,
+        out: &mut Outbox,
+    ) {
+        let mut cx = Cx { changes, out, conn };
+        match op {
+            Op::QueueDeclare { .. }
+            | Op::QueuePut { .. }
+            | Op::QueueGet { .. }
+            | Op::QueueLen { .. }
+            | Op::QueueList {}
+            | Op::QueuePurge { .. }
+            | Op::QueueDelete { .. } => self.queue_op(op, reply, &mut cx),
+            Op::CounterGet { .. }
+            | Op::CounterSet { .. }
+            | Op::CounterAdd { .. }
+            | Op::CounterCas { .. }
+            | Op::CounterList {}
+            | Op::CounterDelete { .. } => {
+                let outcome = counters::counter_op(&mut self.counters, op, cx.changes);
+                cx.out.durable(reply, outcome);
+            }
+            Op::ArrayCreate { .. }
+            | Op::ArrayGet { .. }
+            | Op::ArraySet { .. }
+            | Op::ArrayAdd { .. }
+            | Op::ArrayList {}
+            | Op::ArrayDelete { .. } => {
+                let outcome = counters::array_op(&mut self.arrays, op, cx.changes);
+                cx.out.durable(reply, outcome);
+            }
+            Op::LockAcquire { .. } | Op::LockRelease { .. } | Op::LockStatus { .. } => {
+                self.lock_op(op, reply, &mut cx)
+            }
+            other => cx.out.volatile(
+                reply,
+                Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    format!("{other:?} is not a coordination operation"),
+                )),
+            ),
+        }
+    }
+
+    /// Forgets a closed connection: releases its locks (granting them to the next
+    /// waiters) and drops its waiters.
+    pub fn disconnect(&mut self, conn: u64, out: &mut Outbox) {
+        self.waiters.retain(|_, w| w.conn.id != conn);
+        for lock in self.locks.held_by(conn) {
+            self.locks.release(&lock, conn);
+            self.grant_next(&lock, out);
+        }
+    }
+
+    /// Answers every waiter whose deadline has passed with its timeout error.
+    pub fn expire(&mut self, now: Instant, out: &mut Outbox) {
+        while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let error = match waiter.kind {
+                    WaitKind::Get { queue, .. } => ErrorBody::new(
+                        ErrorCode::Empty,
+                        format!("no item arrived in queue `{queue}` before the timeout"),
+                    ),
+                    WaitKind::Put { queue, .. } => ErrorBody::new(
+                        ErrorCode::Full,
+                        format!("queue `{queue}` stayed full until the timeout"),
+                    ),
+                    WaitKind::Lock { lock } => ErrorBody::new(
+                        ErrorCode::Timeout,
+                        format!("lock `{lock}` was not released before the timeout"),
+                    ),
+                };
+                out.volatile(waiter.reply, Err(error));
+            }
+        }
+    }
+
+    /// When the next waiter times out.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        // Drop entries of waiters already served, so an old deadline does not cause
+        // needless wake-ups.
+        while let Some(Reverse((_, id))) = self.deadlines.peek() {
+            if self.waiters.contains_key(id) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        self.deadlines.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Current value of a queue's durable row, for the store (None if the queue is gone).
+    pub fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.get(name)
+    }
+
+    /// Current value of a counter, for the store.
+    pub fn counter(&self, name: &str) -> Option<i64> {
+        self.counters.get(name).copied()
+    }
+
+    /// Current value of an array, for the store.
+    pub fn array(&self, name: &str) -> Option<&ArrayData> {
+        self.arrays.get(name)
+    }
+
+    fn add_waiter(
+        &mut self,
+        conn: ConnInfo,
+        kind: WaitKind,
+        reply: ReplyFn,
+        timeout: Option<Duration>,
+    ) -> u64 {
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        if let Some(t) = timeout {
+            self.deadlines.push(Reverse((Instant::now() + t, id)));
+        }
+        self.waiters.insert(id, Waiter { conn, kind, reply });
+        id
+    }
+}
+
+/// What an operation may touch besides the state.
+struct Cx<'a> {
+    changes: &'a mut Changes,
+    out: &'a mut Outbox,
+    conn: ConnInfo,
+}
+
+/// Serializes a result for [`Outcome`].
+pub fn ok(value: impl serde::Serialize) -> Outcome {
+    Ok(serde_json::to_value(value).expect("protocol types serialize"))
+}
+
+/// Names of queues, counters, arrays and locks: 1 to 200 characters of letters, digits
+/// and `_ - . @ : /`, not starting with `.` or `/`, with no `..` segment.
+pub fn check_name(what: &str, name: &str) -> Result<(), ErrorBody> {
+    let valid = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['.', '/'])
+        && !name.split('/').any(|seg| seg == ".." || seg == ".")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.@:/".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!(
+                "invalid {what} name `{}`: use 1 to 200 letters, digits and `_ - . @ : /`, not starting with `.` or `/`",
+                name.escape_debug()
+            ),
+        ))
+    }
+}
+
+fn timeout_of(timeout_ms: Option<u64>, block: bool) -> Option<Option<Duration>> {
+    // None: do not wait. Some(None): wait forever. Some(Some(t)): wait up to t.
+    match (block, timeout_ms) {
+        (false, _) | (true, Some(0)) => None,
+        (true, None) => Some(None),
+        (true, Some(ms)) => Some(Some(Duration::from_millis(ms))),
+    }
+}
