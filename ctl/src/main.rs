@@ -1,17 +1,22 @@
 //! corralctl: drive corrald from the shell.
 
+mod args;
 mod commands;
 mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use corral_client::{Client, Error};
+use serde_json::Number;
 
-/// Control corrald: units, logs, transient runs, shutdown.
+use crate::args::{Seconds, parse_count, parse_number, parse_timeout};
+
+/// Control corrald: units, logs, transient runs, shutdown; shared queues, counters,
+/// arrays and locks.
 #[derive(Debug, Parser)]
-#[command(name = "corralctl", version, about, after_help = EXIT_CODES)]
+#[command(name = "corralctl", version, after_help = AFTER_HELP)]
 struct Cli {
     /// corrald's control socket [default: $CORRAL_SOCKET, else the system or user default]
     #[arg(long, global = true, value_name = "PATH")]
@@ -23,8 +28,28 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str =
-    "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 cannot reach corrald.";
+macro_rules! exit_codes {
+    () => {
+        "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 cannot reach corrald."
+    };
+}
+
+const AFTER_HELP: &str = concat!(
+    "\
+Shared objects (every program on the machine can use them; they survive restarts of corrald):
+  queue    put, get, len, list, purge, delete, declare   FIFO queues of JSON items
+  counter  get, set, add, cas, list, delete              64-bit integers
+  array    create, get, set, add, list, delete           fixed-length i64 or f64 arrays
+  lock     run, status                                   named locks (like flock(1))
+See `corralctl queue --help` etc., and `corralctl queue put --help` for each command.
+
+Timeouts (--timeout) are seconds: 5, 0.5, 0 (do not wait), inf (wait forever).
+
+",
+    exit_codes!()
+);
+
+const EXIT_CODES: &str = exit_codes!();
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -96,6 +121,233 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Durable FIFO queues of JSON items (like multiprocessing.Queue).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Queue(QueueCommand),
+    /// Shared 64-bit integer counters with atomic add and compare-and-swap.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Counter(CounterCommand),
+    /// Shared fixed-length i64 or f64 arrays (like multiprocessing.Array).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Array(ArrayCommand),
+    /// Named locks: run a command while holding one, show holders.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Lock(LockCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Append an item; prints nothing (with --json: the new depth).
+    ///
+    /// VALUE is taken as JSON if it is valid JSON (42, true, null, {"a":1}, '"quoted"'),
+    /// else as a string: `queue put q "Data from process"` puts the string. With `-`, reads
+    /// stdin and puts one item per line by the same rule (empty lines are skipped). A
+    /// string starting with `-` goes after `--`: `queue put q -- -x`.
+    ///
+    /// Prints nothing on success, so scripts stay quiet; use `queue len` or --json
+    /// ({"depth": N}; for `-`, {"put": ITEMS, "depth": N}) for the depth. On a full queue,
+    /// waits for room: as long as it takes, up to --timeout, or not at all with --no-wait
+    /// (then exit 1).
+    #[command(after_help = EXIT_CODES)]
+    Put {
+        /// Queue name (created on first use, unbounded).
+        name: String,
+        /// The item (JSON, else a string), or `-` for one item per line of stdin.
+        #[arg(allow_negative_numbers = true)]
+        value: String,
+        /// Wait for room at most this many seconds.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
+        timeout: Option<Seconds>,
+        /// Fail at once if the queue is full.
+        #[arg(long, conflicts_with = "timeout")]
+        no_wait: bool,
+    },
+    /// Take the oldest item(s) and print each on its own line.
+    ///
+    /// A string item prints as its raw text, any other item as compact JSON; with
+    /// --json, prints {"items": [...]}. On an empty queue, waits as long as it takes, up
+    /// to --timeout, or not at all with --no-wait; then exits 1. The items leave the queue
+    /// when they are printed.
+    #[command(after_help = EXIT_CODES)]
+    Get {
+        /// Queue name.
+        name: String,
+        /// Wait for an item at most this many seconds.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
+        timeout: Option<Seconds>,
+        /// Take up to N items (waiting only for the first).
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 1, value_parser = parse_count)]
+        count: usize,
+        /// Fail at once if the queue is empty.
+        #[arg(long, conflicts_with = "timeout")]
+        no_wait: bool,
+    },
+    /// Print the number of items (0 for an unknown queue).
+    Len {
+        /// Queue name.
+        name: String,
+    },
+    /// Table of every queue: depth, capacity, totals, waiting clients.
+    List,
+    /// Remove every item of a queue.
+    Purge {
+        /// Queue name.
+        name: String,
+    },
+    /// Remove a queue and its items (clients waiting in `get` fail).
+    Delete {
+        /// Queue name.
+        name: String,
+    },
+    /// Create a queue, or change its capacity.
+    Declare {
+        /// Queue name.
+        name: String,
+        /// Most items the queue holds (then `put` waits); unbounded without it.
+        #[arg(long, value_name = "N")]
+        maxsize: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CounterCommand {
+    /// Print a counter's value (0 if it was never set).
+    Get {
+        /// Counter name.
+        name: String,
+    },
+    /// Set a counter; prints nothing (with --json: the counter).
+    Set {
+        /// Counter name.
+        name: String,
+        /// New value.
+        #[arg(allow_negative_numbers = true)]
+        value: i64,
+    },
+    /// Add to a counter (atomically) and print the new value; overflow is an error.
+    Add {
+        /// Counter name.
+        name: String,
+        /// Amount, may be negative.
+        #[arg(allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Set a counter to NEW only if it is EXPECTED; print the value now.
+    ///
+    /// Exits 0 if it was swapped, 1 if not (the printed value is then the current one).
+    #[command(after_help = EXIT_CODES)]
+    Cas {
+        /// Counter name.
+        name: String,
+        /// Value required for the swap.
+        #[arg(allow_negative_numbers = true)]
+        expected: i64,
+        /// Value written on success.
+        #[arg(allow_negative_numbers = true)]
+        new: i64,
+    },
+    /// Table of every counter.
+    List,
+    /// Forget a counter.
+    Delete {
+        /// Counter name.
+        name: String,
+    },
+}
+
+/// Element type of an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ArrayKindArg {
+    /// 64-bit signed integers.
+    I64,
+    /// 64-bit floats.
+    F64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ArrayCommand {
+    /// Create a fixed-length array, of zeros or of VALUES.
+    ///
+    /// Creating an array that exists with the same type and length does nothing.
+    #[command(after_help = EXIT_CODES)]
+    Create {
+        /// Array name.
+        name: String,
+        /// Element type.
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        kind: ArrayKindArg,
+        /// Number of elements.
+        #[arg(long, value_name = "N")]
+        len: usize,
+        /// Initial values, exactly N of them (default: zeros).
+        #[arg(allow_negative_numbers = true, value_parser = parse_number)]
+        values: Vec<Number>,
+    },
+    /// Print the whole array (values separated by spaces) or one element.
+    Get {
+        /// Array name.
+        name: String,
+        /// Element index, from 0.
+        index: Option<usize>,
+    },
+    /// Set one element; prints nothing (with --json: the element).
+    Set {
+        /// Array name.
+        name: String,
+        /// Element index, from 0.
+        index: usize,
+        /// New value (an integer for i64 arrays).
+        #[arg(allow_negative_numbers = true, value_parser = parse_number)]
+        value: Number,
+    },
+    /// Add to one element (atomically) and print the new value.
+    Add {
+        /// Array name.
+        name: String,
+        /// Element index, from 0.
+        index: usize,
+        /// Amount, may be negative (an integer for i64 arrays).
+        #[arg(allow_negative_numbers = true, value_parser = parse_number)]
+        delta: Number,
+    },
+    /// Table of every array.
+    List,
+    /// Forget an array.
+    Delete {
+        /// Array name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LockCommand {
+    /// Run a command while holding a lock, like flock(1).
+    ///
+    /// Waits for the lock (as long as it takes, or up to --timeout; then exits 1), runs
+    /// the command with inherited stdin, stdout and stderr and with CORRAL_LOCK_TOKEN set
+    /// to the lock's fencing token, releases the lock, and exits with the command's exit
+    /// code (128 + N if signal N killed it).
+    ///
+    /// Ctrl-C goes to the command; corralctl waits for it. The lock belongs to
+    /// corralctl's connection: if corralctl itself is killed, corrald releases the lock
+    /// at once, even if the command still runs. Where that matters, have the protected
+    /// resource check CORRAL_LOCK_TOKEN: a later holder always has a larger token.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// Lock name.
+        name: String,
+        /// Wait for the lock at most this many seconds (0: fail if it is held).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
+        timeout: Option<Seconds>,
+        /// Program and arguments (after `--`).
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Table of locks that are held or waited for: holder, held for, waiters, token.
+    Status {
+        /// Only this lock.
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,36 +366,151 @@ fn main() -> ExitCode {
         .socket
         .clone()
         .unwrap_or_else(corral_client::default_socket);
-    let mut client = match Client::connect_to(&socket) {
+    if let Err(message) = check(&cli.command) {
+        return usage_error(&message);
+    }
+    let client = match Client::connect_to(&socket) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
     let out = output::Output { json: cli.json };
     let result = match cli.command {
-        Command::Status { unit } => commands::units::status(&mut client, &out, unit.as_deref()),
-        Command::Start { units } => commands::units::start(&mut client, &out, &units),
-        Command::Stop { units } => commands::units::stop(&mut client, &out, &units),
-        Command::Restart { units } => commands::units::restart(&mut client, &out, &units),
-        Command::Wait { unit, timeout } => commands::units::wait(&mut client, &out, &unit, timeout),
+        Command::Status { unit } => commands::units::status(&client, &out, unit.as_deref()),
+        Command::Start { units } => commands::units::start(&client, &out, &units),
+        Command::Stop { units } => commands::units::stop(&client, &out, &units),
+        Command::Restart { units } => commands::units::restart(&client, &out, &units),
+        Command::Wait { unit, timeout } => commands::units::wait(&client, &out, &unit, timeout),
         Command::Logs {
             unit,
             lines,
             follow,
             instance,
-        } => commands::logs::logs(&mut client, &out, &unit, lines, follow, instance),
-        Command::Reload => commands::units::reload(&mut client, &out),
+        } => commands::logs::logs(&client, &out, &unit, lines, follow, instance),
+        Command::Reload => commands::units::reload(&client, &out),
         Command::Run {
             name,
             wait,
             env,
             command,
-        } => commands::units::run(&mut client, &out, name, wait, env, command),
-        Command::Shutdown { no_wait } => commands::system::shutdown(&mut client, &out, no_wait),
+        } => commands::units::run(&client, &out, name, wait, env, command),
+        Command::Shutdown { no_wait } => commands::system::shutdown(&client, &out, no_wait),
+        Command::Queue(command) => queue(&client, &out, command),
+        Command::Counter(command) => counter(&client, &out, command),
+        Command::Array(command) => array(&client, &out, command),
+        Command::Lock(command) => lock(&client, &out, command),
     };
     match result {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
+}
+
+fn queue(client: &Client, out: &output::Output, command: QueueCommand) -> Result<ExitCode, Error> {
+    use commands::queue;
+    match command {
+        QueueCommand::Put {
+            name,
+            value,
+            timeout,
+            no_wait,
+        } => queue::put(
+            client,
+            out,
+            &name,
+            &value,
+            args::Wait::new(timeout, no_wait),
+        ),
+        QueueCommand::Get {
+            name,
+            timeout,
+            count,
+            no_wait,
+        } => queue::get(client, out, &name, count, args::Wait::new(timeout, no_wait)),
+        QueueCommand::Len { name } => queue::len(client, out, &name),
+        QueueCommand::List => queue::list(client, out),
+        QueueCommand::Purge { name } => queue::purge(client, out, &name),
+        QueueCommand::Delete { name } => queue::delete(client, out, &name),
+        QueueCommand::Declare { name, maxsize } => queue::declare(client, out, &name, maxsize),
+    }
+}
+
+fn counter(
+    client: &Client,
+    out: &output::Output,
+    command: CounterCommand,
+) -> Result<ExitCode, Error> {
+    use commands::counter;
+    match command {
+        CounterCommand::Get { name } => counter::get(client, out, &name),
+        CounterCommand::Set { name, value } => counter::set(client, out, &name, value),
+        CounterCommand::Add { name, delta } => counter::add(client, out, &name, delta),
+        CounterCommand::Cas {
+            name,
+            expected,
+            new,
+        } => counter::cas(client, out, &name, expected, new),
+        CounterCommand::List => counter::list(client, out),
+        CounterCommand::Delete { name } => counter::delete(client, out, &name),
+    }
+}
+
+fn array(client: &Client, out: &output::Output, command: ArrayCommand) -> Result<ExitCode, Error> {
+    use commands::array;
+    match command {
+        ArrayCommand::Create {
+            name,
+            kind,
+            len,
+            values,
+        } => {
+            let kind = kind.into();
+            let values =
+                array::initial_values(kind, len, values).expect("checked before connecting");
+            array::create(client, out, &name, kind, len, values)
+        }
+        ArrayCommand::Get { name, index } => array::get(client, out, &name, index),
+        ArrayCommand::Set { name, index, value } => array::set(client, out, &name, index, value),
+        ArrayCommand::Add { name, index, delta } => array::add(client, out, &name, index, delta),
+        ArrayCommand::List => array::list(client, out),
+        ArrayCommand::Delete { name } => array::delete(client, out, &name),
+    }
+}
+
+fn lock(client: &Client, out: &output::Output, command: LockCommand) -> Result<ExitCode, Error> {
+    use commands::lock;
+    match command {
+        LockCommand::Run {
+            name,
+            timeout,
+            command,
+        } => lock::run(client, out, &name, timeout, &command),
+        LockCommand::Status { name } => lock::status(client, out, name.as_deref()),
+    }
+}
+
+impl From<ArrayKindArg> for corral_client::ArrayKind {
+    fn from(kind: ArrayKindArg) -> Self {
+        match kind {
+            ArrayKindArg::I64 => corral_client::ArrayKind::I64,
+            ArrayKindArg::F64 => corral_client::ArrayKind::F64,
+        }
+    }
+}
+
+/// Checks across arguments that clap cannot express, before connecting, so that a usage
+/// error is reported as one (exit 2) whether or not corrald is running.
+fn check(command: &Command) -> Result<(), String> {
+    match command {
+        Command::Array(ArrayCommand::Create {
+            kind, len, values, ..
+        }) => commands::array::initial_values((*kind).into(), *len, values.clone()).map(drop),
+        _ => Ok(()),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n\nFor more information, try '--help'.");
+    ExitCode::from(2)
 }
 
 fn fail(e: &Error) -> ExitCode {

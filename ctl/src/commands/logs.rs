@@ -9,7 +9,7 @@ use corral_client::{Client, Error};
 use crate::output::Output;
 
 pub fn logs(
-    client: &mut Client,
+    client: &Client,
     out: &Output,
     unit: &str,
     lines: usize,

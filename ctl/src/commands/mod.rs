@@ -1,5 +1,34 @@
 //! One module per group of operations, mirroring `daemon/src/handlers/`.
 
+pub mod array;
+pub mod counter;
+pub mod lock;
 pub mod logs;
+pub mod queue;
 pub mod system;
 pub mod units;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Prints `message` as corralctl's error and returns exit code 1 (the operation failed).
+pub fn failed(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("corralctl: {message}");
+    ExitCode::from(1)
+}
+
+/// Prints lines to stdout. A write error (e.g. a closed pipe) is reported, not a panic:
+/// what was taken from corrald to be printed may be lost, and the exit code says so.
+pub fn print_lines(lines: impl IntoIterator<Item = String>) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    for line in lines {
+        if let Err(e) = writeln!(lock, "{line}") {
+            return failed(format!("writing to stdout: {e}"));
+        }
+    }
+    match lock.flush() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(format!("writing to stdout: {e}")),
+    }
+}

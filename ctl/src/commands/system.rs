@@ -6,7 +6,7 @@ use corral_client::{Client, Error};
 
 use crate::output::Output;
 
-pub fn shutdown(client: &mut Client, out: &Output, no_wait: bool) -> Result<ExitCode, Error> {
+pub fn shutdown(client: &Client, out: &Output, no_wait: bool) -> Result<ExitCode, Error> {
     client.shutdown()?;
     if !no_wait {
         if !out.json {

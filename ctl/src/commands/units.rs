@@ -9,7 +9,7 @@ use corral_client::{Client, Error};
 
 use crate::output::{Output, human_duration, table};
 
-pub fn status(client: &mut Client, out: &Output, unit: Option<&str>) -> Result<ExitCode, Error> {
+pub fn status(client: &Client, out: &Output, unit: Option<&str>) -> Result<ExitCode, Error> {
     let status = client.status(unit)?;
     if out.json {
         out.print_json(&status);
@@ -50,17 +50,17 @@ fn status_table(status: &StatusResult) -> String {
     )
 }
 
-pub fn start(client: &mut Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
+pub fn start(client: &Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
     let result = client.start(&refs(units))?;
     report(out, &result, "started", &result.units)
 }
 
-pub fn stop(client: &mut Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
+pub fn stop(client: &Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
     let result = client.stop(&refs(units))?;
     report(out, &result, "stopped", &result.units)
 }
 
-pub fn restart(client: &mut Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
+pub fn restart(client: &Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
     let result = client.restart(&refs(units))?;
     report(out, &result, "restarted", &result.units)
 }
@@ -80,7 +80,7 @@ fn report(
 }
 
 pub fn wait(
-    client: &mut Client,
+    client: &Client,
     out: &Output,
     unit: &str,
     timeout: Option<f64>,
@@ -102,7 +102,7 @@ pub fn wait(
     })
 }
 
-pub fn reload(client: &mut Client, out: &Output) -> Result<ExitCode, Error> {
+pub fn reload(client: &Client, out: &Output) -> Result<ExitCode, Error> {
     let result = client.reload()?;
     if out.json {
         out.print_json(&result);
@@ -122,7 +122,7 @@ pub fn reload(client: &mut Client, out: &Output) -> Result<ExitCode, Error> {
 }
 
 pub fn run(
-    client: &mut Client,
+    client: &Client,
     out: &Output,
     name: Option<String>,
     wait: bool,
@@ -161,7 +161,7 @@ pub fn run(
 }
 
 /// The shell's convention: the exit code, or 128 + the signal number.
-fn exit_code_of(exit: ExitStatus) -> ExitCode {
+pub fn exit_code_of(exit: ExitStatus) -> ExitCode {
     match (exit.code, exit.signal) {
         (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
         (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),

@@ -334,8 +334,9 @@ impl Primitives {
     ) -> u64 {
         let id = self.next_waiter;
         self.next_waiter += 1;
-        if let Some(t) = timeout {
-            self.deadlines.push(Reverse((Instant::now() + t, id)));
+        // A deadline past what Instant can hold is no deadline at all.
+        if let Some(deadline) = timeout.and_then(|t| Instant::now().checked_add(t)) {
+            self.deadlines.push(Reverse((deadline, id)));
         }
         self.waiters.insert(id, Waiter { conn, kind, reply });
         id

@@ -1,0 +1,255 @@
+//! `queue put`, `get`, `len`, `list`, `purge`, `delete`, `declare`.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use corral_client::proto::{
+    QueueGetResult, QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
+};
+use corral_client::{Client, Error, ErrorCode, Queue};
+use serde_json::Value;
+
+use super::{failed, print_lines};
+use crate::args::{Wait, format_item, parse_item};
+use crate::output::{Output, table};
+
+pub fn put(
+    client: &Client,
+    out: &Output,
+    name: &str,
+    value: &str,
+    wait: Wait,
+) -> Result<ExitCode, Error> {
+    let queue = client.queue(name);
+    if value != "-" {
+        let depth = match put_one(&queue, parse_item(value), wait) {
+            Ok(depth) => depth,
+            Err(e) => return full(e, name, wait),
+        };
+        if out.json {
+            out.print_json(&QueuePutResult { depth });
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut put = 0usize;
+    let mut depth = None;
+    for line in std::io::stdin().lock().lines() {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                return Ok(failed(format!(
+                    "reading stdin: {e} ({put} item(s) put before)"
+                )));
+            }
+        };
+        if line.is_empty() {
+            continue;
+        }
+        match put_one(&queue, parse_item(&line), wait) {
+            Ok(d) => {
+                depth = Some(d);
+                put += 1;
+            }
+            Err(e) => {
+                if put > 0 {
+                    eprintln!("corralctl: {put} item(s) put before this error");
+                }
+                return full(e, name, wait);
+            }
+        }
+    }
+    if out.json {
+        out.print_json(&serde_json::json!({ "put": put, "depth": depth }));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn put_one(queue: &Queue<'_>, value: Value, wait: Wait) -> Result<usize, Error> {
+    match wait {
+        Wait::No => queue.try_put(value),
+        Wait::For(_) | Wait::Forever => queue.put_timeout(value, wait.timeout()),
+    }
+}
+
+/// Says "full" the way the user asked: `--no-wait` or `--timeout`.
+fn full(e: Error, name: &str, wait: Wait) -> Result<ExitCode, Error> {
+    match (e.code(), wait) {
+        (Some(ErrorCode::Full | ErrorCode::Timeout), Wait::No) => {
+            Ok(failed(format!("queue {name} is full")))
+        }
+        (Some(ErrorCode::Full | ErrorCode::Timeout), Wait::For(t)) => {
+            Ok(failed(format!("queue {name}: no room within {t}")))
+        }
+        _ => Err(e),
+    }
+}
+
+pub fn get(
+    client: &Client,
+    out: &Output,
+    name: &str,
+    count: usize,
+    wait: Wait,
+) -> Result<ExitCode, Error> {
+    let queue = client.queue(name);
+    let result = match wait {
+        Wait::No => queue.try_get_many::<Value>(count),
+        Wait::For(_) | Wait::Forever => queue.get_many::<Value>(count, wait.timeout()),
+    };
+    let items = match (result, wait) {
+        (Ok(items), _) => items,
+        (Err(e), Wait::No) if is_empty(&e) => {
+            return Ok(failed(format!("queue {name} is empty")));
+        }
+        (Err(e), Wait::For(t)) if is_empty(&e) => {
+            return Ok(failed(format!("queue {name}: no item within {t}")));
+        }
+        (Err(e), _) => return Err(e),
+    };
+    if out.json {
+        out.print_json(&QueueGetResult { items });
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(print_lines(items.iter().map(format_item)))
+}
+
+fn is_empty(e: &Error) -> bool {
+    matches!(e.code(), Some(ErrorCode::Empty | ErrorCode::Timeout))
+}
+
+pub fn len(client: &Client, out: &Output, name: &str) -> Result<ExitCode, Error> {
+    let info = client.queue(name).info()?;
+    if out.json {
+        out.print_json(&info);
+    } else {
+        println!("{}", info.depth);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(client: &Client, out: &Output) -> Result<ExitCode, Error> {
+    let queues = client.queues()?;
+    if out.json {
+        out.print_json(&QueueListResult { queues });
+    } else {
+        print!("{}", list_table(&queues));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_table(queues: &[QueueInfo]) -> String {
+    let rows: Vec<Vec<String>> = queues
+        .iter()
+        .map(|q| {
+            vec![
+                q.queue.clone(),
+                q.depth.to_string(),
+                q.maxsize.map_or("-".into(), |m| m.to_string()),
+                q.put_total.to_string(),
+                q.got_total.to_string(),
+                waiting(q),
+            ]
+        })
+        .collect();
+    table(
+        &["QUEUE", "DEPTH", "MAXSIZE", "PUT", "GOT", "WAITING"],
+        &rows,
+    )
+}
+
+/// Clients blocked on the queue: `2 get`, `1 put`, `2 get 1 put`, or `-`.
+fn waiting(q: &QueueInfo) -> String {
+    let mut parts = Vec::new();
+    if q.waiting_getters > 0 {
+        parts.push(format!("{} get", q.waiting_getters));
+    }
+    if q.waiting_putters > 0 {
+        parts.push(format!("{} put", q.waiting_putters));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+pub fn purge(client: &Client, out: &Output, name: &str) -> Result<ExitCode, Error> {
+    let removed = client.queue(name).purge()?;
+    if out.json {
+        out.print_json(&RemovedResult { removed });
+    } else {
+        println!("purged {removed} item(s) from queue {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn delete(client: &Client, out: &Output, name: &str) -> Result<ExitCode, Error> {
+    let existed = client.queue(name).delete()?;
+    if out.json {
+        out.print_json(&RemovedResult {
+            removed: usize::from(existed),
+        });
+    } else if existed {
+        println!("deleted queue {name}");
+    } else {
+        println!("no queue {name}: nothing deleted");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn declare(
+    client: &Client,
+    out: &Output,
+    name: &str,
+    maxsize: Option<usize>,
+) -> Result<ExitCode, Error> {
+    let info = client.queue(name).declare(maxsize)?;
+    if out.json {
+        out.print_json(&info);
+    } else {
+        let capacity = info
+            .maxsize
+            .map_or("unbounded".into(), |m| format!("maxsize {m}"));
+        println!("queue {name}: {capacity}, {} item(s)", info.depth);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(getters: usize, putters: usize) -> QueueInfo {
+        QueueInfo {
+            queue: "jobs".into(),
+            depth: 3,
+            maxsize: None,
+            put_total: 10,
+            got_total: 7,
+            waiting_getters: getters,
+            waiting_putters: putters,
+        }
+    }
+
+    #[test]
+    fn waiting_column_names_both_sides() {
+        assert_eq!(waiting(&info(0, 0)), "-");
+        assert_eq!(waiting(&info(2, 0)), "2 get");
+        assert_eq!(waiting(&info(0, 1)), "1 put");
+        assert_eq!(waiting(&info(2, 1)), "2 get 1 put");
+    }
+
+    #[test]
+    fn list_table_shows_capacity() {
+        let mut bounded = info(0, 0);
+        bounded.queue = "b".into();
+        bounded.maxsize = Some(5);
+        let t = list_table(&[info(1, 0), bounded]);
+        assert_eq!(
+            t,
+            "QUEUE  DEPTH  MAXSIZE  PUT  GOT  WAITING\n\
+             jobs   3      -        10   7    1 get\n\
+             b      3      5        10   7    -\n"
+        );
+    }
+}

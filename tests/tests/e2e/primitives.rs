@@ -1,0 +1,447 @@
+//! Queues, counters, arrays and locks: the multiprocessing seed patterns, concurrency,
+//! durability across `kill -9`, connection-bound locks, bad input.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use corral_client::Client;
+use corral_tests::{TestDaemon, bin, wait_for};
+use serde_json::{Value, json};
+
+fn code(reply: &Value) -> &str {
+    reply["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+fn ctl_path() -> String {
+    bin("corralctl").display().to_string()
+}
+
+#[test]
+fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "worker",
+        &format!(
+            r#"
+kind = "task"
+command = ["{}", "queue", "put", "results", "Data from process"]
+"#,
+            ctl_path()
+        ),
+    );
+    d.start();
+    d.ctl_ok(&["start", "worker"]);
+    d.ctl_ok(&["wait", "worker"]);
+    assert_eq!(
+        d.ctl_ok(&["queue", "get", "results"]),
+        "Data from process\n"
+    );
+    assert_eq!(d.ctl_ok(&["queue", "len", "results"]).trim(), "0");
+}
+
+#[test]
+fn a_shared_value_incremented_by_a_process_reads_one() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "increment",
+        &format!(
+            "kind = \"task\"\ncommand = [\"{}\", \"counter\", \"add\", \"num\", \"1\"]\n",
+            ctl_path()
+        ),
+    );
+    d.start();
+    assert_eq!(d.ctl_ok(&["counter", "get", "num"]).trim(), "0");
+    d.ctl_ok(&["start", "increment"]);
+    d.ctl_ok(&["wait", "increment"]);
+    assert_eq!(d.ctl_ok(&["counter", "get", "num"]).trim(), "1");
+}
+
+#[test]
+fn three_processes_under_one_lock_never_overlap() {
+    let mut d = TestDaemon::new();
+    let times = d.path("times");
+    std::fs::create_dir(&times).unwrap();
+    d.unit(
+        "task",
+        &format!(
+            r#"
+kind = "task"
+instances = 3
+command = ["{ctl}", "lock", "run", "printer", "--", "/bin/sh", "-c",
+  "echo $(date +%s%N) enter >> {t}/{{instance}}; echo Task {{instance}} executing; sleep 0.2; echo $(date +%s%N) leave >> {t}/{{instance}}"]
+"#,
+            ctl = ctl_path(),
+            t = times.display()
+        ),
+    );
+    d.start();
+    d.ctl_ok(&["start", "task"]);
+    let waited = d.ctl_ok(&["wait", "task"]);
+    assert_eq!(waited.matches("(exit 0)").count(), 3, "{waited}");
+    let mut intervals = Vec::new();
+    for i in 0..3 {
+        assert_eq!(d.log("task", i), format!("Task {i} executing\n"));
+        let text = std::fs::read_to_string(times.join(i.to_string())).unwrap();
+        let stamps: Vec<u128> = text
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(stamps.len(), 2, "{text}");
+        intervals.push((stamps[0], stamps[1]));
+    }
+    intervals.sort();
+    for pair in intervals.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "critical sections overlap: {intervals:?}"
+        );
+    }
+}
+
+#[test]
+fn fifty_clients_adding_a_thousand_times_count_exactly() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let socket = d.socket();
+    std::thread::scope(|s| {
+        for _ in 0..50 {
+            let socket = socket.clone();
+            s.spawn(move || {
+                let client = Client::connect_to(&socket).unwrap();
+                let counter = client.counter("hits");
+                for _ in 0..1000 {
+                    counter.add(1).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(d.client().counter("hits").get().unwrap(), 50_000);
+}
+
+#[test]
+fn ten_producers_and_ten_consumers_deliver_every_item_exactly_once() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let socket = d.socket();
+    let received: Vec<Vec<i64>> = std::thread::scope(|s| {
+        let consumers: Vec<_> = (0..10)
+            .map(|_| {
+                let socket = socket.clone();
+                s.spawn(move || {
+                    let client = Client::connect_to(&socket).unwrap();
+                    let queue = client.queue("work");
+                    let mut got = Vec::new();
+                    loop {
+                        let item: i64 = queue.get(Some(Duration::from_secs(30))).unwrap();
+                        if item < 0 {
+                            return got;
+                        }
+                        got.push(item);
+                    }
+                })
+            })
+            .collect();
+        let producers: Vec<_> = (0..10)
+            .map(|p| {
+                let socket = socket.clone();
+                s.spawn(move || {
+                    let client = Client::connect_to(&socket).unwrap();
+                    let queue = client.queue("work");
+                    for i in 0..1000 {
+                        queue.put(p * 1000 + i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let client = Client::connect_to(&socket).unwrap();
+        for _ in 0..10 {
+            client.queue("work").put(-1).unwrap();
+        }
+        consumers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let all: Vec<i64> = received.iter().flatten().copied().collect();
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 10_000, "some item was delivered twice or lost");
+    assert_eq!(distinct, (0..10_000).collect());
+    // FIFO per queue: each consumer saw each producer's items in increasing order.
+    for got in &received {
+        for p in 0..10 {
+            let mine: Vec<i64> = got.iter().copied().filter(|i| i / 1000 == p).collect();
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "out of order: {mine:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_blocked_get_is_woken_by_a_put() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let socket = d.socket();
+    let getter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client
+            .queue("wake")
+            .get::<String>(Some(Duration::from_secs(60)))
+            .unwrap()
+    });
+    wait_for("the getter to wait", || {
+        let list = d.client().queues().unwrap();
+        list.iter()
+            .any(|q| q.queue == "wake" && q.waiting_getters == 1)
+            .then_some(())
+    });
+    d.client().queue("wake").put("hello").unwrap();
+    assert_eq!(getter.join().unwrap(), "hello");
+}
+
+#[test]
+fn a_bounded_queue_refuses_or_waits_when_full() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let client = d.client();
+    let q = client.queue("small");
+    q.declare(Some(2)).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    let err = q.try_put(3).unwrap_err();
+    assert_eq!(err.server().unwrap().code, corral_proto::ErrorCode::Full);
+    let socket = d.socket();
+    let putter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client
+            .queue("small")
+            .put_timeout(3, Some(Duration::from_secs(60)))
+            .unwrap()
+    });
+    wait_for("the putter to wait", || {
+        let list = client.queues().unwrap();
+        list.iter()
+            .any(|q| q.queue == "small" && q.waiting_putters == 1)
+            .then_some(())
+    });
+    assert_eq!(q.get::<i64>(None).unwrap(), 1);
+    assert_eq!(putter.join().unwrap(), 2);
+    assert_eq!(q.get_many::<i64>(10, None).unwrap(), vec![2, 3]);
+}
+
+#[test]
+fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut holder = std::process::Command::new(bin("corralctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["lock", "run", "L", "--", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let first_token = wait_for("corralctl to hold the lock", || {
+        let info = d.client().lock("L").status().unwrap();
+        info.holder.map(|h| h.token)
+    });
+    let socket = d.socket();
+    let waiter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        let guard = client
+            .lock("L")
+            .acquire(Some(Duration::from_secs(60)))
+            .unwrap();
+        guard.token()
+    });
+    wait_for("the waiter to queue", || {
+        (d.client().lock("L").status().unwrap().waiters == 1).then_some(())
+    });
+    holder.kill().unwrap(); // SIGKILL: no chance to release
+    holder.wait().unwrap();
+    let second_token = waiter.join().unwrap();
+    assert!(second_token > first_token);
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 1000"])
+        .status();
+}
+
+#[test]
+fn lock_status_names_the_supervised_holder() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "holder",
+        &format!(
+            "command = [\"{}\", \"lock\", \"run\", \"db\", \"--\", \"sleep\", \"1000\"]\n",
+            ctl_path()
+        ),
+    );
+    d.start();
+    let holder = wait_for("the unit to hold the lock", || {
+        d.client().lock("db").status().unwrap().holder
+    });
+    assert_eq!(holder.unit.as_deref(), Some("holder"));
+    assert_eq!(holder.instance, Some(0));
+    let table = d.ctl_ok(&["lock", "status"]);
+    assert!(
+        table.contains("db") && table.contains("holder.0"),
+        "{table}"
+    );
+    let client = d.client();
+    let busy = client.lock("db").try_acquire().unwrap();
+    assert!(busy.is_none());
+    d.ctl_ok(&["stop", "holder"]);
+    let guard = client.lock("db").try_acquire().unwrap();
+    assert!(guard.is_some(), "released when its holder's process died");
+}
+
+#[test]
+fn acknowledged_state_survives_kill_9_of_corrald() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let token_before;
+    {
+        let client = d.client();
+        let q = client.queue("durable");
+        for i in 0..100 {
+            q.put(json!({ "n": i })).unwrap();
+        }
+        let _: Value = q.get(None).unwrap(); // item 0 handed out: gone for good
+        client.counter("kept").add(41).unwrap();
+        client.counter("kept").add(1).unwrap();
+        client
+            .array("arr")
+            .create_f64(3, Some(&[1.5, 2.5, 3.5]))
+            .unwrap();
+        client.array("arr").add_f64(2, 1.0).unwrap();
+        token_before = client.lock("l").acquire(None).unwrap().token();
+    }
+    d.kill9();
+    d.start();
+    let client = d.client();
+    let items: Vec<Value> = client.queue("durable").get_many(1000, None).unwrap();
+    let expected: Vec<Value> = (1..100).map(|i| json!({ "n": i })).collect();
+    assert_eq!(items, expected);
+    assert_eq!(client.counter("kept").get().unwrap(), 42);
+    assert_eq!(client.array("arr").get_f64(2).unwrap(), 4.5);
+    let token_after = client.lock("l").acquire(None).unwrap().token();
+    assert!(
+        token_after > token_before,
+        "fencing tokens grow across restarts"
+    );
+    let listed = d.ctl_ok(&["queue", "list"]);
+    assert!(listed.contains("durable"), "{listed}");
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let cases = [
+        (
+            r#"{"id":1,"op":"counter_add","counter":"c","delta":"one"}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":2,"op":"queue_get","queue":"q","timeout_ms":-1}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":3,"op":"queue_get","queue":"q","block":false}"#,
+            "empty",
+        ),
+        (
+            r#"{"id":4,"op":"queue_get","queue":"q","count":0}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":5,"op":"queue_put","queue":"../etc","value":1}"#,
+            "bad_request",
+        ),
+        (r#"{"id":6,"op":"lock_release","lock":"never"}"#, "not_held"),
+        (r#"{"id":7,"op":"array_get","array":"none"}"#, "not_found"),
+        (
+            r#"{"id":8,"op":"array_create","array":"a","kind":"i64","length":2}"#,
+            "<none>",
+        ),
+        (
+            r#"{"id":9,"op":"array_set","array":"a","index":5,"value":1}"#,
+            "out_of_range",
+        ),
+        (
+            r#"{"id":10,"op":"array_set","array":"a","index":0,"value":1.5}"#,
+            "type_mismatch",
+        ),
+        (
+            r#"{"id":11,"op":"array_create","array":"a","kind":"f64","length":2}"#,
+            "type_mismatch",
+        ),
+        (
+            r#"{"id":12,"op":"counter_set","counter":"c","value":9223372036854775807}"#,
+            "<none>",
+        ),
+        (
+            r#"{"id":13,"op":"counter_add","counter":"c","delta":1}"#,
+            "overflow",
+        ),
+        (
+            r#"{"id":14,"op":"queue_declare","queue":"z","maxsize":0}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":15,"op":"counter_add","counter":"c","delta":1e400}"#,
+            "bad_request",
+        ),
+    ];
+    for (request, expected) in cases {
+        let reply = c.roundtrip(request);
+        assert_eq!(code(&reply), expected, "{request} -> {reply}");
+    }
+    // An unknown queue is an empty one.
+    let len = c.roundtrip(r#"{"id":20,"op":"queue_len","queue":"never-used"}"#);
+    assert_eq!(len["result"]["depth"], 0);
+    // Items over max_item_bytes (256 KiB by default) are refused whole.
+    let big = format!(
+        r#"{{"id":21,"op":"queue_put","queue":"q","value":"{}"}}"#,
+        "x".repeat(300 * 1024)
+    );
+    assert_eq!(code(&c.roundtrip(&big)), "too_large");
+    assert_eq!(
+        c.roundtrip(r#"{"id":22,"op":"queue_len","queue":"q"}"#)["result"]["depth"],
+        0
+    );
+    // The CLI refuses a negative timeout as a usage error.
+    let out = d.ctl(&["queue", "get", "q", "--timeout", "-1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn corralctl_queue_put_reads_stdin_one_item_per_line() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut child = std::process::Command::new(bin("corralctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["queue", "put", "lines", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"plain text\n{\"k\": 1}\n42\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = d.ctl_ok(&["queue", "get", "lines", "--count", "10"]);
+    assert_eq!(out, "plain text\n{\"k\":1}\n42\n");
+    let json: Value =
+        serde_json::from_str(&d.ctl_ok(&["--json", "counter", "add", "n", "-5"])).unwrap();
+    assert_eq!(json["value"], -5);
+}
