@@ -69,8 +69,7 @@ fn main() -> ExitCode {
     if cli.check {
         return check(&settings);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

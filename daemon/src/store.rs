@@ -1,8 +1,8 @@
 //! The SQLite store: the only module that speaks SQL.
 //!
-//! One thread owns the one connection. Writes arrive on a channel; the thread takes
-//! every command waiting at that moment, applies them in one transaction and commits
-//! once (group commit), then answers them. So a burst of N writes costs one commit, and
+//! One task owns the one connection. Writes arrive on a channel; the task takes every
+//! command waiting at that moment, applies them in one transaction and commits once
+//! (group commit), then answers them. So a burst of N writes costs one commit, and
 //! every acknowledged write is committed before its acknowledgement leaves.
 //!
 //! The thread also owns the in-memory coordination state ([`Primitives`]: queues,
@@ -15,14 +15,13 @@
 //! it does not necessarily survive a power loss or kernel crash in the instants after it.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::primitives::{
     ArrayData, Changes, ConnInfo, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn, Snapshot,
@@ -192,7 +191,7 @@ enum Command {
 /// Handle to the store thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::UnboundedSender<Command>,
 }
 
 impl Store {
@@ -207,15 +206,8 @@ impl Store {
         let epoch = next_epoch(&conn).map_err(sqlite)?;
         let snapshot = load_snapshot(&conn).map_err(sqlite)?;
         let prims = Primitives::new(limits, snapshot, epoch);
-        let (tx, rx) = mpsc::channel();
-        let path = path.to_owned();
-        std::thread::Builder::new()
-            .name("corral-store".into())
-            .spawn(move || serve(conn, rx, &path, prims))
-            .map_err(|e| StoreError::Sqlite {
-                path: PathBuf::new(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve(conn, rx, path.to_owned(), prims));
         Ok(Store { tx })
     }
 
@@ -322,21 +314,26 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, mut prims: Primitives) {
+async fn serve(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    path: PathBuf,
+    mut prims: Primitives,
+) {
     let mut batch = Vec::new();
     loop {
         // Sleep until a command arrives or the next waiter times out.
         let first = match prims.next_deadline() {
-            Some(deadline) => {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(cmd) => Some(cmd),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-            }
-            None => match rx.recv() {
-                Ok(cmd) => Some(cmd),
-                Err(_) => return,
+            Some(deadline) => tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(deadline.into()) => None,
+            },
+            None => match rx.recv().await {
+                Some(cmd) => Some(cmd),
+                None => return,
             },
         };
         batch.extend(first);
@@ -347,7 +344,10 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, mut pri
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut prims, &mut batch, path);
+        // SQLite blocks this thread for the commit (tens of µs): corrald runs on one
+        // thread, so there is no other work this could hold up for long, and no
+        // cross-thread hand-off on the way to the reply.
+        run_batch(&mut conn, &mut prims, &mut batch, &path);
     }
 }
 

@@ -1,0 +1,167 @@
+//! corral's benchmark harness: every workload run alternately on corral and on the tool
+//! a user would pick instead, in one run on one machine, reported side by side.
+//!
+//! ```sh
+//! scripts/bench            # full run (release build); `scripts/bench --quick` for a smoke run
+//! ```
+//!
+//! It starts its own corrald (and peers) in a temp dir, on Unix sockets, and stops them at
+//! the end. A peer that is not installed is reported with the command that installs it.
+
+mod peers;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+
+/// Side-by-side benchmarks of corral.
+#[derive(Debug, Parser)]
+#[command(name = "corral-bench")]
+struct Args {
+    /// Run every workload briefly (one short round): checks the harness, not the figures.
+    #[arg(long)]
+    quick: bool,
+    /// Only workloads whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Rounds per workload (default: 5, or 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Operations per second (each workload says what one operation is).
+    pub ops_per_sec: f64,
+    /// Median latency of one operation, microseconds.
+    pub p50_us: Option<f64>,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: Option<f64>,
+}
+
+/// Figures of one system over the rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    /// `corral`, `redis`, `mp.Manager`, ...
+    pub system: String,
+    /// What was measured, or why not.
+    pub samples: Vec<Sample>,
+    /// Set when the system could not be measured (e.g. not installed).
+    pub missing: Option<String>,
+}
+
+impl Series {
+    fn median(&self) -> Option<Sample> {
+        let mut s = self.samples.clone();
+        if s.is_empty() {
+            return None;
+        }
+        s.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+        Some(s[s.len() / 2])
+    }
+
+    fn spread(&self) -> Option<(f64, f64)> {
+        let min = self
+            .samples
+            .iter()
+            .map(|s| s.ops_per_sec)
+            .reduce(f64::min)?;
+        let max = self
+            .samples
+            .iter()
+            .map(|s| s.ops_per_sec)
+            .reduce(f64::max)?;
+        Some((min, max))
+    }
+}
+
+/// One workload's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Workload name.
+    pub workload: String,
+    /// What one operation is, and what corral guarantees while doing it.
+    pub note: String,
+    /// corral first, then the peers.
+    pub series: Vec<Series>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
+    let window = if args.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(2)
+    };
+    let dir = tempfile::Builder::new().prefix("corral-bench-").tempdir()?;
+    let mut env = peers::Environment::start(dir.path())?;
+    let mut reports = Vec::new();
+    for workload in workloads::all() {
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|o| !workload.name.contains(o))
+        {
+            continue;
+        }
+        eprintln!("running {} ...", workload.name);
+        reports.push(workloads::run(&workload, &mut env, rounds, window));
+    }
+    env.stop();
+    print!("{}", markdown(&reports, rounds, window));
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
+    }
+    Ok(())
+}
+
+fn markdown(reports: &[Report], rounds: usize, window: Duration) -> String {
+    let mut out = format!(
+        "\n{rounds} round(s) of {:?} per system, alternating; figures are medians (min–max over rounds).\n\n",
+        window
+    );
+    out.push_str("| workload | system | ops/s | spread | p50 µs | p99 µs | corral ÷ this |\n|---|---|---:|---:|---:|---:|---:|\n");
+    for r in reports {
+        let corral = r.series.first().and_then(Series::median);
+        for s in &r.series {
+            let Some(m) = s.median() else {
+                out.push_str(&format!(
+                    "| {} | {} | {} | | | | |\n",
+                    r.workload,
+                    s.system,
+                    s.missing.as_deref().unwrap_or("no data")
+                ));
+                continue;
+            };
+            let (lo, hi) = s.spread().unwrap_or((m.ops_per_sec, m.ops_per_sec));
+            let ratio = corral.map_or(String::new(), |c| {
+                format!("{:.2}×", c.ops_per_sec / m.ops_per_sec)
+            });
+            let us = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} |\n",
+                r.workload,
+                s.system,
+                m.ops_per_sec,
+                lo,
+                hi,
+                us(m.p50_us),
+                us(m.p99_us),
+                ratio
+            ));
+        }
+    }
+    out.push_str("\nNotes:\n");
+    for r in reports {
+        out.push_str(&format!("- {}: {}\n", r.workload, r.note));
+    }
+    out
+}

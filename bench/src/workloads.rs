@@ -1,0 +1,258 @@
+//! The workloads, each with its corral, Redis and multiprocessing.Manager forms.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use corral_client::Client;
+
+use crate::peers::{Environment, Redis, Resp};
+use crate::{Report, Sample, Series};
+
+type CorralOp = fn(&Client, u64) -> anyhow::Result<()>;
+type RedisOp = fn(&mut Redis, u64) -> anyhow::Result<()>;
+
+/// One workload: what it does on each system.
+pub struct Workload {
+    /// Name used by `--only`.
+    pub name: &'static str,
+    /// What one operation is and what it guarantees.
+    pub note: &'static str,
+    /// Concurrent clients.
+    pub clients: usize,
+    corral: CorralOp,
+    redis: Option<RedisOp>,
+    manager: Option<&'static str>,
+}
+
+/// Every workload, in report order.
+pub fn all() -> Vec<Workload> {
+    vec![
+        Workload {
+            name: "queue put+get, 1 client",
+            note: "one op = put then get of one small item, no pipelining. corral: each acknowledged put is committed to SQLite (WAL) and survives kill -9 of corrald; Redis: LPUSH+RPOP with AOF fsync every second",
+            clients: 1,
+            corral: |c, i| {
+                let q = c.queue("bench");
+                q.put(i)?;
+                let _: u64 = q.get(None)?;
+                Ok(())
+            },
+            redis: Some(|r, _| {
+                r.cmd(&["LPUSH", "bench", "1"])?;
+                r.cmd(&["RPOP", "bench"])?;
+                Ok(())
+            }),
+            manager: Some("queue"),
+        },
+        Workload {
+            name: "queue put+get, 50 clients",
+            note: "as above, 50 clients on one queue; total ops/s",
+            clients: 50,
+            corral: |c, i| {
+                let q = c.queue("bench50");
+                q.put(i)?;
+                let _: u64 = q.get(None)?;
+                Ok(())
+            },
+            redis: Some(|r, _| {
+                r.cmd(&["LPUSH", "bench50", "1"])?;
+                r.cmd(&["RPOP", "bench50"])?;
+                Ok(())
+            }),
+            manager: None,
+        },
+        Workload {
+            name: "counter add, 1 client",
+            note: "one op = add 1 and read the new value; corral: durable as above; Redis: INCR; Manager: Value += 1 under Manager().Lock()",
+            clients: 1,
+            corral: |c, _| {
+                c.counter("bench").add(1)?;
+                Ok(())
+            },
+            redis: Some(|r, _| {
+                r.cmd(&["INCR", "bench"])?;
+                Ok(())
+            }),
+            manager: Some("counter"),
+        },
+        Workload {
+            name: "counter add, 4 clients",
+            note: "as above, 4 clients on one counter; total ops/s",
+            clients: 4,
+            corral: |c, _| {
+                c.counter("bench4").add(1)?;
+                Ok(())
+            },
+            redis: Some(|r, _| {
+                r.cmd(&["INCR", "bench4"])?;
+                Ok(())
+            }),
+            manager: Some("counter"),
+        },
+        Workload {
+            name: "lock acquire+release, 1 client",
+            note: "one op = acquire then release; corral: FIFO, released if the holder dies, fencing token; Redis: SET NX PX + DEL; Manager: Lock()",
+            clients: 1,
+            corral: |c, _| {
+                c.lock("bench").acquire(None)?.release()?;
+                Ok(())
+            },
+            redis: Some(redis_lock),
+            manager: Some("lock"),
+        },
+        Workload {
+            name: "lock acquire+release, 4 contending",
+            note: "as above, 4 clients on one lock; Redis clients retry SET NX until it succeeds",
+            clients: 4,
+            corral: |c, _| {
+                c.lock("bench4").acquire(None)?.release()?;
+                Ok(())
+            },
+            redis: Some(redis_lock),
+            manager: Some("lock"),
+        },
+    ]
+}
+
+fn redis_lock(r: &mut Redis, _: u64) -> anyhow::Result<()> {
+    while r.cmd(&["SET", "lock", "me", "NX", "PX", "30000"])? == Resp::Nil {}
+    r.cmd(&["DEL", "lock"])?;
+    Ok(())
+}
+
+/// Runs a workload `rounds` times on every system, alternating.
+pub fn run(w: &Workload, env: &mut Environment, rounds: usize, window: Duration) -> Report {
+    let mut corral = Series {
+        system: "corral".into(),
+        samples: Vec::new(),
+        missing: None,
+    };
+    let mut redis = Series {
+        system: "redis".into(),
+        samples: Vec::new(),
+        missing: w.redis.is_none().then(|| "—".to_string()),
+    };
+    let mut manager = Series {
+        system: "mp.Manager".into(),
+        samples: Vec::new(),
+        missing: w.manager.is_none().then(|| "—".to_string()),
+    };
+    for _ in 0..rounds {
+        let socket = env.corral_socket.clone();
+        let op = w.corral;
+        match measure(w.clients, window, move || {
+            let client = Client::connect_to(&socket)?;
+            Ok(move |i| op(&client, i))
+        }) {
+            Ok(s) => corral.samples.push(s),
+            Err(e) => corral.missing = Some(format!("failed: {e}")),
+        }
+        if let Some(op) = w.redis {
+            match &env.redis {
+                Ok(socket) => {
+                    let socket = socket.clone();
+                    match measure(w.clients, window, move || {
+                        let mut r = Redis::connect(&socket)?;
+                        Ok(move |i| op(&mut r, i))
+                    }) {
+                        Ok(s) => redis.samples.push(s),
+                        Err(e) => redis.missing = Some(format!("failed: {e}")),
+                    }
+                }
+                Err(why) => redis.missing = Some(why.clone()),
+            }
+        }
+        if let Some(kind) = w.manager {
+            match run_manager(env, kind, w.clients, window) {
+                Ok(s) => manager.samples.push(s),
+                Err(e) => manager.missing = Some(e.to_string()),
+            }
+        }
+    }
+    Report {
+        workload: w.name.into(),
+        note: w.note.into(),
+        series: vec![corral, redis, manager],
+    }
+}
+
+/// Runs `clients` threads, each looping over the operation built by `setup` until the
+/// window closes; returns total throughput and latency percentiles.
+fn measure<F, Op>(clients: usize, window: Duration, setup: F) -> anyhow::Result<Sample>
+where
+    F: Fn() -> anyhow::Result<Op> + Send + Sync + Clone + 'static,
+    Op: FnMut(u64) -> anyhow::Result<()>,
+{
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(clients));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let setup = setup.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> anyhow::Result<(u64, Vec<f64>)> {
+                let mut op = setup()?;
+                barrier.wait();
+                let end = Instant::now() + window;
+                let mut lat = Vec::new();
+                let mut n = 0;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    op(n)?;
+                    lat.push(t0.elapsed().as_secs_f64() * 1e6);
+                    n += 1;
+                }
+                Ok((n, lat))
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut lat = Vec::new();
+    for t in threads {
+        let (n, l) = t.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        total += n;
+        lat.extend(l);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+    };
+    Ok(Sample {
+        ops_per_sec: total as f64 / window.as_secs_f64(),
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+    })
+}
+
+fn run_manager(
+    env: &Environment,
+    kind: &str,
+    clients: usize,
+    window: Duration,
+) -> anyhow::Result<Sample> {
+    let python = env.python.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = Command::new(python)
+        .arg(env.peers_dir.join("mp_manager.py"))
+        .args([
+            kind,
+            &clients.to_string(),
+            &window.as_secs_f64().to_string(),
+        ])
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "mp_manager.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let ops = v["ops"].as_f64().unwrap_or(0.0);
+    let secs = v["seconds"].as_f64().unwrap_or(1.0);
+    Ok(Sample {
+        ops_per_sec: ops / secs,
+        p50_us: v["p50_us"].as_f64(),
+        p99_us: v["p99_us"].as_f64(),
+    })
+}
