@@ -311,7 +311,34 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
+    // Checkpoints (copying the WAL back into the database, with an fsync) happen on a
+    // thread of their own, not inside a commit on the thread that answers clients.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(sqlite)?;
+    start_checkpointer(path).map_err(sqlite)?;
     Ok(conn)
+}
+
+/// Runs a passive checkpoint every second from a second connection. Passive checkpoints
+/// never block the writer; the WAL is reused from the start once a checkpoint has caught
+/// up, so it stays small.
+fn start_checkpointer(path: &Path) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    let path = path.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("corral-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("checkpoint of {}: {e}", path.display());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no checkpoint thread ({e}); the WAL will grow until restart");
+    }
+    Ok(())
 }
 
 async fn serve(
