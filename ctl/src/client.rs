@@ -372,7 +372,10 @@ impl Client {
     /// # Ok::<(), corral_client::Error>(())
     /// ```
     pub fn shutdown(&self) -> Result<(), Error> {
-        let _: serde_json::Value = self.call(Op::Shutdown {})?;
+        let _: serde_json::Value = self.call(Op::Shutdown {
+            plan: false,
+            wait: false,
+        })?;
         Ok(())
     }
 

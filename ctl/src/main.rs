@@ -115,11 +115,15 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
-    /// Shut corrald down by its lifecycle rules.
+    /// Shut corrald down by its lifecycle rules: daemon units at once, tasks joined (up
+    /// to shutdown_timeout), then services in reverse dependency order.
     Shutdown {
         /// Return as soon as shutdown has begun.
         #[arg(long)]
         no_wait: bool,
+        /// Print what a shutdown would do now (order, signals, timeouts); change nothing.
+        #[arg(long, conflicts_with = "no_wait")]
+        plan: bool,
     },
     /// Durable FIFO queues of JSON items (like multiprocessing.Queue).
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -393,7 +397,9 @@ fn main() -> ExitCode {
             env,
             command,
         } => commands::units::run(&client, &out, name, wait, env, command),
-        Command::Shutdown { no_wait } => commands::system::shutdown(&client, &out, no_wait),
+        Command::Shutdown { no_wait, plan } => {
+            commands::system::shutdown(&client, &out, no_wait, plan)
+        }
         Command::Queue(command) => queue(&client, &out, command),
         Command::Counter(command) => counter(&client, &out, command),
         Command::Array(command) => array(&client, &out, command),

@@ -36,6 +36,8 @@ pub struct Context {
     pub store: Store,
     /// Cancelled to ask for a clean shutdown (by a signal or the `shutdown` op).
     pub request_shutdown: CancellationToken,
+    /// Cancelled once every instance is down, before connections are closed.
+    pub all_stopped: CancellationToken,
 }
 
 /// How `run` is told to stop: `shutdown` starts the clean sequence, `force` (a second
@@ -92,6 +94,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         supervisor: supervisor.clone(),
         store: store.clone(),
         request_shutdown: lifecycle.shutdown.clone(),
+        all_stopped: CancellationToken::new(),
     });
     let stop_serving = CancellationToken::new();
     let server_task = tokio::spawn(server::run(listener, ctx.clone(), stop_serving.clone()));
@@ -114,6 +117,10 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
             supervisor.shutdown().await;
         }
     }
+    store.sync().await;
+    // Let `shutdown --wait` clients hear that everything is down before connections close.
+    ctx.all_stopped.cancel();
+    tokio::task::yield_now().await;
     stop_serving.cancel();
     let _ = server_task.await;
     if let Some(task) = http_task {

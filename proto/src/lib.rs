@@ -122,8 +122,17 @@ pub enum Op {
         #[serde(default)]
         wait: bool,
     },
-    /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun.
-    Shutdown {},
+    /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun; with
+    /// `wait`, [`ShutdownProgress`] events while units stop and `{"stopped": true}` once
+    /// every instance is down; with `plan`, the [`ShutdownPlan`] and nothing changes.
+    Shutdown {
+        /// Only say what a shutdown would do now.
+        #[serde(default)]
+        plan: bool,
+        /// Report progress and answer when everything is down.
+        #[serde(default)]
+        wait: bool,
+    },
 
     /// Create a queue, or change its capacity. Result: [`QueueInfo`].
     QueueDeclare {
@@ -299,6 +308,43 @@ fn yes() -> bool {
 
 fn one() -> usize {
     1
+}
+
+/// What a shutdown would do, in order. Steps with the same `order` happen together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownPlan {
+    /// The steps, by `order`.
+    pub steps: Vec<PlanStep>,
+}
+
+/// One unit's part in a shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// 1 for daemon units and tasks (at once); 2, 3, … for services, in reverse
+    /// dependency order (a service stops once nothing that depends on it is running).
+    pub order: u32,
+    /// Unit name.
+    pub unit: String,
+    /// Its instances that are running now.
+    pub instances: Vec<u32>,
+    /// `stop` (signal now), or `join` (wait up to `wait_ms` for it to finish, then stop).
+    pub action: String,
+    /// Wait before stopping (`join` only), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// Signal sent to each instance's process group.
+    pub signal: String,
+    /// Time between the signal and SIGKILL, ms.
+    pub kill_after_ms: u64,
+    /// Why it is in this step.
+    pub reason: String,
+}
+
+/// A progress event of `shutdown` with `wait`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownProgress {
+    /// Units with instances still running or stopping.
+    pub waiting_for: Vec<String>,
 }
 
 /// Element type of an array.

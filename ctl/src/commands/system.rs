@@ -2,23 +2,83 @@
 
 use std::process::ExitCode;
 
+use corral_client::proto::{Op, ShutdownPlan, ShutdownProgress};
 use corral_client::{Client, Error};
 
-use crate::output::Output;
+use crate::output::{Output, table};
 
-pub fn shutdown(client: &Client, out: &Output, no_wait: bool) -> Result<ExitCode, Error> {
-    client.shutdown()?;
-    if !no_wait {
-        if !out.json {
-            eprintln!("corrald is shutting down; waiting for it to stop...");
+pub fn shutdown(
+    client: &Client,
+    out: &Output,
+    no_wait: bool,
+    plan: bool,
+) -> Result<ExitCode, Error> {
+    if plan {
+        return print_plan(client, out);
+    }
+    let op = Op::Shutdown {
+        plan: false,
+        wait: !no_wait,
+    };
+    let result: serde_json::Value = client.call_streaming(op, |event| {
+        if out.json {
+            println!("{event}");
+        } else if let Ok(progress) = serde_json::from_value::<ShutdownProgress>(event) {
+            eprintln!("waiting for: {}", progress.waiting_for.join(" "));
         }
-        // corrald closes every connection once its shutdown sequence has finished.
+    })?;
+    if !no_wait {
+        // corrald closes every connection once it has written its state and is exiting.
         client.wait_closed()?;
     }
     if out.json {
-        out.print_json(&serde_json::json!({ "stopped": !no_wait }));
+        out.print_json(&result);
     } else if !no_wait {
         println!("corrald stopped");
+    } else {
+        println!("corrald is shutting down");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(client: &Client, out: &Output) -> Result<ExitCode, Error> {
+    let plan: ShutdownPlan = client.call(Op::Shutdown {
+        plan: true,
+        wait: false,
+    })?;
+    if out.json {
+        out.print_json(&plan);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plan.steps.is_empty() {
+        println!("nothing is running: corrald would exit at once");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ms = |v: u64| format!("{:.1}s", v as f64 / 1000.0);
+    let rows: Vec<Vec<String>> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let action = match s.wait_ms {
+                Some(w) => format!("join up to {}, then {}", ms(w), s.signal),
+                None => s.signal.clone(),
+            };
+            vec![
+                s.order.to_string(),
+                s.unit.clone(),
+                s.instances.len().to_string(),
+                action,
+                ms(s.kill_after_ms),
+                s.reason.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["STEP", "UNIT", "RUNNING", "ACTION", "SIGKILL AFTER", "WHY"],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -73,7 +73,11 @@ pub async fn dispatch(
         | Op::LockAcquire { .. }
         | Op::LockRelease { .. }) => return forward(ctx, conn, id, op, replies).await,
         Op::Hello { version, client } => system::hello(version, client),
-        Op::Shutdown {} => system::shutdown(ctx),
+        Op::Shutdown { plan: true, .. } => system::plan(ctx).await,
+        Op::Shutdown { wait, .. } => {
+            tokio::spawn(system::shutdown(ctx.clone(), id, wait, replies.clone()));
+            return true;
+        }
         Op::Status { unit } => units::status(ctx, unit).await,
         Op::Start { units } => units::start(ctx, units).await,
         Op::Reload {} => units::reload(ctx).await,

@@ -8,6 +8,7 @@
 //! bumps it, so a stale timer (a restart delay for an instance that was stopped meanwhile)
 //! is recognised and ignored.
 
+mod adopt;
 pub mod logs;
 pub mod process;
 
@@ -18,14 +19,14 @@ use std::time::{Duration, Instant};
 
 use corral_config::{RestartPolicy, Unit, UnitKind};
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, ReloadResult,
-    StatusResult, UnitStatus, UnitsResult, WaitResult,
+    ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, PlanStep,
+    ReloadResult, ShutdownPlan, StatusResult, UnitStatus, UnitsResult, WaitResult,
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{self, Event, RunStart, Store};
+use crate::store::{self, Event, OpenRun, RunStart, Store};
 use process::{ProcEvent, ProcessThread, SpawnSpec, Spawned};
 
 /// Result type of supervisor requests: errors go to clients as they are.
@@ -83,6 +84,8 @@ pub enum Request {
     ForceShutdown,
     /// The unit and instance whose process group each pgid is, if any.
     WhoIs(Vec<i32>, Reply<Vec<Option<(String, u32)>>>),
+    /// What a shutdown would do now.
+    Plan(Reply<ShutdownPlan>),
 }
 
 /// Settings the supervisor needs from the daemon configuration.
@@ -318,7 +321,9 @@ impl Supervisor {
                 }
             }
         });
+        let previous_life = sup.store.open_runs().await;
         let task = tokio::spawn(async move {
+            sup.recover(previous_life);
             sup.start_autostart();
             while let Some(msg) = rx.recv().await {
                 sup.handle(msg);
@@ -326,6 +331,81 @@ impl Supervisor {
             }
         });
         Ok((SupervisorHandle { tx }, task))
+    }
+
+    /// Adopts the live instances of corrald's previous life, records the dead ones, and
+    /// starts again what their restart policy says (see [`adopt`]).
+    fn recover(&mut self, runs: Vec<OpenRun>) {
+        let (mut adopted, mut dead, mut restart, mut stray) = (vec![], vec![], vec![], vec![]);
+        for run in runs {
+            let label = format!("{}.{} (pid {})", run.unit, run.instance, run.pid);
+            let pidfd = adopt::open_if_same(run.pid, run.start_time);
+            let slot = self
+                .units
+                .get_mut(&run.unit)
+                .and_then(|e| e.instances.get_mut(run.instance as usize));
+            match (slot, pidfd) {
+                (Some(inst), Some(fd)) if inst.pid.is_none() => {
+                    inst.state = InstanceState::Running;
+                    inst.pid = Some(run.pid);
+                    inst.run_id = Some(run.id);
+                    inst.restarts = run.restart_count;
+                    let age =
+                        Duration::from_millis((store::now_ms() - run.started_at).max(0) as u64);
+                    inst.started = Instant::now().checked_sub(age).or(Some(Instant::now()));
+                    self.by_pid
+                        .insert(run.pid, (run.unit.clone(), run.instance));
+                    adopt::watch(fd, run.pid, self.tx.clone());
+                    adopted.push(label);
+                }
+                (_, Some(_)) => {
+                    // Alive, but its unit (or that instance) is no longer configured.
+                    kill_group(run.pid, Signal::SIGTERM);
+                    self.store.run_ended(run.id, None);
+                    stray.push(label);
+                }
+                (slot, None) => {
+                    self.store.run_ended(run.id, None);
+                    dead.push(label);
+                    let Some(inst) = slot else { continue };
+                    inst.last_exit = Some(ExitStatus {
+                        code: None,
+                        signal: None,
+                    });
+                    inst.restarts = run.restart_count;
+                    let entry = &self.units[&run.unit];
+                    let again = matches!(
+                        entry.unit.restart,
+                        RestartPolicy::Always | RestartPolicy::OnFailure
+                    );
+                    let inst = &mut self.units.get_mut(&run.unit).expect("looked up").instances
+                        [run.instance as usize];
+                    if again {
+                        restart.push(run.unit.clone());
+                    } else {
+                        inst.state = InstanceState::Exited;
+                    }
+                }
+            }
+        }
+        if adopted.is_empty() && dead.is_empty() && stray.is_empty() {
+            return;
+        }
+        restart.sort();
+        restart.dedup();
+        self.event_global(
+            "recovered",
+            format!(
+                "adopted: [{}]; found dead: [{}]; restarting: [{}]; stopped, no longer configured: [{}]",
+                adopted.join(", "),
+                dead.join(", "),
+                restart.join(", "),
+                stray.join(", ")
+            ),
+        );
+        if let Err(e) = self.start_units(&restart) {
+            tracing::error!("recovery: {e}");
+        }
     }
 
     fn start_autostart(&mut self) {
@@ -424,6 +504,9 @@ impl Supervisor {
             }
             Request::Shutdown(reply) => self.begin_shutdown(reply),
             Request::ForceShutdown => self.force_kill_all(),
+            Request::Plan(reply) => {
+                let _ = reply.send(Ok(self.plan()));
+            }
             Request::WhoIs(pgids, reply) => {
                 let owners = pgids.iter().map(|p| self.by_pid.get(p).cloned()).collect();
                 let _ = reply.send(Ok(owners));
@@ -1006,8 +1089,8 @@ impl Supervisor {
     }
 
     /// One step of the shutdown order: daemon units at once (with `daemon_grace`), tasks
-    /// once they finish or the deadline passes, services once nothing that depends on
-    /// them is still active (reverse dependency order).
+    /// once they finish or the deadline passes; then services, each once nothing that
+    /// depends on it is still active (reverse dependency order).
     fn pump_shutdown(&mut self) {
         let Some(shutdown) = &self.shutdown else {
             return;
@@ -1020,6 +1103,8 @@ impl Supervisor {
             .filter(|e| !e.settled())
             .map(|e| e.unit.clone())
             .collect();
+        // Services go last: tasks may still need them, and daemon units die first.
+        let first_phase_busy = active.iter().any(|u| u.daemon || u.kind == UnitKind::Task);
         for unit in &active {
             let go = if unit.daemon {
                 Some(Some(grace.min(unit.stop_timeout)))
@@ -1030,7 +1115,7 @@ impl Supervisor {
                     other.name != unit.name
                         && (other.after.contains(&unit.name) || other.requires.contains(&unit.name))
                 });
-                (!has_active_dependent).then_some(None)
+                (!first_phase_busy && !has_active_dependent).then_some(None)
             };
             if let Some(timeout) = go {
                 for index in 0..unit.instances {
@@ -1044,6 +1129,89 @@ impl Supervisor {
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// The order [`Supervisor::pump_shutdown`] would follow from the current state.
+    fn plan(&self) -> ShutdownPlan {
+        let active: Vec<&UnitEntry> = self.units.values().filter(|e| !e.settled()).collect();
+        let running = |e: &UnitEntry| {
+            e.instances
+                .iter()
+                .filter(|i| i.state.is_active())
+                .map(|i| i.index)
+                .collect::<Vec<_>>()
+        };
+        let signal = |u: &Unit| u.stop_signal.clone();
+        let mut steps = Vec::new();
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        for e in &active {
+            let u = &e.unit;
+            if u.daemon {
+                let grace = self.config.daemon_grace.min(u.stop_timeout);
+                steps.push(PlanStep {
+                    order: 1,
+                    unit: u.name.clone(),
+                    instances: running(e),
+                    action: "stop".into(),
+                    wait_ms: None,
+                    signal: signal(u),
+                    kill_after_ms: grace.as_millis() as u64,
+                    reason: "daemon = true: stopped at once, SIGKILL after daemon_grace".into(),
+                });
+                done.insert(&u.name);
+            } else if u.kind == UnitKind::Task {
+                steps.push(PlanStep {
+                    order: 1,
+                    unit: u.name.clone(),
+                    instances: running(e),
+                    action: "join".into(),
+                    wait_ms: Some(self.config.shutdown_timeout.as_millis() as u64),
+                    signal: signal(u),
+                    kill_after_ms: u.stop_timeout.as_millis() as u64,
+                    reason: "task: waited for up to shutdown_timeout, then stopped".into(),
+                });
+                done.insert(&u.name);
+            }
+        }
+        let mut remaining: Vec<&UnitEntry> = active
+            .iter()
+            .copied()
+            .filter(|e| !done.contains(e.unit.name.as_str()))
+            .collect();
+        let mut order = 2;
+        while !remaining.is_empty() {
+            let (now, later): (Vec<&UnitEntry>, Vec<&UnitEntry>) =
+                remaining.iter().partition(|e| {
+                    !active.iter().any(|other| {
+                        other.unit.name != e.unit.name
+                            && !done.contains(other.unit.name.as_str())
+                            && (other.unit.after.contains(&e.unit.name)
+                                || other.unit.requires.contains(&e.unit.name))
+                    })
+                });
+            // A dependency cycle cannot pass validation; stop the rest together regardless.
+            let now = if now.is_empty() { later.clone() } else { now };
+            for e in &now {
+                steps.push(PlanStep {
+                    order,
+                    unit: e.unit.name.clone(),
+                    instances: running(e),
+                    action: "stop".into(),
+                    wait_ms: None,
+                    signal: signal(&e.unit),
+                    kill_after_ms: e.unit.stop_timeout.as_millis() as u64,
+                    reason: if order == 2 {
+                        "service: nothing running depends on it".into()
+                    } else {
+                        "service: after the units that depend on it".into()
+                    },
+                });
+            }
+            done.extend(now.iter().map(|e| e.unit.name.as_str()));
+            remaining.retain(|e| !done.contains(e.unit.name.as_str()));
+            order += 1;
+        }
+        ShutdownPlan { steps }
     }
 
     fn force_kill_all(&mut self) {

@@ -330,9 +330,16 @@ fn rlimit_list(limits: &Rlimits) -> Vec<(Resource, Rlimit)> {
 
 /// The start time of `pid` in clock ticks since boot, from `/proc/PID/stat`.
 pub fn process_start_time(pid: i32) -> Option<u64> {
+    process_stat(pid).map(|(_, start)| start)
+}
+
+/// The state letter (`Z` for a zombie) and start time of `pid`, from `/proc/PID/stat`.
+pub fn process_stat(pid: i32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     // `rest` starts at field 3 (state); start time is field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let state = rest.chars().next()?;
+    let start = rest.split_whitespace().nth(19)?.parse().ok()?;
+    Some((state, start))
 }

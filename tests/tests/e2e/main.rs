@@ -3,6 +3,7 @@
 
 mod cli;
 mod examples;
+mod lifecycle;
 mod primitives;
 mod protocol;
 mod reload;
