@@ -137,6 +137,64 @@ enum Command {
     /// Named locks: run a command while holding one, show holders.
     #[command(subcommand, after_help = EXIT_CODES)]
     Lock(LockCommand),
+    /// Parallel maps of a command over many inputs, results in input order (like Pool.map).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Pool(PoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolCommand {
+    /// Run CMD once per input, at most -j at a time; print each item's output in input order.
+    ///
+    /// `{}` in CMD or its arguments becomes the input; without `{}` the input is appended.
+    /// Inputs follow `:::` on the command line, or are read from stdin, one per line.
+    /// Example: corralctl pool map -j 4 -- sh -c 'echo $(({} * {}))' ::: 1 2 3 4 5
+    Map {
+        /// Most items at once (exec) or worker processes (--stream) [default: CPUs].
+        #[arg(short = 'j', long = "jobs", value_name = "N")]
+        workers: Option<usize>,
+        /// Extra attempts for a failed item.
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
+        /// Per-item time limit in seconds; the item's process group is killed after it.
+        #[arg(long, value_name = "SECONDS", value_parser = args::parse_timeout)]
+        timeout: Option<args::Seconds>,
+        /// A name for the job.
+        #[arg(long)]
+        name: Option<String>,
+        /// Stream mode: N long-lived workers of CMD, each reading one input line on stdin
+        /// and answering one line on stdout.
+        #[arg(long)]
+        stream: bool,
+        /// Print the job id and return at once.
+        #[arg(long)]
+        detach: bool,
+        /// CMD ARGS... [::: INPUTS...]
+        #[arg(required = true, last = true, value_name = "CMD")]
+        rest: Vec<String>,
+    },
+    /// Every job.
+    List,
+    /// One job's progress.
+    Status {
+        /// Job id.
+        job: u64,
+    },
+    /// The output of a job's finished items, in input order.
+    Results {
+        /// Job id.
+        job: u64,
+    },
+    /// Wait for a job to end; exit 1 if any item failed.
+    Wait {
+        /// Job id.
+        job: u64,
+    },
+    /// Stop a job: kill its running items' process groups, skip the rest.
+    Cancel {
+        /// Job id.
+        job: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,10 +462,46 @@ fn main() -> ExitCode {
         Command::Counter(command) => counter(&client, &out, command),
         Command::Array(command) => array(&client, &out, command),
         Command::Lock(command) => lock(&client, &out, command),
+        Command::Pool(command) => pool(&client, &out, command),
     };
     match result {
         Ok(code) => code,
         Err(e) => fail(&e),
+    }
+}
+
+fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<ExitCode, Error> {
+    use commands::pool;
+    match command {
+        PoolCommand::Map {
+            workers,
+            retries,
+            timeout,
+            name,
+            stream,
+            detach,
+            rest,
+        } => {
+            if workers == Some(0) {
+                eprintln!("corralctl: -j must be at least 1");
+                return Ok(ExitCode::from(2));
+            }
+            let args = pool::MapArgs {
+                workers,
+                retries,
+                timeout: timeout.and_then(|t| t.duration()),
+                name,
+                stream,
+                detach,
+                rest,
+            };
+            pool::map(client, out, args)
+        }
+        PoolCommand::List => pool::list(client, out),
+        PoolCommand::Status { job } => pool::status(client, out, job),
+        PoolCommand::Results { job } => pool::results(client, out, job),
+        PoolCommand::Wait { job } => pool::wait(client, out, job),
+        PoolCommand::Cancel { job } => pool::cancel(client, out, job),
     }
 }
 

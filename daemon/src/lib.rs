@@ -11,6 +11,7 @@
 pub mod handlers;
 pub mod http;
 pub mod lifecycle;
+pub mod pool;
 pub mod primitives;
 pub mod server;
 pub mod settings;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::{Overrides, Settings};
 use store::Store;
+use supervisor::process::{Owner, ProcessThread};
 use supervisor::{Supervisor, SupervisorConfig, SupervisorHandle};
 
 /// What every connection handler shares.
@@ -32,8 +34,10 @@ pub struct Context {
     pub settings: Settings,
     /// The supervisor task.
     pub supervisor: SupervisorHandle,
-    /// The store thread.
+    /// The store task.
     pub store: Store,
+    /// The pool-job manager.
+    pub pool: pool::PoolHandle,
     /// Cancelled to ask for a clean shutdown (by a signal or the `shutdown` op).
     pub request_shutdown: CancellationToken,
     /// Cancelled once every instance is down, before connections are closed.
@@ -88,11 +92,40 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         shutdown_timeout: settings.shutdown_timeout,
         daemon_grace: settings.daemon_grace,
     };
-    let (supervisor, sup_task) = Supervisor::start(sup_config, units, store.clone()).await?;
+    // One process thread forks and reaps for everyone; each event goes to its owner.
+    let (sup_tx, sup_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (pool_tx, pool_rx) = tokio::sync::mpsc::unbounded_channel();
+    let procs = {
+        let (sup_tx, pool_tx) = (sup_tx.clone(), pool_tx.clone());
+        ProcessThread::start(move |owner, event| match owner {
+            Owner::Supervisor => {
+                let _ = sup_tx.send(supervisor::Msg::Proc(event));
+            }
+            Owner::Pool => {
+                let _ = pool_tx.send(pool::PoolMsg::Proc(event));
+            }
+        })?
+    };
+    let (supervisor, sup_task) = Supervisor::start(
+        sup_config,
+        units,
+        store.clone(),
+        procs.clone(),
+        (sup_tx, sup_rx),
+    )
+    .await?;
+    let pool_paths = pool::PoolPaths {
+        dir: settings.state_dir.join("pool"),
+        log_dir: settings.log_dir.clone(),
+        socket: settings.socket.clone(),
+    };
+    let pool =
+        pool::PoolManager::start(pool_paths, store.clone(), procs, (pool_tx, pool_rx)).await?;
     let ctx = Arc::new(Context {
         settings: settings.clone(),
         supervisor: supervisor.clone(),
         store: store.clone(),
+        pool: pool.clone(),
         request_shutdown: lifecycle.shutdown.clone(),
         all_stopped: CancellationToken::new(),
     });
@@ -109,12 +142,22 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     lifecycle::serve_until_shutdown(&ctx, &lifecycle).await;
 
     tracing::info!("shutting down");
+    // Units and pool jobs go down side by side: running pool jobs, like tasks, are joined
+    // up to shutdown_timeout; what is left of them resumes at the next start.
+    let everything = async {
+        tokio::join!(
+            supervisor.shutdown(),
+            pool.shutdown(settings.shutdown_timeout)
+        );
+    };
+    tokio::pin!(everything);
     tokio::select! {
-        () = supervisor.shutdown() => {}
+        () = &mut everything => {}
         () = lifecycle.force.cancelled() => {
             tracing::warn!("second signal: killing every process group");
             supervisor.force_shutdown();
-            supervisor.shutdown().await;
+            pool.force();
+            everything.await;
         }
     }
     store.sync().await;

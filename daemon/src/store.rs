@@ -71,6 +71,21 @@ CREATE TABLE IF NOT EXISTS queue_items (
     value TEXT    NOT NULL,           -- the item, serialized JSON
     PRIMARY KEY (queue, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pool_jobs (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT,
+    spec        TEXT    NOT NULL,     -- command, mode, workers, ... as JSON
+    state       TEXT    NOT NULL,     -- running | finished | cancelled
+    created_ms  INTEGER NOT NULL,
+    finished_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS pool_items (
+    job    INTEGER NOT NULL,
+    idx    INTEGER NOT NULL,
+    input  TEXT    NOT NULL,
+    result TEXT,                      -- the finished item as JSON; NULL while unfinished
+    PRIMARY KEY (job, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -186,6 +201,37 @@ enum Command {
         reply: ReplyFn,
     },
     Disconnect(u64),
+    PoolJobCreated(StoredJob),
+    PoolItemDone {
+        job: u64,
+        index: usize,
+        result: String,
+    },
+    PoolJobEnded {
+        job: u64,
+        state: &'static str,
+        finished_ms: i64,
+    },
+    LoadPoolJobs(oneshot::Sender<Vec<StoredJob>>),
+}
+
+/// A pool job as stored.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    /// Job id.
+    pub id: u64,
+    /// Its name.
+    pub name: Option<String>,
+    /// The job's settings, as JSON (owned by the pool module).
+    pub spec: String,
+    /// `running`, `finished` or `cancelled`.
+    pub state: String,
+    /// Submitted at, unix ms.
+    pub created_ms: i64,
+    /// Ended at, unix ms.
+    pub finished_ms: Option<i64>,
+    /// Inputs with the finished items' results (JSON).
+    pub items: Vec<(String, Option<String>)>,
 }
 
 /// Handle to the store thread. Cheap to clone.
@@ -220,6 +266,32 @@ impl Store {
     /// A connection closed: release its locks, drop its waiters.
     pub fn disconnect(&self, conn: u64) {
         self.send(Command::Disconnect(conn));
+    }
+
+    /// Records a new pool job with its inputs.
+    pub fn pool_job_created(&self, job: StoredJob) {
+        self.send(Command::PoolJobCreated(job));
+    }
+
+    /// Records one finished pool item.
+    pub fn pool_item_done(&self, job: u64, index: usize, result: String) {
+        self.send(Command::PoolItemDone { job, index, result });
+    }
+
+    /// Records the end of a pool job.
+    pub fn pool_job_ended(&self, job: u64, state: &'static str) {
+        self.send(Command::PoolJobEnded {
+            job,
+            state,
+            finished_ms: now_ms(),
+        });
+    }
+
+    /// Unfinished pool jobs and the 50 most recent finished ones, oldest first.
+    pub async fn load_pool_jobs(&self) -> Vec<StoredJob> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::LoadPoolJobs(tx));
+        rx.await.unwrap_or_default()
     }
 
     fn send(&self, cmd: Command) {
@@ -484,10 +556,16 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         Command::MaxRunId(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(0);
         })),
+        Command::LoadPoolJobs(reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(Vec::new());
+        })),
         Command::Disconnect(_)
         | Command::RunStarted(_)
         | Command::RunEnded { .. }
-        | Command::Event(..) => {}
+        | Command::Event(..)
+        | Command::PoolJobCreated(_)
+        | Command::PoolItemDone { .. }
+        | Command::PoolJobEnded { .. } => {}
     }
 }
 
@@ -542,6 +620,35 @@ fn apply_one(
             let runs = query_open_runs(tx)?;
             fx.after_commit.push(Box::new(move || {
                 let _ = reply.send(runs);
+            }));
+        }
+        Command::PoolJobCreated(job) => {
+            tx.prepare_cached(
+                "INSERT INTO pool_jobs (id, name, spec, state, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![job.id as i64, job.name, job.spec, job.state, job.created_ms])?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO pool_items (job, idx, input) VALUES (?1, ?2, ?3)")?;
+            for (index, (input, _)) in job.items.iter().enumerate() {
+                insert.execute(params![job.id as i64, index as i64, input])?;
+            }
+        }
+        Command::PoolItemDone { job, index, result } => {
+            tx.prepare_cached("UPDATE pool_items SET result = ?3 WHERE job = ?1 AND idx = ?2")?
+                .execute(params![job as i64, index as i64, result])?;
+        }
+        Command::PoolJobEnded {
+            job,
+            state,
+            finished_ms,
+        } => {
+            tx.prepare_cached("UPDATE pool_jobs SET state = ?2, finished_ms = ?3 WHERE id = ?1")?
+                .execute(params![job as i64, state, finished_ms])?;
+        }
+        Command::LoadPoolJobs(reply) => {
+            let jobs = load_pool_jobs(tx)?;
+            fx.after_commit.push(Box::new(move || {
+                let _ = reply.send(jobs);
             }));
         }
         Command::MaxRunId(reply) => {
@@ -686,6 +793,35 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         }
     }
     Ok(snapshot)
+}
+
+fn load_pool_jobs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<StoredJob>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, name, spec, state, created_ms, finished_ms FROM pool_jobs
+         WHERE state = 'running' OR id IN (SELECT id FROM pool_jobs WHERE state != 'running' ORDER BY id DESC LIMIT 50)
+         ORDER BY id",
+    )?;
+    let mut jobs: Vec<StoredJob> = stmt
+        .query_map([], |r| {
+            Ok(StoredJob {
+                id: r.get::<_, i64>(0)? as u64,
+                name: r.get(1)?,
+                spec: r.get(2)?,
+                state: r.get(3)?,
+                created_ms: r.get(4)?,
+                finished_ms: r.get(5)?,
+                items: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut items =
+        tx.prepare_cached("SELECT input, result FROM pool_items WHERE job = ?1 ORDER BY idx")?;
+    for job in &mut jobs {
+        job.items = items
+            .query_map([job.id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(jobs)
 }
 
 fn query_open_runs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<OpenRun>> {

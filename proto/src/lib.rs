@@ -276,6 +276,65 @@ pub enum Op {
         array: String,
     },
 
+    /// Submit a pool job: a parallel map of `command` over `inputs` with at most
+    /// `workers` items running at once. Result: [`PoolJob`] once the job is stored.
+    PoolSubmit {
+        /// A name for the job, for people.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Program and arguments. Exec mode: `{}` in any argument becomes the input (if no
+        /// argument has `{}`, the input is appended). Stream mode: run as is.
+        command: Vec<String>,
+        /// The inputs, in order; results come back in this order.
+        inputs: Vec<String>,
+        /// Most items at once (exec) or worker processes (stream); default: CPUs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workers: Option<usize>,
+        /// Extra attempts for a failed item.
+        #[serde(default)]
+        retries: u32,
+        /// Per-item time limit; the item's process group is killed after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Stream mode: long-lived workers reading one input line on stdin and answering
+        /// one line on stdout.
+        #[serde(default)]
+        stream: bool,
+        /// Working directory (absolute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_dir: Option<String>,
+        /// Extra environment variables.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
+    /// Wait for a job to end. With `results`, every item's [`PoolItem`] streams as an
+    /// event in input order, each as soon as it and all before it are done. Result: [`PoolJob`].
+    PoolWait {
+        /// Job id.
+        job: u64,
+        /// Stream the items' results.
+        #[serde(default)]
+        results: bool,
+    },
+    /// A job's progress. Result: [`PoolJob`].
+    PoolStatus {
+        /// Job id.
+        job: u64,
+    },
+    /// The results of a job's finished items, in input order. Result: [`PoolResults`].
+    PoolResults {
+        /// Job id.
+        job: u64,
+    },
+    /// Every job. Result: [`PoolListResult`].
+    PoolList {},
+    /// Stop a job: running items' process groups are killed, pending ones skipped.
+    /// Result: [`PoolJob`].
+    PoolCancel {
+        /// Job id.
+        job: u64,
+    },
+
     /// Take a lock, waiting first come first served (up to `timeout_ms`; forever if
     /// absent) or, with `block: false`, failing at once with `locked`. The lock belongs
     /// to this connection: it is released when the connection closes. Result: [`LockGrant`].
@@ -345,6 +404,85 @@ pub struct PlanStep {
 pub struct ShutdownProgress {
     /// Units with instances still running or stopping.
     pub waiting_for: Vec<String>,
+}
+
+/// A pool job and its progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolJob {
+    /// Job id.
+    pub job: u64,
+    /// Its name, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The command.
+    pub command: Vec<String>,
+    /// `exec` or `stream`.
+    pub mode: String,
+    /// Most items at once / worker processes.
+    pub workers: usize,
+    /// `running`, `finished` or `cancelled`.
+    pub state: String,
+    /// Number of inputs.
+    pub total: usize,
+    /// Items that succeeded.
+    pub succeeded: usize,
+    /// Items that failed (after their retries).
+    pub failed: usize,
+    /// Items running now.
+    pub running: usize,
+    /// Items not started yet (or skipped, once cancelled).
+    pub pending: usize,
+    /// Submitted at, unix ms.
+    pub created_ms: i64,
+    /// Ended at, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
+}
+
+/// One item's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolItem {
+    /// Position in the inputs, from 0.
+    pub index: usize,
+    /// The input.
+    pub input: String,
+    /// Whether it succeeded (exit 0; in stream mode, an answer line).
+    pub ok: bool,
+    /// How its process ended (exec mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// Its standard output (exec), or its answer line without the newline (stream).
+    pub stdout: String,
+    /// Its standard error (exec mode).
+    pub stderr: String,
+    /// Why it failed, when it did not simply exit non-zero (timeout, exec error, worker died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Output past the per-item cap was cut (and the cut is marked in the text).
+    #[serde(default)]
+    pub truncated: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Started at (last attempt), unix ms.
+    pub started_ms: i64,
+    /// Ended at, unix ms.
+    pub ended_ms: i64,
+}
+
+/// Result of [`Op::PoolResults`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolResults {
+    /// The job.
+    pub job: PoolJob,
+    /// Finished items, in input order.
+    pub items: Vec<PoolItem>,
+}
+
+/// Result of [`Op::PoolList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolListResult {
+    /// Jobs, oldest first.
+    pub jobs: Vec<PoolJob>,
 }
 
 /// Element type of an array.
@@ -843,6 +981,9 @@ pub struct InstanceExit {
     /// How its last run ended, if it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
+    /// Why it failed, when it did (e.g. the command could not be started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Result of [`Op::Logs`] without `follow` (with `follow`, the lines arrive as events).

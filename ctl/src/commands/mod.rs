@@ -4,6 +4,7 @@ pub mod array;
 pub mod counter;
 pub mod lock;
 pub mod logs;
+pub mod pool;
 pub mod queue;
 pub mod system;
 pub mod units;

@@ -3,6 +3,7 @@
 
 mod locks;
 mod logs;
+mod pool;
 mod system;
 mod units;
 
@@ -51,6 +52,38 @@ pub async fn dispatch(
     let id = request.id;
     let reply = match request.op {
         Op::LockStatus { lock } => locks::status(ctx, conn.info, lock).await,
+        Op::PoolSubmit {
+            name,
+            command,
+            inputs,
+            workers,
+            retries,
+            timeout_ms,
+            stream,
+            working_dir,
+            env,
+        } => {
+            let submit = pool::Submit {
+                name,
+                command,
+                inputs,
+                workers,
+                retries,
+                timeout_ms,
+                stream,
+                working_dir,
+                env,
+            };
+            pool::submit(ctx, submit).await
+        }
+        Op::PoolWait { job, results } => {
+            tokio::spawn(pool::wait(ctx.clone(), id, job, results, replies.clone()));
+            return true;
+        }
+        Op::PoolStatus { job } => pool::status(ctx, job).await,
+        Op::PoolResults { job } => pool::results(ctx, job).await,
+        Op::PoolList {} => pool::list(ctx).await,
+        Op::PoolCancel { job } => pool::cancel(ctx, job).await,
         op @ (Op::QueueDeclare { .. }
         | Op::QueuePut { .. }
         | Op::QueueGet { .. }

@@ -132,13 +132,24 @@ pub async fn run(
     }
     ctx.store.sync().await;
     let response = match finished {
-        Ok(result) => Response::ok(
-            id,
-            RunResult {
-                unit,
-                exit: result.instances.first().and_then(|i| i.exit),
-            },
-        ),
+        Ok(result) => match result.instances.first() {
+            Some(i) if i.exit.is_none() => Response::err(
+                id,
+                ErrorBody::new(
+                    ErrorCode::Failed,
+                    i.reason
+                        .clone()
+                        .unwrap_or_else(|| format!("`{unit}` did not run")),
+                ),
+            ),
+            first => Response::ok(
+                id,
+                RunResult {
+                    unit,
+                    exit: first.and_then(|i| i.exit),
+                },
+            ),
+        },
         Err(e) => Response::err(id, e),
     };
     replies.send(response).await;

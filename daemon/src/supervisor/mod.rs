@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{self, Event, OpenRun, RunStart, Store};
-use process::{ProcEvent, ProcessThread, SpawnSpec, Spawned};
+use process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned};
 
 /// Result type of supervisor requests: errors go to clients as they are.
 pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
@@ -287,12 +287,9 @@ impl Supervisor {
         config: SupervisorConfig,
         units: BTreeMap<String, Unit>,
         store: Store,
+        procs: ProcessThread,
+        (tx, mut rx): (mpsc::UnboundedSender<Msg>, mpsc::UnboundedReceiver<Msg>),
     ) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let events = tx.clone();
-        let procs = ProcessThread::start(move |event| {
-            let _ = events.send(Msg::Proc(event));
-        })?;
         let next_run_id = store.max_run_id().await + 1;
         let mut sup = Supervisor {
             config,
@@ -723,7 +720,8 @@ impl Supervisor {
             argv: unit.argv_for(index),
             env,
             working_dir: unit.working_dir.clone(),
-            log_path: logs::log_path(&self.config.log_dir, &unit.name, index),
+            output: Output::Log(logs::log_path(&self.config.log_dir, &unit.name, index)),
+            owner: Owner::Supervisor,
             umask: unit.umask,
             rlimits: unit.rlimits,
             user: unit.user.clone(),
@@ -1333,6 +1331,7 @@ impl Supervisor {
                                 instance: i.index,
                                 state: i.state,
                                 exit: i.last_exit,
+                                reason: i.reason.clone(),
                             })
                             .collect(),
                     }),

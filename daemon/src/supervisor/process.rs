@@ -12,10 +12,11 @@
 //! Spawn results and exit statuses leave this thread on one channel, in the order they
 //! happened, so the supervisor always learns a pid before it learns that pid's exit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -40,8 +41,10 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// Working directory.
     pub working_dir: Option<PathBuf>,
-    /// The instance's log file: stdout and stderr are appended to it.
-    pub log_path: PathBuf,
+    /// Where stdout and stderr go.
+    pub output: Output,
+    /// Who hears about this process's spawn and exit.
+    pub owner: Owner,
     /// File-mode creation mask.
     pub umask: Option<u32>,
     /// Resource limits.
@@ -54,14 +57,45 @@ pub struct SpawnSpec {
     pub die_with_parent: bool,
 }
 
-/// A started process.
+/// Where a process's output goes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// stdout and stderr appended to one log file (instances: it outlives corrald).
+    Log(PathBuf),
+    /// stdout and stderr each into its own fresh file (pool items in exec mode).
+    Files {
+        /// stdout file (truncated first).
+        stdout: PathBuf,
+        /// stderr file (truncated first).
+        stderr: PathBuf,
+    },
+    /// stdin and stdout are pipes to corrald, stderr is appended to a log file
+    /// (pool workers in stream mode).
+    Pipes {
+        /// stderr log file.
+        stderr: PathBuf,
+    },
+}
+
+/// Who a process belongs to: its spawn result and exit go to that owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A unit instance (and orphaned grandchildren, which nobody owns).
+    Supervisor,
+    /// A pool item or worker.
+    Pool,
+}
+
+/// A started process.
+#[derive(Debug)]
 pub struct Spawned {
     /// Its pid, which is also its process-group and session id.
     pub pid: i32,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22): with the pid,
     /// it identifies the process across pid reuse.
     pub start_time: u64,
+    /// With [`Output::Pipes`]: the write end of its stdin and the read end of its stdout.
+    pub pipes: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// What the process thread reports.
@@ -96,8 +130,10 @@ pub struct ProcessThread {
 }
 
 impl ProcessThread {
-    /// Starts the thread. Events go to `events`, which must outlive corrald's work.
-    pub fn start(events: impl Fn(ProcEvent) + Send + 'static) -> std::io::Result<ProcessThread> {
+    /// Starts the thread. Events go to `events` with the owner of the process concerned.
+    pub fn start(
+        events: impl Fn(Owner, ProcEvent) + Send + 'static,
+    ) -> std::io::Result<ProcessThread> {
         let (wake_rx, wake_tx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
         signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, wake_tx.try_clone()?)?;
@@ -128,17 +164,24 @@ impl ProcessThread {
     }
 }
 
-fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(ProcEvent)) {
+fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(Owner, ProcEvent)) {
+    let mut owners: HashMap<i32, Owner> = HashMap::new();
     let mut buf = [0u8; 256];
     loop {
         // Reap first: a SIGCHLD may have arrived before the handler was registered.
-        reap_all(&events);
+        reap_all(&mut owners, &events);
         while let Ok(job) = jobs.try_recv() {
             let result = spawn(&job.spec);
-            events(ProcEvent::Spawned {
-                token: job.token,
-                result,
-            });
+            if let Ok(s) = &result {
+                owners.insert(s.pid, job.spec.owner);
+            }
+            events(
+                job.spec.owner,
+                ProcEvent::Spawned {
+                    token: job.token,
+                    result,
+                },
+            );
         }
         match wake_rx.read(&mut buf) {
             Ok(0) => return,
@@ -152,28 +195,31 @@ fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(ProcE
     }
 }
 
-fn reap_all(events: &impl Fn(ProcEvent)) {
+fn reap_all(owners: &mut HashMap<i32, Owner>, events: &impl Fn(Owner, ProcEvent)) {
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => events(ProcEvent::Exited {
-                pid: pid.as_raw(),
-                status: ExitStatus {
+        let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (
+                pid,
+                ExitStatus {
                     code: Some(code),
                     signal: None,
                 },
-            }),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => events(ProcEvent::Exited {
-                pid: pid.as_raw(),
-                status: ExitStatus {
+            ),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (
+                pid,
+                ExitStatus {
                     code: None,
                     signal: Some(sig as i32),
                 },
-            }),
+            ),
             Ok(WaitStatus::StillAlive) => return,
-            Ok(_) => {} // stopped/continued: not an exit
-            Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => continue, // stopped/continued: not an exit
+            Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return, // ECHILD: no children at all
-        }
+        };
+        let pid = pid.as_raw();
+        let owner = owners.remove(&pid).unwrap_or(Owner::Supervisor);
+        events(owner, ProcEvent::Exited { pid, status });
     }
 }
 
@@ -244,22 +290,45 @@ fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
         }
     }
     let creds = resolve_credentials(spec)?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(&spec.log_path)
-        .map_err(|e| format!("cannot open log {}: {e}", spec.log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("cannot duplicate log fd: {e}"))?;
+    let append = |path: &PathBuf| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    };
+    let fresh = |path: &PathBuf| {
+        OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+    };
+    let (stdin, stdout, stderr) = match &spec.output {
+        Output::Log(path) => {
+            let log = append(path)?;
+            let dup = log
+                .try_clone()
+                .map_err(|e| format!("cannot duplicate log fd: {e}"))?;
+            (Stdio::null(), Stdio::from(log), Stdio::from(dup))
+        }
+        Output::Files { stdout, stderr } => (
+            Stdio::null(),
+            Stdio::from(fresh(stdout)?),
+            Stdio::from(fresh(stderr)?),
+        ),
+        Output::Pipes { stderr } => (Stdio::piped(), Stdio::piped(), Stdio::from(append(stderr)?)),
+    };
 
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
@@ -299,12 +368,20 @@ fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| describe_spawn_error(program, &e))?;
+    let mut child = cmd.spawn().map_err(|e| describe_spawn_error(program, &e))?;
     let pid = child.id() as i32;
+    let pipes = match (child.stdin.take(), child.stdout.take()) {
+        (Some(stdin), Some(stdout)) => Some((OwnedFd::from(stdin), OwnedFd::from(stdout))),
+        _ => None,
+    };
     // Dropping a std Child neither kills nor reaps it; this thread reaps.
     drop(child);
     let start_time = process_start_time(pid).unwrap_or(0);
-    Ok(Spawned { pid, start_time })
+    Ok(Spawned {
+        pid,
+        start_time,
+        pipes,
+    })
 }
 
 fn describe_spawn_error(program: &str, e: &std::io::Error) -> String {

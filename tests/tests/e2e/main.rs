@@ -4,6 +4,7 @@
 mod cli;
 mod examples;
 mod lifecycle;
+mod pool;
 mod primitives;
 mod protocol;
 mod reload;

@@ -396,3 +396,14 @@ command = ["/bin/sh", "-c", "id -u; id -g; id -G"]
         "root's groups were kept: {log}"
     );
 }
+
+#[test]
+fn run_wait_of_a_missing_command_fails_with_the_reason() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let out = d.ctl(&["run", "--wait", "--", "/nonexistent/program"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("command not found: /nonexistent/program")
+    );
+}

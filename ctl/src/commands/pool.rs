@@ -1,0 +1,313 @@
+//! `pool map|list|status|results|wait|cancel`: parallel maps run by corrald.
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use corral_client::proto::{Op, PoolItem, PoolJob, PoolListResult, PoolResults};
+use corral_client::{Client, Error};
+
+use crate::output::{Output, table};
+
+/// Options of `pool map`.
+pub struct MapArgs {
+    pub workers: Option<usize>,
+    pub retries: u32,
+    pub timeout: Option<Duration>,
+    pub name: Option<String>,
+    pub stream: bool,
+    pub detach: bool,
+    /// `CMD ARGS... [::: INPUTS...]`
+    pub rest: Vec<String>,
+}
+
+/// Splits `CMD ARGS... ::: INPUTS...`; without `:::`, inputs are stdin's lines.
+fn command_and_inputs(rest: Vec<String>) -> Result<(Vec<String>, Vec<String>), Error> {
+    match rest.iter().position(|a| a == ":::") {
+        Some(at) => {
+            let inputs = rest[at + 1..].to_vec();
+            let mut command = rest;
+            command.truncate(at);
+            Ok((command, inputs))
+        }
+        None => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            Ok((rest, text.lines().map(str::to_owned).collect()))
+        }
+    }
+}
+
+fn usage(message: &str) -> Error {
+    Error::Server(corral_client::proto::ErrorBody::new(
+        corral_client::proto::ErrorCode::BadRequest,
+        message,
+    ))
+}
+
+pub fn map(client: &Client, out: &Output, args: MapArgs) -> Result<ExitCode, Error> {
+    let (command, inputs) = command_and_inputs(args.rest)?;
+    if command.is_empty() {
+        return Err(usage(
+            "give a command after `--`: corralctl pool map -- CMD ARGS... ::: INPUTS...",
+        ));
+    }
+    let job: PoolJob = client.call(Op::PoolSubmit {
+        name: args.name,
+        command,
+        inputs,
+        workers: args.workers,
+        retries: args.retries,
+        timeout_ms: args.timeout.map(|t| t.as_millis().max(1) as u64),
+        stream: args.stream,
+        working_dir: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
+        env: Default::default(),
+    })?;
+    if args.detach {
+        if out.json {
+            out.print_json(&job);
+        } else {
+            println!("{}", job.job);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(client, out, job)
+}
+
+/// Prints a job's items in input order as they finish, then a summary of failures.
+fn follow(client: &Client, out: &Output, job: PoolJob) -> Result<ExitCode, Error> {
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::start(client, job.job, job.total));
+    let mut failed: Vec<PoolItem> = Vec::new();
+    let stdout = std::io::stdout();
+    let end: PoolJob = client.call_streaming(
+        Op::PoolWait {
+            job: job.job,
+            results: true,
+        },
+        |event| {
+            let Ok(item) = serde_json::from_value::<PoolItem>(event) else {
+                return;
+            };
+            if let Some(p) = &progress {
+                p.clear();
+            }
+            let mut lock = stdout.lock();
+            if out.json {
+                let record = serde_json::json!({
+                    "index": item.index,
+                    "input": item.input,
+                    "ok": item.ok,
+                    "exit": item.exit,
+                    "stdout": item.stdout,
+                    "stderr": item.stderr,
+                    "error": item.error,
+                    "truncated": item.truncated,
+                    "attempts": item.attempts,
+                    "duration_ms": item.ended_ms - item.started_ms,
+                });
+                let _ = writeln!(lock, "{record}");
+            } else {
+                let _ = lock.write_all(item.stdout.as_bytes());
+                if !item.stdout.is_empty() && !item.stdout.ends_with('\n') {
+                    let _ = lock.write_all(b"\n");
+                }
+                if !item.stderr.is_empty() {
+                    eprint!("{}", item.stderr);
+                }
+            }
+            let _ = lock.flush();
+            if !item.ok {
+                failed.push(item);
+            }
+        },
+    )?;
+    if let Some(p) = progress {
+        p.stop();
+    }
+    report(&end, &failed)
+}
+
+fn report(job: &PoolJob, failed: &[PoolItem]) -> Result<ExitCode, Error> {
+    if job.state == "cancelled" {
+        eprintln!(
+            "pool job {} was cancelled: {} of {} items done",
+            job.job,
+            job.succeeded + job.failed,
+            job.total
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{} of {} items failed:", failed.len(), job.total);
+    for item in failed.iter().take(20) {
+        let why = match (&item.error, item.exit) {
+            (Some(e), _) => e.clone(),
+            (None, Some(exit)) => exit.to_string(),
+            (None, None) => "failed".into(),
+        };
+        eprintln!("  item {} (input {:?}): {why}", item.index, item.input);
+    }
+    if failed.len() > 20 {
+        eprintln!(
+            "  ... and {} more (corralctl --json pool results {})",
+            failed.len() - 20,
+            job.job
+        );
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// A progress line on stderr, drawn by its own thread from its own connection.
+struct Progress {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(client: &Client, job: u64, total: usize) -> Progress {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let socket = client.socket().to_owned();
+        let thread = std::thread::spawn(move || {
+            let Ok(client) = Client::connect_to(&socket) else {
+                return;
+            };
+            let began = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(info) = client.call::<PoolJob>(Op::PoolStatus { job }) {
+                    let done = info.succeeded + info.failed;
+                    let rate = done as f64 / began.elapsed().as_secs_f64().max(0.001);
+                    let eta = if rate > 0.0 {
+                        format!("{:.0}s", (total - done) as f64 / rate)
+                    } else {
+                        "?".into()
+                    };
+                    let width = 30;
+                    let filled = (done * width).checked_div(total).unwrap_or(width);
+                    eprint!(
+                        "\r[{}{}] {done}/{total} done, {} failed, {} running, {rate:.0}/s, ETA {eta}\x1b[K",
+                        "#".repeat(filled),
+                        " ".repeat(width - filled),
+                        info.failed,
+                        info.running
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn clear(&self) {
+        eprint!("\r\x1b[K");
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.clear();
+    }
+}
+
+pub fn list(client: &Client, out: &Output) -> Result<ExitCode, Error> {
+    let result: PoolListResult = client.call(Op::PoolList {})?;
+    if out.json {
+        out.print_json(&result);
+    } else {
+        print!("{}", job_table(&result.jobs));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn job_table(jobs: &[PoolJob]) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job.to_string(),
+                j.name.clone().unwrap_or_else(|| "-".into()),
+                j.mode.clone(),
+                j.state.clone(),
+                j.succeeded.to_string(),
+                j.failed.to_string(),
+                j.running.to_string(),
+                j.pending.to_string(),
+                j.total.to_string(),
+                j.command.join(" "),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "JOB", "NAME", "MODE", "STATE", "OK", "FAILED", "RUNNING", "PENDING", "TOTAL",
+            "COMMAND",
+        ],
+        &rows,
+    )
+}
+
+pub fn status(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
+    let info: PoolJob = client.call(Op::PoolStatus { job })?;
+    if out.json {
+        out.print_json(&info);
+    } else {
+        print!("{}", job_table(std::slice::from_ref(&info)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn results(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
+    let result: PoolResults = client.call(Op::PoolResults { job })?;
+    if out.json {
+        out.print_json(&result);
+    } else {
+        for item in &result.items {
+            print!("{}", item.stdout);
+            if !item.stdout.is_empty() && !item.stdout.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn wait(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
+    let info: PoolJob = client.call(Op::PoolWait {
+        job,
+        results: false,
+    })?;
+    if out.json {
+        out.print_json(&info);
+    } else {
+        println!(
+            "pool job {}: {} ({} ok, {} failed of {})",
+            info.job, info.state, info.succeeded, info.failed, info.total
+        );
+    }
+    Ok(if info.state == "finished" && info.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn cancel(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
+    let info: PoolJob = client.call(Op::PoolCancel { job })?;
+    if out.json {
+        out.print_json(&info);
+    } else {
+        println!("pool job {} cancelled", info.job);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,126 @@
+//! Pool jobs: submit, wait (streaming results in input order), status, results, list, cancel.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use corral_proto::{ErrorBody, ErrorCode, Response};
+use tokio::sync::mpsc;
+
+use super::{Outcome, ok};
+use crate::Context;
+use crate::pool::{JobSpec, PoolRequest};
+use crate::server::Replies;
+
+/// Largest job accepted, in inputs.
+const MAX_INPUTS: usize = 10_000_000;
+
+/// What `pool_submit` carries.
+pub struct Submit {
+    pub name: Option<String>,
+    pub command: Vec<String>,
+    pub inputs: Vec<String>,
+    pub workers: Option<usize>,
+    pub retries: u32,
+    pub timeout_ms: Option<u64>,
+    pub stream: bool,
+    pub working_dir: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+pub async fn submit(ctx: &Context, s: Submit) -> Outcome {
+    let bad = |m: String| Err(ErrorBody::new(ErrorCode::BadRequest, m));
+    if s.command.first().is_none_or(|p| p.is_empty()) {
+        return bad(
+            "a pool job needs a command: corralctl pool map -- PROGRAM ARGS... ::: INPUTS".into(),
+        );
+    }
+    if s.inputs.is_empty() {
+        return bad("no inputs: give them after `:::` or one per line on stdin".into());
+    }
+    if s.inputs.len() > MAX_INPUTS {
+        return bad(format!("at most {MAX_INPUTS} inputs per job"));
+    }
+    if s.workers == Some(0) {
+        return bad("-j/workers must be at least 1".into());
+    }
+    if s.stream && s.inputs.iter().any(|i| i.contains('\n')) {
+        return bad("in stream mode an input is one line: inputs may not contain newlines".into());
+    }
+    if s.timeout_ms == Some(0) {
+        return bad("a timeout must be more than 0".into());
+    }
+    let working_dir = s.working_dir.map(PathBuf::from);
+    if working_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+        return bad("working_dir must be an absolute path".into());
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spec = JobSpec {
+        command: s.command,
+        stream: s.stream,
+        workers: s.workers.unwrap_or(cpus),
+        retries: s.retries,
+        timeout_ms: s.timeout_ms,
+        working_dir,
+        env: s.env,
+    };
+    let name = s.name;
+    let inputs = s.inputs;
+    let job = ctx
+        .pool
+        .ask(|r| PoolRequest::Submit(name, spec, inputs, r))
+        .await?;
+    ctx.store.sync().await;
+    ok(job)
+}
+
+/// Waits for a job; with `results`, streams each item as an event, in input order.
+pub async fn wait(ctx: Arc<Context>, id: u64, job: u64, results: bool, replies: Replies) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let events = results.then_some(tx);
+    let pool = ctx.pool.clone();
+    let done = pool.ask(move |r| PoolRequest::Wait(job, events, r));
+    tokio::pin!(done);
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            Some(item) = rx.recv() => {
+                if !replies.send(Response::event(id, item)).await {
+                    return;
+                }
+            }
+            outcome = &mut done => break outcome,
+            () = replies.closed() => return,
+        }
+    };
+    // Items sent before the job's end are still queued: deliver them first.
+    while let Ok(item) = rx.try_recv() {
+        if !replies.send(Response::event(id, item)).await {
+            return;
+        }
+    }
+    ctx.store.sync().await;
+    let response = match outcome {
+        Ok(job) => Response::ok(id, job),
+        Err(e) => Response::err(id, e),
+    };
+    replies.send(response).await;
+}
+
+pub async fn status(ctx: &Context, job: u64) -> Outcome {
+    ok(ctx.pool.ask(|r| PoolRequest::Status(job, r)).await?)
+}
+
+pub async fn results(ctx: &Context, job: u64) -> Outcome {
+    ok(ctx.pool.ask(|r| PoolRequest::Results(job, r)).await?)
+}
+
+pub async fn list(ctx: &Context) -> Outcome {
+    ok(ctx.pool.ask(PoolRequest::List).await?)
+}
+
+pub async fn cancel(ctx: &Context, job: u64) -> Outcome {
+    let job = ctx.pool.ask(|r| PoolRequest::Cancel(job, r)).await?;
+    ctx.store.sync().await;
+    ok(job)
+}

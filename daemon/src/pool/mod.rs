@@ -1,0 +1,992 @@
+//! Pool jobs: a parallel map of a command over many inputs, results in input order
+//! (Python's `Pool.map`, for any program).
+//!
+//! One task, the [`PoolManager`], owns every job. Two modes:
+//! - **exec**: one process per item, each in its own process group, stdout and stderr
+//!   captured into files (capped, truncation marked), at most `workers` at once;
+//! - **stream**: `workers` long-lived processes of the command, each fed one input line
+//!   on stdin and answering one line on stdout; several items are kept in flight per
+//!   worker (see [`stream`]). A worker that dies is replaced and its in-flight items
+//!   retried.
+//!
+//! Jobs and each finished item are written to SQLite as they happen; after a restart of
+//! corrald, unfinished jobs resume with their unfinished items. Processes are spawned and
+//! reaped by the supervisor's process thread ([`Owner::Pool`] routes their events here).
+
+mod stream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use corral_proto::{
+    ErrorBody, ErrorCode, ExitStatus, PoolItem, PoolJob, PoolListResult, PoolResults,
+};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Store, StoredJob, now_ms};
+use crate::supervisor::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec};
+
+/// Most bytes of stdout (and of stderr) kept per exec item.
+const OUTPUT_CAP: usize = 1 << 20;
+
+type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
+
+/// How a job runs: what the client submitted, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Stream mode.
+    pub stream: bool,
+    /// Most items at once / worker processes.
+    pub workers: usize,
+    /// Extra attempts per item.
+    pub retries: u32,
+    /// Per-item time limit.
+    pub timeout_ms: Option<u64>,
+    /// Working directory.
+    pub working_dir: Option<PathBuf>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Requests from handlers.
+pub enum PoolRequest {
+    /// A new job.
+    Submit(Option<String>, JobSpec, Vec<String>, Reply<PoolJob>),
+    /// Wait for the end of a job; with `Some(events)`, stream its items in order.
+    Wait(u64, Option<mpsc::UnboundedSender<PoolItem>>, Reply<PoolJob>),
+    /// A job's progress.
+    Status(u64, Reply<PoolJob>),
+    /// Finished items of a job.
+    Results(u64, Reply<PoolResults>),
+    /// Every job.
+    List(Reply<PoolListResult>),
+    /// Stop a job.
+    Cancel(u64, Reply<PoolJob>),
+}
+
+/// Everything the manager reacts to.
+pub enum PoolMsg {
+    /// From the process thread.
+    Proc(ProcEvent),
+    /// From a handler.
+    Request(PoolRequest),
+    /// An exec item's time limit passed.
+    ItemTimeout {
+        job: u64,
+        index: usize,
+        attempt: u32,
+    },
+    /// A stream worker answered the item `index`.
+    Answer {
+        job: u64,
+        worker: u64,
+        index: usize,
+        line: String,
+    },
+    /// A stream worker's pipes closed.
+    WorkerGone { job: u64, worker: u64 },
+    /// Shutdown: let jobs run until `deadline`, then stop them (they resume at next start).
+    Shutdown(Instant, oneshot::Sender<()>),
+    /// Second signal: kill every job's processes now.
+    Force,
+    /// Re-check deadlines.
+    Tick,
+}
+
+/// Handle to the manager.
+#[derive(Clone)]
+pub struct PoolHandle {
+    tx: mpsc::UnboundedSender<PoolMsg>,
+}
+
+impl PoolHandle {
+    /// Sends a request built around a fresh reply channel and awaits the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> PoolRequest) -> Result<T, ErrorBody> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down");
+        self.tx
+            .send(PoolMsg::Request(make(tx)))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Runs jobs until `timeout` from now, then stops what is left (to resume at next start).
+    pub async fn shutdown(&self, timeout: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(PoolMsg::Shutdown(Instant::now() + timeout, tx))
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Kills every job's processes now.
+    pub fn force(&self) {
+        let _ = self.tx.send(PoolMsg::Force);
+    }
+}
+
+#[derive(Debug)]
+enum ItemState {
+    Pending,
+    /// Exec: a process (pid once spawned). Stream: in flight on a worker.
+    Running {
+        pid: Option<i32>,
+        started_ms: i64,
+        timed_out: bool,
+    },
+    Done(PoolItem),
+}
+
+struct Item {
+    input: String,
+    attempts: u32,
+    state: ItemState,
+}
+
+struct Watcher {
+    next: usize,
+    events: Option<mpsc::UnboundedSender<PoolItem>>,
+    reply: Reply<PoolJob>,
+}
+
+struct Job {
+    id: u64,
+    name: Option<String>,
+    spec: JobSpec,
+    items: Vec<Item>,
+    state: &'static str,
+    created_ms: i64,
+    finished_ms: Option<i64>,
+    watchers: Vec<Watcher>,
+    workers: HashMap<u64, stream::Worker>,
+    /// Worker respawns left, so a command that dies at once cannot loop forever.
+    respawns: usize,
+    /// Indexes of the pending items, in the order they will start: every pending item
+    /// is here exactly once, so no per-item work ever scans the whole job.
+    queue: std::collections::VecDeque<usize>,
+    n_running: usize,
+    n_ok: usize,
+    n_failed: usize,
+}
+
+impl Job {
+    fn new(
+        id: u64,
+        name: Option<String>,
+        spec: JobSpec,
+        items: Vec<Item>,
+        state: &'static str,
+        created_ms: i64,
+    ) -> Job {
+        let respawns = spec.workers * 4 + 8;
+        let mut job = Job {
+            id,
+            name,
+            spec,
+            items,
+            state,
+            created_ms,
+            finished_ms: None,
+            watchers: Vec::new(),
+            workers: HashMap::new(),
+            respawns,
+            queue: Default::default(),
+            n_running: 0,
+            n_ok: 0,
+            n_failed: 0,
+        };
+        for (index, item) in job.items.iter().enumerate() {
+            match &item.state {
+                ItemState::Pending => job.queue.push_back(index),
+                ItemState::Done(r) if r.ok => job.n_ok += 1,
+                ItemState::Done(_) => job.n_failed += 1,
+                ItemState::Running { .. } => job.n_running += 1,
+            }
+        }
+        job
+    }
+
+    /// The next pending item, taken off the queue.
+    fn next_pending(&mut self) -> Option<usize> {
+        self.queue.pop_front()
+    }
+
+    /// Pending → running (a new attempt).
+    fn start_item(&mut self, index: usize) {
+        let item = &mut self.items[index];
+        item.attempts += 1;
+        item.state = ItemState::Running {
+            pid: None,
+            started_ms: now_ms(),
+            timed_out: false,
+        };
+        self.n_running += 1;
+    }
+
+    /// Running → pending again (a retry, or stopped by shutdown).
+    fn requeue(&mut self, index: usize) {
+        if matches!(self.items[index].state, ItemState::Running { .. }) {
+            self.n_running -= 1;
+        }
+        self.items[index].state = ItemState::Pending;
+        self.queue.push_back(index);
+    }
+
+    /// Running → done.
+    fn complete(&mut self, index: usize, result: PoolItem) {
+        if matches!(self.items[index].state, ItemState::Running { .. }) {
+            self.n_running -= 1;
+        }
+        if result.ok {
+            self.n_ok += 1;
+        } else {
+            self.n_failed += 1;
+        }
+        self.items[index].state = ItemState::Done(result);
+    }
+
+    fn info(&self) -> PoolJob {
+        PoolJob {
+            job: self.id,
+            name: self.name.clone(),
+            command: self.spec.command.clone(),
+            mode: if self.spec.stream { "stream" } else { "exec" }.into(),
+            workers: self.spec.workers,
+            state: self.state.into(),
+            total: self.items.len(),
+            succeeded: self.n_ok,
+            failed: self.n_failed,
+            running: self.n_running,
+            pending: self.items.len() - self.n_ok - self.n_failed - self.n_running,
+            created_ms: self.created_ms,
+            finished_ms: self.finished_ms,
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.n_running
+    }
+}
+
+/// The pool manager. See the module docs.
+pub struct PoolManager {
+    jobs: BTreeMap<u64, Job>,
+    next_job: u64,
+    /// Spawn tokens: exec items and stream workers waiting for their pid.
+    tokens: HashMap<u64, Spawning>,
+    next_token: u64,
+    /// Exec item processes.
+    pids: HashMap<i32, (u64, usize)>,
+    /// Stream worker processes.
+    worker_pids: HashMap<i32, (u64, u64)>,
+    next_worker: u64,
+    store: Store,
+    procs: ProcessThread,
+    tx: mpsc::UnboundedSender<PoolMsg>,
+    dir: PathBuf,
+    log_dir: PathBuf,
+    socket: PathBuf,
+    shutdown: Option<(Instant, Vec<oneshot::Sender<()>>)>,
+}
+
+enum Spawning {
+    Item { job: u64, index: usize },
+    Worker { job: u64, worker: u64 },
+}
+
+/// Where the manager keeps item output files and worker logs.
+pub struct PoolPaths {
+    /// Item output files.
+    pub dir: PathBuf,
+    /// Stream workers' stderr logs.
+    pub log_dir: PathBuf,
+    /// The control socket (for `CORRAL_SOCKET`).
+    pub socket: PathBuf,
+}
+
+impl PoolManager {
+    /// Loads stored jobs, resumes the unfinished ones, and spawns the manager task.
+    pub async fn start(
+        paths: PoolPaths,
+        store: Store,
+        procs: ProcessThread,
+        (tx, mut rx): (
+            mpsc::UnboundedSender<PoolMsg>,
+            mpsc::UnboundedReceiver<PoolMsg>,
+        ),
+    ) -> std::io::Result<PoolHandle> {
+        // Item output goes to a directory of this life of corrald: an item still running
+        // from before a crash (it is run again) cannot write into the new run's files.
+        if let Ok(old) = std::fs::read_dir(&paths.dir) {
+            for entry in old.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = paths.dir.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir)?;
+        let stored = store.load_pool_jobs().await;
+        let mut mgr = PoolManager {
+            jobs: BTreeMap::new(),
+            next_job: stored.iter().map(|j| j.id).max().unwrap_or(0) + 1,
+            tokens: HashMap::new(),
+            next_token: 1,
+            pids: HashMap::new(),
+            worker_pids: HashMap::new(),
+            next_worker: 1,
+            store,
+            procs,
+            tx: tx.clone(),
+            dir,
+            log_dir: paths.log_dir,
+            socket: paths.socket,
+            shutdown: None,
+        };
+        for job in stored {
+            mgr.restore(job);
+        }
+        let ticker = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                every.tick().await;
+                if ticker.send(PoolMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let ids: Vec<u64> = mgr.jobs.keys().copied().collect();
+            for id in ids {
+                mgr.pump(id);
+            }
+            while let Some(msg) = rx.recv().await {
+                mgr.handle(msg);
+            }
+        });
+        Ok(PoolHandle { tx })
+    }
+
+    fn restore(&mut self, stored: StoredJob) {
+        let Ok(spec) = serde_json::from_str::<JobSpec>(&stored.spec) else {
+            tracing::error!("pool job {}: unreadable settings; skipped", stored.id);
+            return;
+        };
+        let items = stored
+            .items
+            .into_iter()
+            .map(|(input, result)| {
+                let done = result.and_then(|r| serde_json::from_str::<PoolItem>(&r).ok());
+                Item {
+                    input,
+                    attempts: done.as_ref().map_or(0, |d| d.attempts),
+                    state: done.map_or(ItemState::Pending, ItemState::Done),
+                }
+            })
+            .collect();
+        let state = match stored.state.as_str() {
+            "finished" => "finished",
+            "cancelled" => "cancelled",
+            _ => "running",
+        };
+        if state == "running" {
+            tracing::info!("pool job {} resumes", stored.id);
+        }
+        let mut job = Job::new(
+            stored.id,
+            stored.name,
+            spec,
+            items,
+            state,
+            stored.created_ms,
+        );
+        job.finished_ms = stored.finished_ms;
+        self.jobs.insert(stored.id, job);
+    }
+
+    fn handle(&mut self, msg: PoolMsg) {
+        match msg {
+            PoolMsg::Request(req) => self.on_request(req),
+            PoolMsg::Proc(ProcEvent::Spawned { token, result }) => self.on_spawned(token, result),
+            PoolMsg::Proc(ProcEvent::Exited { pid, status }) => self.on_exited(pid, status),
+            PoolMsg::ItemTimeout {
+                job,
+                index,
+                attempt,
+            } => self.on_timeout(job, index, attempt),
+            PoolMsg::Answer {
+                job,
+                worker,
+                index,
+                line,
+            } => self.on_answer(job, worker, index, line),
+            PoolMsg::WorkerGone { job, worker } => self.on_worker_gone(job, worker),
+            PoolMsg::Shutdown(deadline, done) => {
+                match &mut self.shutdown {
+                    Some((_, waiting)) => waiting.push(done),
+                    None => self.shutdown = Some((deadline, vec![done])),
+                }
+                self.check_shutdown();
+            }
+            PoolMsg::Force => {
+                let deadline = Instant::now();
+                match &mut self.shutdown {
+                    Some((d, _)) => *d = deadline,
+                    None => self.shutdown = Some((deadline, Vec::new())),
+                }
+                self.check_shutdown();
+            }
+            PoolMsg::Tick => self.check_shutdown(),
+        }
+    }
+
+    fn on_request(&mut self, req: PoolRequest) {
+        match req {
+            PoolRequest::Submit(name, spec, inputs, reply) => {
+                let _ = reply.send(self.submit(name, spec, inputs));
+            }
+            PoolRequest::Wait(id, events, reply) => match self.jobs.get_mut(&id) {
+                None => {
+                    let _ = reply.send(Err(unknown_job(id)));
+                }
+                Some(job) => {
+                    job.watchers.push(Watcher {
+                        next: 0,
+                        events,
+                        reply,
+                    });
+                    self.notify(id);
+                }
+            },
+            PoolRequest::Status(id, reply) => {
+                let _ = reply.send(
+                    self.jobs
+                        .get(&id)
+                        .map(Job::info)
+                        .ok_or_else(|| unknown_job(id)),
+                );
+            }
+            PoolRequest::Results(id, reply) => {
+                let _ = reply.send(
+                    self.jobs
+                        .get(&id)
+                        .map(results)
+                        .ok_or_else(|| unknown_job(id)),
+                );
+            }
+            PoolRequest::List(reply) => {
+                let jobs = self.jobs.values().map(Job::info).collect();
+                let _ = reply.send(Ok(PoolListResult { jobs }));
+            }
+            PoolRequest::Cancel(id, reply) => {
+                let _ = reply.send(self.cancel(id));
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        name: Option<String>,
+        spec: JobSpec,
+        inputs: Vec<String>,
+    ) -> Result<PoolJob, ErrorBody> {
+        if self.shutdown.is_some() {
+            return Err(ErrorBody::new(
+                ErrorCode::ShuttingDown,
+                "corrald is shutting down and takes no new pool jobs",
+            ));
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let created_ms = now_ms();
+        self.store.pool_job_created(StoredJob {
+            id,
+            name: name.clone(),
+            spec: serde_json::to_string(&spec).expect("job specs serialize"),
+            state: "running".into(),
+            created_ms,
+            finished_ms: None,
+            items: inputs.iter().map(|i| (i.clone(), None)).collect(),
+        });
+        let items = inputs
+            .into_iter()
+            .map(|input| Item {
+                input,
+                attempts: 0,
+                state: ItemState::Pending,
+            })
+            .collect();
+        let job = Job::new(id, name, spec, items, "running", created_ms);
+        let info = job.info();
+        self.jobs.insert(id, job);
+        self.pump(id);
+        Ok(info)
+    }
+
+    /// Starts what may start: exec items up to `workers`, or stream workers and their feed.
+    fn pump(&mut self, id: u64) {
+        let stopping = self
+            .shutdown
+            .as_ref()
+            .is_some_and(|(d, _)| Instant::now() >= *d);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.state != "running" || stopping {
+            return;
+        }
+        if job.spec.stream {
+            self.pump_stream(id);
+        } else {
+            self.pump_exec(id);
+        }
+        self.finish_if_done(id);
+    }
+
+    fn pump_exec(&mut self, id: u64) {
+        loop {
+            let job = self.jobs.get_mut(&id).expect("pumped job exists");
+            if job.running() >= job.spec.workers {
+                return;
+            }
+            let Some(index) = job.next_pending() else {
+                return;
+            };
+            job.start_item(index);
+            let item = &job.items[index];
+            let attempt = item.attempts;
+            let argv = substitute(&job.spec.command, &item.input);
+            let (out, err) = (
+                self.dir.join(format!("{id}.{index}.out")),
+                self.dir.join(format!("{id}.{index}.err")),
+            );
+            let spec = spawn_spec(
+                &self.socket,
+                &job.spec,
+                argv,
+                Output::Files {
+                    stdout: out,
+                    stderr: err,
+                },
+                index,
+            );
+            let timeout = job.spec.timeout_ms;
+            let token = self.token(Spawning::Item { job: id, index });
+            self.procs.spawn(token, spec);
+            if let Some(ms) = timeout {
+                self.after(
+                    Duration::from_millis(ms),
+                    PoolMsg::ItemTimeout {
+                        job: id,
+                        index,
+                        attempt,
+                    },
+                );
+            }
+        }
+    }
+
+    fn output_files(&self, job: u64, index: usize) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{job}.{index}.out")),
+            self.dir.join(format!("{job}.{index}.err")),
+        )
+    }
+}
+
+/// How to start one item (exec) or worker (stream) of a job.
+fn spawn_spec(
+    socket: &std::path::Path,
+    spec: &JobSpec,
+    argv: Vec<String>,
+    output: Output,
+    index: usize,
+) -> SpawnSpec {
+    let mut env = spec.env.clone();
+    env.insert("CORRAL_SOCKET".into(), socket.display().to_string());
+    env.insert("CORRAL_POOL_ITEM".into(), index.to_string());
+    SpawnSpec {
+        argv,
+        env,
+        working_dir: spec.working_dir.clone(),
+        output,
+        owner: Owner::Pool,
+        umask: None,
+        rlimits: Default::default(),
+        user: None,
+        group: None,
+        die_with_parent: false,
+    }
+}
+
+impl PoolManager {
+    fn token(&mut self, what: Spawning) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.tokens.insert(token, what);
+        token
+    }
+
+    fn on_spawned(
+        &mut self,
+        token: u64,
+        result: Result<crate::supervisor::process::Spawned, String>,
+    ) {
+        match self.tokens.remove(&token) {
+            Some(Spawning::Item { job, index }) => self.item_spawned(job, index, result),
+            Some(Spawning::Worker { job, worker }) => self.worker_spawned(job, worker, result),
+            None => {
+                if let Ok(s) = result {
+                    kill_group(s.pid, Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn item_spawned(
+        &mut self,
+        id: u64,
+        index: usize,
+        result: Result<crate::supervisor::process::Spawned, String>,
+    ) {
+        let Some(item) = self.jobs.get_mut(&id).and_then(|j| j.items.get_mut(index)) else {
+            if let Ok(s) = result {
+                kill_group(s.pid, Signal::SIGKILL);
+            }
+            return;
+        };
+        match result {
+            Ok(spawned) => {
+                if let ItemState::Running { pid, .. } = &mut item.state {
+                    *pid = Some(spawned.pid);
+                    self.pids.insert(spawned.pid, (id, index));
+                } else {
+                    kill_group(spawned.pid, Signal::SIGKILL); // cancelled meanwhile
+                }
+            }
+            Err(error) => {
+                // A command that cannot start will not start on a retry either.
+                self.finish_item(
+                    id,
+                    index,
+                    None,
+                    String::new(),
+                    String::new(),
+                    false,
+                    Some(error),
+                    false,
+                );
+            }
+        }
+    }
+
+    fn on_exited(&mut self, pid: i32, status: ExitStatus) {
+        if let Some((job, worker)) = self.worker_pids.remove(&pid) {
+            kill_group(pid, Signal::SIGKILL);
+            self.on_worker_gone(job, worker);
+            return;
+        }
+        let Some((id, index)) = self.pids.remove(&pid) else {
+            return;
+        };
+        kill_group(pid, Signal::SIGKILL); // what is left of the item's group
+        let (out, err) = self.output_files(id, index);
+        let (stdout, cut_out) = read_capped(&out);
+        let (stderr, cut_err) = read_capped(&err);
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(&err);
+        let timed_out = matches!(
+            self.jobs
+                .get(&id)
+                .and_then(|j| j.items.get(index))
+                .map(|i| &i.state),
+            Some(ItemState::Running {
+                timed_out: true,
+                ..
+            })
+        );
+        let error = timed_out.then(|| {
+            let ms = self.jobs[&id].spec.timeout_ms.unwrap_or(0);
+            format!(
+                "timed out after {}",
+                corral_config::format_duration(Duration::from_millis(ms))
+            )
+        });
+        let ok = status.success() && !timed_out;
+        self.finish_item(
+            id,
+            index,
+            Some(status),
+            stdout,
+            stderr,
+            cut_out || cut_err,
+            error,
+            ok,
+        );
+    }
+
+    /// Records an attempt's end: retry, or the item's final result.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_item(
+        &mut self,
+        id: u64,
+        index: usize,
+        exit: Option<ExitStatus>,
+        stdout: String,
+        stderr: String,
+        truncated: bool,
+        error: Option<String>,
+        ok: bool,
+    ) {
+        let stopping = self
+            .shutdown
+            .as_ref()
+            .is_some_and(|(d, _)| Instant::now() >= *d);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let retries = job.spec.retries;
+        let cancelled = job.state == "cancelled";
+        let item = &mut job.items[index];
+        let (started_ms, no_retry) = match &item.state {
+            ItemState::Running { started_ms, .. } => (*started_ms, false),
+            _ => (now_ms(), true),
+        };
+        if stopping && !ok && !cancelled {
+            // Stopped by shutdown: not a failure; it runs again after the next start.
+            item.attempts = item.attempts.saturating_sub(1);
+            job.requeue(index);
+            self.check_shutdown();
+            return;
+        }
+        let spawn_error = exit.is_none() && error.is_some() && !job.spec.stream;
+        if !ok && !cancelled && !no_retry && !spawn_error && item.attempts <= retries {
+            job.requeue(index);
+            self.pump(id);
+            return;
+        }
+        let result = PoolItem {
+            index,
+            input: item.input.clone(),
+            ok,
+            exit,
+            stdout,
+            stderr,
+            error,
+            truncated,
+            attempts: item.attempts,
+            started_ms,
+            ended_ms: now_ms(),
+        };
+        self.store.pool_item_done(
+            id,
+            index,
+            serde_json::to_string(&result).expect("items serialize"),
+        );
+        job.complete(index, result);
+        self.notify(id);
+        self.pump(id);
+        self.check_shutdown();
+    }
+
+    fn on_timeout(&mut self, id: u64, index: usize, attempt: u32) {
+        let Some(item) = self.jobs.get_mut(&id).and_then(|j| j.items.get_mut(index)) else {
+            return;
+        };
+        if item.attempts != attempt {
+            return;
+        }
+        if let ItemState::Running { pid, timed_out, .. } = &mut item.state {
+            *timed_out = true;
+            if let Some(pid) = pid {
+                kill_group(*pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Sends watchers every newly finished item in order, and the job when it ended.
+    fn notify(&mut self, id: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let ended = job.state != "running";
+        let info = job.info();
+        let mut still = Vec::new();
+        for mut w in job.watchers.drain(..) {
+            while let Some(ItemState::Done(result)) = job.items.get(w.next).map(|i| &i.state) {
+                if let Some(events) = &w.events {
+                    let _ = events.send(result.clone());
+                }
+                w.next += 1;
+            }
+            if ended
+                && (w.events.is_none() || w.next >= job.items.len() || job.state == "cancelled")
+            {
+                let _ = w.reply.send(Ok(info.clone()));
+            } else {
+                still.push(w);
+            }
+        }
+        job.watchers = still;
+    }
+
+    fn finish_if_done(&mut self, id: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.state != "running" || job.n_ok + job.n_failed < job.items.len() {
+            return;
+        }
+        job.state = "finished";
+        job.finished_ms = Some(now_ms());
+        for worker in job.workers.values_mut() {
+            worker.close();
+        }
+        self.store.pool_job_ended(id, "finished");
+        self.notify(id);
+    }
+
+    fn cancel(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {
+        let job = self.jobs.get_mut(&id).ok_or_else(|| unknown_job(id))?;
+        if job.state == "running" {
+            job.state = "cancelled";
+            job.finished_ms = Some(now_ms());
+            for item in &job.items {
+                if let ItemState::Running { pid: Some(pid), .. } = item.state {
+                    kill_group(pid, Signal::SIGKILL);
+                }
+            }
+            for worker in job.workers.values_mut() {
+                worker.close();
+                if let Some(pid) = worker.pid {
+                    kill_group(pid, Signal::SIGKILL);
+                }
+            }
+            self.store.pool_job_ended(id, "cancelled");
+            self.notify(id);
+        }
+        Ok(self.jobs[&id].info())
+    }
+
+    /// Once the shutdown deadline passes, stops every running item (they stay unfinished
+    /// and resume after the next start); answers once nothing of any job runs.
+    fn check_shutdown(&mut self) {
+        let Some((deadline, _)) = &self.shutdown else {
+            return;
+        };
+        if Instant::now() >= *deadline {
+            for job in self.jobs.values_mut() {
+                for item in &job.items {
+                    if let ItemState::Running { pid: Some(pid), .. } = item.state {
+                        kill_group(pid, Signal::SIGKILL);
+                    }
+                }
+                for worker in job.workers.values_mut() {
+                    worker.close();
+                    if let Some(pid) = worker.pid {
+                        kill_group(pid, Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        let busy = self
+            .jobs
+            .values()
+            .any(|j| j.running() > 0 || j.workers.values().any(|w| w.pid.is_some()))
+            || !self.tokens.is_empty();
+        if !busy {
+            if let Some((_, waiting)) = &mut self.shutdown {
+                for done in waiting.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    fn after(&self, delay: Duration, msg: PoolMsg) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(msg);
+        });
+    }
+}
+
+fn unknown_job(id: u64) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::NotFound,
+        format!("no pool job {id} (see `corralctl pool list`)"),
+    )
+}
+
+fn results(job: &Job) -> PoolResults {
+    PoolResults {
+        job: job.info(),
+        items: job
+            .items
+            .iter()
+            .filter_map(|i| match &i.state {
+                ItemState::Done(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// The command for one input: `{}` replaced by it, or it appended if no `{}` appears.
+pub fn substitute(command: &[String], input: &str) -> Vec<String> {
+    if command.iter().any(|a| a.contains("{}")) {
+        command.iter().map(|a| a.replace("{}", input)).collect()
+    } else {
+        let mut argv = command.to_vec();
+        argv.push(input.to_owned());
+        argv
+    }
+}
+
+/// A file's text, cut at [`OUTPUT_CAP`] with the cut marked.
+fn read_capped(path: &std::path::Path) -> (String, bool) {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return (String::new(), false);
+    };
+    let total = file.metadata().map_or(0, |m| m.len());
+    let mut buf = Vec::new();
+    let _ = file.take(OUTPUT_CAP as u64).read_to_end(&mut buf);
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    let cut = total > OUTPUT_CAP as u64;
+    if cut {
+        text.push_str(&format!(
+            "\n[corral: output truncated, {} more bytes]\n",
+            total - OUTPUT_CAP as u64
+        ));
+    }
+    (text, cut)
+}
+
+fn kill_group(pgid: i32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid), signal);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_replaced_or_the_input_appended() {
+        let cmd = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            substitute(&cmd(&["sh", "-c", "echo $(({} * {}))"]), "3"),
+            cmd(&["sh", "-c", "echo $((3 * 3))"])
+        );
+        assert_eq!(substitute(&cmd(&["echo"]), "x y"), cmd(&["echo", "x y"]));
+    }
+}

@@ -1,0 +1,310 @@
+//! Pool jobs: Pool.map for any program, in exec and stream mode.
+
+use std::collections::BTreeMap;
+
+use corral_tests::{TestDaemon, alive, all_procs, wait_for};
+use serde_json::Value;
+
+fn pool_status(d: &TestDaemon, job: &str) -> Value {
+    serde_json::from_str(&d.ctl_ok(&["--json", "pool", "status", job])).unwrap()
+}
+
+#[test]
+fn pool_map_squares_in_input_order() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let out = d.ctl_ok(&[
+        "pool",
+        "map",
+        "-j",
+        "4",
+        "--",
+        "sh",
+        "-c",
+        "echo $(({} * {}))",
+        ":::",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]);
+    assert_eq!(out, "1\n4\n9\n16\n25\n");
+}
+
+#[test]
+fn stream_mode_feeds_long_lived_workers() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let worker = d.path("square.py");
+    std::fs::write(
+        &worker,
+        "import sys\nfor line in sys.stdin:\n    n = int(line)\n    print(n * n, flush=True)\n",
+    )
+    .unwrap();
+    let w = worker.display().to_string();
+    let out = d.ctl_ok(&[
+        "pool", "map", "-j", "4", "--stream", "--", "python3", &w, ":::", "1", "2", "3", "4", "5",
+    ]);
+    assert_eq!(out, "1\n4\n9\n16\n25\n");
+    // Many small items: every answer comes back, in order.
+    let inputs: Vec<String> = (1..=5000).map(|n| n.to_string()).collect();
+    let mut args = vec![
+        "--json", "pool", "map", "-j", "3", "--stream", "--", "python3", &w, ":::",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let records: Vec<Value> = d
+        .ctl_ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 5000);
+    for (i, r) in records.iter().enumerate() {
+        let n = (i + 1) as u64;
+        assert_eq!(r["index"], i);
+        assert_eq!(r["stdout"], (n * n).to_string());
+    }
+}
+
+#[test]
+fn order_is_kept_when_early_items_are_slowest_and_at_most_n_run_at_once() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let marks = d.path("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let script = format!(
+        "echo start $(date +%s%N) > {m}/{{}}; sleep 0.$(( 5 - {{}} % 5 )); echo end $(date +%s%N) >> {m}/{{}}; echo item {{}}",
+        m = marks.display()
+    );
+    let inputs: Vec<String> = (0..8).map(|n| n.to_string()).collect();
+    let mut args = vec!["pool", "map", "-j", "3", "--", "sh", "-c", &script, ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = d.ctl_ok(&args);
+    let expected: String = (0..8).map(|n| format!("item {n}\n")).collect();
+    assert_eq!(out, expected);
+    let mut edges: Vec<(u128, i32)> = Vec::new();
+    for n in 0..8 {
+        let text = std::fs::read_to_string(marks.join(n.to_string())).unwrap();
+        for line in text.lines() {
+            let (kind, t) = line.split_once(' ').unwrap();
+            edges.push((t.parse().unwrap(), if kind == "start" { 1 } else { -1 }));
+        }
+    }
+    edges.sort();
+    let mut running = 0;
+    let mut most = 0;
+    for (_, delta) in edges {
+        running += delta;
+        most = most.max(running);
+    }
+    assert!(most <= 3, "{most} items ran at once with -j 3");
+}
+
+#[test]
+fn failures_timeouts_and_missing_commands_are_per_item_errors() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let failing = d.ctl(&[
+        "pool",
+        "map",
+        "--",
+        "sh",
+        "-c",
+        "echo out {}; exit {}",
+        ":::",
+        "0",
+        "3",
+        "0",
+    ]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&failing.stdout),
+        "out 0\nout 3\nout 0\n"
+    );
+    let err = String::from_utf8_lossy(&failing.stderr);
+    assert!(
+        err.contains("1 of 3 items failed") && err.contains("item 1 (input \"3\"): exit 3"),
+        "{err}"
+    );
+
+    let slow = d.ctl(&[
+        "pool",
+        "map",
+        "--timeout",
+        "0.5",
+        "--",
+        "sleep",
+        ":::",
+        "0",
+        "30",
+    ]);
+    assert_eq!(slow.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&slow.stderr).contains("timed out after 500ms"));
+
+    let missing = d.ctl(&["pool", "map", "--", "/nonexistent/program", ":::", "a", "b"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("2 of 2 items failed") && err.contains("command not found"),
+        "{err}"
+    );
+
+    let missing_worker = d.ctl(&[
+        "pool",
+        "map",
+        "--stream",
+        "--",
+        "/nonexistent/worker",
+        ":::",
+        "a",
+    ]);
+    assert_eq!(missing_worker.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing_worker.stderr).contains("command not found"));
+
+    let retried = d.ctl(&[
+        "pool",
+        "map",
+        "--retries",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo x >> {}; [ $(wc -l < {}) -ge 3 ]",
+            d.path("tries").display(),
+            d.path("tries").display()
+        ),
+        ":::",
+        "only",
+    ]);
+    assert!(retried.status.success(), "the third attempt succeeds");
+}
+
+#[test]
+fn a_stream_worker_that_dies_is_replaced_and_its_items_retried() {
+    let mut d = TestDaemon::new();
+    d.start();
+    // The worker dies on input 3, taking whatever it had in flight with it.
+    let script = "while read n; do [ \"$n\" = 3 ] && exit 1; echo \"r$n\"; done";
+    let inputs: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+    let mut args = vec![
+        "pool",
+        "map",
+        "-j",
+        "1",
+        "--stream",
+        "--retries",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        script,
+        ":::",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = d.ctl(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let expected: String = (0..10)
+        .filter(|n| *n != 3)
+        .map(|n| format!("r{n}\n"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 of 10 items failed") && err.contains("worker exited before answering"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cancel_leaves_no_process_of_the_job_alive() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let job = d
+        .ctl_ok(&[
+            "pool", "map", "--detach", "-j", "2", "--", "sleep", ":::", "1001", "1001", "1001",
+        ])
+        .trim()
+        .to_owned();
+    let corrald = d.pid();
+    let sleeps = || -> Vec<i32> {
+        all_procs()
+            .into_iter()
+            .filter(|p| p.ppid == corrald)
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{}/cmdline", p.pid))
+                    .is_ok_and(|c| c.contains("1001"))
+            })
+            .map(|p| p.pid)
+            .collect()
+    };
+    let pids = wait_for("two items to run", || {
+        let p = sleeps();
+        (p.len() == 2 && pool_status(&d, &job)["running"] == 2).then_some(p)
+    });
+    d.ctl_ok(&["pool", "cancel", &job]);
+    wait_for("the items to be gone", || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+    let status = pool_status(&d, &job);
+    assert_eq!(status["state"], "cancelled");
+    assert_eq!(status["pending"], 1, "the third item was skipped");
+    let waited = d.ctl(&["pool", "wait", &job]);
+    assert_eq!(waited.status.code(), Some(1));
+}
+
+#[test]
+fn a_job_survives_kill_9_and_resumes_without_rerunning_finished_items() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let log = d.path("ran");
+    let go = d.path("go");
+    let script = format!(
+        "echo {{}} >> {log}; while [ {{}} -ge 3 ] && [ ! -e {go} ]; do sleep 0.05; done; echo out{{}}",
+        log = log.display(),
+        go = go.display()
+    );
+    let job = d
+        .ctl_ok(&[
+            "pool", "map", "--detach", "-j", "2", "--", "sh", "-c", &script, ":::", "0", "1", "2",
+            "3", "4", "5",
+        ])
+        .trim()
+        .to_owned();
+    wait_for("items 0-2 done and 3-4 running", || {
+        let s = pool_status(&d, &job);
+        (s["succeeded"] == 3 && s["running"] == 2).then_some(())
+    });
+    d.kill9();
+    d.start();
+    std::fs::write(&go, "").unwrap();
+    let out = d.ctl_ok(&["pool", "results", &job]);
+    let waited = d.ctl_ok(&["pool", "wait", &job]);
+    assert!(
+        waited.contains("finished (6 ok, 0 failed of 6)"),
+        "{waited} / {out}"
+    );
+    let results = d.ctl_ok(&["pool", "results", &job]);
+    assert_eq!(results, "out0\nout1\nout2\nout3\nout4\nout5\n");
+    let mut runs: BTreeMap<String, usize> = BTreeMap::new();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        *runs.entry(line.to_owned()).or_default() += 1;
+    }
+    for finished in ["0", "1", "2"] {
+        assert_eq!(runs[finished], 1, "item {finished} ran again: {runs:?}");
+    }
+}
+
+#[test]
+fn bad_pool_input_is_refused_clearly() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let zero = d.ctl(&["pool", "map", "-j", "0", "--", "true", ":::", "a"]);
+    assert_eq!(zero.status.code(), Some(2));
+    let none = d.ctl(&["pool", "map", "--", "true", ":::"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no inputs"));
+    let unknown = d.ctl(&["pool", "status", "999"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no pool job 999"));
+}
