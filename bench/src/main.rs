@@ -9,6 +9,7 @@
 //! the end. A peer that is not installed is reported with the command that installs it.
 
 mod peers;
+mod pool;
 mod workloads;
 
 use std::path::PathBuf;
@@ -114,6 +115,14 @@ fn main() -> anyhow::Result<()> {
         }
         eprintln!("running {} ...", workload.name);
         reports.push(workloads::run(&workload, &mut env, rounds, window));
+    }
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|o| "pool".contains(o) || o.contains("pool"))
+    {
+        eprintln!("running pool workloads ...");
+        reports.extend(pool::reports(&env, rounds, args.quick));
     }
     env.stop();
     print!("{}", markdown(&reports, rounds, window));

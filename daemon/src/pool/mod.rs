@@ -289,6 +289,10 @@ pub struct PoolManager {
     /// Stream worker processes.
     worker_pids: HashMap<i32, (u64, u64)>,
     next_worker: u64,
+    /// Output-file slots of running exec items, and the free ones.
+    slots: HashMap<(u64, usize), usize>,
+    free_slots: Vec<usize>,
+    next_slot: usize,
     store: Store,
     procs: ProcessThread,
     tx: mpsc::UnboundedSender<PoolMsg>,
@@ -342,6 +346,9 @@ impl PoolManager {
             pids: HashMap::new(),
             worker_pids: HashMap::new(),
             next_worker: 1,
+            slots: HashMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
             store,
             procs,
             tx: tx.clone(),
@@ -564,10 +571,14 @@ impl PoolManager {
             let item = &job.items[index];
             let attempt = item.attempts;
             let argv = substitute(&job.spec.command, &item.input);
-            let (out, err) = (
-                self.dir.join(format!("{id}.{index}.out")),
-                self.dir.join(format!("{id}.{index}.err")),
-            );
+            // Output files are reused slot by slot: a fresh pair per item would cost an
+            // inode allocation and an unlink each.
+            let slot = self.free_slots.pop().unwrap_or_else(|| {
+                self.next_slot += 1;
+                self.next_slot
+            });
+            self.slots.insert((id, index), slot);
+            let (out, err) = slot_files(&self.dir, slot);
             let spec = spawn_spec(
                 &self.socket,
                 &job.spec,
@@ -594,11 +605,16 @@ impl PoolManager {
         }
     }
 
-    fn output_files(&self, job: u64, index: usize) -> (PathBuf, PathBuf) {
-        (
-            self.dir.join(format!("{job}.{index}.out")),
-            self.dir.join(format!("{job}.{index}.err")),
-        )
+    /// Reads (and frees) the output files of an exec item.
+    fn take_output(&mut self, job: u64, index: usize) -> (String, String, bool) {
+        let Some(slot) = self.slots.remove(&(job, index)) else {
+            return (String::new(), String::new(), false);
+        };
+        let (out, err) = slot_files(&self.dir, slot);
+        let (stdout, cut_out) = read_capped(&out);
+        let (stderr, cut_err) = read_capped(&err);
+        self.free_slots.push(slot);
+        (stdout, stderr, cut_out || cut_err)
     }
 }
 
@@ -673,6 +689,7 @@ impl PoolManager {
                 }
             }
             Err(error) => {
+                self.take_output(id, index);
                 // A command that cannot start will not start on a retry either.
                 self.finish_item(
                     id,
@@ -698,11 +715,7 @@ impl PoolManager {
             return;
         };
         kill_group(pid, Signal::SIGKILL); // what is left of the item's group
-        let (out, err) = self.output_files(id, index);
-        let (stdout, cut_out) = read_capped(&out);
-        let (stderr, cut_err) = read_capped(&err);
-        let _ = std::fs::remove_file(&out);
-        let _ = std::fs::remove_file(&err);
+        let (stdout, stderr, truncated) = self.take_output(id, index);
         let timed_out = matches!(
             self.jobs
                 .get(&id)
@@ -727,7 +740,7 @@ impl PoolManager {
             Some(status),
             stdout,
             stderr,
-            cut_out || cut_err,
+            truncated,
             error,
             ok,
         );
@@ -950,6 +963,13 @@ pub fn substitute(command: &[String], input: &str) -> Vec<String> {
         argv.push(input.to_owned());
         argv
     }
+}
+
+fn slot_files(dir: &std::path::Path, slot: usize) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{slot}.out")),
+        dir.join(format!("{slot}.err")),
+    )
 }
 
 /// A file's text, cut at [`OUTPUT_CAP`] with the cut marked.

@@ -335,6 +335,18 @@ fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
     let limits = rlimit_list(&spec.rlimits);
     let umask = spec.umask;
     let die_with_parent = spec.die_with_parent;
+    let plain = limits.is_empty()
+        && umask.is_none()
+        && creds.uid.is_none()
+        && creds.gid.is_none()
+        && creds.groups.is_none()
+        && !die_with_parent;
+    if spec.owner == Owner::Pool && plain {
+        // Pool items need no set-up between fork and exec beyond a process group of their
+        // own, which lets std use posix_spawn (vfork-fast) instead of fork.
+        cmd.process_group(0);
+        return finish_spawn(cmd, program);
+    }
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec and only makes raw syscalls
     // (no allocation, no locks): setsid, umask, setrlimit, setgroups, setgid,
@@ -368,6 +380,10 @@ fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
             Ok(())
         });
     }
+    finish_spawn(cmd, program)
+}
+
+fn finish_spawn(mut cmd: Command, program: &str) -> Result<Spawned, String> {
     let mut child = cmd.spawn().map_err(|e| describe_spawn_error(program, &e))?;
     let pid = child.id() as i32;
     let pipes = match (child.stdin.take(), child.stdout.take()) {
