@@ -258,3 +258,38 @@ fn a_recycled_pid_is_neither_adopted_nor_signalled() {
     );
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
 }
+
+#[test]
+fn shutdown_joins_pool_jobs_then_stops_them_to_resume_at_the_next_start() {
+    let mut d = TestDaemon::new();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, "shutdown_timeout = \"1s\"\n").unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.start();
+    let go = d.path("go");
+    let script = format!(
+        "while [ {{}} -ge 1 ] && [ ! -e {go} ]; do sleep 0.05; done; echo out{{}}",
+        go = go.display()
+    );
+    let job = d
+        .ctl_ok(&[
+            "pool", "map", "--detach", "-j", "2", "--", "sh", "-c", &script, ":::", "0", "1", "2",
+        ])
+        .trim()
+        .to_owned();
+    wait_for("item 0 done, items 1-2 running", || {
+        let s: serde_json::Value =
+            serde_json::from_str(&d.ctl_ok(&["--json", "pool", "status", &job])).unwrap();
+        (s["succeeded"] == 1 && s["running"] == 2).then_some(())
+    });
+    d.ctl_ok(&["shutdown"]);
+    assert_eq!(d.wait_exit(), Some(0));
+    std::fs::write(&go, "").unwrap();
+    d.start();
+    let waited = d.ctl_ok(&["pool", "wait", &job]);
+    assert!(
+        waited.contains("finished (3 ok, 0 failed of 3)"),
+        "{waited}"
+    );
+    assert_eq!(d.ctl_ok(&["pool", "results", &job]), "out0\nout1\nout2\n");
+}
