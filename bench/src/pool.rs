@@ -44,6 +44,7 @@ fn corral_job(
     let start = Instant::now();
     let job: PoolJob = client.call(Op::PoolSubmit {
         name: Some("bench".into()),
+        pool: None,
         command,
         inputs,
         workers: Some(4),

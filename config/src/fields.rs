@@ -18,7 +18,7 @@ use crate::parse::{At, Entry, Sink, integer, type_error, type_name};
 use crate::signal::{signal_name, signal_names, signal_number};
 use crate::suggest::did_you_mean;
 use crate::unit::{
-    MAX_INSTANCES, MIN_LOG_MAX_SIZE, RestartPolicy, Rlimit, Rlimits, Unit, UnitKind,
+    MAX_INSTANCES, MIN_LOG_MAX_SIZE, PoolMode, RestartPolicy, Rlimit, Rlimits, Unit, UnitKind,
 };
 
 /// A unit's keys after `extends` resolution: the last writer of each key
@@ -130,6 +130,11 @@ fn apply(unit: &mut Unit, sites: &mut DepSites, key: &str, e: &Entry<'_>, sink: 
         "extends" => unit.extends = string(sink, e, "a unit name", key).map(str::to_owned),
         "log_max_size" => set(&mut unit.log_max_size, log_max_size(sink, e)),
         "log_keep" => set(&mut unit.log_keep, int_in(sink, e, key, 0..=u32::MAX)),
+        "workers" => unit.workers = int_in(sink, e, key, 1..=4096),
+        "mode" => set(
+            &mut unit.mode,
+            enum_value(sink, e, key, "pool mode", &PoolMode::ALL),
+        ),
         "env" | "rlimits" => require_table(sink, e, key),
         // "kind" and "command" were converted before the defaults were set.
         _ => {}

@@ -65,8 +65,8 @@ pub use duration::{format_duration, parse_duration, parse_size};
 pub use error::{ConfigError, ConfigErrors};
 pub use signal::{signal_name, signal_number};
 pub use unit::{
-    INSTANCE_PLACEHOLDER, MAX_INSTANCES, MAX_UNIT_NAME_LEN, MIN_LOG_MAX_SIZE, RestartPolicy,
-    Rlimit, Rlimits, UNIT_NAME_RULES, Unit, UnitKind, valid_unit_name,
+    INSTANCE_PLACEHOLDER, MAX_INSTANCES, MAX_UNIT_NAME_LEN, MIN_LOG_MAX_SIZE, PoolMode,
+    RestartPolicy, Rlimit, Rlimits, UNIT_NAME_RULES, Unit, UnitKind, valid_unit_name,
 };
 pub use validate::{load_units, load_units_dir};
 

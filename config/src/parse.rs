@@ -39,6 +39,8 @@ pub(crate) const UNIT_KEYS: &[&str] = &[
     "extends",
     "log_max_size",
     "log_keep",
+    "workers",
+    "mode",
 ];
 
 /// A position in one of the files being loaded.

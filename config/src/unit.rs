@@ -30,18 +30,42 @@ pub enum UnitKind {
     /// A run-to-completion job (`kind = "task"`): not restarted and not
     /// started at boot by default.
     Task,
+    /// A named pool (`kind = "pool"`): no instances of its own; pool jobs
+    /// submitted to it by name (`corralctl pool map --pool NAME`) run its
+    /// `command` with its `workers` and `mode`.
+    Pool,
+}
+
+/// How a pool runs its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum PoolMode {
+    /// One process per item (`"exec"`, the default).
+    #[default]
+    Exec,
+    /// Long-lived workers reading inputs on stdin, one answer line each (`"stream"`).
+    Stream,
+}
+
+impl PoolMode {
+    /// Every mode with its TOML spelling.
+    pub const ALL: [(PoolMode, &'static str); 2] =
+        [(PoolMode::Exec, "exec"), (PoolMode::Stream, "stream")];
 }
 
 impl UnitKind {
     /// Every kind with its TOML spelling, in documentation order.
-    pub const ALL: [(UnitKind, &'static str); 2] =
-        [(UnitKind::Service, "service"), (UnitKind::Task, "task")];
+    pub const ALL: [(UnitKind, &'static str); 3] = [
+        (UnitKind::Service, "service"),
+        (UnitKind::Task, "task"),
+        (UnitKind::Pool, "pool"),
+    ];
 
     /// The TOML spelling: `"service"` or `"task"`.
     pub fn as_str(self) -> &'static str {
         match self {
             UnitKind::Service => "service",
             UnitKind::Task => "task",
+            UnitKind::Pool => "pool",
         }
     }
 
@@ -49,7 +73,7 @@ impl UnitKind {
     pub fn default_restart(self) -> RestartPolicy {
         match self {
             UnitKind::Service => RestartPolicy::OnFailure,
-            UnitKind::Task => RestartPolicy::No,
+            UnitKind::Task | UnitKind::Pool => RestartPolicy::No,
         }
     }
 
@@ -214,6 +238,11 @@ pub struct Unit {
     pub log_max_size: u64,
     /// Rotated log files kept; default 5; 0 truncates without keeping any.
     pub log_keep: u32,
+    /// Pools only: items at once (exec) or worker processes (stream);
+    /// default: the number of CPUs.
+    pub workers: Option<u32>,
+    /// Pools only: exec or stream; default exec.
+    pub mode: PoolMode,
 }
 
 impl Unit {
@@ -252,6 +281,8 @@ impl Unit {
             extends: None,
             log_max_size: 10 * 1024 * 1024,
             log_keep: 5,
+            workers: None,
+            mode: PoolMode::Exec,
         }
     }
 

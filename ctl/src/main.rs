@@ -150,6 +150,10 @@ enum PoolCommand {
     /// Inputs follow `:::` on the command line, or are read from stdin, one per line.
     /// Example: corralctl pool map -j 4 -- sh -c 'echo $(({} * {}))' ::: 1 2 3 4 5
     Map {
+        /// Submit to a named pool (a unit with kind = "pool"): its command, workers and
+        /// mode apply. Inputs after `-- :::` or on stdin.
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
         /// Most items at once (exec) or worker processes (--stream) [default: CPUs].
         #[arg(short = 'j', long = "jobs", value_name = "N")]
         workers: Option<usize>,
@@ -170,7 +174,7 @@ enum PoolCommand {
         #[arg(long)]
         detach: bool,
         /// CMD ARGS... [::: INPUTS...]
-        #[arg(required = true, last = true, value_name = "CMD")]
+        #[arg(required_unless_present = "pool", last = true, value_name = "CMD")]
         rest: Vec<String>,
     },
     /// Every job.
@@ -474,6 +478,7 @@ fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<E
     use commands::pool;
     match command {
         PoolCommand::Map {
+            pool: named,
             workers,
             retries,
             timeout,
@@ -487,6 +492,7 @@ fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<E
                 return Ok(ExitCode::from(2));
             }
             let args = pool::MapArgs {
+                pool: named,
                 workers,
                 retries,
                 timeout: timeout.and_then(|t| t.duration()),

@@ -282,8 +282,13 @@ pub enum Op {
         /// A name for the job, for people.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Submit to this named pool (a `kind = "pool"` unit): its command, workers, mode,
+        /// environment and working directory apply; `command` must then be empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
         /// Program and arguments. Exec mode: `{}` in any argument becomes the input (if no
         /// argument has `{}`, the input is appended). Stream mode: run as is.
+        #[serde(default)]
         command: Vec<String>,
         /// The inputs, in order; results come back in this order.
         inputs: Vec<String>,

@@ -11,6 +11,7 @@ use crate::output::{Output, table};
 
 /// Options of `pool map`.
 pub struct MapArgs {
+    pub pool: Option<String>,
     pub workers: Option<usize>,
     pub retries: u32,
     pub timeout: Option<Duration>,
@@ -47,13 +48,14 @@ fn usage(message: &str) -> Error {
 
 pub fn map(client: &Client, out: &Output, args: MapArgs) -> Result<ExitCode, Error> {
     let (command, inputs) = command_and_inputs(args.rest)?;
-    if command.is_empty() {
+    if command.is_empty() && args.pool.is_none() {
         return Err(usage(
             "give a command after `--`: corralctl pool map -- CMD ARGS... ::: INPUTS...",
         ));
     }
     let job: PoolJob = client.call(Op::PoolSubmit {
         name: args.name,
+        pool: args.pool,
         command,
         inputs,
         workers: args.workers,

@@ -54,6 +54,7 @@ pub async fn dispatch(
         Op::LockStatus { lock } => locks::status(ctx, conn.info, lock).await,
         Op::PoolSubmit {
             name,
+            pool,
             command,
             inputs,
             workers,
@@ -65,6 +66,7 @@ pub async fn dispatch(
         } => {
             let submit = pool::Submit {
                 name,
+                pool,
                 command,
                 inputs,
                 workers,

@@ -11,6 +11,7 @@ use super::{Outcome, ok};
 use crate::Context;
 use crate::pool::{JobSpec, PoolRequest};
 use crate::server::Replies;
+use crate::supervisor::Request;
 
 /// Largest job accepted, in inputs.
 const MAX_INPUTS: usize = 10_000_000;
@@ -18,6 +19,7 @@ const MAX_INPUTS: usize = 10_000_000;
 /// What `pool_submit` carries.
 pub struct Submit {
     pub name: Option<String>,
+    pub pool: Option<String>,
     pub command: Vec<String>,
     pub inputs: Vec<String>,
     pub workers: Option<usize>,
@@ -28,8 +30,35 @@ pub struct Submit {
     pub env: BTreeMap<String, String>,
 }
 
-pub async fn submit(ctx: &Context, s: Submit) -> Outcome {
+pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
     let bad = |m: String| Err(ErrorBody::new(ErrorCode::BadRequest, m));
+    if let Some(name) = s.pool.take() {
+        if !s.command.is_empty() {
+            return bad(format!("give either --pool {name} or a command, not both"));
+        }
+        let unit = ctx
+            .supervisor
+            .ask(|r| Request::Definition(name.clone(), r))
+            .await?;
+        if unit.kind != corral_config::UnitKind::Pool {
+            return bad(format!(
+                "`{name}` is a {}, not a pool (kind = \"pool\")",
+                unit.kind.as_str()
+            ));
+        }
+        s.command = unit.command.clone();
+        s.workers = s.workers.or(unit.workers.map(|w| w as usize));
+        s.stream = unit.mode == corral_config::PoolMode::Stream;
+        let mut env = unit.env.clone();
+        env.extend(s.env);
+        s.env = env;
+        s.working_dir = unit
+            .working_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .or(s.working_dir);
+        s.name = s.name.or(Some(name));
+    }
     if s.command.first().is_none_or(|p| p.is_empty()) {
         return bad(
             "a pool job needs a command: corralctl pool map -- PROGRAM ARGS... ::: INPUTS".into(),

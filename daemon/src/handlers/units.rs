@@ -14,8 +14,24 @@ use crate::server::Replies;
 use crate::supervisor::Request;
 use crate::supervisor::logs::Follower;
 
+/// Units and their instances, then the processes of running pool jobs (`pool-ID`).
 pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
-    ok(ctx.supervisor.ask(|r| Request::Status(unit, r)).await?)
+    let jobs = ctx.pool.ask(crate::pool::PoolRequest::Processes).await?;
+    if let Some(name) = &unit {
+        if let Some(job) = jobs.iter().find(|j| &j.name == name) {
+            return ok(corral_proto::StatusResult {
+                units: vec![job.clone()],
+            });
+        }
+    }
+    let mut status = ctx
+        .supervisor
+        .ask(|r| Request::Status(unit.clone(), r))
+        .await?;
+    if unit.is_none() {
+        status.units.extend(jobs);
+    }
+    ok(status)
 }
 
 pub async fn start(ctx: &Context, units: Vec<String>) -> Outcome {

@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, PoolItem, PoolJob, PoolListResult, PoolResults,
+    ErrorBody, ErrorCode, ExitStatus, InstanceState, InstanceStatus, PoolItem, PoolJob,
+    PoolListResult, PoolResults, UnitStatus,
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -68,6 +69,8 @@ pub enum PoolRequest {
     List(Reply<PoolListResult>),
     /// Stop a job.
     Cancel(u64, Reply<PoolJob>),
+    /// The processes of running jobs, as `status` shows them.
+    Processes(Reply<Vec<UnitStatus>>),
 }
 
 /// Everything the manager reacts to.
@@ -496,6 +499,9 @@ impl PoolManager {
             PoolRequest::Cancel(id, reply) => {
                 let _ = reply.send(self.cancel(id));
             }
+            PoolRequest::Processes(reply) => {
+                let _ = reply.send(Ok(self.processes()));
+            }
         }
     }
 
@@ -865,6 +871,55 @@ impl PoolManager {
         }
         self.store.pool_job_ended(id, "finished");
         self.notify(id);
+    }
+
+    /// Running jobs as pseudo-units `pool-ID`: one "instance" per running item (exec,
+    /// numbered by item) or worker (stream, numbered by worker).
+    fn processes(&self) -> Vec<UnitStatus> {
+        let now = now_ms();
+        let running = |pid: i32, started_ms: i64, n: u32| InstanceStatus {
+            instance: n,
+            state: InstanceState::Running,
+            pid: Some(pid as u32),
+            uptime_ms: Some((now - started_ms).max(0) as u64),
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+        };
+        self.jobs
+            .values()
+            .filter(|j| j.state == "running")
+            .map(|j| {
+                let instances = if j.spec.stream {
+                    j.workers
+                        .iter()
+                        .filter_map(|(w, worker)| {
+                            worker.pid.map(|p| running(p, j.created_ms, *w as u32))
+                        })
+                        .collect()
+                } else {
+                    j.items
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(n, i)| match i.state {
+                            ItemState::Running {
+                                pid: Some(pid),
+                                started_ms,
+                                ..
+                            } => Some(running(pid, started_ms, n as u32)),
+                            _ => None,
+                        })
+                        .collect()
+                };
+                UnitStatus {
+                    name: format!("pool-{}", j.id),
+                    kind: "pool-job".into(),
+                    daemon: false,
+                    transient: true,
+                    instances,
+                }
+            })
+            .collect()
     }
 
     fn cancel(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {

@@ -86,6 +86,8 @@ pub enum Request {
     WhoIs(Vec<i32>, Reply<Vec<Option<(String, u32)>>>),
     /// What a shutdown would do now.
     Plan(Reply<ShutdownPlan>),
+    /// The definition of a unit (used to submit to a named pool).
+    Definition(String, Reply<Arc<Unit>>),
 }
 
 /// Settings the supervisor needs from the daemon configuration.
@@ -212,7 +214,13 @@ struct UnitEntry {
 
 impl UnitEntry {
     fn new(unit: Arc<Unit>, transient: bool) -> UnitEntry {
-        let instances = (0..unit.instances).map(Instance::new).collect();
+        // A pool has no instances of its own: its processes belong to its jobs.
+        let count = if unit.kind == UnitKind::Pool {
+            0
+        } else {
+            unit.instances
+        };
+        let instances = (0..count).map(Instance::new).collect();
         UnitEntry {
             unit,
             transient,
@@ -241,6 +249,7 @@ fn kind_name(kind: UnitKind) -> &'static str {
     match kind {
         UnitKind::Service => "service",
         UnitKind::Task => "task",
+        UnitKind::Pool => "pool",
     }
 }
 
@@ -409,7 +418,7 @@ impl Supervisor {
         let names: Vec<String> = self
             .units
             .values()
-            .filter(|e| e.unit.autostart)
+            .filter(|e| e.unit.autostart && e.unit.kind != UnitKind::Pool)
             .map(|e| e.unit.name.clone())
             .collect();
         if let Err(e) = self.start_units(&names) {
@@ -501,6 +510,10 @@ impl Supervisor {
             }
             Request::Shutdown(reply) => self.begin_shutdown(reply),
             Request::ForceShutdown => self.force_kill_all(),
+            Request::Definition(name, reply) => {
+                let unit = self.units.get(&name).map(|e| e.unit.clone());
+                let _ = reply.send(unit.ok_or_else(|| not_found(&name)));
+            }
             Request::Plan(reply) => {
                 let _ = reply.send(Ok(self.plan()));
             }
@@ -569,6 +582,17 @@ impl Supervisor {
     /// Starts the named units and, recursively, what they require. Returns every unit acted on.
     fn start_units(&mut self, names: &[String]) -> Result<Vec<String>, ErrorBody> {
         self.check_known(names)?;
+        if let Some(pool) = names
+            .iter()
+            .find(|n| self.units[*n].unit.kind == UnitKind::Pool)
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "`{pool}` is a pool: submit work to it with `corralctl pool map --pool {pool} ::: INPUTS...`"
+                ),
+            ));
+        }
         let mut closure = BTreeSet::new();
         let mut todo: Vec<String> = names.to_vec();
         while let Some(name) = todo.pop() {

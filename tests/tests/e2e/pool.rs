@@ -242,6 +242,18 @@ fn cancel_leaves_no_process_of_the_job_alive() {
         let p = sleeps();
         (p.len() == 2 && pool_status(&d, &job)["running"] == 2).then_some(p)
     });
+    // Pool processes are listed in `status` like instances.
+    let listed = d.client().status(Some(&format!("pool-{job}"))).unwrap();
+    let mut listed_pids: Vec<i32> = listed.units[0]
+        .instances
+        .iter()
+        .map(|i| i.pid.unwrap() as i32)
+        .collect();
+    listed_pids.sort();
+    let mut expected = pids.clone();
+    expected.sort();
+    assert_eq!(listed_pids, expected);
+    assert!(d.ctl_ok(&["status"]).contains(&format!("pool-{job}")));
     d.ctl_ok(&["pool", "cancel", &job]);
     wait_for("the items to be gone", || {
         pids.iter().all(|p| !alive(*p)).then_some(())
@@ -307,4 +319,43 @@ fn bad_pool_input_is_refused_clearly() {
     let unknown = d.ctl(&["pool", "status", "999"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no pool job 999"));
+}
+
+#[test]
+fn named_pools_are_declared_in_unit_files() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "squares",
+        r#"
+kind = "pool"
+command = ["/bin/sh", "-c", "echo $(({} * {}))"]
+workers = 2
+"#,
+    )
+    .unit(
+        "doubler",
+        r#"
+kind = "pool"
+mode = "stream"
+command = ["/bin/sh", "-c", "while read n; do echo $((n * 2)); done"]
+"#,
+    );
+    d.start();
+    assert_eq!(
+        d.ctl_ok(&[
+            "pool", "map", "--pool", "squares", "--", ":::", "1", "2", "3"
+        ]),
+        "1\n4\n9\n"
+    );
+    assert_eq!(
+        d.ctl_ok(&["pool", "map", "--pool", "doubler", "--", ":::", "4", "5"]),
+        "8\n10\n"
+    );
+    let start = d.ctl(&["start", "squares"]);
+    assert_eq!(start.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&start.stderr).contains("is a pool"));
+    let jobs: Value = serde_json::from_str(&d.ctl_ok(&["--json", "pool", "list"])).unwrap();
+    assert_eq!(jobs["jobs"][0]["name"], "squares");
+    assert_eq!(jobs["jobs"][0]["workers"], 2);
+    assert_eq!(jobs["jobs"][1]["mode"], "stream");
 }
