@@ -92,7 +92,7 @@ fn unknown_keys_suggest_or_list() {
         "{}",
         errs[2]
     );
-    assert!(errs[2].ends_with("log_max_size, log_keep"), "{}", errs[2]);
+    assert!(errs[2].ends_with("log_max_size, log_keep, workers, mode"), "{}", errs[2]);
     assert!(
         errs[3].starts_with("u/t.toml:5:2: unknown key `servce`"),
         "{}",
@@ -172,7 +172,7 @@ fn restart_delay_ordering() {
 fn enum_errors_with_suggestions() {
     assert_eq!(
         single_error("kind = \"servce\"\ncommand = [\"x\"]\n"),
-        "u/t.toml:1:8: unknown kind `servce`, expected one of: service, task (did you mean `service`?)"
+        "u/t.toml:1:8: unknown kind `servce`, expected one of: service, task, pool (did you mean `service`?)"
     );
     assert_eq!(
         single_error("command = [\"x\"]\nrestart = \"on_failure\"\n"),
@@ -453,7 +453,7 @@ fn every_error_of_every_file_together_sorted() {
         errs,
         [
             "u/alpha.toml:1:1: unknown key `comand`, did you mean `command`?",
-            "u/alpha.toml:3:8: unknown kind `job`, expected one of: service, task",
+            "u/alpha.toml:3:8: unknown kind `job`, expected one of: service, task, pool",
             "u/mid.toml:4:16: expected a duration string like \"10s\" or \"500ms\" for `stop_timeout`, found an integer; write stop_timeout = \"3s\" for seconds",
             "u/zeta.toml:1:11: command must be an array of strings, e.g. command = [\"sleep\", \"10\"]; to run through a shell use command = [\"/bin/sh\", \"-c\", \"sleep 10 && echo done\"]",
             "u/zeta.toml:2:13: `instances` must be between 1 and 10000, found 0",
