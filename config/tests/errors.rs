@@ -92,7 +92,11 @@ fn unknown_keys_suggest_or_list() {
         "{}",
         errs[2]
     );
-    assert!(errs[2].ends_with("log_max_size, log_keep, workers, mode"), "{}", errs[2]);
+    assert!(
+        errs[2].ends_with("log_max_size, log_keep, workers, mode"),
+        "{}",
+        errs[2]
+    );
     assert!(
         errs[3].starts_with("u/t.toml:5:2: unknown key `servce`"),
         "{}",

@@ -344,9 +344,13 @@ fn sample_unit_is_valid_and_sets_every_key() {
 
 #[test]
 fn sample_unit_documents_every_key() {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-unit.toml"))
-            .unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The pool keys live in the pool sample, which must load as a pool.
+    let pool = std::fs::read_to_string(dir.join("sample-pool.toml")).unwrap();
+    let units = load_units(&[(PathBuf::from("u/sample-pool.toml"), pool.clone())]).unwrap();
+    assert_eq!(units["sample-pool"].kind, corral_config::UnitKind::Pool);
+    assert_eq!(units["sample-pool"].workers, Some(4));
+    let text = std::fs::read_to_string(dir.join("sample-unit.toml")).unwrap() + &pool;
     for key in corral_config::UNIT_KEYS {
         let written = text
             .lines()
