@@ -129,6 +129,14 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
     }
+    // A peer may be missing; corral itself must not fail.
+    if let Some(r) = reports.iter().find(|r| r.series[0].missing.is_some()) {
+        anyhow::bail!(
+            "corral failed in `{}`: {}",
+            r.workload,
+            r.series[0].missing.as_deref().unwrap_or("")
+        );
+    }
     Ok(())
 }
 
