@@ -47,7 +47,7 @@ impl Replies {
         self.send_with(response, permit)
     }
 
-    /// Reserves room for one reply (see [`MAX_IN_FLIGHT`]).
+    /// Reserves room for one reply (at most `MAX_IN_FLIGHT` per connection).
     pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().acquire_owned().await.ok()
     }

@@ -6,7 +6,7 @@
 //!   captured into files (capped, truncation marked), at most `workers` at once;
 //! - **stream**: `workers` long-lived processes of the command, each fed one input line
 //!   on stdin and answering one line on stdout; several items are kept in flight per
-//!   worker (see [`stream`]). A worker that dies is replaced and its in-flight items
+//!   worker (see the `stream` module). A worker that dies is replaced and its in-flight items
 //!   retried.
 //!
 //! Jobs and each finished item are written to SQLite as they happen; after a restart of
