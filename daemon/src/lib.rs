@@ -42,6 +42,8 @@ pub struct Context {
     pub request_shutdown: CancellationToken,
     /// Cancelled once every instance is down, before connections are closed.
     pub all_stopped: CancellationToken,
+    /// When corrald started.
+    pub started: std::time::Instant,
 }
 
 /// How `run` is told to stop: `shutdown` starts the clean sequence, `force` (a second
@@ -128,6 +130,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         pool: pool.clone(),
         request_shutdown: lifecycle.shutdown.clone(),
         all_stopped: CancellationToken::new(),
+        started: std::time::Instant::now(),
     });
     let stop_serving = CancellationToken::new();
     let server_task = tokio::spawn(server::run(listener, ctx.clone(), stop_serving.clone()));

@@ -19,6 +19,8 @@ pub struct Settings {
     pub log_dir: PathBuf,
     /// HTTP status page address, if enabled.
     pub http: Option<SocketAddr>,
+    /// Bearer token for the HTTP API's state-changing endpoints (none: read-only).
+    pub http_token: Option<String>,
     /// How long running tasks are waited for at shutdown.
     pub shutdown_timeout: Duration,
     /// Stop timeout for `daemon = true` units at shutdown.
@@ -126,7 +128,9 @@ impl Settings {
             None => Some(parse_addr("127.0.0.1:8787")?),
         };
         if let Some(addr) = http {
-            if !addr.ip().is_loopback() && !file.http.allow_remote.unwrap_or(false) {
+            let remote_ok = file.http.allow_remote.unwrap_or(false)
+                && file.http.token.as_ref().is_some_and(|t| !t.is_empty());
+            if !addr.ip().is_loopback() && !remote_ok {
                 anyhow::bail!(
                     "refusing to serve HTTP on {addr}, which is not a loopback address: set http.allow_remote = true and an http.token in corral.toml, or listen on 127.0.0.1"
                 );
@@ -138,6 +142,7 @@ impl Settings {
             log_dir: pick(&flags.log_dir, &file.log_dir, log_default),
             state_dir,
             http,
+            http_token: file.http.token.clone().filter(|t| !t.is_empty()),
             shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             daemon_grace: file.daemon_grace.unwrap_or(Duration::from_secs(1)),
             max_frame_bytes: file

@@ -213,6 +213,73 @@ enum Command {
         finished_ms: i64,
     },
     LoadPoolJobs(oneshot::Sender<Vec<StoredJob>>),
+    History(History, oneshot::Sender<HistoryRows>),
+}
+
+/// One stored event.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Unix ms.
+    pub at_ms: i64,
+    /// Unit, if any.
+    pub unit: Option<String>,
+    /// Instance, if any.
+    pub instance: Option<u32>,
+    /// Event kind.
+    pub kind: String,
+    /// Free text.
+    pub detail: String,
+}
+
+/// One stored run of a unit instance.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// Instance number.
+    pub instance: u32,
+    /// Its pid.
+    pub pid: i32,
+    /// Started, unix ms.
+    pub started_ms: i64,
+    /// Ended, unix ms.
+    pub ended_ms: Option<i64>,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Killing signal.
+    pub signal: Option<i32>,
+    /// Restarts before this run.
+    pub restarts: u32,
+}
+
+/// A read of the stored history, for the status page.
+#[derive(Debug, Clone)]
+pub enum History {
+    /// The newest events (of one unit, or all), newest first.
+    Events {
+        /// Only this unit.
+        unit: Option<String>,
+        /// At most this many.
+        limit: usize,
+    },
+    /// The newest runs of a unit, newest first.
+    Runs {
+        /// Unit name.
+        unit: String,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Number of finished runs by exit code or signal.
+    ExitCounts,
+}
+
+/// Rows answering a [`History`] read.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryRows {
+    /// Events, newest first.
+    pub events: Vec<EventRow>,
+    /// Runs, newest first.
+    pub runs: Vec<RunRow>,
+    /// Exit counts: (exit code, signal, runs).
+    pub exits: Vec<(Option<i32>, Option<i32>, u64)>,
 }
 
 /// A pool job as stored.
@@ -285,6 +352,13 @@ impl Store {
             state,
             finished_ms: now_ms(),
         });
+    }
+
+    /// Reads stored history (events, runs, exit counts).
+    pub async fn history(&self, query: History) -> HistoryRows {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::History(query, tx));
+        rx.await.unwrap_or_default()
     }
 
     /// Unfinished pool jobs and the 50 most recent finished ones, oldest first.
@@ -556,6 +630,9 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         Command::MaxRunId(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(0);
         })),
+        Command::History(_, reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(HistoryRows::default());
+        })),
         Command::LoadPoolJobs(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(Vec::new());
         })),
@@ -644,6 +721,12 @@ fn apply_one(
         } => {
             tx.prepare_cached("UPDATE pool_jobs SET state = ?2, finished_ms = ?3 WHERE id = ?1")?
                 .execute(params![job as i64, state, finished_ms])?;
+        }
+        Command::History(query, reply) => {
+            let rows = read_history(tx, &query)?;
+            fx.after_commit.push(Box::new(move || {
+                let _ = reply.send(rows);
+            }));
         }
         Command::LoadPoolJobs(reply) => {
             let jobs = load_pool_jobs(tx)?;
@@ -793,6 +876,60 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         }
     }
     Ok(snapshot)
+}
+
+fn read_history(tx: &rusqlite::Transaction<'_>, query: &History) -> rusqlite::Result<HistoryRows> {
+    let mut rows = HistoryRows::default();
+    match query {
+        History::Events { unit, limit } => {
+            let mut stmt = tx.prepare_cached(
+                "SELECT at, unit, instance, kind, coalesce(detail, '') FROM events
+                 WHERE ?1 IS NULL OR unit = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            rows.events = stmt
+                .query_map(params![unit, *limit as i64], |r| {
+                    Ok(EventRow {
+                        at_ms: r.get(0)?,
+                        unit: r.get(1)?,
+                        instance: r.get(2)?,
+                        kind: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        History::Runs { unit, limit } => {
+            let mut stmt = tx.prepare_cached(
+                "SELECT instance, pid, started_at, ended_at, exit_code, signal, restart_count FROM runs
+                 WHERE unit = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            rows.runs = stmt
+                .query_map(params![unit, *limit as i64], |r| {
+                    Ok(RunRow {
+                        instance: r.get(0)?,
+                        pid: r.get(1)?,
+                        started_ms: r.get(2)?,
+                        ended_ms: r.get(3)?,
+                        exit_code: r.get(4)?,
+                        signal: r.get(5)?,
+                        restarts: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        History::ExitCounts => {
+            let mut stmt = tx.prepare_cached(
+                "SELECT exit_code, signal, count(*) FROM runs WHERE ended_at IS NOT NULL
+                 GROUP BY exit_code, signal ORDER BY exit_code, signal",
+            )?;
+            rows.exits = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+    }
+    Ok(rows)
 }
 
 fn load_pool_jobs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<StoredJob>> {

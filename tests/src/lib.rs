@@ -53,6 +53,8 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     /// Extra arguments passed to corrald.
     pub extra_args: Vec<String>,
+    /// `--http` value (default `off`).
+    pub http: String,
     child: Option<Child>,
 }
 
@@ -67,6 +69,7 @@ impl TestDaemon {
         TestDaemon {
             dir,
             extra_args: Vec::new(),
+            http: "off".into(),
             child: None,
         }
     }
@@ -116,7 +119,7 @@ impl TestDaemon {
             .arg(self.state_dir())
             .arg("--socket")
             .arg(self.socket())
-            .args(["--http", "off"])
+            .args(["--http", &self.http])
             .args(&self.extra_args)
             .env_remove("CORRAL_SOCKET")
             .env("CORRAL_LOG", "info")
@@ -361,4 +364,62 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
 /// Whether `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     proc_info(pid).is_some_and(|p| p.state != 'Z')
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection: (status, body).
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect http");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }

@@ -7,6 +7,8 @@ mod pool;
 mod system;
 mod units;
 
+pub(crate) use units::status as units_status;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod examples;
+mod http;
 mod lifecycle;
 mod pool;
 mod primitives;

@@ -1,0 +1,435 @@
+//! The HTTP status page, JSON API and metrics (axum).
+//!
+//! Every page and API answer is built from the same snapshot code as the socket's
+//! `status` (so `/api/status` is what `corralctl --json status` prints). Read-only unless
+//! `http.token` is set; then state-changing endpoints exist and take POST with
+//! `Authorization: Bearer TOKEN` (no cookies, so no CSRF). Assets are embedded; the page
+//! loads nothing from the network and shows a correct snapshot with JavaScript off, then
+//! updates itself from `/api/events` (Server-Sent Events).
+
+mod metrics;
+mod pages;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use corral_proto::{ErrorBody, ErrorCode, Op, StatusResult};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+use crate::pool::PoolRequest;
+use crate::primitives::ConnInfo;
+use crate::store::History;
+use crate::supervisor::Request;
+
+/// Binds the HTTP listener (so a bad address fails start-up, not later).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for HTTP on {addr}: {e}; choose another --http address or `--http off`"
+        )
+    })
+}
+
+type Shared = State<Arc<Context>>;
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let mut app = axum::Router::new()
+        .route("/", get(dashboard))
+        .route("/units/{name}", get(unit_page))
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("text/javascript", pages::APP_JS) }),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css", pages::STYLE_CSS) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/status", get(api_status))
+        .route("/api/units", get(api_units))
+        .route("/api/units/{name}", get(api_unit))
+        .route(
+            "/api/queues",
+            get(|s: Shared| primitive(s, Op::QueueList {})),
+        )
+        .route(
+            "/api/counters",
+            get(|s: Shared| primitive(s, Op::CounterList {})),
+        )
+        .route(
+            "/api/arrays",
+            get(|s: Shared| primitive(s, Op::ArrayList {})),
+        )
+        .route(
+            "/api/locks",
+            get(|s: Shared| primitive(s, Op::LockStatus { lock: None })),
+        )
+        .route("/api/pools", get(api_pools))
+        .route("/api/pools/{id}", get(api_pool))
+        .route("/api/events", get(api_events));
+    if ctx.settings.http_token.is_some() {
+        app = app
+            .route("/api/units/{name}/{action}", post(post_unit))
+            .route("/api/pools/{id}/cancel", post(post_cancel));
+    }
+    let app = app
+        .fallback(|| async { error(ErrorBody::new(ErrorCode::NotFound, "no such page")) })
+        .with_state(ctx);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("http server: {e}");
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A JSON error with the HTTP status that fits its code.
+fn error(e: ErrorBody) -> Response {
+    let status = match e.code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::PermissionDenied => StatusCode::UNAUTHORIZED,
+        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (
+        status,
+        Json(json!({ "code": e.code, "message": e.message })),
+    )
+        .into_response()
+}
+
+fn reply(result: Result<Value, ErrorBody>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// The units' status, exactly as the socket's `status` answers it.
+pub(crate) async fn status(ctx: &Context, unit: Option<String>) -> Result<StatusResult, ErrorBody> {
+    let value = crate::handlers::units_status(ctx, unit).await?;
+    serde_json::from_value(value).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// Answers a read-only coordination operation as the socket would.
+async fn primitive_value(ctx: &Context, op: Op) -> Result<Value, ErrorBody> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let conn = ConnInfo {
+        id: 0,
+        pid: None,
+        uid: None,
+    };
+    ctx.store.primitive(
+        conn,
+        op,
+        Box::new(move |o| {
+            let _ = tx.send(o);
+        }),
+    );
+    rx.await
+        .map_err(|_| ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down"))?
+}
+
+async fn primitive(State(ctx): Shared, op: Op) -> Response {
+    reply(primitive_value(&ctx, op).await)
+}
+
+async fn api_status(State(ctx): Shared) -> Response {
+    reply(status(&ctx, None).await.map(|s| json!(s)))
+}
+
+async fn api_units(State(ctx): Shared) -> Response {
+    reply(status(&ctx, None).await.map(|s| json!(s.units)))
+}
+
+/// One unit: status, definition as loaded, run history, the last log lines.
+pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<Value, ErrorBody> {
+    let status = status(ctx, Some(name.to_owned())).await?;
+    let unit = status
+        .units
+        .into_iter()
+        .next()
+        .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, "no such unit"))?;
+    let definition = ctx
+        .supervisor
+        .ask(|r| Request::Definition(name.to_owned(), r))
+        .await
+        .ok();
+    let rows = ctx
+        .store
+        .history(History::Runs {
+            unit: name.to_owned(),
+            limit: 20,
+        })
+        .await;
+    let runs: Vec<Value> = rows
+        .runs
+        .iter()
+        .map(|r| {
+            json!({"instance": r.instance, "pid": r.pid, "started_ms": r.started_ms, "ended_ms": r.ended_ms,
+                   "exit_code": r.exit_code, "signal": r.signal, "restarts": r.restarts})
+        })
+        .collect();
+    let mut logs = serde_json::Map::new();
+    if let Ok(paths) = ctx
+        .supervisor
+        .ask(|r| Request::LogPaths(name.to_owned(), None, r))
+        .await
+    {
+        for (instance, path) in paths {
+            let lines =
+                tokio::task::spawn_blocking(move || crate::supervisor::logs::tail_lines(&path, 20))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+            logs.insert(instance.to_string(), json!(lines));
+        }
+    }
+    Ok(json!({
+        "unit": unit,
+        "config": definition.map(|d| config_view(&d)),
+        "runs": runs,
+        "logs": logs,
+    }))
+}
+
+/// A unit's definition for display. Environment values are not shown: they may be secrets.
+fn config_view(u: &corral_config::Unit) -> Value {
+    json!({
+        "kind": u.kind.as_str(),
+        "command": u.command,
+        "instances": u.instances,
+        "restart": format!("{:?}", u.restart),
+        "restart_delay": corral_config::format_duration(u.restart_delay),
+        "restart_delay_max": corral_config::format_duration(u.restart_delay_max),
+        "stop_signal": u.stop_signal,
+        "stop_timeout": corral_config::format_duration(u.stop_timeout),
+        "daemon": u.daemon,
+        "autostart": u.autostart,
+        "working_dir": u.working_dir,
+        "env": u.env.keys().collect::<Vec<_>>(),
+        "user": u.user,
+        "group": u.group,
+        "after": u.after,
+        "requires": u.requires,
+        "source": u.source,
+    })
+}
+
+async fn api_unit(State(ctx): Shared, Path(name): Path<String>) -> Response {
+    reply(unit_detail(&ctx, &name).await)
+}
+
+async fn api_pools(State(ctx): Shared) -> Response {
+    reply(ctx.pool.ask(PoolRequest::List).await.map(|l| json!(l)))
+}
+
+async fn api_pool(State(ctx): Shared, Path(id): Path<u64>) -> Response {
+    reply(
+        ctx.pool
+            .ask(|r| PoolRequest::Status(id, r))
+            .await
+            .map(|j| json!(j)),
+    )
+}
+
+/// Everything the dashboard shows, in one JSON value.
+pub(crate) async fn snapshot(ctx: &Context) -> Value {
+    let status = status(ctx, None)
+        .await
+        .map(|s| json!(s))
+        .unwrap_or(Value::Null);
+    let queues = primitive_value(ctx, Op::QueueList {})
+        .await
+        .unwrap_or(Value::Null);
+    let counters = primitive_value(ctx, Op::CounterList {})
+        .await
+        .unwrap_or(Value::Null);
+    let arrays = primitive_value(ctx, Op::ArrayList {})
+        .await
+        .unwrap_or(Value::Null);
+    let locks = primitive_value(ctx, Op::LockStatus { lock: None })
+        .await
+        .unwrap_or(Value::Null);
+    let pools = ctx
+        .pool
+        .ask(PoolRequest::List)
+        .await
+        .map(|l| json!(l))
+        .unwrap_or(Value::Null);
+    let rows = ctx
+        .store
+        .history(History::Events {
+            unit: None,
+            limit: 15,
+        })
+        .await;
+    let events: Vec<Value> = rows
+        .events
+        .iter()
+        .map(|e| {
+            json!({"at_ms": e.at_ms, "unit": e.unit, "instance": e.instance, "kind": e.kind, "detail": e.detail})
+        })
+        .collect();
+    let processes = pages::process_stats(&status);
+    json!({
+        "status": status, "processes": processes, "queues": queues, "counters": counters,
+        "arrays": arrays, "locks": locks, "pools": pools, "events": events,
+    })
+}
+
+async fn api_events(
+    State(ctx): Shared,
+) -> Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>> {
+    // A snapshot when something changed, checked once a second: cheap for an idle corrald.
+    let stream = async_stream(ctx);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn async_stream(ctx: Arc<Context>) -> impl futures_core::Stream<Item = Result<Event, Infallible>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            let mut snap = snapshot(&ctx).await;
+            // Uptimes change every second; compare without them so an idle page stays idle.
+            let key = {
+                if let Some(p) = snap.get_mut("processes") {
+                    *p = Value::Null;
+                }
+                strip_uptimes(&snap)
+            };
+            if key != last {
+                last = key;
+                let full = snapshot(&ctx).await;
+                if tx
+                    .send(Event::default().event("snapshot").data(full.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tx.closed() => return,
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn strip_uptimes(v: &Value) -> String {
+    let text = v.to_string();
+    // Cheap and good enough: drop every "uptime_ms":N and "held_ms":N.
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("_ms\":") {
+        let (head, tail) = rest.split_at(i + 5);
+        out.push_str(head);
+        let end = tail.find([',', '}']).unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Adapts a channel to the `Stream` that `Sse` wants.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+) -> impl futures_core::Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)))
+}
+
+async fn dashboard(State(ctx): Shared) -> Html<String> {
+    Html(pages::dashboard(&snapshot(&ctx).await))
+}
+
+async fn unit_page(State(ctx): Shared, Path(name): Path<String>) -> Response {
+    match unit_detail(&ctx, &name).await {
+        Ok(detail) => Html(pages::unit(&name, &detail)).into_response(),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            Html(pages::not_found(&name, &e.message)),
+        )
+            .into_response(),
+    }
+}
+
+fn authorized(ctx: &Context, headers: &HeaderMap) -> Result<(), ErrorBody> {
+    let want = ctx.settings.http_token.as_deref().unwrap_or_default();
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), want.as_bytes()) => Ok(()),
+        _ => Err(ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            "this endpoint needs `Authorization: Bearer TOKEN` with the http.token of corral.toml",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn post_unit(
+    State(ctx): Shared,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = authorized(&ctx, &headers) {
+        return error(e);
+    }
+    let units = vec![name];
+    let result = match action.as_str() {
+        "start" => ctx.supervisor.ask(|r| Request::Start(units, r)).await,
+        "stop" => ctx.supervisor.ask(|r| Request::Stop(units, r)).await,
+        "restart" => ctx.supervisor.ask(|r| Request::Restart(units, r)).await,
+        other => Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("no action `{other}`: use start, stop or restart"),
+        )),
+    };
+    ctx.store.sync().await;
+    reply(result.map(|r| json!(r)))
+}
+
+async fn post_cancel(State(ctx): Shared, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    if let Err(e) = authorized(&ctx, &headers) {
+        return error(e);
+    }
+    let result = ctx.pool.ask(|r| PoolRequest::Cancel(id, r)).await;
+    ctx.store.sync().await;
+    reply(result.map(|j| json!(j)))
+}

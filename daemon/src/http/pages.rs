@@ -1,0 +1,431 @@
+//! HTML pages, rendered on the server (a correct snapshot with JavaScript off) and kept
+//! current by `app.js` from `/api/events`. Everything shown is escaped.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+/// The page script: listens to `/api/events` and re-renders the tables with DOM text
+/// nodes only (never `innerHTML` with data), so nothing in a name or log line runs.
+pub const APP_JS: &str = include_str!("app.js");
+/// The page style (light and dark).
+pub const STYLE_CSS: &str = include_str!("style.css");
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><link rel=\"stylesheet\" href=\"/assets/style.css\"></head>\
+         <body>{body}<script src=\"/assets/app.js\"></script></body></html>\n",
+        esc(title)
+    )
+}
+
+fn duration_ms(ms: &Value) -> String {
+    let Some(ms) = ms.as_u64() else {
+        return "-".into();
+    };
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn exit_text(e: &Value) -> String {
+    match (e.get("code"), e.get("signal")) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "-".into(),
+    }
+}
+
+fn table(id: &str, head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!("<table id=\"{id}\"><thead><tr>");
+    for h in head {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            // Cells are pre-escaped HTML (a state badge, a link); see `cell`.
+            let _ = write!(out, "<td>{cell}</td>");
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+fn cell(text: &str) -> String {
+    esc(text)
+}
+
+/// Per-process CPU (average since start) and RSS, read from /proc, keyed by pid.
+pub fn process_stats(status: &Value) -> Value {
+    let mut map = serde_json::Map::new();
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let pids = status["units"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|u| u["instances"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i["pid"].as_u64());
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // Fields counted from 3 (state): utime 14, stime 15, starttime 22, rss 24.
+        let ticks = 100.0;
+        let cpu = (num(11) + num(12)) / ticks;
+        let age = (uptime - num(19) / ticks).max(0.001);
+        map.insert(
+            pid.to_string(),
+            json!({"cpu_pct": (cpu / age * 1000.0).round() / 10.0, "rss_bytes": num(21) as u64 * 4096}),
+        );
+    }
+    Value::Object(map)
+}
+
+/// corrald's own resident set size, in bytes.
+pub fn own_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn mib(bytes: &Value) -> String {
+    bytes
+        .as_f64()
+        .map_or("-".into(), |b| format!("{:.1} MiB", b / 1048576.0))
+}
+
+/// The dashboard.
+pub fn dashboard(snap: &Value) -> String {
+    let mut body = String::from(
+        "<header><h1>corral</h1><span id=\"live\" class=\"muted\">snapshot</span></header><main>",
+    );
+    let mut rows = Vec::new();
+    for u in snap["status"]["units"].as_array().into_iter().flatten() {
+        let name = s(&u["name"]);
+        for i in u["instances"].as_array().into_iter().flatten() {
+            let pid = i["pid"].as_u64().map(|p| p.to_string());
+            let stats = pid.as_ref().map(|p| &snap["processes"][p]);
+            let state = s(&i["state"]);
+            rows.push(vec![
+                format!(
+                    "<a href=\"/units/{}\">{}</a>",
+                    esc(&urlencode(&name)),
+                    esc(&name)
+                ),
+                cell(&s(&i["instance"])),
+                format!("<span class=\"state {0}\">{0}</span>", esc(&state)),
+                cell(pid.as_deref().unwrap_or("-")),
+                cell(&duration_ms(&i["uptime_ms"])),
+                cell(&s(&i["restarts"])),
+                cell(&exit_text(&i["last_exit"])),
+                cell(&stats.map_or("-".into(), |st| format!("{}%", s(&st["cpu_pct"])))),
+                cell(&stats.map_or("-".into(), |st| mib(&st["rss_bytes"]))),
+                cell(i["reason"].as_str().unwrap_or("")),
+            ]);
+        }
+    }
+    body.push_str("<section><h2>Units</h2>");
+    body.push_str(&table(
+        "units",
+        &[
+            "unit",
+            "instance",
+            "state",
+            "pid",
+            "uptime",
+            "restarts",
+            "last exit",
+            "cpu",
+            "rss",
+            "reason",
+        ],
+        &rows,
+    ));
+    body.push_str("</section>");
+    let section = |title: &str, id: &str, head: &[&str], rows: Vec<Vec<String>>| {
+        format!(
+            "<section><h2>{}</h2>{}</section>",
+            esc(title),
+            table(id, head, &rows)
+        )
+    };
+    let list = |v: &Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
+    body.push_str(&section(
+        "Queues",
+        "queues",
+        &["queue", "depth", "put", "got", "waiting"],
+        list(&snap["queues"], "queues")
+            .iter()
+            .map(|q| {
+                vec![
+                    cell(&s(&q["queue"])),
+                    cell(&s(&q["depth"])),
+                    cell(&s(&q["put_total"])),
+                    cell(&s(&q["got_total"])),
+                    cell(&s(&q["waiting_getters"])),
+                ]
+            })
+            .collect(),
+    ));
+    body.push_str(&section(
+        "Counters",
+        "counters",
+        &["counter", "value"],
+        list(&snap["counters"], "counters")
+            .iter()
+            .map(|c| vec![cell(&s(&c["counter"])), cell(&s(&c["value"]))])
+            .collect(),
+    ));
+    body.push_str(&section(
+        "Arrays",
+        "arrays",
+        &["array", "type", "length"],
+        list(&snap["arrays"], "arrays")
+            .iter()
+            .map(|a| {
+                vec![
+                    cell(&s(&a["array"])),
+                    cell(&s(&a["kind"])),
+                    cell(&s(&a["length"])),
+                ]
+            })
+            .collect(),
+    ));
+    body.push_str(&section(
+        "Locks",
+        "locks",
+        &["lock", "holder", "held for", "waiters"],
+        list(&snap["locks"], "locks")
+            .iter()
+            .map(|l| {
+                let h = &l["holder"];
+                let who = match (h["unit"].as_str(), h["pid"].as_u64()) {
+                    (Some(u), _) => format!("{u}.{}", s(&h["instance"])),
+                    (None, Some(p)) => format!("pid {p}"),
+                    _ => "-".into(),
+                };
+                vec![
+                    cell(&s(&l["lock"])),
+                    cell(&who),
+                    cell(&duration_ms(&h["held_ms"])),
+                    cell(&s(&l["waiters"])),
+                ]
+            })
+            .collect(),
+    ));
+    body.push_str(&section(
+        "Pool jobs",
+        "pools",
+        &[
+            "job", "name", "state", "progress", "ok", "failed", "running", "total",
+        ],
+        list(&snap["pools"], "jobs")
+            .iter()
+            .map(|j| {
+                let total = j["total"].as_u64().unwrap_or(0).max(1);
+                let done = j["succeeded"].as_u64().unwrap_or(0) + j["failed"].as_u64().unwrap_or(0);
+                vec![
+                    cell(&s(&j["job"])),
+                    cell(j["name"].as_str().unwrap_or("-")),
+                    cell(&s(&j["state"])),
+                    format!("<progress max=\"{total}\" value=\"{done}\"></progress>"),
+                    cell(&s(&j["succeeded"])),
+                    cell(&s(&j["failed"])),
+                    cell(&s(&j["running"])),
+                    cell(&s(&j["total"])),
+                ]
+            })
+            .collect(),
+    ));
+    body.push_str(&section(
+        "Recent events",
+        "events",
+        &["unit", "event", "detail"],
+        list(snap, "events")
+            .iter()
+            .map(|e| {
+                let unit = match (e["unit"].as_str(), e["instance"].as_u64()) {
+                    (Some(u), Some(i)) => format!("{u}.{i}"),
+                    (Some(u), None) => u.to_owned(),
+                    _ => "corrald".into(),
+                };
+                vec![cell(&unit), cell(&s(&e["kind"])), cell(&s(&e["detail"]))]
+            })
+            .collect(),
+    ));
+    body.push_str("</main>");
+    page("corral", &body)
+}
+
+fn urlencode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.@".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// One unit: its definition, instances, run history and last log lines.
+pub fn unit(name: &str, detail: &Value) -> String {
+    let mut body = format!(
+        "<header><h1><a href=\"/\">corral</a> / {}</h1></header><main>",
+        esc(name)
+    );
+    let rows: Vec<Vec<String>> = detail["unit"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let state = s(&i["state"]);
+            vec![
+                cell(&s(&i["instance"])),
+                format!("<span class=\"state {0}\">{0}</span>", esc(&state)),
+                cell(&s(&i["pid"])),
+                cell(&duration_ms(&i["uptime_ms"])),
+                cell(&s(&i["restarts"])),
+                cell(&exit_text(&i["last_exit"])),
+                cell(i["reason"].as_str().unwrap_or("")),
+            ]
+        })
+        .collect();
+    body.push_str("<section><h2>Instances</h2>");
+    body.push_str(&table(
+        "instances",
+        &[
+            "instance",
+            "state",
+            "pid",
+            "uptime",
+            "restarts",
+            "last exit",
+            "reason",
+        ],
+        &rows,
+    ));
+    body.push_str("</section><section><h2>Definition</h2><pre id=\"config\">");
+    body.push_str(&esc(
+        &serde_json::to_string_pretty(&detail["config"]).unwrap_or_default()
+    ));
+    body.push_str("</pre></section>");
+    let runs: Vec<Vec<String>> = detail["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let exit = match (r["exit_code"].as_i64(), r["signal"].as_i64()) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                _ if r["ended_ms"].is_null() => "running".into(),
+                _ => "unknown".into(),
+            };
+            vec![
+                cell(&s(&r["instance"])),
+                cell(&s(&r["pid"])),
+                cell(&exit),
+                cell(&s(&r["restarts"])),
+            ]
+        })
+        .collect();
+    body.push_str("<section><h2>Run history</h2>");
+    body.push_str(&table(
+        "runs",
+        &["instance", "pid", "ended", "restarts before"],
+        &runs,
+    ));
+    body.push_str("</section><section><h2>Logs</h2>");
+    if let Some(logs) = detail["logs"].as_object() {
+        for (instance, lines) in logs {
+            let _ = write!(
+                body,
+                "<h3>instance {}</h3><pre class=\"log\">",
+                esc(instance)
+            );
+            for line in lines.as_array().into_iter().flatten() {
+                body.push_str(&esc(line.as_str().unwrap_or("")));
+                body.push('\n');
+            }
+            body.push_str("</pre>");
+        }
+    }
+    body.push_str("</section></main>");
+    page(&format!("{name} · corral"), &body)
+}
+
+/// The page for an unknown unit.
+pub fn not_found(name: &str, message: &str) -> String {
+    page(
+        "not found · corral",
+        &format!(
+            "<main><h1>{}</h1><p>{}</p><p><a href=\"/\">back</a></p></main>",
+            esc(name),
+            esc(message)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            esc("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+    }
+
+    #[test]
+    fn unit_names_are_escaped_in_the_dashboard() {
+        let snap = json!({"status": {"units": [{"name": "x<script>", "instances": [{"instance": 0, "state": "running", "restarts": 0}]}]}});
+        let html = dashboard(&snap);
+        assert!(!html.contains("x<script>"));
+        assert!(html.contains("x&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,248 @@
+//! The HTTP status page and API against a real corrald.
+
+use std::io::{BufRead, BufReader, Write};
+
+use corral_tests::{TestDaemon, free_port, http, wait_for};
+use serde_json::Value;
+
+fn daemon_with_http(token: Option<&str>) -> (TestDaemon, u16) {
+    let mut d = TestDaemon::new();
+    let port = free_port();
+    d.http = format!("127.0.0.1:{port}");
+    if let Some(token) = token {
+        let config = d.path("corral.toml");
+        std::fs::write(&config, format!("[http]\ntoken = \"{token}\"\n")).unwrap();
+        d.extra_args = vec!["--config".into(), config.display().to_string()];
+    }
+    (d, port)
+}
+
+fn without_uptimes(mut v: Value) -> Value {
+    if let Some(units) = v["units"].as_array_mut() {
+        for u in units {
+            for i in u["instances"].as_array_mut().into_iter().flatten() {
+                i.as_object_mut().unwrap().remove("uptime_ms");
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn the_api_answers_what_corralctl_json_prints_and_follows_state() {
+    let (mut d, port) = daemon_with_http(None);
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    let (code, body) = http(port, "GET", "/api/status", &[]);
+    assert_eq!(code, 200);
+    let api: Value = serde_json::from_str(&body).unwrap();
+    let ctl: Value = serde_json::from_str(&d.ctl_ok(&["--json", "status"])).unwrap();
+    assert_eq!(without_uptimes(api), without_uptimes(ctl));
+
+    d.ctl_ok(&["stop", "svc"]);
+    let (_, body) = http(port, "GET", "/api/units/svc", &[]);
+    let unit: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(unit["unit"]["instances"][0]["state"], "stopped");
+    assert_eq!(unit["config"]["command"][0], "sleep");
+    assert!(!unit["runs"].as_array().unwrap().is_empty());
+
+    let (code, body) = http(port, "GET", "/api/units/nope", &[]);
+    assert_eq!(code, 404);
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["code"], "not_found");
+    assert_eq!(http(port, "GET", "/healthz", &[]).0, 200);
+    for path in [
+        "/api/queues",
+        "/api/counters",
+        "/api/arrays",
+        "/api/locks",
+        "/api/pools",
+        "/api/units",
+    ] {
+        let (code, body) = http(port, "GET", path, &[]);
+        assert_eq!(code, 200, "{path}");
+        serde_json::from_str::<Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
+
+#[test]
+fn state_changes_need_the_token() {
+    let (mut d, port) = daemon_with_http(Some("sekrit"));
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    let (code, _) = http(port, "POST", "/api/units/svc/stop", &[]);
+    assert_eq!(code, 401);
+    let (code, _) = http(
+        port,
+        "POST",
+        "/api/units/svc/stop",
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(code, 401);
+    assert_eq!(d.status("svc").instances[0].state.as_str(), "running");
+    let (code, body) = http(
+        port,
+        "POST",
+        "/api/units/svc/stop",
+        &[("Authorization", "Bearer sekrit")],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(d.status("svc").instances[0].state.as_str(), "stopped");
+}
+
+#[test]
+fn without_a_token_the_api_is_read_only() {
+    let (mut d, port) = daemon_with_http(None);
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    let (code, _) = http(
+        port,
+        "POST",
+        "/api/units/svc/stop",
+        &[("Authorization", "Bearer x")],
+    );
+    assert_ne!(code, 200);
+    assert_eq!(d.status("svc").instances[0].state.as_str(), "running");
+}
+
+#[test]
+fn a_non_loopback_address_without_a_token_is_refused() {
+    let mut d = TestDaemon::new();
+    d.http = format!("0.0.0.0:{}", free_port());
+    let out = d
+        .command()
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("allow_remote") && err.contains("token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn everything_shown_is_escaped() {
+    let (mut d, port) = daemon_with_http(None);
+    d.unit(
+        "evil",
+        r#"command = ["/nonexistent/<script>alert(1)</script>"]"#,
+    )
+    .unit(
+        "xss",
+        r#"command = ["/bin/sh", "-c", "echo '<b>bold</b> & <img src=x>'; sleep 1000"]"#,
+    );
+    d.start();
+    d.wait_state("evil", "failed");
+    wait_for("the log line", || {
+        d.log("xss", 0).contains("bold").then_some(())
+    });
+    let (_, page) = http(port, "GET", "/", &[]);
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the failure reason is shown, escaped"
+    );
+    assert!(
+        !page.contains("<script>alert"),
+        "unescaped markup on the dashboard"
+    );
+    let (_, unit) = http(port, "GET", "/units/xss", &[]);
+    assert!(
+        unit.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &lt;img src=x&gt;"),
+        "{unit}"
+    );
+    assert!(!unit.contains("<img src=x>"));
+    // A unit cannot be named x<script> at all: the name is refused with the rules.
+    d.unit("x<script>", r#"command = ["true"]"#);
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid unit name"));
+}
+
+#[test]
+fn metrics_are_prometheus_text() {
+    let (mut d, port) = daemon_with_http(None);
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    d.ctl_ok(&["queue", "put", "jobs", "1"]);
+    let (code, text) = http(port, "GET", "/metrics", &[]);
+    assert_eq!(code, 200);
+    for needle in [
+        "corral_instances{state=\"running\"} 1",
+        "corral_queue_depth{queue=\"jobs\"} 1",
+        "# TYPE corral_restarts_total counter",
+        "corral_resident_memory_bytes ",
+        "corral_uptime_seconds ",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => eprintln!(
+            "skipped promtool check: promtool is not installed (apt-get install prometheus)"
+        ),
+    }
+}
+
+#[test]
+fn the_event_stream_reports_changes_without_a_reload() {
+    let (mut d, port) = daemon_with_http(None);
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(corral_tests::DEADLINE))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /api/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    let mut next_snapshot = || -> Value {
+        loop {
+            let line = lines.next().expect("stream open").expect("read");
+            if let Some(data) = line.strip_prefix("data: ") {
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+    };
+    let first = next_snapshot();
+    assert_eq!(
+        first["status"]["units"][0]["instances"][0]["state"],
+        "running"
+    );
+    d.ctl_ok(&["stop", "svc"]);
+    loop {
+        let snap = next_snapshot();
+        if snap["status"]["units"][0]["instances"][0]["state"] == "stopped" {
+            break;
+        }
+    }
+}
