@@ -29,6 +29,7 @@
       body.appendChild(tr);
     });
     table.replaceChild(body, table.tBodies[0]);
+    if (id !== "units") table.closest("section").hidden = rows.length === 0;
   }
   function badge(state) {
     var span = document.createElement("span");

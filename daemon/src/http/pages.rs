@@ -184,9 +184,11 @@ pub fn dashboard(snap: &Value) -> String {
         &rows,
     ));
     body.push_str("</section>");
+    // A section appears when there is something to show (the script shows it later if so).
     let section = |title: &str, id: &str, head: &[&str], rows: Vec<Vec<String>>| {
+        let hidden = if rows.is_empty() { " hidden" } else { "" };
         format!(
-            "<section><h2>{}</h2>{}</section>",
+            "<section{hidden}><h2>{}</h2>{}</section>",
             esc(title),
             table(id, head, &rows)
         )
