@@ -12,7 +12,9 @@ use corral_tests::{TestDaemon, bin, free_port};
 fn the_dashboard_shows_a_stop_without_a_reload() {
     let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !PathBuf::from(&chromium).exists() || !browser_dir.join("node_modules/playwright-core").exists() {
+    if !PathBuf::from(&chromium).exists()
+        || !browser_dir.join("node_modules/playwright-core").exists()
+    {
         eprintln!(
             "skipped: needs {chromium} and tests/browser/node_modules (scripts/test installs them)"
         );
