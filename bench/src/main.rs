@@ -8,6 +8,7 @@
 //! It starts its own corrald (and peers) in a temp dir, on Unix sockets, and stops them at
 //! the end. A peer that is not installed is reported with the command that installs it.
 
+mod daemon;
 mod peers;
 mod pool;
 mod workloads;
@@ -39,8 +40,8 @@ struct Args {
 /// One measurement.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Sample {
-    /// Operations per second (each workload says what one operation is).
-    pub ops_per_sec: f64,
+    /// The figure, in the report's `unit` (each workload says what it measures).
+    pub value: f64,
     /// Median latency of one operation, microseconds.
     pub p50_us: Option<f64>,
     /// 99th percentile latency, microseconds.
@@ -64,21 +65,13 @@ impl Series {
         if s.is_empty() {
             return None;
         }
-        s.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+        s.sort_by(|a, b| a.value.total_cmp(&b.value));
         Some(s[s.len() / 2])
     }
 
     fn spread(&self) -> Option<(f64, f64)> {
-        let min = self
-            .samples
-            .iter()
-            .map(|s| s.ops_per_sec)
-            .reduce(f64::min)?;
-        let max = self
-            .samples
-            .iter()
-            .map(|s| s.ops_per_sec)
-            .reduce(f64::max)?;
+        let min = self.samples.iter().map(|s| s.value).reduce(f64::min)?;
+        let max = self.samples.iter().map(|s| s.value).reduce(f64::max)?;
         Some((min, max))
     }
 }
@@ -90,6 +83,8 @@ pub struct Report {
     pub workload: String,
     /// What one operation is, and what corral guarantees while doing it.
     pub note: String,
+    /// Unit of the figures: `ops/s`, `items/s`, `ms`, `MB`, ... (for `ms`, lower is better).
+    pub unit: String,
     /// corral first, then the peers.
     pub series: Vec<Series>,
 }
@@ -116,11 +111,16 @@ fn main() -> anyhow::Result<()> {
         eprintln!("running {} ...", workload.name);
         reports.push(workloads::run(&workload, &mut env, rounds, window));
     }
-    if args
-        .only
-        .as_deref()
-        .is_none_or(|o| "pool".contains(o) || o.contains("pool"))
-    {
+    let wanted = |group: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| group.contains(o) || o.contains(group))
+    };
+    if wanted("daemon") {
+        eprintln!("running daemon workloads ...");
+        reports.extend(daemon::reports(dir.path(), rounds, args.quick)?);
+    }
+    if wanted("pool") {
         eprintln!("running pool workloads ...");
         reports.extend(pool::reports(&env, rounds, args.quick));
     }
@@ -140,12 +140,20 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn figure(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 fn markdown(reports: &[Report], rounds: usize, window: Duration) -> String {
     let mut out = format!(
         "\n{rounds} round(s) of {:?} per system, alternating; figures are medians (min–max over rounds).\n\n",
         window
     );
-    out.push_str("| workload | system | ops/s | spread | p50 µs | p99 µs | corral ÷ this |\n|---|---|---:|---:|---:|---:|---:|\n");
+    out.push_str("| workload | system | figure | spread | p50 µs | p99 µs | corral ÷ this |\n|---|---|---:|---:|---:|---:|---:|\n");
     for r in reports {
         let corral = r.series.first().and_then(Series::median);
         for s in &r.series {
@@ -158,18 +166,17 @@ fn markdown(reports: &[Report], rounds: usize, window: Duration) -> String {
                 ));
                 continue;
             };
-            let (lo, hi) = s.spread().unwrap_or((m.ops_per_sec, m.ops_per_sec));
-            let ratio = corral.map_or(String::new(), |c| {
-                format!("{:.2}×", c.ops_per_sec / m.ops_per_sec)
-            });
+            let (lo, hi) = s.spread().unwrap_or((m.value, m.value));
+            let ratio = corral.map_or(String::new(), |c| format!("{:.2}×", c.value / m.value));
             let us = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} |\n",
+                "| {} | {} | {} {} | {}–{} | {} | {} | {} |\n",
                 r.workload,
                 s.system,
-                m.ops_per_sec,
-                lo,
-                hi,
+                figure(m.value),
+                r.unit,
+                figure(lo),
+                figure(hi),
                 us(m.p50_us),
                 us(m.p99_us),
                 ratio

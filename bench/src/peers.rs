@@ -22,7 +22,7 @@ pub struct Environment {
     pub peers_dir: PathBuf,
 }
 
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.parent().context("exe dir")?.join(name);
     if !path.exists() {
@@ -34,7 +34,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     while !ok() {
         if start.elapsed() > Duration::from_secs(30) {

@@ -11,7 +11,7 @@ use crate::{Report, Sample, Series};
 
 fn sample(items: usize, took: Duration) -> Sample {
     Sample {
-        ops_per_sec: items as f64 / took.as_secs_f64(),
+        value: items as f64 / took.as_secs_f64(),
         p50_us: None,
         p99_us: None,
     }
@@ -112,11 +112,13 @@ pub fn reports(env: &Environment, rounds: usize, quick: bool) -> Vec<Report> {
         Report {
             workload: format!("pool exec: {exec_items} × true, 4 at once"),
             note: "items/s over the whole job: corral spawns each item in its own process group, captures stdout/stderr, stores each result in SQLite and streams it back in order; xargs -P 4 -n 1 true".into(),
+            unit: "items/s".into(),
             series: vec![exec.0, exec.1],
         },
         Report {
             workload: format!("pool stream: {stream_items} squares, 4 Python workers"),
             note: "items/s: corral feeds 4 long-lived Python workers over pipes (up to 64 items in flight each), stores every result and returns all in order; multiprocessing.Pool(4).map".into(),
+            unit: "items/s".into(),
             series: vec![stream.0, stream.1, stream.2],
         },
     ]
@@ -155,7 +157,7 @@ fn mp_pool(
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     Ok(Sample {
-        ops_per_sec: items as f64 / v["seconds"].as_f64().unwrap_or(1.0),
+        value: items as f64 / v["seconds"].as_f64().unwrap_or(1.0),
         p50_us: None,
         p99_us: None,
     })

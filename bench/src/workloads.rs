@@ -172,6 +172,7 @@ pub fn run(w: &Workload, env: &mut Environment, rounds: usize, window: Duration)
     Report {
         workload: w.name.into(),
         note: w.note.into(),
+        unit: "ops/s".into(),
         series: vec![corral, redis, manager],
     }
 }
@@ -220,7 +221,7 @@ where
             .copied()
     };
     Ok(Sample {
-        ops_per_sec: total as f64 / window.as_secs_f64(),
+        value: total as f64 / window.as_secs_f64(),
         p50_us: pct(0.5),
         p99_us: pct(0.99),
     })
@@ -251,7 +252,7 @@ fn run_manager(
     let ops = v["ops"].as_f64().unwrap_or(0.0);
     let secs = v["seconds"].as_f64().unwrap_or(1.0);
     Ok(Sample {
-        ops_per_sec: ops / secs,
+        value: ops / secs,
         p50_us: v["p50_us"].as_f64(),
         p99_us: v["p99_us"].as_f64(),
     })

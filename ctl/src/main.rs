@@ -2,12 +2,13 @@
 
 mod args;
 mod commands;
+mod man;
 mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use corral_client::{Client, Error};
 use serde_json::Number;
 
@@ -140,6 +141,15 @@ enum Command {
     /// Parallel maps of a command over many inputs, results in input order (like Pool.map).
     #[command(subcommand, after_help = EXIT_CODES)]
     Pool(PoolCommand),
+    /// Print a shell completion script: `corralctl completions bash > /etc/bash_completion.d/corralctl`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the corralctl(1) man page as roff (used by packaging/install.sh).
+    #[command(name = "__man", hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -428,6 +438,12 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Commands that need no corrald: answered before connecting.
+    match cli.command {
+        Command::Completions { shell } => return completions(shell),
+        Command::Man => return man_page(),
+        _ => {}
+    }
     let socket = cli
         .socket
         .clone()
@@ -467,6 +483,7 @@ fn main() -> ExitCode {
         Command::Array(command) => array(&client, &out, command),
         Command::Lock(command) => lock(&client, &out, command),
         Command::Pool(command) => pool(&client, &out, command),
+        Command::Completions { .. } | Command::Man => unreachable!("answered before connecting"),
     };
     match result {
         Ok(code) => code,
@@ -611,6 +628,36 @@ fn check(command: &Command) -> Result<(), String> {
             kind, len, values, ..
         }) => commands::array::initial_values((*kind).into(), *len, values.clone()).map(drop),
         _ => Ok(()),
+    }
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "corralctl", &mut script);
+    print_bytes(&script)
+}
+
+fn man_page() -> ExitCode {
+    match man::render(Cli::command()) {
+        Ok(page) => print_bytes(&page),
+        Err(e) => {
+            eprintln!("corralctl: cannot render the man page: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corralctl: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

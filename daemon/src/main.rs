@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use corral_daemon::{Lifecycle, Overrides, Settings, lifecycle, settings};
 
 /// The corral process manager daemon. Runs in the foreground.
@@ -35,10 +35,24 @@ struct Cli {
     /// Validate the config and unit files, print every error, and exit.
     #[arg(long)]
     check: bool,
+    /// Print the corrald(8) man page as roff and exit (for packaging).
+    #[arg(long, hide = true)]
+    man: bool,
+    /// Print a shell completion script for corrald and exit (for packaging).
+    #[arg(long, hide = true, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.man {
+        return man_page();
+    }
+    if let Some(shell) = cli.completions {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "corrald", &mut script);
+        return print_bytes(&script);
+    }
     init_tracing();
     let config_file = settings::config_path(cli.config.as_deref(), cli.user);
     let file_config = match &config_file {
@@ -88,6 +102,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("corrald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn man_page() -> ExitCode {
+    let man = clap_mangen::Man::new(Cli::command())
+        .section("8")
+        .manual("corral")
+        .source(concat!("corral ", env!("CARGO_PKG_VERSION")));
+    let mut page = Vec::new();
+    if let Err(e) = man.render(&mut page) {
+        eprintln!("corrald: cannot render the man page: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Sections appended by packaging start on a line of their own.
+    page.push(b'\n');
+    print_bytes(&page)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corrald: cannot write to stdout: {e}");
             ExitCode::FAILURE
         }
     }

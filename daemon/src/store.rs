@@ -524,6 +524,34 @@ async fn serve(
     }
 }
 
+/// Whether a command may change what the status page shows (reads do not).
+fn changes_visible_state(cmd: &Command) -> bool {
+    match cmd {
+        Command::Primitive { op, .. } => !matches!(
+            op,
+            Op::QueueLen { .. }
+                | Op::QueueList {}
+                | Op::CounterGet { .. }
+                | Op::CounterList {}
+                | Op::ArrayGet { .. }
+                | Op::ArrayList {}
+                | Op::LockStatus { .. }
+        ),
+        Command::Disconnect(_)
+        | Command::RunStarted(_)
+        | Command::RunEnded { .. }
+        | Command::Event(..)
+        | Command::PoolJobCreated(_)
+        | Command::PoolItemDone { .. }
+        | Command::PoolJobEnded { .. } => true,
+        Command::Sync(_)
+        | Command::OpenRuns(_)
+        | Command::MaxRunId(_)
+        | Command::History(..)
+        | Command::LoadPoolJobs(_) => false,
+    }
+}
+
 /// What a batch produced, to be released after its commit.
 #[derive(Default)]
 struct Effects {
@@ -535,6 +563,9 @@ struct Effects {
 
 fn run_batch(conn: &mut Connection, prims: &mut Primitives, batch: &mut Vec<Command>, path: &Path) {
     let mut fx = Effects::default();
+    if batch.iter().any(changes_visible_state) {
+        crate::state_changed();
+    }
     let result = apply(conn, prims, batch, &mut fx);
     prims.expire(Instant::now(), &mut fx.outbox);
     match result {

@@ -317,24 +317,18 @@ async fn api_events(
 fn async_stream(ctx: Arc<Context>) -> impl futures_core::Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
     tokio::spawn(async move {
-        let mut last = String::new();
+        // A snapshot when visible state changed (checked each second), and every 15 s
+        // regardless so uptimes and CPU figures stay fresh.
+        let mut sent: Option<(u64, std::time::Instant)> = None;
         loop {
-            let mut snap = snapshot(&ctx).await;
-            // Uptimes change every second; compare without them so an idle page stays idle.
-            let key = {
-                if let Some(p) = snap.get_mut("processes") {
-                    *p = Value::Null;
-                }
-                strip_uptimes(&snap)
-            };
-            if key != last {
-                last = key;
-                let full = snapshot(&ctx).await;
-                if tx
-                    .send(Event::default().event("snapshot").data(full.to_string()))
-                    .await
-                    .is_err()
-                {
+            let version = crate::state_version();
+            let due =
+                sent.is_none_or(|(v, at)| v != version || at.elapsed() >= Duration::from_secs(15));
+            if due {
+                sent = Some((version, std::time::Instant::now()));
+                let snap = snapshot(&ctx).await;
+                let event = Event::default().event("snapshot").data(snap.to_string());
+                if tx.send(event).await.is_err() {
                     return;
                 }
             }
@@ -345,21 +339,6 @@ fn async_stream(ctx: Arc<Context>) -> impl futures_core::Stream<Item = Result<Ev
         }
     });
     tokio_stream_from(rx)
-}
-
-fn strip_uptimes(v: &Value) -> String {
-    let text = v.to_string();
-    // Cheap and good enough: drop every "uptime_ms":N and "held_ms":N.
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("_ms\":") {
-        let (head, tail) = rest.split_at(i + 5);
-        out.push_str(head);
-        let end = tail.find([',', '}']).unwrap_or(tail.len());
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Adapts a channel to the `Stream` that `Sse` wants.

@@ -365,7 +365,7 @@ impl PoolManager {
         }
         let ticker = tx.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(250));
+            let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
                 if ticker.send(PoolMsg::Tick).is_err() {
@@ -423,6 +423,20 @@ impl PoolManager {
     }
 
     fn handle(&mut self, msg: PoolMsg) {
+        let read_only = matches!(
+            msg,
+            PoolMsg::Tick
+                | PoolMsg::Request(
+                    PoolRequest::Status(..)
+                        | PoolRequest::Results(..)
+                        | PoolRequest::List(..)
+                        | PoolRequest::Processes(..)
+                        | PoolRequest::Wait(..)
+                )
+        );
+        if !read_only {
+            crate::state_changed();
+        }
         match msg {
             PoolMsg::Request(req) => self.on_request(req),
             PoolMsg::Proc(ProcEvent::Spawned { token, result }) => self.on_spawned(token, result),
@@ -713,8 +727,18 @@ impl PoolManager {
 
     fn on_exited(&mut self, pid: i32, status: ExitStatus) {
         if let Some((job, worker)) = self.worker_pids.remove(&pid) {
+            // Its answers may still sit in the pipe: the worker's task reports it gone
+            // (WorkerGone) at end of stream, after forwarding them. Killing the group makes
+            // sure that end comes.
             kill_group(pid, Signal::SIGKILL);
-            self.on_worker_gone(job, worker);
+            if let Some(w) = self
+                .jobs
+                .get_mut(&job)
+                .and_then(|j| j.workers.get_mut(&worker))
+            {
+                w.pid = None;
+            }
+            self.check_shutdown();
             return;
         }
         let Some((id, index)) = self.pids.remove(&pid) else {

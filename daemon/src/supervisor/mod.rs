@@ -319,7 +319,8 @@ impl Supervisor {
         };
         let ticker = tx.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
+            // Log rotation is checked every few seconds: a stat per instance log.
+            let mut every = tokio::time::interval(Duration::from_secs(3));
             loop {
                 every.tick().await;
                 if ticker.send(Msg::Tick).is_err() {
@@ -1378,6 +1379,7 @@ impl Supervisor {
     }
 
     fn event(&self, unit: &str, instance: Option<u32>, kind: &'static str, detail: String) {
+        crate::state_changed();
         tracing::info!(unit, instance, kind, "{detail}");
         self.store.event(Event {
             unit: Some(unit.to_owned()),
@@ -1388,6 +1390,7 @@ impl Supervisor {
     }
 
     fn event_global(&self, kind: &'static str, detail: String) {
+        crate::state_changed();
         tracing::info!(kind, "{detail}");
         self.store.event(Event {
             unit: None,
