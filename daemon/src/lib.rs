@@ -11,6 +11,7 @@
 pub mod handlers;
 pub mod http;
 pub mod lifecycle;
+pub mod notify;
 pub mod pool;
 pub mod primitives;
 pub mod server;
@@ -93,6 +94,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         declared_queues: settings.queues.clone(),
     };
     let store = Store::open(&settings.db_path(), limits)?;
+    let units_count = units.len();
     // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
     let listener = server::bind(
@@ -152,6 +154,12 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     let server_task = tokio::spawn(server::run(listener, ctx.clone(), stop_serving.clone()));
     let http_task =
         http_listener.map(|l| tokio::spawn(http::serve(l, ctx.clone(), stop_serving.clone())));
+    notify::notify(&format!(
+        "READY=1\nSTATUS=serving {} with {} unit(s)",
+        settings.socket.display(),
+        units_count
+    ));
+    notify::spawn_watchdog();
     tracing::info!(
         socket = %settings.socket.display(),
         units = %settings.units_dir.display(),
@@ -161,6 +169,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     lifecycle::serve_until_shutdown(&ctx, &lifecycle).await;
 
     tracing::info!("shutting down");
+    notify::notify("STOPPING=1\nSTATUS=stopping units by the lifecycle rules");
     // Units and pool jobs go down side by side: running pool jobs, like tasks, are joined
     // up to shutdown_timeout; what is left of them resumes at the next start.
     let everything = async {

@@ -6,6 +6,7 @@ mod cli;
 mod examples;
 mod http;
 mod lifecycle;
+mod notify;
 mod packaging;
 mod pool;
 mod primitives;
