@@ -150,7 +150,7 @@ impl Settings {
                 .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
             max_connections: file.max_connections.unwrap_or(1024),
             socket_mode: file.socket_mode.unwrap_or(0o660),
-            socket_group: file.socket_group.clone(),
+            socket_group: file.socket_group.clone().or_else(|| default_socket_group(flags.user_mode)),
             max_item_bytes: file.max_item_bytes.unwrap_or(256 * 1024),
             queues: file
                 .queues
@@ -172,4 +172,12 @@ fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
             "invalid HTTP address `{s}`: expected IP:PORT like 127.0.0.1:8787, or `off`"
         )
     })
+}
+
+/// As a system service, the socket belongs to the `corral` group when that group exists
+/// (the package creates it), so its members may use corral.
+fn default_socket_group(user_mode: bool) -> Option<String> {
+    let system = !user_mode && nix::unistd::Uid::effective().is_root();
+    let exists = || matches!(nix::unistd::Group::from_name("corral"), Ok(Some(_)));
+    (system && exists()).then(|| "corral".to_owned())
 }
