@@ -150,7 +150,10 @@ impl Settings {
                 .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
             max_connections: file.max_connections.unwrap_or(1024),
             socket_mode: file.socket_mode.unwrap_or(0o660),
-            socket_group: file.socket_group.clone().or_else(|| default_socket_group(flags.user_mode)),
+            socket_group: file
+                .socket_group
+                .clone()
+                .or_else(|| default_socket_group(flags.user_mode)),
             max_item_bytes: file.max_item_bytes.unwrap_or(256 * 1024),
             queues: file
                 .queues

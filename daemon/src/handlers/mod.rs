@@ -67,6 +67,7 @@ pub async fn dispatch(
             env,
         } => {
             let submit = pool::Submit {
+                stop: None,
                 name,
                 pool,
                 command,

@@ -18,6 +18,8 @@ const MAX_INPUTS: usize = 10_000_000;
 
 /// What `pool_submit` carries.
 pub struct Submit {
+    /// From a named pool: its stop signal and stop timeout (ms).
+    pub stop: Option<(i32, u64)>,
     pub name: Option<String>,
     pub pool: Option<String>,
     pub command: Vec<String>,
@@ -58,6 +60,10 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
             .map(|d| d.display().to_string())
             .or(s.working_dir);
         s.name = s.name.or(Some(name));
+        s.stop = Some((
+            unit.stop_signal_number,
+            unit.stop_timeout.as_millis() as u64,
+        ));
     }
     if s.command.first().is_none_or(|p| p.is_empty()) {
         return bad(
@@ -92,6 +98,8 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
         timeout_ms: s.timeout_ms,
         working_dir,
         env: s.env,
+        stop_signal: s.stop.map_or(15, |(sig, _)| sig),
+        stop_timeout_ms: s.stop.map_or(10_000, |(_, ms)| ms),
     };
     let name = s.name;
     let inputs = s.inputs;

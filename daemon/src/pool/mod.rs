@@ -53,6 +53,21 @@ pub struct JobSpec {
     pub working_dir: Option<PathBuf>,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
+    /// Signal that stops an item or worker (cancel, shutdown); SIGKILL follows after
+    /// `stop_timeout_ms`.
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: i32,
+    /// Time between the stop signal and SIGKILL.
+    #[serde(default = "default_stop_timeout_ms")]
+    pub stop_timeout_ms: u64,
+}
+
+fn default_stop_signal() -> i32 {
+    Signal::SIGTERM as i32
+}
+
+fn default_stop_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Requests from handlers.
@@ -100,6 +115,8 @@ pub enum PoolMsg {
     Force,
     /// Re-check deadlines.
     Tick,
+    /// A stop timeout passed: SIGKILL this group if it is still one of ours.
+    Kill(i32),
 }
 
 /// Handle to the manager.
@@ -296,6 +313,10 @@ pub struct PoolManager {
     slots: HashMap<(u64, usize), usize>,
     free_slots: Vec<usize>,
     next_slot: usize,
+    /// Groups sent their stop signal and waiting for SIGKILL.
+    stopping: std::collections::HashSet<i32>,
+    /// A second signal: SIGKILL at once.
+    forced: bool,
     store: Store,
     procs: ProcessThread,
     tx: mpsc::UnboundedSender<PoolMsg>,
@@ -352,6 +373,8 @@ impl PoolManager {
             slots: HashMap::new(),
             free_slots: Vec::new(),
             next_slot: 0,
+            stopping: Default::default(),
+            forced: false,
             store,
             procs,
             tx: tx.clone(),
@@ -461,6 +484,7 @@ impl PoolManager {
                 self.check_shutdown();
             }
             PoolMsg::Force => {
+                self.forced = true;
                 let deadline = Instant::now();
                 match &mut self.shutdown {
                     Some((d, _)) => *d = deadline,
@@ -469,6 +493,13 @@ impl PoolManager {
                 self.check_shutdown();
             }
             PoolMsg::Tick => self.check_shutdown(),
+            PoolMsg::Kill(pid) => {
+                self.stopping.remove(&pid);
+                // Until it is reaped (and forgotten) the pid cannot belong to anyone else.
+                if self.pids.contains_key(&pid) || self.worker_pids.contains_key(&pid) {
+                    kill_group(pid, Signal::SIGKILL);
+                }
+            }
         }
     }
 
@@ -951,42 +982,60 @@ impl PoolManager {
         if job.state == "running" {
             job.state = "cancelled";
             job.finished_ms = Some(now_ms());
-            for item in &job.items {
-                if let ItemState::Running { pid: Some(pid), .. } = item.state {
-                    kill_group(pid, Signal::SIGKILL);
-                }
-            }
-            for worker in job.workers.values_mut() {
-                worker.close();
-                if let Some(pid) = worker.pid {
-                    kill_group(pid, Signal::SIGKILL);
-                }
-            }
+            self.stop_job(id);
             self.store.pool_job_ended(id, "cancelled");
             self.notify(id);
         }
         Ok(self.jobs[&id].info())
     }
 
-    /// Once the shutdown deadline passes, stops every running item (they stay unfinished
-    /// and resume after the next start); answers once nothing of any job runs.
+    /// Stops a job's processes like instances: its stop signal to each process group,
+    /// SIGKILL after its stop timeout (at once after a second shutdown signal).
+    fn stop_job(&mut self, id: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let mut pids: Vec<i32> = job
+            .items
+            .iter()
+            .filter_map(|i| match i.state {
+                ItemState::Running { pid, .. } => pid,
+                _ => None,
+            })
+            .collect();
+        for worker in job.workers.values_mut() {
+            worker.close();
+            pids.extend(worker.pid);
+        }
+        let signal = Signal::try_from(job.spec.stop_signal).unwrap_or(Signal::SIGTERM);
+        let timeout = Duration::from_millis(job.spec.stop_timeout_ms);
+        for pid in pids {
+            if self.forced {
+                kill_group(pid, Signal::SIGKILL);
+            } else if self.stopping.insert(pid) {
+                kill_group(pid, signal);
+                kill_group(pid, Signal::SIGCONT);
+                self.after(timeout, PoolMsg::Kill(pid));
+            }
+        }
+    }
+
+    /// Once the shutdown deadline passes, stops every running job's processes (their
+    /// items stay unfinished and resume after the next start); answers once nothing of
+    /// any job runs.
     fn check_shutdown(&mut self) {
         let Some((deadline, _)) = &self.shutdown else {
             return;
         };
         if Instant::now() >= *deadline {
-            for job in self.jobs.values_mut() {
-                for item in &job.items {
-                    if let ItemState::Running { pid: Some(pid), .. } = item.state {
-                        kill_group(pid, Signal::SIGKILL);
-                    }
-                }
-                for worker in job.workers.values_mut() {
-                    worker.close();
-                    if let Some(pid) = worker.pid {
-                        kill_group(pid, Signal::SIGKILL);
-                    }
-                }
+            let busy: Vec<u64> = self
+                .jobs
+                .values()
+                .filter(|j| j.n_running > 0 || j.workers.values().any(|w| w.pid.is_some()))
+                .map(|j| j.id)
+                .collect();
+            for id in busy {
+                self.stop_job(id);
             }
         }
         let busy = self

@@ -359,3 +359,32 @@ command = ["/bin/sh", "-c", "while read n; do echo $((n * 2)); done"]
     assert_eq!(jobs["jobs"][0]["workers"], 2);
     assert_eq!(jobs["jobs"][1]["mode"], "stream");
 }
+
+#[test]
+fn cancel_sends_the_stop_signal_before_sigkill() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let seen = d.path("seen");
+    let ready = d.path("ready");
+    let script = format!(
+        "trap 'echo got TERM > {}; exit 0' TERM; touch {}; while :; do sleep 0.05; done",
+        seen.display(),
+        ready.display()
+    );
+    let job = d
+        .ctl_ok(&[
+            "pool", "map", "--detach", "--", "sh", "-c", &script, ":::", "only",
+        ])
+        .trim()
+        .to_owned();
+    wait_for("the item to have installed its trap", || {
+        ready.exists().then_some(())
+    });
+    d.ctl_ok(&["pool", "cancel", &job]);
+    wait_for("the trap to run", || {
+        std::fs::read_to_string(&seen)
+            .ok()
+            .filter(|s| s == "got TERM\n")
+            .map(|_| ())
+    });
+}
