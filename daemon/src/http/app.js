@@ -4,6 +4,7 @@
   "use strict";
   if (!document.getElementById("units") || !window.EventSource) return;
   var live = document.getElementById("live");
+  var previous = null; // the last snapshot's queue totals and time, for rates
 
   function text(v) { return v === null || v === undefined ? "-" : String(v); }
   function dur(ms) {
@@ -54,8 +55,18 @@
       });
     });
     fill("units", rows);
+    var now = Date.now();
+    var totals = {};
     fill("queues", ((s.queues || {}).queues || []).map(function (q) {
-      return [q.queue, q.depth, q.put_total, q.got_total, q.waiting_getters]; }));
+      totals[q.queue] = [q.put_total, q.got_total];
+      var rate = function (k) {
+        var before = previous && previous.totals[q.queue];
+        if (!before) return "-";
+        var secs = Math.max(0.001, (now - previous.at) / 1000);
+        return ((totals[q.queue][k] - before[k]) / secs).toFixed(1);
+      };
+      return [q.queue, q.depth, q.put_total, q.got_total, rate(0), rate(1), q.waiting_getters]; }));
+    previous = { at: now, totals: totals };
     fill("counters", ((s.counters || {}).counters || []).map(function (c) { return [c.counter, c.value]; }));
     fill("arrays", ((s.arrays || {}).arrays || []).map(function (a) { return [a.array, a.kind, a.length]; }));
     fill("locks", ((s.locks || {}).locks || []).map(function (l) {
@@ -65,7 +76,10 @@
     fill("pools", ((s.pools || {}).jobs || []).map(function (j) {
       var p = document.createElement("progress");
       p.max = Math.max(1, j.total); p.value = j.succeeded + j.failed;
-      return [j.job, j.name || "-", j.state, { node: p }, j.succeeded, j.failed, j.running, j.total]; }));
+      var end = j.finished_ms || Date.now();
+      var rate = (j.succeeded + j.failed) / Math.max(0.001, (end - j.created_ms) / 1000);
+      return [j.job, j.name || "-", j.state, { node: p }, j.succeeded, j.failed, j.running, j.total,
+        rate.toFixed(1)]; }));
     fill("events", (s.events || []).map(function (e) {
       var who = e.unit ? (e.instance !== null && e.instance !== undefined ? e.unit + "." + e.instance : e.unit) : "corrald";
       return [who, e.kind, e.detail]; }));

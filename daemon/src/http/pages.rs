@@ -197,7 +197,7 @@ pub fn dashboard(snap: &Value) -> String {
     body.push_str(&section(
         "Queues",
         "queues",
-        &["queue", "depth", "put", "got", "waiting"],
+        &["queue", "depth", "put", "got", "put/s", "got/s", "waiting"],
         list(&snap["queues"], "queues")
             .iter()
             .map(|q| {
@@ -206,6 +206,9 @@ pub fn dashboard(snap: &Value) -> String {
                     cell(&s(&q["depth"])),
                     cell(&s(&q["put_total"])),
                     cell(&s(&q["got_total"])),
+                    // Rates need two snapshots: the page script fills them in.
+                    cell("-"),
+                    cell("-"),
                     cell(&s(&q["waiting_getters"])),
                 ]
             })
@@ -261,7 +264,7 @@ pub fn dashboard(snap: &Value) -> String {
         "Pool jobs",
         "pools",
         &[
-            "job", "name", "state", "progress", "ok", "failed", "running", "total",
+            "job", "name", "state", "progress", "ok", "failed", "running", "total", "items/s",
         ],
         list(&snap["pools"], "jobs")
             .iter()
@@ -277,6 +280,7 @@ pub fn dashboard(snap: &Value) -> String {
                     cell(&s(&j["failed"])),
                     cell(&s(&j["running"])),
                     cell(&s(&j["total"])),
+                    cell(&job_rate(j)),
                 ]
             })
             .collect(),
@@ -299,6 +303,17 @@ pub fn dashboard(snap: &Value) -> String {
     ));
     body.push_str("</main>");
     page("corral", &body)
+}
+
+/// Items finished per second over the job's life so far.
+pub fn job_rate(j: &Value) -> String {
+    let done = j["succeeded"].as_f64().unwrap_or(0.0) + j["failed"].as_f64().unwrap_or(0.0);
+    let start = j["created_ms"].as_f64().unwrap_or(0.0);
+    let end = j["finished_ms"]
+        .as_f64()
+        .unwrap_or_else(|| crate::store::now_ms() as f64);
+    let secs = ((end - start) / 1000.0).max(0.001);
+    format!("{:.1}", done / secs)
 }
 
 fn urlencode(text: &str) -> String {
