@@ -27,6 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// only when it moved, so an open dashboard costs an idle corrald next to nothing.
 static STATE_VERSION: AtomicU64 = AtomicU64::new(0);
 
+/// The open-file limit corrald was started with, before it raised its own soft limit:
+/// instances get this one unless their unit sets `rlimits.nofile` (many programs expect
+/// the customary soft 1024).
+pub static INHERITED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
 /// Marks that visible state changed.
 pub fn state_changed() {
     STATE_VERSION.fetch_add(1, Ordering::Relaxed);

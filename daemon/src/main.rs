@@ -45,6 +45,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_fd_limit();
     if cli.man {
         return man_page();
     }
@@ -167,5 +168,18 @@ fn init_tracing() {
         builder.without_time().init();
     } else {
         builder.init();
+    }
+}
+
+/// Every client connection and every instance log costs a file descriptor: use the whole
+/// hard limit rather than the customary soft 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        // Instances get the limit corrald was given, not the raised one (see spawn_spec).
+        let _ = corral_daemon::INHERITED_NOFILE.set((soft, hard));
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }

@@ -120,7 +120,9 @@ pub enum StoreError {
         found: i64,
     },
     /// Any other SQLite failure.
-    #[error("state database {path}: {source}")]
+    #[error(
+        "state database {path}: {source}; check the directory's permissions and free space, or point --state at another directory"
+    )]
     Sqlite {
         /// The file.
         path: PathBuf,
@@ -439,6 +441,20 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(not_db)?;
+    // A damaged database (truncated, half-overwritten) must be refused before anything
+    // writes to it. quick_check reads every page once: a fraction of a second for a
+    // typical state file.
+    if tables > 0 {
+        let verdict: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(not_db)?;
+        if verdict != "ok" {
+            return Err(not_db(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(verdict),
+            )));
+        }
+    }
     if version > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
             path: path.to_owned(),

@@ -748,7 +748,15 @@ impl Supervisor {
             output: Output::Log(logs::log_path(&self.config.log_dir, &unit.name, index)),
             owner: Owner::Supervisor,
             umask: unit.umask,
-            rlimits: unit.rlimits,
+            rlimits: corral_config::Rlimits {
+                nofile: unit.rlimits.nofile.or_else(|| {
+                    crate::INHERITED_NOFILE
+                        .get()
+                        .filter(|(soft, hard)| soft < hard)
+                        .map(|&(soft, hard)| corral_config::Rlimit { soft, hard })
+                }),
+                ..unit.rlimits
+            },
             user: unit.user.clone(),
             group: unit.group.clone(),
             die_with_parent: unit.daemon,

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod examples;
+mod faults;
 mod http;
 mod lifecycle;
 mod notify;

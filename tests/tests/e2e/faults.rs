@@ -1,0 +1,322 @@
+//! Faults and hostile conditions: connection floods, damaged state files, a full disk,
+//! processes that cannot start, clients that never read.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+use corral_tests::{TestDaemon, wait_for};
+use serde_json::Value;
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn raise_own_fd_limit(want: u64) -> bool {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return false;
+    };
+    hard >= want && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()
+}
+
+fn hello(stream: &mut UnixStream) -> Option<Value> {
+    stream
+        .write_all(b"{\"id\":1,\"op\":\"hello\",\"version\":1}\n")
+        .ok()?;
+    let mut line = String::new();
+    BufReader::new(stream.try_clone().ok()?)
+        .read_line(&mut line)
+        .ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+#[test]
+fn a_connection_flood_is_refused_past_the_limit_and_leaks_no_descriptors() {
+    if !raise_own_fd_limit(2200) {
+        eprintln!("skipped: this test needs 2,200 open files (ulimit -Hn)");
+        return;
+    }
+    let mut d = TestDaemon::new();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, "max_connections = 1000\n").unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.start();
+    let pid = d.pid();
+    let baseline = open_fds(pid);
+    let mut idle: Vec<UnixStream> = (0..1000)
+        .map(|_| {
+            let mut s = UnixStream::connect(d.socket()).unwrap();
+            assert_eq!(hello(&mut s).unwrap()["result"]["protocol"], 1);
+            s
+        })
+        .collect();
+    let mut refused = 0;
+    let mut extra = Vec::new();
+    for _ in 0..1000 {
+        let s = UnixStream::connect(d.socket()).unwrap();
+        let mut line = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let reply: Value = serde_json::from_str(&line).unwrap();
+        if reply["error"]["code"] == "busy" {
+            refused += 1;
+        }
+        extra.push(s);
+    }
+    assert_eq!(
+        refused, 1000,
+        "every connection past max_connections gets a `busy` error"
+    );
+    // The thousand admitted clients are still served.
+    assert_eq!(hello(&mut idle[999]).unwrap()["result"]["protocol"], 1);
+    drop(idle);
+    drop(extra);
+    wait_for("corrald's descriptors to return to their baseline", || {
+        (open_fds(pid) <= baseline + 2).then_some(())
+    });
+    d.ctl_ok(&["status"]);
+}
+
+#[test]
+fn damaged_or_foreign_state_files_are_refused_and_left_untouched() {
+    let mut d = TestDaemon::new();
+    d.start();
+    for i in 0..200 {
+        d.ctl_ok(&[
+            "queue",
+            "put",
+            "q",
+            &format!("item {i} with some padding to grow the file"),
+        ]);
+    }
+    d.ctl_ok(&["shutdown"]);
+    d.wait_exit();
+    let db = d.state_dir().join("state.db");
+    let good = std::fs::read(&db).unwrap();
+    let newer = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        std::fs::write(&path, &good).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        std::fs::read(&path).unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec()),
+        (
+            "random bytes",
+            (0..20_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
+        ("newer schema", newer),
+    ];
+    for (what, bytes) in cases {
+        // A WAL left from the good run would be replayed: these files stand alone.
+        for ext in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        let out = d
+            .command()
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{what}: corrald started on a bad state file"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&db.display().to_string()), "{what}: {err}");
+        assert!(
+            err.contains("move") && err.contains("aside"),
+            "{what}: says what to do: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            bytes,
+            "{what}: the file was modified"
+        );
+    }
+}
+
+#[test]
+fn processes_that_cannot_start_fail_with_the_reason_and_others_run_on() {
+    let mut d = TestDaemon::new();
+    let script = d.path("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    d.unit("noexec", &format!("command = [\"{}\"]\n", script.display()))
+        .unit(
+            "nodir",
+            "command = [\"true\"]\nworking_dir = \"/nonexistent/dir\"\n",
+        )
+        .unit("fine", "command = [\"sleep\", \"1000\"]\n");
+    if nix::unistd::Uid::effective().is_root() {
+        d.unit(
+            "nouser",
+            "command = [\"true\"]\nuser = \"no-such-user-corral\"\n",
+        );
+    }
+    d.start();
+    let reason = |unit: &str| {
+        d.wait_state(unit, "failed").instances[0]
+            .reason
+            .clone()
+            .unwrap()
+    };
+    assert!(
+        reason("noexec").contains("permission denied"),
+        "{}",
+        reason("noexec")
+    );
+    assert!(
+        reason("nodir").contains("/nonexistent/dir"),
+        "{}",
+        reason("nodir")
+    );
+    if nix::unistd::Uid::effective().is_root() {
+        assert!(
+            reason("nouser").contains("no-such-user-corral"),
+            "{}",
+            reason("nouser")
+        );
+    }
+    d.wait_state("fine", "running");
+}
+
+#[test]
+fn a_crash_loop_is_stopped_by_the_start_limit_without_burning_cpu() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "looper",
+        "command = [\"false\"]\nrestart = \"always\"\nrestart_delay = \"1ms\"\nrestart_delay_max = \"5ms\"\nstart_limit_burst = 50\nstart_limit_interval = \"1m\"\n",
+    );
+    d.start();
+    let status = d.wait_state("looper", "failed");
+    assert_eq!(status.instances[0].restarts, 49);
+    // CPU time corrald spent on 50 starts: generous bound, a resource check not a benchmark.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    assert!(ticks < 300, "corrald used {ticks} ticks of CPU");
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_corralds_memory() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let pid = d.pid();
+    let before = rss_kb(pid);
+    let stream = UnixStream::connect(d.socket()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let flood = std::thread::spawn(move || {
+        let frame = b"{\"id\":1,\"op\":\"status\"}\n";
+        for _ in 0..2_000_000 {
+            if writer.write_all(frame).is_err() {
+                return;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // Wait until the flood is stuck: corrald stopped reading (its reply backlog is full).
+    let mut last = 0;
+    wait_for("the flood to be held back", || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        let stuck = now == last && now > 0;
+        last = now;
+        stuck.then_some(())
+    });
+    assert!(
+        last < 2_000_000,
+        "corrald read everything without the client reading a reply"
+    );
+    let during = rss_kb(pid);
+    assert!(
+        during < before + 64 * 1024,
+        "RSS grew from {before} kB to {during} kB"
+    );
+    // Others are still served.
+    d.ctl_ok(&["status"]);
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    flood.join().unwrap();
+}
+
+#[test]
+fn a_full_disk_fails_writes_clearly_and_recovers_when_space_returns() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let mut d = TestDaemon::new();
+    let mount = d.state_dir();
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    d.start();
+    d.ctl_ok(&["queue", "put", "q", "before"]);
+    // Fill the disk.
+    let filler = mount.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let big = "x".repeat(100_000);
+    let mut code = String::new();
+    for _ in 0..50 {
+        let out = d.ctl(&["--json", "queue", "put", "q", &big]);
+        if !out.status.success() {
+            code = String::from_utf8_lossy(&out.stderr).into_owned();
+            break;
+        }
+    }
+    assert!(
+        code.contains("storage full"),
+        "a write on a full disk: {code}"
+    );
+    // Reads still answer, and corrald is up.
+    let len: Value = serde_json::from_str(&d.ctl_ok(&["--json", "queue", "len", "q"])).unwrap();
+    assert!(len["depth"].as_u64().unwrap() >= 1);
+    std::fs::remove_file(&filler).unwrap();
+    d.ctl_ok(&["queue", "put", "q", "after"]);
+    let items = d.ctl_ok(&["queue", "get", "q", "--count", "1000"]);
+    assert!(
+        items.starts_with("before\n") && items.ends_with("after\n"),
+        "{items}"
+    );
+}
