@@ -1,0 +1,333 @@
+"""The wire protocol: newline-delimited JSON over corrald's Unix socket.
+
+A request is one line ``{"id": N, "op": "...", ...}``; each reply echoes the id and
+carries exactly one of ``result``, ``error`` or ``event`` (an item of a streamed
+answer, before the final result or error). See proto/src/lib.rs in the corral
+repository.
+
+Connections are plain blocking sockets. :func:`call` borrows one from a small
+per-process pool (so threads never share a socket and a blocking ``queue_get`` in
+one thread does not hold up a ``queue_put`` in another); :class:`Lock` keeps a
+dedicated :class:`Connection`, because corrald binds a lock to the connection that
+took it. After ``os.fork()`` the child drops every inherited connection (closing
+only its own copy of the descriptor) and connects afresh on first use.
+"""
+
+import json
+import os
+import socket
+import threading
+import weakref
+
+from .errors import CorralConnectionError, CorralError, error_from_reply
+
+PROTOCOL_VERSION = 1
+CLIENT_NAME = "corral-python"
+
+__all__ = ["socket_path", "Connection", "call", "stream", "PROTOCOL_VERSION"]
+
+
+def socket_path():
+    """The socket a client uses when none is given.
+
+    ``$CORRAL_SOCKET``, else ``/run/corral/corral.sock`` for root, else
+    ``$XDG_RUNTIME_DIR/corral.sock``, else ``$XDG_STATE_HOME/corral/corral.sock``
+    (``~/.local/state/corral/corral.sock``) -- the same rule as corralctl.
+    """
+    path = os.environ.get("CORRAL_SOCKET")
+    if path:
+        return path
+    if os.geteuid() == 0:
+        return "/run/corral/corral.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "corral.sock")
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state:
+        home = os.environ.get("HOME")
+        state = os.path.join(home, ".local", "state") if home else "/tmp"
+    return os.path.join(state, "corral", "corral.sock")
+
+
+def _start_hint(path):
+    return (
+        "Is corrald running? Start it with `corrald --socket %s --units DIR --state DIR` "
+        "(or `systemctl start corrald`), or set CORRAL_SOCKET to the socket of a running "
+        "corrald." % path
+    )
+
+
+# Every live connection, so a forked child can drop the ones it inherited.
+_ALL = weakref.WeakSet()
+_ALL_LOCK = threading.Lock()
+
+
+class Connection:
+    """One socket to corrald, used by one request at a time (it has its own lock).
+
+    ``path`` is resolved when the connection is first made (``socket_path()`` if
+    None), so a ``CORRAL_SOCKET`` set after the object was created still applies.
+    """
+
+    def __init__(self, path=None):
+        self._path = path
+        self._sock = None
+        self._rfile = None
+        self._pid = None
+        self._next_id = 0
+        self._lock = threading.Lock()
+        self.path = None
+        with _ALL_LOCK:
+            _ALL.add(self)
+
+    # -- connecting ------------------------------------------------------------------
+
+    @property
+    def connected(self):
+        return self._sock is not None and self._pid == os.getpid()
+
+    def _connect(self):
+        path = self._path or socket_path()
+        self.path = path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except PermissionError as e:
+            sock.close()
+            from .errors import CorralPermissionError
+
+            raise CorralPermissionError(
+                "cannot connect to corrald at %s: %s. Ask to be added to the socket's group "
+                "(`corral` for the system service), or use your own corrald." % (path, e.strerror),
+                "permission_denied",
+            ) from None
+        except OSError as e:
+            sock.close()
+            raise CorralConnectionError(
+                "cannot connect to corrald at %s: %s. %s"
+                % (path, e.strerror or e, _start_hint(path)),
+                path,
+            ) from None
+        self._sock = sock
+        self._rfile = sock.makefile("rb")
+        self._pid = os.getpid()
+        try:
+            self._roundtrip(
+                "hello",
+                {"version": PROTOCOL_VERSION, "client": "%s pid %d" % (CLIENT_NAME, os.getpid())},
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Closes the socket (a lock held through it is released by corrald)."""
+        sock, rfile = self._sock, self._rfile
+        self._sock = self._rfile = None
+        for f in (rfile, sock):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+    def _after_fork(self):
+        # The parent may have been mid-request: the lock may be held by a thread that
+        # does not exist here. Closing our copy of the descriptor leaves the parent's
+        # connection (and any lock it holds) alone.
+        self._lock = threading.Lock()
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- requests --------------------------------------------------------------------
+
+    def request(self, op, fields=None):
+        """Sends one request and returns its ``result`` (raises its ``error``)."""
+        with self._lock:
+            return self._with_reconnect(lambda: self._roundtrip(op, fields or {}))
+
+    def stream(self, op, fields=None):
+        """Sends one request; yields each ``event``, then returns the ``result``.
+
+        Use as ``result = yield from conn.stream(...)``. The connection is closed if the
+        generator is abandoned before the end (its remaining replies would be unread).
+        """
+        with self._lock:
+            finished = False
+            try:
+                request_id = self._with_reconnect(lambda: self._send(op, fields or {}))
+                while True:
+                    reply = self._read_reply(request_id)
+                    if "event" in reply:
+                        yield reply["event"]
+                        continue
+                    finished = True
+                    return self._result(reply)
+            finally:
+                if not finished:
+                    self.close()
+
+    def _with_reconnect(self, action):
+        if not self.connected:
+            self.close()
+            self._connect()
+            return action()
+        try:
+            return action()
+        except _Unsent:
+            # The peer had closed this (idle) connection before the request was written,
+            # e.g. corrald restarted: nothing reached it, so sending again is safe.
+            self.close()
+            self._connect()
+            return action()
+
+    def _roundtrip(self, op, fields):
+        request_id = self._send(op, fields)
+        while True:
+            reply = self._read_reply(request_id)
+            if "event" in reply:
+                continue
+            return self._result(reply)
+
+    def _result(self, reply):
+        if "error" in reply:
+            raise error_from_reply(reply["error"] or {})
+        return reply.get("result")
+
+    def _send(self, op, fields):
+        self._next_id += 1
+        request_id = self._next_id
+        message = {"id": request_id, "op": op}
+        message.update(fields)
+        try:
+            frame = json.dumps(message, allow_nan=False, separators=(",", ":"))
+        except ValueError as e:
+            from .errors import InvalidArgument
+
+            raise InvalidArgument(
+                "cannot send %s: %s (JSON has no NaN or infinity)" % (op, e), "bad_request"
+            ) from None
+        data = frame.encode("utf-8") + b"\n"
+        try:
+            self._sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _Unsent() from None
+        except OSError as e:
+            self.close()
+            raise self._lost(e) from None
+        return request_id
+
+    def _read_reply(self, request_id):
+        while True:
+            try:
+                line = self._rfile.readline()
+            except OSError as e:
+                self.close()
+                raise self._lost(e) from None
+            except BaseException:
+                # Interrupted (KeyboardInterrupt...): the reply is still on its way, and
+                # would be read as the answer to the next request. Start afresh instead.
+                self.close()
+                raise
+            if not line:
+                self.close()
+                raise self._lost(None)
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                self.close()
+                raise CorralError(
+                    "corrald at %s sent a reply that is not JSON: %r" % (self.path, line[:200]),
+                    "protocol",
+                ) from None
+            reply_id = reply.get("id")
+            if reply_id == request_id:
+                return reply
+            if reply_id == 0 and "error" in reply:
+                # corrald could not parse a request at all.
+                return reply
+            # A reply to an earlier request abandoned by its caller: skip it.
+
+    def _lost(self, err):
+        why = ": %s" % (err.strerror or err) if err is not None else ""
+        return CorralConnectionError(
+            "lost the connection to corrald at %s%s (did it stop?). %s"
+            % (self.path, why, _start_hint(self.path)),
+            self.path,
+        )
+
+
+class _Unsent(Exception):
+    """Writing failed because the peer had closed the connection: nothing was sent."""
+
+
+# -- the shared per-process pool of connections ---------------------------------------
+
+_POOL_LOCK = threading.Lock()
+_IDLE = {}  # socket path -> [Connection]
+_MAX_IDLE = 4
+
+
+def _checkout(path):
+    path = path or socket_path()
+    with _POOL_LOCK:
+        idle = _IDLE.get(path)
+        if idle:
+            return path, idle.pop()
+    return path, Connection(path)
+
+
+def _checkin(path, conn):
+    if not conn.connected:
+        return
+    with _POOL_LOCK:
+        idle = _IDLE.setdefault(path, [])
+        if len(idle) < _MAX_IDLE:
+            idle.append(conn)
+            return
+    conn.close()
+
+
+def call(op, socket=None, **fields):
+    """One request on a pooled connection; returns the result or raises the error."""
+    path, conn = _checkout(socket)
+    try:
+        result = conn.request(op, fields)
+    except CorralConnectionError:
+        conn.close()
+        raise
+    except CorralError:
+        _checkin(path, conn)
+        raise
+    except BaseException:
+        conn.close()
+        raise
+    _checkin(path, conn)
+    return result
+
+
+def stream(op, socket=None, **fields):
+    """A streamed request on a connection of its own: yields events, returns the result."""
+    conn = Connection(socket)
+    try:
+        return (yield from conn.stream(op, fields))
+    finally:
+        conn.close()
+
+
+def _after_fork_in_child():
+    global _POOL_LOCK, _ALL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _ALL_LOCK = threading.Lock()
+    _IDLE.clear()
+    for conn in list(_ALL):
+        conn._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
