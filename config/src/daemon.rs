@@ -54,6 +54,45 @@ pub struct DaemonConfig {
     /// Queues declared up front, by name (`[queues.NAME]` tables).
     #[serde(default)]
     pub queues: std::collections::BTreeMap<String, QueueConfig>,
+    /// Who may do what over the socket (`[access]`); absent: everyone who can open the
+    /// socket may do everything.
+    pub access: Option<AccessConfig>,
+}
+
+/// The `[access]` table: who may do what. Principals are `"*"` (anyone),
+/// `"user:NAME"` / `"user:UID"`, `"group:NAME"` / `"group:GID"` (primary or supplementary
+/// group of the client process). Root and corrald's own user may always do everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// May start, stop, restart, reload, run, shut down, submit and cancel pool jobs.
+    #[serde(default)]
+    pub control: Vec<String>,
+    /// May change queues, counters, arrays and locks (unless a `[[access.names]]` rule
+    /// for the name says otherwise).
+    #[serde(default, rename = "use")]
+    pub use_: Vec<String>,
+    /// May read status, logs and coordination state. Default: anyone.
+    #[serde(default = "anyone")]
+    pub read: Vec<String>,
+    /// Rules for queue/counter/array/lock names by prefix; the longest matching prefix wins.
+    #[serde(default)]
+    pub names: Vec<NameRule>,
+}
+
+fn anyone() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// An `[[access.names]]` rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameRule {
+    /// Names starting with this.
+    pub prefix: String,
+    /// Who may change them.
+    #[serde(rename = "use")]
+    pub use_: Vec<String>,
 }
 
 /// A `[queues.NAME]` table of `corral.toml`.

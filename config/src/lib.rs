@@ -60,7 +60,10 @@ mod suggest;
 mod unit;
 mod validate;
 
-pub use daemon::{DaemonConfig, HttpConfig, QueueConfig, load_daemon_config, parse_daemon_config};
+pub use daemon::{
+    AccessConfig, DaemonConfig, HttpConfig, NameRule, QueueConfig, load_daemon_config,
+    parse_daemon_config,
+};
 pub use duration::{format_duration, parse_duration, parse_size};
 pub use error::{ConfigError, ConfigErrors};
 pub use signal::{signal_name, signal_number};

@@ -63,6 +63,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             },
         )]
         .into(),
+        access: None,
     };
     assert_eq!(config, want);
 }

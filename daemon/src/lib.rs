@@ -8,6 +8,7 @@
 //! - [`lifecycle`]: signals and the shutdown sequence.
 //! - [`settings`]: flags over `corral.toml` over defaults.
 
+pub mod access;
 pub mod handlers;
 pub mod http;
 pub mod lifecycle;
@@ -66,6 +67,8 @@ pub struct Context {
     pub all_stopped: CancellationToken,
     /// When corrald started.
     pub started: std::time::Instant,
+    /// Who may do what.
+    pub policy: access::Policy,
 }
 
 /// How `run` is told to stop: `shutdown` starts the clean sequence, `force` (a second
@@ -98,6 +101,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         max_item_bytes: settings.max_item_bytes,
         declared_queues: settings.queues.clone(),
     };
+    let policy = access::Policy::new(settings.access.as_ref())?;
     let store = Store::open(&settings.db_path(), limits)?;
     let units_count = units.len();
     // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
@@ -154,6 +158,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         request_shutdown: lifecycle.shutdown.clone(),
         all_stopped: CancellationToken::new(),
         started: std::time::Instant::now(),
+        policy,
     });
     let stop_serving = CancellationToken::new();
     let server_task = tokio::spawn(server::run(listener, ctx.clone(), stop_serving.clone()));

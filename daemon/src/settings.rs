@@ -37,6 +37,8 @@ pub struct Settings {
     pub max_item_bytes: usize,
     /// Queues declared in `corral.toml`, with their capacity.
     pub queues: std::collections::BTreeMap<String, Option<usize>>,
+    /// The `[access]` table, if any.
+    pub access: Option<corral_config::AccessConfig>,
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -160,6 +162,7 @@ impl Settings {
                 .iter()
                 .map(|(name, q)| (name.clone(), q.maxsize))
                 .collect(),
+            access: file.access.clone(),
         })
     }
 

@@ -116,6 +116,9 @@ class Connection:
                 "hello",
                 {"version": PROTOCOL_VERSION, "client": "%s pid %d" % (CLIENT_NAME, os.getpid())},
             )
+        except _Unsent:
+            self.close()
+            raise self._lost(None) from None
         except BaseException:
             self.close()
             raise
@@ -173,18 +176,24 @@ class Connection:
                     self.close()
 
     def _with_reconnect(self, action):
-        if not self.connected:
+        fresh = not self.connected
+        if fresh:
             self.close()
             self._connect()
-            return action()
         try:
             return action()
         except _Unsent:
-            # The peer had closed this (idle) connection before the request was written,
-            # e.g. corrald restarted: nothing reached it, so sending again is safe.
             self.close()
-            self._connect()
+            if fresh:
+                raise self._lost(None) from None
+        # The peer had closed this (idle) connection before the request was written,
+        # e.g. corrald restarted: nothing reached it, so sending again is safe.
+        self._connect()
+        try:
             return action()
+        except _Unsent:
+            self.close()
+            raise self._lost(None) from None
 
     def _roundtrip(self, op, fields):
         request_id = self._send(op, fields)

@@ -18,9 +18,10 @@ use crate::Context;
 use crate::primitives::ConnInfo;
 use crate::server::Replies;
 
-/// Per-connection identity: what locks and waiters belong to.
+/// Per-connection identity: what locks and waiters belong to, and who the peer is.
 pub struct Connection {
     info: ConnInfo,
+    peer: crate::access::Peer,
 }
 
 impl Connection {
@@ -29,6 +30,7 @@ impl Connection {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let cred = stream.peer_cred().ok();
         Connection {
+            peer: crate::access::Peer::of(cred),
             info: ConnInfo {
                 id: NEXT.fetch_add(1, Ordering::Relaxed),
                 pid: cred.and_then(|c| c.pid()).map(|p| p as u32),
@@ -52,6 +54,9 @@ pub async fn dispatch(
     replies: &Replies,
 ) -> bool {
     let id = request.id;
+    if let Err(denied) = ctx.policy.check(&conn.peer, &request.op) {
+        return replies.send(Response::err(id, denied)).await;
+    }
     let reply = match request.op {
         Op::LockStatus { lock } => locks::status(ctx, conn.info, lock).await,
         Op::PoolSubmit {
@@ -67,6 +72,7 @@ pub async fn dispatch(
             env,
         } => {
             let submit = pool::Submit {
+                run_as: conn.peer.run_as(),
                 stop: None,
                 name,
                 pool,
@@ -149,6 +155,7 @@ pub async fn dispatch(
             let task = units::run(
                 ctx.clone(),
                 id,
+                conn.peer.run_as(),
                 name,
                 command,
                 env,

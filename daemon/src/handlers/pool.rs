@@ -18,6 +18,8 @@ const MAX_INPUTS: usize = 10_000_000;
 
 /// What `pool_submit` carries.
 pub struct Submit {
+    /// Run the job's processes as this uid (a non-root client's own).
+    pub run_as: Option<u32>,
     /// From a named pool: its stop signal and stop timeout (ms).
     pub stop: Option<(i32, u64)>,
     pub name: Option<String>,
@@ -98,6 +100,7 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
         timeout_ms: s.timeout_ms,
         working_dir,
         env: s.env,
+        user: s.run_as.map(|uid| uid.to_string()),
         stop_signal: s.stop.map_or(15, |(sig, _)| sig),
         stop_timeout_ms: s.stop.map_or(10_000, |(_, ms)| ms),
     };

@@ -107,6 +107,7 @@ pub async fn reload(ctx: &Context) -> Outcome {
 pub async fn run(
     ctx: Arc<Context>,
     id: u64,
+    run_as: Option<u32>,
     name: Option<String>,
     command: Vec<String>,
     env: BTreeMap<String, String>,
@@ -114,7 +115,7 @@ pub async fn run(
     wait: bool,
     replies: Replies,
 ) {
-    let outcome = start_transient(&ctx, name, command, env, working_dir).await;
+    let outcome = start_transient(&ctx, run_as, name, command, env, working_dir).await;
     let unit = match outcome {
         Ok(unit) => unit,
         Err(e) => {
@@ -173,6 +174,7 @@ pub async fn run(
 
 async fn start_transient(
     ctx: &Context,
+    run_as: Option<u32>,
     name: Option<String>,
     command: Vec<String>,
     env: BTreeMap<String, String>,
@@ -193,6 +195,8 @@ async fn start_transient(
     }
     let mut unit = Unit::transient(name.as_deref().unwrap_or(""), command);
     unit.env = env;
+    // A client other than root (or corrald's own user) runs things as itself.
+    unit.user = run_as.map(|uid| uid.to_string());
     if let Some(dir) = working_dir {
         let dir = PathBuf::from(dir);
         if !dir.is_absolute() {

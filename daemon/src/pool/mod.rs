@@ -60,6 +60,9 @@ pub struct JobSpec {
     /// Time between the stop signal and SIGKILL.
     #[serde(default = "default_stop_timeout_ms")]
     pub stop_timeout_ms: u64,
+    /// Run the processes as this user (uid), when a non-root client submitted the job.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 fn default_stop_signal() -> i32 {
@@ -688,7 +691,7 @@ fn spawn_spec(
         owner: Owner::Pool,
         umask: None,
         rlimits: Default::default(),
-        user: None,
+        user: spec.user.clone(),
         group: None,
         die_with_parent: false,
     }

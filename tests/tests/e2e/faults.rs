@@ -346,21 +346,32 @@ fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
             running.clone(),
         );
         threads.push(std::thread::spawn(move || {
-            let Ok(client) = corral_client::Client::connect_to(&socket) else { return };
+            let Ok(client) = corral_client::Client::connect_to(&socket) else {
+                return;
+            };
             let mut n = 0u64;
             while running.load(Ordering::Relaxed) {
                 let result = match t % 4 {
                     // Producers: every acknowledged put is recorded.
                     0 | 1 => {
                         let id = t * 1_000_000 + n;
-                        client.queue("load").put(id).map(|_| acked_puts.lock().unwrap().push(id))
+                        client
+                            .queue("load")
+                            .put(id)
+                            .map(|_| acked_puts.lock().unwrap().push(id))
                     }
                     // Consumers: every item whose reply arrived is recorded.
                     2 => client
                         .queue("load")
                         .get::<u64>(Some(std::time::Duration::from_millis(50)))
                         .map(|id| received.lock().unwrap().push(id))
-                        .or_else(|e| if e.code() == Some(corral_proto::ErrorCode::Empty) { Ok(()) } else { Err(e) }),
+                        .or_else(|e| {
+                            if e.code() == Some(corral_proto::ErrorCode::Empty) {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        }),
                     // Adders and lockers.
                     _ => {
                         *attempted_adds.lock().unwrap() += 1;
@@ -378,7 +389,9 @@ fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
             }
         }));
     }
-    wait_for("some load", || (acked_puts.lock().unwrap().len() > 500).then_some(()));
+    wait_for("some load", || {
+        (acked_puts.lock().unwrap().len() > 500).then_some(())
+    });
     d.kill9();
     running.store(false, Ordering::Relaxed);
     for t in threads {
@@ -386,20 +399,36 @@ fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
     }
     d.start();
     let client = d.client();
-    let left: Vec<u64> = client.queue("load").get_many(1_000_000, Some(std::time::Duration::from_millis(1))).unwrap_or_default();
+    let left: Vec<u64> = client
+        .queue("load")
+        .get_many(1_000_000, Some(std::time::Duration::from_millis(1)))
+        .unwrap_or_default();
     let received = received.lock().unwrap().clone();
     let mut seen: HashMap<u64, usize> = HashMap::new();
     for id in left.iter().chain(&received) {
         *seen.entry(*id).or_default() += 1;
     }
-    assert!(seen.values().all(|&n| n == 1), "an item was delivered twice");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "an item was delivered twice"
+    );
     let acked = acked_puts.lock().unwrap().clone();
     let missing: Vec<&u64> = acked.iter().filter(|id| !seen.contains_key(id)).collect();
     // The documented window: a get committed just before the kill whose reply never
     // arrived. At most one per consumer thread (5 of them).
-    assert!(missing.len() <= 5, "{} acknowledged items are gone: {missing:?}", missing.len());
+    assert!(
+        missing.len() <= 5,
+        "{} acknowledged items are gone: {missing:?}",
+        missing.len()
+    );
     let adds = client.counter("adds").get().unwrap() as u64;
     let (acked_adds, attempted) = (*acked_adds.lock().unwrap(), *attempted_adds.lock().unwrap());
-    assert!(adds >= acked_adds && adds <= attempted, "counter {adds}, acknowledged {acked_adds}, attempted {attempted}");
-    assert!(client.lock("l").status().unwrap().holder.is_none(), "no lock survives a restart");
+    assert!(
+        adds >= acked_adds && adds <= attempted,
+        "counter {adds}, acknowledged {acked_adds}, attempted {attempted}"
+    );
+    assert!(
+        client.lock("l").status().unwrap().holder.is_none(),
+        "no lock survives a restart"
+    );
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real corrald and corralctl, real processes, temp dirs.
 //! One test binary (faster to link); one module per area.
 
+mod access;
 mod browser;
 mod cli;
 mod examples;

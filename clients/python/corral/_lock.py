@@ -1,0 +1,109 @@
+"""Lock: a named lock served by corrald (``multiprocessing.Lock``)."""
+
+import threading
+import time
+
+from . import _client
+from ._queue import timeout_ms
+from .errors import Locked, NotHeld, Timeout
+
+__all__ = ["Lock"]
+
+
+class Lock:
+    """A named lock shared by every program that uses the same corrald.
+
+    First come, first served. The lock belongs to this object's own connection to
+    corrald, so it is released the moment this process exits, crashes or is killed
+    (or the object is closed or garbage-collected). Not re-entrant, like
+    ``multiprocessing.Lock``; threads of one process that share a ``Lock`` object
+    take turns on it as they would with ``multiprocessing.Lock``.
+
+    Each grant carries a fencing ``token`` (``lock.token`` after ``acquire``) that
+    grows with every grant, across restarts of corrald: hand it to the resource the
+    lock protects so it can refuse a stale holder.
+    """
+
+    def __init__(self, name, *, socket=None):
+        if not isinstance(name, str):
+            raise TypeError("lock name must be a string, not %r" % (name,))
+        self.name = name
+        self._conn = _client.Connection(socket)
+        # Threads of this process queue here first: corrald sees one client per Lock.
+        self._local = threading.Lock()
+        self.token = None
+
+    def __repr__(self):
+        state = "held, token %d" % self.token if self.token is not None else "not held"
+        return "<corral.Lock %r %s>" % (self.name, state)
+
+    def acquire(self, block=True, timeout=-1):
+        """Takes the lock; returns True, or False if ``block`` is false and it is held,
+        or if ``timeout`` seconds passed (``None`` or negative: wait forever)."""
+        if timeout is None or (timeout is not None and timeout < 0):
+            timeout = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not block:
+            if not self._local.acquire(False):
+                return False
+        elif timeout is None:
+            self._local.acquire()
+        elif not self._local.acquire(True, timeout):
+            return False
+        try:
+            fields = {"lock": self.name}
+            if not block:
+                fields["block"] = False
+            elif deadline is not None:
+                fields["timeout_ms"] = timeout_ms(max(0.0, deadline - time.monotonic()))
+            try:
+                grant = self._conn.request("lock_acquire", fields)
+            except (Locked, Timeout):
+                self._local.release()
+                return False
+        except BaseException:
+            self._local.release()
+            raise
+        self.token = grant["token"]
+        return True
+
+    def release(self):
+        """Releases the lock (``ValueError`` if this object does not hold it)."""
+        if self.token is None:
+            raise NotHeld(
+                "lock `%s` is not held by this object (released too many times?)" % self.name,
+                "not_held",
+            )
+        self.token = None
+        try:
+            self._conn.request("lock_release", {"lock": self.name})
+        except NotHeld:
+            # corrald lost our connection (e.g. it restarted): the lock is not held.
+            pass
+        finally:
+            self._local.release()
+
+    def locked(self):
+        """Whether anyone holds the lock now (asks corrald)."""
+        result = _client.call("lock_status", socket=self._conn._path, lock=self.name)
+        return any(info.get("holder") for info in result.get("locks", []))
+
+    def status(self):
+        """corrald's view of the lock: holder (pid, uid, unit, token, held_ms) and waiters."""
+        result = _client.call("lock_status", socket=self._conn._path, lock=self.name)
+        locks = result.get("locks", [])
+        return locks[0] if locks else {"lock": self.name, "waiters": 0}
+
+    def close(self):
+        """Closes the connection; a held lock is released by corrald."""
+        self._conn.close()
+        if self.token is not None:
+            self.token = None
+            self._local.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

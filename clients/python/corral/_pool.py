@@ -1,0 +1,346 @@
+"""Pool: a parallel map run by corrald as a pool job (``multiprocessing.Pool``)."""
+
+import json as _json
+import os
+import time
+
+from . import _client
+from ._process import split_command
+from ._queue import timeout_ms
+from .errors import CorralError, PoolItemError
+
+__all__ = ["Pool", "PoolIterator", "AsyncResult"]
+
+
+def _input(item):
+    """A pool input is a line of text: strings as they are, anything else as JSON."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, bytes):
+        return item.decode("utf-8")
+    return _json.dumps(item, allow_nan=False, separators=(",", ":"))
+
+
+def _output(item, parse_json):
+    out = item.get("stdout") or ""
+    if out.endswith("\n"):
+        out = out[:-1]
+    if not parse_json:
+        return out
+    try:
+        return _json.loads(out)
+    except ValueError as e:
+        raise ValueError(
+            "pool item %s (input %r): its output is not JSON (%s): %r"
+            % (item.get("index"), item.get("input"), e, out[:200])
+        ) from None
+
+
+class Pool:
+    """Runs a command once per input, at most ``processes`` at a time, through corrald.
+
+    ``processes``: most items at once (exec mode) or worker processes (stream mode);
+    None: as many as corrald's machine has CPUs.
+
+    ``stream=True``: long-lived workers of the command, each reading one input line
+    on stdin and answering one line on stdout (flushed), instead of one process per
+    item. ``retries``: extra attempts for a failed item. ``timeout``: seconds before
+    an item's process group is killed. ``pool="NAME"``: submit to a named pool (a
+    unit with ``kind = "pool"``), whose command, workers and mode apply: then call
+    ``map(None, inputs)`` or ``map(inputs)``. ``env`` adds environment variables;
+    items run in ``cwd`` (default: the current directory).
+
+    The command is a list or a string split like a shell would: ``"python3 square.py
+    {}"``. In exec mode ``{}`` in any argument becomes the input (without ``{}`` the
+    input is appended). Inputs are lines of text: strings are passed as they are,
+    anything else as JSON (``3`` -> ``3``, ``[1, 2]`` -> ``[1,2]``). Results are each
+    item's stdout without its trailing newline, or with ``json=True`` that text parsed
+    as JSON.
+
+    The job is corrald's: it survives a restart of corrald, and a crash of this
+    program (``corralctl pool list``). Leaving a ``with Pool(...)`` block, or
+    ``terminate()``, cancels a job of this pool that is still running.
+    """
+
+    def __init__(
+        self,
+        processes=None,
+        *,
+        stream=False,
+        retries=0,
+        timeout=None,
+        pool=None,
+        env=None,
+        cwd=None,
+        name=None,
+        socket=None,
+    ):
+        if processes is not None:
+            if isinstance(processes, bool) or not isinstance(processes, int):
+                raise TypeError("processes must be an int or None")
+            if processes < 1:
+                raise ValueError("Number of processes must be at least 1")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError("retries must be a non-negative int")
+        self._timeout_ms = timeout_ms(timeout)
+        if self._timeout_ms == 0:
+            raise ValueError("a pool item timeout must be more than 0")
+        self._processes = processes
+        self.stream = bool(stream)
+        self.retries = retries
+        self.pool = pool
+        self.env = {str(k): str(v) for k, v in dict(env or {}).items()}
+        self.cwd = os.path.abspath(cwd) if cwd is not None else None
+        self.name = name
+        self._socket = socket
+        self._state = "run"
+        self._jobs = {}  # job id -> finished?
+
+    def __repr__(self):
+        return "<corral.Pool state=%s jobs=%s>" % (self._state, list(self._jobs))
+
+    # -- submitting ----------------------------------------------------------------
+
+    def _submit(self, cmd, iterable):
+        if self._state != "run":
+            raise ValueError("Pool not running")
+        if iterable is None:
+            if self.pool is None:
+                raise TypeError("map() needs a command and the inputs: map(cmd, inputs)")
+            cmd, iterable = None, cmd
+        fields = {"inputs": [_input(x) for x in iterable]}
+        if cmd is not None:
+            fields["command"] = split_command(cmd)
+        elif self.pool is None:
+            raise TypeError("give a command, or create the Pool with pool=NAME")
+        if self.pool is not None:
+            fields["pool"] = self.pool
+        if not fields["inputs"]:
+            return None
+        if self._processes is not None:
+            fields["workers"] = self._processes
+        if self.retries:
+            fields["retries"] = self.retries
+        if self._timeout_ms is not None:
+            fields["timeout_ms"] = self._timeout_ms
+        if self.stream:
+            fields["stream"] = True
+        if self.env:
+            fields["env"] = self.env
+        if self.name is not None:
+            fields["name"] = self.name
+        fields["working_dir"] = self.cwd or os.getcwd()
+        job = _client.call("pool_submit", socket=self._socket, **fields)
+        self._jobs[job["job"]] = False
+        return job["job"]
+
+    def _finished(self, job_id):
+        self._jobs[job_id] = True
+
+    def map(self, cmd, iterable=None, json=False):
+        """Runs ``cmd`` for each input; returns the results in input order.
+
+        Waits for the whole job; if items failed, raises :class:`PoolItemError` for
+        the first of them (its ``index``, ``input``, ``exitcode``, ``stderr``) once
+        the job is over, like ``multiprocessing.Pool.map`` re-raises.
+        """
+        results, first_error = [], None
+        for outcome in self._iter(cmd, iterable, json):
+            if isinstance(outcome, Exception):
+                if first_error is None:
+                    first_error = outcome
+                results.append(None)
+            else:
+                results.append(outcome)
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def imap(self, cmd, iterable=None, json=False):
+        """Like ``map``, but returns an iterator that yields each result as soon as it
+        and every one before it are done. A failed item raises :class:`PoolItemError`
+        from ``next()``; iterating on gives the items after it."""
+        return PoolIterator(self._iter(cmd, iterable, json))
+
+    def imap_unordered(self, cmd, iterable=None, json=False):
+        """The same as ``imap``: corrald hands results back in input order only, so
+        "unordered" here means "in input order" (any order is allowed)."""
+        return self.imap(cmd, iterable, json)
+
+    def starmap(self, cmd, iterable, json=False):
+        """Each element of ``iterable`` is a tuple of arguments, joined by spaces into
+        one input (so ``{}`` expands to several words of the command line)."""
+        return self.map(cmd, (" ".join(_input(a) for a in args) for args in iterable), json)
+
+    def map_async(self, cmd, iterable=None, json=False):
+        """Submits the job and returns an :class:`AsyncResult` at once."""
+        job = self._submit(cmd, iterable)
+        return AsyncResult(self, job, json)
+
+    def _iter(self, cmd, iterable, parse_json):
+        """Submits the job now; returns a generator of each result, or of the exception
+        for a failed item, in input order."""
+        return self._results(self._submit(cmd, iterable), parse_json)
+
+    def _results(self, job, parse_json):
+        if job is None:
+            return
+        total = None
+        seen = 0
+        events = _client.stream("pool_wait", socket=self._socket, job=job, results=True)
+        try:
+            while True:
+                try:
+                    item = next(events)
+                except StopIteration as end:
+                    info = end.value or {}
+                    total = info.get("total")
+                    break
+                seen += 1
+                if item.get("ok"):
+                    try:
+                        yield _output(item, parse_json)
+                    except ValueError as e:
+                        yield e
+                else:
+                    yield PoolItemError(item, job)
+        finally:
+            events.close()
+        self._finished(job)
+        if total is not None and seen < total:
+            raise CorralError(
+                "pool job %d was cancelled after %d of its %d items (state %s)"
+                % (job, seen, total, info.get("state")),
+                "cancelled",
+            )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def jobs(self):
+        """The ids of the pool jobs submitted through this Pool."""
+        return list(self._jobs)
+
+    def close(self):
+        """No more jobs may be submitted; the running ones go on (``join`` waits)."""
+        if self._state == "run":
+            self._state = "close"
+
+    def terminate(self):
+        """Cancels every job of this pool that is still running (``pool_cancel``):
+        running items' process groups are stopped, pending items skipped."""
+        self._state = "terminate"
+        for job, finished in list(self._jobs.items()):
+            if finished:
+                continue
+            try:
+                info = _client.call("pool_cancel", socket=self._socket, job=job)
+            except CorralError:
+                continue
+            if info.get("state") != "running":
+                self._finished(job)
+
+    def join(self):
+        """Waits for every job of this pool to end (call ``close`` or ``terminate`` first)."""
+        if self._state == "run":
+            raise ValueError("Pool is still running (call close() or terminate() first)")
+        for job, finished in list(self._jobs.items()):
+            if not finished:
+                _client.call("pool_wait", socket=self._socket, job=job)
+                self._finished(job)
+
+    def __enter__(self):
+        if self._state != "run":
+            raise ValueError("Pool not running")
+        return self
+
+    def __exit__(self, *exc):
+        self.terminate()
+
+
+class PoolIterator:
+    """The iterator of ``Pool.imap``: results in input order, as they arrive."""
+
+    def __init__(self, outcomes):
+        self._outcomes = outcomes
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        outcome = next(self._outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    next = __next__
+
+    def close(self):
+        """Stops listening (the job goes on; cancel it with the Pool)."""
+        self._outcomes.close()
+
+
+class AsyncResult:
+    """The result of ``Pool.map_async``: the job runs in corrald meanwhile."""
+
+    def __init__(self, pool, job, parse_json):
+        self._pool = pool
+        self.job = job
+        self._json = parse_json
+
+    def ready(self):
+        """Whether the job has ended."""
+        if self.job is None:
+            return True
+        info = _client.call("pool_status", socket=self._pool._socket, job=self.job)
+        return info.get("state") != "running"
+
+    def wait(self, timeout=None):
+        """Waits until the job has ended, or ``timeout`` seconds have passed."""
+        if self.job is None:
+            return
+        if timeout is None:
+            _client.call("pool_wait", socket=self._pool._socket, job=self.job)
+            return
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = 0.01
+        while not self.ready():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.25)
+
+    def successful(self):
+        """Whether every item succeeded (``ValueError`` if the job has not ended)."""
+        if not self.ready():
+            raise ValueError("the pool job %s has not ended" % self.job)
+        if self.job is None:
+            return True
+        info = _client.call("pool_status", socket=self._pool._socket, job=self.job)
+        return info.get("failed", 0) == 0 and info.get("state") == "finished"
+
+    def get(self, timeout=None):
+        """The results in input order, once the job has ended (``TimeoutError`` if it
+        has not after ``timeout`` seconds); raises the first failed item's error."""
+        if self.job is None:
+            return []
+        self.wait(timeout)
+        if not self.ready():
+            raise TimeoutError("pool job %d is still running" % self.job)
+        self._pool._finished(self.job)
+        results = _client.call("pool_results", socket=self._pool._socket, job=self.job)
+        items = results.get("items", [])
+        total = results.get("job", {}).get("total", len(items))
+        values = []
+        for item in items:
+            if not item.get("ok"):
+                raise PoolItemError(item, self.job)
+            values.append(_output(item, self._json))
+        if len(values) < total:
+            raise CorralError(
+                "pool job %d was cancelled after %d of its %d items"
+                % (self.job, len(values), total),
+                "cancelled",
+            )
+        return values

@@ -1,0 +1,4 @@
+"""Pattern 2: prints its number."""
+import sys
+
+print("Task %s running" % sys.argv[1])

@@ -1,0 +1,163 @@
+//! The `[access]` policy: who may read, use and control, decided by the client's uid and
+//! groups as the kernel reports them. Run as root, with a user made by `useradd`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use corral_tests::{TestDaemon, bin};
+
+/// A system user for the test, removed on drop.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TestUser {
+    fn create() -> Option<TestUser> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "corral-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                &name,
+            ])
+            .status()
+            .ok()?;
+        if !made.success() {
+            return None;
+        }
+        let user = nix::unistd::User::from_name(&name).ok()??;
+        Some(TestUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
+    /// Runs corralctl as this user.
+    fn ctl(&self, d: &TestDaemon, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                &self.uid.to_string(),
+                "--regid",
+                &self.gid.to_string(),
+                "--clear-groups",
+            ])
+            .arg(bin("corralctl"))
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args)
+            .current_dir("/")
+            .output()
+            .expect("setpriv")
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// A daemon whose socket anyone may open, so that [access] alone decides.
+fn open_daemon(access: &str) -> TestDaemon {
+    let mut d = TestDaemon::new();
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, format!("socket_mode = \"0666\"\n{access}")).unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.unit(
+        "svc",
+        "command = [\"sleep\", \"1000\"]\nautostart = false\n",
+    );
+    d.start();
+    d
+}
+
+#[test]
+fn access_rules_decide_read_use_and_control() {
+    let Some(user) = TestUser::create() else {
+        eprintln!("skipped: needs root and useradd");
+        return;
+    };
+    let d = open_daemon(&format!(
+        "[access]\nuse = [\"user:{}\"]\n[[access.names]]\nprefix = \"secret:\"\nuse = []\n",
+        user.name
+    ));
+    // Read: anyone.
+    let status = user.ctl(&d, &["status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // Use: allowed in general, refused for the protected prefix.
+    assert!(
+        user.ctl(&d, &["queue", "put", "public", "1"])
+            .status
+            .success()
+    );
+    let secret = user.ctl(&d, &["queue", "put", "secret:plans", "1"]);
+    assert_eq!(secret.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&secret.stderr);
+    assert!(
+        err.contains("permission denied") && err.contains("queue_put"),
+        "{err}"
+    );
+    // Control: refused, naming the operation; nothing changed.
+    let start = user.ctl(&d, &["start", "svc"]);
+    assert_eq!(start.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&start.stderr);
+    assert!(
+        err.contains("permission denied") && err.contains("`start`"),
+        "{err}"
+    );
+    assert_eq!(d.status("svc").instances[0].state.as_str(), "inactive");
+    assert_eq!(d.ctl_ok(&["queue", "len", "secret:plans"]).trim(), "0");
+    // Root may do everything.
+    d.ctl_ok(&["queue", "put", "secret:plans", "1"]);
+    d.ctl_ok(&["start", "svc"]);
+}
+
+#[test]
+fn a_non_root_client_runs_things_as_itself() {
+    let Some(user) = TestUser::create() else {
+        eprintln!("skipped: needs root and useradd");
+        return;
+    };
+    let d = open_daemon(&format!("[access]\ncontrol = [\"user:{}\"]\n", user.name));
+    let out = user.ctl(&d, &["run", "--wait", "--", "id", "-u"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        user.uid.to_string()
+    );
+    let pool = user.ctl(&d, &["pool", "map", "--", "sh", "-c", "id -u", ":::", "x"]);
+    assert!(
+        pool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pool.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&pool.stdout).trim(),
+        user.uid.to_string()
+    );
+    // Root's runs stay root's.
+    assert_eq!(d.ctl_ok(&["run", "--wait", "--", "id", "-u"]).trim(), "0");
+}
