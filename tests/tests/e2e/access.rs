@@ -161,3 +161,31 @@ fn a_non_root_client_runs_things_as_itself() {
     // Root's runs stay root's.
     assert_eq!(d.ctl_ok(&["run", "--wait", "--", "id", "-u"]).trim(), "0");
 }
+
+#[test]
+fn the_socket_is_0660_and_can_belong_to_a_group() {
+    use std::os::unix::fs::MetadataExt;
+    let mut d = TestDaemon::new();
+    d.start();
+    let meta = std::fs::metadata(d.socket()).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    drop(d);
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    // A configured group owns it (any existing group will do for the check).
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(65534))
+        .ok()
+        .flatten()
+        .or_else(|| nix::unistd::Group::from_name("daemon").ok().flatten());
+    let Some(group) = group else { return };
+    let mut d = TestDaemon::new();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, format!("socket_group = \"{}\"\n", group.name)).unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.start();
+    assert_eq!(
+        std::fs::metadata(d.socket()).unwrap().gid(),
+        group.gid.as_raw()
+    );
+}

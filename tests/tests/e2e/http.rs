@@ -246,3 +246,37 @@ fn the_event_stream_reports_changes_without_a_reload() {
         }
     }
 }
+
+#[test]
+fn environment_values_are_never_shown() {
+    let (mut d, port) = daemon_with_http(None);
+    d.unit(
+        "secretive",
+        "command = [\"sleep\", \"1000\"]\nenv = { API_KEY = \"hunter2-do-not-show\" }\n",
+    );
+    d.start();
+    d.wait_state("secretive", "running");
+    for path in [
+        "/",
+        "/units/secretive",
+        "/api/units/secretive",
+        "/api/status",
+        "/metrics",
+    ] {
+        let (_, body) = http(port, "GET", path, &[]);
+        assert!(
+            !body.contains("hunter2"),
+            "{path} shows an environment value"
+        );
+    }
+    let (_, unit) = http(port, "GET", "/api/units/secretive", &[]);
+    assert!(
+        unit.contains("API_KEY"),
+        "the variable's name is shown, its value is not"
+    );
+    assert!(!d.ctl_ok(&["--json", "status"]).contains("hunter2"));
+    assert!(
+        !d.stderr().contains("hunter2"),
+        "corrald's own log shows it"
+    );
+}
