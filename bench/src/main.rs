@@ -11,6 +11,7 @@
 mod daemon;
 mod peers;
 mod pool;
+mod soak;
 mod workloads;
 
 use std::path::PathBuf;
@@ -119,6 +120,15 @@ fn main() -> anyhow::Result<()> {
     if wanted("daemon") {
         eprintln!("running daemon workloads ...");
         reports.extend(daemon::reports(dir.path(), rounds, args.quick)?);
+    }
+    if wanted("soak") {
+        let (clients, length) = if args.quick {
+            (20, Duration::from_secs(2))
+        } else {
+            (200, Duration::from_secs(60))
+        };
+        eprintln!("running the soak ({clients} clients) ...");
+        reports.extend(soak::report(&env, clients, length)?);
     }
     if wanted("pool") {
         eprintln!("running pool workloads ...");

@@ -115,6 +115,11 @@ impl Environment {
         })
     }
 
+    /// corrald's pid.
+    pub fn corrald_pid(&self) -> u32 {
+        self.corrald.id()
+    }
+
     /// Stops everything started.
     pub fn stop(&mut self) {
         if let Ok(c) = corral_client::Client::connect_to(&self.corral_socket) {
