@@ -1,7 +1,9 @@
 """Lock: a named lock served by corrald (``multiprocessing.Lock``)."""
 
+import os
 import threading
 import time
+import weakref
 
 from . import _client
 from ._queue import timeout_ms
@@ -32,6 +34,7 @@ class Lock:
         # Threads of this process queue here first: corrald sees one client per Lock.
         self._local = threading.Lock()
         self.token = None
+        _LOCKS.add(self)
 
     def __repr__(self):
         state = "held, token %d" % self.token if self.token is not None else "not held"
@@ -107,3 +110,18 @@ class Lock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+# A forked child does not hold its parent's locks (its connections are new): it starts
+# with every Lock object released, and an acquire waits for the parent's release.
+_LOCKS = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for lock in list(_LOCKS):
+        lock._local = threading.Lock()
+        lock.token = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
