@@ -366,6 +366,38 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Whether this operates on queues, counters, arrays or locks (the coordination
+    /// state), rather than on units, logs, pools or the daemon.
+    pub fn is_coordination(&self) -> bool {
+        matches!(
+            self,
+            Op::QueueDeclare { .. }
+                | Op::QueuePut { .. }
+                | Op::QueueGet { .. }
+                | Op::QueueLen { .. }
+                | Op::QueueList {}
+                | Op::QueuePurge { .. }
+                | Op::QueueDelete { .. }
+                | Op::CounterGet { .. }
+                | Op::CounterSet { .. }
+                | Op::CounterAdd { .. }
+                | Op::CounterCas { .. }
+                | Op::CounterList {}
+                | Op::CounterDelete { .. }
+                | Op::ArrayCreate { .. }
+                | Op::ArrayGet { .. }
+                | Op::ArraySet { .. }
+                | Op::ArrayAdd { .. }
+                | Op::ArrayList {}
+                | Op::ArrayDelete { .. }
+                | Op::LockAcquire { .. }
+                | Op::LockRelease { .. }
+                | Op::LockStatus { .. }
+        )
+    }
+}
+
 fn yes() -> bool {
     true
 }

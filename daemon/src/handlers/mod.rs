@@ -95,27 +95,6 @@ pub async fn dispatch(
         Op::PoolResults { job } => pool::results(ctx, job).await,
         Op::PoolList {} => pool::list(ctx).await,
         Op::PoolCancel { job } => pool::cancel(ctx, job).await,
-        op @ (Op::QueueDeclare { .. }
-        | Op::QueuePut { .. }
-        | Op::QueueGet { .. }
-        | Op::QueueLen { .. }
-        | Op::QueueList {}
-        | Op::QueuePurge { .. }
-        | Op::QueueDelete { .. }
-        | Op::CounterGet { .. }
-        | Op::CounterSet { .. }
-        | Op::CounterAdd { .. }
-        | Op::CounterCas { .. }
-        | Op::CounterList {}
-        | Op::CounterDelete { .. }
-        | Op::ArrayCreate { .. }
-        | Op::ArrayGet { .. }
-        | Op::ArraySet { .. }
-        | Op::ArrayAdd { .. }
-        | Op::ArrayList {}
-        | Op::ArrayDelete { .. }
-        | Op::LockAcquire { .. }
-        | Op::LockRelease { .. }) => return forward(ctx, conn, id, op, replies).await,
         Op::Hello { version, client } => system::hello(version, client),
         Op::Shutdown { plan: true, .. } => system::plan(ctx).await,
         Op::Shutdown { wait, .. } => {
@@ -165,6 +144,11 @@ pub async fn dispatch(
             );
             tokio::spawn(task);
             return true;
+        }
+        // Everything else is a queue, counter, array or lock operation.
+        op => {
+            debug_assert!(op.is_coordination());
+            return forward(ctx, conn, id, op, replies).await;
         }
     };
     replies.send(into_response(id, reply)).await

@@ -9,8 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
-use super::{ItemState, PoolManager, PoolMsg, Spawning};
-use crate::store::now_ms;
+use super::{PoolManager, PoolMsg, Spawning};
 use crate::supervisor::process::{Output, Spawned};
 
 /// Items in flight per worker.
@@ -82,6 +81,7 @@ impl PoolManager {
     fn feed(&mut self, id: u64) {
         let job = self.jobs.get_mut(&id).expect("fed job exists");
         let worker_ids: Vec<u64> = job.workers.keys().copied().collect();
+        let mut sent = Vec::new();
         for w in worker_ids {
             let worker = job.workers.get_mut(&w).expect("listed");
             let Some(feed) = worker.feed.clone() else {
@@ -89,7 +89,7 @@ impl PoolManager {
             };
             while worker.in_flight.len() < DEPTH {
                 let Some(index) = job.queue.pop_front() else {
-                    return;
+                    break;
                 };
                 if feed
                     .try_send((index, job.items[index].input.clone()))
@@ -99,16 +99,11 @@ impl PoolManager {
                     break;
                 }
                 worker.in_flight.push_back(index);
-                // Job::start_item, spelled out: `worker` borrows another field of `job`.
-                let item = &mut job.items[index];
-                item.attempts += 1;
-                item.state = ItemState::Running {
-                    pid: None,
-                    started_ms: now_ms(),
-                    timed_out: false,
-                };
-                job.n_running += 1;
+                sent.push(index);
             }
+        }
+        for index in sent {
+            job.start_item(index);
         }
     }
 
