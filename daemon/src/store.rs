@@ -473,34 +473,51 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
-    // Checkpoints (copying the WAL back into the database, with an fsync) happen on a
-    // thread of their own, not inside a commit on the thread that answers clients.
+    // Checkpoints are run by the store task itself (see `Checkpoints`), not by SQLite
+    // inside an arbitrary commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(sqlite)?;
-    start_checkpointer(path).map_err(sqlite)?;
+    // After a checkpoint has reset the WAL, keep its file at most this big.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(sqlite)?;
     Ok(conn)
 }
 
-/// Runs a passive checkpoint every second from a second connection. Passive checkpoints
-/// never block the writer; the WAL is reused from the start once a checkpoint has caught
-/// up, so it stays small.
-fn start_checkpointer(path: &Path) -> rusqlite::Result<()> {
-    let conn = Connection::open(path)?;
-    let path = path.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("corral-checkpoint".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!("checkpoint of {}: {e}", path.display());
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("no checkpoint thread ({e}); the WAL will grow until restart");
+/// When to copy the WAL back into the database. The store task is the only writer, so a
+/// checkpoint it runs between batches always catches up completely, and the next commit
+/// starts the WAL again from its beginning: the WAL cannot grow without bound however
+/// steady the load. (A checkpoint on another thread never catches up while writes go on:
+/// measured here, 1 GB of WAL in 25 s under 8 busy clients.) Checkpointing often keeps
+/// each one small: a few pages and an fsync.
+struct Checkpoints {
+    commits: u32,
+    last: Instant,
+}
+
+impl Checkpoints {
+    const EVERY_COMMITS: u32 = 1000;
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> Checkpoints {
+        Checkpoints {
+            commits: 0,
+            last: Instant::now(),
+        }
     }
-    Ok(())
+
+    fn after_batch(&mut self, conn: &Connection, wrote: bool, path: &Path) {
+        self.commits += u32::from(wrote);
+        if self.commits == 0
+            || (self.commits < Self::EVERY_COMMITS && self.last.elapsed() < Self::EVERY)
+        {
+            return;
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("checkpoint of {}: {e}", path.display());
+        }
+        self.commits = 0;
+        self.last = Instant::now();
+    }
 }
 
 async fn serve(
@@ -510,6 +527,7 @@ async fn serve(
     mut prims: Primitives,
 ) {
     let mut batch = Vec::new();
+    let mut checkpoints = Checkpoints::new();
     loop {
         // Sleep until a command arrives or the next waiter times out.
         let first = match prims.next_deadline() {
@@ -536,7 +554,8 @@ async fn serve(
         // SQLite blocks this thread for the commit (tens of µs): corrald runs on one
         // thread, so there is no other work this could hold up for long, and no
         // cross-thread hand-off on the way to the reply.
-        run_batch(&mut conn, &mut prims, &mut batch, &path);
+        let wrote = run_batch(&mut conn, &mut prims, &mut batch, &path);
+        checkpoints.after_batch(&conn, wrote, &path);
     }
 }
 
@@ -577,9 +596,16 @@ struct Effects {
     after_commit: Vec<Box<dyn FnOnce()>>,
 }
 
-fn run_batch(conn: &mut Connection, prims: &mut Primitives, batch: &mut Vec<Command>, path: &Path) {
+/// Applies and commits one batch; true if it wrote anything.
+fn run_batch(
+    conn: &mut Connection,
+    prims: &mut Primitives,
+    batch: &mut Vec<Command>,
+    path: &Path,
+) -> bool {
     let mut fx = Effects::default();
-    if batch.iter().any(changes_visible_state) {
+    let wrote = batch.iter().any(changes_visible_state);
+    if wrote {
         crate::state_changed();
     }
     let result = apply(conn, prims, batch, &mut fx);
@@ -609,6 +635,7 @@ fn run_batch(conn: &mut Connection, prims: &mut Primitives, batch: &mut Vec<Comm
     for f in fx.after_commit {
         f();
     }
+    wrote
 }
 
 fn storage_error(e: &rusqlite::Error) -> ErrorBody {

@@ -432,3 +432,25 @@ fn kill_9_under_load_loses_nothing_that_was_acknowledged() {
         "no lock survives a restart"
     );
 }
+
+#[test]
+fn the_write_ahead_log_stays_bounded_under_steady_writes() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let socket = d.socket();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let socket = socket.clone();
+            s.spawn(move || {
+                let client = corral_client::Client::connect_to(&socket).unwrap();
+                for _ in 0..5000 {
+                    client.counter("steady").add(1).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(d.client().counter("steady").get().unwrap(), 20_000);
+    // 20,000 commits of at least one 4 KiB page each would be 80 MB of WAL unchecked.
+    let wal = std::fs::metadata(d.state_dir().join("state.db-wal")).map_or(0, |m| m.len());
+    assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
+}
