@@ -77,6 +77,15 @@ enum Command {
         #[arg(required = true)]
         units: Vec<String>,
     },
+    /// Send a signal to every running instance's process group (default SIGKILL).
+    Kill {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Signal name or number.
+        #[arg(short, long, default_value = "SIGKILL")]
+        signal: String,
+    },
     /// Wait until every instance of a unit has exited; print their exit statuses.
     Wait {
         /// Unit name.
@@ -461,6 +470,7 @@ fn main() -> ExitCode {
         Command::Start { units } => commands::units::start(&client, &out, &units),
         Command::Stop { units } => commands::units::stop(&client, &out, &units),
         Command::Restart { units } => commands::units::restart(&client, &out, &units),
+        Command::Kill { units, signal } => commands::units::kill(&client, &out, &units, &signal),
         Command::Wait { unit, timeout } => commands::units::wait(&client, &out, &unit, timeout),
         Command::Logs {
             unit,

@@ -218,6 +218,7 @@ pub fn need_of(op: &Op) -> (Need, Option<&str>) {
         Op::Start { .. }
         | Op::Stop { .. }
         | Op::Restart { .. }
+        | Op::Kill { .. }
         | Op::Reload {}
         | Op::Run { .. }
         | Op::Shutdown { .. }

@@ -76,6 +76,15 @@ pub enum Op {
         /// Unit names.
         units: Vec<String>,
     },
+    /// Send a signal to every running instance's process group (like `systemctl kill`);
+    /// what follows is up to the unit's restart policy. Result: [`UnitsResult`].
+    Kill {
+        /// Unit names.
+        units: Vec<String>,
+        /// Signal name (`SIGKILL`, `TERM`, ...) or number; default SIGKILL.
+        #[serde(default = "default_kill_signal")]
+        signal: String,
+    },
     /// Block until no instance of the unit is running or due to run again.
     /// Result: [`WaitResult`].
     Wait {
@@ -700,6 +709,10 @@ pub struct LockStatusResult {
     pub locks: Vec<LockInfo>,
 }
 
+fn default_kill_signal() -> String {
+    "SIGKILL".into()
+}
+
 fn default_log_lines() -> usize {
     10
 }
@@ -1057,6 +1070,10 @@ pub struct ReloadResult {
 pub struct RunResult {
     /// Name of the transient unit.
     pub unit: String,
+    /// Without `wait`: the pid of the started process (also its process group), once it
+    /// runs; absent if it could not be started (see `status` for the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// With `wait`: how the process ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,

@@ -114,6 +114,10 @@ class Process:
         self._started = True
         self._parent_pid = os.getpid()
         self.name = result["unit"]
+        # corrald answers `run` once the process runs, with its pid (absent if it could
+        # not be started; _poll then finds the reason).
+        if result.get("pid"):
+            self._pid = result["pid"]
         if self.daemon:
             _daemons_started(self)
         self._poll()
@@ -203,9 +207,17 @@ class Process:
         self._poll()
 
     def kill(self):
-        """The same as ``terminate()``: corrald's ``stop`` (stop signal, then SIGKILL
-        to the whole group after the stop timeout)."""
-        self.terminate()
+        """Sends SIGKILL to its whole process group (corrald's ``kill``), as
+        multiprocessing's ``kill()`` does; returns once it is down."""
+        self._check_started()
+        if self._settled:
+            return
+        try:
+            self._call("kill", units=[self.name], signal="SIGKILL")
+            self._call("wait", unit=self.name, timeout_ms=30000)
+        except NotFound:
+            pass
+        self._poll()
 
     def logs(self, lines=100):
         """The last ``lines`` lines of its output (stdout and stderr), oldest first."""

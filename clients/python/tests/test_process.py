@@ -45,7 +45,7 @@ def test_kill_stops_it(corrald):
     p = Process(["sleep", "600"])
     p.start()
     p.kill()
-    assert p.exitcode == -signal.SIGTERM
+    assert p.exitcode == -signal.SIGKILL
 
 
 def test_name_env_and_working_directory(corrald, unique, tmp_path):

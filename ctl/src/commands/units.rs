@@ -79,6 +79,19 @@ fn report(
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn kill(
+    client: &Client,
+    out: &Output,
+    units: &[String],
+    signal: &str,
+) -> Result<ExitCode, Error> {
+    let result: corral_client::proto::UnitsResult = client.call(Op::Kill {
+        units: units.to_vec(),
+        signal: signal.to_owned(),
+    })?;
+    report(out, &result, &format!("sent {signal} to"), &result.units)
+}
+
 pub fn wait(
     client: &Client,
     out: &Output,

@@ -104,6 +104,7 @@ pub async fn dispatch(
         Op::Status { unit } => units::status(ctx, unit).await,
         Op::Start { units } => units::start(ctx, units).await,
         Op::Reload {} => units::reload(ctx).await,
+        Op::Kill { units, signal } => units::kill(ctx, units, &signal).await,
         Op::Stop { units } => return spawn(ctx, replies, id, units::stop(ctx.clone(), units)),
         Op::Restart { units } => {
             return spawn(ctx, replies, id, units::restart(ctx.clone(), units));

@@ -55,6 +55,22 @@ pub async fn restart(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
     ok(result)
 }
 
+pub async fn kill(ctx: &Context, units: Vec<String>, signal: &str) -> Outcome {
+    require_units(&units)?;
+    let number = corral_config::signal_number(signal).ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("unknown signal `{signal}`: use a name like SIGKILL or TERM, or a number"),
+        )
+    })?;
+    let result = ctx
+        .supervisor
+        .ask(|r| Request::Kill(units, number, r))
+        .await?;
+    ctx.store.sync().await;
+    ok(result)
+}
+
 fn require_units(units: &[String]) -> Result<(), ErrorBody> {
     if units.is_empty() {
         return Err(ErrorBody::new(
@@ -124,9 +140,19 @@ pub async fn run(
         }
     };
     if !wait {
-        replies
-            .send(Response::ok(id, RunResult { unit, exit: None }))
-            .await;
+        // Answer once the process runs, so the client can know its pid (`Process.pid`).
+        let pid = ctx
+            .supervisor
+            .ask(|r| Request::FirstPid(unit.clone(), r))
+            .await
+            .ok()
+            .flatten();
+        let result = RunResult {
+            unit,
+            exit: None,
+            pid,
+        };
+        replies.send(Response::ok(id, result)).await;
         return;
     }
     let log = crate::supervisor::logs::log_path(&ctx.settings.log_dir, &unit, 0);
@@ -164,6 +190,7 @@ pub async fn run(
                 RunResult {
                     unit,
                     exit: first.and_then(|i| i.exit),
+                    pid: None,
                 },
             ),
         },

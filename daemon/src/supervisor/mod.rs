@@ -86,6 +86,11 @@ pub enum Request {
     WhoIs(Vec<i32>, Reply<Vec<Option<(String, u32)>>>),
     /// What a shutdown would do now.
     Plan(Reply<ShutdownPlan>),
+    /// Send a signal to every running instance's group.
+    Kill(Vec<String>, i32, Reply<UnitsResult>),
+    /// Answered once the unit's first instance has a pid (Some) or has settled without
+    /// one (None): what `run` waits for before it answers.
+    FirstPid(String, Reply<Option<u32>>),
     /// The definition of a unit (used to submit to a named pool).
     Definition(String, Reply<Arc<Unit>>),
 }
@@ -158,6 +163,8 @@ struct Instance {
     last_exit: Option<ExitStatus>,
     reason: Option<String>,
     generation: u64,
+    /// A signal asked for (`kill`) while the spawn was in flight: sent once the pid is known.
+    pending_signal: Option<Signal>,
 }
 
 impl Instance {
@@ -175,6 +182,7 @@ impl Instance {
             last_exit: None,
             reason: None,
             generation: 0,
+            pending_signal: None,
         }
     }
 
@@ -283,6 +291,7 @@ pub struct Supervisor {
     next_run_id: i64,
     next_transient: u64,
     waiters: Vec<Waiter>,
+    pid_waiters: Vec<(String, Reply<Option<u32>>)>,
     shutdown: Option<Shutdown>,
     store: Store,
     procs: ProcessThread,
@@ -312,6 +321,7 @@ impl Supervisor {
             next_run_id,
             next_transient: 1,
             waiters: Vec::new(),
+            pid_waiters: Vec::new(),
             shutdown: None,
             store,
             procs,
@@ -515,6 +525,32 @@ impl Supervisor {
                 let unit = self.units.get(&name).map(|e| e.unit.clone());
                 let _ = reply.send(unit.ok_or_else(|| not_found(&name)));
             }
+            Request::Kill(units, signal, reply) => {
+                let _ = reply.send(self.check_known(&units).map(|()| {
+                    let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
+                    for name in &units {
+                        let entry = self.units.get_mut(name).expect("checked");
+                        for inst in &mut entry.instances {
+                            match inst.pid {
+                                Some(pid) => kill_group(pid, signal),
+                                None if inst.spawn_token.is_some() => {
+                                    inst.pending_signal = Some(signal);
+                                }
+                                None => {}
+                            }
+                        }
+                        self.event(name, None, "killed", format!("{signal} by request"));
+                    }
+                    UnitsResult { units }
+                }));
+            }
+            Request::FirstPid(unit, reply) => {
+                if !self.units.contains_key(&unit) {
+                    let _ = reply.send(Err(not_found(&unit)));
+                } else {
+                    self.pid_waiters.push((unit, reply));
+                }
+            }
             Request::Plan(reply) => {
                 let _ = reply.send(Ok(self.plan()));
             }
@@ -618,6 +654,7 @@ impl Supervisor {
                 inst.restarts = 0;
                 inst.consecutive_failures = 0;
                 inst.recent_starts.clear();
+                inst.pending_signal = None;
                 inst.generation += 1;
             }
         }
@@ -802,6 +839,9 @@ impl Supervisor {
                     restart_count: inst.restarts,
                     daemon: unit.daemon,
                 });
+                if let Some(signal) = inst.pending_signal.take() {
+                    kill_group(spawned.pid, signal);
+                }
                 if inst.state == InstanceState::Stopping {
                     // A stop arrived while the spawn was in flight.
                     let generation = inst.generation;
@@ -1300,6 +1340,25 @@ impl Supervisor {
         self.waiters = waiting;
         for waiter in ready {
             self.fire(waiter);
+        }
+        let units = &self.units;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pid_waiters)
+            .into_iter()
+            .partition(|(unit, _)| {
+                units
+                    .get(unit)
+                    .and_then(|e| e.instances.first())
+                    .is_none_or(|i| i.pid.is_some() || !i.state.is_active())
+            });
+        self.pid_waiters = waiting;
+        for (unit, reply) in ready {
+            let pid = self
+                .units
+                .get(&unit)
+                .and_then(|e| e.instances.first())
+                .and_then(|i| i.pid)
+                .map(|p| p as u32);
+            let _ = reply.send(Ok(pid));
         }
     }
 

@@ -60,3 +60,33 @@ fn restart_gives_a_new_process() {
     let after = d.wait_state("svc", "running").instances[0].pid;
     assert_ne!(before, after);
 }
+
+#[test]
+fn kill_signals_every_instance_group() {
+    let mut d = TestDaemon::new();
+    let seen = d.path("seen");
+    d.unit(
+        "trapper",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"trap 'echo got USR1 >> {}' USR1; touch {}.ready; while :; do sleep 0.05; done\"]\nrestart = \"no\"\n",
+            seen.display(),
+            seen.display()
+        ),
+    );
+    d.start();
+    let ready = d.path("seen.ready");
+    corral_tests::wait_for("the trap", || ready.exists().then_some(()));
+    d.ctl_ok(&["kill", "-s", "USR1", "trapper"]);
+    corral_tests::wait_for("USR1 to arrive", || {
+        std::fs::read_to_string(&seen)
+            .ok()
+            .filter(|s| s.contains("got USR1"))
+            .map(|_| ())
+    });
+    assert_eq!(d.status("trapper").instances[0].state.as_str(), "running");
+    d.ctl_ok(&["kill", "trapper"]);
+    let stopped = d.wait_state("trapper", "exited");
+    assert_eq!(stopped.instances[0].last_exit.unwrap().signal, Some(9));
+    let bad = d.ctl(&["kill", "-s", "SIGNOPE", "trapper"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
