@@ -132,7 +132,7 @@ pub enum StoreError {
 }
 
 /// A run that has just started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunStart {
     /// Run id, assigned by the supervisor.
     pub id: i64,
@@ -152,26 +152,8 @@ pub struct RunStart {
     pub daemon: bool,
 }
 
-/// A run that was still open when corrald last stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenRun {
-    /// Run id.
-    pub id: i64,
-    /// Unit name.
-    pub unit: String,
-    /// Instance number.
-    pub instance: u32,
-    /// Process id.
-    pub pid: i32,
-    /// Process start time (ticks since boot).
-    pub start_time: u64,
-    /// Wall clock, unix ms.
-    pub started_at: i64,
-    /// Restarts before this run.
-    pub restart_count: u32,
-    /// Whether the unit had `daemon = true`.
-    pub daemon: bool,
-}
+/// A run that was still open when corrald last stopped: the record written at its start.
+pub type OpenRun = RunStart;
 
 /// One row of the event log.
 #[derive(Debug, Clone)]
