@@ -343,10 +343,28 @@ log_keep = 2
 "#,
     );
     d.start();
+    let rss = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
     let log = d.log_dir().join("chatty.0.log");
     let rotated = |n: u32| d.log_dir().join(format!("chatty.0.log.{n}"));
+    wait_for("the first rotation", || rotated(1).exists().then_some(()));
+    let rss_early = rss(d.pid());
     wait_for("two rotations", || rotated(2).exists().then_some(()));
     assert!(!rotated(3).exists());
+    // corrald never reads the output (the instance writes its own file): no growth.
+    let rss_late = rss(d.pid());
+    assert!(
+        rss_late < rss_early + 8 * 1024,
+        "RSS went from {rss_early} kB to {rss_late} kB"
+    );
     d.ctl_ok(&["stop", "chatty"]);
     // One second of writing between checks at most: bounded, far below an unrotated file.
     for path in [log, rotated(1), rotated(2)] {
