@@ -7,6 +7,7 @@ use super::{Outcome, ok};
 use crate::Context;
 use crate::primitives::ConnInfo;
 use crate::supervisor::Request;
+use crate::supervisor::process::ProcStat;
 
 /// Lock status, naming the supervised instance behind each holder when there is one.
 pub async fn status(ctx: &Context, conn: ConnInfo, lock: Option<String>) -> Outcome {
@@ -27,7 +28,8 @@ pub async fn status(ctx: &Context, conn: ConnInfo, lock: Option<String>) -> Outc
             l.holder
                 .as_ref()
                 .and_then(|h| h.pid)
-                .and_then(|pid| process_group(pid as i32))
+                .and_then(|pid| ProcStat::read(pid as i32))
+                .map(|s| s.pgrp)
                 .unwrap_or(0)
         })
         .collect();
@@ -46,11 +48,4 @@ fn gone() -> corral_proto::ErrorBody {
         corral_proto::ErrorCode::ShuttingDown,
         "corrald is shutting down",
     )
-}
-
-/// The process group of `pid`, from `/proc/PID/stat` (field 5).
-fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(2)?.parse().ok()
 }

@@ -5,6 +5,8 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
+use crate::supervisor::process::ProcStat;
+
 /// The page script: listens to `/api/events` and re-renders the tables with DOM text
 /// nodes only (never `innerHTML` with data), so nothing in a name or log line runs.
 pub const APP_JS: &str = include_str!("app.js");
@@ -102,21 +104,15 @@ pub fn process_stats(status: &Value) -> Value {
         .flat_map(|u| u["instances"].as_array().cloned().unwrap_or_default())
         .filter_map(|i| i["pid"].as_u64());
     for pid in pids {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(stat) = ProcStat::read(pid as i32) else {
             continue;
         };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // Fields counted from 3 (state): utime 14, stime 15, starttime 22, rss 24.
         let ticks = 100.0;
-        let cpu = (num(11) + num(12)) / ticks;
-        let age = (uptime - num(19) / ticks).max(0.001);
+        let cpu = stat.cpu_ticks as f64 / ticks;
+        let age = (uptime - stat.start_time as f64 / ticks).max(0.001);
         map.insert(
             pid.to_string(),
-            json!({"cpu_pct": (cpu / age * 1000.0).round() / 10.0, "rss_bytes": num(21) as u64 * 4096}),
+            json!({"cpu_pct": (cpu / age * 1000.0).round() / 10.0, "rss_bytes": stat.rss_pages * 4096}),
         );
     }
     Value::Object(map)

@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::Msg;
-use super::process::{ProcEvent, process_stat};
+use super::process::{ProcEvent, ProcStat};
 
 /// A pidfd for `pid`, if that pid is still the process that started at `start_time`.
 pub fn open_if_same(pid: i32, start_time: u64) -> Option<OwnedFd> {
@@ -29,8 +29,8 @@ pub fn open_if_same(pid: i32, start_time: u64) -> Option<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // Checked after opening: if the pid was recycled in between, the start time differs.
     // A zombie is dead already (its new parent has not reaped it yet).
-    match process_stat(pid) {
-        Some((state, start)) if start == start_time && state != 'Z' => Some(fd),
+    match ProcStat::read(pid) {
+        Some(s) if s.start_time == start_time && s.state != 'Z' => Some(fd),
         _ => None,
     }
 }
