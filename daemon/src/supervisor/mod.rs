@@ -11,6 +11,7 @@
 mod adopt;
 pub mod logs;
 pub mod process;
+mod spawn;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;

@@ -1,36 +1,34 @@
-//! The process thread: the one place that forks and the one place that reaps.
+//! The process thread: the one place that starts processes and the one place that reaps.
 //!
 //! Two facts shape this module:
-//! - `PR_SET_PDEATHSIG` fires when the *thread* that forked a child exits, so
-//!   `daemon = true` instances must be forked by a thread that lives as long as
+//! - `PR_SET_PDEATHSIG` fires when the *thread* that started a child exits, so
+//!   `daemon = true` instances must be started by a thread that lives as long as
 //!   corrald. This thread never exits.
-//! - corrald is a child subreaper and reaps with `waitpid(-1)`. `std::process::Command`
-//!   itself calls `waitpid(pid)` on a child whose `exec` failed; if another thread
-//!   reaped that child first, std would panic. Doing spawns and reaping on the same
-//!   thread rules that race out, and no tokio `process::Child` exists to race either.
+//! - corrald is a child subreaper and reaps with `waitpid(-1)`. A process whose set-up
+//!   or exec failed must be reaped by whoever started it, before anyone else sees its
+//!   exit; doing spawns and reaping on the same thread rules that race out.
 //!
+//! Processes are started by [`super::spawn`] (a vfork-style clone, not fork).
 //! Spawn results and exit statuses leave this thread on one channel, in the order they
 //! happened, so the supervisor always learns a pid before it learns that pid's exit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use corral_config::{Rlimit, Rlimits};
+use corral_config::Rlimits;
 use corral_proto::ExitStatus;
-use nix::sys::resource::{Resource, setrlimit};
-use nix::sys::signal::Signal;
-use nix::sys::stat::Mode;
+use nix::libc;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid};
+
+use super::spawn::{self, SpawnError, Spawner};
 
 /// Everything needed to start one instance.
 #[derive(Debug, Clone)]
@@ -166,12 +164,19 @@ impl ProcessThread {
 
 fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(Owner, ProcEvent)) {
     let mut owners: HashMap<i32, Owner> = HashMap::new();
+    let mut starter = match Starter::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("process thread cannot open /dev/null: {e}");
+            return;
+        }
+    };
     let mut buf = [0u8; 256];
     loop {
         // Reap first: a SIGCHLD may have arrived before the handler was registered.
         reap_all(&mut owners, &events);
         while let Ok(job) = jobs.try_recv() {
-            let result = spawn(&job.spec);
+            let result = starter.spawn(&job.spec);
             if let Ok(s) = &result {
                 owners.insert(s.pid, job.spec.owner);
             }
@@ -282,142 +287,133 @@ fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
     Ok(creds)
 }
 
-fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
-    let (program, args) = spec.argv.split_first().ok_or("empty command")?;
-    if let Some(dir) = &spec.working_dir {
-        if !dir.is_dir() {
-            return Err(format!("working_dir {} does not exist", dir.display()));
+/// State of the process thread kept between spawns.
+struct Starter {
+    spawner: Spawner,
+    /// corrald's own environment, which instances inherit (it does not change).
+    base_env: Vec<(OsString, OsString)>,
+    devnull: OwnedFd,
+}
+
+impl Starter {
+    fn new() -> std::io::Result<Starter> {
+        Ok(Starter {
+            spawner: Spawner::default(),
+            base_env: std::env::vars_os().collect(),
+            devnull: OpenOptions::new()
+                .read(true)
+                .open("/dev/null")?
+                .into(),
+        })
+    }
+
+    fn spawn(&mut self, spec: &SpawnSpec) -> Result<Spawned, String> {
+        let (program, args) = spec.argv.split_first().ok_or("empty command")?;
+        if let Some(dir) = &spec.working_dir {
+            if !dir.is_dir() {
+                return Err(format!("working_dir {} does not exist", dir.display()));
+            }
         }
-    }
-    let creds = resolve_credentials(spec)?;
-    let append = |path: &PathBuf| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))
-    };
-    let fresh = |path: &PathBuf| {
-        OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))
-    };
-    let (stdin, stdout, stderr) = match &spec.output {
-        Output::Log(path) => {
-            let log = append(path)?;
-            let dup = log
-                .try_clone()
-                .map_err(|e| format!("cannot duplicate log fd: {e}"))?;
-            (Stdio::null(), Stdio::from(log), Stdio::from(dup))
-        }
-        Output::Files { stdout, stderr } => (
-            Stdio::null(),
-            Stdio::from(fresh(stdout)?),
-            Stdio::from(fresh(stderr)?),
-        ),
-        Output::Pipes { stderr } => (Stdio::piped(), Stdio::piped(), Stdio::from(append(stderr)?)),
-    };
-
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(&spec.env)
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr);
-    if let Some(dir) = &spec.working_dir {
-        cmd.current_dir(dir);
-    }
-    let limits = rlimit_list(&spec.rlimits);
-    let umask = spec.umask;
-    let die_with_parent = spec.die_with_parent;
-    let plain = limits.is_empty()
-        && umask.is_none()
-        && creds.uid.is_none()
-        && creds.gid.is_none()
-        && creds.groups.is_none()
-        && !die_with_parent;
-    if spec.owner == Owner::Pool && plain {
-        // Pool items need no set-up between fork and exec beyond a process group of their
-        // own, which lets std use posix_spawn (vfork-fast) instead of fork.
-        cmd.process_group(0);
-        return finish_spawn(cmd, program);
-    }
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs between fork and exec and only makes raw syscalls
-    // (no allocation, no locks): setsid, umask, setrlimit, setgroups, setgid,
-    // setuid, prctl, getppid, kill.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid()?;
-            if let Some(mask) = umask {
-                nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+        let creds = resolve_credentials(spec)?;
+        let append = |path: &PathBuf| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(path)
+                .map(OwnedFd::from)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))
+        };
+        let fresh = |path: &PathBuf| {
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o640)
+                .open(path)
+                .map(OwnedFd::from)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))
+        };
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("cannot create a pipe: {e}"))
+        };
+        // (child's stdin, stdout, stderr) and, for pipes, the parent's ends.
+        let (stdin, stdout, stderr, ours) = match &spec.output {
+            Output::Log(path) => {
+                let log = append(path)?;
+                let dup = log
+                    .try_clone()
+                    .map_err(|e| format!("cannot duplicate log fd: {e}"))?;
+                (None, log, dup, None)
             }
-            for (resource, limit) in &limits {
-                setrlimit(*resource, limit.soft, limit.hard)?;
+            Output::Files { stdout, stderr } => (None, fresh(stdout)?, fresh(stderr)?, None),
+            Output::Pipes { stderr } => {
+                let (child_in, our_in) = pipe()?;
+                let (our_out, child_out) = pipe()?;
+                (Some(child_in), child_out, append(stderr)?, Some((our_in, our_out)))
             }
-            if let Some(groups) = &creds.groups {
-                nix::unistd::setgroups(groups)?;
-            }
-            if let Some(gid) = creds.gid {
-                nix::unistd::setgid(gid)?;
-            }
-            if let Some(uid) = creds.uid {
-                nix::unistd::setuid(uid)?;
-            }
-            // Last: a change of credentials clears the parent-death signal.
-            if die_with_parent {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // corrald may have died between fork and prctl.
-                if nix::unistd::getppid() != parent {
-                    nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL)?;
-                }
-            }
-            Ok(())
-        });
-    }
-    finish_spawn(cmd, program)
-}
-
-fn finish_spawn(mut cmd: Command, program: &str) -> Result<Spawned, String> {
-    let mut child = cmd.spawn().map_err(|e| describe_spawn_error(program, &e))?;
-    let pid = child.id() as i32;
-    let pipes = match (child.stdin.take(), child.stdout.take()) {
-        (Some(stdin), Some(stdout)) => Some((OwnedFd::from(stdin), OwnedFd::from(stdout))),
-        _ => None,
-    };
-    // Dropping a std Child neither kills nor reaps it; this thread reaps.
-    drop(child);
-    let start_time = process_start_time(pid).unwrap_or(0);
-    Ok(Spawned {
-        pid,
-        start_time,
-        pipes,
-    })
-}
-
-fn describe_spawn_error(program: &str, e: &std::io::Error) -> String {
-    match e.kind() {
-        ErrorKind::NotFound => format!("command not found: {program}"),
-        ErrorKind::PermissionDenied => format!("permission denied executing {program}"),
-        _ => format!("cannot start {program}: {e}"),
+        };
+        let mut env: Vec<(OsString, OsString)> = self
+            .base_env
+            .iter()
+            .filter(|(k, _)| k.to_str().is_none_or(|k| !spec.env.contains_key(k)))
+            .cloned()
+            .collect();
+        env.extend(
+            spec.env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        let request = spawn::Request {
+            program,
+            args,
+            env: &env,
+            dir: spec.working_dir.as_deref(),
+            stdio: [stdin.as_ref().unwrap_or(&self.devnull), &stdout, &stderr],
+            umask: spec.umask,
+            limits: rlimit_list(&spec.rlimits),
+            ids: spawn::Ids {
+                groups: creds
+                    .groups
+                    .map(|g| g.into_iter().map(Gid::as_raw).collect()),
+                gid: creds.gid.map(Gid::as_raw),
+                uid: creds.uid.map(Uid::as_raw),
+            },
+            die_with_parent: spec.die_with_parent,
+        };
+        let pid = self
+            .spawner
+            .spawn(&request)
+            .map_err(|e| describe_spawn_error(program, e))?;
+        let start_time = process_start_time(pid).unwrap_or(0);
+        Ok(Spawned {
+            pid,
+            start_time,
+            pipes: ours,
+        })
     }
 }
 
-fn rlimit_list(limits: &Rlimits) -> Vec<(Resource, Rlimit)> {
+fn describe_spawn_error(program: &str, e: SpawnError) -> String {
+    match e {
+        SpawnError::NotFound => format!("command not found: {program}"),
+        SpawnError::NotExecutable => format!("permission denied executing {program}"),
+        SpawnError::Step(step, e) => format!("cannot start {program}: {step:?} failed: {e}"),
+        SpawnError::Other(e) => format!("cannot start {program}: {e}"),
+    }
+}
+
+fn rlimit_list(limits: &Rlimits) -> Vec<(libc::c_int, u64, u64)> {
     [
-        (Resource::RLIMIT_NOFILE, limits.nofile),
-        (Resource::RLIMIT_NPROC, limits.nproc),
-        (Resource::RLIMIT_CORE, limits.core),
-        (Resource::RLIMIT_MEMLOCK, limits.memlock),
-        (Resource::RLIMIT_AS, limits.r#as),
+        (libc::RLIMIT_NOFILE, limits.nofile),
+        (libc::RLIMIT_NPROC, limits.nproc),
+        (libc::RLIMIT_CORE, limits.core),
+        (libc::RLIMIT_MEMLOCK, limits.memlock),
+        (libc::RLIMIT_AS, limits.r#as),
     ]
     .into_iter()
-    .filter_map(|(resource, limit)| limit.map(|l| (resource, l)))
+    .filter_map(|(resource, limit)| limit.map(|l| (resource as libc::c_int, l.soft, l.hard)))
     .collect()
 }
 

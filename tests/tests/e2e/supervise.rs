@@ -257,6 +257,37 @@ nofile = 123
 }
 
 #[test]
+fn instances_start_with_no_blocked_signals_and_sigpipe_at_its_default() {
+    // corrald blocks every signal around the start of a process, and the Rust runtime
+    // ignores SIGPIPE: neither may leak into an instance. Signals ignored by whoever
+    // started corrald stay ignored, as across any exec.
+    let mut d = TestDaemon::new();
+    d.unit(
+        "sigs",
+        r#"
+kind = "task"
+command = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+"#,
+    );
+    d.start();
+    d.ctl_ok(&["start", "sigs"]);
+    d.ctl_ok(&["wait", "sigs"]);
+    let mask = |status: &str, field: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let own = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let log = d.log("sigs", 0);
+    let sigpipe = 1 << (nix::libc::SIGPIPE - 1);
+    assert_ne!(mask(&own, "SigIgn") & sigpipe, 0, "corrald ignores SIGPIPE");
+    assert_eq!(mask(&log, "SigBlk"), 0, "{log}");
+    assert_eq!(mask(&log, "SigIgn"), mask(&own, "SigIgn") & !sigpipe, "{log}");
+}
+
+#[test]
 fn a_missing_command_fails_the_instance_with_the_reason_and_others_run_on() {
     let mut d = TestDaemon::new();
     d.unit("ghost", r#"command = ["/nonexistent/program"]"#)
