@@ -45,7 +45,7 @@ pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) -> anyhow::Result<()
     Ok(())
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(program))
