@@ -520,6 +520,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// corrald's RSS with 200 instances running; then supervisord's, into `series`.
+fn rss_with_200(
+    client: &Client,
+    pid: u32,
+    peer: &mut Result<Supervisord, String>,
+    series: &mut Series,
+    took: &mut Duration,
+) -> anyhow::Result<Sample> {
+    corral_spawn(client, "idle200", 200)?;
+    let mb = rss_mb(pid);
+    client.stop(&["idle200"])?;
+    if let Some(mb) = on_peer(peer, series, took, |s| {
+        s.driver().group("spawn", "idle200", 200)?;
+        let mb = rss_mb(s.pid);
+        s.driver().group("stop", "idle200", 200)?;
+        Ok(mb)
+    }) {
+        series.samples.push(one(mb));
+    }
+    Ok(one(mb))
+}
+
 /// Every daemon workload; `quick` shrinks the sizes.
 pub fn reports(dir: &Path, rounds: usize, quick: bool) -> anyhow::Result<Vec<Report>> {
     let big = if quick { 100 } else { 1000 };
@@ -538,9 +560,13 @@ pub fn reports(dir: &Path, rounds: usize, quick: bool) -> anyhow::Result<Vec<Rep
     let mut sv_restart = supervisord_series();
     let mut sv_idle0 = supervisord_series();
     let mut sv_idle200 = supervisord_series();
+    let mut sv_idle200_after = supervisord_series();
     if let Some(mb) = on_peer(&mut peer, &mut sv_idle0, &mut took, |s| Ok(rss_mb(s.pid))) {
         sv_idle0.samples.push(one(mb));
     }
+
+    // Memory first, in a fresh manager; again at the end, after the spawn rounds.
+    let idle200 = rss_with_200(&client, pid, &mut peer, &mut sv_idle200, &mut took)?;
 
     let (mut up, mut down, mut restarts) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -589,17 +615,7 @@ pub fn reports(dir: &Path, rounds: usize, quick: bool) -> anyhow::Result<Vec<Rep
         s.driver().cmd("stopone victim:victim").map(drop)
     });
 
-    corral_spawn(&client, "idle200", 200)?;
-    let idle200 = rss_mb(pid);
-    client.stop(&["idle200"])?;
-    if let Some(mb) = on_peer(&mut peer, &mut sv_idle200, &mut took, |s| {
-        s.driver().group("spawn", "idle200", 200)?;
-        let mb = rss_mb(s.pid);
-        s.driver().group("stop", "idle200", 200)?;
-        Ok(mb)
-    }) {
-        sv_idle200.samples.push(one(mb));
-    }
+    let idle200_after = rss_with_200(&client, pid, &mut peer, &mut sv_idle200_after, &mut took)?;
     let t = Instant::now();
     drop(peer);
     took += t.elapsed();
@@ -680,9 +696,16 @@ pub fn reports(dir: &Path, rounds: usize, quick: bool) -> anyhow::Result<Vec<Rep
         versus(
             "idle RSS, 200 processes",
             "MB",
-            "VmRSS of the manager with 200 `sleep` instances running, as soon as status shows all running",
-            vec![one(idle200)],
+            "VmRSS of the manager, freshly started, with 200 `sleep` instances running, as soon as status shows all running",
+            vec![idle200],
             sv_idle200,
+        ),
+        versus(
+            "idle RSS, 200 processes, after the rounds above",
+            "MB",
+            "the same, measured again after the spawn/stop rounds and the restarts (memory the manager kept from them)",
+            vec![idle200_after],
+            sv_idle200_after,
         ),
         report(
             &format!("GET /api/status, {big} instances"),

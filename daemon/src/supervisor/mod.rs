@@ -1314,7 +1314,17 @@ impl Supervisor {
                 })
             })
             .collect();
-        tokio::task::spawn_blocking(move || logs::rotate_all(&files));
+        tokio::task::spawn_blocking(move || {
+            logs::rotate_all(&files);
+            // Hand memory freed since the last tick (a burst of spawns, a large status
+            // reply) back to the system: glibc keeps freed pages otherwise, and corrald
+            // is meant to stay small for months.
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe {
+                nix::libc::malloc_trim(0);
+            }
+        });
     }
 
     /// Runs after every message: starts what became startable, applies pending reload

@@ -300,10 +300,7 @@ impl Starter {
         Ok(Starter {
             spawner: Spawner::default(),
             base_env: std::env::vars_os().collect(),
-            devnull: OpenOptions::new()
-                .read(true)
-                .open("/dev/null")?
-                .into(),
+            devnull: OpenOptions::new().read(true).open("/dev/null")?.into(),
         })
     }
 
@@ -351,7 +348,12 @@ impl Starter {
             Output::Pipes { stderr } => {
                 let (child_in, our_in) = pipe()?;
                 let (our_out, child_out) = pipe()?;
-                (Some(child_in), child_out, append(stderr)?, Some((our_in, our_out)))
+                (
+                    Some(child_in),
+                    child_out,
+                    append(stderr)?,
+                    Some((our_in, our_out)),
+                )
             }
         };
         let mut env: Vec<(OsString, OsString)> = self

@@ -295,7 +295,11 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
 
 /// Returns only on failure: the step and its errno.
 unsafe fn set_up_and_exec(plan: &Plan) -> (Step, c_int) {
-    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
     // SAFETY (whole function): raw system calls on memory prepared by the parent.
     unsafe {
         // No handler of corrald's may run here: caught signals go back to their default

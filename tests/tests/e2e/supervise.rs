@@ -284,7 +284,11 @@ command = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
     let sigpipe = 1 << (nix::libc::SIGPIPE - 1);
     assert_ne!(mask(&own, "SigIgn") & sigpipe, 0, "corrald ignores SIGPIPE");
     assert_eq!(mask(&log, "SigBlk"), 0, "{log}");
-    assert_eq!(mask(&log, "SigIgn"), mask(&own, "SigIgn") & !sigpipe, "{log}");
+    assert_eq!(
+        mask(&log, "SigIgn"),
+        mask(&own, "SigIgn") & !sigpipe,
+        "{log}"
+    );
 }
 
 #[test]
