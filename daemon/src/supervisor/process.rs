@@ -13,7 +13,7 @@
 //! happened, so the supervisor always learns a pid before it learns that pid's exit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
@@ -290,8 +290,6 @@ fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
 /// State of the process thread kept between spawns.
 struct Starter {
     spawner: Spawner,
-    /// corrald's own environment, which instances inherit (it does not change).
-    base_env: Vec<(OsString, OsString)>,
     devnull: OwnedFd,
 }
 
@@ -299,7 +297,6 @@ impl Starter {
     fn new() -> std::io::Result<Starter> {
         Ok(Starter {
             spawner: Spawner::default(),
-            base_env: std::env::vars_os().collect(),
             devnull: OpenOptions::new().read(true).open("/dev/null")?.into(),
         })
     }
@@ -356,21 +353,10 @@ impl Starter {
                 )
             }
         };
-        let mut env: Vec<(OsString, OsString)> = self
-            .base_env
-            .iter()
-            .filter(|(k, _)| k.to_str().is_none_or(|k| !spec.env.contains_key(k)))
-            .cloned()
-            .collect();
-        env.extend(
-            spec.env
-                .iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-        );
         let request = spawn::Request {
             program,
             args,
-            env: &env,
+            env: &spec.env,
             dir: spec.working_dir.as_deref(),
             stdio: [stdin.as_ref().unwrap_or(&self.devnull), &stdout, &stderr],
             umask: spec.umask,
@@ -388,7 +374,11 @@ impl Starter {
             .spawner
             .spawn(&request)
             .map_err(|e| describe_spawn_error(program, e))?;
-        let start_time = process_start_time(pid).unwrap_or(0);
+        // Only instances are adopted after a restart, by pid and start time.
+        let start_time = match spec.owner {
+            Owner::Supervisor => process_start_time(pid).unwrap_or(0),
+            Owner::Pool => 0,
+        };
         Ok(Spawned {
             pid,
             start_time,

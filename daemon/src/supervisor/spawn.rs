@@ -19,20 +19,23 @@
 //! A failure before the exec is written into the plan (shared memory) and the child
 //! exits 127; the caller reaps it at once and reports the step that failed.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::libc::{self, c_int, c_void};
 
 /// Everything the child does, prepared by the parent. Read by the child through a raw
 /// pointer while the parent is suspended.
-pub struct Plan {
+struct Plan {
     path: CString,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
+    /// The variables of the request (the rest of `envp` points into the spawner).
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     dir: Option<CString>,
@@ -85,8 +88,8 @@ pub struct Request<'a> {
     pub program: &'a str,
     /// Arguments after the program.
     pub args: &'a [String],
-    /// The complete environment of the child.
-    pub env: &'a [(OsString, OsString)],
+    /// Variables set on top of corrald's own environment.
+    pub env: &'a BTreeMap<String, String>,
     /// Working directory.
     pub dir: Option<&'a Path>,
     /// stdin, stdout, stderr.
@@ -114,17 +117,39 @@ pub enum SpawnError {
     Other(io::Error),
 }
 
-/// The stack the child runs on (reused: only one child is being started at a time).
+/// What stays the same from one spawn to the next.
 pub struct Spawner {
+    /// The stack the child runs on (reused: only one child is being started at a time).
     stack: Vec<u8>,
+    /// corrald's own environment (it does not change), as `KEY=VALUE`, with the key's length.
+    base_env: Vec<(usize, CString)>,
+    /// Programs recently found in `PATH`: (name, PATH) → (path, when). A burst of starts
+    /// of one program searches `PATH` once; an entry older than [`FOUND_TTL`] is looked up
+    /// again (a program may have been installed earlier in `PATH`), and so is one whose
+    /// exec fails.
+    found: HashMap<(String, Vec<u8>), (CString, Instant)>,
 }
 
 const STACK: usize = 128 * 1024;
 
+/// How long a `PATH` lookup is reused.
+const FOUND_TTL: Duration = Duration::from_secs(1);
+
 impl Default for Spawner {
     fn default() -> Self {
+        let base_env = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                let key_len = kv.len();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                Some((key_len, CString::new(kv).ok()?))
+            })
+            .collect();
         Spawner {
             stack: vec![0; STACK],
+            base_env,
+            found: HashMap::new(),
         }
     }
 }
@@ -132,22 +157,46 @@ impl Default for Spawner {
 impl Spawner {
     /// Starts `req`; returns the child's pid once it has exec'd.
     pub fn spawn(&mut self, req: &Request) -> Result<i32, SpawnError> {
-        let path = resolve(req.program, req.env)?;
+        let path_var = match req.env.get("PATH") {
+            Some(p) => p.as_bytes().to_vec(),
+            None => self
+                .base_env
+                .iter()
+                .find(|(k, kv)| &kv.as_bytes()[..*k] == b"PATH")
+                .map(|(k, kv)| kv.as_bytes()[k + 1..].to_vec())
+                .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec()),
+        };
+        let key = (req.program.to_owned(), path_var);
+        match self.start(req, &key) {
+            // A program found earlier may have moved: look again before giving up.
+            Err(SpawnError::NotFound) if self.found.remove(&key).is_some() => self.start(req, &key),
+            other => other,
+        }
+    }
+
+    fn start(&mut self, req: &Request, key: &(String, Vec<u8>)) -> Result<i32, SpawnError> {
+        let path = match self.found.get(key) {
+            Some((p, when)) if when.elapsed() < FOUND_TTL => p.clone(),
+            _ => {
+                let p = resolve(req.program, OsStr::from_bytes(&key.1))?;
+                if !req.program.contains('/') {
+                    if self.found.len() > 1000 {
+                        self.found.clear();
+                    }
+                    self.found.insert(key.clone(), (p.clone(), Instant::now()));
+                }
+                p
+            }
+        };
         let cstr = |b: &[u8]| CString::new(b).map_err(|e| SpawnError::Other(io::Error::other(e)));
         let argv: Vec<CString> = std::iter::once(req.program.as_bytes())
             .chain(req.args.iter().map(|a| a.as_bytes()))
             .map(cstr)
             .collect::<Result<_, _>>()?;
-        let envp: Vec<CString> = req
+        let extra: Vec<CString> = req
             .env
             .iter()
-            .map(|(k, v)| {
-                let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
-                kv.extend_from_slice(k.as_bytes());
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                cstr(&kv)
-            })
+            .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
             .collect::<Result<_, _>>()?;
         // Descriptors 0-2 are the targets; a source among them would be overwritten
         // before it is copied, so such a source is first moved above 2.
@@ -170,12 +219,22 @@ impl Spawner {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
+        let envp_ptrs: Vec<*const libc::c_char> = self
+            .base_env
+            .iter()
+            .filter(|(k, kv)| {
+                std::str::from_utf8(&kv.as_bytes()[..*k]).is_ok_and(|k| !req.env.contains_key(k))
+            })
+            .map(|(_, kv)| kv.as_ptr())
+            .chain(extra.iter().map(|kv| kv.as_ptr()))
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
         let mut plan = Plan {
             path,
             argv_ptrs: ptrs(&argv),
             _argv: argv,
-            envp_ptrs: ptrs(&envp),
-            _envp: envp,
+            envp_ptrs,
+            _envp: extra,
             dir: req
                 .dir
                 .map(|d| cstr(d.as_os_str().as_bytes()))
@@ -243,8 +302,8 @@ impl Spawner {
 }
 
 /// The program's path: as given if it contains a `/`, else the first executable regular
-/// file of that name in the child's `PATH` (as `execvp` would search it).
-fn resolve(program: &str, env: &[(OsString, OsString)]) -> Result<CString, SpawnError> {
+/// file of that name in `path` (the child's `PATH`, searched as `execvp` would).
+fn resolve(program: &str, path: &OsStr) -> Result<CString, SpawnError> {
     let found = |p: &Path| {
         CString::new(p.as_os_str().as_bytes()).map_err(|e| SpawnError::Other(io::Error::other(e)))
     };
@@ -254,13 +313,6 @@ fn resolve(program: &str, env: &[(OsString, OsString)]) -> Result<CString, Spawn
     if program.is_empty() {
         return Err(SpawnError::NotFound);
     }
-    let path = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"), |(_, v)| {
-            v.as_os_str()
-        });
     let mut seen = false;
     for dir in std::env::split_paths(path) {
         let candidate: PathBuf = dir.join(program);
