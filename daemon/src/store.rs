@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
@@ -514,21 +514,26 @@ async fn serve(
 ) {
     let mut batch = Vec::new();
     let mut checkpoints = Checkpoints::new();
+    let mut totals = LazyTotals::default();
     loop {
-        // Sleep until a command arrives or the next waiter times out.
-        let first = match prims.next_deadline() {
+        // Sleep until a command arrives, the next waiter times out, or queue totals are due.
+        let deadline = [prims.next_deadline(), totals.due()]
+            .into_iter()
+            .flatten()
+            .min();
+        let first = match deadline {
             Some(deadline) => tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => Some(cmd),
-                    None => return,
-                },
+                cmd = rx.recv() => cmd,
                 () = tokio::time::sleep_until(deadline.into()) => None,
             },
-            None => match rx.recv().await {
-                Some(cmd) => Some(cmd),
-                None => return,
-            },
+            None => rx.recv().await,
         };
+        if first.is_none() && rx.is_closed() && rx.is_empty() {
+            // corrald is stopping: write the totals still pending, then end.
+            totals.flush_now();
+            run_batch(&mut conn, &mut prims, &mut batch, &path, &mut totals);
+            return;
+        }
         batch.extend(first);
         // Group commit: take whatever else is already waiting, up to a bound.
         while batch.len() < 1024 {
@@ -540,7 +545,7 @@ async fn serve(
         // SQLite blocks this thread for the commit (tens of µs): corrald runs on one
         // thread, so there is no other work this could hold up for long, and no
         // cross-thread hand-off on the way to the reply.
-        let wrote = run_batch(&mut conn, &mut prims, &mut batch, &path);
+        let wrote = run_batch(&mut conn, &mut prims, &mut batch, &path, &mut totals);
         checkpoints.after_batch(&conn, wrote, &path);
     }
 }
@@ -588,13 +593,25 @@ fn run_batch(
     prims: &mut Primitives,
     batch: &mut Vec<Command>,
     path: &Path,
+    totals: &mut LazyTotals,
 ) -> bool {
     let mut fx = Effects::default();
     let wrote = batch.iter().any(changes_visible_state);
     if wrote {
         crate::state_changed();
     }
-    let result = apply(conn, prims, batch, &mut fx);
+    // `sync` promises that everything is on disk, the queue totals too.
+    if batch.iter().any(|c| matches!(c, Command::Sync(_))) {
+        totals.flush_now();
+    }
+    if batch.is_empty() && !totals.is_due() {
+        prims.expire(Instant::now(), &mut fx.outbox);
+        for (reply, outcome, _) in fx.outbox.replies {
+            reply(outcome);
+        }
+        return false;
+    }
+    let result = apply(conn, prims, batch, &mut fx, totals);
     prims.expire(Instant::now(), &mut fx.outbox);
     match result {
         Ok(()) => {
@@ -607,6 +624,7 @@ fn run_batch(
                 "state database {}: {e}; the batch was rolled back",
                 path.display()
             );
+            totals.rolled_back();
             // Memory ran ahead of the disk: go back to what is committed.
             match load_snapshot(conn) {
                 Ok(snapshot) => prims.restore(snapshot),
@@ -647,6 +665,7 @@ fn apply(
     prims: &mut Primitives,
     batch: &mut Vec<Command>,
     fx: &mut Effects,
+    totals: &mut LazyTotals,
 ) -> rusqlite::Result<()> {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
@@ -668,7 +687,7 @@ fn apply(
     if let Some(e) = failure {
         return Err(e); // dropping `tx` rolls back
     }
-    write_changes(&tx, prims, &fx.changes)?;
+    write_changes(&tx, prims, &fx.changes, totals)?;
     tx.commit()
 }
 
@@ -807,12 +826,55 @@ fn apply_one(
     Ok(())
 }
 
+/// Queue totals (put, got, next position) written lazily. A put or get must write its
+/// item at once, but rewriting the queue's row as well doubled the pages each commit
+/// writes. The totals are statistics; positions are rebuilt from the items at load. So a
+/// queue's row is written when it is created, configured or deleted, and otherwise at
+/// most once per [`LazyTotals::EVERY`], when idle, and when corrald stops: after a
+/// `kill -9` the totals may lag by that much, never the items.
+#[derive(Default)]
+struct LazyTotals {
+    /// Queues whose row is on disk (written by this corrald).
+    on_disk: HashSet<String>,
+    /// Queues whose totals moved since their row was written.
+    pending: HashSet<String>,
+    /// When pending totals were last written.
+    last: Option<Instant>,
+    /// Write everything pending in the next batch.
+    now: bool,
+}
+
+impl LazyTotals {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn due(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(self.last.map_or_else(Instant::now, |t| t + Self::EVERY))
+    }
+
+    fn is_due(&self) -> bool {
+        self.now || self.due().is_some_and(|d| d <= Instant::now())
+    }
+
+    fn flush_now(&mut self) {
+        self.now = true;
+    }
+
+    /// After a failed commit nothing this batch wrote is on disk.
+    fn rolled_back(&mut self) {
+        self.on_disk.clear();
+    }
+}
+
 /// Writes what a batch changed in the coordination state. Counters, arrays and queue
 /// rows are written once per batch with their final value, however often they changed.
 fn write_changes(
     tx: &rusqlite::Transaction<'_>,
     prims: &Primitives,
     changes: &Changes,
+    totals: &mut LazyTotals,
 ) -> rusqlite::Result<()> {
     for change in &changes.queue_items {
         match change {
@@ -832,7 +894,23 @@ fn write_changes(
             }
         }
     }
-    for name in &changes.queues {
+    let mut rows: Vec<&String> = changes.queues.iter().collect();
+    for name in &changes.queue_stats {
+        if totals.on_disk.contains(name) {
+            totals.pending.insert(name.clone());
+        } else {
+            rows.push(name);
+        }
+    }
+    let flush = totals.is_due();
+    let pending = std::mem::take(&mut totals.pending);
+    if flush {
+        rows.extend(pending.iter().filter(|n| !changes.queues.contains(*n)));
+        totals.last = Some(Instant::now());
+        totals.now = false;
+    }
+    for name in rows {
+        totals.pending.remove(name);
         match prims.queue(name) {
             Some(q) => {
                 tx.prepare_cached(
@@ -846,12 +924,17 @@ fn write_changes(
                     q.got_total as i64,
                     q.next_seq
                 ])?;
+                totals.on_disk.insert(name.clone());
             }
             None => {
                 tx.prepare_cached("DELETE FROM queues WHERE name = ?1")?
                     .execute(params![name])?;
+                totals.on_disk.remove(name);
             }
         }
+    }
+    if !flush {
+        totals.pending.extend(pending);
     }
     for name in &changes.counters {
         match prims.counter(name) {

@@ -78,8 +78,11 @@ pub struct Limits {
 pub struct Changes {
     /// Queue item changes, in order.
     pub queue_items: Vec<ItemChange>,
-    /// Queues whose row (capacity, totals) must be rewritten, or deleted if gone.
+    /// Queues whose row (capacity, totals) must be rewritten now, or deleted if gone.
     pub queues: HashSet<String>,
+    /// Queues whose totals moved (put, get, purge): their row is rewritten lazily, at
+    /// most once a second (see the store's `LazyTotals`); the items are not lazy.
+    pub queue_stats: HashSet<String>,
     /// Counters to rewrite, or delete if gone.
     pub counters: HashSet<String>,
     /// Arrays to rewrite, or delete if gone.
@@ -91,6 +94,7 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.queue_items.is_empty()
             && self.queues.is_empty()
+            && self.queue_stats.is_empty()
             && self.counters.is_empty()
             && self.arrays.is_empty()
     }

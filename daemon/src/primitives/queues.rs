@@ -200,7 +200,7 @@ impl Primitives {
             seq,
             value: text.clone(),
         });
-        cx.changes.queues.insert(name.to_owned());
+        cx.changes.queue_stats.insert(name.to_owned());
         q.items.push_back((seq, text));
         q.items.len()
     }
@@ -270,7 +270,7 @@ impl Primitives {
             queue: name.to_owned(),
             up_to: last,
         });
-        cx.changes.queues.insert(name.to_owned());
+        cx.changes.queue_stats.insert(name.to_owned());
         ok(QueueGetResult { items })
     }
 
@@ -332,7 +332,7 @@ impl Primitives {
         cx.changes.queue_items.push(ItemChange::Clear {
             queue: name.to_owned(),
         });
-        cx.changes.queues.insert(name.to_owned());
+        cx.changes.queue_stats.insert(name.to_owned());
         self.serve_putters(name, cx);
         ok(RemovedResult { removed })
     }
