@@ -5,7 +5,6 @@
 //! round by round.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use corral_client::proto::InstanceState;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::peers::{sibling_binary, wait_until, which};
+use crate::peers::{dies_with_bench, sibling_binary, wait_until, which};
 use crate::{Report, Sample, Series};
 
 /// How often both sides poll their manager's status while waiting for a group of
@@ -65,7 +64,7 @@ fn start(dir: &Path, big: usize) -> anyhow::Result<Daemon> {
         .local_addr()?
         .port();
     let socket = dir.join("daemon.sock");
-    let child = Command::new(sibling_binary("corrald")?)
+    let child = dies_with_bench(&mut Command::new(sibling_binary("corrald")?))
         .arg("--units")
         .arg(&units)
         .arg("--state")
@@ -347,14 +346,9 @@ impl Supervisord {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; nothing is allocated between fork and exec.
         // If the bench dies without dropping the guard, supervisord still gets SIGTERM and
         // stops its programs.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
-            });
-        }
+        dies_with_bench(&mut cmd);
         let child = cmd.spawn().context("starting supervisord")?;
         let mut sup = Supervisord {
             pid: child.id(),

@@ -150,6 +150,78 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median of `system` in the workload whose name starts with `workload`.
+fn median_of(reports: &[Report], workload: &str, system: &str) -> Option<f64> {
+    reports
+        .iter()
+        .find(|r| r.workload.starts_with(workload))?
+        .series
+        .iter()
+        .find(|s| s.system.starts_with(system))?
+        .median()
+        .map(|m| m.value)
+}
+
+/// Each target of the benchmark issue, with "met", "missed" or why it was not measured.
+fn targets(reports: &[Report]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut check = |target: String, figures: Option<(f64, bool)>| {
+        let verdict = match figures {
+            Some((_, true)) => "met".to_string(),
+            Some((_, false)) => "**missed**".to_string(),
+            None => "not measured".to_string(),
+        };
+        let shown = figures.map_or(String::new(), |(v, _)| format!(" (measured {v:.2})"));
+        out.push((format!("{target}{shown}"), verdict));
+    };
+    let corral = |w: &str| median_of(reports, w, "corral");
+    for (w, what) in [
+        ("queue put+get, 1 client", "queue put+get"),
+        ("counter add, 1 client", "counter add"),
+        ("lock acquire+release, 1 client", "lock acquire+release"),
+    ] {
+        let vs = |peer: &str| Some(corral(w)? / median_of(reports, w, peer)?);
+        check(
+            format!("{what}, 1 client: corral ÷ Redis ≥ 1"),
+            vs("redis").map(|r| (r, r >= 1.0)),
+        );
+        check(
+            format!("{what}, 1 client: corral ÷ mp.Manager ≥ 10"),
+            vs("mp.Manager").map(|r| (r, r >= 10.0)),
+        );
+    }
+    let spawn = corral("spawn 500");
+    check(
+        "spawn: ≥ 1000 instances/s".into(),
+        spawn.map(|v| (v, v >= 1000.0)),
+    );
+    check(
+        "spawn: corral ÷ supervisord ≥ 4".into(),
+        spawn
+            .zip(median_of(reports, "spawn 500", "supervisord"))
+            .map(|(c, s)| (c / s, c / s >= 4.0)),
+    );
+    check(
+        "restart latency p50 < 20 ms".into(),
+        corral("restart latency").map(|v| (v, v < 20.0)),
+    );
+    check(
+        "pool exec: time ÷ xargs' time ≤ 1.2".into(),
+        corral("pool exec")
+            .zip(median_of(reports, "pool exec", "xargs"))
+            .map(|(c, x)| (x / c, x / c <= 1.2)),
+    );
+    check(
+        "pool stream: ≥ 100,000 items/s".into(),
+        corral("pool stream").map(|v| (v, v >= 100_000.0)),
+    );
+    check(
+        "idle RSS with 200 processes < 10 MB".into(),
+        corral("idle RSS, 200 processes").map(|v| (v, v < 10.0)),
+    );
+    out
+}
+
 fn figure(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
@@ -192,6 +264,10 @@ fn markdown(reports: &[Report], rounds: usize, window: Duration) -> String {
                 ratio
             ));
         }
+    }
+    out.push_str("\nTargets (issue figures for a 2-core machine; `--quick` runs are too short to judge):\n\n");
+    for (target, verdict) in targets(reports) {
+        out.push_str(&format!("- {verdict}: {target}\n"));
     }
     out.push_str("\nNotes:\n");
     for r in reports {

@@ -34,6 +34,19 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Makes `cmd`'s process get SIGTERM if the bench dies without stopping it (a server
+/// started by the bench must not outlive it).
+pub fn dies_with_bench(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing is allocated between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        })
+    }
+}
+
 pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     while !ok() {
@@ -58,7 +71,7 @@ impl Environment {
     pub fn start(dir: &Path) -> anyhow::Result<Environment> {
         let corral_socket = dir.join("corral.sock");
         std::fs::create_dir_all(dir.join("units"))?;
-        let corrald = Command::new(sibling_binary("corrald")?)
+        let corrald = dies_with_bench(&mut Command::new(sibling_binary("corrald")?))
             .arg("--units")
             .arg(dir.join("units"))
             .arg("--state")
@@ -81,7 +94,7 @@ impl Environment {
             ),
             Some(server) => {
                 let socket = dir.join("redis.sock");
-                let child = Command::new(server)
+                let child = dies_with_bench(&mut Command::new(server))
                     .args(["--port", "0", "--unixsocket"])
                     .arg(&socket)
                     .args([
