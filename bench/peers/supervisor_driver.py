@@ -98,19 +98,16 @@ def running_pid(sup, name, poll, old=None):
 
 def command(sup, words):
     op, args = words[0], words[1:]
-    if op == "spawn":
+    if op in ("spawn", "stop"):
+        method, state = {
+            "spawn": (sup.startProcessGroup, "RUNNING"),
+            "stop": (sup.stopProcessGroup, "STOPPED"),
+        }[op]
         group, n, poll = args[0], int(args[1]), float(args[2]) / 1000
         t = time.perf_counter()
-        check(sup.startProcessGroup(group, True))
+        check(method(group, True))
         call = time.perf_counter() - t
-        wait_group(sup, group, n, "RUNNING", poll, t)
-        return {"seconds": time.perf_counter() - t, "call_seconds": call}
-    if op == "stop":
-        group, n, poll = args[0], int(args[1]), float(args[2]) / 1000
-        t = time.perf_counter()
-        check(sup.stopProcessGroup(group, True))
-        call = time.perf_counter() - t
-        wait_group(sup, group, n, "STOPPED", poll, t)
+        wait_group(sup, group, n, state, poll, t)
         return {"seconds": time.perf_counter() - t, "call_seconds": call}
     if op == "start":
         sup.startProcess(args[0], True)

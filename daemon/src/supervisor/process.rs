@@ -309,25 +309,20 @@ impl Starter {
             }
         }
         let creds = resolve_credentials(spec)?;
-        let append = |path: &PathBuf| {
+        // Instance logs are appended to; a pool item's output files start empty.
+        let open = |path: &PathBuf, append: bool| {
             OpenOptions::new()
                 .create(true)
-                .append(true)
+                .append(append)
+                .write(true)
+                .truncate(!append)
                 .mode(0o640)
                 .open(path)
                 .map(OwnedFd::from)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))
         };
-        let fresh = |path: &PathBuf| {
-            OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o640)
-                .open(path)
-                .map(OwnedFd::from)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))
-        };
+        let append = |path: &PathBuf| open(path, true);
+        let fresh = |path: &PathBuf| open(path, false);
         let pipe = || {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| format!("cannot create a pipe: {e}"))
