@@ -8,7 +8,7 @@
 //!   or exec failed must be reaped by whoever started it, before anyone else sees its
 //!   exit; doing spawns and reaping on the same thread rules that race out.
 //!
-//! Processes are started by [`super::spawn`] (a vfork-style clone, not fork).
+//! Processes are started by the `spawn` module (a vfork-style clone, not fork).
 //! Spawn results and exit statuses leave this thread on one channel, in the order they
 //! happened, so the supervisor always learns a pid before it learns that pid's exit.
 
