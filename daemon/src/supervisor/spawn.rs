@@ -340,7 +340,9 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     let plan = unsafe { &mut *arg.cast::<Plan>() };
     // SAFETY: only raw system calls on prepared data (see the module's documentation).
     let (step, errno) = unsafe { set_up_and_exec(plan) };
-    plan.failure = Some((step, errno));
+    // Volatile: the parent reads it after the child is gone, which the compiler cannot see.
+    // SAFETY: `plan` is valid for writes (see above).
+    unsafe { std::ptr::write_volatile(&raw mut plan.failure, Some((step, errno))) };
     // SAFETY: _exit is async-signal-safe and runs no atexit handlers of corrald's.
     unsafe { libc::_exit(127) }
 }
@@ -426,5 +428,101 @@ unsafe fn set_up_and_exec(plan: &Plan) -> (Step, c_int) {
             plan.envp_ptrs.as_ptr(),
         );
         (Step::Exec, errno())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::Pid;
+
+    fn null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn start(
+        program: &str,
+        args: &[&str],
+        dir: Option<&Path>,
+        limits: Vec<(c_int, u64, u64)>,
+        out: &OwnedFd,
+    ) -> Result<i32, SpawnError> {
+        let (stdin, err) = (null(), null());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env = BTreeMap::from([("CORRAL_TEST".to_string(), "yes".to_string())]);
+        Spawner::default().spawn(&Request {
+            program,
+            args: &args,
+            env: &env,
+            dir,
+            stdio: [&stdin, out, &err],
+            umask: Some(0o077),
+            limits,
+            ids: Ids::default(),
+            die_with_parent: false,
+        })
+    }
+
+    fn exit_code(pid: i32) -> i32 {
+        match waitpid(Pid::from_raw(pid), None).unwrap() {
+            WaitStatus::Exited(_, code) => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn runs_the_program_with_its_environment_directory_and_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_path = dir.path().join("out");
+        let out: OwnedFd = std::fs::File::create(&out_path).unwrap().into();
+        let pid = start(
+            "sh",
+            &["-c", "echo $CORRAL_TEST; pwd; umask; ulimit -n; exit 3"],
+            Some(dir.path()),
+            vec![(libc::RLIMIT_NOFILE as c_int, 77, 77)],
+            &out,
+        )
+        .unwrap();
+        assert_eq!(exit_code(pid), 3);
+        let text = std::fs::read_to_string(&out_path).unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        assert_eq!(text, format!("yes\n{}\n0077\n77\n", dir.display()));
+    }
+
+    #[test]
+    fn each_failure_names_the_step_that_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = null();
+        assert!(matches!(
+            start("no-such-program-here", &[], None, vec![], &out),
+            Err(SpawnError::NotFound)
+        ));
+        assert!(matches!(
+            start("/nonexistent/program", &[], None, vec![], &out),
+            Err(SpawnError::NotFound)
+        ));
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "not a program").unwrap();
+        assert!(matches!(
+            start(plain.to_str().unwrap(), &[], None, vec![], &out),
+            Err(SpawnError::NotExecutable)
+        ));
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            start("true", &[], Some(&missing), vec![], &out),
+            Err(SpawnError::Step(Step::WorkingDir, _))
+        ));
+        // A soft limit above the hard one is refused by setrlimit.
+        assert!(matches!(
+            start(
+                "true",
+                &[],
+                None,
+                vec![(libc::RLIMIT_NOFILE as c_int, 10, 5)],
+                &out
+            ),
+            Err(SpawnError::Step(Step::Rlimit, _))
+        ));
     }
 }
