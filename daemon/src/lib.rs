@@ -1,7 +1,7 @@
 //! corrald: the corral daemon.
 //!
 //! Layout (see `ARCHITECTURE.md` at the repository root for the full map):
-//! - [`supervisor`]: units and instances; the process thread that forks and reaps.
+//! - [`supervisor`]: units and instances; the process thread that starts processes and reaps.
 //! - [`store`]: the SQLite database (the only module that speaks SQL).
 //! - [`server`]: the control socket; [`handlers`]: one module per group of operations.
 //! - [`http`]: the status API.
@@ -121,7 +121,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         shutdown_timeout: settings.shutdown_timeout,
         daemon_grace: settings.daemon_grace,
     };
-    // One process thread forks and reaps for everyone; each event goes to its owner.
+    // One process thread starts processes and reaps for everyone; each event goes to its owner.
     let (sup_tx, sup_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pool_tx, pool_rx) = tokio::sync::mpsc::unbounded_channel();
     let procs = {

@@ -228,7 +228,7 @@ fn reap_all(owners: &mut HashMap<i32, Owner>, events: &impl Fn(Owner, ProcEvent)
     }
 }
 
-/// Credentials resolved before fork: name lookups are not async-signal-safe.
+/// Credentials resolved before the clone: name lookups are not async-signal-safe.
 struct Credentials {
     uid: Option<Uid>,
     gid: Option<Gid>,
