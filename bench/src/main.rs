@@ -175,19 +175,24 @@ fn targets(reports: &[Report]) -> Vec<(String, String)> {
         out.push((format!("{target}{shown}"), verdict));
     };
     let corral = |w: &str| median_of(reports, w, "corral");
-    for (w, what) in [
-        ("queue put+get, 1 client", "queue put+get"),
-        ("counter add, 1 client", "counter add"),
-        ("lock acquire+release, 1 client", "lock acquire+release"),
+    let ratio = |w: &str, peer: &str| Some(corral(w)? / median_of(reports, w, peer)?);
+    // The issue measured mp.Manager's locked increments with 4 processes, its queue and
+    // lock figures with one.
+    for (w, vs_manager) in [
+        ("queue put+get, 1 client", "queue put+get, 1 client"),
+        ("counter add, 1 client", "counter add, 4 clients"),
+        (
+            "lock acquire+release, 1 client",
+            "lock acquire+release, 1 client",
+        ),
     ] {
-        let vs = |peer: &str| Some(corral(w)? / median_of(reports, w, peer)?);
         check(
-            format!("{what}, 1 client: corral ÷ Redis ≥ 1"),
-            vs("redis").map(|r| (r, r >= 1.0)),
+            format!("{w}: corral ÷ Redis ≥ 1"),
+            ratio(w, "redis").map(|r| (r, r >= 1.0)),
         );
         check(
-            format!("{what}, 1 client: corral ÷ mp.Manager ≥ 10"),
-            vs("mp.Manager").map(|r| (r, r >= 10.0)),
+            format!("{vs_manager}: corral ÷ mp.Manager ≥ 10"),
+            ratio(vs_manager, "mp.Manager").map(|r| (r, r >= 10.0)),
         );
     }
     let spawn = corral("spawn 500");
