@@ -59,6 +59,7 @@ fn corral_job(
         Op::PoolWait {
             job: job.job,
             results: true,
+            timeout_ms: None,
         },
         |_| received += 1,
     )?;

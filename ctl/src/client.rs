@@ -361,6 +361,7 @@ impl Client {
             env: Default::default(),
             working_dir: None,
             wait: false,
+            daemon: false,
         })
     }
 

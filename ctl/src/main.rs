@@ -121,6 +121,10 @@ enum Command {
         /// Extra environment variables.
         #[arg(short, long, value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Like a `daemon = true` unit: dies with corrald, even on `kill -9`, and is
+        /// stopped first at shutdown.
+        #[arg(long)]
+        daemon: bool,
         /// Program and arguments (after `--`).
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -212,6 +216,9 @@ enum PoolCommand {
     Wait {
         /// Job id.
         job: u64,
+        /// Give up after this many seconds (exit code 1; the job runs on).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
     },
     /// Stop a job: kill its running items' process groups, skip the rest.
     Cancel {
@@ -483,8 +490,9 @@ fn main() -> ExitCode {
             name,
             wait,
             env,
+            daemon,
             command,
-        } => commands::units::run(&client, &out, name, wait, env, command),
+        } => commands::units::run(&client, &out, name, wait, daemon, env, command),
         Command::Shutdown { no_wait, plan } => {
             commands::system::shutdown(&client, &out, no_wait, plan)
         }
@@ -533,7 +541,7 @@ fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<E
         PoolCommand::List => pool::list(client, out),
         PoolCommand::Status { job } => pool::status(client, out, job),
         PoolCommand::Results { job } => pool::results(client, out, job),
-        PoolCommand::Wait { job } => pool::wait(client, out, job),
+        PoolCommand::Wait { job, timeout } => pool::wait(client, out, job, timeout),
         PoolCommand::Cancel { job } => pool::cancel(client, out, job),
     }
 }

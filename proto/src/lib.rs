@@ -130,6 +130,10 @@ pub enum Op {
         /// Stream output and answer when the process has exited.
         #[serde(default)]
         wait: bool,
+        /// Like a `daemon = true` unit: dies with corrald (even on `kill -9`), and is
+        /// stopped first at shutdown instead of joined.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        daemon: bool,
     },
     /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun; with
     /// `wait`, [`ShutdownProgress`] events while units stop and `{"stopped": true}` once
@@ -329,6 +333,9 @@ pub enum Op {
         /// Stream the items' results.
         #[serde(default)]
         results: bool,
+        /// Give up after this long with a `timeout` error (the job runs on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// A job's progress. Result: [`PoolJob`].
     PoolStatus {

@@ -2,12 +2,11 @@
 
 import json as _json
 import os
-import time
 
 from . import _client
 from ._process import split_command
 from ._queue import timeout_ms
-from .errors import CorralError, PoolItemError
+from .errors import CorralError, PoolItemError, Timeout
 
 __all__ = ["Pool", "PoolIterator", "AsyncResult"]
 
@@ -299,17 +298,15 @@ class AsyncResult:
         """Waits until the job has ended, or ``timeout`` seconds have passed."""
         if self.job is None:
             return
-        if timeout is None:
-            _client.call("pool_wait", socket=self._pool._socket, job=self.job)
+        fields = {"job": self.job}
+        if timeout is not None:
+            ms = timeout_ms(max(0.0, timeout))
+            if ms is not None:
+                fields["timeout_ms"] = ms
+        try:
+            _client.call("pool_wait", socket=self._pool._socket, **fields)
+        except Timeout:
             return
-        deadline = time.monotonic() + max(0.0, timeout)
-        delay = 0.01
-        while not self.ready():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 0.25)
 
     def successful(self):
         """Whether every item succeeded (``ValueError`` if the job has not ended)."""

@@ -46,8 +46,9 @@ class Process:
     None), unique among running units.
 
     ``daemon=True``: as with multiprocessing, the process is stopped when the Python
-    process that started it exits normally (an ``atexit`` hook sends ``stop``). It is
-    still a task to corrald, which does not kill it if this program is killed.
+    process that started it exits normally (an ``atexit`` hook sends ``stop``); it is
+    not killed if this program is killed. To corrald it is a daemon: it dies with
+    corrald (even on ``kill -9``) and is stopped first when corrald shuts down.
     Without ``daemon``, the program keeps running after this one exits (it belongs to
     corrald, not to this process), and ``join()`` is not implied at exit.
 
@@ -110,6 +111,8 @@ class Process:
             fields["name"] = self.name
         if self.env:
             fields["env"] = self.env
+        if self.daemon:
+            fields["daemon"] = True
         result = self._call("run", **fields)
         self._started = True
         self._parent_pid = os.getpid()

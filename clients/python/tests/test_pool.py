@@ -126,3 +126,15 @@ def test_bad_arguments(corrald):
         Pool(2, stream=True).map("cat", ["two\nlines"])  # corrald's bad_request
     with pytest.raises(TypeError):
         Pool(2).map(["echo"])
+
+
+def test_wait_with_a_timeout_returns_while_the_job_runs_on(corrald):
+    pool = Pool(1)
+    result = pool.map_async(["sleep", "{}"], ["30"])
+    result.wait(0.2)
+    assert not result.ready()
+    with pytest.raises(TimeoutError):
+        result.get(timeout=0.1)
+    pool.terminate()
+    result.wait(30)
+    assert result.ready()

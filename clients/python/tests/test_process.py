@@ -114,3 +114,14 @@ def test_bad_commands():
         Process([PY, 3])
     with pytest.raises(TypeError):
         Process()
+
+
+def test_a_daemon_process_is_a_daemon_to_corrald(corrald):
+    daemon = Process(["sleep", "30"], daemon=True)
+    plain = Process(["sleep", "30"])
+    daemon.start()
+    plain.start()
+    assert corral.status(daemon.name)["units"][0]["daemon"] is True
+    assert corral.status(plain.name)["units"][0]["daemon"] is False
+    daemon.kill()
+    plain.kill()

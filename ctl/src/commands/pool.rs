@@ -89,6 +89,7 @@ fn follow(client: &Client, out: &Output, job: PoolJob) -> Result<ExitCode, Error
         Op::PoolWait {
             job: job.job,
             results: true,
+            timeout_ms: None,
         },
         |event| {
             let Ok(item) = serde_json::from_value::<PoolItem>(event) else {
@@ -284,10 +285,16 @@ pub fn results(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Erro
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn wait(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
+pub fn wait(
+    client: &Client,
+    out: &Output,
+    job: u64,
+    timeout: Option<f64>,
+) -> Result<ExitCode, Error> {
     let info: PoolJob = client.call(Op::PoolWait {
         job,
         results: false,
+        timeout_ms: timeout.map(|s| (s.max(0.0) * 1000.0) as u64),
     })?;
     if out.json {
         out.print_json(&info);

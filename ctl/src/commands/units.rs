@@ -139,6 +139,7 @@ pub fn run(
     out: &Output,
     name: Option<String>,
     wait: bool,
+    daemon: bool,
     env: Vec<String>,
     command: Vec<String>,
 ) -> Result<ExitCode, Error> {
@@ -152,6 +153,7 @@ pub fn run(
         env,
         working_dir,
         wait,
+        daemon,
     };
     let stdout = std::io::stdout();
     let result: RunResult = client.call_streaming(op, |event| {

@@ -11,6 +11,7 @@ pub(crate) use units::status as units_status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use corral_proto::{Op, Request, Response};
 
@@ -87,8 +88,20 @@ pub async fn dispatch(
             };
             pool::submit(ctx, submit).await
         }
-        Op::PoolWait { job, results } => {
-            tokio::spawn(pool::wait(ctx.clone(), id, job, results, replies.clone()));
+        Op::PoolWait {
+            job,
+            results,
+            timeout_ms,
+        } => {
+            let timeout = timeout_ms.map(Duration::from_millis);
+            tokio::spawn(pool::wait(
+                ctx.clone(),
+                id,
+                job,
+                results,
+                timeout,
+                replies.clone(),
+            ));
             return true;
         }
         Op::PoolStatus { job } => pool::status(ctx, job).await,
@@ -131,18 +144,17 @@ pub async fn dispatch(
             env,
             working_dir,
             wait,
+            daemon,
         } => {
-            let task = units::run(
-                ctx.clone(),
-                id,
-                conn.peer.run_as(),
+            let spec = units::RunSpec {
+                run_as: conn.peer.run_as(),
                 name,
                 command,
                 env,
                 working_dir,
-                wait,
-                replies.clone(),
-            );
+                daemon,
+            };
+            let task = units::run(ctx.clone(), id, spec, wait, replies.clone());
             tokio::spawn(task);
             return true;
         }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use corral_proto::{ErrorBody, ErrorCode, Response};
 use tokio::sync::mpsc;
@@ -115,12 +116,28 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
 }
 
 /// Waits for a job; with `results`, streams each item as an event, in input order.
-pub async fn wait(ctx: Arc<Context>, id: u64, job: u64, results: bool, replies: Replies) {
+/// `pool_wait`: the job's end (and, with `results`, each item's result as an event), or a
+/// `timeout` error once `timeout` has passed (the job runs on).
+pub async fn wait(
+    ctx: Arc<Context>,
+    id: u64,
+    job: u64,
+    results: bool,
+    timeout: Option<Duration>,
+    replies: Replies,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let events = results.then_some(tx);
     let pool = ctx.pool.clone();
     let done = pool.ask(move |r| PoolRequest::Wait(job, events, r));
     tokio::pin!(done);
+    let expired = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     let outcome = loop {
         tokio::select! {
             biased;
@@ -131,6 +148,15 @@ pub async fn wait(ctx: Arc<Context>, id: u64, job: u64, results: bool, replies: 
             }
             outcome = &mut done => break outcome,
             () = replies.closed() => return,
+            () = &mut expired => {
+                let after = corral_config::format_duration(timeout.unwrap_or_default());
+                let e = ErrorBody::new(
+                    ErrorCode::Timeout,
+                    format!("pool job {job} is still running after {after}"),
+                );
+                replies.send(Response::err(id, e)).await;
+                return;
+            }
         }
     };
     // Items sent before the job's end are still queued: deliver them first.

@@ -118,20 +118,25 @@ pub async fn reload(ctx: &Context) -> Outcome {
     ok(result)
 }
 
+/// What `run` starts.
+pub struct RunSpec {
+    /// Run as this uid (a client other than root or corrald's own user).
+    pub run_as: Option<u32>,
+    /// Unit name (default `run-N`).
+    pub name: Option<String>,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory (absolute).
+    pub working_dir: Option<String>,
+    /// Dies with corrald, like a `daemon = true` unit.
+    pub daemon: bool,
+}
+
 /// `run`: start a transient task; with `wait`, stream its output and answer with its exit.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    ctx: Arc<Context>,
-    id: u64,
-    run_as: Option<u32>,
-    name: Option<String>,
-    command: Vec<String>,
-    env: BTreeMap<String, String>,
-    working_dir: Option<String>,
-    wait: bool,
-    replies: Replies,
-) {
-    let outcome = start_transient(&ctx, run_as, name, command, env, working_dir).await;
+pub async fn run(ctx: Arc<Context>, id: u64, spec: RunSpec, wait: bool, replies: Replies) {
+    let outcome = start_transient(&ctx, spec).await;
     let unit = match outcome {
         Ok(unit) => unit,
         Err(e) => {
@@ -199,14 +204,15 @@ pub async fn run(
     replies.send(response).await;
 }
 
-async fn start_transient(
-    ctx: &Context,
-    run_as: Option<u32>,
-    name: Option<String>,
-    command: Vec<String>,
-    env: BTreeMap<String, String>,
-    working_dir: Option<String>,
-) -> Result<String, ErrorBody> {
+async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBody> {
+    let RunSpec {
+        run_as,
+        name,
+        command,
+        env,
+        working_dir,
+        daemon,
+    } = spec;
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
     if command.first().is_none_or(|p| p.is_empty()) {
         return Err(bad(
@@ -222,6 +228,7 @@ async fn start_transient(
     }
     let mut unit = Unit::transient(name.as_deref().unwrap_or(""), command);
     unit.env = env;
+    unit.daemon = daemon;
     // A client other than root (or corrald's own user) runs things as itself.
     unit.user = run_as.map(|uid| uid.to_string());
     if let Some(dir) = working_dir {

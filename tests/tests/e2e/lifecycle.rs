@@ -161,6 +161,22 @@ fn sighup_reloads_unit_files() {
 }
 
 #[test]
+fn a_daemon_run_dies_with_corrald_and_a_plain_run_survives_it() {
+    let mut d = TestDaemon::new();
+    d.start();
+    d.ctl_ok(&["run", "--daemon", "--name", "helper", "--", "sleep", "1003"]);
+    d.ctl_ok(&["run", "--name", "worker", "--", "sleep", "1003"]);
+    let helper = pid_of(&d, "helper");
+    let worker = pid_of(&d, "worker");
+    d.kill9();
+    wait_for("the daemon run to die with corrald", || {
+        (!alive(helper)).then_some(())
+    });
+    assert!(alive(worker), "a plain run died with corrald");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), Signal::SIGKILL);
+}
+
+#[test]
 fn kill_9_leaves_non_daemons_running_and_corrald_adopts_them() {
     let mut d = TestDaemon::new();
     d.unit(

@@ -388,3 +388,28 @@ fn cancel_sends_the_stop_signal_before_sigkill() {
             .map(|_| ())
     });
 }
+
+#[test]
+fn pool_wait_gives_up_after_its_timeout_and_the_job_runs_on() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let job = d
+        .ctl_ok(&["pool", "map", "--detach", "--", "sleep", ":::", "1002"])
+        .trim()
+        .to_owned();
+    let out = d.ctl(&["pool", "wait", &job, "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("pool job {job} is still running after")),
+        "{stderr}"
+    );
+    assert_eq!(pool_status(&d, &job)["state"], "running");
+    d.ctl_ok(&["pool", "cancel", &job]);
+    // A job that has ended answers at once, whatever the timeout.
+    let out = d.ctl(&["pool", "wait", &job, "--timeout", "30"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cancelled"),
+        "{out:?}"
+    );
+}
