@@ -11,6 +11,9 @@ use crate::{Report, Sample, Series};
 type CorralOp = fn(&Client, u64) -> anyhow::Result<()>;
 type RedisOp = fn(&mut Redis, u64) -> anyhow::Result<()>;
 
+/// What a peer that takes no part in a workload shows.
+const NOT_A_PEER: &str = "— (not a peer for this workload)";
+
 /// One workload: what it does on each system.
 pub struct Workload {
     /// Name used by `--only`.
@@ -130,12 +133,12 @@ pub fn run(w: &Workload, env: &mut Environment, rounds: usize, window: Duration)
     let mut redis = Series {
         system: "redis".into(),
         samples: Vec::new(),
-        missing: w.redis.is_none().then(|| "—".to_string()),
+        missing: w.redis.is_none().then(|| NOT_A_PEER.to_string()),
     };
     let mut manager = Series {
         system: "mp.Manager".into(),
         samples: Vec::new(),
-        missing: w.manager.is_none().then(|| "—".to_string()),
+        missing: w.manager.is_none().then(|| NOT_A_PEER.to_string()),
     };
     for _ in 0..rounds {
         let socket = env.corral_socket.clone();
