@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -209,8 +209,11 @@ impl Spawner {
             } else {
                 let copy = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
                     .map_err(|e| SpawnError::Other(e.into()))?;
+                // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+                let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+                let raw = copy.as_raw_fd();
                 moved.push(copy);
-                copy.as_raw_fd()
+                raw
             };
         }
         let ptrs = |v: &[CString]| {
@@ -488,6 +491,36 @@ mod tests {
         let text = std::fs::read_to_string(&out_path).unwrap();
         let dir = dir.path().canonicalize().unwrap();
         assert_eq!(text, format!("yes\n{}\n0077\n77\n", dir.display()));
+    }
+
+    #[test]
+    fn a_source_among_descriptors_0_to_2_is_moved_before_it_is_copied() {
+        // The test's own stdout (descriptor 1) as the child's stderr: copied in order
+        // 0, 1, 2, it would be overwritten by the child's stdout before reaching 2.
+        // SAFETY: descriptor 1 stays open; ManuallyDrop keeps it from being closed here.
+        let stdout = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(1) });
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let out: OwnedFd = std::fs::File::create(&seen).unwrap().into();
+        let stdin = null();
+        let args = vec!["-c".to_string(), "readlink /proc/$$/fd/2".to_string()];
+        let pid = Spawner::default()
+            .spawn(&Request {
+                program: "sh",
+                args: &args,
+                env: &BTreeMap::new(),
+                dir: None,
+                stdio: [&stdin, &out, &stdout],
+                umask: None,
+                limits: vec![],
+                ids: Ids::default(),
+                die_with_parent: false,
+            })
+            .unwrap();
+        assert_eq!(exit_code(pid), 0);
+        let ours = std::fs::read_link("/proc/self/fd/1").unwrap();
+        let theirs = std::fs::read_to_string(&seen).unwrap();
+        assert_eq!(theirs.trim_end(), ours.to_str().unwrap());
     }
 
     #[test]
