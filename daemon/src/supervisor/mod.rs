@@ -1303,15 +1303,21 @@ impl Supervisor {
     // ----- bookkeeping after every message -----
 
     fn on_tick(&mut self) {
+        // Only the logs of instances with a process can grow; a stopped one's log is
+        // checked again once it runs.
         let files: Vec<logs::Rotation> = self
             .units
             .values()
             .flat_map(|e| {
-                (0..e.unit.instances).map(|i| logs::Rotation {
-                    path: logs::log_path(&self.config.log_dir, &e.unit.name, i),
-                    max_size: e.unit.log_max_size,
-                    keep: e.unit.log_keep,
-                })
+                e.instances
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, inst)| inst.pid.is_some())
+                    .map(|(i, _)| logs::Rotation {
+                        path: logs::log_path(&self.config.log_dir, &e.unit.name, i as u32),
+                        max_size: e.unit.log_max_size,
+                        keep: e.unit.log_keep,
+                    })
             })
             .collect();
         tokio::task::spawn_blocking(move || {
