@@ -15,7 +15,7 @@ use corral_client::proto::InstanceState;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::peers::{dies_with_bench, sibling_binary, wait_until, which};
+use crate::peers::{dies_with_bench, rss_mb, sibling_binary, wait_until, which};
 use crate::{Report, Sample, Series};
 
 /// How often both sides poll their manager's status while waiting for a group of
@@ -470,17 +470,6 @@ fn report(workload: &str, unit: &str, note: &str, samples: Vec<Sample>) -> Repor
         unit: unit.into(),
         series: vec![corral(samples)],
     }
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// CPU seconds (user + system) used by `pid` so far.

@@ -7,19 +7,8 @@ use std::time::{Duration, Instant};
 
 use corral_client::Client;
 
-use crate::peers::Environment;
+use crate::peers::{Environment, rss_mb};
 use crate::{Report, Sample, Series};
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// `clients` threads for `length`: queue put+get, counter add, lock acquire+release.
 pub fn report(env: &Environment, clients: usize, length: Duration) -> anyhow::Result<Vec<Report>> {

@@ -553,16 +553,7 @@ async fn serve(
 /// Whether a command may change what the status page shows (reads do not).
 fn changes_visible_state(cmd: &Command) -> bool {
     match cmd {
-        Command::Primitive { op, .. } => !matches!(
-            op,
-            Op::QueueLen { .. }
-                | Op::QueueList {}
-                | Op::CounterGet { .. }
-                | Op::CounterList {}
-                | Op::ArrayGet { .. }
-                | Op::ArrayList {}
-                | Op::LockStatus { .. }
-        ),
+        Command::Primitive { op, .. } => crate::access::need_of(op).0 != crate::access::Need::Read,
         Command::Disconnect(_)
         | Command::RunStarted(_)
         | Command::RunEnded { .. }
@@ -604,14 +595,12 @@ fn run_batch(
     if batch.iter().any(|c| matches!(c, Command::Sync(_))) {
         totals.flush_now();
     }
-    if batch.is_empty() && !totals.is_due() {
-        prims.expire(Instant::now(), &mut fx.outbox);
-        for (reply, outcome, _) in fx.outbox.replies {
-            reply(outcome);
-        }
-        return false;
-    }
-    let result = apply(conn, prims, batch, &mut fx, totals);
+    // A wake-up for a waiter's deadline alone has nothing to commit.
+    let result = if batch.is_empty() && !totals.is_due() {
+        Ok(())
+    } else {
+        apply(conn, prims, batch, &mut fx, totals)
+    };
     prims.expire(Instant::now(), &mut fx.outbox);
     match result {
         Ok(()) => {

@@ -745,16 +745,7 @@ impl PoolManager {
             Err(error) => {
                 self.take_output(id, index);
                 // A command that cannot start will not start on a retry either.
-                self.finish_item(
-                    id,
-                    index,
-                    None,
-                    String::new(),
-                    String::new(),
-                    false,
-                    Some(error),
-                    false,
-                );
+                self.fail_item(id, index, error);
             }
         }
     }
@@ -808,6 +799,13 @@ impl PoolManager {
             error,
             ok,
         );
+    }
+
+    /// Records an attempt that failed before producing an exit status or output (the
+    /// command could not start, its worker died, the job has no workers).
+    fn fail_item(&mut self, id: u64, index: usize, error: String) {
+        let (out, err) = (String::new(), String::new());
+        self.finish_item(id, index, None, out, err, false, Some(error), false);
     }
 
     /// Records an attempt's end: retry, or the item's final result.

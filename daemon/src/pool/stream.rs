@@ -116,16 +116,7 @@ impl PoolManager {
                 .get_mut(&id)
                 .expect("job exists")
                 .start_item(index);
-            self.finish_item(
-                id,
-                index,
-                None,
-                String::new(),
-                String::new(),
-                false,
-                Some(error.to_owned()),
-                false,
-            );
+            self.fail_item(id, index, error.to_owned());
         }
     }
 
@@ -212,17 +203,7 @@ impl PoolManager {
             job.queue.push_front(back);
         }
         if let Some(index) = culprit {
-            let error = Some("its worker exited before answering".to_string());
-            self.finish_item(
-                id,
-                index,
-                None,
-                String::new(),
-                String::new(),
-                false,
-                error,
-                false,
-            );
+            self.fail_item(id, index, "its worker exited before answering".into());
         }
         self.pump(id);
         self.check_shutdown();

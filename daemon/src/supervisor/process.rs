@@ -228,19 +228,10 @@ fn reap_all(owners: &mut HashMap<i32, Owner>, events: &impl Fn(Owner, ProcEvent)
     }
 }
 
-/// Credentials resolved before the clone: name lookups are not async-signal-safe.
-struct Credentials {
-    uid: Option<Uid>,
-    gid: Option<Gid>,
-    groups: Option<Vec<Gid>>,
-}
-
-fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
-    let mut creds = Credentials {
-        uid: None,
-        gid: None,
-        groups: None,
-    };
+/// The credentials to switch to, looked up before the clone: name lookups are not
+/// async-signal-safe.
+fn resolve_credentials(spec: &SpawnSpec) -> Result<spawn::Ids, String> {
+    let mut ids = spawn::Ids::default();
     if let Some(name) = &spec.user {
         let found = match name.parse::<u32>() {
             Ok(uid) => nix::unistd::User::from_uid(Uid::from_raw(uid)),
@@ -251,12 +242,11 @@ fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
             .ok_or_else(|| format!("user `{name}` does not exist"))?;
         let cname =
             CString::new(user.name.as_str()).map_err(|_| format!("bad user name `{name}`"))?;
-        creds.groups = Some(
-            nix::unistd::getgrouplist(&cname, user.gid)
-                .map_err(|e| format!("cannot list the groups of `{name}`: {e}"))?,
-        );
-        creds.uid = Some(user.uid);
-        creds.gid = Some(user.gid);
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map_err(|e| format!("cannot list the groups of `{name}`: {e}"))?;
+        ids.groups = Some(groups.into_iter().map(Gid::as_raw).collect());
+        ids.uid = Some(user.uid.as_raw());
+        ids.gid = Some(user.gid.as_raw());
     }
     if let Some(name) = &spec.group {
         let found = match name.parse::<u32>() {
@@ -266,25 +256,19 @@ fn resolve_credentials(spec: &SpawnSpec) -> Result<Credentials, String> {
         let group = found
             .map_err(|e| format!("cannot look up group `{name}`: {e}"))?
             .ok_or_else(|| format!("group `{name}` does not exist"))?;
-        creds.gid = Some(group.gid);
-        if creds.groups.is_none() {
-            creds.groups = Some(vec![group.gid]);
-        }
+        ids.gid = Some(group.gid.as_raw());
+        ids.groups.get_or_insert_with(|| vec![group.gid.as_raw()]);
     }
-    if (creds.uid.is_some() || creds.gid.is_some()) && !Uid::effective().is_root() {
-        let wanted = creds.uid.is_none_or(|u| u == Uid::effective())
-            && creds.gid.is_none_or(|g| g == Gid::effective());
+    if (ids.uid.is_some() || ids.gid.is_some()) && !Uid::effective().is_root() {
+        let wanted = ids.uid.is_none_or(|u| u == Uid::effective().as_raw())
+            && ids.gid.is_none_or(|g| g == Gid::effective().as_raw());
         if !wanted {
             return Err("`user`/`group` need corrald to run as root".into());
         }
         // Already the requested identity: nothing to change, and no privilege to do it.
-        return Ok(Credentials {
-            uid: None,
-            gid: None,
-            groups: None,
-        });
+        return Ok(spawn::Ids::default());
     }
-    Ok(creds)
+    Ok(ids)
 }
 
 /// State of the process thread kept between spawns.
@@ -308,7 +292,7 @@ impl Starter {
                 return Err(format!("working_dir {} does not exist", dir.display()));
             }
         }
-        let creds = resolve_credentials(spec)?;
+        let ids = resolve_credentials(spec)?;
         // Instance logs are appended to; a pool item's output files start empty.
         let open = |path: &PathBuf, append: bool| {
             OpenOptions::new()
@@ -356,13 +340,7 @@ impl Starter {
             stdio: [stdin.as_ref().unwrap_or(&self.devnull), &stdout, &stderr],
             umask: spec.umask,
             limits: rlimit_list(&spec.rlimits),
-            ids: spawn::Ids {
-                groups: creds
-                    .groups
-                    .map(|g| g.into_iter().map(Gid::as_raw).collect()),
-                gid: creds.gid.map(Gid::as_raw),
-                uid: creds.uid.map(Uid::as_raw),
-            },
+            ids,
             die_with_parent: spec.die_with_parent,
         };
         let pid = self

@@ -121,8 +121,11 @@ pub enum SpawnError {
 pub struct Spawner {
     /// The stack the child runs on (reused: only one child is being started at a time).
     stack: Vec<u8>,
-    /// corrald's own environment (it does not change), as `KEY=VALUE`, with the key's length.
-    base_env: Vec<(usize, CString)>,
+    /// corrald's own environment (it does not change): each variable's name (None if it
+    /// is not UTF-8, so no request can override it) and its `KEY=VALUE`.
+    base_env: Vec<(Option<String>, CString)>,
+    /// corrald's own `PATH`, for requests that do not set one.
+    base_path: Vec<u8>,
     /// Programs recently found in `PATH`: (name, PATH) → (path, when). A burst of starts
     /// of one program searches `PATH` once; an entry older than [`FOUND_TTL`] is looked up
     /// again (a program may have been installed earlier in `PATH`), and so is one whose
@@ -139,16 +142,21 @@ impl Default for Spawner {
     fn default() -> Self {
         let base_env = std::env::vars_os()
             .filter_map(|(k, v)| {
+                let name = k.to_str().map(str::to_owned);
                 let mut kv = k.into_vec();
-                let key_len = kv.len();
                 kv.push(b'=');
                 kv.extend_from_slice(v.as_bytes());
-                Some((key_len, CString::new(kv).ok()?))
+                Some((name, CString::new(kv).ok()?))
             })
             .collect();
+        let base_path = std::env::var_os("PATH").map_or_else(
+            || b"/usr/local/bin:/usr/bin:/bin".to_vec(),
+            |p| p.into_vec(),
+        );
         Spawner {
             stack: vec![0; STACK],
             base_env,
+            base_path,
             found: HashMap::new(),
         }
     }
@@ -157,15 +165,10 @@ impl Default for Spawner {
 impl Spawner {
     /// Starts `req`; returns the child's pid once it has exec'd.
     pub fn spawn(&mut self, req: &Request) -> Result<i32, SpawnError> {
-        let path_var = match req.env.get("PATH") {
-            Some(p) => p.as_bytes().to_vec(),
-            None => self
-                .base_env
-                .iter()
-                .find(|(k, kv)| &kv.as_bytes()[..*k] == b"PATH")
-                .map(|(k, kv)| kv.as_bytes()[k + 1..].to_vec())
-                .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec()),
-        };
+        let path_var = req
+            .env
+            .get("PATH")
+            .map_or_else(|| self.base_path.clone(), |p| p.as_bytes().to_vec());
         let key = (req.program.to_owned(), path_var);
         match self.start(req, &key) {
             // A program found earlier may have moved: look again before giving up.
@@ -225,9 +228,7 @@ impl Spawner {
         let envp_ptrs: Vec<*const libc::c_char> = self
             .base_env
             .iter()
-            .filter(|(k, kv)| {
-                std::str::from_utf8(&kv.as_bytes()[..*k]).is_ok_and(|k| !req.env.contains_key(k))
-            })
+            .filter(|(name, _)| name.as_ref().is_none_or(|n| !req.env.contains_key(n)))
             .map(|(_, kv)| kv.as_ptr())
             .chain(extra.iter().map(|kv| kv.as_ptr()))
             .chain(std::iter::once(std::ptr::null()))
