@@ -525,6 +525,47 @@ mod tests {
     }
 
     #[test]
+    fn a_program_found_in_path_is_looked_up_again_once_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let script = |dir: &Path, code: i32| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join("corral-test-prog");
+            std::fs::write(&path, format!("#!/bin/sh\nexit {code}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let env = BTreeMap::from([(
+            "PATH".to_string(),
+            format!("{}:{}", a.display(), b.display()),
+        )]);
+        let (stdin, out, err) = (null(), null(), null());
+        let mut spawner = Spawner::default();
+        let mut run = || {
+            let pid = spawner.spawn(&Request {
+                program: "corral-test-prog",
+                args: &[],
+                env: &env,
+                dir: None,
+                stdio: [&stdin, &out, &err],
+                umask: None,
+                limits: vec![],
+                ids: Ids::default(),
+                die_with_parent: false,
+            });
+            pid.map(exit_code)
+        };
+        let first = script(&a, 3);
+        assert_eq!(run().unwrap(), 3);
+        // Moved to the next directory of PATH within the reuse window: found there.
+        std::fs::remove_file(first).unwrap();
+        script(&b, 4);
+        assert_eq!(run().unwrap(), 4);
+    }
+
+    #[test]
     fn each_failure_names_the_step_that_failed() {
         let dir = tempfile::tempdir().unwrap();
         let out = null();

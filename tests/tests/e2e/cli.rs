@@ -90,3 +90,24 @@ fn kill_signals_every_instance_group() {
     let bad = d.ctl(&["kill", "-s", "SIGNOPE", "trapper"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn corral_log_takes_levels_per_module_and_a_bad_value_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |spec: &str| {
+        let out = std::process::Command::new(bin("corrald"))
+            .args(["--check", "--units"])
+            .arg(dir.path())
+            .env("CORRAL_LOG", spec)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(!check("warn,corral_daemon::store=debug").contains("ignoring CORRAL_LOG"));
+    let stderr = check("corral_daemon=loud");
+    assert!(
+        stderr.contains("ignoring CORRAL_LOG=\"corral_daemon=loud\"") && stderr.contains("info"),
+        "{stderr}"
+    );
+}
