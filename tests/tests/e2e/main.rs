@@ -14,4 +14,5 @@ mod pool;
 mod primitives;
 mod protocol;
 mod reload;
+mod scripts;
 mod supervise;

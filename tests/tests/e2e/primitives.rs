@@ -2,6 +2,7 @@
 //! durability across `kill -9`, connection-bound locks, bad input.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use corral_client::Client;
@@ -234,10 +235,13 @@ fn a_bounded_queue_refuses_or_waits_when_full() {
 fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter() {
     let mut d = TestDaemon::new();
     d.start();
+    // A process group of its own, so that the test can kill corralctl and the `sleep` it
+    // runs together, and nothing else.
     let mut holder = std::process::Command::new(bin("corralctl"))
         .arg("--socket")
         .arg(d.socket())
         .args(["lock", "run", "L", "--", "sleep", "1000"])
+        .process_group(0)
         .spawn()
         .unwrap();
     let first_token = wait_for("corralctl to hold the lock", || {
@@ -256,13 +260,17 @@ fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter() {
     wait_for("the waiter to queue", || {
         (d.client().lock("L").status().unwrap().waiters == 1).then_some(())
     });
-    holder.kill().unwrap(); // SIGKILL: no chance to release
+    // SIGKILL to corralctl and its child: no chance to release.
+    let group = nix::unistd::Pid::from_raw(holder.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     holder.wait().unwrap();
     let second_token = waiter.join().unwrap();
     assert!(second_token > first_token);
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "sleep 1000"])
-        .status();
+    wait_for("the holder's sleep to be gone", || {
+        corral_tests::group_members(group.as_raw())
+            .is_empty()
+            .then_some(())
+    });
 }
 
 #[test]
