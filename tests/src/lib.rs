@@ -137,8 +137,15 @@ impl TestDaemon {
 
     /// Starts corrald and waits until its socket answers `hello`.
     pub fn start(&mut self) -> &mut Self {
+        self.start_with(|_| {})
+    }
+
+    /// Like [`TestDaemon::start`], with the command adjusted first (environment, limits).
+    pub fn start_with(&mut self, adjust: impl FnOnce(&mut Command)) -> &mut Self {
         assert!(self.child.is_none(), "already running");
-        let child = self.command().spawn().expect("spawn corrald");
+        let mut command = self.command();
+        adjust(&mut command);
+        let child = command.spawn().expect("spawn corrald");
         self.child = Some(child);
         let socket = self.socket();
         wait_for("corrald to answer hello", || {

@@ -135,12 +135,28 @@ pub struct Spawner {
 
 const STACK: usize = 128 * 1024;
 
+/// Variables of corrald's environment that speak of corrald alone, never passed on: the
+/// service manager's protocol with its own service (readiness, watchdog, socket
+/// activation), whose messages from an instance would be taken as corrald's, and
+/// `JOURNAL_STREAM`, which names corrald's stderr (an instance's is its log file). A unit
+/// may still set any of them in its `env`.
+const NOT_INHERITED: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "JOURNAL_STREAM",
+];
+
 /// How long a `PATH` lookup is reused.
 const FOUND_TTL: Duration = Duration::from_secs(1);
 
 impl Default for Spawner {
     fn default() -> Self {
         let base_env = std::env::vars_os()
+            .filter(|(k, _)| k.to_str().is_none_or(|k| !NOT_INHERITED.contains(&k)))
             .filter_map(|(k, v)| {
                 let name = k.to_str().map(str::to_owned);
                 let mut kv = k.into_vec();
