@@ -76,6 +76,7 @@ trap 'rm -rf "$tmp"' EXIT
 # Paths written into installed files follow the chosen directories.
 subst() {
   sed -e "s|/usr/bin/corrald|$BINDIR/corrald|g" \
+      -e "s|/usr/bin/corralctl|$BINDIR/corralctl|g" \
       -e "s|/usr/share/doc/corral|$DOCDIR|g" \
       -e "s|@docdir@|$DOCDIR|g" "$1"
 }

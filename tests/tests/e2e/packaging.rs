@@ -158,12 +158,19 @@ fn unit_files_pass_systemd_analyze_verify() {
         unit.contains(&exec),
         "install.sh must point ExecStart at PREFIX:\n{unit}"
     );
+    let reload = format!("ExecReload={}/bin/corralctl reload\n", prefix.display());
     for needed in [
         "KillMode=process",
         "TimeoutStopSec=",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        reload.as_str(),
         "Restart=on-failure",
         "OOMPolicy=continue",
+        "LockPersonality=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectHostname=yes",
+        "ProtectClock=yes",
+        "RestrictSUIDSGID=yes",
     ] {
         assert!(unit.contains(needed), "corrald.service lacks {needed}");
     }
