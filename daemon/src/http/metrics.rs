@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::Shared;
 use crate::store::History;
+use crate::supervisor::process::ProcStat;
 
 /// Escapes a label value (backslash, double quote, newline).
 fn label(v: &str) -> String {
@@ -36,6 +37,157 @@ impl Family<'_> {
         } else {
             let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
         }
+    }
+}
+
+/// A signal's name (`SIGKILL`), or its number when it has none.
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map_or_else(|_| signal.to_string(), |s| s.as_str().to_string())
+}
+
+/// Clock ticks per second and the page size, for /proc figures.
+fn ticks_and_page() -> (f64, u64) {
+    use nix::unistd::{SysconfVar, sysconf};
+    let ticks = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let page = sysconf(SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    (ticks, page)
+}
+
+/// CPU, memory and restarts of each instance that has a process, labelled by unit and
+/// instance.
+fn instance_series(f: &mut Family<'_>, units: &[Value]) {
+    let (ticks, page) = ticks_and_page();
+    let running: Vec<(&str, String, u64, u64)> = units
+        .iter()
+        .flat_map(|u| {
+            let name = u["name"].as_str().unwrap_or("");
+            u["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |i| {
+                    let pid = i["pid"].as_u64()?;
+                    let index = i["instance"].as_u64().unwrap_or(0).to_string();
+                    Some((name, index, pid, i["restarts"].as_u64().unwrap_or(0)))
+                })
+        })
+        .collect();
+    let stats: Vec<_> = running
+        .iter()
+        .filter_map(|(unit, index, pid, restarts)| {
+            let stat = ProcStat::read(*pid as i32)?;
+            Some((*unit, index.as_str(), stat, *restarts))
+        })
+        .collect();
+    f.head(
+        "corral_instance_cpu_seconds_total",
+        "counter",
+        "CPU time (user and system) of each running instance's main process.",
+    );
+    for (unit, index, stat, _) in &stats {
+        f.sample(
+            "corral_instance_cpu_seconds_total",
+            &[("unit", unit), ("instance", index)],
+            format!("{:.2}", stat.cpu_ticks as f64 / ticks),
+        );
+    }
+    f.head(
+        "corral_instance_resident_memory_bytes",
+        "gauge",
+        "Resident set size of each running instance's main process.",
+    );
+    for (unit, index, stat, _) in &stats {
+        f.sample(
+            "corral_instance_resident_memory_bytes",
+            &[("unit", unit), ("instance", index)],
+            stat.rss_pages * page,
+        );
+    }
+    f.head(
+        "corral_instance_restarts",
+        "gauge",
+        "Restarts by policy of each running instance since its unit was last started.",
+    );
+    for (unit, index, _, restarts) in &stats {
+        f.sample(
+            "corral_instance_restarts",
+            &[("unit", unit), ("instance", index)],
+            restarts,
+        );
+    }
+}
+
+/// The standard `process_*` metrics of Prometheus's client libraries, for corrald itself.
+fn process_series(f: &mut Family<'_>) {
+    let (ticks, page) = ticks_and_page();
+    let me = std::process::id() as i32;
+    if let Some(stat) = ProcStat::read(me) {
+        f.head(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        f.sample(
+            "process_cpu_seconds_total",
+            &[],
+            format!("{:.2}", stat.cpu_ticks as f64 / ticks),
+        );
+        f.head(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        f.sample("process_resident_memory_bytes", &[], stat.rss_pages * page);
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+        });
+        if let Some(boot) = boot {
+            f.head(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+            );
+            f.sample(
+                "process_start_time_seconds",
+                &[],
+                format!("{:.2}", boot + stat.start_time as f64 / ticks),
+            );
+        }
+    }
+    let virtual_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+    if let Some(pages) = virtual_pages {
+        f.head(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+        );
+        f.sample("process_virtual_memory_bytes", &[], pages * page);
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        f.head(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
+        // Minus the one read_dir holds.
+        f.sample("process_open_fds", &[], dir.count().saturating_sub(1));
+    }
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        f.head(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        );
+        f.sample("process_max_fds", &[], soft);
     }
 }
 
@@ -80,16 +232,20 @@ pub async fn metrics(State(ctx): Shared) -> Response {
     f.head(
         "corral_exits_total",
         "counter",
-        "Finished process runs by exit code or signal.",
+        "Finished process runs by exit code (empty when killed) and signal (empty when it exited).",
     );
     for (code, signal, n) in exits {
-        let (key, value) = match (code, signal) {
-            (Some(c), _) => ("code", c.to_string()),
-            (None, Some(s)) => ("signal", s.to_string()),
-            (None, None) => ("code", "unknown".to_string()),
-        };
-        f.sample("corral_exits_total", &[(key, &value)], n);
+        // Both labels on every sample (empty when not applicable), so that queries can
+        // match on either without a second series shape.
+        let code = code.map_or(String::new(), |c| c.to_string());
+        let signal = signal.map_or(String::new(), signal_name);
+        f.sample(
+            "corral_exits_total",
+            &[("code", &code), ("signal", &signal)],
+            n,
+        );
     }
+    instance_series(&mut f, &units);
     let queues = snap["queues"]["queues"]
         .as_array()
         .cloned()
@@ -156,21 +312,12 @@ pub async fn metrics(State(ctx): Shared) -> Response {
         for state in ["succeeded", "failed", "running", "pending"] {
             f.sample(
                 "corral_pool_items",
-                &[("job", &job), ("state", state)],
+                &[("pool_job", &job), ("state", state)],
                 &j[state],
             );
         }
     }
-    f.head(
-        "corral_resident_memory_bytes",
-        "gauge",
-        "corrald's resident set size.",
-    );
-    f.sample(
-        "corral_resident_memory_bytes",
-        &[],
-        super::pages::own_rss_bytes(),
-    );
+    process_series(&mut f);
     f.head(
         "corral_uptime_seconds",
         "gauge",
@@ -181,7 +328,6 @@ pub async fn metrics(State(ctx): Shared) -> Response {
         &[],
         format!("{:.3}", ctx.started.elapsed().as_secs_f64()),
     );
-    let _ = Value::Null;
     (
         [(
             header::CONTENT_TYPE,

@@ -118,14 +118,6 @@ pub fn process_stats(status: &Value) -> Value {
     Value::Object(map)
 }
 
-/// corrald's own resident set size, in bytes.
-pub fn own_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
-
 fn mib(bytes: &Value) -> String {
     bytes
         .as_f64()

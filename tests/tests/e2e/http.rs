@@ -170,17 +170,35 @@ fn metrics_are_prometheus_text() {
     d.start();
     d.wait_state("svc", "running");
     d.ctl_ok(&["queue", "put", "jobs", "1"]);
+    // One run that exits 3 and one killed by SIGKILL; a pool job.
+    let _ = d.ctl(&["run", "--wait", "--", "sh", "-c", "exit 3"]);
+    let _ = d.ctl(&["run", "--wait", "--", "sh", "-c", "kill -9 $$"]);
+    d.ctl_ok(&["pool", "map", "-j", "1", "--", "true", ":::", "1"]);
     let (code, text) = http(port, "GET", "/metrics", &[]);
     assert_eq!(code, 200);
     for needle in [
         "corral_instances{state=\"running\"} 1",
         "corral_queue_depth{queue=\"jobs\"} 1",
         "# TYPE corral_restarts_total counter",
-        "corral_resident_memory_bytes ",
         "corral_uptime_seconds ",
+        "corral_instance_resident_memory_bytes{unit=\"svc\",instance=\"0\"} ",
+        "corral_instance_cpu_seconds_total{unit=\"svc\",instance=\"0\"} ",
+        "corral_exits_total{code=\"3\",signal=\"\"} 1",
+        "corral_exits_total{code=\"\",signal=\"SIGKILL\"} 1",
+        "corral_pool_items{pool_job=\"",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_virtual_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
     ] {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }
+    assert!(
+        !text.contains("{job="),
+        "`job` is Prometheus's own label:\n{text}"
+    );
     match std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
