@@ -4,7 +4,9 @@
 //! thread), never into a pipe held by corrald, so they keep logging if corrald dies.
 //! Rotation is therefore copy-then-truncate: the writer's fd stays valid and, thanks to
 //! `O_APPEND`, continues at the new end of file. Lines written between the copy and the
-//! truncate are lost; that window is a few milliseconds per rotation.
+//! truncate are lost; that window is a few milliseconds per rotation. The live file is
+//! checked every second and when its instance exits, so a fast writer can take it past
+//! `log_max_size` by what it writes in a second; rotated files never exceed it.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -46,17 +48,65 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// How far past a piece's cut rotation looks for the end of a line, so that rotated
+/// files start at a line's beginning (a longer line is cut where the size falls).
+const LINE_SEARCH: u64 = 4096;
+
+/// Rotates one file that has outgrown `max_size`.
+///
+/// A fast writer may have written several times `max_size` since the last check, so the
+/// file is cut into pieces of at most `max_size` bytes from its end (each starting at a
+/// line's beginning where one is near), the newest becoming `.1`; pieces beyond `keep`
+/// are dropped. Every rotated file therefore holds at most `max_size` bytes, and the
+/// newest `max_size × keep` bytes are kept. The pieces are copied by the kernel
+/// (`copy_file_range`), never read into corrald's memory.
 fn rotate(r: &Rotation) -> io::Result<()> {
-    if r.keep > 0 {
-        for n in (1..r.keep).rev() {
+    let mut live = File::open(&r.path)?;
+    let len = live.metadata()?.len();
+    if r.keep > 0 && r.max_size > 0 {
+        let mut pieces = Vec::new(); // (start, end), newest first
+        let mut end = len;
+        while end > 0 && pieces.len() < r.keep as usize {
+            let mut start = end.saturating_sub(r.max_size);
+            if start > 0 {
+                start = after_line_end(&mut live, start, end)?;
+            }
+            pieces.push((start, end));
+            end = start;
+        }
+        let shift = pieces.len() as u32;
+        for n in (1..=r.keep).rev() {
             let from = numbered(&r.path, n);
-            if from.exists() {
-                fs::rename(&from, numbered(&r.path, n + 1))?;
+            if !from.exists() {
+                continue;
+            }
+            if n + shift > r.keep {
+                fs::remove_file(&from)?;
+            } else {
+                fs::rename(&from, numbered(&r.path, n + shift))?;
             }
         }
-        fs::copy(&r.path, numbered(&r.path, 1))?;
+        for (i, (start, end)) in pieces.into_iter().enumerate() {
+            let mut out = File::create(numbered(&r.path, i as u32 + 1))?;
+            live.seek(SeekFrom::Start(start))?;
+            io::copy(&mut (&live).take(end - start), &mut out)?;
+        }
     }
     fs::OpenOptions::new().write(true).open(&r.path)?.set_len(0)
+}
+
+/// The offset just past the first newline in `[start - 1, end - 1)`, looking at most
+/// [`LINE_SEARCH`] bytes (so the piece `[offset, end)` is never empty); `start` itself
+/// when none is there.
+fn after_line_end(file: &mut File, start: u64, end: u64) -> io::Result<u64> {
+    let from = start - 1;
+    let mut buf = vec![0; LINE_SEARCH.min(end - start) as usize];
+    file.seek(SeekFrom::Start(from))?;
+    let n = file.read(&mut buf)?;
+    Ok(buf[..n]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(start, |i| from + i as u64 + 1))
 }
 
 /// The last `n` lines of a file (fewer if it is shorter; none if it does not exist).
@@ -184,29 +234,59 @@ mod tests {
     }
 
     #[test]
-    fn rotation_keeps_n_files() {
+    fn rotation_shifts_older_files_and_keeps_n() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         let r = Rotation {
             path: path.clone(),
-            max_size: 10,
-            keep: 2,
+            max_size: 9,
+            keep: 3,
         };
-        for round in 0..3 {
-            fs::write(&path, format!("round {round} with enough bytes")).unwrap();
+        // 13 bytes over a limit of 9: two pieces, "round N\n" and "aaaa\n".
+        for round in 0..2 {
+            fs::write(&path, format!("aaaa\nround {round}\n")).unwrap();
             rotate_all(std::slice::from_ref(&r));
         }
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
-        assert!(
-            fs::read_to_string(numbered(&path, 1))
-                .unwrap()
-                .starts_with("round 2")
-        );
-        assert!(
-            fs::read_to_string(numbered(&path, 2))
-                .unwrap()
-                .starts_with("round 1")
-        );
-        assert!(!numbered(&path, 3).exists());
+        let read = |n| fs::read_to_string(numbered(&path, n)).unwrap();
+        assert_eq!(read(1), "round 1\n");
+        assert_eq!(read(2), "aaaa\n");
+        assert_eq!(read(3), "round 0\n");
+        assert!(!numbered(&path, 4).exists());
+    }
+
+    #[test]
+    fn a_file_far_over_its_limit_is_cut_into_pieces_at_line_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let r = Rotation {
+            path: path.clone(),
+            max_size: 40,
+            keep: 2,
+        };
+        fs::write(numbered(&path, 1), "old\n").unwrap();
+        // 20 lines of 10 bytes: 200 bytes, five times the limit.
+        let text: String = (0..20).map(|i| format!("line {i:04}\n")).collect();
+        fs::write(&path, &text).unwrap();
+        rotate_all(std::slice::from_ref(&r));
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        let newest = fs::read_to_string(numbered(&path, 1)).unwrap();
+        let older = fs::read_to_string(numbered(&path, 2)).unwrap();
+        assert_eq!(newest, "line 0016\nline 0017\nline 0018\nline 0019\n");
+        assert_eq!(older, "line 0012\nline 0013\nline 0014\nline 0015\n");
+        assert!(!numbered(&path, 3).exists(), "the old .1 is past keep");
+        // Unaligned: pieces start after a newline, and never exceed the limit.
+        let text: String = (0..30).map(|i| format!("l{i}\n")).collect();
+        fs::write(&path, &text).unwrap();
+        rotate_all(std::slice::from_ref(&r));
+        for n in [1, 2] {
+            let piece = fs::read_to_string(numbered(&path, n)).unwrap();
+            assert!(piece.len() <= 40, "{piece:?}");
+            assert!(piece.starts_with('l') && piece.ends_with('\n'), "{piece:?}");
+            assert!(text.contains(&piece));
+        }
+        let newest = fs::read_to_string(numbered(&path, 1)).unwrap();
+        let older = fs::read_to_string(numbered(&path, 2)).unwrap();
+        assert!(text.ends_with(&format!("{older}{newest}")));
     }
 }

@@ -887,6 +887,14 @@ impl Supervisor {
         }
         inst.pid = None;
         inst.last_exit = Some(status);
+        // The tick checks only logs of instances with a process: check this one a last
+        // time, so that a stopped instance's log is within its bound too.
+        let rotation = logs::Rotation {
+            path: logs::log_path(&self.config.log_dir, &name, index),
+            max_size: unit.log_max_size,
+            keep: unit.log_keep,
+        };
+        tokio::task::spawn_blocking(move || logs::rotate_all(std::slice::from_ref(&rotation)));
         let ran_for = inst.started.map_or(Duration::ZERO, |t| t.elapsed());
         if let Some(run_id) = inst.run_id.take() {
             self.store.run_ended(run_id, Some(status));
