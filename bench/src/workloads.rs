@@ -218,16 +218,21 @@ where
         total += n;
         lat.extend(l);
     }
+    Ok(sample(total, window, lat))
+}
+
+/// `ops` operations in `window`, with their latencies in µs: throughput, p50 and p99.
+pub fn sample(ops: u64, window: Duration, mut lat: Vec<f64>) -> Sample {
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .copied()
     };
-    Ok(Sample {
-        value: total as f64 / window.as_secs_f64(),
+    Sample {
+        value: ops as f64 / window.as_secs_f64(),
         p50_us: pct(0.5),
         p99_us: pct(0.99),
-    })
+    }
 }
 
 fn run_manager(
@@ -245,11 +250,67 @@ fn run_manager(
             &window.as_secs_f64().to_string(),
         ])
         .output()?;
+    parse_driver("mp_manager.py", out)
+}
+
+/// The Python client (`clients/python`) against `multiprocessing.Manager()`, one client
+/// each: what a Python program sees, interpreter and all.
+pub fn python_reports(env: &Environment, rounds: usize, window: Duration) -> Vec<Report> {
+    [
+        ("python queue put+get, 1 client", "queue", "one op = Queue.put then Queue.get of a small int, from Python: corral's client (each put durable in SQLite) against a Manager().Queue()"),
+        ("python lock acquire+release, 1 client", "lock", "one op = Lock.acquire then release, from Python: corral's client against a Manager().Lock()"),
+    ]
+    .into_iter()
+    .map(|(name, kind, note)| {
+        let mut corral = Series {
+            system: "corral (Python client)".into(),
+            samples: Vec::new(),
+            missing: None,
+        };
+        let mut manager = Series {
+            system: "mp.Manager".into(),
+            samples: Vec::new(),
+            missing: None,
+        };
+        for _ in 0..rounds {
+            match run_python(env, "corral_py.py", kind, window) {
+                Ok(s) => corral.samples.push(s),
+                Err(e) => corral.missing = Some(e.to_string()),
+            }
+            match run_manager(env, kind, 1, window) {
+                Ok(s) => manager.samples.push(s),
+                Err(e) => manager.missing = Some(e.to_string()),
+            }
+        }
+        Report {
+            workload: name.into(),
+            note: note.into(),
+            unit: "ops/s".into(),
+            series: vec![corral, manager],
+        }
+    })
+    .collect()
+}
+
+fn run_python(
+    env: &Environment,
+    script: &str,
+    kind: &str,
+    window: Duration,
+) -> anyhow::Result<Sample> {
+    let python = env.python.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = Command::new(python)
+        .arg(env.peers_dir.join(script))
+        .args([kind, "1", &window.as_secs_f64().to_string()])
+        .env("CORRAL_SOCKET", &env.corral_socket)
+        .output()?;
+    parse_driver(script, out)
+}
+
+/// One driver's JSON line: `{"ops", "seconds", "p50_us", "p99_us"}`.
+fn parse_driver(script: &str, out: std::process::Output) -> anyhow::Result<Sample> {
     if !out.status.success() {
-        anyhow::bail!(
-            "mp_manager.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        anyhow::bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let ops = v["ops"].as_f64().unwrap_or(0.0);
