@@ -135,6 +135,7 @@ fn apply(unit: &mut Unit, sites: &mut DepSites, key: &str, e: &Entry<'_>, sink: 
             &mut unit.mode,
             enum_value(sink, e, key, "pool mode", &PoolMode::ALL),
         ),
+        "env_file" => unit.env_files = env_files(sink, e),
         "env" | "rlimits" => require_table(sink, e, key),
         // "kind" and "command" were converted before the defaults were set.
         _ => {}
@@ -545,14 +546,38 @@ fn env(sink: &mut Sink<'_>, vars: &BTreeMap<&str, Entry<'_>>) -> BTreeMap<String
     out
 }
 
+/// `env_file`: one path or an array of them, each absolute, `-` before an optional one.
+fn env_files(sink: &mut Sink<'_>, e: &Entry<'_>) -> Vec<crate::EnvFile> {
+    let written: Vec<(String, At)> = match e.value.get_ref() {
+        DeValue::String(s) => vec![(s.to_string(), e.value_at())],
+        DeValue::Array(items) => {
+            let Some(paths) = string_items(sink, e, items, "env_file") else {
+                return Vec::new();
+            };
+            paths
+                .into_iter()
+                .zip(items.iter().map(|i| e.at(i)))
+                .collect()
+        }
+        _ => {
+            type_error(sink, e, e.value, "a path or an array of paths", "env_file");
+            return Vec::new();
+        }
+    };
+    written
+        .into_iter()
+        .filter_map(|(path, at)| match crate::EnvFile::parse(&path) {
+            Ok(f) => Some(f),
+            Err(problem) => {
+                sink.push(at, format!("`env_file` entries {problem}"));
+                None
+            }
+        })
+        .collect()
+}
+
 fn env_name(sink: &mut Sink<'_>, name: &str, e: &Entry<'_>) -> bool {
-    let problem = if name.is_empty() {
-        "must not be empty"
-    } else if name.contains('=') {
-        "must not contain `=`"
-    } else if name.contains('\0') {
-        "must not contain NUL bytes"
-    } else {
+    let Some(problem) = crate::env_name_problem(name) else {
         return true;
     };
     sink.push(

@@ -52,6 +52,7 @@
 
 mod daemon;
 mod duration;
+mod envfile;
 mod error;
 mod fields;
 mod parse;
@@ -65,6 +66,7 @@ pub use daemon::{
     parse_daemon_config,
 };
 pub use duration::{format_duration, parse_duration, parse_size};
+pub use envfile::{EnvFile, MAX_ENV_FILE, env_name_problem, parse_env_file, read_env_files};
 pub use error::{ConfigError, ConfigErrors};
 pub use signal::{signal_name, signal_number};
 pub use unit::{

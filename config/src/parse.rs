@@ -29,6 +29,7 @@ pub(crate) const UNIT_KEYS: &[&str] = &[
     "daemon",
     "working_dir",
     "env",
+    "env_file",
     "user",
     "group",
     "umask",

@@ -211,6 +211,9 @@ pub struct Unit {
     pub working_dir: Option<PathBuf>,
     /// Extra environment variables (merged over a base unit's on `extends`).
     pub env: BTreeMap<String, String>,
+    /// Environment files read at each start (systemd's `EnvironmentFile=` syntax), in
+    /// order; their variables override `env`'s.
+    pub env_files: Vec<crate::EnvFile>,
     /// User to run as (name or numeric id); `None` keeps the daemon's.
     pub user: Option<String>,
     /// Group to run as (name or numeric id); `None` uses the user's
@@ -271,6 +274,7 @@ impl Unit {
             daemon: false,
             working_dir: None,
             env: BTreeMap::new(),
+            env_files: Vec::new(),
             user: None,
             group: None,
             umask: None,

@@ -505,3 +505,25 @@ fn load_units_dir_reports_errors_from_all_files() {
         ]
     );
 }
+
+#[test]
+fn env_file_entries_must_be_absolute_paths() {
+    let files = vec![(
+        PathBuf::from("u/app.toml"),
+        "command = [\"app\"]\nenv_file = [\"/etc/app.env\", \"app.env\"]\n".to_owned(),
+    )];
+    let errors = load_units(&files).unwrap_err().to_string();
+    assert_eq!(
+        errors,
+        "u/app.toml:2:29: `env_file` entries must be an absolute path (with `-` before it if the file is optional), found `app.env`"
+    );
+    let files = vec![(
+        PathBuf::from("u/app.toml"),
+        "command = [\"app\"]\nenv_file = 3\n".to_owned(),
+    )];
+    let errors = load_units(&files).unwrap_err().to_string();
+    assert!(
+        errors.starts_with("u/app.toml:2:12: expected a path or an array of paths for `env_file`"),
+        "{errors}"
+    );
+}

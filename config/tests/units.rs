@@ -327,6 +327,19 @@ fn sample_unit_is_valid_and_sets_every_key() {
     );
     assert_eq!(u.umask, Some(0o027));
     assert_eq!(
+        u.env_files,
+        [
+            corral_config::EnvFile {
+                path: "/etc/web/web.env".into(),
+                optional: false
+            },
+            corral_config::EnvFile {
+                path: "/etc/web/local.env".into(),
+                optional: true
+            }
+        ]
+    );
+    assert_eq!(
         (u.after.as_slice(), u.requires.as_slice()),
         (&["migrate".to_owned()][..], &["db".to_owned()][..])
     );

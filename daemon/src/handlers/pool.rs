@@ -55,6 +55,18 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
         s.workers = s.workers.or(unit.workers.map(|w| w as usize));
         s.stream = unit.mode == corral_config::PoolMode::Stream;
         let mut env = unit.env.clone();
+        // The pool's environment files are read at each submission, as a service's are
+        // at each start; the job's own variables override both.
+        if !unit.env_files.is_empty() {
+            let files = unit.env_files.clone();
+            let read = tokio::task::spawn_blocking(move || corral_config::read_env_files(&files))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match read {
+                Ok(vars) => env.extend(vars),
+                Err(reason) => return bad(reason),
+            }
+        }
         env.extend(s.env);
         s.env = env;
         s.working_dir = unit

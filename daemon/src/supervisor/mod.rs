@@ -767,19 +767,28 @@ impl Supervisor {
         inst.state = InstanceState::Starting;
         inst.spawn_token = Some(token);
         self.tokens.insert(token, (name.to_owned(), index));
-        let spec = self.spawn_spec(&unit, index);
-        self.procs.spawn(token, spec);
+        match self.spawn_spec(&unit, index) {
+            Ok(spec) => self.procs.spawn(token, spec),
+            // Fails like a spawn that failed: the restart policy decides what follows.
+            Err(reason) => self.on_spawned(token, Err(reason)),
+        }
     }
 
-    fn spawn_spec(&self, unit: &Unit, index: u32) -> SpawnSpec {
+    /// What to start for one instance. The environment files are read here, at each
+    /// start, so a changed file takes effect at the next start without a reload; one
+    /// that is missing (and not optional) or malformed fails the start.
+    fn spawn_spec(&self, unit: &Unit, index: u32) -> Result<SpawnSpec, String> {
         let mut env = unit.env.clone();
+        if !unit.env_files.is_empty() {
+            env.extend(corral_config::read_env_files(&unit.env_files)?);
+        }
         env.insert(
             "CORRAL_SOCKET".into(),
             self.config.socket.display().to_string(),
         );
         env.insert("CORRAL_UNIT".into(), unit.name.clone());
         env.insert("CORRAL_INSTANCE".into(), index.to_string());
-        SpawnSpec {
+        Ok(SpawnSpec {
             argv: unit.argv_for(index),
             env,
             working_dir: unit.working_dir.clone(),
@@ -798,7 +807,7 @@ impl Supervisor {
             user: unit.user.clone(),
             group: unit.group.clone(),
             die_with_parent: unit.daemon,
-        }
+        })
     }
 
     fn on_spawned(&mut self, token: u64, result: Result<Spawned, String>) {

@@ -473,3 +473,50 @@ fn run_wait_of_a_missing_command_fails_with_the_reason() {
         String::from_utf8_lossy(&out.stderr).contains("command not found: /nonexistent/program")
     );
 }
+
+#[test]
+fn env_files_are_read_at_each_start_and_a_bad_line_fails_the_start_with_its_position() {
+    let mut d = TestDaemon::new();
+    let main = d.path("app.env");
+    let local = d.path("app.local.env");
+    std::fs::write(
+        &main,
+        "# app settings\nGREETING='hello world'\nLEVEL=info\n",
+    )
+    .unwrap();
+    d.unit(
+        "app",
+        &format!(
+            r#"command = ["/bin/sh", "-c", "echo \"$GREETING/$LEVEL/$FROM_ENV\"; sleep 1000"]
+env = {{ FROM_ENV = "table", LEVEL = "overridden by the file" }}
+env_file = ["{}", "-{}"]
+restart = "no"
+"#,
+            main.display(),
+            local.display()
+        ),
+    );
+    d.start();
+    wait_for("the first start's line", || {
+        d.log("app", 0)
+            .contains("hello world/info/table")
+            .then_some(())
+    });
+    // Read at each start: a new optional file and a changed one apply at the restart.
+    std::fs::write(&local, "LEVEL=\"debug\"\n").unwrap();
+    d.ctl_ok(&["restart", "app"]);
+    wait_for("the restart's line", || {
+        d.log("app", 0)
+            .contains("hello world/debug/table")
+            .then_some(())
+    });
+    // A malformed line: the start fails, naming the file and line.
+    std::fs::write(&local, "LEVEL=debug\nthis is not an assignment\n").unwrap();
+    let _ = d.ctl(&["restart", "app"]);
+    let status = d.wait_state("app", "failed");
+    let reason = status.instances[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("{}:2:", local.display())) && reason.contains("NAME=VALUE"),
+        "{reason}"
+    );
+}
