@@ -141,7 +141,7 @@ done
 # Examples and the documented defaults.
 install -d "$(d "$DOCDIR")/examples/units"
 install -m 0644 "$root/examples/README.md" "$root/config/sample-unit.toml" \
-  "$root/config/sample-pool.toml" "$(d "$DOCDIR")/examples/"
+  "$root/config/sample-pool.toml" "$root/config/sample-task.toml" "$(d "$DOCDIR")/examples/"
 install -m 0755 "$root/examples/square.py" "$(d "$DOCDIR")/examples/"
 install -m 0644 "$root"/examples/units/*.toml "$(d "$DOCDIR")/examples/units/"
 

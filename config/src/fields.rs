@@ -73,6 +73,11 @@ pub(crate) fn build_unit(m: &Merged<'_>, source: PathBuf, sink: &mut Sink<'_>) -
     }
     unit.env = env(sink, &m.env);
     unit.rlimits = rlimits(sink, &m.rlimits);
+    unit.schedule = schedule(&unit, m, sink);
+    if unit.schedule.is_some() && get("autostart").is_none() {
+        // A scheduled task runs on its schedule, not also at every start of corrald.
+        unit.autostart = false;
+    }
     check_restart_delays(&unit, m, sink);
     (unit, sites)
 }
@@ -544,6 +549,73 @@ fn env(sink: &mut Sink<'_>, vars: &BTreeMap<&str, Entry<'_>>) -> BTreeMap<String
         }
     }
     out
+}
+
+/// `schedule` or `every`, with `overlap` and `catch_up`: only for tasks, one of the two.
+fn schedule(unit: &Unit, m: &Merged<'_>, sink: &mut Sink<'_>) -> Option<crate::Schedule> {
+    let get = |key: &str| m.entries.get(key);
+    let cron = get("schedule");
+    let every = get("every");
+    if let (Some(_), Some(e)) = (cron, every) {
+        sink.push(
+            e.key_at(),
+            "give either `schedule` (a cron pattern) or `every` (an interval), not both",
+        );
+        return None;
+    }
+    let Some(e) = cron.or(every) else {
+        for key in ["overlap", "catch_up"] {
+            if let Some(e) = get(key) {
+                sink.push(
+                    e.key_at(),
+                    format!("`{key}` applies to scheduled tasks: add `schedule` or `every`"),
+                );
+            }
+        }
+        return None;
+    };
+    let key = if cron.is_some() { "schedule" } else { "every" };
+    if unit.kind != UnitKind::Task {
+        sink.push(
+            e.key_at(),
+            format!(
+                "`{key}` needs kind = \"task\" (this unit is a {}): a schedule starts a run that ends",
+                unit.kind.as_str()
+            ),
+        );
+        return None;
+    }
+    let when = if cron.is_some() {
+        let pattern = string(sink, e, "a cron pattern", key)?;
+        if let Err(err) = pattern.parse::<croner::Cron>() {
+            sink.push(
+                e.value_at(),
+                format!("invalid cron pattern `{pattern}`: {err}; e.g. schedule = \"*/5 * * * *\" (minute hour day-of-month month day-of-week)"),
+            );
+            return None;
+        }
+        crate::When::Cron(pattern.to_owned())
+    } else {
+        let d = duration(sink, e, key)?;
+        if d < Duration::from_secs(1) {
+            sink.push(e.value_at(), "`every` must be at least 1s");
+            return None;
+        }
+        crate::When::Every(d)
+    };
+    let overlap = match get("overlap") {
+        Some(o) => enum_value(sink, o, "overlap", "overlap", &crate::Overlap::ALL)?,
+        None => crate::Overlap::Skip,
+    };
+    let catch_up = match get("catch_up") {
+        Some(c) => boolean(sink, c, "catch_up")?,
+        None => false,
+    };
+    Some(crate::Schedule {
+        when,
+        overlap,
+        catch_up,
+    })
 }
 
 /// `env_file`: one path or an array of them, each absolute, `-` before an optional one.

@@ -42,6 +42,10 @@ pub(crate) const UNIT_KEYS: &[&str] = &[
     "log_keep",
     "workers",
     "mode",
+    "schedule",
+    "every",
+    "overlap",
+    "catch_up",
 ];
 
 /// A position in one of the files being loaded.

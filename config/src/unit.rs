@@ -112,6 +112,67 @@ impl RestartPolicy {
     }
 }
 
+/// When a scheduled task runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum When {
+    /// A cron pattern (`schedule = "*/5 * * * *"`), in corrald's local time zone;
+    /// validated when the unit is loaded.
+    Cron(String),
+    /// A fixed interval (`every = "10m"`), counted from the last run.
+    Every(Duration),
+}
+
+/// What a schedule does when a run is due while the previous one still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Skip this run (`"skip"`, the default).
+    Skip,
+    /// Run once more as soon as the current run has finished (`"queue"`; at most one
+    /// run waits).
+    Queue,
+    /// Start another run beside it, as a transient unit `NAME.run-N` (`"allow"`).
+    Allow,
+}
+
+impl Overlap {
+    /// Every choice with its TOML spelling.
+    pub const ALL: [(Overlap, &'static str); 3] = [
+        (Overlap::Skip, "skip"),
+        (Overlap::Queue, "queue"),
+        (Overlap::Allow, "allow"),
+    ];
+
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+            Overlap::Allow => "allow",
+        }
+    }
+}
+
+/// A task's schedule: `schedule` or `every`, with `overlap` and `catch_up`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// When it runs.
+    pub when: When,
+    /// A run due while the last one still runs.
+    pub overlap: Overlap,
+    /// Run once at start when a run was missed while corrald was down.
+    pub catch_up: bool,
+}
+
+impl Schedule {
+    /// As written: `*/5 * * * *` or `every 10m`.
+    pub fn describe(&self) -> String {
+        match &self.when {
+            When::Cron(pattern) => pattern.clone(),
+            When::Every(d) => format!("every {}", crate::format_duration(*d)),
+        }
+    }
+}
+
 /// One resource limit, as for `setrlimit(2)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rlimit {
@@ -214,6 +275,8 @@ pub struct Unit {
     /// Environment files read at each start (systemd's `EnvironmentFile=` syntax), in
     /// order; their variables override `env`'s.
     pub env_files: Vec<crate::EnvFile>,
+    /// For a task: when corrald runs it by itself.
+    pub schedule: Option<Schedule>,
     /// User to run as (name or numeric id); `None` keeps the daemon's.
     pub user: Option<String>,
     /// Group to run as (name or numeric id); `None` uses the user's
@@ -275,6 +338,7 @@ impl Unit {
             working_dir: None,
             env: BTreeMap::new(),
             env_files: Vec::new(),
+            schedule: None,
             user: None,
             group: None,
             umask: None,

@@ -93,7 +93,7 @@ fn unknown_keys_suggest_or_list() {
         errs[2]
     );
     assert!(
-        errs[2].ends_with("log_max_size, log_keep, workers, mode"),
+        errs[2].ends_with("workers, mode, schedule, every, overlap, catch_up"),
         "{}",
         errs[2]
     );
@@ -525,5 +525,64 @@ fn env_file_entries_must_be_absolute_paths() {
     assert!(
         errors.starts_with("u/app.toml:2:12: expected a path or an array of paths for `env_file`"),
         "{errors}"
+    );
+}
+
+#[test]
+fn schedules_are_checked_at_their_positions() {
+    for (text, want) in [
+        (
+            "kind = \"task\"\ncommand = [\"x\"]\nschedule = \"61 * * * *\"\n",
+            "u/s.toml:3:12: invalid cron pattern `61 * * * *`",
+        ),
+        (
+            "command = [\"x\"]\nevery = \"5m\"\n",
+            "u/s.toml:2:1: `every` needs kind = \"task\" (this unit is a service)",
+        ),
+        (
+            "kind = \"task\"\ncommand = [\"x\"]\nschedule = \"* * * * *\"\nevery = \"5m\"\n",
+            "u/s.toml:4:1: give either `schedule` (a cron pattern) or `every` (an interval), not both",
+        ),
+        (
+            "kind = \"task\"\ncommand = [\"x\"]\novercap = 1\n",
+            "u/s.toml:3:1: unknown key `overcap`",
+        ),
+        (
+            "kind = \"task\"\ncommand = [\"x\"]\noverlap = \"skip\"\n",
+            "u/s.toml:3:1: `overlap` applies to scheduled tasks: add `schedule` or `every`",
+        ),
+        (
+            "kind = \"task\"\ncommand = [\"x\"]\nevery = \"5m\"\noverlap = \"sometimes\"\n",
+            "u/s.toml:4:11:",
+        ),
+        (
+            "kind = \"task\"\ncommand = [\"x\"]\nevery = \"10ms\"\n",
+            "u/s.toml:3:9: `every` must be at least 1s",
+        ),
+    ] {
+        let files = vec![(PathBuf::from("u/s.toml"), text.to_owned())];
+        let errors = load_units(&files).unwrap_err().to_string();
+        assert!(errors.starts_with(want), "{text:?}:\n{errors}");
+    }
+}
+
+#[test]
+fn a_scheduled_task_does_not_autostart_unless_asked() {
+    let load = |extra: &str| {
+        let files = vec![(
+            PathBuf::from("u/s.toml"),
+            format!("kind = \"task\"\ncommand = [\"x\"]\nevery = \"5m\"\n{extra}"),
+        )];
+        load_units(&files).unwrap()["s"].clone()
+    };
+    assert!(!load("").autostart);
+    assert!(load("autostart = true\n").autostart);
+    assert_eq!(
+        load("catch_up = true\noverlap = \"queue\"\n").schedule,
+        Some(corral_config::Schedule {
+            when: corral_config::When::Every(std::time::Duration::from_secs(300)),
+            overlap: corral_config::Overlap::Queue,
+            catch_up: true,
+        })
     );
 }

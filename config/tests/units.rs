@@ -363,11 +363,20 @@ fn sample_unit_documents_every_key() {
     let units = load_units(&[(PathBuf::from("u/sample-pool.toml"), pool.clone())]).unwrap();
     assert_eq!(units["sample-pool"].kind, corral_config::UnitKind::Pool);
     assert_eq!(units["sample-pool"].workers, Some(4));
-    let text = std::fs::read_to_string(dir.join("sample-unit.toml")).unwrap() + &pool;
+    // The schedule keys live in the task sample, which must load as a scheduled task.
+    let task = std::fs::read_to_string(dir.join("sample-task.toml")).unwrap();
+    let units = load_units(&[(PathBuf::from("u/sample-task.toml"), task.clone())]).unwrap();
+    assert!(units["sample-task"].schedule.is_some());
+    assert!(!units["sample-task"].autostart);
+    let text = std::fs::read_to_string(dir.join("sample-unit.toml")).unwrap() + &pool + &task;
     for key in corral_config::UNIT_KEYS {
-        let written = text
-            .lines()
-            .any(|l| l.starts_with(&format!("{key} =")) || l == format!("[{key}]"));
+        // `every` is the alternative to `schedule`: shown commented out beside it.
+        let alternative = *key == "every";
+        let written = text.lines().any(|l| {
+            l.starts_with(&format!("{key} ="))
+                || l == format!("[{key}]")
+                || (alternative && l.starts_with(&format!("# {key} =")))
+        });
         assert!(written, "sample-unit.toml does not set `{key}`");
     }
 }

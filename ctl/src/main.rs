@@ -110,6 +110,8 @@ enum Command {
     },
     /// Re-read unit files: start new units, stop removed ones, restart changed ones.
     Reload,
+    /// Scheduled tasks (`schedule`, `every`) with their last and next runs.
+    Timers,
     /// Run a command as a transient task under corrald.
     Run {
         /// Name of the transient unit [default: run-N].
@@ -486,6 +488,7 @@ fn main() -> ExitCode {
             instance,
         } => commands::logs::logs(&client, &out, &unit, lines, follow, instance),
         Command::Reload => commands::units::reload(&client, &out),
+        Command::Timers => commands::units::timers(&client, &out),
         Command::Run {
             name,
             wait,

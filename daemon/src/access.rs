@@ -201,6 +201,7 @@ pub fn need_of(op: &Op) -> (Need, Option<&str>) {
     match op {
         Op::Hello { .. }
         | Op::Status { .. }
+        | Op::Timers {}
         | Op::Wait { .. }
         | Op::Logs { .. }
         | Op::QueueLen { .. }

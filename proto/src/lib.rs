@@ -60,6 +60,8 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unit: Option<String>,
     },
+    /// Scheduled tasks with their last and next runs. Result: [`TimersResult`].
+    Timers {},
     /// Start units (with what they `require`). Result: [`UnitsResult`].
     Start {
         /// Unit names.
@@ -963,6 +965,35 @@ impl std::fmt::Display for ExitStatus {
 pub struct StatusResult {
     /// Units in name order.
     pub units: Vec<UnitStatus>,
+}
+
+/// Result of [`Op::Timers`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimersResult {
+    /// Scheduled units in name order.
+    pub timers: Vec<TimerStatus>,
+}
+
+/// One scheduled unit in [`TimersResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerStatus {
+    /// Unit name.
+    pub unit: String,
+    /// The cron pattern, or `every DURATION`.
+    pub schedule: String,
+    /// `skip`, `queue` or `allow`.
+    pub overlap: String,
+    /// Whether a run missed while corrald was down is run at start.
+    pub catch_up: bool,
+    /// When the schedule last started a run (unix ms; from the stored runs after a
+    /// restart of corrald).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_ms: Option<u64>,
+    /// When it runs next (unix ms); absent for a pattern that never matches again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_ms: Option<u64>,
+    /// A run waits for the current one to finish (`overlap = "queue"`).
+    pub queued: bool,
 }
 
 /// One unit in [`StatusResult`].

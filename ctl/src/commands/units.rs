@@ -115,6 +115,49 @@ pub fn wait(
     })
 }
 
+pub fn timers(client: &Client, out: &Output) -> Result<ExitCode, Error> {
+    let result: corral_client::proto::TimersResult =
+        client.call(corral_client::proto::Op::Timers {})?;
+    if out.json {
+        out.print_json(&result);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rows: Vec<Vec<String>> = result
+        .timers
+        .iter()
+        .map(|t| {
+            let last = t.last_run_ms.map_or("-".into(), |ms| {
+                format!("{} ago", human_duration(now.saturating_sub(ms)))
+            });
+            let next = match t.next_run_ms {
+                Some(ms) if t.queued => {
+                    format!("queued; then in {}", human_duration(ms.saturating_sub(now)))
+                }
+                Some(ms) => format!("in {}", human_duration(ms.saturating_sub(now))),
+                None => "never".into(),
+            };
+            vec![
+                t.unit.clone(),
+                t.schedule.clone(),
+                t.overlap.clone(),
+                last,
+                next,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["UNIT", "SCHEDULE", "OVERLAP", "LAST RUN", "NEXT RUN"],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn reload(client: &Client, out: &Output) -> Result<ExitCode, Error> {
     let result = client.reload()?;
     if out.json {

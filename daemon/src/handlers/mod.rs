@@ -115,6 +115,7 @@ pub async fn dispatch(
             return true;
         }
         Op::Status { unit } => units::status(ctx, unit).await,
+        Op::Timers {} => units::timers(ctx).await,
         Op::Start { units } => units::start(ctx, units).await,
         Op::Reload {} => units::reload(ctx).await,
         Op::Kill { units, signal } => units::kill(ctx, units, &signal).await,

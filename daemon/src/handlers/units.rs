@@ -15,6 +15,11 @@ use crate::supervisor::Request;
 use crate::supervisor::logs::Follower;
 
 /// Units and their instances, then the processes of running pool jobs (`pool-ID`).
+/// Scheduled units with their last and next runs.
+pub async fn timers(ctx: &Context) -> Outcome {
+    ok(ctx.supervisor.ask(Request::Timers).await?)
+}
+
 pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
     let jobs = ctx.pool.ask(crate::pool::PoolRequest::Processes).await?;
     if let Some(name) = &unit {

@@ -11,17 +11,19 @@
 mod adopt;
 pub mod logs;
 pub mod process;
+mod schedule;
 mod spawn;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use corral_config::{RestartPolicy, Unit, UnitKind};
 use corral_proto::{
     ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, PlanStep,
-    ReloadResult, ShutdownPlan, StatusResult, UnitStatus, UnitsResult, WaitResult,
+    ReloadResult, ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult,
+    WaitResult,
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -59,12 +61,16 @@ pub enum Msg {
     Tick,
     /// A client request.
     Request(Request),
+    /// A scheduled unit's timer: look at the clock (stale when `generation` moved on).
+    ScheduleDue { unit: String, generation: u64 },
 }
 
 /// Requests, each with its reply channel.
 pub enum Request {
     /// Status of one unit or all.
     Status(Option<String>, Reply<StatusResult>),
+    /// Scheduled units with their last and next runs.
+    Timers(Reply<TimersResult>),
     /// Start units.
     Start(Vec<String>, Reply<UnitsResult>),
     /// Stop units; answered when they are down.
@@ -297,6 +303,8 @@ pub struct Supervisor {
     store: Store,
     procs: ProcessThread,
     tx: mpsc::UnboundedSender<Msg>,
+    /// One per unit with a `schedule` or `every`.
+    timers: BTreeMap<String, schedule::Timer>,
 }
 
 impl Supervisor {
@@ -327,7 +335,26 @@ impl Supervisor {
             store,
             procs,
             tx: tx.clone(),
+            timers: BTreeMap::new(),
         };
+        // When each scheduled unit last ran, for `catch_up` (and for an interval's phase).
+        let mut last_runs = BTreeMap::new();
+        for entry in sup.units.values().filter(|e| e.unit.schedule.is_some()) {
+            let name = entry.unit.name.clone();
+            let runs = sup
+                .store
+                .history(store::History::Runs {
+                    unit: name.clone(),
+                    limit: 1,
+                })
+                .await
+                .runs;
+            if let Some(run) = runs.first() {
+                let at = SystemTime::UNIX_EPOCH
+                    + Duration::from_millis(u64::try_from(run.started_ms).unwrap_or(0));
+                last_runs.insert(name, at);
+            }
+        }
         let ticker = tx.clone();
         tokio::spawn(async move {
             // Log rotation is checked every few seconds: a stat per instance log.
@@ -343,6 +370,7 @@ impl Supervisor {
         let task = tokio::spawn(async move {
             sup.recover(previous_life);
             sup.start_autostart();
+            sup.start_timers(&last_runs);
             while let Some(msg) = rx.recv().await {
                 sup.handle(msg);
                 sup.settle();
@@ -455,6 +483,7 @@ impl Supervisor {
             } => self.on_stop_timeout(&unit, instance, generation),
             Msg::Tick => self.on_tick(),
             Msg::Request(req) => self.on_request(req),
+            Msg::ScheduleDue { unit, generation } => self.on_schedule_due(&unit, generation),
         }
     }
 
@@ -462,6 +491,9 @@ impl Supervisor {
         match req {
             Request::Status(unit, reply) => {
                 let _ = reply.send(self.status(unit.as_deref()));
+            }
+            Request::Timers(reply) => {
+                let _ = reply.send(Ok(self.timers_status()));
             }
             Request::Start(units, reply) => {
                 let _ = reply
@@ -1106,6 +1138,7 @@ impl Supervisor {
         }
         self.event_global("reload", format!("{result:?}"));
         self.apply_pending();
+        self.sync_timers();
         if let Err(e) = self.start_units(&to_start) {
             tracing::error!("reload: {e}");
         }
@@ -1157,6 +1190,220 @@ impl Supervisor {
             for (_, name) in &finished[..finished.len() - KEEP_TRANSIENT] {
                 self.units.remove(name);
             }
+        }
+    }
+
+    // ----- schedules -----
+
+    /// Creates the timers of every scheduled unit at corrald's start, and runs once each
+    /// one with `catch_up` whose run was missed while corrald was down.
+    fn start_timers(&mut self, last_runs: &BTreeMap<String, SystemTime>) {
+        let now = SystemTime::now();
+        let scheduled: Vec<(String, corral_config::Schedule)> = self
+            .units
+            .values()
+            .filter_map(|e| Some((e.unit.name.clone(), e.unit.schedule.clone()?)))
+            .collect();
+        for (name, sched) in scheduled {
+            let (timer, at_start) = schedule::Timer::new(sched, last_runs.get(&name).copied(), now);
+            self.timers.insert(name.clone(), timer);
+            if at_start == schedule::AtStart::CatchUp {
+                self.event(
+                    &name,
+                    None,
+                    "schedule_catch_up",
+                    "missed while corrald was down".into(),
+                );
+                let ran = self.fire_schedule(&name);
+                if ran {
+                    if let Some(t) = self.timers.get_mut(&name) {
+                        t.last_run = Some(now);
+                    }
+                }
+            }
+            self.arm_timer(&name);
+        }
+        self.settle();
+    }
+
+    /// After a reload: a new or changed schedule gets a new timer (keeping when the unit
+    /// last ran); a unit that lost its schedule loses its timer.
+    fn sync_timers(&mut self) {
+        let now = SystemTime::now();
+        let wanted: BTreeMap<String, corral_config::Schedule> = self
+            .units
+            .values()
+            .filter(|e| !e.transient && e.pending.is_none())
+            .filter_map(|e| Some((e.unit.name.clone(), e.unit.schedule.clone()?)))
+            .collect();
+        self.timers.retain(|name, _| wanted.contains_key(name));
+        for (name, sched) in wanted {
+            if self.timers.get(&name).is_some_and(|t| t.schedule == sched) {
+                continue;
+            }
+            let old = self.timers.remove(&name);
+            let (mut timer, _) =
+                schedule::Timer::new(sched, old.as_ref().and_then(|t| t.last_run), now);
+            timer.generation = old.map_or(0, |t| t.generation + 1);
+            self.timers.insert(name.clone(), timer);
+            self.arm_timer(&name);
+        }
+    }
+
+    fn arm_timer(&self, name: &str) {
+        let Some(timer) = self.timers.get(name) else {
+            return;
+        };
+        if let Some(delay) = timer.sleep(SystemTime::now()) {
+            self.after(
+                delay,
+                Msg::ScheduleDue {
+                    unit: name.to_owned(),
+                    generation: timer.generation,
+                },
+            );
+        }
+    }
+
+    fn on_schedule_due(&mut self, name: &str, generation: u64) {
+        let now = SystemTime::now();
+        let Some(timer) = self.timers.get(name) else {
+            return;
+        };
+        if timer.generation != generation {
+            return;
+        }
+        if !timer.due(now) {
+            self.arm_timer(name);
+            return;
+        }
+        let ran = self.fire_schedule(name);
+        if let Some(timer) = self.timers.get_mut(name) {
+            timer.fired(now, ran);
+        }
+        self.arm_timer(name);
+    }
+
+    /// Starts a scheduled run of `name` unless its overlap rule says otherwise; whether
+    /// a run was started.
+    fn fire_schedule(&mut self, name: &str) -> bool {
+        if self.shutdown.is_some() {
+            return false;
+        }
+        let Some(entry) = self.units.get(name) else {
+            return false;
+        };
+        let unit = entry.unit.clone();
+        let Some(sched) = &unit.schedule else {
+            return false;
+        };
+        if entry.pending.is_some() {
+            return false; // being replaced by a reload: the new definition's timer takes over
+        }
+        if entry.settled() {
+            self.event(name, None, "scheduled", sched.describe());
+            return match self.start_units(&[name.to_owned()]) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!("scheduled run of {name}: {e}");
+                    false
+                }
+            };
+        }
+        match sched.overlap {
+            corral_config::Overlap::Skip => {
+                self.event(
+                    name,
+                    None,
+                    "schedule_skipped",
+                    "the last run is still running".into(),
+                );
+                false
+            }
+            corral_config::Overlap::Queue => {
+                if let Some(t) = self.timers.get_mut(name) {
+                    t.queued = true;
+                }
+                self.event(
+                    name,
+                    None,
+                    "schedule_queued",
+                    "runs when the last run has finished".into(),
+                );
+                false
+            }
+            corral_config::Overlap::Allow => {
+                let mut copy = (*unit).clone();
+                copy.schedule = None;
+                copy.name = String::new();
+                let mut n = 1;
+                while self.units.contains_key(&format!("{name}.run-{n}")) {
+                    n += 1;
+                }
+                copy.name = format!("{name}.run-{n}");
+                self.event(
+                    name,
+                    None,
+                    "scheduled",
+                    format!(
+                        "{} beside the running one, as {}",
+                        sched.describe(),
+                        copy.name
+                    ),
+                );
+                match self.run(copy) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!("scheduled run of {name}: {e}");
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the queued run of each unit whose last run has finished.
+    fn start_queued_runs(&mut self) {
+        if self.shutdown.is_some() || !self.timers.values().any(|t| t.queued) {
+            return;
+        }
+        let ready: Vec<String> = self
+            .timers
+            .iter()
+            .filter(|(name, t)| t.queued && self.units.get(*name).is_some_and(UnitEntry::settled))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in ready {
+            if let Some(t) = self.timers.get_mut(&name) {
+                t.queued = false;
+                t.last_run = Some(SystemTime::now());
+            }
+            self.event(&name, None, "scheduled", "the queued run".into());
+            if let Err(e) = self.start_units(std::slice::from_ref(&name)) {
+                tracing::warn!("queued run of {name}: {e}");
+            }
+        }
+    }
+
+    fn timers_status(&self) -> TimersResult {
+        let ms = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        TimersResult {
+            timers: self
+                .timers
+                .iter()
+                .map(|(name, t)| TimerStatus {
+                    unit: name.clone(),
+                    schedule: t.schedule.describe(),
+                    overlap: t.schedule.overlap.as_str().to_owned(),
+                    catch_up: t.schedule.catch_up,
+                    last_run_ms: t.last_run.map(ms),
+                    next_run_ms: t.next.map(ms),
+                    queued: t.queued,
+                })
+                .collect(),
         }
     }
 
@@ -1355,6 +1602,7 @@ impl Supervisor {
     fn settle(&mut self) {
         self.pump_starts();
         self.apply_pending();
+        self.start_queued_runs();
         self.pump_shutdown();
         let now = Instant::now();
         for entry in self.units.values_mut() {
@@ -1404,6 +1652,7 @@ impl Supervisor {
             .filter(|(_, e)| e.pending.is_some() && e.settled())
             .map(|(n, _)| n.clone())
             .collect();
+        let applied = !settled.is_empty();
         for name in settled {
             let entry = self.units.get_mut(&name).expect("listed");
             match entry.pending.take() {
@@ -1425,6 +1674,9 @@ impl Supervisor {
                 }
                 None => {}
             }
+        }
+        if applied {
+            self.sync_timers();
         }
         if !to_start.is_empty() {
             if let Err(e) = self.start_units(&to_start) {

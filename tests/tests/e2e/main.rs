@@ -14,5 +14,6 @@ mod pool;
 mod primitives;
 mod protocol;
 mod reload;
+mod schedules;
 mod scripts;
 mod supervise;

@@ -109,6 +109,7 @@ const INSTALLED: &[&str] = &[
     "usr/share/doc/corral/examples/README.md",
     "usr/share/doc/corral/examples/sample-unit.toml",
     "usr/share/doc/corral/examples/sample-pool.toml",
+    "usr/share/doc/corral/examples/sample-task.toml",
     "usr/share/doc/corral/examples/square.py",
     "usr/share/doc/corral/examples/units/hello.toml",
     "usr/share/doc/corral/examples/units/background.toml",
