@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use corral_client::proto::{Op, PoolItem, PoolJob, PoolListResult, PoolResults};
 use corral_client::{Client, Error};
 
-use crate::output::{Output, table};
+use crate::args::Timeout;
+use crate::output::{Output, print_error, table};
 
 /// Options of `pool map`.
 pub struct MapArgs {
@@ -136,33 +137,39 @@ fn follow(client: &Client, out: &Output, job: PoolJob) -> Result<ExitCode, Error
 
 fn report(job: &PoolJob, failed: &[PoolItem]) -> Result<ExitCode, Error> {
     if job.state == "cancelled" {
-        eprintln!(
+        let message = format!(
             "pool job {} was cancelled: {} of {} items done",
             job.job,
             job.succeeded + job.failed,
             job.total
         );
+        print_error("cancelled", &message, &[]);
         return Ok(ExitCode::from(1));
     }
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("{} of {} items failed:", failed.len(), job.total);
-    for item in failed.iter().take(20) {
-        let why = match (&item.error, item.exit) {
-            (Some(e), _) => e.clone(),
-            (None, Some(exit)) => exit.to_string(),
-            (None, None) => "failed".into(),
-        };
-        eprintln!("  item {} (input {:?}): {why}", item.index, item.input);
-    }
+    let mut details: Vec<String> = failed
+        .iter()
+        .take(20)
+        .map(|item| {
+            let why = match (&item.error, item.exit) {
+                (Some(e), _) => e.clone(),
+                (None, Some(exit)) => exit.to_string(),
+                (None, None) => "failed".into(),
+            };
+            format!("item {} (input {:?}): {why}", item.index, item.input)
+        })
+        .collect();
     if failed.len() > 20 {
-        eprintln!(
-            "  ... and {} more (corralctl --json pool results {})",
+        details.push(format!(
+            "... and {} more (corralctl --json pool results {})",
             failed.len() - 20,
             job.job
-        );
+        ));
     }
+    let message = format!("{} of {} items failed:", failed.len(), job.total);
+    print_error("failed", &message, &details);
     Ok(ExitCode::from(1))
 }
 
@@ -289,12 +296,12 @@ pub fn wait(
     client: &Client,
     out: &Output,
     job: u64,
-    timeout: Option<f64>,
+    timeout: Option<Timeout>,
 ) -> Result<ExitCode, Error> {
     let info: PoolJob = client.call(Op::PoolWait {
         job,
         results: false,
-        timeout_ms: timeout.map(|s| (s.max(0.0) * 1000.0) as u64),
+        timeout_ms: timeout.map(|t| t.millis()),
     })?;
     if out.json {
         out.print_json(&info);
