@@ -217,6 +217,42 @@ fn a_stream_worker_that_dies_is_replaced_and_its_items_retried() {
 }
 
 #[test]
+fn a_dead_stream_workers_item_error_quotes_its_stderr() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let script = "read n; echo \"worker: cannot parse input $n\" >&2; exit 1";
+    let out = d.ctl(&[
+        "pool", "map", "--stream", "--name", "dying", "--", "sh", "-c", script, ":::", "xyz",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("its worker exited before answering (pid "),
+        "{err}"
+    );
+    assert!(err.contains("worker: cannot parse input xyz"), "{err}");
+    assert!(
+        err.contains(&d.log_dir().display().to_string()),
+        "the log's path: {err}"
+    );
+
+    // The same error is the item's in `pool results`.
+    let jobs: Value = serde_json::from_str(&d.ctl_ok(&["--json", "pool", "list"])).unwrap();
+    let job = jobs["jobs"][0]["job"].to_string();
+    let results: Value =
+        serde_json::from_str(&d.ctl_ok(&["--json", "pool", "results", &job])).unwrap();
+    let error = results["items"][0]["error"].as_str().unwrap();
+    assert!(error.contains("worker: cannot parse input xyz"), "{error}");
+    let log = error
+        .split_once("stderr (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(path, _)| path)
+        .unwrap_or_else(|| panic!("no path in {error}"));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("worker: cannot parse input xyz"), "{text}");
+}
+
+#[test]
 fn cancel_leaves_no_process_of_the_job_alive() {
     let mut d = TestDaemon::new();
     d.start();
