@@ -72,7 +72,7 @@ pub enum Request {
     /// Start units.
     Start(Vec<String>, Reply<UnitsResult>),
     /// Answered once every instance of the units has started or failed to (see
-    /// [`started`]): the instances that failed, none if all started.
+    /// [`START_WINDOW`]): the instances that failed, none if all started.
     Started(Vec<String>, Reply<Vec<StartFailure>>),
     /// Stop units; answered when they are down.
     Stop(Vec<String>, Reply<UnitsResult>),
