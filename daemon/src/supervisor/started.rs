@@ -51,7 +51,8 @@ pub(super) fn progress(kind: UnitKind, inst: &Instance, now: Instant) -> Progres
         InstanceState::Running => match inst.started {
             Some(t) if now.duration_since(t) >= START_WINDOW => Progress::Done,
             Some(t) => Progress::Pending(Some(t + START_WINDOW)),
-            None => Progress::Pending(None),
+            // Not expected (a running instance has a start time); never wait on it.
+            None => Progress::Done,
         },
         InstanceState::Starting => Progress::Pending(None),
         InstanceState::Exited
@@ -80,5 +81,77 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_proto::ExitStatus;
+
+    fn instance(state: InstanceState, exit: Option<i32>) -> Instance {
+        let mut inst = Instance::new(0);
+        inst.state = state;
+        inst.last_exit = exit.map(|code| ExitStatus {
+            code: Some(code),
+            signal: None,
+        });
+        inst
+    }
+
+    #[test]
+    fn a_running_instance_has_started_once_it_has_run_for_the_window() {
+        let now = Instant::now();
+        let mut inst = instance(InstanceState::Running, None);
+        inst.started = Some(now);
+        assert_eq!(
+            progress(UnitKind::Service, &inst, now),
+            Progress::Pending(Some(now + START_WINDOW))
+        );
+        assert_eq!(
+            progress(UnitKind::Service, &inst, now + START_WINDOW),
+            Progress::Done
+        );
+        assert_eq!(
+            progress(UnitKind::Task, &inst, now + START_WINDOW),
+            Progress::Done
+        );
+        let starting = instance(InstanceState::Starting, None);
+        assert_eq!(
+            progress(UnitKind::Service, &starting, now),
+            Progress::Pending(None)
+        );
+    }
+
+    #[test]
+    fn an_exit_is_a_failed_start_except_a_tasks_exit_0() {
+        let now = Instant::now();
+        let ok = instance(InstanceState::Exited, Some(0));
+        assert_eq!(progress(UnitKind::Task, &ok, now), Progress::Done);
+        let Progress::Failed(why) = progress(UnitKind::Service, &ok, now) else {
+            panic!("a service that exits has not started");
+        };
+        assert!(why.contains("exited (exit 0)"), "{why}");
+        let bad = instance(InstanceState::Exited, Some(3));
+        assert_eq!(
+            progress(UnitKind::Task, &bad, now),
+            Progress::Failed("exited (exit 3)".into())
+        );
+        let looping = instance(InstanceState::Backoff, Some(1));
+        let Progress::Failed(why) = progress(UnitKind::Service, &looping, now) else {
+            panic!("an instance in backoff has not started");
+        };
+        assert!(why.contains("exited (exit 1) within 1s"), "{why}");
+        let mut failed = instance(InstanceState::Failed, None);
+        failed.reason = Some("command not found: nope".into());
+        assert_eq!(
+            progress(UnitKind::Service, &failed, now),
+            Progress::Failed("command not found: nope".into())
+        );
+        let stopped = instance(InstanceState::Stopped, None);
+        assert!(matches!(
+            progress(UnitKind::Service, &stopped, now),
+            Progress::Failed(_)
+        ));
     }
 }

@@ -210,6 +210,7 @@ fn start_gives_up_after_its_timeout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("slow not started after 300 ms"), "{err}");
     assert_eq!(d.status("slow").instances[0].state.as_str(), "starting");
+    d.ctl_ok(&["stop", "slow", "prep"]);
 }
 
 /// stderr of a corralctl run with --json: one JSON error object.
@@ -331,4 +332,25 @@ fn timeouts_take_durations_or_seconds_and_refuse_nan_negative_and_infinite() {
         }
     }
     d.ctl_ok(&["stop", "t"]);
+}
+
+#[test]
+fn start_names_the_instance_that_failed_even_if_it_was_restarted_meanwhile() {
+    let mut d = TestDaemon::new();
+    // Instance 0 exits at once and is restarted quickly (and fails again); instance 1 runs.
+    d.unit(
+        "half",
+        "instances = 2\ncommand = [\"/bin/sh\", \"-c\", \"[ {instance} = 0 ] && { echo 'zero refuses' >&2; exit 1; }; exec sleep 1000\"]\nautostart = false\nrestart_delay = \"10ms\"\nrestart_delay_max = \"20ms\"\nstart_limit_burst = 1000\n",
+    );
+    d.start();
+    let out = d.ctl(&["start", "half"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("half.0 did not start: exited (exit 1)"),
+        "{err}"
+    );
+    assert!(!err.contains("half.1"), "{err}");
+    assert!(err.contains("zero refuses"), "{err}");
+    d.ctl_ok(&["stop", "half"]);
 }
