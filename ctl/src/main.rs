@@ -475,8 +475,14 @@ fn main() -> ExitCode {
             if json_requested(std::env::args_os().skip(1)) {
                 output::set_json_errors(true);
                 let text = e.render().to_string();
-                // clap's message without its `error: ` prefix and its usage lines.
-                let message = text.lines().next().unwrap_or_default();
+                // clap's message without its `error: ` prefix and its usage lines; for a
+                // group without its subcommand, clap's text is the group's help.
+                let message = match e.kind() {
+                    clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                        "a subcommand is missing: see --help"
+                    }
+                    _ => text.lines().next().unwrap_or_default(),
+                };
                 output::print_usage_error(message.strip_prefix("error: ").unwrap_or(message));
             } else {
                 let _ = e.print();
@@ -561,10 +567,6 @@ fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<E
             detach,
             rest,
         } => {
-            if workers == Some(0) {
-                output::print_usage_error("-j must be at least 1");
-                return Ok(ExitCode::from(2));
-            }
             let args = pool::MapArgs {
                 pool: named,
                 workers,
@@ -684,6 +686,9 @@ fn check(command: &Command) -> Result<(), String> {
         Command::Array(ArrayCommand::Create {
             kind, len, values, ..
         }) => commands::array::initial_values((*kind).into(), *len, values.clone()).map(drop),
+        Command::Pool(PoolCommand::Map {
+            workers: Some(0), ..
+        }) => Err("-j must be at least 1".into()),
         _ => Ok(()),
     }
 }

@@ -20,11 +20,23 @@ pub fn set_json_errors(on: bool) {
 /// `unreachable`, `connection_lost`, `protocol`, `encode`, `decode`.
 pub fn print_error(code: &str, message: &str, details: &[String]) {
     if JSON_ERRORS.load(Ordering::Relaxed) {
-        let mut body = serde_json::json!({ "code": code, "message": message });
-        if !details.is_empty() {
-            body["details"] = serde_json::json!(details);
+        /// The same shape as corrald's error bodies, in this order.
+        #[derive(Serialize)]
+        struct JsonError<'a> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            details: &'a [String],
         }
-        eprintln!("{body}");
+        let body = JsonError {
+            code,
+            message,
+            details,
+        };
+        eprintln!(
+            "{}",
+            serde_json::to_string(&body).expect("strings serialize")
+        );
     } else {
         eprintln!("corralctl: {message}");
         for line in details {

@@ -250,6 +250,8 @@ fn with_json_every_error_is_json_with_the_same_exit_code() {
         &[
             "--json", "array", "create", "a", "--type", "i64", "--len", "2", "1",
         ],
+        &["--json", "pool", "map", "-j", "0", "--", "true", ":::", "a"],
+        &["--json", "queue"],
     ] {
         let out = d.ctl(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
@@ -257,6 +259,15 @@ fn with_json_every_error_is_json_with_the_same_exit_code() {
         assert_eq!(err["code"], "usage", "{args:?}: {err}");
         assert!(!err["message"].as_str().unwrap().is_empty(), "{err}");
     }
+    let out = d.ctl(&["--json", "queue"]);
+    let err = json_error(&out);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("subcommand is missing"),
+        "{err}"
+    );
     let out = d.ctl(&["--json", "queue", "get", "q", "--timeout", "NaN"]);
     assert!(
         json_error(&out)["message"]
