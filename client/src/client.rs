@@ -264,6 +264,31 @@ impl Client {
     pub fn start(&self, units: &[&str]) -> Result<UnitsResult, Error> {
         self.call(Op::Start {
             units: owned(units),
+            wait: false,
+            timeout_ms: None,
+        })
+    }
+
+    /// Starts units and returns once every instance of them has started (a service has
+    /// run for corrald's 1 s start window; a task has, or has exited with code 0), like
+    /// `systemctl start`. An instance that fails first gives a `failed` error naming it
+    /// and why, with the last lines of its log in the error's `details`; after
+    /// `timeout`, a `timeout` error (the units go on starting).
+    ///
+    /// ```no_run
+    /// # let client = corral_client::Client::connect()?;
+    /// client.start_and_wait(&["web"], Some(std::time::Duration::from_secs(30)))?;
+    /// # Ok::<(), corral_client::Error>(())
+    /// ```
+    pub fn start_and_wait(
+        &self,
+        units: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<UnitsResult, Error> {
+        self.call(Op::Start {
+            units: owned(units),
+            wait: true,
+            timeout_ms: timeout_ms(timeout),
         })
     }
 
@@ -290,6 +315,22 @@ impl Client {
     pub fn restart(&self, units: &[&str]) -> Result<UnitsResult, Error> {
         self.call(Op::Restart {
             units: owned(units),
+            wait: false,
+            timeout_ms: None,
+        })
+    }
+
+    /// Restarts units and returns once they have started again, or failed to: see
+    /// [`Client::start_and_wait`].
+    pub fn restart_and_wait(
+        &self,
+        units: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<UnitsResult, Error> {
+        self.call(Op::Restart {
+            units: owned(units),
+            wait: true,
+            timeout_ms: timeout_ms(timeout),
         })
     }
 

@@ -5,42 +5,63 @@ use std::time::Duration;
 
 use serde_json::{Number, Value};
 
-/// A timeout given on the command line, in seconds: finite and non-negative, or
-/// infinite (`inf`: wait forever).
+/// A timeout given on the command line (`--timeout`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Seconds(f64);
+pub struct Timeout(Duration);
 
-impl Seconds {
-    /// The timeout, or `None` for one too long to be a [`Duration`] (i.e. forever).
-    pub fn duration(self) -> Option<Duration> {
-        Duration::try_from_secs_f64(self.0).ok()
+impl Timeout {
+    /// The timeout.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+
+    /// As the protocol's `timeout_ms`: rounded up, so that a short timeout is not 0.
+    pub fn millis(self) -> u64 {
+        u64::try_from(self.0.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
     }
 }
 
-impl fmt::Display for Seconds {
+impl fmt::Display for Timeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} s", self.0)
+        f.write_str(&corral_config::format_duration(self.0))
     }
 }
 
-/// Parses `--timeout SECONDS`: `5`, `0.25`, `0` (do not wait), `inf` (wait forever).
-pub fn parse_timeout(text: &str) -> Result<Seconds, String> {
-    let secs: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number of seconds such as 5 or 0.5, got `{text}`"))?;
-    if secs.is_nan() {
+const TIMEOUT_FORMS: &str = "a duration such as 5s, 500ms, 1m30s, or seconds such as 5 or 0.5";
+
+/// Parses `--timeout`: a duration as unit files write them (`5s`, `500ms`, `1m`,
+/// `1m30s`, `0s`) or a plain number of seconds (`5`, `0.25`, `0`: do not wait).
+/// `NaN`, negative and infinite values are refused: leaving `--timeout` out waits as
+/// long as it takes.
+pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_nan() {
+            return Err(format!("expected {TIMEOUT_FORMS}, got `{text}`"));
+        }
+        if secs.is_infinite() && secs > 0.0 {
+            return Err(format!(
+                "a timeout must be finite (got `{text}`); leave --timeout out to wait as long as it takes"
+            ));
+        }
+        if secs < 0.0 {
+            return Err(format!(
+                "a timeout cannot be negative (got `{text}`); use 0 not to wait at all"
+            ));
+        }
+        // `-0` is allowed, as 0.
+        return Duration::try_from_secs_f64(secs.max(0.0))
+            .map(Timeout)
+            .map_err(|_| format!("timeout `{text}` is too long"));
+    }
+    if text.starts_with('-') {
         return Err(format!(
-            "expected a number of seconds such as 5 or 0.5, got `{text}`"
+            "a timeout cannot be negative (got `{text}`); use 0 not to wait at all"
         ));
     }
-    if secs < 0.0 {
-        return Err(format!(
-            "a timeout cannot be negative (got {text}); use 0 not to wait at all"
-        ));
-    }
-    // `-0` is allowed, but printed as 0.
-    Ok(Seconds(if secs == 0.0 { 0.0 } else { secs }))
+    corral_config::parse_duration(text)
+        .map(Timeout)
+        .map_err(|e| format!("expected {TIMEOUT_FORMS}, got `{text}`: {e}"))
 }
 
 /// Parses `--count N`: a whole number, at least 1.
@@ -59,25 +80,25 @@ pub enum Wait {
     /// As long as it takes.
     Forever,
     /// At most this long.
-    For(Seconds),
+    For(Timeout),
     /// Not at all (`block: false`).
     No,
 }
 
 impl Wait {
     /// From the two flags (which clap makes mutually exclusive).
-    pub fn new(timeout: Option<Seconds>, no_wait: bool) -> Wait {
+    pub fn new(timeout: Option<Timeout>, no_wait: bool) -> Wait {
         match (timeout, no_wait) {
             (_, true) => Wait::No,
-            (Some(t), false) if t.duration().is_some() => Wait::For(t),
-            _ => Wait::Forever,
+            (Some(t), false) => Wait::For(t),
+            (None, false) => Wait::Forever,
         }
     }
 
     /// The timeout for a blocking call (`None`: forever).
     pub fn timeout(self) -> Option<Duration> {
         match self {
-            Wait::For(t) => t.duration(),
+            Wait::For(t) => Some(t.duration()),
             Wait::Forever | Wait::No => None,
         }
     }
@@ -158,42 +179,43 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_are_non_negative_seconds() {
-        assert_eq!(
-            parse_timeout("2.5").unwrap().duration(),
-            Some(Duration::from_millis(2500))
-        );
-        assert_eq!(parse_timeout("0").unwrap().duration(), Some(Duration::ZERO));
-        assert_eq!(parse_timeout("-0").unwrap().to_string(), "0 s");
-        assert_eq!(
-            parse_timeout("1e-3").unwrap().duration(),
-            Some(Duration::from_millis(1))
-        );
-        assert_eq!(parse_timeout("inf").unwrap().duration(), None);
-        assert_eq!(parse_timeout("1e300").unwrap().duration(), None);
-        assert_eq!(parse_timeout("2").unwrap().to_string(), "2 s");
-        assert_eq!(parse_timeout("0.5").unwrap().to_string(), "0.5 s");
+    fn timeouts_are_seconds_or_durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_timeout("2.5").unwrap().duration(), ms(2500));
+        assert_eq!(parse_timeout("0").unwrap().duration(), Duration::ZERO);
+        assert_eq!(parse_timeout("-0").unwrap().to_string(), "0s");
+        assert_eq!(parse_timeout("1e-3").unwrap().duration(), ms(1));
+        assert_eq!(parse_timeout("5s").unwrap().duration(), ms(5000));
+        assert_eq!(parse_timeout("500ms").unwrap().duration(), ms(500));
+        assert_eq!(parse_timeout("1m").unwrap().duration(), ms(60_000));
+        assert_eq!(parse_timeout(" 1m30s ").unwrap().duration(), ms(90_000));
+        assert_eq!(parse_timeout("0s").unwrap().duration(), Duration::ZERO);
+        assert_eq!(parse_timeout("2").unwrap().to_string(), "2s");
+        assert_eq!(parse_timeout("0.5").unwrap().to_string(), "500ms");
     }
 
     #[test]
     fn bad_timeouts_say_why() {
+        for negative in ["-1", "-0.5", "-inf", "-5s"] {
+            let e = parse_timeout(negative).unwrap_err();
+            assert!(e.contains("cannot be negative"), "{negative}: {e}");
+        }
+        for nan in ["NaN", "nan", "-NaN"] {
+            let e = parse_timeout(nan).unwrap_err();
+            assert!(e.contains("such as 5s"), "{nan}: {e}");
+        }
+        for infinite in ["inf", "infinity", "+inf"] {
+            let e = parse_timeout(infinite).unwrap_err();
+            assert!(e.contains("must be finite"), "{infinite}: {e}");
+        }
+        assert!(parse_timeout("1e300").unwrap_err().contains("too long"));
+        let e = parse_timeout("5 parsecs").unwrap_err();
         assert!(
-            parse_timeout("-1")
-                .unwrap_err()
-                .contains("cannot be negative")
+            e.contains("got `5 parsecs`") && e.contains("unknown unit"),
+            "{e}"
         );
-        assert!(
-            parse_timeout("-inf")
-                .unwrap_err()
-                .contains("cannot be negative")
-        );
-        assert!(
-            parse_timeout("NaN")
-                .unwrap_err()
-                .contains("number of seconds")
-        );
-        assert!(parse_timeout("5s").unwrap_err().contains("got `5s`"));
         assert!(parse_timeout("").is_err());
+        assert!(parse_timeout("soon").is_err());
     }
 
     #[test]
@@ -214,7 +236,7 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         assert_eq!(Wait::new(None, true), Wait::No);
-        assert_eq!(Wait::new(parse_timeout("inf").ok(), false), Wait::Forever);
+        assert_eq!(Wait::new(None, false).timeout(), None);
     }
 
     #[test]

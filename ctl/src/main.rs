@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use corral_client::{Client, Error};
 use serde_json::Number;
 
-use crate::args::{Seconds, parse_count, parse_number, parse_timeout};
+use crate::args::{Timeout, parse_count, parse_number, parse_timeout};
 
 /// Control corrald: units, logs, transient runs, shutdown; shared queues, counters,
 /// arrays and locks.
@@ -44,7 +44,8 @@ Shared objects (every program on the machine can use them; they survive restarts
   lock     run, status                                   named locks (like flock(1))
 See `corralctl queue --help` etc., and `corralctl queue put --help` for each command.
 
-Timeouts (--timeout) are seconds: 5, 0.5, 0 (do not wait), inf (wait forever).
+Timeouts (--timeout) are durations as in unit files (5s, 500ms, 1m30s) or seconds (5, 0.5);
+0 does not wait; without --timeout, commands wait as long as it takes.
 
 ",
     exit_codes!()
@@ -59,11 +60,24 @@ enum Command {
         /// Only this unit.
         unit: Option<String>,
     },
-    /// Start units (and the units they require).
+    /// Start units (and the units they require); wait until they have started.
+    ///
+    /// Waits until every instance of the named units has started: a service has been
+    /// running for 1 s (corrald's start window), a task has been running for 1 s or has
+    /// exited with code 0. If an instance fails first (its command cannot be run, it
+    /// exits, a unit it requires fails), exits 1 naming the instance, why, and the last
+    /// lines of its log, like `systemctl start`.
+    #[command(after_help = EXIT_CODES)]
     Start {
         /// Unit names.
         #[arg(required = true)]
         units: Vec<String>,
+        /// Return as soon as the instances are on their way.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this long (exit 1; the units go on starting).
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, conflicts_with = "no_wait", allow_hyphen_values = true)]
+        timeout: Option<Timeout>,
     },
     /// Stop units: stop signal to each process group, SIGKILL after stop_timeout.
     Stop {
@@ -71,11 +85,18 @@ enum Command {
         #[arg(required = true)]
         units: Vec<String>,
     },
-    /// Stop, then start units.
+    /// Stop, then start units; wait until they have started again (as `start` does).
+    #[command(after_help = EXIT_CODES)]
     Restart {
         /// Unit names.
         #[arg(required = true)]
         units: Vec<String>,
+        /// Return as soon as the instances are on their way.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this long, stopping included (exit 1).
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, conflicts_with = "no_wait", allow_hyphen_values = true)]
+        timeout: Option<Timeout>,
     },
     /// Send a signal to every running instance's process group (default SIGKILL).
     Kill {
@@ -90,9 +111,9 @@ enum Command {
     Wait {
         /// Unit name.
         unit: String,
-        /// Give up after this many seconds (exit code 1).
-        #[arg(long, value_name = "SECONDS")]
-        timeout: Option<f64>,
+        /// Give up after this long (exit code 1).
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
+        timeout: Option<Timeout>,
     },
     /// Print a unit's log lines.
     Logs {
@@ -185,9 +206,9 @@ enum PoolCommand {
         /// Extra attempts for a failed item.
         #[arg(long, default_value_t = 0)]
         retries: u32,
-        /// Per-item time limit in seconds; the item's process group is killed after it.
-        #[arg(long, value_name = "SECONDS", value_parser = args::parse_timeout)]
-        timeout: Option<args::Seconds>,
+        /// Per-item time limit; the item's process group is killed after it.
+        #[arg(long, value_name = "DURATION", value_parser = args::parse_timeout, allow_hyphen_values = true)]
+        timeout: Option<args::Timeout>,
         /// A name for the job.
         #[arg(long)]
         name: Option<String>,
@@ -218,9 +239,9 @@ enum PoolCommand {
     Wait {
         /// Job id.
         job: u64,
-        /// Give up after this many seconds (exit code 1; the job runs on).
-        #[arg(long, value_name = "SECONDS")]
-        timeout: Option<f64>,
+        /// Give up after this long (exit code 1; the job runs on).
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
+        timeout: Option<Timeout>,
     },
     /// Stop a job: kill its running items' process groups, skip the rest.
     Cancel {
@@ -250,8 +271,8 @@ enum QueueCommand {
         #[arg(allow_negative_numbers = true)]
         value: String,
         /// Wait for room at most this many seconds.
-        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
-        timeout: Option<Seconds>,
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
+        timeout: Option<Timeout>,
         /// Fail at once if the queue is full.
         #[arg(long, conflicts_with = "timeout")]
         no_wait: bool,
@@ -267,8 +288,8 @@ enum QueueCommand {
         /// Queue name.
         name: String,
         /// Wait for an item at most this many seconds.
-        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
-        timeout: Option<Seconds>,
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
+        timeout: Option<Timeout>,
         /// Take up to N items (waiting only for the first).
         #[arg(short = 'n', long, value_name = "N", default_value_t = 1, value_parser = parse_count)]
         count: usize,
@@ -431,8 +452,8 @@ enum LockCommand {
         /// Lock name.
         name: String,
         /// Wait for the lock at most this many seconds (0: fail if it is held).
-        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout, allow_negative_numbers = true)]
-        timeout: Option<Seconds>,
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
+        timeout: Option<Timeout>,
         /// Program and arguments (after `--`).
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -448,14 +469,30 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
+            if !e.use_stderr() {
+                // --help, --version
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if json_requested(std::env::args_os().skip(1)) {
+                output::set_json_errors(true);
+                let text = e.render().to_string();
+                // clap's message without its `error: ` prefix and its usage lines; for a
+                // group without its subcommand, clap's text is the group's help.
+                let message = match e.kind() {
+                    clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                        "a subcommand is missing: see --help"
+                    }
+                    _ => text.lines().next().unwrap_or_default(),
+                };
+                output::print_usage_error(message.strip_prefix("error: ").unwrap_or(message));
             } else {
-                ExitCode::SUCCESS
-            };
+                let _ = e.print();
+            }
+            return ExitCode::from(2);
         }
     };
+    output::set_json_errors(cli.json);
     // Commands that need no corrald: answered before connecting.
     match cli.command {
         Command::Completions { shell } => return completions(shell),
@@ -476,9 +513,17 @@ fn main() -> ExitCode {
     let out = output::Output { json: cli.json };
     let result = match cli.command {
         Command::Status { unit } => commands::units::status(&client, &out, unit.as_deref()),
-        Command::Start { units } => commands::units::start(&client, &out, &units),
+        Command::Start {
+            units,
+            no_wait,
+            timeout,
+        } => commands::units::start(&client, &out, &units, args::Wait::new(timeout, no_wait)),
         Command::Stop { units } => commands::units::stop(&client, &out, &units),
-        Command::Restart { units } => commands::units::restart(&client, &out, &units),
+        Command::Restart {
+            units,
+            no_wait,
+            timeout,
+        } => commands::units::restart(&client, &out, &units, args::Wait::new(timeout, no_wait)),
         Command::Kill { units, signal } => commands::units::kill(&client, &out, &units, &signal),
         Command::Wait { unit, timeout } => commands::units::wait(&client, &out, &unit, timeout),
         Command::Logs {
@@ -525,15 +570,11 @@ fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<E
             detach,
             rest,
         } => {
-            if workers == Some(0) {
-                eprintln!("corralctl: -j must be at least 1");
-                return Ok(ExitCode::from(2));
-            }
             let args = pool::MapArgs {
                 pool: named,
                 workers,
                 retries,
-                timeout: timeout.and_then(|t| t.duration()),
+                timeout: timeout.map(|t| t.duration()),
                 name,
                 stream,
                 detach,
@@ -648,6 +689,9 @@ fn check(command: &Command) -> Result<(), String> {
         Command::Array(ArrayCommand::Create {
             kind, len, values, ..
         }) => commands::array::initial_values((*kind).into(), *len, values.clone()).map(drop),
+        Command::Pool(PoolCommand::Map {
+            workers: Some(0), ..
+        }) => Err("-j must be at least 1".into()),
         _ => Ok(()),
     }
 }
@@ -662,7 +706,7 @@ fn man_page() -> ExitCode {
     match man::render(Cli::command()) {
         Ok(page) => print_bytes(&page),
         Err(e) => {
-            eprintln!("corralctl: cannot render the man page: {e}");
+            output::print_error("failed", &format!("cannot render the man page: {e}"), &[]);
             ExitCode::FAILURE
         }
     }
@@ -676,19 +720,26 @@ fn print_bytes(bytes: &[u8]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("corralctl: cannot write to stdout: {e}");
+            output::print_error("failed", &format!("cannot write to stdout: {e}"), &[]);
             ExitCode::FAILURE
         }
     }
 }
 
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("error: {message}\n\nFor more information, try '--help'.");
+    output::print_usage_error(message);
     ExitCode::from(2)
 }
 
+/// Whether `--json` is among the arguments before `--` (for errors clap reports before
+/// the arguments are parsed).
+fn json_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
+}
+
 fn fail(e: &Error) -> ExitCode {
-    eprintln!("corralctl: {e}");
+    let (code, message, details) = output::describe(e);
+    output::print_error(&code, &message, &details);
     match e {
         Error::Connect { .. } => ExitCode::from(3),
         Error::Server(body) if body.code == corral_client::proto::ErrorCode::BadRequest => {

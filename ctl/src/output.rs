@@ -1,6 +1,85 @@
 //! Printing: tables and text for people, JSON with `--json`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use corral_client::Error;
 use serde::Serialize;
+
+/// Whether errors are printed as JSON (`--json`); set once at start.
+static JSON_ERRORS: AtomicBool = AtomicBool::new(false);
+
+/// Prints every later error as JSON (with `--json`).
+pub fn set_json_errors(on: bool) {
+    JSON_ERRORS.store(on, Ordering::Relaxed);
+}
+
+/// Prints an error on stderr: `corralctl: MESSAGE` and each detail on its own indented
+/// line; with `--json`, one line `{"code": CODE, "message": MESSAGE, "details": [...]}`
+/// (`details` only if there are any). `code` is corrald's error code for its errors
+/// (`not_found`, `failed`, `timeout`, ...), else one of corralctl's own: `usage`,
+/// `unreachable`, `connection_lost`, `protocol`, `encode`, `decode`.
+pub fn print_error(code: &str, message: &str, details: &[String]) {
+    if JSON_ERRORS.load(Ordering::Relaxed) {
+        /// The same shape as corrald's error bodies, in this order.
+        #[derive(Serialize)]
+        struct JsonError<'a> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            details: &'a [String],
+        }
+        let body = JsonError {
+            code,
+            message,
+            details,
+        };
+        eprintln!(
+            "{}",
+            serde_json::to_string(&body).expect("strings serialize")
+        );
+    } else {
+        eprintln!("corralctl: {message}");
+        for line in details {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+/// Prints a usage error (exit code 2): clap's style, or JSON with `--json`.
+pub fn print_usage_error(message: &str) {
+    if JSON_ERRORS.load(Ordering::Relaxed) {
+        print_error("usage", message.trim_end(), &[]);
+    } else {
+        eprintln!("error: {message}\n\nFor more information, try '--help'.");
+    }
+}
+
+/// The code, message and details [`print_error`] shows for a client error.
+pub fn describe(e: &Error) -> (String, String, Vec<String>) {
+    let code = match e {
+        Error::Server(body) => {
+            return (
+                serde_json::to_value(body.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "failed".into()),
+                body.message.clone(),
+                body.details.clone(),
+            );
+        }
+        Error::Connect { .. } => "unreachable",
+        Error::Io(_) => "connection_lost",
+        Error::Protocol(_) => "protocol",
+        Error::Encode(_) => "encode",
+        Error::Decode { .. } => "decode",
+    };
+    // Further lines of the message (e.g. how to start corrald) are its details.
+    let text = e.to_string();
+    let mut lines = text.lines();
+    let message = lines.next().unwrap_or_default().to_owned();
+    let details = lines.map(|l| l.trim().to_owned()).collect();
+    (code.into(), message, details)
+}
 
 /// How results are printed.
 pub struct Output {

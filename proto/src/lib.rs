@@ -63,9 +63,24 @@ pub enum Op {
     /// Scheduled tasks with their last and next runs. Result: [`TimersResult`].
     Timers {},
     /// Start units (with what they `require`). Result: [`UnitsResult`].
+    ///
+    /// Without `wait`, answers once the instances are on their way (spawning or waiting
+    /// for what they require). With `wait`, answers once every instance of the named
+    /// units has started: a service has been running for the start window (1 s), a task
+    /// has been running for it or has exited with code 0. An instance that fails first
+    /// (its command cannot be started, it exits, a requirement fails) makes it a
+    /// `failed` error naming each such instance and why, with the last lines of its log
+    /// in `details`.
     Start {
         /// Unit names.
         units: Vec<String>,
+        /// Answer once the instances have started or failed to.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait: bool,
+        /// With `wait`: give up after this many milliseconds with a `timeout` error (the
+        /// units go on starting).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Stop units: stop signal to each instance's process group, then SIGKILL after the
     /// stop timeout. Answers once every instance is down. Result: [`UnitsResult`].
@@ -73,10 +88,17 @@ pub enum Op {
         /// Unit names.
         units: Vec<String>,
     },
-    /// Stop, then start. Result: [`UnitsResult`].
+    /// Stop, then start. Result: [`UnitsResult`]. `wait` and `timeout_ms` as for
+    /// [`Op::Start`] (the timeout counts from the request, stopping included).
     Restart {
         /// Unit names.
         units: Vec<String>,
+        /// Answer once the instances have started again or failed to.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait: bool,
+        /// With `wait`: give up after this many milliseconds with a `timeout` error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Send a signal to every running instance's process group (like `systemctl kill`);
     /// what follows is up to the unit's restart policy. Result: [`UnitsResult`].
@@ -1130,7 +1152,9 @@ mod tests {
             Request {
                 id: 7,
                 op: Op::Start {
-                    units: vec!["web".into()]
+                    units: vec!["web".into()],
+                    wait: false,
+                    timeout_ms: None,
                 }
             }
         );

@@ -2,32 +2,34 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use corral_client::proto::{ExitStatus, LockStatusResult};
 use corral_client::{Client, Error, ErrorCode, LockGuard, LockHolder, LockInfo};
 use nix::sys::signal::{SigHandler, Signal};
 
-use super::failed;
 use super::units::exit_code_of;
-use crate::args::Seconds;
+use super::{failed, failed_as};
+use crate::args::Timeout;
 use crate::output::{Output, human_duration, table};
 
 pub fn run(
     client: &Client,
     out: &Output,
     name: &str,
-    timeout: Option<Seconds>,
+    timeout: Option<Timeout>,
     command: &[String],
 ) -> Result<ExitCode, Error> {
     let Some(guard) = acquire(client, name, timeout)? else {
-        return Ok(failed(match timeout {
-            Some(t) if t.duration() == Some(Duration::ZERO) => {
-                format!("lock {name} is held by another client")
+        return Ok(match timeout {
+            Some(t) if t.duration().is_zero() => {
+                failed_as("locked", format!("lock {name} is held by another client"))
             }
-            Some(t) => format!("could not acquire lock {name} within {t}"),
-            None => format!("could not acquire lock {name}"),
-        }));
+            Some(t) => failed_as(
+                "timeout",
+                format!("could not acquire lock {name} within {t}"),
+            ),
+            None => failed(format!("could not acquire lock {name}")),
+        });
     };
     let token = guard.token();
     let status = match spawn_and_wait(command, token) {
@@ -37,7 +39,7 @@ pub fn run(
     if let Err(e) = guard.release() {
         // The command has run; its exit code matters more, but the user should know the
         // lock may have been lost while it ran (e.g. corrald restarted).
-        eprintln!("corralctl: warning: releasing lock {name}: {e}");
+        crate::output::print_error("warning", &format!("releasing lock {name}: {e}"), &[]);
     }
     let exit = ExitStatus {
         code: status.code(),
@@ -53,16 +55,16 @@ pub fn run(
 fn acquire<'c>(
     client: &'c Client,
     name: &str,
-    timeout: Option<Seconds>,
+    timeout: Option<Timeout>,
 ) -> Result<Option<LockGuard<'c>>, Error> {
     let lock = client.lock(name);
     let Some(timeout) = timeout else {
         return lock.acquire(None).map(Some);
     };
-    if timeout.duration() == Some(Duration::ZERO) {
+    if timeout.duration().is_zero() {
         return lock.try_acquire();
     }
-    match lock.acquire(timeout.duration()) {
+    match lock.acquire(Some(timeout.duration())) {
         Ok(guard) => Ok(Some(guard)),
         Err(e) if matches!(e.code(), Some(ErrorCode::Timeout | ErrorCode::Locked)) => Ok(None),
         Err(e) => Err(e),
@@ -78,7 +80,7 @@ fn spawn_and_wait(command: &[String], token: u64) -> Result<std::process::ExitSt
         .env("CORRAL_LOCK_TOKEN", token.to_string())
         .spawn()
         .map_err(|e| {
-            eprintln!("corralctl: cannot run {program}: {e}");
+            crate::output::print_error("failed", &format!("cannot run {program}: {e}"), &[]);
             ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {

@@ -14,7 +14,12 @@ use std::process::ExitCode;
 
 /// Prints `message` as corralctl's error and returns exit code 1 (the operation failed).
 pub fn failed(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("corralctl: {message}");
+    failed_as("failed", message)
+}
+
+/// [`failed`] with an error code for `--json` (`empty`, `full`, `timeout`, `locked`).
+pub fn failed_as(code: &str, message: impl std::fmt::Display) -> ExitCode {
+    crate::output::print_error(code, &message.to_string(), &[]);
     ExitCode::from(1)
 }
 

@@ -2,12 +2,17 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use corral_client::proto::{Op, PoolItem, PoolJob, PoolListResult, PoolResults};
 use corral_client::{Client, Error};
 
-use crate::output::{Output, table};
+use crate::args::Timeout;
+use crate::output::{Output, print_error, table};
 
 /// Options of `pool map`.
 pub struct MapArgs {
@@ -80,12 +85,10 @@ pub fn map(client: &Client, out: &Output, args: MapArgs) -> Result<ExitCode, Err
 
 /// Prints a job's items in input order as they finish, then a summary of failures.
 fn follow(client: &Client, out: &Output, job: PoolJob) -> Result<ExitCode, Error> {
-    let progress = std::io::stderr()
-        .is_terminal()
-        .then(|| Progress::start(client, job.job, job.total));
+    let progress = Progress::start(client, job.job, job.total);
     let mut failed: Vec<PoolItem> = Vec::new();
     let stdout = std::io::stdout();
-    let end: PoolJob = client.call_streaming(
+    let end: Result<PoolJob, Error> = client.call_streaming(
         Op::PoolWait {
             job: job.job,
             results: true,
@@ -95,131 +98,166 @@ fn follow(client: &Client, out: &Output, job: PoolJob) -> Result<ExitCode, Error
             let Ok(item) = serde_json::from_value::<PoolItem>(event) else {
                 return;
             };
-            if let Some(p) = &progress {
-                p.clear();
+            // Items come in input order: at least this many are done.
+            let printed = item.index as u64 + 1;
+            if progress.bar.position() < printed {
+                progress.bar.set_position(printed);
             }
-            let mut lock = stdout.lock();
-            if out.json {
-                let record = serde_json::json!({
-                    "index": item.index,
-                    "input": item.input,
-                    "ok": item.ok,
-                    "exit": item.exit,
-                    "stdout": item.stdout,
-                    "stderr": item.stderr,
-                    "error": item.error,
-                    "truncated": item.truncated,
-                    "attempts": item.attempts,
-                    "duration_ms": item.ended_ms - item.started_ms,
-                });
-                let _ = writeln!(lock, "{record}");
-            } else {
-                let _ = lock.write_all(item.stdout.as_bytes());
-                if !item.stdout.is_empty() && !item.stdout.ends_with('\n') {
-                    let _ = lock.write_all(b"\n");
+            // The bar is taken off the terminal while the item is printed, then redrawn
+            // below it: item output and the bar never share a line.
+            progress.bar.suspend(|| {
+                let mut lock = stdout.lock();
+                if out.json {
+                    let _ = writeln!(lock, "{}", item_record(&item));
+                } else {
+                    let _ = lock.write_all(item.stdout.as_bytes());
+                    if !item.stdout.is_empty() && !item.stdout.ends_with('\n') {
+                        let _ = lock.write_all(b"\n");
+                    }
+                    let _ = lock.flush();
+                    if !item.stderr.is_empty() {
+                        eprint!("{}", item.stderr);
+                    }
                 }
-                if !item.stderr.is_empty() {
-                    eprint!("{}", item.stderr);
-                }
-            }
-            let _ = lock.flush();
+                let _ = lock.flush();
+            });
             if !item.ok {
                 failed.push(item);
             }
         },
-    )?;
-    if let Some(p) = progress {
-        p.stop();
-    }
-    report(&end, &failed)
+    );
+    progress.stop();
+    report(&end?, &failed)
+}
+
+/// One line of `pool map --json`.
+fn item_record(item: &PoolItem) -> serde_json::Value {
+    serde_json::json!({
+        "index": item.index,
+        "input": item.input,
+        "ok": item.ok,
+        "exit": item.exit,
+        "stdout": item.stdout,
+        "stderr": item.stderr,
+        "error": item.error,
+        "truncated": item.truncated,
+        "attempts": item.attempts,
+        "duration_ms": item.ended_ms - item.started_ms,
+    })
 }
 
 fn report(job: &PoolJob, failed: &[PoolItem]) -> Result<ExitCode, Error> {
     if job.state == "cancelled" {
-        eprintln!(
+        let message = format!(
             "pool job {} was cancelled: {} of {} items done",
             job.job,
             job.succeeded + job.failed,
             job.total
         );
+        print_error("cancelled", &message, &[]);
         return Ok(ExitCode::from(1));
     }
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("{} of {} items failed:", failed.len(), job.total);
-    for item in failed.iter().take(20) {
-        let why = match (&item.error, item.exit) {
-            (Some(e), _) => e.clone(),
-            (None, Some(exit)) => exit.to_string(),
-            (None, None) => "failed".into(),
-        };
-        eprintln!("  item {} (input {:?}): {why}", item.index, item.input);
-    }
+    let mut details: Vec<String> = failed
+        .iter()
+        .take(20)
+        .map(|item| {
+            let why = match (&item.error, item.exit) {
+                (Some(e), _) => e.clone(),
+                (None, Some(exit)) => exit.to_string(),
+                (None, None) => "failed".into(),
+            };
+            format!("item {} (input {:?}): {why}", item.index, item.input)
+        })
+        .collect();
     if failed.len() > 20 {
-        eprintln!(
-            "  ... and {} more (corralctl --json pool results {})",
+        details.push(format!(
+            "... and {} more (corralctl --json pool results {})",
             failed.len() - 20,
             job.job
-        );
+        ));
     }
+    let message = format!("{} of {} items failed:", failed.len(), job.total);
+    print_error("failed", &message, &details);
     Ok(ExitCode::from(1))
 }
 
-/// A progress line on stderr, drawn by its own thread from its own connection.
+/// The progress bar of `pool map` on stderr (hidden unless stderr is a terminal), fed by
+/// a thread asking corrald for the job's counts on a connection of its own.
 struct Progress {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bar: ProgressBar,
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
     fn start(client: &Client, job: u64, total: usize) -> Progress {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                stop,
+                thread: None,
+            };
+        }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        // The counts come first; what does not fit the terminal's width is cut from the
+        // end of the message, so the line never wraps (the bar is left out when narrow).
+        let width = console::Term::stderr().size().1;
+        let template = if width >= 60 {
+            "{bar:24} {pos}/{len} {wide_msg}"
+        } else {
+            "{pos}/{len} {wide_msg}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("a valid template")
+                .progress_chars("#>-"),
+        );
         let flag = stop.clone();
         let socket = client.socket().to_owned();
+        let shown = bar.clone();
         let thread = std::thread::spawn(move || {
             let Ok(client) = Client::connect_to(&socket) else {
                 return;
             };
             let began = Instant::now();
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            while !flag.load(Ordering::Relaxed) {
                 if let Ok(info) = client.call::<PoolJob>(Op::PoolStatus { job }) {
                     let done = info.succeeded + info.failed;
                     let rate = done as f64 / began.elapsed().as_secs_f64().max(0.001);
                     let eta = if rate > 0.0 {
-                        format!("{:.0}s", (total - done) as f64 / rate)
+                        format!("{:.0}s", (total.saturating_sub(done)) as f64 / rate)
                     } else {
                         "?".into()
                     };
-                    let width = 30;
-                    let filled = (done * width).checked_div(total).unwrap_or(width);
-                    eprint!(
-                        "\r[{}{}] {done}/{total} done, {} failed, {} running, {rate:.0}/s, ETA {eta}\x1b[K",
-                        "#".repeat(filled),
-                        " ".repeat(width - filled),
-                        info.failed,
-                        info.running
-                    );
+                    if shown.position() < done as u64 {
+                        shown.set_position(done as u64);
+                    }
+                    shown.set_message(format!(
+                        "done, {} failed, {} running, {rate:.0}/s, ETA {eta}",
+                        info.failed, info.running
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
         Progress {
+            bar,
             stop,
             thread: Some(thread),
         }
     }
 
-    fn clear(&self) {
-        eprint!("\r\x1b[K");
-    }
-
+    /// Stops the thread and takes the bar off the terminal.
     fn stop(mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.clear();
+        self.bar.finish_and_clear();
     }
 }
 
@@ -289,12 +327,12 @@ pub fn wait(
     client: &Client,
     out: &Output,
     job: u64,
-    timeout: Option<f64>,
+    timeout: Option<Timeout>,
 ) -> Result<ExitCode, Error> {
     let info: PoolJob = client.call(Op::PoolWait {
         job,
         results: false,
-        timeout_ms: timeout.map(|s| (s.max(0.0) * 1000.0) as u64),
+        timeout_ms: timeout.map(|t| t.millis()),
     })?;
     if out.json {
         out.print_json(&info);

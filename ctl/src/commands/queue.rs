@@ -9,7 +9,7 @@ use corral_client::proto::{
 use corral_client::{Client, Error, ErrorCode, Queue};
 use serde_json::Value;
 
-use super::{failed, print_lines};
+use super::{failed, failed_as, print_lines};
 use crate::args::{Wait, format_item, parse_item};
 use crate::output::{Output, table};
 
@@ -52,7 +52,8 @@ pub fn put(
             }
             Err(e) => {
                 if put > 0 {
-                    eprintln!("corralctl: {put} item(s) put before this error");
+                    let note = format!("{put} item(s) put before this error");
+                    crate::output::print_error("partial", &note, &[]);
                 }
                 return full(e, name, wait);
             }
@@ -75,11 +76,12 @@ fn put_one(queue: &Queue<'_>, value: Value, wait: Wait) -> Result<usize, Error> 
 fn full(e: Error, name: &str, wait: Wait) -> Result<ExitCode, Error> {
     match (e.code(), wait) {
         (Some(ErrorCode::Full | ErrorCode::Timeout), Wait::No) => {
-            Ok(failed(format!("queue {name} is full")))
+            Ok(failed_as("full", format!("queue {name} is full")))
         }
-        (Some(ErrorCode::Full | ErrorCode::Timeout), Wait::For(t)) => {
-            Ok(failed(format!("queue {name}: no room within {t}")))
-        }
+        (Some(ErrorCode::Full | ErrorCode::Timeout), Wait::For(t)) => Ok(failed_as(
+            "timeout",
+            format!("queue {name}: no room within {t}"),
+        )),
         _ => Err(e),
     }
 }
@@ -99,10 +101,13 @@ pub fn get(
     let items = match (result, wait) {
         (Ok(items), _) => items,
         (Err(e), Wait::No) if is_empty(&e) => {
-            return Ok(failed(format!("queue {name} is empty")));
+            return Ok(failed_as("empty", format!("queue {name} is empty")));
         }
         (Err(e), Wait::For(t)) if is_empty(&e) => {
-            return Ok(failed(format!("queue {name}: no item within {t}")));
+            return Ok(failed_as(
+                "timeout",
+                format!("queue {name}: no item within {t}"),
+            ));
         }
         (Err(e), _) => return Err(e),
     };

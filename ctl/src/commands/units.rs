@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use corral_client::proto::{ExitStatus, LogLine, Op, RunResult, StatusResult};
 use corral_client::{Client, Error};
 
+use crate::args::{Timeout, Wait};
 use crate::output::{Output, human_duration, table};
 
 pub fn status(client: &Client, out: &Output, unit: Option<&str>) -> Result<ExitCode, Error> {
@@ -50,8 +51,17 @@ fn status_table(status: &StatusResult) -> String {
     )
 }
 
-pub fn start(client: &Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
-    let result = client.start(&refs(units))?;
+/// `start`: with `wait` other than [`Wait::No`], once the instances have started.
+pub fn start(
+    client: &Client,
+    out: &Output,
+    units: &[String],
+    wait: Wait,
+) -> Result<ExitCode, Error> {
+    let result = match wait {
+        Wait::No => client.start(&refs(units))?,
+        _ => client.start_and_wait(&refs(units), wait.timeout())?,
+    };
     report(out, &result, "started", &result.units)
 }
 
@@ -60,8 +70,17 @@ pub fn stop(client: &Client, out: &Output, units: &[String]) -> Result<ExitCode,
     report(out, &result, "stopped", &result.units)
 }
 
-pub fn restart(client: &Client, out: &Output, units: &[String]) -> Result<ExitCode, Error> {
-    let result = client.restart(&refs(units))?;
+/// `restart`: with `wait` other than [`Wait::No`], once the instances have started again.
+pub fn restart(
+    client: &Client,
+    out: &Output,
+    units: &[String],
+    wait: Wait,
+) -> Result<ExitCode, Error> {
+    let result = match wait {
+        Wait::No => client.restart(&refs(units))?,
+        _ => client.restart_and_wait(&refs(units), wait.timeout())?,
+    };
     report(out, &result, "restarted", &result.units)
 }
 
@@ -96,9 +115,9 @@ pub fn wait(
     client: &Client,
     out: &Output,
     unit: &str,
-    timeout: Option<f64>,
+    timeout: Option<Timeout>,
 ) -> Result<ExitCode, Error> {
-    let timeout_ms = timeout.map(|s| (s.max(0.0) * 1000.0) as u64);
+    let timeout_ms = timeout.map(|t| t.millis());
     let result = client.wait(unit, timeout_ms)?;
     if out.json {
         out.print_json(&result);

@@ -116,12 +116,27 @@ pub async fn dispatch(
         }
         Op::Status { unit } => units::status(ctx, unit).await,
         Op::Timers {} => units::timers(ctx).await,
-        Op::Start { units } => units::start(ctx, units).await,
+        Op::Start {
+            units, wait: false, ..
+        } => units::start(ctx, units).await,
+        Op::Start {
+            units,
+            wait: true,
+            timeout_ms,
+        } => {
+            let op = units::start_and_wait(ctx.clone(), units, timeout_ms);
+            return spawn(ctx, replies, id, op);
+        }
         Op::Reload {} => units::reload(ctx).await,
         Op::Kill { units, signal } => units::kill(ctx, units, &signal).await,
         Op::Stop { units } => return spawn(ctx, replies, id, units::stop(ctx.clone(), units)),
-        Op::Restart { units } => {
-            return spawn(ctx, replies, id, units::restart(ctx.clone(), units));
+        Op::Restart {
+            units,
+            wait,
+            timeout_ms,
+        } => {
+            let op = units::restart(ctx.clone(), units, wait, timeout_ms);
+            return spawn(ctx, replies, id, op);
         }
         Op::Wait { unit, timeout_ms } => {
             return spawn(ctx, replies, id, units::wait(ctx.clone(), unit, timeout_ms));

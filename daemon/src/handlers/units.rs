@@ -11,8 +11,8 @@ use corral_proto::{ErrorBody, ErrorCode, LogLine, Response, RunResult};
 use super::{Outcome, ok};
 use crate::Context;
 use crate::server::Replies;
-use crate::supervisor::Request;
-use crate::supervisor::logs::Follower;
+use crate::supervisor::logs::{Follower, tail_lines};
+use crate::supervisor::{Request, StartFailure};
 
 /// Units and their instances, then the processes of running pool jobs (`pool-ID`).
 /// Scheduled units with their last and next runs.
@@ -46,6 +46,101 @@ pub async fn start(ctx: &Context, units: Vec<String>) -> Outcome {
     ok(result)
 }
 
+/// `start` with `wait`: answered once the instances have started, or failed to (see
+/// `supervisor::started`), or after `timeout_ms`.
+pub async fn start_and_wait(
+    ctx: Arc<Context>,
+    units: Vec<String>,
+    timeout_ms: Option<u64>,
+) -> Outcome {
+    require_units(&units)?;
+    within(timeout_ms, &units, async {
+        let result = ctx
+            .supervisor
+            .ask(|r| Request::Start(units.clone(), r))
+            .await?;
+        ctx.store.sync().await;
+        started(&ctx, units.clone()).await?;
+        ok(result)
+    })
+    .await
+}
+
+/// Runs `op`, a start that waits, giving up after `timeout_ms` with a `timeout` error.
+async fn within(
+    timeout_ms: Option<u64>,
+    units: &[String],
+    op: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
+    let Some(ms) = timeout_ms else {
+        return op.await;
+    };
+    tokio::time::timeout(Duration::from_millis(ms), op)
+        .await
+        .map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::Timeout,
+                format!(
+                    "{} not started after {ms} ms; it goes on starting (see `corralctl status`)",
+                    units.join(" ")
+                ),
+            )
+        })?
+}
+
+/// Waits until every instance of `units` has started; a `failed` error naming those
+/// that did not, with the last lines of their logs.
+async fn started(ctx: &Context, units: Vec<String>) -> Result<(), ErrorBody> {
+    let failures = ctx.supervisor.ask(|r| Request::Started(units, r)).await?;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(tokio::task::spawn_blocking(move || start_error(&failures))
+        .await
+        .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?)
+}
+
+/// At most this many failed instances are described, each with this many log lines.
+const DESCRIBED_FAILURES: usize = 5;
+const LOG_LINES: usize = 10;
+
+fn start_error(failures: &[StartFailure]) -> ErrorBody {
+    let message = match failures {
+        [one] => format!(
+            "{}.{} did not start: {}",
+            one.unit, one.instance, one.reason
+        ),
+        many => format!("{} instances did not start", many.len()),
+    };
+    let mut details = Vec::new();
+    for f in failures.iter().take(DESCRIBED_FAILURES) {
+        if failures.len() > 1 {
+            details.push(format!("{}.{}: {}", f.unit, f.instance, f.reason));
+        }
+        match tail_lines(&f.log, LOG_LINES) {
+            Ok(lines) if lines.is_empty() => {
+                details.push(format!("{} is empty", f.log.display()));
+            }
+            Ok(lines) => {
+                details.push(format!("last lines of {}:", f.log.display()));
+                details.extend(lines.into_iter().map(|l| format!("  {l}")));
+            }
+            Err(e) => details.push(format!("cannot read {}: {e}", f.log.display())),
+        }
+    }
+    if failures.len() > DESCRIBED_FAILURES {
+        details.push(format!(
+            "... and {} more (corralctl status)",
+            failures.len() - DESCRIBED_FAILURES
+        ));
+    }
+    ErrorBody {
+        code: ErrorCode::Failed,
+        message,
+        details,
+    }
+}
+
 pub async fn stop(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
     require_units(&units)?;
     let result = ctx.supervisor.ask(|r| Request::Stop(units, r)).await?;
@@ -53,11 +148,27 @@ pub async fn stop(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
     ok(result)
 }
 
-pub async fn restart(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
+/// Stop, then start; with `wait`, answered once started again (as [`start_and_wait`]).
+pub async fn restart(
+    ctx: Arc<Context>,
+    units: Vec<String>,
+    wait: bool,
+    timeout_ms: Option<u64>,
+) -> Outcome {
     require_units(&units)?;
-    let result = ctx.supervisor.ask(|r| Request::Restart(units, r)).await?;
-    ctx.store.sync().await;
-    ok(result)
+    let timeout_ms = timeout_ms.filter(|_| wait);
+    within(timeout_ms, &units, async {
+        let result = ctx
+            .supervisor
+            .ask(|r| Request::Restart(units.clone(), r))
+            .await?;
+        ctx.store.sync().await;
+        if wait {
+            started(&ctx, units.clone()).await?;
+        }
+        ok(result)
+    })
+    .await
 }
 
 pub async fn kill(ctx: &Context, units: Vec<String>, signal: &str) -> Outcome {

@@ -762,6 +762,7 @@ impl PoolManager {
                 .and_then(|j| j.workers.get_mut(&worker))
             {
                 w.pid = None;
+                w.exit = Some(status);
             }
             self.check_shutdown();
             return;

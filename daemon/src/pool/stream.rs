@@ -4,10 +4,13 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
+
+use corral_proto::ExitStatus;
 
 use super::{PoolManager, PoolMsg, Spawning};
 use crate::supervisor::process::{Output, Spawned};
@@ -17,8 +20,10 @@ pub const DEPTH: usize = 64;
 
 /// One worker process of a stream-mode job.
 pub struct Worker {
-    /// Its pid once spawned.
+    /// Its pid once spawned (until it has exited).
     pub pid: Option<i32>,
+    /// How it exited, once it has.
+    pub exit: Option<ExitStatus>,
     /// Items sent to it and not answered yet, oldest first.
     in_flight: VecDeque<usize>,
     /// Feeds its stdin; dropping it closes the worker's stdin.
@@ -48,6 +53,7 @@ impl PoolManager {
                 worker,
                 Worker {
                     pid: None,
+                    exit: None,
                     in_flight: VecDeque::new(),
                     feed: None,
                 },
@@ -203,11 +209,70 @@ impl PoolManager {
             job.queue.push_front(back);
         }
         if let Some(index) = culprit {
-            self.fail_item(id, index, "its worker exited before answering".into());
+            let log = self.log_dir.join(format!("pool-{id}.{worker}.log"));
+            self.fail_item(id, index, worker_gone_error(w.pid, w.exit, &log));
         }
         self.pump(id);
         self.check_shutdown();
     }
+}
+
+/// Lines of a dead worker's stderr quoted in the error of the item it was on.
+const STDERR_LINES: usize = 5;
+/// At most this much of the end of its stderr log is read, and this much of a line kept.
+const STDERR_TAIL_BYTES: u64 = 4096;
+const STDERR_LINE_CHARS: usize = 300;
+
+/// The error of the item a worker died on: what its stderr said last, and where it is.
+fn worker_gone_error(pid: Option<i32>, exit: Option<ExitStatus>, log: &Path) -> String {
+    let gone = match (exit, pid) {
+        (Some(exit), _) => format!("its worker exited before answering ({exit})"),
+        (None, Some(p)) => format!("its worker exited before answering (pid {p})"),
+        (None, None) => "its worker exited before answering".to_owned(),
+    };
+    match stderr_tail(log) {
+        Ok(lines) if lines.is_empty() => {
+            format!("{gone}; its stderr ({}) is empty", log.display())
+        }
+        Ok(lines) => format!(
+            "{gone}; the last lines of its stderr ({}):\n    {}",
+            log.display(),
+            lines.join("\n    ")
+        ),
+        Err(e) => format!("{gone}; its stderr ({}) cannot be read: {e}", log.display()),
+    }
+}
+
+/// The last [`STDERR_LINES`] non-empty lines within the last [`STDERR_TAIL_BYTES`] of a
+/// file, each cut to [`STDERR_LINE_CHARS`]: bounded whatever the worker wrote.
+fn stderr_tail(path: &Path) -> std::io::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(STDERR_TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.take(STDERR_TAIL_BYTES).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && lines.len() > 1 {
+        lines.remove(0); // most likely the end of a line cut by the read
+    }
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.char_indices().nth(STDERR_LINE_CHARS) {
+            Some((at, _)) => format!("{}...", &l[..at]),
+            None => l.to_owned(),
+        })
+        .collect();
+    let skip = lines.len().saturating_sub(STDERR_LINES);
+    Ok(lines[skip..].to_vec())
 }
 
 async fn run_worker(
@@ -269,4 +334,47 @@ async fn run_worker(
 
 async fn write_line(w: &mut BufWriter<pipe::Sender>, input: &str) -> bool {
     w.write_all(input.as_bytes()).await.is_ok() && w.write_all(b"\n").await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_workers_error_quotes_the_end_of_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("pool-1.0.log");
+        let error = worker_gone_error(Some(42), None, &log);
+        assert!(
+            error.contains("exited before answering (pid 42)"),
+            "{error}"
+        );
+        assert!(
+            error.contains("is empty") && error.contains("pool-1.0.log"),
+            "{error}"
+        );
+
+        let mut text = "x".repeat(10_000);
+        text.push('\n');
+        for n in 0..8 {
+            text.push_str(&format!("line {n}\n\n"));
+        }
+        text.push_str(&"y".repeat(1000));
+        std::fs::write(&log, text).unwrap();
+        let exit = ExitStatus {
+            code: Some(3),
+            signal: None,
+        };
+        let error = worker_gone_error(None, Some(exit), &log);
+        assert!(
+            error.starts_with("its worker exited before answering (exit 3); the last lines"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("line 3") && error.contains("line 4\n"),
+            "{error}"
+        );
+        assert!(error.contains("line 7") && error.contains(&format!("{}...", "y".repeat(300))));
+        assert!(error.len() < 2000, "{error}");
+    }
 }

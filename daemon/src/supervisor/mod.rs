@@ -13,6 +13,7 @@ pub mod logs;
 pub mod process;
 mod schedule;
 mod spawn;
+mod started;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{self, Event, OpenRun, RunStart, Store};
 use process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned};
+pub use started::{START_WINDOW, StartFailure};
 
 /// Result type of supervisor requests: errors go to clients as they are.
 pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
@@ -59,6 +61,8 @@ pub enum Msg {
     },
     /// Periodic housekeeping (log rotation, shutdown deadlines).
     Tick,
+    /// Nothing to do but settle: a start window has passed.
+    Wake,
     /// A client request.
     Request(Request),
     /// A scheduled unit's timer: look at the clock (stale when `generation` moved on).
@@ -73,6 +77,9 @@ pub enum Request {
     Timers(Reply<TimersResult>),
     /// Start units.
     Start(Vec<String>, Reply<UnitsResult>),
+    /// Answered once every instance of the units has started or failed to (see
+    /// [`START_WINDOW`]): the instances that failed, none if all started.
+    Started(Vec<String>, Reply<Vec<StartFailure>>),
     /// Stop units; answered when they are down.
     Stop(Vec<String>, Reply<UnitsResult>),
     /// Stop, then start.
@@ -274,6 +281,15 @@ enum Then {
     ReplyWait(Reply<WaitResult>),
 }
 
+/// A `start --wait`: answered once every instance of `units` has started or failed.
+struct StartWaiter {
+    units: Vec<String>,
+    reply: Reply<Vec<StartFailure>>,
+    /// Instances seen failing: a failure stands even if the restart policy runs the
+    /// instance again meanwhile.
+    failed: BTreeMap<(String, u32), StartFailure>,
+}
+
 /// Fires once every unit in `units` has settled.
 struct Waiter {
     units: Vec<String>,
@@ -299,6 +315,9 @@ pub struct Supervisor {
     next_transient: u64,
     waiters: Vec<Waiter>,
     pid_waiters: Vec<(String, Reply<Option<u32>>)>,
+    start_waiters: Vec<StartWaiter>,
+    /// When a [`Msg::Wake`] is due, if one is.
+    wake_at: Option<Instant>,
     shutdown: Option<Shutdown>,
     store: Store,
     procs: ProcessThread,
@@ -331,6 +350,8 @@ impl Supervisor {
             next_transient: 1,
             waiters: Vec::new(),
             pid_waiters: Vec::new(),
+            start_waiters: Vec::new(),
+            wake_at: None,
             shutdown: None,
             store,
             procs,
@@ -482,6 +503,11 @@ impl Supervisor {
                 generation,
             } => self.on_stop_timeout(&unit, instance, generation),
             Msg::Tick => self.on_tick(),
+            Msg::Wake => {
+                if self.wake_at.is_some_and(|t| t <= Instant::now()) {
+                    self.wake_at = None;
+                }
+            }
             Msg::Request(req) => self.on_request(req),
             Msg::ScheduleDue { unit, generation } => self.on_schedule_due(&unit, generation),
         }
@@ -501,6 +527,16 @@ impl Supervisor {
                         self.start_units(&units).map(|units| UnitsResult { units })
                     }));
             }
+            Request::Started(units, reply) => match self.check_known(&units) {
+                Ok(()) => self.start_waiters.push(StartWaiter {
+                    units,
+                    reply,
+                    failed: BTreeMap::new(),
+                }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Request::Stop(units, reply) => {
                 if let Err(e) = self.check_known(&units) {
                     let _ = reply.send(Err(e));
@@ -1641,6 +1677,73 @@ impl Supervisor {
                 .and_then(|i| i.pid)
                 .map(|p| p as u32);
             let _ = reply.send(Ok(pid));
+        }
+        self.answer_start_waiters(now);
+    }
+
+    /// Answers the `start --wait` waiters whose instances have all started or failed;
+    /// arms a [`Msg::Wake`] for the earliest start window still running.
+    fn answer_start_waiters(&mut self, now: Instant) {
+        if self.start_waiters.is_empty() {
+            return;
+        }
+        let mut wake: Option<Instant> = None;
+        let mut waiting = Vec::new();
+        for mut waiter in std::mem::take(&mut self.start_waiters) {
+            let mut pending = false;
+            for name in &waiter.units {
+                let Some(entry) = self.units.get(name) else {
+                    waiter
+                        .failed
+                        .entry((name.clone(), 0))
+                        .or_insert_with(|| StartFailure {
+                            unit: name.clone(),
+                            instance: 0,
+                            reason: "the unit was removed (reload)".into(),
+                            log: logs::log_path(&self.config.log_dir, name, 0),
+                        });
+                    continue;
+                };
+                for inst in &entry.instances {
+                    let key = (name.clone(), inst.index);
+                    if waiter.failed.contains_key(&key) {
+                        continue;
+                    }
+                    match started::progress(entry.unit.kind, inst, now) {
+                        started::Progress::Done => {}
+                        started::Progress::Pending(at) => {
+                            pending = true;
+                            if let Some(at) = at {
+                                wake = Some(wake.map_or(at, |w| w.min(at)));
+                            }
+                        }
+                        started::Progress::Failed(reason) => {
+                            let log = logs::log_path(&self.config.log_dir, name, inst.index);
+                            waiter.failed.insert(
+                                key,
+                                StartFailure {
+                                    unit: name.clone(),
+                                    instance: inst.index,
+                                    reason,
+                                    log,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            if pending {
+                waiting.push(waiter);
+            } else {
+                let _ = waiter.reply.send(Ok(waiter.failed.into_values().collect()));
+            }
+        }
+        self.start_waiters = waiting;
+        if let Some(at) = wake {
+            if self.wake_at.is_none_or(|w| w > at) {
+                self.wake_at = Some(at);
+                self.after(at.saturating_duration_since(now), Msg::Wake);
+            }
         }
     }
 

@@ -270,3 +270,72 @@ fn the_lock_example_prints_one_task_at_a_time() {
     seen.sort();
     assert_eq!(seen, ["0", "1", "2"], "{trace}");
 }
+
+/// The commands `scripts/demo` tells a new user to paste, as it prints them.
+fn demo_banner_commands() -> (String, Vec<String>) {
+    let script = repo_examples().join("../scripts/demo");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--print-banner")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let banner = String::from_utf8(out.stdout).unwrap();
+    let commands = banner
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .filter(|l| l.starts_with("corralctl "))
+        .map(str::to_owned)
+        .collect();
+    (banner, commands)
+}
+
+#[test]
+fn the_demo_banner_commands_work() {
+    let (banner, commands) = demo_banner_commands();
+    assert!(
+        banner.contains("export CORRAL_SOCKET=") && banner.contains("/target/debug:$PATH"),
+        "{banner}"
+    );
+    assert!(commands.len() >= 4, "{banner}");
+    let d = daemon_with_examples();
+    let ctl_dir = bin("corralctl").parent().unwrap().to_path_buf();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path =
+        std::env::join_paths(std::iter::once(ctl_dir).chain(std::env::split_paths(&path))).unwrap();
+    let mut outputs = Vec::new();
+    for command in &commands {
+        // As a user pastes it: one line for bash, with the banner's `export` done.
+        let out = std::process::Command::new("bash")
+            .args(["-c", command])
+            .env("CORRAL_SOCKET", d.socket())
+            .env("PATH", &path)
+            .current_dir(d.path(""))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{command}` failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push(String::from_utf8(out.stdout).unwrap());
+    }
+    let find = |prefix: &str| {
+        let at = commands
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in the banner:\n{banner}"));
+        outputs[at].clone()
+    };
+    assert_eq!(
+        find("corralctl run --wait -- echo"),
+        "Hello from process!\n"
+    );
+    assert_eq!(find("corralctl pool map"), "1\n4\n9\n16\n25\n");
+    let logs = find("corralctl start task");
+    for n in 0..5 {
+        assert!(logs.contains(&format!("Task {n} running")), "{logs}");
+    }
+}

@@ -472,3 +472,78 @@ fn maintainer_scripts_are_sh_and_spare_systems_without_systemd() {
         }
     }
 }
+
+/// The commands README.md gives for reading the man pages and loading the completions
+/// from a checkout, as they are written there (with this test's binaries).
+fn readme_checkout_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let (_, after) = readme
+        .split_once("From a checkout, without installing")
+        .expect("README says how to read the man pages from a checkout");
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("a sh block");
+    let bins = format!("{}/", bin_dir().display());
+    block
+        .lines()
+        .map(|l| {
+            l.split_once("    #")
+                .map_or(l, |(command, _)| command)
+                .trim()
+        })
+        .filter(|l| !l.is_empty())
+        .map(|l| l.replace("target/debug/", &bins))
+        .collect()
+}
+
+#[test]
+fn man_pages_and_completions_read_from_a_checkout_as_the_readme_says() {
+    let test = "man_pages_and_completions_read_from_a_checkout_as_the_readme_says";
+    let commands = readme_checkout_commands();
+    let pages: Vec<&String> = commands
+        .iter()
+        .filter(|c| c.starts_with("man -l"))
+        .collect();
+    assert_eq!(pages.len(), 3, "{commands:?}");
+    let completion = commands
+        .iter()
+        .find(|c| c.starts_with("source <("))
+        .expect("a completion command");
+    // bash runs the lines as a user pastes them.
+    let run = |script: &str| {
+        Command::new("bash")
+            .args(["-c", script])
+            .current_dir(repo())
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&format!("{completion}\ncomplete -p corralctl"));
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("-F _corralctl corralctl"),
+        "{}",
+        show(&out)
+    );
+    if !have("man", test) {
+        return;
+    }
+    for (page, name) in pages.iter().zip(["corralctl", "corrald", "corral.unit"]) {
+        let out = run(page);
+        assert!(out.status.success(), "{page}: {}", show(&out));
+        let shown = text(&out.stdout);
+        assert!(
+            shown.contains("NAME") && shown.contains(name),
+            "{page}: {shown}"
+        );
+        assert!(
+            !text(&out.stderr).to_lowercase().contains("warning"),
+            "{page}: {}",
+            show(&out)
+        );
+    }
+}

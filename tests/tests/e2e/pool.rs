@@ -217,6 +217,42 @@ fn a_stream_worker_that_dies_is_replaced_and_its_items_retried() {
 }
 
 #[test]
+fn a_dead_stream_workers_item_error_quotes_its_stderr() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let script = "read n; echo \"worker: cannot parse input $n\" >&2; exit 1";
+    let out = d.ctl(&[
+        "pool", "map", "--stream", "--name", "dying", "--", "sh", "-c", script, ":::", "xyz",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("its worker exited before answering (pid "),
+        "{err}"
+    );
+    assert!(err.contains("worker: cannot parse input xyz"), "{err}");
+    assert!(
+        err.contains(&d.log_dir().display().to_string()),
+        "the log's path: {err}"
+    );
+
+    // The same error is the item's in `pool results`.
+    let jobs: Value = serde_json::from_str(&d.ctl_ok(&["--json", "pool", "list"])).unwrap();
+    let job = jobs["jobs"][0]["job"].to_string();
+    let results: Value =
+        serde_json::from_str(&d.ctl_ok(&["--json", "pool", "results", &job])).unwrap();
+    let error = results["items"][0]["error"].as_str().unwrap();
+    assert!(error.contains("worker: cannot parse input xyz"), "{error}");
+    let log = error
+        .split_once("stderr (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(path, _)| path)
+        .unwrap_or_else(|| panic!("no path in {error}"));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("worker: cannot parse input xyz"), "{text}");
+}
+
+#[test]
 fn cancel_leaves_no_process_of_the_job_alive() {
     let mut d = TestDaemon::new();
     d.start();
@@ -412,4 +448,95 @@ fn pool_wait_gives_up_after_its_timeout_and_the_job_runs_on() {
         String::from_utf8_lossy(&out.stdout).contains("cancelled"),
         "{out:?}"
     );
+}
+
+/// What a terminal shows, line by line: `text` with ANSI escape sequences removed, cut at
+/// carriage returns and newlines (each piece is what one redraw or one line printed).
+fn screen_pieces(text: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte (a letter)
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain
+        .split(['\r', '\n'])
+        .filter(|p| !p.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn pool_map_output_is_clean_when_stderr_is_not_a_terminal() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let inputs: Vec<String> = (1..=30).map(|n| n.to_string()).collect();
+    let mut args = vec![
+        "pool",
+        "map",
+        "-j",
+        "4",
+        "--",
+        "sh",
+        "-c",
+        "echo out-{}; echo err-{} >&2",
+        ":::",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = d.ctl(&args);
+    assert!(out.status.success(), "{out:?}");
+    let expected: String = (1..=30).map(|n| format!("out-{n}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    // No progress line, no terminal control: only the items' stderr, in order.
+    let expected: String = (1..=30).map(|n| format!("err-{n}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+}
+
+#[test]
+fn pool_map_progress_fits_a_narrow_terminal_and_never_shares_a_line_with_output() {
+    let mut d = TestDaemon::new();
+    d.start();
+    // Under script(1): a pseudo-terminal 40 columns wide for both stdout and stderr.
+    let ctl = corral_tests::bin("corralctl");
+    let inputs: String = (1..=12).map(|n| format!(" {n}")).collect();
+    let command = format!(
+        "stty cols 40 rows 20; {} --socket {} pool map -j 2 -- sh -c 'sleep 0.3; echo item-{{}}-of-twelve' :::{inputs}",
+        ctl.display(),
+        d.socket().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pieces = screen_pieces(&text);
+    let bars: Vec<&String> = pieces.iter().filter(|p| p.contains("/12")).collect();
+    assert!(!bars.is_empty(), "a progress line was drawn: {text:?}");
+    for piece in &pieces {
+        assert!(
+            piece.chars().count() <= 40,
+            "wider than the terminal: {piece:?}"
+        );
+        assert!(
+            !(piece.contains("item-") && piece.contains("/12")),
+            "item output and the progress line on one line: {piece:?}"
+        );
+    }
+    let items: Vec<&String> = pieces.iter().filter(|p| p.starts_with("item-")).collect();
+    let expected: Vec<String> = (1..=12).map(|n| format!("item-{n}-of-twelve")).collect();
+    assert_eq!(items, expected.iter().collect::<Vec<_>>(), "{text:?}");
 }

@@ -110,7 +110,7 @@ start_limit_interval = "1m"
     );
 
     // Failed stays down until started again; an explicit start gets a fresh budget.
-    d.ctl_ok(&["start", "crash"]);
+    d.ctl_ok(&["start", "--no-wait", "crash"]);
     d.wait_state("crash", "failed");
     assert_eq!(d.log("crash", 0).lines().count(), 8);
 }

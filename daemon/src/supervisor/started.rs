@@ -1,0 +1,157 @@
+//! When a started instance counts as started: what `start --wait` waits for.
+//!
+//! corrald has no readiness checks (yet), so "started" means the process was spawned and
+//! did not exit within [`START_WINDOW`] (like supervisord's `startsecs`); a task may also
+//! have exited with code 0 by then. Anything else that happens first is a failed start:
+//! the command could not be spawned, the process exited (even if its restart policy
+//! will run it again), a requirement failed, or the instance was stopped.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use corral_config::UnitKind;
+use corral_proto::InstanceState;
+
+use super::Instance;
+
+/// How long a process must run before its start counts as a success.
+pub const START_WINDOW: Duration = Duration::from_secs(1);
+
+/// One instance that failed to start, as the `start` waiter reports it.
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    /// Unit name.
+    pub unit: String,
+    /// Instance number.
+    pub instance: u32,
+    /// Why, e.g. `exit 1 within 1s of starting` or the spawn error.
+    pub reason: String,
+    /// The instance's log file, whose last lines say more.
+    pub log: PathBuf,
+}
+
+/// Where one instance is on its way to having started.
+#[derive(Debug, PartialEq)]
+pub(super) enum Progress {
+    /// Started (see the module docs).
+    Done,
+    /// Not yet; look again by this time, if known (else at its next transition).
+    Pending(Option<Instant>),
+    /// It will not start by itself: why.
+    Failed(String),
+}
+
+/// Where `inst`, an instance of a unit of `kind`, is on its way to having started.
+pub(super) fn progress(kind: UnitKind, inst: &Instance, now: Instant) -> Progress {
+    let window = humanize(START_WINDOW);
+    let exit = inst
+        .last_exit
+        .map_or_else(|| "exited".to_owned(), |e| format!("exited ({e})"));
+    match inst.state {
+        InstanceState::Running => match inst.started {
+            Some(t) if now.duration_since(t) >= START_WINDOW => Progress::Done,
+            Some(t) => Progress::Pending(Some(t + START_WINDOW)),
+            // Not expected (a running instance has a start time); never wait on it.
+            None => Progress::Done,
+        },
+        InstanceState::Starting => Progress::Pending(None),
+        InstanceState::Exited
+            if kind == UnitKind::Task && inst.last_exit.is_some_and(|e| e.success()) =>
+        {
+            Progress::Done
+        }
+        InstanceState::Exited if kind == UnitKind::Task => Progress::Failed(exit),
+        InstanceState::Exited => Progress::Failed(format!(
+            "{exit} within {window} of starting; a service is expected to keep running"
+        )),
+        InstanceState::Backoff => Progress::Failed(format!(
+            "{exit} within {window} of starting; corrald restarts it by its restart policy"
+        )),
+        InstanceState::Failed => {
+            Progress::Failed(inst.reason.clone().unwrap_or_else(|| "failed".to_owned()))
+        }
+        InstanceState::Stopping | InstanceState::Stopped | InstanceState::Inactive => {
+            Progress::Failed("stopped before it had started".to_owned())
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_proto::ExitStatus;
+
+    fn instance(state: InstanceState, exit: Option<i32>) -> Instance {
+        let mut inst = Instance::new(0);
+        inst.state = state;
+        inst.last_exit = exit.map(|code| ExitStatus {
+            code: Some(code),
+            signal: None,
+        });
+        inst
+    }
+
+    #[test]
+    fn a_running_instance_has_started_once_it_has_run_for_the_window() {
+        let now = Instant::now();
+        let mut inst = instance(InstanceState::Running, None);
+        inst.started = Some(now);
+        assert_eq!(
+            progress(UnitKind::Service, &inst, now),
+            Progress::Pending(Some(now + START_WINDOW))
+        );
+        assert_eq!(
+            progress(UnitKind::Service, &inst, now + START_WINDOW),
+            Progress::Done
+        );
+        assert_eq!(
+            progress(UnitKind::Task, &inst, now + START_WINDOW),
+            Progress::Done
+        );
+        let starting = instance(InstanceState::Starting, None);
+        assert_eq!(
+            progress(UnitKind::Service, &starting, now),
+            Progress::Pending(None)
+        );
+    }
+
+    #[test]
+    fn an_exit_is_a_failed_start_except_a_tasks_exit_0() {
+        let now = Instant::now();
+        let ok = instance(InstanceState::Exited, Some(0));
+        assert_eq!(progress(UnitKind::Task, &ok, now), Progress::Done);
+        let Progress::Failed(why) = progress(UnitKind::Service, &ok, now) else {
+            panic!("a service that exits has not started");
+        };
+        assert!(why.contains("exited (exit 0)"), "{why}");
+        let bad = instance(InstanceState::Exited, Some(3));
+        assert_eq!(
+            progress(UnitKind::Task, &bad, now),
+            Progress::Failed("exited (exit 3)".into())
+        );
+        let looping = instance(InstanceState::Backoff, Some(1));
+        let Progress::Failed(why) = progress(UnitKind::Service, &looping, now) else {
+            panic!("an instance in backoff has not started");
+        };
+        assert!(why.contains("exited (exit 1) within 1s"), "{why}");
+        let mut failed = instance(InstanceState::Failed, None);
+        failed.reason = Some("command not found: nope".into());
+        assert_eq!(
+            progress(UnitKind::Service, &failed, now),
+            Progress::Failed("command not found: nope".into())
+        );
+        let stopped = instance(InstanceState::Stopped, None);
+        assert!(matches!(
+            progress(UnitKind::Service, &stopped, now),
+            Progress::Failed(_)
+        ));
+    }
+}
