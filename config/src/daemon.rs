@@ -57,6 +57,9 @@ pub struct DaemonConfig {
     /// Who may do what over the socket (`[access]`); absent: everyone who can open the
     /// socket may do everything.
     pub access: Option<AccessConfig>,
+    /// Template instances started with corrald (`[enable]`: `"web@" = ["8080", "8081"]`).
+    #[serde(default, deserialize_with = "enable_table")]
+    pub enable: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The `[access]` table: who may do what. Principals are `"*"` (anyone),
@@ -148,6 +151,31 @@ pub fn parse_daemon_config(path: &Path, text: &str) -> Result<DaemonConfig, Conf
     }
     DaemonConfig::deserialize(toml::de::Deserializer::from(document))
         .map_err(|err| ConfigErrors::from(to_error(&err)))
+}
+
+/// `[enable]`: each key a template's name (ending in `@`), each value the arguments of
+/// the instances to start.
+fn enable_table<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, D::Error> {
+    let table = std::collections::BTreeMap::<String, Vec<String>>::deserialize(de)?;
+    for (template, args) in &table {
+        if !template.ends_with('@') || !crate::valid_unit_name(template) {
+            return Err(serde::de::Error::custom(format!(
+                "`{template}` is not a template name: [enable] keys name templates, e.g. \"web@\" = [\"8080\"] for units/web@.toml"
+            )));
+        }
+        for arg in args {
+            let name = format!("{template}{arg}");
+            if arg.is_empty() || arg.contains('@') || !crate::valid_unit_name(&name) {
+                return Err(serde::de::Error::custom(format!(
+                    "invalid argument `{arg}` for `{template}`: {}",
+                    crate::UNIT_NAME_RULES
+                )));
+            }
+        }
+    }
+    Ok(table)
 }
 
 /// A duration written as a human string (`"30s"`); bare numbers are

@@ -12,6 +12,17 @@ use std::time::Duration;
 /// The placeholder in `command` replaced by the instance number.
 pub const INSTANCE_PLACEHOLDER: &str = "{instance}";
 
+/// The text replaced by a template's argument (`web@.toml` started as `web@8080`).
+pub const ARG_PLACEHOLDER: &str = "{arg}";
+
+/// Splits an instance name of a template (`web@8080`) into the template's name
+/// (`web@`) and the argument (`8080`); `None` for any other name.
+pub fn template_of(name: &str) -> Option<(&str, &str)> {
+    let at = name.find('@')?;
+    let (base, arg) = (&name[..=at], &name[at + 1..]);
+    (!arg.is_empty()).then_some((base, arg))
+}
+
 /// Longest accepted unit name, in bytes (names are ASCII).
 pub const MAX_UNIT_NAME_LEN: usize = 128;
 
@@ -361,6 +372,47 @@ impl Unit {
     /// with [`valid_unit_name`] first.
     pub fn transient(name: &str, command: Vec<String>) -> Unit {
         Unit::with_defaults(name, PathBuf::new(), UnitKind::Task, command)
+    }
+
+    /// Whether this unit is a template (its file is `NAME@.toml`): never started itself,
+    /// but as instance units `NAME@ARG`.
+    pub fn is_template(&self) -> bool {
+        self.name.ends_with('@')
+    }
+
+    /// The instance unit `NAME@ARG` of this template: `{arg}` replaced by `arg` in
+    /// `command`, `env` values, `working_dir`, `env_file`, `after` and `requires`.
+    pub fn instantiate(&self, arg: &str) -> Result<Unit, String> {
+        let name = format!("{}{arg}", self.name);
+        if !self.is_template() {
+            return Err(format!("`{}` is not a template (NAME@.toml)", self.name));
+        }
+        if arg.contains('@') || !valid_unit_name(&name) {
+            return Err(format!(
+                "invalid template argument `{arg}` for `{}`: {UNIT_NAME_RULES}, and one `@` at most",
+                self.name
+            ));
+        }
+        let put = |s: &str| s.replace(ARG_PLACEHOLDER, arg);
+        let mut unit = self.clone();
+        unit.name = name;
+        unit.command = self.command.iter().map(|a| put(a)).collect();
+        unit.env = self.env.iter().map(|(k, v)| (k.clone(), put(v))).collect();
+        unit.working_dir = self
+            .working_dir
+            .as_ref()
+            .map(|d| PathBuf::from(put(&d.to_string_lossy())));
+        unit.env_files = self
+            .env_files
+            .iter()
+            .map(|f| crate::EnvFile {
+                path: PathBuf::from(put(&f.path.to_string_lossy())),
+                optional: f.optional,
+            })
+            .collect();
+        unit.after = self.after.iter().map(|d| put(d)).collect();
+        unit.requires = self.requires.iter().map(|d| put(d)).collect();
+        Ok(unit)
     }
 
     /// The argv for instance `instance`, with every `{instance}` replaced by

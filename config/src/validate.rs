@@ -266,6 +266,12 @@ fn report_unknown<'n>(
     sink.push(at, format!("unknown unit `{name}` in `{key}`{hint}"));
 }
 
+/// Whether `dep` names an instance of a template that exists (`web@8080`, or
+/// `web@{arg}` written in a template).
+fn template_known(dep: &str, units: &BTreeMap<String, Unit>) -> bool {
+    crate::template_of(dep).is_some_and(|(base, _)| units.contains_key(base))
+}
+
 /// Checks `after`/`requires` references and reports dependency cycles.
 fn check_dependencies(
     units: &BTreeMap<String, Unit>,
@@ -285,7 +291,12 @@ fn check_dependencies(
                         at,
                         format!("unit `{name}` cannot depend on itself (in `{key}`)"),
                     );
-                } else if !units.contains_key(dep) {
+                } else if dep.ends_with('@') {
+                    sink.push(
+                        at,
+                        format!("`{dep}` is a template: depend on one of its instances, e.g. `{dep}main` (or `{dep}{{arg}}` in a template)"),
+                    );
+                } else if !units.contains_key(dep) && !template_known(dep, units) {
                     report_unknown(sink, at, dep, key, units.keys());
                 }
             }

@@ -64,6 +64,11 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
         )]
         .into(),
         access: None,
+        enable: [(
+            "web@".to_string(),
+            vec!["8080".to_string(), "8081".to_string()],
+        )]
+        .into(),
     };
     assert_eq!(config, want);
 }

@@ -413,3 +413,52 @@ fn load_units_dir_empty_and_missing() {
         "{text}"
     );
 }
+
+#[test]
+fn templates_are_instantiated_with_their_argument() {
+    let files = vec![
+        (
+            PathBuf::from("u/web@.toml"),
+            "command = [\"web\", \"--port\", \"{arg}\"]\nworking_dir = \"/srv/{arg}\"\nenv = { PORT = \"{arg}\" }\nenv_file = \"-/etc/web/{arg}.env\"\nrequires = [\"db@{arg}\"]\n".to_owned(),
+        ),
+        (PathBuf::from("u/db@.toml"), "command = [\"db\", \"{arg}\"]\n".to_owned()),
+        (PathBuf::from("u/app.toml"), "command = [\"app\"]\nafter = [\"web@8080\"]\n".to_owned()),
+    ];
+    let units = load_units(&files).unwrap();
+    let web = &units["web@"];
+    assert!(web.is_template() && !units["app"].is_template());
+    let inst = web.instantiate("8080").unwrap();
+    assert_eq!(inst.name, "web@8080");
+    assert_eq!(inst.argv_for(0), ["web", "--port", "8080"]);
+    assert_eq!(inst.working_dir.as_deref(), Some(Path::new("/srv/8080")));
+    assert_eq!(inst.env["PORT"], "8080");
+    assert_eq!(inst.env_files[0].path, Path::new("/etc/web/8080.env"));
+    assert_eq!(inst.requires, ["db@8080"]);
+    assert!(web.instantiate("a@b").is_err());
+    assert!(web.instantiate("a/b").is_err());
+    assert_eq!(
+        corral_config::template_of("web@8080"),
+        Some(("web@", "8080"))
+    );
+    assert_eq!(corral_config::template_of("web@"), None);
+    // A dependency on a template itself, or on an instance of no template, is an error.
+    let files = vec![
+        (
+            PathBuf::from("u/web@.toml"),
+            "command = [\"web\"]\n".to_owned(),
+        ),
+        (
+            PathBuf::from("u/a.toml"),
+            "command = [\"a\"]\nafter = [\"web@\", \"api@1\"]\n".to_owned(),
+        ),
+    ];
+    let errors = load_units(&files).unwrap_err().to_string();
+    assert!(
+        errors.contains("u/a.toml:2:10: `web@` is a template"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("u/a.toml:2:18: unknown unit `api@1`"),
+        "{errors}"
+    );
+}

@@ -120,6 +120,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         socket: settings.socket.clone(),
         shutdown_timeout: settings.shutdown_timeout,
         daemon_grace: settings.daemon_grace,
+        enable: settings.enable.clone(),
     };
     // One process thread starts processes and reaps for everyone; each event goes to its owner.
     let (sup_tx, sup_rx) = tokio::sync::mpsc::unbounded_channel();

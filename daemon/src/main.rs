@@ -140,6 +140,20 @@ fn print_bytes(bytes: &[u8]) -> ExitCode {
 fn check(settings: &Settings) -> ExitCode {
     match corral_config::load_units_dir(&settings.units_dir) {
         Ok(units) => {
+            let missing: Vec<&String> = settings
+                .enable
+                .keys()
+                .filter(|t| !units.contains_key(*t))
+                .collect();
+            if !missing.is_empty() {
+                for t in &missing {
+                    eprintln!(
+                        "[enable] names `{t}`, but {} has no template {t}.toml",
+                        settings.units_dir.display()
+                    );
+                }
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: {} unit(s) OK",
                 settings.units_dir.display(),

@@ -39,6 +39,8 @@ pub struct Settings {
     pub queues: std::collections::BTreeMap<String, Option<usize>>,
     /// The `[access]` table, if any.
     pub access: Option<corral_config::AccessConfig>,
+    /// Template instances to start with corrald (`[enable]`).
+    pub enable: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -163,6 +165,7 @@ impl Settings {
                 .map(|(name, q)| (name.clone(), q.maxsize))
                 .collect(),
             access: file.access.clone(),
+            enable: file.enable.clone(),
         })
     }
 

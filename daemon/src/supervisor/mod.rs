@@ -120,6 +120,8 @@ pub struct SupervisorConfig {
     pub shutdown_timeout: Duration,
     /// Stop timeout used for `daemon = true` units at shutdown.
     pub daemon_grace: Duration,
+    /// Template instances started with the autostart units (`[enable]`).
+    pub enable: BTreeMap<String, Vec<String>>,
 }
 
 /// Handle used by the rest of corrald to talk to the supervisor.
@@ -232,6 +234,8 @@ struct UnitEntry {
     pending: Option<Pending>,
     /// When the unit last settled (for pruning finished transient units).
     settled_at: Option<Instant>,
+    /// For an instance unit of a template (`web@8080`): the template's name (`web@`).
+    template: Option<String>,
 }
 
 impl UnitEntry {
@@ -249,6 +253,7 @@ impl UnitEntry {
             instances,
             pending: None,
             settled_at: None,
+            template: None,
         }
     }
 
@@ -324,6 +329,9 @@ pub struct Supervisor {
     tx: mpsc::UnboundedSender<Msg>,
     /// One per unit with a `schedule` or `every`.
     timers: BTreeMap<String, schedule::Timer>,
+    /// Templates (`NAME@.toml`) by name (`NAME@`): never units themselves, but the
+    /// definition of their instance units, made at their first start.
+    templates: BTreeMap<String, Arc<Unit>>,
 }
 
 impl Supervisor {
@@ -337,11 +345,17 @@ impl Supervisor {
         (tx, mut rx): (mpsc::UnboundedSender<Msg>, mpsc::UnboundedReceiver<Msg>),
     ) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
         let next_run_id = store.max_run_id().await + 1;
+        let (templates, units): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            units.into_iter().partition(|(_, u)| u.is_template());
         let mut sup = Supervisor {
             config,
             units: units
                 .into_values()
                 .map(|u| (u.name.clone(), UnitEntry::new(Arc::new(u), false)))
+                .collect(),
+            templates: templates
+                .into_iter()
+                .map(|(name, u)| (name, Arc::new(u)))
                 .collect(),
             by_pid: HashMap::new(),
             tokens: HashMap::new(),
@@ -476,12 +490,23 @@ impl Supervisor {
     }
 
     fn start_autostart(&mut self) {
-        let names: Vec<String> = self
+        let mut names: Vec<String> = self
             .units
             .values()
             .filter(|e| e.unit.autostart && e.unit.kind != UnitKind::Pool)
             .map(|e| e.unit.name.clone())
             .collect();
+        for (template, args) in &self.config.enable {
+            if !self.templates.contains_key(template) {
+                let detail = format!(
+                    "[enable] names `{template}`, but the units directory has no template {template}.toml"
+                );
+                tracing::error!("{detail}");
+                self.event_global("enable_failed", detail);
+                continue;
+            }
+            names.extend(args.iter().map(|arg| format!("{template}{arg}")));
+        }
         if let Err(e) = self.start_units(&names) {
             tracing::error!("autostart: {e}");
         }
@@ -647,6 +672,33 @@ impl Supervisor {
         }
     }
 
+    /// Makes the instance unit `name` (`web@8080`) of its template if it does not exist
+    /// yet; nothing for other names.
+    fn instantiate(&mut self, name: &str) -> Result<(), ErrorBody> {
+        if self.units.contains_key(name) {
+            return Ok(());
+        }
+        let Some((base, arg)) = corral_config::template_of(name) else {
+            return Ok(());
+        };
+        let Some(template) = self.templates.get(base) else {
+            return Ok(());
+        };
+        let unit = template
+            .instantiate(arg)
+            .map_err(|m| ErrorBody::new(ErrorCode::BadRequest, m))?;
+        let mut entry = UnitEntry::new(Arc::new(unit), false);
+        entry.template = Some(base.to_owned());
+        self.units.insert(name.to_owned(), entry);
+        self.event(
+            name,
+            None,
+            "instantiated",
+            format!("from the template {base}"),
+        );
+        Ok(())
+    }
+
     fn status(&self, unit: Option<&str>) -> Result<StatusResult, ErrorBody> {
         let units = match unit {
             Some(name) => vec![
@@ -687,6 +739,17 @@ impl Supervisor {
 
     /// Starts the named units and, recursively, what they require. Returns every unit acted on.
     fn start_units(&mut self, names: &[String]) -> Result<Vec<String>, ErrorBody> {
+        if let Some(t) = names.iter().find(|n| self.templates.contains_key(*n)) {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "`{t}` is a template: start one of its instances, e.g. `corralctl start {t}main` ({{arg}} becomes `main`)"
+                ),
+            ));
+        }
+        for name in names {
+            self.instantiate(name)?;
+        }
         self.check_known(names)?;
         if let Some(pool) = names
             .iter()
@@ -705,6 +768,8 @@ impl Supervisor {
             if !closure.insert(name.clone()) {
                 continue;
             }
+            // A required instance of a template is made when it is first needed.
+            self.instantiate(&name)?;
             if let Some(entry) = self.units.get(&name) {
                 todo.extend(entry.unit.requires.iter().cloned());
             }
@@ -1134,10 +1199,13 @@ impl Supervisor {
             changed: Vec::new(),
             unchanged: Vec::new(),
         };
+        let (templates, new): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            new.into_iter().partition(|(_, u)| u.is_template());
+        self.reload_templates(templates, &mut result);
         let old: Vec<String> = self
             .units
             .iter()
-            .filter(|(_, e)| !e.transient)
+            .filter(|(_, e)| !e.transient && e.template.is_none())
             .map(|(n, _)| n.clone())
             .collect();
         for name in old.iter().filter(|n| !new.contains_key(*n)) {
@@ -1179,6 +1247,55 @@ impl Supervisor {
             tracing::error!("reload: {e}");
         }
         result
+    }
+
+    /// Reload of the templates: the instance units of a removed template are stopped and
+    /// removed, those of a changed one are made again from it (and restarted if they
+    /// were running).
+    fn reload_templates(&mut self, new: BTreeMap<String, Unit>, result: &mut ReloadResult) {
+        for name in self.templates.keys() {
+            if !new.contains_key(name) {
+                result.removed.push(name.clone());
+            }
+        }
+        for (name, t) in &new {
+            match self.templates.get(name) {
+                None => result.added.push(name.clone()),
+                Some(old) if **old == *t => result.unchanged.push(name.clone()),
+                Some(_) => result.changed.push(name.clone()),
+            }
+        }
+        self.templates = new.into_iter().map(|(n, u)| (n, Arc::new(u))).collect();
+        let instances: Vec<(String, String)> = self
+            .units
+            .iter()
+            .filter_map(|(n, e)| Some((n.clone(), e.template.clone()?)))
+            .collect();
+        for (name, base) in instances {
+            let remade = corral_config::template_of(&name)
+                .zip(self.templates.get(&base))
+                .and_then(|((_, arg), t)| t.instantiate(arg).ok());
+            let entry = self.units.get_mut(&name).expect("listed");
+            match remade {
+                None => {
+                    entry.pending = Some(Pending::Remove);
+                    self.stop_unit(&name, None, "reload");
+                    result.removed.push(name);
+                }
+                Some(unit) if unit == *entry.unit => result.unchanged.push(name),
+                Some(unit) => {
+                    let was_active = !entry.settled();
+                    entry.pending = Some(Pending::Replace {
+                        unit: Arc::new(unit),
+                        start: was_active,
+                    });
+                    if was_active {
+                        self.stop_unit(&name, None, "reload");
+                    }
+                    result.changed.push(name);
+                }
+            }
+        }
     }
 
     fn run(&mut self, mut unit: Unit) -> Result<String, ErrorBody> {
@@ -1764,6 +1881,7 @@ impl Supervisor {
                 }
                 Some(Pending::Replace { unit, start }) => {
                     let mut fresh = UnitEntry::new(unit, false);
+                    fresh.template = entry.template.take();
                     // Keep the history of instances that still exist.
                     for (old, new) in entry.instances.drain(..).zip(fresh.instances.iter_mut()) {
                         new.last_exit = old.last_exit;

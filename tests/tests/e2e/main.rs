@@ -17,3 +17,4 @@ mod reload;
 mod schedules;
 mod scripts;
 mod supervise;
+mod templates;
