@@ -60,6 +60,9 @@ pub struct DaemonConfig {
     /// Template instances started with corrald (`[enable]`: `"web@" = ["8080", "8081"]`).
     #[serde(default, deserialize_with = "enable_table")]
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
+    /// Each instance in a cgroup of its own where a writable cgroup v2 hierarchy exists
+    /// (default true); false keeps to process groups.
+    pub cgroups: Option<bool>,
 }
 
 /// The `[access]` table: who may do what. Principals are `"*"` (anyone),

@@ -69,6 +69,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             vec!["8080".to_string(), "8081".to_string()],
         )]
         .into(),
+        cgroups: Some(true),
     };
     assert_eq!(config, want);
 }

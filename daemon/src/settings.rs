@@ -41,6 +41,8 @@ pub struct Settings {
     pub access: Option<corral_config::AccessConfig>,
     /// Template instances to start with corrald (`[enable]`).
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
+    /// Whether instances get cgroups of their own where the kernel allows.
+    pub cgroups: bool,
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -166,6 +168,7 @@ impl Settings {
                 .collect(),
             access: file.access.clone(),
             enable: file.enable.clone(),
+            cgroups: file.cgroups.unwrap_or(true),
         })
     }
 

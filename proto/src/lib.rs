@@ -987,6 +987,10 @@ impl std::fmt::Display for ExitStatus {
 pub struct StatusResult {
     /// Units in name order.
     pub units: Vec<UnitStatus>,
+    /// How corrald tracks and stops instances: in cgroups of their own (where a
+    /// writable cgroup v2 hierarchy exists) or by process group, with the reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub supervision: String,
 }
 
 /// Result of [`Op::Timers`].
@@ -1054,6 +1058,13 @@ pub struct InstanceStatus {
     /// Why the instance is in this state (e.g. the exec error of a failed start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// CPU time used by everything in the instance's cgroup (µs), in cgroup mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_usec: Option<u64>,
+    /// Memory charged to the instance's cgroup (bytes), where a memory controller
+    /// accounts for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_bytes: Option<u64>,
 }
 
 /// Result of [`Op::Start`], [`Op::Stop`] and [`Op::Restart`].

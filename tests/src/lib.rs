@@ -270,6 +270,13 @@ impl Default for TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        self.stop_for_drop();
+        self.remove_cgroups();
+    }
+}
+
+impl TestDaemon {
+    fn stop_for_drop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -286,6 +293,35 @@ impl Drop for TestDaemon {
         std::thread::sleep(Duration::from_millis(500));
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// The cgroups this test's corrald made (listed in its state directory's `cgroups`
+    /// file): whatever is still in them is killed (`cgroup.kill`) and they are removed,
+    /// so that a test leaves nothing behind on the machine, even after a `kill -9`.
+    fn remove_cgroups(&self) {
+        let Ok(listing) = std::fs::read_to_string(self.state_dir().join("cgroups")) else {
+            return;
+        };
+        for base in listing.lines().map(PathBuf::from) {
+            let leaves: Vec<PathBuf> = std::fs::read_dir(&base)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for leaf in leaves.iter().chain(std::iter::once(&base)) {
+                let _ = std::fs::write(leaf.join("cgroup.kill"), "1");
+                let start = Instant::now();
+                while std::fs::remove_dir(leaf).is_err()
+                    && leaf.exists()
+                    && start.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
     }
 }
 

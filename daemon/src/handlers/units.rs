@@ -26,6 +26,7 @@ pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
         if let Some(job) = jobs.iter().find(|j| &j.name == name) {
             return ok(corral_proto::StatusResult {
                 units: vec![job.clone()],
+                supervision: String::new(),
             });
         }
     }

@@ -3,6 +3,7 @@
 
 mod access;
 mod browser;
+mod cgroups;
 mod cli;
 mod examples;
 mod faults;
