@@ -27,8 +27,14 @@ pub struct Settings {
     pub daemon_grace: Duration,
     /// Largest request frame accepted.
     pub max_frame_bytes: usize,
-    /// Most simultaneous socket connections.
+    /// Most simultaneous socket connections (root and corrald's own user: a few more).
     pub max_connections: usize,
+    /// Most simultaneous socket connections of one user other than root.
+    pub max_connections_per_user: usize,
+    /// A connection holding nothing is closed after this long without a request.
+    pub idle_timeout: Option<Duration>,
+    /// Most bytes of replies one connection may leave unread.
+    pub max_unread_bytes: usize,
     /// Mode of the socket file.
     pub socket_mode: u32,
     /// Group given the socket file (members may use corral).
@@ -155,6 +161,14 @@ impl Settings {
                 .max_frame_bytes
                 .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
             max_connections: file.max_connections.unwrap_or(1024),
+            max_connections_per_user: file.max_connections_per_user.unwrap_or(256),
+            idle_timeout: Some(file.idle_timeout.unwrap_or(Duration::from_secs(600)))
+                .filter(|t| !t.is_zero()),
+            // One reply of the largest size must fit.
+            max_unread_bytes: file
+                .max_unread_bytes
+                .unwrap_or(16 << 20)
+                .max(corral_proto::MAX_REPLY_BYTES),
             socket_mode: file.socket_mode.unwrap_or(0o660),
             socket_group: file
                 .socket_group

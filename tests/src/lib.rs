@@ -325,6 +325,83 @@ impl TestDaemon {
     }
 }
 
+/// A system user for a test (made with `useradd`, so the test must run as root),
+/// removed on drop.
+pub struct TestUser {
+    /// Its login name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// A new user, or `None` when not root or `useradd` is missing (the test then skips).
+    pub fn create() -> Option<TestUser> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "corral-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                &name,
+            ])
+            .status()
+            .ok()?;
+        if !made.success() {
+            return None;
+        }
+        let user = nix::unistd::User::from_name(&name).ok()??;
+        Some(TestUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
+    /// A command that runs `program` as this user (through `setpriv`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--reuid",
+                &self.uid.to_string(),
+                "--regid",
+                &self.gid.to_string(),
+                "--clear-groups",
+            ])
+            .arg(program)
+            .current_dir("/");
+        command
+    }
+
+    /// Runs corralctl as this user.
+    pub fn ctl(&self, d: &TestDaemon, args: &[&str]) -> Output {
+        self.command(bin("corralctl"))
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args)
+            .output()
+            .expect("setpriv")
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
 /// A raw line-oriented connection to corrald.
 pub struct RawConn {
     /// Write side.

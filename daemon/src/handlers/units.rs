@@ -343,6 +343,19 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
             )));
         }
     }
+    // The rule unit files follow, so a name that no unit could set is refused here too.
+    for (key, value) in &env {
+        if let Some(problem) = corral_config::env_name_problem(key) {
+            return Err(bad(format!(
+                "environment variable names {problem}: `{key}`"
+            )));
+        }
+        if value.contains('\0') {
+            return Err(bad(format!(
+                "environment variable `{key}`: values must not contain NUL bytes"
+            )));
+        }
+    }
     let mut unit = Unit::transient(name.as_deref().unwrap_or(""), command);
     unit.env = env;
     unit.daemon = daemon;

@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 
 use corral_proto::{
-    ErrorBody, ErrorCode, Op, QueueGetResult, QueueInfo, QueueListResult, QueuePutResult,
-    RemovedResult,
+    ErrorBody, ErrorCode, MAX_GET_BYTES, Op, QueueGetResult, QueueInfo, QueueListResult,
+    QueuePutResult, RemovedResult,
 };
 
 use super::{Cx, ItemChange, Outcome, Primitives, ReplyFn, WaitKind, check_name, ok, timeout_of};
@@ -257,7 +257,18 @@ impl Primitives {
 
     fn take_items(&mut self, name: &str, count: usize, cx: &mut Cx<'_>) -> Outcome {
         let q = self.queues.get_mut(name).expect("queue exists");
-        let n = count.min(q.items.len());
+        // One reply stays small: a large `count` gets the items that fit in
+        // MAX_GET_BYTES (always at least one); the client asks again for the rest.
+        let mut bytes = 0;
+        let n = q
+            .items
+            .iter()
+            .take(count)
+            .take_while(|(_, text)| {
+                bytes += text.len();
+                bytes == text.len() || bytes <= MAX_GET_BYTES
+            })
+            .count();
         let mut items = Vec::with_capacity(n);
         let mut last = 0;
         for (seq, text) in q.items.drain(..n) {

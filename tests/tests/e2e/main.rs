@@ -2,6 +2,7 @@
 //! One test binary (faster to link); one module per area.
 
 mod access;
+mod bounds;
 mod browser;
 mod cgroups;
 mod cli;
