@@ -120,6 +120,11 @@ pub struct NameRule {
 pub struct QueueConfig {
     /// Capacity: a `put` on a full queue waits or fails with `full`. Absent: unbounded.
     pub maxsize: Option<usize>,
+    /// Deliveries by acknowledged gets after which an item returned unacked goes to the
+    /// dead-letter queue. Absent: redelivered forever.
+    pub max_deliveries: Option<u32>,
+    /// The dead-letter queue. Absent: `NAME.dead`.
+    pub dead_letter: Option<String>,
 }
 
 /// The `[http]` table of `corral.toml`.

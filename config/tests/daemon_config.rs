@@ -63,6 +63,8 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             "jobs".to_string(),
             corral_config::QueueConfig {
                 maxsize: Some(1000),
+                max_deliveries: Some(5),
+                dead_letter: Some("jobs.failed".into()),
             },
         )]
         .into(),

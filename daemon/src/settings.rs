@@ -41,8 +41,8 @@ pub struct Settings {
     pub socket_group: Option<String>,
     /// Largest queue item, bytes of JSON.
     pub max_item_bytes: usize,
-    /// Queues declared in `corral.toml`, with their capacity.
-    pub queues: std::collections::BTreeMap<String, Option<usize>>,
+    /// Queues declared in `corral.toml`, with their settings.
+    pub queues: std::collections::BTreeMap<String, corral_config::QueueConfig>,
     /// The `[access]` table, if any.
     pub access: Option<corral_config::AccessConfig>,
     /// Template instances to start with corrald (`[enable]`).
@@ -148,6 +148,17 @@ impl Settings {
                 );
             }
         }
+        for (name, q) in &file.queues {
+            crate::primitives::check_name("queue", name)
+                .and_then(|()| {
+                    crate::primitives::check_dead_letter(
+                        name,
+                        q.max_deliveries,
+                        q.dead_letter.as_deref(),
+                    )
+                })
+                .map_err(|e| anyhow::anyhow!("[queues.{name}] in corral.toml: {}", e.message))?;
+        }
         Ok(Settings {
             units_dir: pick(&flags.units_dir, &file.units_dir, d.units_dir),
             socket: pick(&flags.socket, &file.socket, d.socket),
@@ -175,11 +186,7 @@ impl Settings {
                 .clone()
                 .or_else(|| default_socket_group(flags.user_mode)),
             max_item_bytes: file.max_item_bytes.unwrap_or(256 * 1024),
-            queues: file
-                .queues
-                .iter()
-                .map(|(name, q)| (name.clone(), q.maxsize))
-                .collect(),
+            queues: file.queues.clone(),
             access: file.access.clone(),
             enable: file.enable.clone(),
             cgroups: file.cgroups.unwrap_or(true),

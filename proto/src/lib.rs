@@ -182,13 +182,22 @@ pub enum Op {
         wait: bool,
     },
 
-    /// Create a queue, or change its capacity. Result: [`QueueInfo`].
+    /// Create a queue, or change its settings (each one left out is reset to its
+    /// default). Result: [`QueueInfo`].
     QueueDeclare {
         /// Queue name.
         queue: String,
-        /// Capacity; `None` for unbounded.
+        /// Capacity (waiting plus in-flight items); `None` for unbounded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         maxsize: Option<usize>,
+        /// An item delivered this many times by acknowledged gets and returned unacked
+        /// once more goes to the dead-letter queue instead of back to this one. `None`:
+        /// redelivered forever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_deliveries: Option<u32>,
+        /// The dead-letter queue; `None`: `NAME.dead`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dead_letter: Option<String>,
     },
     /// Append an item (any JSON value); answered once it is durable. On a full queue,
     /// waits for room (up to `timeout_ms`; forever if absent) or, with `block: false`,
@@ -207,7 +216,11 @@ pub enum Op {
     },
     /// Take up to `count` items (at least one), oldest first, as many as fit in
     /// [`MAX_GET_BYTES`] (always at least one); the items are removed in the transaction
-    /// committed before this reply. On an empty queue, waits (up to
+    /// committed before this reply (at most once). With `ack`, they are instead leased (at
+    /// least once): they stay stored, their delivery count is raised in that transaction,
+    /// and they are removed by [`Op::QueueAck`]; a lease that is nacked, passes
+    /// `visibility_ms`, or whose connection closes (unless `detach`) puts its item back at
+    /// the head of the queue. On an empty queue, waits (up to
     /// `timeout_ms`; forever if absent) or, with `block: false`, fails at once with
     /// `empty`. Result: [`QueueGetResult`].
     QueueGet {
@@ -222,6 +235,34 @@ pub enum Op {
         /// Wait at all.
         #[serde(default = "yes")]
         block: bool,
+        /// Lease the items (acknowledged delivery) instead of removing them.
+        #[serde(default, skip_serializing_if = "is_false")]
+        ack: bool,
+        /// With `ack`: how long the lease lasts ([`DEFAULT_VISIBILITY_MS`] if absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visibility_ms: Option<u64>,
+        /// With `ack`: the lease outlives this connection (only the visibility timeout,
+        /// an ack or a nack ends it), so another connection may ack it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        detach: bool,
+    },
+    /// Remove leased items for good (their processing is done). Result: [`QueueAckResult`].
+    /// A lease that is no longer held (acked, nacked, expired, or from before a restart
+    /// of corrald) is `not_held`, and nothing changes.
+    QueueAck {
+        /// Queue name.
+        queue: String,
+        /// Lease ids from [`QueueGetResult::leases`].
+        ids: Vec<u64>,
+    },
+    /// Put leased items back at the head of the queue now, for another delivery (or to
+    /// the dead-letter queue past `max_deliveries`). Result: [`QueueAckResult`]; a lease
+    /// no longer held is `not_held`.
+    QueueNack {
+        /// Queue name.
+        queue: String,
+        /// Lease ids from [`QueueGetResult::leases`].
+        ids: Vec<u64>,
     },
     /// Number of items. An unknown queue is empty: 0. Result: [`QueueInfo`].
     QueueLen {
@@ -437,6 +478,8 @@ impl Op {
             Op::QueueDeclare { .. }
                 | Op::QueuePut { .. }
                 | Op::QueueGet { .. }
+                | Op::QueueAck { .. }
+                | Op::QueueNack { .. }
                 | Op::QueueLen { .. }
                 | Op::QueueList {}
                 | Op::QueuePurge { .. }
@@ -466,6 +509,10 @@ fn yes() -> bool {
 
 fn one() -> usize {
     1
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a shutdown would do, in order. Steps with the same `order` happen together.
@@ -606,6 +653,30 @@ pub struct QueuePutResult {
 pub struct QueueGetResult {
     /// The items, oldest first.
     pub items: Vec<Value>,
+    /// With `ack`: the lease of each item, in the same order as `items`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<Lease>,
+}
+
+/// How long a lease of an acknowledged get lasts unless the get says otherwise.
+pub const DEFAULT_VISIBILITY_MS: u64 = 30_000;
+
+/// The lease on one item handed out by an acknowledged get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Names the lease in [`Op::QueueAck`] and [`Op::QueueNack`]; never reused, also
+    /// across restarts of corrald.
+    pub id: u64,
+    /// How many times the item has been delivered by acknowledged gets, this one
+    /// included: 2 or more means an earlier consumer did not ack it.
+    pub deliveries: u32,
+}
+
+/// Result of [`Op::QueueAck`] and [`Op::QueueNack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueAckResult {
+    /// Leases ended (every id given).
+    pub count: usize,
 }
 
 /// One queue, as in [`Op::QueueList`], [`Op::QueueLen`] and [`Op::QueueDeclare`].
@@ -615,12 +686,21 @@ pub struct QueueInfo {
     pub queue: String,
     /// Items waiting.
     pub depth: usize,
+    /// Items handed out by acknowledged gets and not yet acked (still stored).
+    #[serde(default)]
+    pub in_flight: usize,
     /// Capacity, if bounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxsize: Option<usize>,
+    /// Deliveries after which an unacked item goes to `dead_letter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u32>,
+    /// The dead-letter queue (set with `max_deliveries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
     /// Items ever put.
     pub put_total: u64,
-    /// Items ever taken.
+    /// Items ever taken (by a plain get, or acked).
     pub got_total: u64,
     /// Clients blocked in `get`.
     pub waiting_getters: usize,

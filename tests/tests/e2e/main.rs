@@ -2,6 +2,7 @@
 //! One test binary (faster to link); one module per area.
 
 mod access;
+mod acked;
 mod bounds;
 mod browser;
 mod cgroups;
