@@ -11,7 +11,7 @@
 //!   that long (a slow body, a client that stopped reading a response) is dropped.
 //!
 //! When `accept` fails for lack of descriptors the loop backs off instead of spinning,
-//! leaving what is left to supervision.
+//! leaving what is left to supervision (see [`crate::fds`]).
 
 use std::io;
 use std::pin::Pin;

@@ -544,3 +544,39 @@ fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     let wal = std::fs::metadata(d.state_dir().join("state.db-wal")).map_or(0, |m| m.len());
     assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
 }
+
+#[test]
+fn out_of_descriptors_a_crash_loop_is_retried_and_not_failed_for_good() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "crashy",
+        "command = [\"sh\", \"-c\", \"echo crash; exit 1\"]\nrestart = \"always\"\nrestart_delay = \"50ms\"\nrestart_delay_max = \"200ms\"\nstart_limit_burst = 100000\nstart_limit_interval = \"1s\"\n",
+    );
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start_with_nofile(64);
+    let svc = d.wait_state("svc", "running").instances[0].pid;
+    // Clients take every descriptor corrald has (max_connections is far above 64): the
+    // crash loop spends the reserve on its log file, then its starts fail for lack of
+    // descriptors.
+    let flood: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(d.socket()).unwrap())
+        .collect();
+    wait_for("a start to fail for lack of descriptors", || {
+        d.stderr()
+            .contains("out of file descriptors: cannot open")
+            .then_some(())
+    });
+    // Before that, the reserve opened log files that could not have been opened otherwise.
+    assert!(d.stderr().contains("using the reserve"), "{}", d.stderr());
+    drop(flood);
+    // Once descriptors are back, the unit is restarted by its policy: never `failed`.
+    let restarts = d.status("crashy").instances[0].restarts;
+    wait_for("crashy to be restarted again", || {
+        let s = d.status("crashy");
+        let i = &s.instances[0];
+        assert_ne!(i.state.as_str(), "failed", "{:?}", i.reason);
+        (i.restarts > restarts + 2).then_some(())
+    });
+    assert_eq!(d.status("svc").instances[0].pid, svc);
+    assert!(d.log("crashy", 0).contains("crash"));
+}
