@@ -580,3 +580,66 @@ fn out_of_descriptors_a_crash_loop_is_retried_and_not_failed_for_good() {
     assert_eq!(d.status("svc").instances[0].pid, svc);
     assert!(d.log("crashy", 0).contains("crash"));
 }
+
+#[test]
+fn out_of_descriptors_root_still_gets_a_connection_from_the_reserve() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to run the clients as another user");
+        return;
+    }
+    let mut d = TestDaemon::new();
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, "socket_mode = \"0666\"\n").unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start_with_nofile(64);
+    d.wait_state("svc", "running");
+    // Another user's clients, each waiting on a queue, hold every descriptor.
+    struct Clients(Vec<std::process::Child>);
+    impl Drop for Clients {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let clients = Clients(
+        (0..80)
+            .map(|i| {
+                std::process::Command::new(corral_tests::bin("corralctl"))
+                    .arg("--socket")
+                    .arg(d.socket())
+                    .args(["queue", "get", &format!("wait{i}")])
+                    .uid(65534)
+                    .gid(65534)
+                    .current_dir("/")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let pid = d.pid();
+    wait_for("corrald to run out of descriptors", || {
+        (open_fds(pid) >= 64).then_some(())
+    });
+    // Root is let in from the reserve, and sees the service running.
+    let out = d.ctl_ok(&["status"]);
+    assert!(out.contains("svc") && out.contains("running"), "{out}");
+    assert!(
+        d.stderr().contains("let in from the reserve"),
+        "{}",
+        d.stderr()
+    );
+    drop(clients);
+    wait_for("descriptors to come back", || {
+        (open_fds(pid) < 32).then_some(())
+    });
+    d.ctl_ok(&["status"]);
+}
