@@ -139,6 +139,17 @@ pub struct HttpConfig {
     pub allow_remote: Option<bool>,
     /// Bearer token required by the HTTP API.
     pub token: Option<String>,
+    /// Most simultaneous HTTP connections; past it a new connection is answered 503 and
+    /// closed.
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers (from the connection's
+    /// start, or from the end of the previous response), as a duration string.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub header_timeout: Option<Duration>,
+    /// How long a connection may move no bytes either way before it is closed, as a
+    /// duration string (the event stream sends a keep-alive every 15 s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Reads and parses the main config file at `path`.
@@ -148,8 +159,7 @@ pub struct HttpConfig {
 /// An unreadable file (reported without a position), or what
 /// [`parse_daemon_config`] reports.
 pub fn load_daemon_config(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ConfigError::whole_file(path, format!("cannot read config file: {err}")))?;
+    let text = crate::validate::read_config_file(path, "config file")?;
     parse_daemon_config(path, &text)
 }
 

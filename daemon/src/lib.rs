@@ -9,6 +9,7 @@
 //! - [`settings`]: flags over `corral.toml` over defaults.
 
 pub mod access;
+pub mod fds;
 pub mod handlers;
 pub mod http;
 pub mod lifecycle;
@@ -90,6 +91,8 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
+    // Held back from the start, before any client can take them (see `fds`).
+    fds::refill();
     let units = corral_config::load_units_dir(&settings.units_dir).map_err(|errors| {
         anyhow::anyhow!(
             "{} error(s) in the unit files of {}:\n{errors}",

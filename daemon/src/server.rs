@@ -221,9 +221,19 @@ pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: Cancellati
     let tracker = TaskTracker::new();
     let admission = Arc::new(Admission::new(&ctx.settings));
     loop {
-        let stream = tokio::select! {
+        let (stream, reserved) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    crate::fds::refill();
+                    (stream, false)
+                }
+                Err(e) if crate::fds::is_exhaustion(&e) => match accept_from_reserve(&listener) {
+                    Some(stream) => (stream, true),
+                    None => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
                 Err(e) => {
                     tracing::warn!("accept: {e}");
                     // Out of fds or similar: back off instead of spinning.
@@ -241,6 +251,9 @@ pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: Cancellati
                 tracker.spawn(async move {
                     serve_connection(stream, ctx, shutdown).await;
                     drop(ticket);
+                    if reserved {
+                        RESERVE_CONN.store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
                 });
             }
             Verdict::Refuse(reason, ticket) => {
@@ -254,6 +267,41 @@ pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: Cancellati
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Whether a connection let in from the descriptor reserve is open.
+static RESERVE_CONN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Out of descriptors: one reserved descriptor (see `fds`) lets root, or corrald's own
+/// user, in to see what is going on; anyone else is told and closed, giving it back.
+fn accept_from_reserve(listener: &UnixListener) -> Option<UnixStream> {
+    use futures_util::FutureExt as _;
+    // One such connection at a time: the rest of the reserve is for restarting instances.
+    if RESERVE_CONN.load(std::sync::atomic::Ordering::SeqCst) || !crate::fds::release_one() {
+        return None;
+    }
+    // A connection is waiting (that accept failed), so this does not block.
+    let (stream, _) = listener.accept().now_or_never()?.ok()?;
+    let uid = stream.peer_cred().ok()?.uid();
+    if uid == 0 || uid == nix::unistd::Uid::effective().as_raw() {
+        tracing::warn!(
+            "out of file descriptors: a connection of uid {uid} let in from the reserve"
+        );
+        RESERVE_CONN.store(true, std::sync::atomic::Ordering::SeqCst);
+        return Some(stream);
+    }
+    let frame = Response::err(
+        0,
+        ErrorBody::new(
+            ErrorCode::Busy,
+            "corrald is out of file descriptors; try again later",
+        ),
+    )
+    .to_frame();
+    let _ = stream.try_write(&frame);
+    drop(stream);
+    crate::fds::refill();
+    None
 }
 
 /// Who may open another connection: the connection limits, and the counts they apply to.

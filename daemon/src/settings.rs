@@ -21,6 +21,8 @@ pub struct Settings {
     pub http: Option<SocketAddr>,
     /// Bearer token for the HTTP API's state-changing endpoints (none: read-only).
     pub http_token: Option<String>,
+    /// Limits of the HTTP server (`[http]` max_connections, header_timeout, idle_timeout).
+    pub http_limits: HttpLimits,
     /// How long running tasks are waited for at shutdown.
     pub shutdown_timeout: Duration,
     /// Stop timeout for `daemon = true` units at shutdown.
@@ -49,6 +51,34 @@ pub struct Settings {
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
     /// Whether instances get cgroups of their own where the kernel allows.
     pub cgroups: bool,
+}
+
+/// What one HTTP client may hold: a connection slot, for a bounded time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most simultaneous connections (default 512).
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (default 10 s).
+    pub header_timeout: Duration,
+    /// Longest time with no bytes moved either way (default 60 s).
+    pub idle_timeout: Duration,
+}
+
+impl HttpLimits {
+    fn resolve(file: &corral_config::HttpConfig) -> anyhow::Result<HttpLimits> {
+        let limits = HttpLimits {
+            max_connections: file.max_connections.unwrap_or(512),
+            header_timeout: file.header_timeout.unwrap_or(Duration::from_secs(10)),
+            idle_timeout: file.idle_timeout.unwrap_or(Duration::from_secs(60)),
+        };
+        if limits.max_connections == 0 {
+            anyhow::bail!("http.max_connections must be at least 1 (or set http.enabled = false)");
+        }
+        if limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
+            anyhow::bail!("http.header_timeout and http.idle_timeout must be longer than 0s");
+        }
+        Ok(limits)
+    }
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -166,6 +196,7 @@ impl Settings {
             state_dir,
             http,
             http_token: file.http.token.clone().filter(|t| !t.is_empty()),
+            http_limits: HttpLimits::resolve(&file.http)?,
             shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             daemon_grace: file.daemon_grace.unwrap_or(Duration::from_secs(1)),
             max_frame_bytes: file

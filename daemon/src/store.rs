@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
@@ -500,27 +500,42 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 /// steady the load. (A checkpoint on another thread never catches up while writes go on:
 /// measured here, 1 GB of WAL in 25 s under 8 busy clients.) Checkpointing often keeps
 /// each one small: a few pages and an fsync.
+///
+/// Every [`Checkpoints::EVERY_COMMITS`] commits, every [`Checkpoints::EVERY`], and as soon
+/// as the WAL passes [`Checkpoints::MAX_WAL_BYTES`]: a burst of large items would otherwise
+/// write hundreds of megabytes within one second (and refill a disk just freed).
 struct Checkpoints {
     commits: u32,
     last: Instant,
+    wal: PathBuf,
 }
 
 impl Checkpoints {
     const EVERY_COMMITS: u32 = 1000;
     const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    /// The WAL size past which the next batch is followed by a checkpoint.
+    const MAX_WAL_BYTES: u64 = 4 * 1024 * 1024;
 
-    fn new() -> Checkpoints {
+    fn new(db: &Path) -> Checkpoints {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
         Checkpoints {
             commits: 0,
             last: Instant::now(),
+            wal: wal.into(),
         }
     }
 
     fn after_batch(&mut self, conn: &Connection, wrote: bool, path: &Path) {
         self.commits += u32::from(wrote);
-        if self.commits == 0
-            || (self.commits < Self::EVERY_COMMITS && self.last.elapsed() < Self::EVERY)
-        {
+        if self.commits == 0 {
+            return;
+        }
+        let due = self.commits >= Self::EVERY_COMMITS
+            || self.last.elapsed() >= Self::EVERY
+            // One stat per batch that wrote: next to its commit, nothing.
+            || (wrote && std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > Self::MAX_WAL_BYTES));
+        if !due {
             return;
         }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -538,7 +553,7 @@ async fn serve(
     mut prims: Primitives,
 ) {
     let mut batch = Vec::new();
-    let mut checkpoints = Checkpoints::new();
+    let mut checkpoints = Checkpoints::new(&path);
     let mut totals = LazyTotals::default();
     loop {
         // Sleep until a command arrives, the next waiter times out, or queue totals are due.
@@ -560,10 +575,15 @@ async fn serve(
             return;
         }
         batch.extend(first);
-        // Group commit: take whatever else is already waiting, up to a bound.
-        while batch.len() < 1024 {
+        // Group commit: take whatever else is already waiting, up to a bound in commands
+        // and in item bytes (so one commit cannot write a disk's worth of WAL).
+        let mut bytes = batch.iter().map(item_bytes).sum::<usize>();
+        while batch.len() < 1024 && bytes < MAX_BATCH_ITEM_BYTES {
             match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
+                Ok(cmd) => {
+                    bytes += item_bytes(&cmd);
+                    batch.push(cmd);
+                }
                 Err(_) => break,
             }
         }
@@ -572,6 +592,37 @@ async fn serve(
         // cross-thread hand-off on the way to the reply.
         let wrote = run_batch(&mut conn, &mut prims, &mut batch, &path, &mut totals);
         checkpoints.after_batch(&conn, wrote, &path);
+    }
+}
+
+/// Item bytes one batch takes at most (past the first command): with the WAL's size
+/// checkpoint, what bounds the WAL however large the burst.
+const MAX_BATCH_ITEM_BYTES: usize = 4 * 1024 * 1024;
+
+/// About how many bytes a command's queue item adds to the WAL (its JSON's length).
+fn item_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::Primitive {
+            op: Op::QueuePut { value, .. },
+            ..
+        } => json_len(value),
+        _ => 0,
+    }
+}
+
+/// About the length of `value` as JSON, without serializing it.
+fn json_len(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|v| json_len(v) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_len(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -1035,6 +1086,13 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         Ok((r.get::<_, String>(0)?, q))
     })?;
     snapshot.queues = rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+    // The rows' totals lag (see `LazyTotals`); the items do not. Every put takes the next
+    // position, so the puts missing from a row are the positions past its `next_seq`.
+    let row_next: HashMap<String, i64> = snapshot
+        .queues
+        .iter()
+        .map(|(name, q)| (name.clone(), q.next_seq))
+        .collect();
     let mut stmt = conn.prepare_cached(
         "SELECT queue, seq, value, deliveries FROM queue_items ORDER BY queue, seq",
     )?;
@@ -1054,6 +1112,10 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             value: row.get(2)?,
             deliveries: row.get(3)?,
         });
+    }
+    for (name, q) in &mut snapshot.queues {
+        let stored_next = row_next.get(name).copied().unwrap_or(1);
+        q.put_total += u64::try_from(q.next_seq - stored_next).unwrap_or(0);
     }
     let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
     snapshot.counters = stmt

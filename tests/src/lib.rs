@@ -164,6 +164,25 @@ impl TestDaemon {
         self
     }
 
+    /// Like [`TestDaemon::start`], with corrald's descriptor limit (soft and hard) set to
+    /// `nofile`, so that tests can run it out of descriptors with few connections.
+    pub fn start_with_nofile(&mut self, nofile: u64) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        self.start_with(move |cmd| {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        nofile,
+                        nofile,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        })
+    }
+
     /// corrald's pid.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32

@@ -1017,6 +1017,7 @@ impl Supervisor {
                 self.next_run_id += 1;
                 inst.pid = Some(spawned.pid);
                 inst.started = Some(Instant::now());
+                inst.reason = None; // a start that failed for lack of descriptors, say
                 inst.run_id = Some(run_id);
                 self.by_pid.insert(spawned.pid, (name.clone(), index));
                 self.store.run_started(RunStart {
@@ -1045,6 +1046,36 @@ impl Supervisor {
                         format!("pid {}", spawned.pid),
                     );
                 }
+            }
+            Err(reason)
+                if inst.state != InstanceState::Stopping
+                    && self.shutdown.is_none()
+                    && unit.restart != RestartPolicy::No
+                    && crate::fds::names_exhaustion(&reason) =>
+            {
+                // Not the unit's fault: retried with backoff for as long as descriptors
+                // are short, and not counted against its start limit.
+                inst.recent_starts.pop_back();
+                let delay = backoff(
+                    unit.restart_delay,
+                    unit.restart_delay_max,
+                    inst.consecutive_failures,
+                );
+                inst.consecutive_failures = inst.consecutive_failures.saturating_add(1);
+                inst.state = InstanceState::Backoff;
+                inst.generation += 1;
+                let generation = inst.generation;
+                let reason = format!("out of file descriptors: {reason}; retrying in {delay:?}");
+                inst.reason = Some(reason.clone());
+                self.event(&name, Some(index), "spawn_failed", reason);
+                self.after(
+                    delay,
+                    Msg::RestartDue {
+                        unit: name,
+                        instance: index,
+                        generation,
+                    },
+                );
             }
             Err(reason) => {
                 let was_stopping = inst.state == InstanceState::Stopping;
