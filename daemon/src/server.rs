@@ -427,9 +427,10 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
     };
     let mut frames = FrameReader::new(read, ctx.settings.max_frame_bytes);
     let mut half_closed = false;
+    let mut idle = false;
     let mut ending = Ending::Gone;
     loop {
-        let idle = async {
+        let idle_timer = async {
             match idle_timeout {
                 Some(t) => tokio::time::sleep(t).await,
                 None => std::future::pending().await,
@@ -438,9 +439,9 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
         // `FrameReader::next` is cancel-safe: the idle timer may interrupt it.
         let frame = tokio::select! {
             frame = frames.next() => frame,
-            () = idle => {
+            () = idle_timer => {
                 if replies.is_idle() && !ctx.store.holds(conn.id()).await {
-                    tracing::debug!("closing an idle control connection (idle_timeout)");
+                    idle = true;
                     break;
                 }
                 continue;
@@ -495,6 +496,10 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
         writer.abort();
     }
     let _ = writer.await;
+    drop(frames);
+    if idle {
+        tracing::debug!("closed an idle control connection (idle_timeout)");
+    }
 }
 
 /// Resolves when the client has closed its side of the connection entirely (not just
