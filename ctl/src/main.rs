@@ -31,7 +31,7 @@ struct Cli {
 
 macro_rules! exit_codes {
     () => {
-        "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 cannot reach corrald."
+        "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 cannot reach corrald (not running, or `busy` at a connection limit)."
     };
 }
 

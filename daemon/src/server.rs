@@ -9,8 +9,8 @@
 //! - **Connections**: at most `max_connections` in all and `max_connections_per_user`
 //!   per uid ([`Admission`]); root and corrald's own user may open [`PRIVILEGED_RESERVE`]
 //!   more, so an administrator always gets in. A refused client gets a `busy` error
-//!   that reaches it even if it wrote first ([`refuse`]).
-//! - **Replies**: one connection has at most [`MAX_IN_FLIGHT`] replies outstanding and
+//!   that reaches it even if it wrote first (`refuse`).
+//! - **Replies**: one connection has at most `MAX_IN_FLIGHT` (1,024) replies outstanding and
 //!   `max_unread_bytes` of them unread ([`Replies`], [`Room`]). Past either, the reader
 //!   stops reading that connection's requests. A connection is dropped when its client
 //!   has read nothing for `idle_timeout` while replies wait, or when a reply would pass
@@ -97,7 +97,7 @@ impl Replies {
     }
 
     /// Reserves room for one reply of up to `bytes` bytes, waiting while the connection
-    /// has [`MAX_IN_FLIGHT`] replies outstanding or its unread budget is spent.
+    /// has `MAX_IN_FLIGHT` replies outstanding or its unread budget is spent.
     pub async fn room(&self, bytes: usize) -> Option<Room> {
         let wanted = u32::try_from(bytes.clamp(1, self.budget)).unwrap_or(u32::MAX);
         let reserve = async {
@@ -262,7 +262,10 @@ pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: Cancellati
                     drop(ticket);
                 });
             }
-            Verdict::Close => drop(stream),
+            // Told without waiting: a client that reads first still learns why.
+            Verdict::Close(reason) => {
+                let _ = stream.try_write(&busy_frame(reason));
+            }
         }
     }
     tracker.close();
@@ -325,8 +328,9 @@ enum Verdict {
     Admit(Ticket),
     /// Answer `busy` with this reason, then close.
     Refuse(String, Ticket),
-    /// Close it at once (too many refusals in progress already).
-    Close,
+    /// Write `busy` with this reason if the socket takes it at once, and close (too
+    /// many refusals in progress already to wait for each client).
+    Close(String),
 }
 
 /// Counts one connection (served or being refused) until dropped.
@@ -384,7 +388,7 @@ impl Admission {
             return Verdict::Admit(self.ticket(Counted::Served(Some(key))));
         };
         if counts.refusing >= MAX_REFUSING {
-            return Verdict::Close;
+            return Verdict::Close(reason);
         }
         counts.refusing += 1;
         Verdict::Refuse(reason, self.ticket(Counted::Refused))
@@ -428,7 +432,7 @@ impl Drop for Ticket {
 /// discard) what the client sends until it closes or [`REFUSAL_DRAIN`] passes, and
 /// only then close.
 async fn refuse(mut stream: UnixStream, reason: String) {
-    let frame = Response::err(0, ErrorBody::new(ErrorCode::Busy, reason)).to_frame();
+    let frame = busy_frame(reason);
     let answer = async {
         stream.write_all(&frame).await?;
         stream.shutdown().await?;
@@ -437,6 +441,10 @@ async fn refuse(mut stream: UnixStream, reason: String) {
         std::io::Result::Ok(())
     };
     let _ = tokio::time::timeout(REFUSAL_DRAIN, answer).await;
+}
+
+fn busy_frame(reason: String) -> Vec<u8> {
+    Response::err(0, ErrorBody::new(ErrorCode::Busy, reason)).to_frame()
 }
 
 /// How a connection's reader ended.
@@ -467,9 +475,10 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
     };
     let mut frames = FrameReader::new(read, ctx.settings.max_frame_bytes);
     let mut half_closed = false;
+    let mut idle = false;
     let mut ending = Ending::Gone;
     loop {
-        let idle = async {
+        let idle_timer = async {
             match idle_timeout {
                 Some(t) => tokio::time::sleep(t).await,
                 None => std::future::pending().await,
@@ -478,9 +487,9 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
         // `FrameReader::next` is cancel-safe: the idle timer may interrupt it.
         let frame = tokio::select! {
             frame = frames.next() => frame,
-            () = idle => {
+            () = idle_timer => {
                 if replies.is_idle() && !ctx.store.holds(conn.id()).await {
-                    tracing::debug!("closing an idle control connection (idle_timeout)");
+                    idle = true;
                     break;
                 }
                 continue;
@@ -535,6 +544,10 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
         writer.abort();
     }
     let _ = writer.await;
+    drop(frames);
+    if idle {
+        tracing::debug!("closed an idle control connection (idle_timeout)");
+    }
 }
 
 /// Resolves when the client has closed its side of the connection entirely (not just

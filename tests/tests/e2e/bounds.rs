@@ -144,13 +144,17 @@ impl Drop for Peer {
 
 /// A daemon whose socket anyone may open, with `config` in its corral.toml.
 fn open_daemon(config: &str) -> TestDaemon {
+    open_daemon_with(config, |_| {})
+}
+
+fn open_daemon_with(config: &str, adjust: impl FnOnce(&mut std::process::Command)) -> TestDaemon {
     use std::os::unix::fs::PermissionsExt;
     let mut d = TestDaemon::new();
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = d.path("corral.toml");
     std::fs::write(&path, format!("socket_mode = \"0666\"\n{config}")).unwrap();
     d.extra_args = vec!["--config".into(), path.display().to_string()];
-    d.start();
+    d.start_with(adjust);
     d
 }
 
@@ -352,4 +356,44 @@ fn a_client_that_reads_no_big_replies_is_paused_then_dropped_and_corrald_stays_s
     // The whole array still reads, in slices, through corralctl.
     let all = d.ctl_ok(&["array", "get", "big"]);
     assert_eq!(all.split_whitespace().count(), 1_048_576);
+}
+
+#[test]
+fn a_large_queue_get_count_is_answered_in_bounded_pieces() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let item = "x".repeat(200_000);
+    for id in 1..=8 {
+        let put = serde_json::json!({"id": id, "op": "queue_put", "queue": "q", "value": item});
+        assert!(c.roundtrip(&put.to_string()).get("result").is_some());
+    }
+    // 1 MiB of items per reply: five of these (200,002 bytes of JSON each), then the rest.
+    let first = c.roundtrip(r#"{"id":20,"op":"queue_get","queue":"q","count":1000}"#);
+    assert_eq!(
+        first["result"]["items"].as_array().unwrap().len(),
+        5,
+        "{}",
+        first["error"]
+    );
+    let rest = c.roundtrip(r#"{"id":21,"op":"queue_get","queue":"q","count":1000}"#);
+    assert_eq!(rest["result"]["items"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn the_rust_client_reconnects_after_an_idle_close() {
+    let d = open_daemon_with("idle_timeout = \"1s\"\n", |c| {
+        c.env("CORRAL_LOG", "info,corral_daemon::server=debug");
+    });
+    let client = d.client();
+    client.status(None).unwrap();
+    wait_for("corrald to close the idle connection", || {
+        d.stderr()
+            .contains("closed an idle control connection")
+            .then_some(())
+    });
+    let status = client
+        .status(None)
+        .expect("a new connection, transparently");
+    assert!(status.units.is_empty());
 }
