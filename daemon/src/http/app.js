@@ -118,7 +118,11 @@
     svg.setAttribute("height", H);
     svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", title);
-    var t1 = opts.now, t0 = t1 - opts.window_ms;
+    // The x axis spans the history there is (at least a minute), up to the whole window.
+    var first = opts.now;
+    lines.forEach(function (l) { if (l.points.length && l.points[0][0] < first) first = l.points[0][0]; });
+    var span = Math.min(opts.window_ms, Math.max(60000, opts.now - first));
+    var t1 = opts.now, t0 = t1 - span;
     var max = opts.max || 0;
     lines.forEach(function (l) { l.points.forEach(function (p) { if (p[1] > max) max = p[1]; }); });
     if (max <= 0) max = 1;
@@ -135,7 +139,7 @@
       add("line", { x1: PAD_L, x2: W - 4, y1: y(max * f), y2: y(max * f), "class": "grid" });
       add("text", { x: PAD_L - 4, y: y(max * f) + 4, "text-anchor": "end", "class": "axis" }, fmt(max * f, opts.unit));
     });
-    add("text", { x: PAD_L, y: H - 3, "class": "axis" }, "-" + Math.round(opts.window_ms / 60000) + "m");
+    add("text", { x: PAD_L, y: H - 3, "class": "axis" }, "-" + (span >= 120000 ? Math.round(span / 60000) + "m" : Math.round(span / 1000) + "s"));
     add("text", { x: W - 4, y: H - 3, "text-anchor": "end", "class": "axis" }, "now");
     lines.forEach(function (l) {
       if (l.points.length === 0) return;
