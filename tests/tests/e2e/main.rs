@@ -18,3 +18,4 @@ mod schedules;
 mod scripts;
 mod supervise;
 mod templates;
+mod top;
