@@ -138,14 +138,16 @@ fn top_refreshes_live_in_a_terminal_and_q_quits() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let screen = wait_for("top drawing web running", || {
-        let s = tmux.screen();
-        row(&s, "web")?.contains(&"running").then_some(s)
-    });
-    assert!(screen.contains("q quit"), "{screen}");
-    assert!(
-        row(&screen, "jobs").is_some_and(|r| r[1] == "3"),
-        "{screen}"
+    // A frame may be captured half drawn: wait for a whole one.
+    wait_for(
+        "top drawing web running, the queue at 3 and its footer",
+        || {
+            let s = tmux.screen();
+            (row(&s, "web")?.contains(&"running")
+                && row(&s, "jobs")?[1] == "3"
+                && s.contains("q quit"))
+            .then_some(())
+        },
     );
     // A change shows without touching the terminal: the refresh redraws it.
     d.ctl_ok(&["stop", "web"]);
