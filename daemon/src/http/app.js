@@ -163,6 +163,32 @@
     box.appendChild(legend);
     return box;
   }
+  // A copy of part of /api/history kept current with since_ms, so each refresh moves only
+  // the points that are new (a unit with hundreds of instances stays cheap to watch).
+  function Cache(query) {
+    var series = {}, last = null, window_ms = 600000;
+    this.refresh = function () {
+      var url = "/api/history?" + query + (last === null ? "" : "&since_ms=" + last);
+      return getJSON(url).then(function (h) {
+        window_ms = h.window_ms;
+        (h.series || []).forEach(function (s) {
+          var key = [s.kind, s.name, s.instance, s.metric].join("\u0000");
+          var have = series[key] || (series[key] = { name: s.name, instance: s.instance, metric: s.metric, points: [] });
+          s.points.forEach(function (p) {
+            have.points.push(p);
+            if (last === null || p[0] > last) last = p[0];
+          });
+        });
+        var oldest = (last || 0) - window_ms;
+        Object.keys(series).forEach(function (k) {
+          var pts = series[k].points;
+          while (pts.length && pts[0][0] < oldest) pts.shift();
+          if (pts.length === 0) delete series[k];
+        });
+        return { window_ms: window_ms, series: Object.keys(series).map(function (k) { return series[k]; }) };
+      });
+    };
+  }
   // Groups series by name (and instance): {name: {metric: points}}.
   function group(history) {
     var out = {};
@@ -182,8 +208,9 @@
     var section = document.getElementById("charts");
     if (section) section.hidden = !any;
   }
+  var queueHistory = new Cache("kind=queue"), poolHistory = new Cache("kind=pool");
   function dashboardCharts() {
-    return Promise.all([getJSON("/api/history?kind=queue"), getJSON("/api/history?kind=pool")])
+    return Promise.all([queueHistory.refresh(), poolHistory.refresh()])
       .then(function (r) {
         var now = Date.now();
         var q = group(r[0]), p = group(r[1]);
@@ -212,11 +239,18 @@
         showCharts(qc.length + pc.length > 0);
       });
   }
+  var MAX_INSTANCE_CHARTS = 12;
+  var instanceHistory = null;
   function unitCharts(unit) {
-    return getJSON("/api/history?kind=instance&name=" + encodeURIComponent(unit)).then(function (h) {
+    instanceHistory = instanceHistory || new Cache("kind=instance&name=" + encodeURIComponent(unit));
+    return instanceHistory.refresh().then(function (h) {
       var now = Date.now();
       var g = group(h);
-      var charts = Object.keys(g).sort().map(function (key) {
+      var keys = Object.keys(g).sort(function (a, b) { return g[a].instance - g[b].instance; });
+      var note = document.getElementById("charts-note");
+      if (note) note.textContent = keys.length > MAX_INSTANCE_CHARTS
+        ? "the first " + MAX_INSTANCE_CHARTS + " of " + keys.length + " instances" : "";
+      var charts = keys.slice(0, MAX_INSTANCE_CHARTS).map(function (key) {
         var s = g[key];
         var pair = el("div", { "class": "pair" });
         pair.appendChild(chart("cpu-" + s.instance, "instance " + s.instance + ": CPU", [

@@ -428,7 +428,8 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
         &rows,
     ));
     body.push_str(
-        "<section id=\"charts\" hidden><h2>CPU and memory, last 10 minutes</h2>\
+        "<section id=\"charts\" hidden><h2>CPU and memory, last 10 minutes \
+         <span id=\"charts-note\" class=\"muted\"></span></h2>\
          <div id=\"instance-charts\" class=\"charts\"></div></section>",
     );
     body.push_str("</section><section><h2>Definition</h2><pre id=\"config\">");
