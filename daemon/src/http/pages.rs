@@ -159,7 +159,7 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
         u8::from(controls)
     );
     body.push_str(
-        "<section id=\"charts\" hidden><h2>Last 10 minutes</h2>\
+        "<section id=\"charts\" hidden><h2>Over the last minutes</h2>\
          <div id=\"queue-charts\" class=\"charts\"></div>\
          <div id=\"pool-charts\" class=\"charts\"></div></section>",
     );
@@ -428,7 +428,7 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
         &rows,
     ));
     body.push_str(
-        "<section id=\"charts\" hidden><h2>CPU and memory, last 10 minutes \
+        "<section id=\"charts\" hidden><h2>CPU and memory over the last minutes \
          <span id=\"charts-note\" class=\"muted\"></span></h2>\
          <div id=\"instance-charts\" class=\"charts\"></div></section>",
     );
