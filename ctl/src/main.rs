@@ -7,6 +7,7 @@ mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use corral_client::{Client, Error};
@@ -177,6 +178,21 @@ enum Command {
     /// Parallel maps of a command over many inputs, results in input order (like Pool.map).
     #[command(subcommand, after_help = EXIT_CODES)]
     Pool(PoolCommand),
+    /// A live view of units, queues and pool jobs in the terminal; q quits.
+    ///
+    /// Refreshes every --interval with the state of every unit's instances, each queue's
+    /// depth and put/get rates, and each pool job's progress and rate. Needs a terminal;
+    /// --once prints one frame as plain text and exits (for scripts, or over ssh without a
+    /// terminal).
+    #[command(after_help = EXIT_CODES)]
+    Top {
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
+        /// Time between refreshes (a duration: 1s, 500ms).
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+    },
     /// Print a shell completion script: `corralctl completions bash > /etc/bash_completion.d/corralctl`.
     Completions {
         /// The shell to complete for.
@@ -592,6 +608,7 @@ fn main() -> ExitCode {
         Command::Array(command) => array(&client, &out, command),
         Command::Lock(command) => lock(&client, &out, command),
         Command::Pool(command) => pool(&client, &out, command),
+        Command::Top { once, interval } => commands::top::top(&client, &out, once, interval),
         Command::Completions { .. } | Command::Man => unreachable!("answered before connecting"),
     };
     match result {
@@ -758,6 +775,15 @@ impl From<ArrayKindArg> for corral_client::ArrayKind {
 
 /// Checks across arguments that clap cannot express, before connecting, so that a usage
 /// error is reported as one (exit 2) whether or not corrald is running.
+/// `--interval`: a duration as in unit files, from 100ms to an hour.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_timeout(text)?.duration();
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!("{text}: the interval must be between 100ms and 1h"));
+    }
+    Ok(d)
+}
+
 fn check(command: &Command) -> Result<(), String> {
     match command {
         Command::Array(ArrayCommand::Create {

@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import weakref
+from typing import Any, Dict, Generator, Optional
 
 from .errors import CorralConnectionError, CorralError, error_from_reply
 
@@ -27,7 +28,7 @@ CLIENT_NAME = "corral-python"
 __all__ = ["socket_path", "Connection", "call", "stream", "PROTOCOL_VERSION"]
 
 
-def socket_path():
+def socket_path() -> str:
     """The socket a client uses when none is given.
 
     ``$CORRAL_SOCKET``, else ``/run/corral/corral.sock`` for root, else
@@ -69,7 +70,7 @@ class Connection:
     None), so a ``CORRAL_SOCKET`` set after the object was created still applies.
     """
 
-    def __init__(self, path=None):
+    def __init__(self, path: Optional[str] = None) -> None:
         self._path = path
         self._sock = None
         self._rfile = None
@@ -83,7 +84,7 @@ class Connection:
     # -- connecting ------------------------------------------------------------------
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         return self._sock is not None and self._pid == os.getpid()
 
     def _connect(self):
@@ -123,7 +124,7 @@ class Connection:
             self.close()
             raise
 
-    def close(self):
+    def close(self) -> None:
         """Closes the socket (a lock held through it is released by corrald)."""
         sock, rfile = self._sock, self._rfile
         self._sock = self._rfile = None
@@ -149,12 +150,14 @@ class Connection:
 
     # -- requests --------------------------------------------------------------------
 
-    def request(self, op, fields=None):
+    def request(self, op: str, fields: Optional[Dict[str, Any]] = None) -> Any:
         """Sends one request and returns its ``result`` (raises its ``error``)."""
         with self._lock:
             return self._with_reconnect(lambda: self._roundtrip(op, fields or {}))
 
-    def stream(self, op, fields=None):
+    def stream(
+        self, op: str, fields: Optional[Dict[str, Any]] = None
+    ) -> Generator[Any, None, Any]:
         """Sends one request; yields each ``event``, then returns the ``result``.
 
         Use as ``result = yield from conn.stream(...)``. The connection is closed if the
@@ -302,7 +305,7 @@ def _checkin(path, conn):
     conn.close()
 
 
-def call(op, socket=None, **fields):
+def call(op: str, socket: Optional[str] = None, **fields: Any) -> Any:
     """One request on a pooled connection; returns the result or raises the error."""
     path, conn = _checkout(socket)
     try:
@@ -320,7 +323,7 @@ def call(op, socket=None, **fields):
     return result
 
 
-def stream(op, socket=None, **fields):
+def stream(op: str, socket: Optional[str] = None, **fields: Any) -> Generator[Any, None, Any]:
     """A streamed request on a connection of its own: yields events, returns the result."""
     conn = Connection(socket)
     try:

@@ -28,6 +28,7 @@ A failed pool item raises :class:`PoolItemError` (index, input, exit, stderr).
 """
 
 import queue as _queue
+from typing import Any, Dict, Iterable, List, Optional
 
 __all__ = [
     "CorralError",
@@ -51,13 +52,15 @@ __all__ = [
 class CorralError(Exception):
     """An error reported by corrald (``code`` is the protocol's error code)."""
 
-    def __init__(self, message, code=None, details=()):
+    def __init__(
+        self, message: str, code: Optional[str] = None, details: Iterable[str] = ()
+    ) -> None:
         super().__init__(message)
-        self.message = message
-        self.code = code
-        self.details = list(details or ())
+        self.message: str = message
+        self.code: Optional[str] = code
+        self.details: List[str] = list(details or ())
 
-    def __str__(self):
+    def __str__(self) -> str:
         if not self.details:
             return self.message
         return self.message + "".join("\n  " + line for line in self.details)
@@ -66,9 +69,9 @@ class CorralError(Exception):
 class CorralConnectionError(CorralError, ConnectionError):
     """corrald cannot be reached (not running, wrong socket) or went away."""
 
-    def __init__(self, message, socket_path=None):
+    def __init__(self, message: str, socket_path: Optional[str] = None) -> None:
         super().__init__(message, "connection")
-        self.socket_path = socket_path
+        self.socket_path: Optional[str] = socket_path
 
 
 class CorralPermissionError(CorralError, PermissionError):
@@ -124,15 +127,15 @@ class PoolItemError(CorralError):
     died), ``job`` (the pool job id) and ``item`` (the whole result record).
     """
 
-    def __init__(self, item, job=None):
-        self.item = dict(item)
-        self.job = job
-        self.index = item.get("index")
-        self.input = item.get("input")
-        self.stdout = item.get("stdout", "")
-        self.stderr = item.get("stderr", "")
-        self.error = item.get("error")
-        self.exitcode = _exitcode(item.get("exit"))
+    def __init__(self, item: Dict[str, Any], job: Optional[int] = None) -> None:
+        self.item: Dict[str, Any] = dict(item)
+        self.job: Optional[int] = job
+        self.index: Optional[int] = item.get("index")
+        self.input: Optional[str] = item.get("input")
+        self.stdout: str = item.get("stdout", "")
+        self.stderr: str = item.get("stderr", "")
+        self.error: Optional[str] = item.get("error")
+        self.exitcode: Optional[int] = _exitcode(item.get("exit"))
         why = []
         if self.error:
             why.append(self.error)
@@ -186,7 +189,7 @@ _BY_CODE = {
 }
 
 
-def error_from_reply(error):
+def error_from_reply(error: Dict[str, Any]) -> CorralError:
     """The exception for an ``error`` object of a reply."""
     code = error.get("code")
     cls = _BY_CODE.get(code, CorralError)

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod pool;
 pub mod queue;
 pub mod system;
+pub mod top;
 pub mod units;
 
 use std::io::Write;

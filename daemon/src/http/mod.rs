@@ -5,9 +5,12 @@
 //! `http.token` is set; then state-changing endpoints exist and take POST with
 //! `Authorization: Bearer TOKEN` (no cookies, so no CSRF). Assets are embedded; the page
 //! loads nothing from the network and shows a correct snapshot with JavaScript off, then
-//! updates itself from `/api/events` (Server-Sent Events).
+//! updates itself from `/api/events` (Server-Sent Events). Its charts draw
+//! `/api/history` (a few minutes kept in memory by `history`); an instance's log page
+//! follows `/api/logs/NAME/N` (bounded reads of the file's end, then from an offset).
 
 mod accept;
+pub mod history;
 mod metrics;
 mod pages;
 
@@ -16,7 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
@@ -48,9 +53,18 @@ pub async fn serve(
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) {
+    let recorder: history::Shared = Arc::new(std::sync::Mutex::new(history::Recorder::new(
+        crate::store::now_ms(),
+    )));
+    tokio::spawn(history::run(
+        ctx.clone(),
+        recorder.clone(),
+        shutdown.clone(),
+    ));
     let mut app = axum::Router::new()
         .route("/", get(dashboard))
         .route("/units/{name}", get(unit_page))
+        .route("/units/{name}/{instance}/logs", get(log_page))
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript", pages::APP_JS) }),
@@ -82,7 +96,9 @@ pub async fn serve(
         )
         .route("/api/pools", get(api_pools))
         .route("/api/pools/{id}", get(api_pool))
-        .route("/api/events", get(api_events));
+        .route("/api/events", get(api_events))
+        .route("/api/history", get(api_history))
+        .route("/api/logs/{name}/{instance}", get(api_logs));
     if ctx.settings.http_token.is_some() {
         app = app
             .route("/api/units/{name}/{action}", post(post_unit))
@@ -91,6 +107,7 @@ pub async fn serve(
     let limits = ctx.settings.http_limits;
     let app = app
         .fallback(|| async { error(ErrorBody::new(ErrorCode::NotFound, "no such page")) })
+        .layer(Extension(recorder))
         .with_state(ctx);
     accept::serve(listener, app, limits, shutdown).await;
 }
@@ -346,12 +363,124 @@ fn tokio_stream_from(
 }
 
 async fn dashboard(State(ctx): Shared) -> Html<String> {
-    Html(pages::dashboard(&snapshot(&ctx).await))
+    let controls = ctx.settings.http_token.is_some();
+    Html(pages::dashboard(&snapshot(&ctx).await, controls))
 }
 
 async fn unit_page(State(ctx): Shared, Path(name): Path<String>) -> Response {
+    let controls = ctx.settings.http_token.is_some();
     match unit_detail(&ctx, &name).await {
-        Ok(detail) => Html(pages::unit(&name, &detail)).into_response(),
+        Ok(detail) => Html(pages::unit(&name, &detail, controls)).into_response(),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            Html(pages::not_found(&name, &e.message)),
+        )
+            .into_response(),
+    }
+}
+
+/// `/api/history?kind=&name=&instance=&since_ms=`: the charts' series.
+async fn api_history(
+    Extension(recorder): Extension<history::Shared>,
+    query: Result<Query<history::Query>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "bad query: use kind=queue|pool|instance, name=NAME, instance=N, since_ms=UNIX_MS",
+        ));
+    };
+    let value = recorder
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .query(&query);
+    Json(value).into_response()
+}
+
+/// Most bytes one `/api/logs` answer reads from a log file.
+pub const LOG_READ_MAX: usize = 64 * 1024;
+
+/// `?offset=N`: where the previous answer's `next` said to go on.
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    offset: Option<u64>,
+}
+
+/// The log file of one instance, path checked with the supervisor.
+async fn instance_log(
+    ctx: &Context,
+    name: &str,
+    instance: u32,
+) -> Result<std::path::PathBuf, ErrorBody> {
+    let paths = ctx
+        .supervisor
+        .ask(|r| Request::LogPaths(name.to_owned(), Some(instance), r))
+        .await?;
+    paths
+        .into_iter()
+        .find(|(n, _)| *n == instance)
+        .map(|(_, p)| p)
+        .ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("unit `{name}` has no instance {instance}"),
+            )
+        })
+}
+
+/// `/api/logs/NAME/N?offset=`: complete lines from `offset` (or the file's last
+/// `LOG_READ_MAX` bytes without one), and the `next` offset to ask for. A file shorter
+/// than `offset` (rotated) is read again from its end, with `reset: true`.
+async fn api_logs(
+    State(ctx): Shared,
+    Path((name, instance)): Path<(String, String)>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Response {
+    let Ok(instance) = instance.parse::<u32>() else {
+        return error(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("`{instance}` is not an instance number"),
+        ));
+    };
+    let Ok(Query(query)) = query else {
+        return error(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "bad query: offset must be a byte offset (the `next` of the previous answer)",
+        ));
+    };
+    let path = match instance_log(&ctx, &name, instance).await {
+        Ok(p) => p,
+        Err(e) => return error(e),
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        crate::supervisor::logs::read_chunk(&path, query.offset, LOG_READ_MAX)
+    })
+    .await;
+    match read {
+        Ok(Ok(c)) => Json(json!({
+            "unit": name, "instance": instance, "start": c.start, "next": c.next,
+            "size": c.size, "reset": c.reset, "more": c.next < c.size && !c.lines.is_empty(),
+            "lines": c.lines,
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(ErrorBody::new(
+            ErrorCode::Internal,
+            format!("cannot read the log of {name}.{instance}: {e}"),
+        )),
+        Err(e) => error(ErrorBody::new(ErrorCode::Internal, e.to_string())),
+    }
+}
+
+async fn log_page(State(ctx): Shared, Path((name, instance)): Path<(String, String)>) -> Response {
+    let found = match instance.parse::<u32>() {
+        Ok(n) => instance_log(&ctx, &name, n).await.map(|_| n),
+        Err(_) => Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("`{instance}` is not an instance number"),
+        )),
+    };
+    match found {
+        Ok(n) => Html(pages::log(&name, n)).into_response(),
         Err(e) => (
             StatusCode::NOT_FOUND,
             Html(pages::not_found(&name, &e.message)),

@@ -37,6 +37,32 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The token form, when corrald takes state-changing requests (`http.token` is set). The
+/// token stays in the page script's memory: never stored, never in a URL.
+fn token_form(controls: bool) -> &'static str {
+    if controls {
+        "<form id=\"token-form\" class=\"token\"><input type=\"password\" id=\"token\" \
+         placeholder=\"http.token\" autocomplete=\"off\" aria-label=\"token\">\
+         <button type=\"submit\">use token</button><span id=\"token-state\" class=\"muted\">\
+         read-only</span></form>"
+    } else {
+        ""
+    }
+}
+
+/// Buttons for a unit (disabled until a token is entered; the script enables them).
+fn unit_buttons(name: &str) -> String {
+    ["start", "stop", "restart"]
+        .iter()
+        .map(|a| {
+            format!(
+                "<button class=\"action\" data-unit=\"{}\" data-action=\"{a}\" disabled>{a}</button>",
+                esc(name)
+            )
+        })
+        .collect()
+}
+
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -134,14 +160,22 @@ fn mib(bytes: &Value) -> String {
 }
 
 /// The dashboard.
-pub fn dashboard(snap: &Value) -> String {
-    let mut body = String::from(
-        "<header><h1>corral</h1><span id=\"live\" class=\"muted\">snapshot</span></header><main>",
+pub fn dashboard(snap: &Value, controls: bool) -> String {
+    let mut body = format!(
+        "<header><h1>corral</h1><span id=\"live\" class=\"muted\">snapshot</span>{}</header>\
+         <main id=\"page\" data-page=\"dashboard\" data-controls=\"{}\">",
+        token_form(controls),
+        u8::from(controls)
+    );
+    body.push_str(
+        "<section id=\"charts\" hidden><h2>Over the last minutes</h2>\
+         <div id=\"queue-charts\" class=\"charts\"></div>\
+         <div id=\"pool-charts\" class=\"charts\"></div></section>",
     );
     let mut rows = Vec::new();
     for u in snap["status"]["units"].as_array().into_iter().flatten() {
         let name = s(&u["name"]);
-        for i in u["instances"].as_array().into_iter().flatten() {
+        for (n, i) in u["instances"].as_array().into_iter().flatten().enumerate() {
             let pid = i["pid"].as_u64().map(|p| p.to_string());
             let stats = pid.as_ref().map(|p| &snap["processes"][p]);
             let state = s(&i["state"]);
@@ -161,25 +195,34 @@ pub fn dashboard(snap: &Value) -> String {
                 cell(&stats.map_or("-".into(), |st| mib(&st["rss_bytes"]))),
                 cell(i["reason"].as_str().unwrap_or("")),
             ]);
+            if controls {
+                // One set of buttons per unit, on its first instance's row.
+                let buttons = if n == 0 {
+                    unit_buttons(&name)
+                } else {
+                    String::new()
+                };
+                rows.last_mut().expect("pushed").push(buttons);
+            }
         }
     }
     body.push_str("<section><h2>Units</h2>");
-    body.push_str(&table(
-        "units",
-        &[
-            "unit",
-            "instance",
-            "state",
-            "pid",
-            "uptime",
-            "restarts",
-            "last exit",
-            "cpu",
-            "rss",
-            "reason",
-        ],
-        &rows,
-    ));
+    let mut head = vec![
+        "unit",
+        "instance",
+        "state",
+        "pid",
+        "uptime",
+        "restarts",
+        "last exit",
+        "cpu",
+        "rss",
+        "reason",
+    ];
+    if controls {
+        head.push("actions");
+    }
+    body.push_str(&table("units", &head, &rows));
     body.push_str("</section>");
     // A section appears when there is something to show (the script shows it later if so).
     let section = |title: &str, id: &str, head: &[&str], rows: Vec<Vec<String>>| {
@@ -257,18 +300,22 @@ pub fn dashboard(snap: &Value) -> String {
             })
             .collect(),
     ));
+    let mut pool_head = vec![
+        "job", "name", "state", "progress", "ok", "failed", "running", "total", "items/s",
+    ];
+    if controls {
+        pool_head.push("actions");
+    }
     body.push_str(&section(
         "Pool jobs",
         "pools",
-        &[
-            "job", "name", "state", "progress", "ok", "failed", "running", "total", "items/s",
-        ],
+        &pool_head,
         list(&snap["pools"], "jobs")
             .iter()
             .map(|j| {
                 let total = j["total"].as_u64().unwrap_or(0).max(1);
                 let done = j["succeeded"].as_u64().unwrap_or(0) + j["failed"].as_u64().unwrap_or(0);
-                vec![
+                let mut row = vec![
                     cell(&s(&j["job"])),
                     cell(j["name"].as_str().unwrap_or("-")),
                     cell(&s(&j["state"])),
@@ -278,7 +325,18 @@ pub fn dashboard(snap: &Value) -> String {
                     cell(&s(&j["running"])),
                     cell(&s(&j["total"])),
                     cell(&job_rate(j)),
-                ]
+                ];
+                if controls {
+                    row.push(if j["state"] == "running" {
+                        format!(
+                            "<button class=\"cancel\" data-job=\"{}\" disabled>cancel</button>",
+                            esc(&s(&j["job"]))
+                        )
+                    } else {
+                        String::new()
+                    });
+                }
+                row
             })
             .collect(),
     ));
@@ -326,11 +384,21 @@ fn urlencode(text: &str) -> String {
 }
 
 /// One unit: its definition, instances, run history and last log lines.
-pub fn unit(name: &str, detail: &Value) -> String {
+pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
     let mut body = format!(
-        "<header><h1><a href=\"/\">corral</a> / {}</h1></header><main>",
-        esc(name)
+        "<header><h1><a href=\"/\">corral</a> / {0}</h1>{1}</header>\
+         <main id=\"page\" data-page=\"unit\" data-unit=\"{0}\" data-controls=\"{2}\">",
+        esc(name),
+        token_form(controls),
+        u8::from(controls)
     );
+    if controls {
+        let _ = write!(
+            body,
+            "<section><div class=\"actions\">{}</div></section>",
+            unit_buttons(name)
+        );
+    }
     let rows: Vec<Vec<String>> = detail["unit"]["instances"]
         .as_array()
         .into_iter()
@@ -345,6 +413,11 @@ pub fn unit(name: &str, detail: &Value) -> String {
                 cell(&s(&i["restarts"])),
                 cell(&exit_text(&i["last_exit"])),
                 cell(i["reason"].as_str().unwrap_or("")),
+                format!(
+                    "<a href=\"/units/{}/{}/logs\">follow</a>",
+                    esc(&urlencode(name)),
+                    esc(&s(&i["instance"]))
+                ),
             ]
         })
         .collect();
@@ -359,9 +432,15 @@ pub fn unit(name: &str, detail: &Value) -> String {
             "restarts",
             "last exit",
             "reason",
+            "log",
         ],
         &rows,
     ));
+    body.push_str(
+        "<section id=\"charts\" hidden><h2>CPU and memory over the last minutes \
+         <span id=\"charts-note\" class=\"muted\"></span></h2>\
+         <div id=\"instance-charts\" class=\"charts\"></div></section>",
+    );
     body.push_str("</section><section><h2>Definition</h2><pre id=\"config\">");
     body.push_str(&esc(
         &serde_json::to_string_pretty(&detail["config"]).unwrap_or_default()
@@ -411,6 +490,23 @@ pub fn unit(name: &str, detail: &Value) -> String {
     page(&format!("{name} · corral"), &body)
 }
 
+/// One instance's log, followed live by the page script from `/api/logs/NAME/N`.
+pub fn log(name: &str, instance: u32) -> String {
+    let body = format!(
+        "<header><h1><a href=\"/\">corral</a> / <a href=\"/units/{0}\">{1}</a> / {2} / log</h1>\
+         <label class=\"muted\"><input type=\"checkbox\" id=\"follow\" checked> follow</label>\
+         <span id=\"live\" class=\"muted\">loading</span></header>\
+         <main id=\"page\" data-page=\"log\" data-unit=\"{1}\" data-instance=\"{2}\">\
+         <pre id=\"log\" class=\"log follow\"></pre><noscript>This page follows the log with \
+         JavaScript; without it, read <a href=\"/api/logs/{0}/{2}\">/api/logs/{1}/{2}</a>.\
+         </noscript></main>",
+        esc(&urlencode(name)),
+        esc(name),
+        instance
+    );
+    page(&format!("{name}.{instance} log · corral"), &body)
+}
+
 /// The page for an unknown unit.
 pub fn not_found(name: &str, message: &str) -> String {
     page(
@@ -438,7 +534,7 @@ mod tests {
     #[test]
     fn unit_names_are_escaped_in_the_dashboard() {
         let snap = json!({"status": {"units": [{"name": "x<script>", "instances": [{"instance": 0, "state": "running", "restarts": 0}]}]}});
-        let html = dashboard(&snap);
+        let html = dashboard(&snap, true);
         assert!(!html.contains("x<script>"));
         assert!(html.contains("x&lt;script&gt;"));
     }

@@ -139,6 +139,78 @@ pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     Ok(lines[skip..].iter().map(|s| s.to_string()).collect())
 }
 
+/// A piece of a log file read by [`read_chunk`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Where the piece starts in the file.
+    pub start: u64,
+    /// Where the next read should start (after the last complete line returned).
+    pub next: u64,
+    /// The file's length when read.
+    pub size: u64,
+    /// The complete lines read (a line longer than the whole read is cut).
+    pub lines: Vec<String>,
+    /// The asked offset was past the file's end (it was rotated): reading began again.
+    pub reset: bool,
+}
+
+/// Reads at most `max` bytes of complete lines: from `offset`, or, without one (or when
+/// the file is now shorter than `offset`, as after a rotation), from the last `max`
+/// bytes' first line start. Memory used is bounded by `max` whatever the file's size; a
+/// missing file reads as empty.
+pub fn read_chunk(path: &Path, offset: Option<u64>, max: usize) -> io::Result<Chunk> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Chunk {
+                start: 0,
+                next: 0,
+                size: 0,
+                lines: Vec::new(),
+                reset: offset.is_some_and(|o| o > 0),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata()?.len();
+    let max = max.max(1) as u64;
+    let reset = offset.is_some_and(|o| o > size);
+    let (mut start, from_tail) = match offset {
+        Some(o) if o <= size => (o, false),
+        _ => (size.saturating_sub(max), size > max),
+    };
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.take(max).read_to_end(&mut buf)?;
+    if from_tail {
+        // Begin at a line's start, unless the piece is one line too long to show whole.
+        if let Some(nl) = buf.iter().position(|&b| b == b'\n')
+            && nl + 1 < buf.len()
+        {
+            buf.drain(..=nl);
+            start += nl as u64 + 1;
+        }
+    }
+    let end = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(nl) => nl + 1,
+        // No line end in a full read: a line longer than `max`, handed out in pieces.
+        None if buf.len() as u64 == max => buf.len(),
+        None => 0,
+    };
+    buf.truncate(end);
+    let lines = String::from_utf8_lossy(&buf)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    Ok(Chunk {
+        start,
+        next: start + end as u64,
+        size,
+        lines,
+        reset,
+    })
+}
+
 /// Follows a growing file, handing out complete lines. Notices truncation (rotation)
 /// and starts again from the beginning of the file.
 #[derive(Debug)]
@@ -213,6 +285,49 @@ mod tests {
         assert_eq!(last, vec!["line 49997", "line 49998", "line 49999"]);
         assert_eq!(tail_lines(&path, 60_000).unwrap().len(), 50_000);
         assert!(tail_lines(&dir.path().join("none"), 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn chunks_are_bounded_whole_lines_from_an_offset_or_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let text: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        fs::write(&path, &text).unwrap();
+        let size = text.len() as u64;
+        // From the end: at most 100 bytes, starting at a line's start.
+        let c = read_chunk(&path, None, 100).unwrap();
+        assert!(c.lines.len() > 5, "{c:?}");
+        assert_eq!(c.lines.last().unwrap(), "line 9999");
+        assert!(c.lines[0].starts_with("line "), "{c:?}");
+        assert_eq!((c.next, c.size, c.reset), (size, size, false));
+        assert!(size - c.start <= 100);
+        // From an offset: only whole lines, and the next read goes on where it stopped.
+        let c = read_chunk(&path, Some(0), 20).unwrap();
+        assert_eq!(c.lines, vec!["line 0", "line 1"]);
+        let c = read_chunk(&path, Some(c.next), 20).unwrap();
+        assert_eq!(c.lines, vec!["line 2", "line 3"]);
+        // Nothing new at the end; a half-written line waits for its end.
+        let c = read_chunk(&path, Some(size), 20).unwrap();
+        assert!(c.lines.is_empty() && c.next == size);
+        let mut w = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        write!(w, "half").unwrap();
+        assert!(read_chunk(&path, Some(size), 20).unwrap().lines.is_empty());
+        // Rotated (shorter than the offset): begins again from the end.
+        fs::write(&path, "new\n").unwrap();
+        let c = read_chunk(&path, Some(size), 20).unwrap();
+        assert_eq!(
+            (c.lines, c.reset, c.next),
+            (vec!["new".to_owned()], true, 4)
+        );
+        // A line longer than a read comes in pieces; a missing file is empty.
+        fs::write(&path, "x".repeat(50)).unwrap();
+        assert_eq!(read_chunk(&path, Some(0), 20).unwrap().next, 20);
+        assert!(
+            read_chunk(&dir.path().join("none"), None, 20)
+                .unwrap()
+                .lines
+                .is_empty()
+        );
     }
 
     #[test]

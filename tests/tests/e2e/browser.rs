@@ -1,4 +1,5 @@
-//! The dashboard in a real (headless) browser: units listed, a state change shown live.
+//! The dashboard in a real (headless) browser: a state change shown live, the charts, the
+//! controls with a token, an instance's log followed live.
 //!
 //! Needs Debian's `chromium` and `tests/browser/node_modules` (playwright-core); `scripts/test`
 //! installs both. Without them the test says so and passes vacuously — run scripts/test.
@@ -9,7 +10,7 @@ use std::process::Command;
 use corral_tests::{TestDaemon, bin, free_port};
 
 #[test]
-fn the_dashboard_shows_a_stop_without_a_reload() {
+fn the_dashboard_draws_charts_takes_controls_with_the_token_and_follows_a_log() {
     let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !PathBuf::from(&chromium).exists()
@@ -23,18 +24,26 @@ fn the_dashboard_shows_a_stop_without_a_reload() {
     let mut d = TestDaemon::new();
     let port = free_port();
     d.http = format!("127.0.0.1:{port}");
-    d.unit("web", r#"command = ["sleep", "1000"]"#)
-        .unit("other", r#"command = ["sleep", "1000"]"#);
+    let token = "browser-test-token";
+    let config = d.path("corral.toml");
+    std::fs::write(&config, format!("[http]\ntoken = \"{token}\"\n")).unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.unit("web", r#"command = ["sleep", "1000"]"#).unit(
+        "talker",
+        r#"command = ["sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.3; done"]"#,
+    );
     d.start();
     d.wait_state("web", "running");
-    let shot = d.path("dashboard.png");
+    d.wait_state("talker", "running");
+    let shots = d.path("shots");
+    std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))
         .arg(format!("http://127.0.0.1:{port}/"))
         .arg(bin("corralctl"))
         .arg(d.socket())
-        .arg("web")
-        .arg(&shot)
+        .arg(token)
+        .arg(&shots)
         .env("CHROMIUM", &chromium)
         .output()
         .expect("run node");
@@ -44,10 +53,12 @@ fn the_dashboard_shows_a_stop_without_a_reload() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let png = std::fs::read(&shot).expect("screenshot saved");
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    // Keep the picture where a person can look at it.
-    let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    let _ = std::fs::copy(&shot, &keep);
-    eprintln!("screenshot: {}", keep.display());
+    // Keep the pictures where a person can look at them.
+    let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for name in ["dashboard.png", "unit.png", "log.png"] {
+        let png = std::fs::read(shots.join(name)).expect("screenshot saved");
+        assert!(png.starts_with(b"\x89PNG"), "{name} is not a PNG");
+        let _ = std::fs::copy(shots.join(name), keep.join(name));
+        eprintln!("screenshot: {}", keep.join(name).display());
+    }
 }

@@ -406,3 +406,133 @@ fn idle_and_half_sent_http_requests_are_closed_after_the_header_timeout() {
     assert!(closed_by_peer(&mut keep));
     assert_eq!(d.status("svc").instances[0].state.as_str(), "running");
 }
+
+/// The series of `/api/history` matching `metric`, as (at_ms, value) points.
+fn series(port: u16, query: &str, metric: &str) -> Vec<(i64, f64)> {
+    let (code, body) = http(port, "GET", &format!("/api/history?{query}"), &[]);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metric"] == metric)
+        .flat_map(|s| s["points"].as_array().unwrap().clone())
+        .map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn history_records_queue_depth_and_rates_and_an_instances_cpu_and_memory() {
+    let (mut d, port) = daemon_with_http(None);
+    // A busy loop, so its CPU is well above zero; the shell's RSS is never zero.
+    d.unit("spin", r#"command = ["sh", "-c", "while :; do :; done"]"#);
+    d.start();
+    d.wait_state("spin", "running");
+    for i in 0..5 {
+        d.ctl_ok(&["queue", "put", "jobs", &i.to_string()]);
+    }
+    // Depth 5 is recorded; then, after more puts, a put rate above zero.
+    wait_for("depth 5 in the history", || {
+        series(port, "kind=queue&name=jobs", "depth")
+            .iter()
+            .any(|&(_, v)| v == 5.0)
+            .then_some(())
+    });
+    for i in 0..20 {
+        d.ctl_ok(&["queue", "put", "jobs", &i.to_string()]);
+    }
+    wait_for("a put rate above zero", || {
+        series(port, "kind=queue&name=jobs", "put_rate")
+            .iter()
+            .any(|&(_, v)| v > 0.0)
+            .then_some(())
+    });
+    let cpu = wait_for("the spinning instance's CPU", || {
+        let points = series(port, "kind=instance&name=spin&instance=0", "cpu_pct");
+        points.iter().any(|&(_, v)| v > 10.0).then_some(points)
+    });
+    let rss = series(port, "kind=instance&name=spin", "rss_bytes");
+    assert!(
+        rss.iter().all(|&(_, v)| v > 0.0) && !rss.is_empty(),
+        "{rss:?}"
+    );
+    // since_ms gives only newer points.
+    let last = cpu.last().unwrap().0;
+    assert!(
+        series(
+            port,
+            &format!("kind=instance&name=spin&since_ms={last}"),
+            "cpu_pct"
+        )
+        .iter()
+        .all(|&(at, _)| at > last)
+    );
+    // Another kind's filter sees none of these; a bad query is a JSON error.
+    assert!(series(port, "kind=pool", "depth").is_empty());
+    let (code, body) = http(port, "GET", "/api/history?instance=x", &[]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"code\""), "{body}");
+}
+
+#[test]
+fn the_log_api_reads_the_end_then_follows_from_the_offset() {
+    let (mut d, port) = daemon_with_http(None);
+    // 3,000 lines of about 40 bytes: far more than one read.
+    d.unit(
+        "talker",
+        r#"command = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo \"line $i of the first burst, padded out\"; i=$((i+1)); done; exec sleep 1000"]"#,
+    );
+    d.start();
+    d.wait_state("talker", "running");
+    let get = |query: &str| -> Value {
+        let (code, body) = http(port, "GET", &format!("/api/logs/talker/0{query}"), &[]);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let first = wait_for("the whole first burst", || {
+        let v = get("");
+        (v["lines"].as_array()?.last()? == "line 2999 of the first burst, padded out").then_some(v)
+    });
+    // Only the end was read: a bounded piece starting at a line, not the whole file.
+    let lines = first["lines"].as_array().unwrap();
+    assert!(lines.len() < 3000, "{} lines", lines.len());
+    assert!(
+        lines[0].as_str().unwrap().starts_with("line "),
+        "{:?}",
+        lines[0]
+    );
+    let size = first["size"].as_u64().unwrap();
+    assert!(size - first["start"].as_u64().unwrap() <= 64 * 1024);
+    assert_eq!(first["next"].as_u64(), Some(size));
+    // From the start, a reader goes on with `next` until `more` is false, and sees it all.
+    let mut offset = 0;
+    let mut all = Vec::new();
+    loop {
+        let v = get(&format!("?offset={offset}"));
+        all.extend(v["lines"].as_array().unwrap().iter().cloned());
+        offset = v["next"].as_u64().unwrap();
+        if v["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(all.len(), 3000);
+    assert_eq!(all[1234], "line 1234 of the first burst, padded out");
+    // At the end, nothing new; a bad offset or instance is a JSON error, not a panic.
+    assert!(
+        get(&format!("?offset={offset}"))["lines"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let (code, _) = http(port, "GET", "/api/logs/talker/0?offset=-1", &[]);
+    assert_eq!(code, 400);
+    let (code, body) = http(port, "GET", "/api/logs/talker/7", &[]);
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = http(port, "GET", "/api/logs/nope/0", &[]);
+    assert_eq!(code, 404);
+    // The page that follows it exists for the instance, and escapes the unit's name.
+    let (code, body) = http(port, "GET", "/units/talker/0/logs", &[]);
+    assert_eq!(code, 200);
+    assert!(body.contains("data-page=\"log\""), "{body}");
+}

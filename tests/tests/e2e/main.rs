@@ -21,3 +21,4 @@ mod schedules;
 mod scripts;
 mod supervise;
 mod templates;
+mod top;
