@@ -53,7 +53,7 @@ pub struct DaemonConfig {
     /// Most simultaneous control connections of one user (root and corrald's own user
     /// excepted).
     pub max_connections_per_user: Option<usize>,
-    /// How long a control connection that holds nothing (no lock, no waiting request,
+    /// How long a control connection that holds nothing (no lock, no lease, no waiting request,
     /// no stream, no unread reply) may stay silent before corrald closes it; `"0s"`:
     /// never.
     #[serde(default, deserialize_with = "opt_duration")]

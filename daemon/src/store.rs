@@ -324,8 +324,8 @@ impl Store {
         self.send(Command::Disconnect(conn));
     }
 
-    /// Whether a connection holds a lock or has a request waiting (a connection that
-    /// does may be silent for as long as it likes).
+    /// Whether a connection holds a lock or a lease, or has a request waiting (a
+    /// connection that does may be silent for as long as it likes).
     pub async fn holds(&self, conn: u64) -> bool {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Holds(conn, tx));

@@ -396,9 +396,11 @@ impl Primitives {
         }
     }
 
-    /// Whether `conn` holds a lock or has a waiting request.
+    /// Whether `conn` holds a lock or a lease, or has a waiting request.
     pub fn holds(&self, conn: u64) -> bool {
-        self.waiters.values().any(|w| w.conn.id == conn) || !self.locks.held_by(conn).is_empty()
+        self.waiters.values().any(|w| w.conn.id == conn)
+            || !self.locks.held_by(conn).is_empty()
+            || self.leases.values().any(|l| l.conn == Some(conn))
     }
 
     /// Answers every waiter whose deadline has passed with its timeout error.

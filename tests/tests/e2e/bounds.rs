@@ -397,3 +397,27 @@ fn the_rust_client_reconnects_after_an_idle_close() {
         .expect("a new connection, transparently");
     assert!(status.units.is_empty());
 }
+
+#[test]
+fn a_connection_holding_a_lease_is_not_closed_as_idle() {
+    let d = open_daemon_with("idle_timeout = \"1s\"\n", |c| {
+        c.env("CORRAL_LOG", "info,corral_daemon::server=debug");
+    });
+    d.ctl_ok(&["queue", "put", "q", "1"]);
+    let mut consumer = d.raw();
+    let got = consumer.roundtrip(r#"{"id":1,"op":"queue_get","queue":"q","ack":true}"#);
+    let lease = got["result"]["leases"][0]["id"].as_u64().expect("a lease");
+    // Idle since after the consumer's get: closed after it would have been.
+    let mut clock = d.raw();
+    clock.roundtrip(r#"{"id":1,"op":"hello","version":1}"#);
+    assert!(clock.recv().is_none(), "an idle connection is closed");
+    let closed = d
+        .stderr()
+        .matches("closed an idle control connection")
+        .count();
+    assert!(closed <= 1, "only the idle one was closed");
+    let ack = consumer.roundtrip(&format!(
+        r#"{{"id":2,"op":"queue_ack","queue":"q","ids":[{lease}]}}"#
+    ));
+    assert!(ack.get("result").is_some(), "{ack}");
+}
