@@ -158,6 +158,16 @@ pub enum Op {
         /// stopped first at shutdown instead of joined.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         daemon: bool,
+        /// The request carries two descriptors (`SCM_RIGHTS`, sent with its first byte):
+        /// they become the process's stdout and stderr instead of its log file, so its
+        /// output goes where the client's goes. stdin stays `/dev/null`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stdio_fds: bool,
+        /// Stopped (SIGTERM, then SIGKILL after the unit's stop timeout) when the
+        /// connection that sent this request closes, for instance because the client
+        /// was killed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stop_on_disconnect: bool,
     },
     /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun; with
     /// `wait`, [`ShutdownProgress`] events while units stop and `{"stopped": true}` once
