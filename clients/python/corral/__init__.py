@@ -18,7 +18,7 @@ socket: ``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
 from ._client import PROTOCOL_VERSION, Connection, call, socket_path
 from ._lock import Lock
 from ._pool import AsyncResult, Pool, PoolIterator
-from ._process import Process
+from ._process import Process, active_children, current_process, parent_process
 from ._queue import Queue
 from ._shared import Array, Value
 from .errors import (
@@ -69,7 +69,58 @@ __all__ = [
     "PoolItemError",
     "cpu_count",
     "status",
+    "current_process",
+    "parent_process",
+    "active_children",
+    "get_context",
+    "set_start_method",
+    "get_start_method",
+    "get_all_start_methods",
+    "freeze_support",
 ]
+
+
+def get_start_method(allow_none=False):
+    """corral has one way to start a process (corrald starts a fresh interpreter that
+    does not re-run the main script); it is reported as ``"spawn"``."""
+    return "spawn"
+
+
+def get_all_start_methods():
+    return ["spawn", "fork", "forkserver"]
+
+
+def set_start_method(method, force=False):
+    """Accepted for compatibility: every method means corral's own start."""
+    if method not in (None, "spawn", "fork", "forkserver"):
+        raise ValueError("cannot find context for %r" % (method,))
+
+
+def freeze_support():
+    """Nothing to do (multiprocessing needs it for frozen Windows programs)."""
+
+
+class _Context:
+    """What ``get_context()`` returns: the corral module's API under any method name."""
+
+    def __init__(self, method):
+        self._method = method
+
+    def get_start_method(self, allow_none=False):
+        return self._method
+
+    def __getattr__(self, name):
+        import corral
+
+        if name.startswith("_") or name not in corral.__all__:
+            raise AttributeError(name)
+        return getattr(corral, name)
+
+
+def get_context(method=None):
+    """A context object with this module's API (``ctx.Process``, ``ctx.Queue``...)."""
+    set_start_method(method)
+    return _Context(method or "spawn")
 
 
 def cpu_count():

@@ -891,7 +891,9 @@ impl Supervisor {
             return;
         };
         let unit = entry.unit.clone();
-        let stdio = entry.stdio.clone();
+        // Passed descriptors serve one start: corrald keeps no copy of a client's pipe
+        // open once the process has it (a restart writes to the unit's log instead).
+        let stdio = entry.stdio.take();
         let inst = &mut entry.instances[index as usize];
         if let Some(reason) = start_limit_hit(&unit, inst) {
             inst.state = InstanceState::Failed;
