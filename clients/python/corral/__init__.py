@@ -16,11 +16,12 @@ socket: ``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
 """
 
 from ._client import PROTOCOL_VERSION, Connection, call, socket_path
-from ._lock import Lock
+from ._lock import Lock, RLock
+from ._pipe import JoinableQueue, Pipe, PipeConnection, SimpleQueue
 from ._pool import AsyncResult, Pool, PoolIterator
 from ._process import Process, active_children, current_process, parent_process
 from ._queue import Queue
-from ._shared import Array, Value
+from ._shared import Array, SharedValue, Value
 from .errors import (
     CorralConnectionError,
     CorralError,
@@ -38,10 +39,30 @@ from .errors import (
     Timeout,
 )
 
+from multiprocessing import AuthenticationError, BufferTooShort, ProcessError  # noqa: E402
+from multiprocessing import TimeoutError as _mp_TimeoutError  # noqa: E402
+
+
+class TimeoutError(_mp_TimeoutError, TimeoutError):  # noqa: A001
+    """``AsyncResult.get(timeout)`` ran out of time: a ``multiprocessing.TimeoutError``
+    (so ``except multiprocessing.TimeoutError`` catches it) and a builtin
+    ``TimeoutError``."""
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Queue",
+    "SimpleQueue",
+    "JoinableQueue",
+    "Pipe",
+    "PipeConnection",
+    "RLock",
+    "SharedValue",
+    "TimeoutError",
+    "ProcessError",
+    "AuthenticationError",
+    "BufferTooShort",
     "Value",
     "Array",
     "Lock",

@@ -8,7 +8,7 @@ import sys
 import threading
 import weakref
 
-from . import _client, _payload
+from . import _anon, _client, _payload
 from ._queue import timeout_ms
 from .errors import NotFound, Timeout, _exitcode
 
@@ -506,13 +506,10 @@ def _run_in_child(process):
 _DAEMONS = weakref.WeakSet()
 _CHILDREN = set()  # non-daemon function-form children, joined at exit
 _DAEMONS_LOCK = threading.Lock()
-_HOOKED = []
 
 
 def _hook():
-    if not _HOOKED:
-        atexit.register(_at_exit)
-        _HOOKED.append(True)
+    """Registered at import (so it runs after the program's own atexit functions)."""
 
 
 def _daemons_started(process):
@@ -530,6 +527,10 @@ def _children_started(process):
 def _at_exit():
     _stop_daemons()
     _join_children()
+    _anon.cleanup()
+
+
+atexit.register(_at_exit)
 
 
 def _join_children():
