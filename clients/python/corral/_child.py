@@ -29,6 +29,7 @@ def main(argv):
         sys.stderr.write("corral: %s\n" % refused)
         return 1
     sys.path[:] = header.get("sys_path") or sys.path
+    _payload.restore_environment(header)
     from . import _process
 
     _process._in_child(header)
@@ -44,6 +45,17 @@ def main(argv):
         traceback.print_exc()
         return 1
     return _process._run_in_child(process)
+
+
+def _start():
+    """Entry point of ``python -c`` (see corral._payload.python_command)."""
+    code = main(["corral._child"] + sys.argv[1:])
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    sys.exit(code)
 
 
 if __name__ == "__main__":

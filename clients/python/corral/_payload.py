@@ -29,15 +29,19 @@ def _cloudpickle():
 
 
 def dumps(obj, what):
-    """cloudpickle's bytes of ``obj`` (functions of ``__main__`` by value); an object
-    that cannot be pickled raises ``pickle.PicklingError`` naming it (and ``what``)."""
+    """cloudpickle's bytes of ``obj`` (functions of ``__main__`` by value). What cannot
+    be pickled raises the exception pickle raised (``TypeError``, ``PicklingError``...,
+    as multiprocessing would), its message naming ``what`` and the object."""
     cloudpickle = _cloudpickle()
     try:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except PicklingError:
-        raise
     except Exception as e:
-        raise PicklingError("cannot pickle %s %r: %s: %s" % (what, obj, type(e).__name__, e)) from e
+        message = "cannot pickle %s %r: %s" % (what, obj, e)
+        try:
+            error = type(e)(message)
+        except Exception:
+            error = PicklingError(message)
+        raise error from e
 
 
 def header(**extra):
@@ -49,6 +53,7 @@ def header(**extra):
         "implementation": sys.implementation.name,
         "executable": sys.executable,
         "sys_path": [p for p in sys.path if isinstance(p, str)],
+        "env_keys": sorted(os.environ),
     }
     h.update(extra)
     return h
@@ -108,6 +113,36 @@ def _version(hexversion):
     if not isinstance(hexversion, int):
         return "?"
     return "%d.%d.%d" % ((hexversion >> 24) & 0xFF, (hexversion >> 16) & 0xFF, (hexversion >> 8) & 0xFF)
+
+
+def python_command(module, path):
+    """The command line of a child interpreter running ``corral.<module>`` on a payload.
+
+    ``-E``: the child's interpreter settings come from this process (its flags, and
+    ``-u`` if this one is unbuffered), not from corrald's environment; the child then
+    restores this process's ``sys.path`` and environment from the payload."""
+    import subprocess
+
+    flags = ["-E"] + [f for f in subprocess._args_from_interpreter_flags() if f != "-E"]
+    if os.environ.get("PYTHONUNBUFFERED") or getattr(sys.stdout, "write_through", False):
+        flags.append("-u")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = "import sys; sys.path.insert(0, %r); from corral.%s import _start; _start()" % (
+        here,
+        module,
+    )
+    return [sys.executable] + flags + ["-c", boot, path]
+
+
+def restore_environment(h):
+    """In a child: drop the variables corrald added that the parent did not have."""
+    keys = h.get("env_keys")
+    if keys is None:
+        return
+    keep = set(keys)
+    for key in list(os.environ):
+        if key not in keep:
+            del os.environ[key]
 
 
 def child_env(extra=None):

@@ -267,7 +267,7 @@ class Pool:
             return []
         path = _payload.write(body)
         fields = {
-            "command": [sys.executable, "-m", "corral._worker", path],
+            "command": _payload.python_command("_worker", path),
             "stream": True,
             "workers": self._workers(),
             "working_dir": self.cwd or os.getcwd(),

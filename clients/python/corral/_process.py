@@ -207,7 +207,7 @@ class Process:
         body = _payload.dumps(self, "the process %s (its target or arguments)" % self.name)
         path = _payload.write(body, name=self.name, parent_name=current_process().name)
         fields = {
-            "command": [sys.executable, "-m", "corral._child", path],
+            "command": _payload.python_command("_child", path),
             "working_dir": self.cwd or os.getcwd(),
             "env": _payload.child_env(self.env),
             "stdio_fds": True,

@@ -40,6 +40,7 @@ def main(argv):
         sys.stderr.write("corral: %s\n" % refused)
         return 1
     sys.path[:] = header.get("sys_path") or sys.path
+    _payload.restore_environment(header)
     # The answers go to the original stdout; prints go to stderr from now on.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -73,6 +74,11 @@ def main(argv):
         except Exception:
             pass
     return 0
+
+
+def _start():
+    """Entry point of ``python -c`` (see corral._payload.python_command)."""
+    sys.exit(main(["corral._worker"] + sys.argv[1:]))
 
 
 if __name__ == "__main__":
