@@ -215,3 +215,27 @@ def _sleep(n):
     import time
 
     time.sleep(n)
+
+
+def test_a_large_map_comes_back_whole_and_in_order(corrald):
+    # Chunks of 12,500 items: each input and answer line is far over a pipe's buffer,
+    # which once deadlocked a stream worker against corrald.
+    with Pool(4) as pool:
+        assert pool.map(abs, range(-100_000, 100_000)) == [abs(x) for x in range(-100_000, 100_000)]
+        assert pool.map(abs, []) == []
+
+
+def test_children_see_the_parents_environment_and_cwd(corrald, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("DROPIN_MARK", "from-the-parent")
+    monkeypatch.chdir(tmp_path)
+    p = Process(target=_show_env_and_cwd)
+    p.start()
+    p.join(timeout=RUN_TIMEOUT)
+    assert p.exitcode == 0
+    out = capfd.readouterr().out
+    assert "from-the-parent %s" % tmp_path in out
+    assert corral.status(p.unit)["units"][0]["instances"][0]["state"] == "exited"
+
+
+def _show_env_and_cwd():
+    print(os.environ.get("DROPIN_MARK"), os.getcwd(), flush=True)
