@@ -202,7 +202,7 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
             Ok(None) | Err(_) => break,
         }
     }
-    conn.close(&ctx).await;
+    conn.close(&ctx, shutdown.is_cancelled()).await;
     drop(replies);
     let _ = writer.await;
 }

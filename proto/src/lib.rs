@@ -358,6 +358,11 @@ pub enum Op {
         /// Extra environment variables.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         env: BTreeMap<String, String>,
+        /// Cancel the job when the connection that submitted it closes (the client
+        /// exited or was killed); not when corrald itself stops, so the job still
+        /// resumes after a restart.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cancel_on_disconnect: bool,
     },
     /// Wait for a job to end. With `results`, every item's [`PoolItem`] streams as an
     /// event in input order, each as soon as it and all before it are done. Result: [`PoolJob`].

@@ -282,7 +282,12 @@ class Pool:
                 batch.append(line)
                 size += len(line) + 4
                 continue
-            job = _client.call("pool_submit", socket=self._socket, inputs=batch, **fields)
+            # Through this program's owner connection: corrald cancels the job when it
+            # closes (this program exited or was killed).
+            from ._process import _owner_connection
+
+            request = dict(fields, inputs=batch, cancel_on_disconnect=True)
+            job = _owner_connection(self._socket).request("pool_submit", request)
             self._jobs[job["job"]] = False
             self._payloads[job["job"]] = path
             jobs.append(job["job"])

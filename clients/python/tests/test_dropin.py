@@ -239,3 +239,23 @@ def test_children_see_the_parents_environment_and_cwd(corrald, tmp_path, monkeyp
 
 def _show_env_and_cwd():
     print(os.environ.get("DROPIN_MARK"), os.getcwd(), flush=True)
+
+
+def test_a_pool_job_is_listed_and_cancelled_when_its_parent_is_killed(corrald):
+    parent = subprocess.Popen(
+        [sys.executable, str(DROPIN / "pool_then_hang.py")],
+        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        job = int(parent.stdout.readline())
+        listed = {j["job"]: j for j in corral.call("pool_list")["jobs"]}
+        assert listed[job]["state"] == "running"
+    finally:
+        parent.kill()
+        parent.wait(timeout=60)
+
+    def state():
+        s = corral.call("pool_status", job=job)["state"]
+        return s if s != "running" else None
+
+    assert wait_for(state, 60, "the job to be cancelled") == "cancelled"

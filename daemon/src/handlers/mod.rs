@@ -40,6 +40,8 @@ pub struct BoundUnits(Arc<Mutex<BoundState>>);
 struct BoundState {
     closed: bool,
     units: Vec<String>,
+    /// Pool jobs submitted with `cancel_on_disconnect`.
+    jobs: Vec<u64>,
 }
 
 impl BoundUnits {
@@ -58,10 +60,22 @@ impl BoundUnits {
         true
     }
 
-    fn close(&self) -> Vec<String> {
+    /// Records a pool job to cancel when the connection closes.
+    fn add_job(&self, job: u64) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.jobs.len() >= 4096 {
+            state.jobs.remove(0);
+        }
+        state.jobs.push(job);
+    }
+
+    fn close(&self) -> (Vec<String>, Vec<u64>) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         state.closed = true;
-        std::mem::take(&mut state.units)
+        (
+            std::mem::take(&mut state.units),
+            std::mem::take(&mut state.jobs),
+        )
     }
 }
 
@@ -112,11 +126,21 @@ impl Connection {
         Some([out, err])
     }
 
-    /// Releases whatever the connection held (its locks go to the next waiters), and
-    /// stops the units it owns.
-    pub async fn close(&self, ctx: &Arc<Context>) {
+    /// Releases whatever the connection held (its locks go to the next waiters), stops
+    /// the units it owns and, unless corrald is stopping (`shutting_down`: the jobs
+    /// resume after a restart), cancels its pool jobs.
+    pub async fn close(&self, ctx: &Arc<Context>, shutting_down: bool) {
         ctx.store.disconnect(self.info.id);
-        stop_bound(ctx, self.bound.close());
+        let (units, jobs) = self.bound.close();
+        stop_bound(ctx, units);
+        if !shutting_down && !jobs.is_empty() {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                for job in jobs {
+                    let _ = pool::cancel(&ctx, job).await;
+                }
+            });
+        }
         self.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
@@ -146,6 +170,7 @@ pub async fn dispatch(
             stream,
             working_dir,
             env,
+            cancel_on_disconnect,
         } => {
             let submit = pool::Submit {
                 run_as: conn.peer.run_as(),
@@ -161,7 +186,18 @@ pub async fn dispatch(
                 working_dir,
                 env,
             };
-            pool::submit(ctx, submit).await
+            let outcome = pool::submit(ctx, submit).await;
+            if cancel_on_disconnect {
+                if let Some(job) = outcome
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| v.get("job"))
+                    .and_then(|j| j.as_u64())
+                {
+                    conn.bound.add_job(job);
+                }
+            }
+            outcome
         }
         Op::PoolWait {
             job,
