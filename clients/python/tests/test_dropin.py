@@ -21,6 +21,7 @@ from corral import Array, Pool, Process, Queue, Value
 
 HERE = Path(__file__).resolve().parent
 SEED = HERE / "seed"
+GUIDE = HERE / "guide"
 DROPIN = HERE / "dropin"
 RUN_TIMEOUT = 180
 
@@ -51,7 +52,7 @@ def as_multiprocessing(path, tmp_path):
 
 
 # Programs whose output order multiprocessing does not fix (processes racing to print).
-UNORDERED = {"seed_2_multiple.py", "seed_7_lock.py"}
+UNORDERED = {"seed_2_multiple.py", "seed_7_lock.py", "guide_5_lock.py"}
 SEEDS = sorted(p.name for p in SEED.glob("seed_*.py") if p.name != "seed_8_daemon.py")
 
 
@@ -63,6 +64,25 @@ def test_there_are_eight_seed_programs():
 def test_seed_program_prints_what_multiprocessing_prints(corrald, tmp_path, name):
     ours = run_file(SEED / name, tmp_path)
     theirs = run_file(as_multiprocessing(SEED / name, tmp_path), tmp_path)
+    assert theirs.returncode == 0, theirs.stderr
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stderr == ""
+    if name in UNORDERED:
+        assert sorted(ours.stdout.splitlines()) == sorted(theirs.stdout.splitlines())
+    else:
+        assert ours.stdout == theirs.stdout
+    assert ours.stdout.strip()
+
+
+GUIDE_PROGRAMS = sorted(p.name for p in GUIDE.glob("guide_*.py"))
+
+
+@pytest.mark.parametrize("name", GUIDE_PROGRAMS)
+def test_guide_example_prints_what_multiprocessing_prints(corrald, tmp_path, name):
+    """Examples of the Python documentation's multiprocessing guide (Process, Queue, Pipe,
+    Lock, Value, Array, Pool), with the guard, and one without it."""
+    ours = run_file(GUIDE / name, tmp_path)
+    theirs = run_file(as_multiprocessing(GUIDE / name, tmp_path), tmp_path)
     assert theirs.returncode == 0, theirs.stderr
     assert ours.returncode == 0, ours.stderr
     assert ours.stderr == ""
