@@ -18,6 +18,7 @@ socket: ``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
 from ._client import PROTOCOL_VERSION, Connection, call, socket_path
 from ._lock import Lock, RLock
 from ._pipe import JoinableQueue, Pipe, PipeConnection, SimpleQueue
+from ._sync import BoundedSemaphore, Event, Semaphore
 from ._pool import AsyncResult, Pool, PoolIterator
 from ._process import Process, active_children, current_process, parent_process
 from ._queue import Queue
@@ -58,6 +59,9 @@ __all__ = [
     "Pipe",
     "PipeConnection",
     "RLock",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Event",
     "SharedValue",
     "TimeoutError",
     "ProcessError",

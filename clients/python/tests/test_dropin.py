@@ -279,3 +279,29 @@ def test_a_pool_job_is_listed_and_cancelled_when_its_parent_is_killed(corrald):
         return s if s != "running" else None
 
     assert wait_for(state, 60, "the job to be cancelled") == "cancelled"
+
+
+def _take_and_count(sem, ev, v):
+    ev.wait(timeout=RUN_TIMEOUT)
+    with sem:
+        v.add(1)
+
+
+def test_semaphores_and_events_across_processes(corrald):
+    sem, ev, v = corral.BoundedSemaphore(2), corral.Event(), Value("i", 0)
+    ps = [Process(target=_take_and_count, args=(sem, ev, v)) for _ in range(3)]
+    for p in ps:
+        p.start()
+    assert not ev.is_set() and ev.wait(timeout=0.01) is False
+    ev.set()
+    for p in ps:
+        p.join(timeout=RUN_TIMEOUT)
+    assert [p.exitcode for p in ps] == [0, 0, 0] and v.value == 3
+    assert sem.get_value() == 2
+    with pytest.raises(ValueError):
+        sem.release()
+    assert sem.acquire() and sem.acquire() and not sem.acquire(block=False)
+    s = corral.Semaphore(0)
+    assert s.acquire(timeout=0.01) is False
+    s.release()
+    assert pickle.loads(pickle.dumps(s)).acquire(timeout=30)
