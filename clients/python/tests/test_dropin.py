@@ -305,3 +305,18 @@ def test_semaphores_and_events_across_processes(corrald):
     assert s.acquire(timeout=0.01) is False
     s.release()
     assert pickle.loads(pickle.dumps(s)).acquire(timeout=30)
+
+
+def test_a_child_whose_python_differs_is_refused_clearly(tmp_path):
+    from corral import _payload
+
+    body = _payload.dumps(Process(target=print), "a process")
+    path = _payload.write(body, hexversion=0x02070000)  # as if pickled by Python 2.7
+    out = subprocess.run(
+        _payload.python_command("_child", path), capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=RUN_TIMEOUT, env=child_env(),
+    )
+    assert out.returncode == 1
+    assert "refusing to run a target pickled by cpython 2.7.0" in out.stderr
+    assert "the child's Python must be the parent's" in out.stderr
+    assert not os.path.exists(path), "the payload is removed once read"
