@@ -1,18 +1,23 @@
-"""corral: Python's multiprocessing API, backed by corrald.
+"""corral: a drop-in for multiprocessing, backed by corrald.
 
-    from corral import Queue, Value, Array, Lock, Pool, Process
+    from corral import Process, Queue, Pool   # was: from multiprocessing import ...
 
-    q = Queue("results")            # named, shared by every program on the machine, durable
-    q.put({"n": 1}); q.get(timeout=5)
-    n = Value("hits")               # a named counter: n.value, n.add(1)
-    with Lock("printer"):           # released if this process dies
-        print("only one at a time")
-    with Pool(4) as pool:           # a pool job run by corrald
-        print(pool.map("python3 square.py {}", [1, 2, 3, 4, 5]))
-    p = Process(["python3", "worker.py"], daemon=True); p.start(); p.join()
+    def worker(q):
+        q.put("Data from process")
 
-Pure Python, standard library only. Every object talks to corrald over its Unix
-socket: ``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
+    q = Queue()                     # anonymous: removed when this program exits
+    p = Process(target=worker, args=(q,)); p.start(); p.join()
+    print(q.get())
+    with Pool(4) as pool:           # workers of a pool job run by corrald
+        print(pool.map(abs, [-1, -2, 3]))
+
+Children are started by corrald (the main script is not re-run, so no ``__main__``
+guard is needed), write to this program's stdout and stderr, and daemon children die
+with this program even on ``kill -9``. Named objects (``Queue("results")``,
+``Value("hits")``, ``Lock("printer")``) are corrald's durable, machine-wide ones; command
+forms (``Process(["python3", "worker.py"])``, ``Pool.map("cmd {}", inputs)``) run any
+program. Needs cloudpickle. Every object talks to corrald over its Unix socket:
+``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
 """
 
 from ._client import PROTOCOL_VERSION, Connection, call, socket_path
