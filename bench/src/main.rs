@@ -126,6 +126,8 @@ fn main() -> anyhow::Result<()> {
     if wanted("python") {
         eprintln!("running the Python client's workloads ...");
         reports.extend(workloads::python_reports(&env, rounds, window));
+        eprintln!("running the multiprocessing drop-in workloads ...");
+        reports.extend(workloads::dropin_reports(&env, rounds));
     }
     if wanted("daemon") {
         eprintln!("running daemon workloads ...");

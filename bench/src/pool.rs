@@ -53,6 +53,7 @@ fn corral_job(
         stream,
         working_dir: None,
         env: Default::default(),
+        cancel_on_disconnect: false,
     })?;
     let mut received = 0;
     let end: PoolJob = client.call_streaming(

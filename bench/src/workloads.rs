@@ -292,6 +292,72 @@ pub fn python_reports(env: &Environment, rounds: usize, window: Duration) -> Vec
     .collect()
 }
 
+/// The multiprocessing drop-in (`bench/peers/dropin.py`): `Pool(4).map(square,
+/// range(100_000))` and the start + join of a trivial `Process`, corral's client against
+/// multiprocessing (the spawn context for `Process`), best of `rounds` each, in one run.
+pub fn dropin_reports(env: &Environment, rounds: usize) -> Vec<Report> {
+    [
+        ("python drop-in Pool(4).map(square, range(100000))", "map", "one op = a whole map with default chunks: corral's Pool (a stream-mode pool job of python workers started by corrald for the map) against multiprocessing.Pool(4) (forked workers); target: within 3x"),
+        ("python drop-in Process start+join", "process", "one op = Process(target=nothing).start() then join(): corral (corrald starts python -c corral._child with the pickled object) against multiprocessing's spawn context; target: within 1.5x"),
+    ]
+    .into_iter()
+    .map(|(name, kind, note)| {
+        let mut corral = Series {
+            system: "corral (Python client)".into(),
+            samples: Vec::new(),
+            missing: None,
+        };
+        let mut mp = Series {
+            system: "multiprocessing".into(),
+            samples: Vec::new(),
+            missing: None,
+        };
+        match run_dropin(env, kind, rounds.max(1)) {
+            Ok((ours, theirs)) => {
+                corral.samples.push(ms_sample(ours));
+                mp.samples.push(ms_sample(theirs));
+            }
+            Err(e) => {
+                corral.missing = Some(e.to_string());
+                mp.missing = Some(e.to_string());
+            }
+        }
+        Report {
+            workload: name.into(),
+            note: note.into(),
+            unit: "ms".into(),
+            series: vec![corral, mp],
+        }
+    })
+    .collect()
+}
+
+fn ms_sample(ms: f64) -> Sample {
+    Sample {
+        value: ms,
+        p50_us: None,
+        p99_us: None,
+    }
+}
+
+fn run_dropin(env: &Environment, kind: &str, repeats: usize) -> anyhow::Result<(f64, f64)> {
+    let python = env.python.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = Command::new(python)
+        .arg(env.peers_dir.join("dropin.py"))
+        .args([kind, &repeats.to_string()])
+        .env("CORRAL_SOCKET", &env.corral_socket)
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("dropin.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let get = |k: &str| {
+        v[k].as_f64()
+            .ok_or_else(|| anyhow::anyhow!("dropin.py printed no {k}"))
+    };
+    Ok((get("corral_ms")?, get("multiprocessing_ms")?))
+}
+
 fn run_python(
     env: &Environment,
     script: &str,

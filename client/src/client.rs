@@ -422,6 +422,8 @@ impl Client {
             working_dir: None,
             wait: false,
             daemon: false,
+            stdio_fds: false,
+            stop_on_disconnect: false,
         })
     }
 

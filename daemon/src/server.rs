@@ -20,16 +20,20 @@
 //! - **Half-close**: after the client's end of stream (`shutdown(SHUT_WR)`), what it
 //!   asked before is still answered, unless it closes its side too.
 
-use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
 use corral_proto::{ErrorBody, ErrorCode, MAX_REPLY_BYTES, Request, Response};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, Interest,
+    ReadBuf,
 };
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -460,6 +464,10 @@ enum Ending {
 async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: CancellationToken) {
     let conn = handlers::Connection::new(&stream);
     let (read, write) = stream.into_split();
+    let read = FdReader {
+        half: read,
+        fds: conn.passed_fds(),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let dropped = CancellationToken::new();
     let idle_timeout = ctx.settings.idle_timeout;
@@ -531,12 +539,12 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
         // as long as it may still read the answers.
         tokio::select! {
             _ = &mut writer => written = true,
-            () = peer_gone(frames.get_ref()) => {}
+            () = peer_gone(&frames.get_ref().half) => {}
             () = dropped.cancelled() => {}
             () = shutdown.cancelled() => ending = Ending::Shutdown,
         }
     }
-    conn.close(&ctx).await;
+    conn.close(&ctx, shutdown.is_cancelled()).await;
     if written {
         return;
     }
@@ -737,6 +745,94 @@ async fn within(
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
     }
+}
+
+/// Most descriptors a connection may have received and not yet used: more are closed
+/// as they arrive, so a client cannot make corrald hold descriptors without bound.
+pub const MAX_PASSED_FDS: usize = 16;
+
+/// Descriptors a client sent with `SCM_RIGHTS`, oldest first, waiting for the request
+/// that uses them (`run` with `stdio_fds`).
+pub type PassedFds = Arc<Mutex<VecDeque<OwnedFd>>>;
+
+/// The read half of a connection, read with `recvmsg` so that descriptors passed along
+/// the bytes (`SCM_RIGHTS`) are kept in [`PassedFds`]. They arrive with the first byte
+/// of the request that carries them, so they are queued before that request is parsed.
+struct FdReader {
+    half: OwnedReadHalf,
+    fds: PassedFds,
+}
+
+impl AsyncRead for FdReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let stream: &UnixStream = this.half.as_ref();
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let received = stream.try_io(Interest::READABLE, || {
+                recv_with_fds(stream.as_raw_fd(), unfilled, &this.fds)
+            });
+            match received {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// One `recvmsg`: the bytes into `buf`, every descriptor received into `fds` (closed at
+/// once past [`MAX_PASSED_FDS`], or if it is not a descriptor message at all).
+fn recv_with_fds(fd: i32, buf: &mut [u8], fds: &PassedFds) -> std::io::Result<usize> {
+    use nix::libc;
+    // Room for MAX_PASSED_FDS descriptors in one message; the kernel closes any more.
+    const SPACE: usize = 256;
+    let mut control = [0u64; SPACE / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer in it refers to a live local buffer.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = SPACE as _;
+    // SAFETY: fd is the connection's socket, msg describes buffers valid for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the CMSG_* walk stays within msg_controllen bytes of `control`, which the
+    // kernel filled; each SCM_RIGHTS payload is an array of descriptors now ours.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let header = &*cmsg;
+            if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<i32>();
+                let len = header.cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let count = len / std::mem::size_of::<i32>();
+                let mut queue = fds.lock().unwrap_or_else(|e| e.into_inner());
+                for i in 0..count {
+                    let owned = OwnedFd::from_raw_fd(data.add(i).read_unaligned());
+                    if queue.len() < MAX_PASSED_FDS {
+                        queue.push_back(owned);
+                    }
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(n as usize)
 }
 
 /// One newline-terminated frame, or the news that one was too large.

@@ -169,6 +169,16 @@ pub enum Op {
         /// stopped first at shutdown instead of joined.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         daemon: bool,
+        /// The request carries two descriptors (`SCM_RIGHTS`, sent with its first byte):
+        /// they become the process's stdout and stderr instead of its log file, so its
+        /// output goes where the client's goes. stdin stays `/dev/null`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stdio_fds: bool,
+        /// Stopped (SIGTERM, then SIGKILL after the unit's stop timeout) when the
+        /// connection that sent this request closes, for instance because the client
+        /// was killed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stop_on_disconnect: bool,
     },
     /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun; with
     /// `wait`, [`ShutdownProgress`] events while units stop and `{"stopped": true}` once
@@ -411,6 +421,11 @@ pub enum Op {
         /// Extra environment variables.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         env: BTreeMap<String, String>,
+        /// Cancel the job when the connection that submitted it closes (the client
+        /// exited or was killed); not when corrald itself stops, so the job still
+        /// resumes after a restart.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cancel_on_disconnect: bool,
     },
     /// Wait for a job to end. With `results`, every item's [`PoolItem`] streams as an
     /// event in input order, each as soon as it and all before it are done. Result: [`PoolJob`].

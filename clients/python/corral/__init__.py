@@ -1,26 +1,33 @@
-"""corral: Python's multiprocessing API, backed by corrald.
+"""corral: a drop-in for multiprocessing, backed by corrald.
 
-    from corral import Queue, Value, Array, Lock, Pool, Process
+    from corral import Process, Queue, Pool   # was: from multiprocessing import ...
 
-    q = Queue("results")            # named, shared by every program on the machine, durable
-    q.put({"n": 1}); q.get(timeout=5)
-    n = Value("hits")               # a named counter: n.value, n.add(1)
-    with Lock("printer"):           # released if this process dies
-        print("only one at a time")
-    with Pool(4) as pool:           # a pool job run by corrald
-        print(pool.map("python3 square.py {}", [1, 2, 3, 4, 5]))
-    p = Process(["python3", "worker.py"], daemon=True); p.start(); p.join()
+    def worker(q):
+        q.put("Data from process")
 
-Pure Python, standard library only. Every object talks to corrald over its Unix
-socket: ``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
+    q = Queue()                     # anonymous: removed when this program exits
+    p = Process(target=worker, args=(q,)); p.start(); p.join()
+    print(q.get())
+    with Pool(4) as pool:           # workers of a pool job run by corrald
+        print(pool.map(abs, [-1, -2, 3]))
+
+Children are started by corrald (the main script is not re-run, so no ``__main__``
+guard is needed), write to this program's stdout and stderr, and daemon children die
+with this program even on ``kill -9``. Named objects (``Queue("results")``,
+``Value("hits")``, ``Lock("printer")``) are corrald's durable, machine-wide ones; command
+forms (``Process(["python3", "worker.py"])``, ``Pool.map("cmd {}", inputs)``) run any
+program. Needs cloudpickle. Every object talks to corrald over its Unix socket:
+``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
 """
 
 from ._client import PROTOCOL_VERSION, Connection, call, socket_path
-from ._lock import Lock
+from ._lock import Lock, RLock
+from ._pipe import JoinableQueue, Pipe, PipeConnection, SimpleQueue
+from ._sync import BoundedSemaphore, Event, Semaphore
 from ._pool import AsyncResult, Pool, PoolIterator
-from ._process import Process
+from ._process import Process, active_children, current_process, parent_process
 from ._queue import Message, Queue
-from ._shared import Array, Value
+from ._shared import Array, SharedValue, Value
 from .errors import (
     CorralConnectionError,
     CorralError,
@@ -38,11 +45,34 @@ from .errors import (
     Timeout,
 )
 
+from multiprocessing import AuthenticationError, BufferTooShort, ProcessError  # noqa: E402
+from multiprocessing import TimeoutError as _mp_TimeoutError  # noqa: E402
+
+
+class TimeoutError(_mp_TimeoutError, TimeoutError):  # noqa: A001
+    """``AsyncResult.get(timeout)`` ran out of time: a ``multiprocessing.TimeoutError``
+    (so ``except multiprocessing.TimeoutError`` catches it) and a builtin
+    ``TimeoutError``."""
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Queue",
     "Message",
+    "SimpleQueue",
+    "JoinableQueue",
+    "Pipe",
+    "PipeConnection",
+    "RLock",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Event",
+    "SharedValue",
+    "TimeoutError",
+    "ProcessError",
+    "AuthenticationError",
+    "BufferTooShort",
     "Value",
     "Array",
     "Lock",
@@ -70,7 +100,58 @@ __all__ = [
     "PoolItemError",
     "cpu_count",
     "status",
+    "current_process",
+    "parent_process",
+    "active_children",
+    "get_context",
+    "set_start_method",
+    "get_start_method",
+    "get_all_start_methods",
+    "freeze_support",
 ]
+
+
+def get_start_method(allow_none=False):
+    """corral has one way to start a process (corrald starts a fresh interpreter that
+    does not re-run the main script); it is reported as ``"spawn"``."""
+    return "spawn"
+
+
+def get_all_start_methods():
+    return ["spawn", "fork", "forkserver"]
+
+
+def set_start_method(method, force=False):
+    """Accepted for compatibility: every method means corral's own start."""
+    if method not in (None, "spawn", "fork", "forkserver"):
+        raise ValueError("cannot find context for %r" % (method,))
+
+
+def freeze_support():
+    """Nothing to do (multiprocessing needs it for frozen Windows programs)."""
+
+
+class _Context:
+    """What ``get_context()`` returns: the corral module's API under any method name."""
+
+    def __init__(self, method):
+        self._method = method
+
+    def get_start_method(self, allow_none=False):
+        return self._method
+
+    def __getattr__(self, name):
+        import corral
+
+        if name.startswith("_") or name not in corral.__all__:
+            raise AttributeError(name)
+        return getattr(corral, name)
+
+
+def get_context(method=None):
+    """A context object with this module's API (``ctx.Process``, ``ctx.Queue``...)."""
+    set_start_method(method)
+    return _Context(method or "spawn")
 
 
 def cpu_count():

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import weakref
-from typing import Any, Dict, Generator, Optional
+from typing import Any, Dict, Generator, List, Optional
 
 from .errors import CorralConnectionError, CorralError, error_from_reply
 
@@ -150,10 +150,15 @@ class Connection:
 
     # -- requests --------------------------------------------------------------------
 
-    def request(self, op: str, fields: Optional[Dict[str, Any]] = None) -> Any:
-        """Sends one request and returns its ``result`` (raises its ``error``)."""
+    def request(
+        self, op: str, fields: Optional[Dict[str, Any]] = None, fds: Optional[List[int]] = None
+    ) -> Any:
+        """Sends one request and returns its ``result`` (raises its ``error``).
+
+        ``fds``: descriptors passed with the request's first byte (``SCM_RIGHTS``), as
+        ``run`` with ``stdio_fds`` expects."""
         with self._lock:
-            return self._with_reconnect(lambda: self._roundtrip(op, fields or {}))
+            return self._with_reconnect(lambda: self._roundtrip(op, fields or {}, fds))
 
     def stream(
         self, op: str, fields: Optional[Dict[str, Any]] = None
@@ -198,8 +203,8 @@ class Connection:
             self.close()
             raise self._lost(None) from None
 
-    def _roundtrip(self, op, fields):
-        request_id = self._send(op, fields)
+    def _roundtrip(self, op, fields, fds=None):
+        request_id = self._send(op, fields, fds)
         while True:
             reply = self._read_reply(request_id)
             if "event" in reply:
@@ -211,7 +216,7 @@ class Connection:
             raise error_from_reply(reply["error"] or {})
         return reply.get("result")
 
-    def _send(self, op, fields):
+    def _send(self, op, fields, fds=None):
         self._next_id += 1
         request_id = self._next_id
         message = {"id": request_id, "op": op}
@@ -226,7 +231,12 @@ class Connection:
             ) from None
         data = frame.encode("utf-8") + b"\n"
         try:
-            self._sock.sendall(data)
+            if fds:
+                sent = socket.send_fds(self._sock, [data], list(fds))
+                if sent < len(data):
+                    self._sock.sendall(data[sent:])
+            else:
+                self._sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             raise _Unsent() from None
         except OSError as e:

@@ -5,11 +5,11 @@ import threading
 import time
 import weakref
 
-from . import _client
+from . import _anon, _client
 from ._queue import timeout_ms
 from .errors import Locked, NotHeld, Timeout
 
-__all__ = ["Lock"]
+__all__ = ["Lock", "RLock"]
 
 
 class Lock:
@@ -26,7 +26,9 @@ class Lock:
     lock protects so it can refuse a stale holder.
     """
 
-    def __init__(self, name, *, socket=None):
+    def __init__(self, name=None, *, socket=None, ctx=None):
+        if name is None:
+            name = _anon.name("lock")
         if not isinstance(name, str):
             raise TypeError("lock name must be a string, not %r" % (name,))
         self.name = name
@@ -35,6 +37,10 @@ class Lock:
         self._local = threading.Lock()
         self.token = None
         _LOCKS.add(self)
+
+    def __reduce__(self):
+        # By reference: the unpickled Lock is the same lock, through its own connection.
+        return (_attach, (type(self), self.name, self._conn._path))
 
     def __repr__(self):
         state = "held, token %d" % self.token if self.token is not None else "not held"
@@ -112,6 +118,42 @@ class Lock:
         self.release()
 
 
+def _attach(cls, name, socket):
+    return cls(name, socket=socket)
+
+
+class RLock(Lock):
+    """A re-entrant :class:`Lock` (``multiprocessing.RLock``): the thread holding it may
+    acquire it again, and must release it as many times."""
+
+    def __init__(self, name=None, *, socket=None, ctx=None):
+        super().__init__(name, socket=socket)
+        self._owner = None
+        self._count = 0
+
+    def acquire(self, block=True, timeout=-1):
+        me = (os.getpid(), threading.get_ident())
+        if self._owner == me:
+            self._count += 1
+            return True
+        if not super().acquire(block, timeout):
+            return False
+        self._owner, self._count = me, 1
+        return True
+
+    def release(self):
+        me = (os.getpid(), threading.get_ident())
+        if self._owner != me:
+            raise AssertionError("cannot release un-acquired lock")
+        self._count -= 1
+        if self._count == 0:
+            self._owner = None
+            super().release()
+
+    def __repr__(self):
+        return "<corral.RLock %r count=%d>" % (self.name, self._count)
+
+
 # A forked child does not hold its parent's locks (its connections are new): it starts
 # with every Lock object released, and an acquire waits for the parent's release.
 _LOCKS = weakref.WeakSet()
@@ -121,6 +163,8 @@ def _after_fork_in_child():
     for lock in list(_LOCKS):
         lock._local = threading.Lock()
         lock.token = None
+        if isinstance(lock, RLock):
+            lock._owner, lock._count = None, 0
 
 
 if hasattr(os, "register_at_fork"):

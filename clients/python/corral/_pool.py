@@ -1,14 +1,21 @@
 """Pool: a parallel map run by corrald as a pool job (``multiprocessing.Pool``)."""
 
+import atexit
+import base64
 import json as _json
 import os
+import pickle
+import sys
+import threading
+import weakref
+from multiprocessing.pool import RemoteTraceback
 
-from . import _client
+from . import _client, _payload
 from ._process import split_command
 from ._queue import timeout_ms
 from .errors import CorralError, PoolItemError, Timeout
 
-__all__ = ["Pool", "PoolIterator", "AsyncResult"]
+__all__ = ["Pool", "PoolIterator", "AsyncResult", "ApplyResult"]
 
 
 def _input(item):
@@ -64,6 +71,10 @@ class Pool:
     def __init__(
         self,
         processes=None,
+        initializer=None,
+        initargs=(),
+        maxtasksperchild=None,
+        context=None,
         *,
         stream=False,
         retries=0,
@@ -94,6 +105,18 @@ class Pool:
         self._socket = socket
         self._state = "run"
         self._jobs = {}  # job id -> finished?
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._payload = None  # the pickled function of the last function-form job
+        self._payloads = {}  # job id -> payload file, removed when the job is over
+        self._pid = os.getpid()
+        _POOLS.add(self)
 
     def __repr__(self):
         return "<corral.Pool state=%s jobs=%s>" % (self._state, list(self._jobs))
@@ -136,13 +159,21 @@ class Pool:
     def _finished(self, job_id):
         self._jobs[job_id] = True
 
-    def map(self, cmd, iterable=None, json=False):
-        """Runs ``cmd`` for each input; returns the results in input order.
+    def map(self, cmd, iterable=None, chunksize=None, json=False):
+        """``map(func, iterable, chunksize=None)``: ``func(x)`` for each ``x``, in the
+        pool's worker processes; the results in input order (multiprocessing's).
+        A task's exception is raised here, as its own type, with the remote traceback
+        as its ``__cause__``.
+
+        ``map(cmd, inputs)`` (a command): runs ``cmd`` for each input; returns the
+        results in input order.
 
         Waits for the whole job; if items failed, raises :class:`PoolItemError` for
         the first of them (its ``index``, ``input``, ``exitcode``, ``stderr``) once
         the job is over, like ``multiprocessing.Pool.map`` re-raises.
         """
+        if callable(cmd):
+            return self._fmap(cmd, iterable, chunksize, "map").get()
         results, first_error = [], None
         for outcome in self._iter(cmd, iterable, json):
             if isinstance(outcome, Exception):
@@ -155,26 +186,134 @@ class Pool:
             raise first_error
         return results
 
-    def imap(self, cmd, iterable=None, json=False):
+    def imap(self, cmd, iterable=None, chunksize=1, json=False):
         """Like ``map``, but returns an iterator that yields each result as soon as it
         and every one before it are done. A failed item raises :class:`PoolItemError`
         from ``next()``; iterating on gives the items after it."""
+        if callable(cmd):
+            return PoolIterator(self._fiter(cmd, iterable, chunksize, "map"))
         return PoolIterator(self._iter(cmd, iterable, json))
 
-    def imap_unordered(self, cmd, iterable=None, json=False):
+    def imap_unordered(self, cmd, iterable=None, chunksize=1, json=False):
         """The same as ``imap``: corrald hands results back in input order only, so
         "unordered" here means "in input order" (any order is allowed)."""
-        return self.imap(cmd, iterable, json)
+        return self.imap(cmd, iterable, chunksize, json=json)
 
-    def starmap(self, cmd, iterable, json=False):
-        """Each element of ``iterable`` is a tuple of arguments, joined by spaces into
-        one input (so ``{}`` expands to several words of the command line)."""
-        return self.map(cmd, (" ".join(_input(a) for a in args) for args in iterable), json)
+    def starmap(self, cmd, iterable, chunksize=None, json=False):
+        """``starmap(func, iterable)``: ``func(*args)`` for each tuple ``args``.
 
-    def map_async(self, cmd, iterable=None, json=False):
-        """Submits the job and returns an :class:`AsyncResult` at once."""
+        With a command: each element of ``iterable`` is a tuple of arguments, joined by
+        spaces into one input (so ``{}`` expands to several words of the command line)."""
+        if callable(cmd):
+            return self._fmap(cmd, iterable, chunksize, "star").get()
+        return self.map(cmd, (" ".join(_input(a) for a in args) for args in iterable), json=json)
+
+    def map_async(self, cmd, iterable=None, chunksize=None, callback=None,
+                  error_callback=None, json=False):
+        """Submits the job and returns an :class:`AsyncResult` at once (with a
+        function: a :class:`ApplyResult`, which calls ``callback`` with the result
+        list or ``error_callback`` with the exception when the job ends)."""
+        if callable(cmd):
+            return self._fmap(cmd, iterable, chunksize, "map", callback, error_callback)
         job = self._submit(cmd, iterable)
         return AsyncResult(self, job, json)
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        """``starmap`` that returns an :class:`ApplyResult` at once."""
+        return self._fmap(func, iterable, chunksize, "star", callback, error_callback)
+
+    def apply(self, func, args=(), kwds=None):
+        """``func(*args, **kwds)`` in a worker; returns its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None):
+        """``apply`` that returns an :class:`ApplyResult` at once."""
+        result = self._fmap(
+            func, [(tuple(args), dict(kwds or {}))], 1, "apply", callback, error_callback
+        )
+        result._single = True
+        return result
+
+    # -- function form: workers are `python -m corral._worker` of a stream-mode job ---
+
+    def _workers(self):
+        return self._processes or os.cpu_count() or 1
+
+    def _chunks(self, iterable, chunksize):
+        items = list(iterable)
+        if chunksize is None:
+            # multiprocessing's rule.
+            chunksize, extra = divmod(len(items), self._workers() * 4)
+            if extra:
+                chunksize += 1
+        chunksize = max(1, int(chunksize))
+        return [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
+
+    def _fsubmit(self, func, chunks, mode):
+        """Submits the chunks (several jobs if they do not fit one request); returns
+        the job ids in order."""
+        if self._state != "run":
+            raise ValueError("Pool not running")
+        if not callable(func):
+            raise TypeError("%r is not callable" % (func,))
+        body = _payload.dumps(
+            (func, self._initializer, self._initargs), "the pool function %r" % (func,)
+        )
+        lines = []
+        for chunk in chunks:
+            data = _payload.dumps((mode, chunk), "a task of %r" % (func,))
+            lines.append(base64.b64encode(data).decode("ascii"))
+        if not lines:
+            return []
+        path = _payload.write(body)
+        fields = {
+            "command": _payload.python_command("_worker", path),
+            "stream": True,
+            "workers": self._workers(),
+            "working_dir": self.cwd or os.getcwd(),
+            "env": _payload.child_env(self.env),
+        }
+        if self.name is not None:
+            fields["name"] = self.name
+        jobs, batch, size = [], [], 0
+        budget = _FRAME_BUDGET
+        for line in lines + [None]:
+            if line is not None and (not batch or size + len(line) + 4 <= budget):
+                batch.append(line)
+                size += len(line) + 4
+                continue
+            # Through this program's owner connection: corrald cancels the job when it
+            # closes (this program exited or was killed).
+            from ._process import _owner_connection
+
+            request = dict(fields, inputs=batch, cancel_on_disconnect=True)
+            job = _owner_connection(self._socket).request("pool_submit", request)
+            self._jobs[job["job"]] = False
+            self._payloads[job["job"]] = path
+            jobs.append(job["job"])
+            batch, size = ([line], len(line) + 4) if line is not None else ([], 0)
+        return jobs
+
+    def _fmap(self, func, iterable, chunksize, mode, callback=None, error_callback=None):
+        jobs = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
+        return ApplyResult(self, jobs, callback, error_callback)
+
+    def _fiter(self, func, iterable, chunksize, mode):
+        jobs = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
+        for job in jobs:
+            for outcome in self._results(job, False):
+                for value in _decode_chunk(outcome):
+                    yield value
+            self._done(job)
+
+    def _done(self, job):
+        self._finished(job)
+        path = self._payloads.pop(job, None)
+        if path is not None and path not in self._payloads.values():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def _iter(self, cmd, iterable, parse_json):
         """Submits the job now; returns a generator of each result, or of the exception
@@ -255,6 +394,114 @@ class Pool:
 
     def __exit__(self, *exc):
         self.terminate()
+        for job in list(self._payloads):
+            self._done(job)
+
+
+# Jobs of function-form pools are cancelled when the program exits, as
+# multiprocessing's pool workers die with their parent.
+_POOLS = weakref.WeakSet()
+# The inputs of one pool_submit request, in bytes: under corrald's 1 MiB frame limit.
+_FRAME_BUDGET = 900_000
+
+
+def _cancel_at_exit():
+    pid = os.getpid()
+    for pool in list(_POOLS):
+        if pool._pid != pid:
+            continue
+        try:
+            if any(not done for done in pool._jobs.values()):
+                pool.terminate()
+            for job in list(pool._payloads):
+                pool._done(job)
+        except Exception:
+            pass
+
+
+atexit.register(_cancel_at_exit)
+
+
+def _decode_chunk(outcome):
+    """The results of one chunk's answer line, or raises the task's exception."""
+    if isinstance(outcome, Exception):
+        raise outcome
+    try:
+        answer = pickle.loads(base64.b64decode(outcome))
+    except Exception as e:
+        raise CorralError(
+            "a pool worker sent an answer that cannot be read (%s): %r" % (e, outcome[:200]),
+            "protocol",
+        ) from None
+    if answer[0] == "ok":
+        return answer[1]
+    _, exc, tb = answer
+    if exc is None:
+        exc = CorralError("a pool task failed:\n%s" % tb, "failed")
+    exc.__cause__ = RemoteTraceback(tb)
+    raise exc
+
+
+class ApplyResult:
+    """The result of ``apply_async``/``map_async``/``starmap_async`` with a function:
+    a thread waits for the job, then calls ``callback`` (with the result) or
+    ``error_callback`` (with the exception)."""
+
+    def __init__(self, pool, jobs, callback=None, error_callback=None):
+        self._pool = pool
+        self.jobs = jobs
+        self._single = False
+        self._callback = callback
+        self._error_callback = error_callback
+        self._event = threading.Event()
+        self._value = None
+        self._error = None
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        self._thread.start()
+
+    def _wait(self):
+        values = []
+        try:
+            for job in self.jobs:
+                for outcome in self._pool._results(job, False):
+                    values.extend(_decode_chunk(outcome))
+                self._pool._done(job)
+            self._value = values[0] if self._single and values else values
+        except BaseException as e:  # noqa: BLE001 - handed to get()
+            self._error = e
+        self._event.set()
+        try:
+            if self._error is None:
+                if self._callback is not None:
+                    self._callback(self._value)
+            elif self._error_callback is not None:
+                self._error_callback(self._error)
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+
+    def ready(self):
+        return self._event.is_set()
+
+    def successful(self):
+        if not self.ready():
+            raise ValueError("%r not ready" % self)
+        return self._error is None
+
+    def wait(self, timeout=None):
+        self._event.wait(timeout)
+
+    def get(self, timeout=None):
+        """The result (raises the task's exception); ``corral.TimeoutError`` if it is
+        not ready after ``timeout`` seconds."""
+        if not self._event.wait(timeout):
+            from . import TimeoutError as _TimeoutError
+
+            raise _TimeoutError("the pool job %s is still running" % self.jobs)
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class PoolIterator:

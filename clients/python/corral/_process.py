@@ -1,16 +1,24 @@
 """Process: a command run by corrald as a transient task (``multiprocessing.Process``)."""
 
 import atexit
+import itertools
 import os
 import shlex
+import sys
 import threading
 import weakref
 
-from . import _client
+from . import _anon, _client, _payload
 from ._queue import timeout_ms
 from .errors import NotFound, Timeout, _exitcode
 
-__all__ = ["Process", "split_command"]
+__all__ = [
+    "Process",
+    "split_command",
+    "current_process",
+    "parent_process",
+    "active_children",
+]
 
 _ACTIVE_STATES = ("starting", "running", "backoff", "stopping")
 
@@ -31,26 +39,34 @@ def split_command(cmd, what="command"):
     return argv
 
 
+_COUNTER = itertools.count(1)
+
+
 class Process:
-    """A program run by corrald, started and joined like ``multiprocessing.Process``.
+    """A child process run by corrald, as ``multiprocessing.Process``.
 
-    ``cmd`` is a list (``["python3", "worker.py", "3"]``) or a string split like a
-    shell would (``"python3 worker.py 3"``; no pipes or ``$VARS``: use
-    ``["sh", "-c", "..."]``). A subclass may set the class attribute ``command``
-    instead of passing ``cmd``.
+    **Function form** (multiprocessing's): ``Process(target=f, args=(1,), kwargs={},
+    name=None, daemon=None)``, or a subclass that overrides ``run()``. ``start()``
+    pickles the object with cloudpickle (functions and classes of the main script by
+    value) and corrald starts ``sys.executable -m corral._child`` as a transient task,
+    in this working directory, with this environment and ``sys.path``; it unpickles
+    the object and calls ``run()``. The main script is not executed again, so programs
+    without an ``if __name__ == "__main__":`` guard work. The child's stdout and
+    stderr are this process's (passed to corrald with ``SCM_RIGHTS``); stdin is
+    ``/dev/null``. An exception in the child prints its traceback on its stderr and
+    gives exit code 1. ``name`` is multiprocessing's (``Process-1``...); the unit is
+    ``unit`` (``corralctl status`` lists it).
 
-    ``start()`` runs it as a *transient task* of corrald (``run``), in the current
-    directory unless ``cwd`` is given, with corrald's environment plus ``env`` (the
-    caller's environment is **not** copied). Its output goes to corrald's log for
-    the unit: read it with ``logs()``. ``name`` is the unit's name (``run-N`` if
-    None), unique among running units.
+    **Command form**: ``Process(["python3", "worker.py", "3"])`` or a string split like
+    a shell would; a subclass may set the class attribute ``command`` instead. The
+    command runs with corrald's environment plus ``env``, in ``cwd`` (default: the
+    current directory), its output in corrald's log for the unit (``logs()``);
+    ``name`` is then the unit's name (``run-N`` if None).
 
-    ``daemon=True``: as with multiprocessing, the process is stopped when the Python
-    process that started it exits normally (an ``atexit`` hook sends ``stop``); it is
-    not killed if this program is killed. To corrald it is a daemon: it dies with
-    corrald (even on ``kill -9``) and is stopped first when corrald shuts down.
-    Without ``daemon``, the program keeps running after this one exits (it belongs to
-    corrald, not to this process), and ``join()`` is not implied at exit.
+    ``daemon=True``: stopped when this program exits, **and** when it dies (even by
+    ``kill -9``: corrald stops it when this program's connection closes); it also
+    dies with corrald. Non-daemon function-form children are joined when this program
+    exits, as with multiprocessing; non-daemon command-form ones keep running.
 
     ``exitcode`` is None while it runs, then its exit code, or minus the signal
     number that killed it (``-15`` after ``terminate()``), or 127 if the command
@@ -59,25 +75,74 @@ class Process:
 
     command = None
 
-    def __init__(self, cmd=None, name=None, daemon=False, env=None, cwd=None, *, socket=None):
-        if cmd is None:
+    def __init__(
+        self,
+        group=None,
+        target=None,
+        name=None,
+        args=(),
+        kwargs=None,
+        *,
+        daemon=None,
+        cmd=None,
+        env=None,
+        cwd=None,
+        socket=None,
+    ):
+        # Command form: Process(cmd, name, daemon, env, cwd) as before, the command first.
+        if cmd is None and isinstance(group, (str, list, tuple, os.PathLike)):
+            cmd, group = group, None
+            if target is not None and name is None and isinstance(target, str):
+                name, target = target, None
+        if group is not None:
+            raise AssertionError("group argument must be None for now")
+        if cmd is None and target is None and self.command is not None:
             cmd = self.command
-        if cmd is None:
-            raise TypeError("Process needs a command: Process(['prog', 'arg', ...])")
-        self._argv = split_command(cmd)
+        self._function = cmd is None
+        if self._function:
+            self._argv = None
+            self._target = target
+            self._args = tuple(args)
+            self._kwargs = dict(kwargs or {})
+            if name is None:
+                parent = _CURRENT[0]
+                n = next(_COUNTER)
+                name = "Process-%d" % n if parent is None else "%s:%d" % (parent.name, n)
+        else:
+            self._argv = split_command(cmd)
         if env is not None:
             env = {str(k): str(v) for k, v in dict(env).items()}
         self.env = env or {}
         self.cwd = os.path.abspath(cwd) if cwd is not None else None
         self.name = name
         self.daemon = bool(daemon)
+        self.unit = None
         self._socket = socket
         self._started = False
         self._pid = None
         self._exitcode = None
         self._settled = False
+        self._payload = None
         self.failure_reason = None
         self._parent_pid = os.getpid()
+
+    # What travels to a function-form child: everything but the parent's bookkeeping.
+    _RUNTIME = ("_started", "_pid", "_exitcode", "_settled", "_payload", "failure_reason")
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for key in self._RUNTIME:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._started = False
+        self._pid = os.getpid()
+        self._exitcode = None
+        self._settled = False
+        self._payload = None
+        self.failure_reason = None
 
     def __repr__(self):
         if not self._started:
@@ -94,15 +159,28 @@ class Process:
 
     @property
     def argv(self):
-        return list(self._argv)
+        return list(self._argv) if self._argv is not None else None
 
     def _call(self, op, **fields):
         return _client.call(op, socket=self._socket, **fields)
 
     def start(self):
-        """Runs the command (returns once corrald has started it)."""
+        """Starts the child (returns once corrald has started it)."""
         if self._started:
             raise AssertionError("cannot start a process twice")
+        if self._parent_pid != os.getpid() and _CURRENT[0] is self:
+            raise AssertionError("can only start a process object created by current process")
+        if self._function:
+            self._start_function()
+        else:
+            self._start_command()
+        if self.daemon:
+            _daemons_started(self)
+        elif self._function:
+            _children_started(self)
+        self._poll()
+
+    def _start_command(self):
         fields = {
             "command": self._argv,
             "working_dir": self.cwd or os.getcwd(),
@@ -113,20 +191,55 @@ class Process:
             fields["env"] = self.env
         if self.daemon:
             fields["daemon"] = True
-        result = self._call("run", **fields)
+            fields["stop_on_disconnect"] = True
+            result = _owner_connection(self._socket).request("run", fields)
+        else:
+            result = self._call("run", **fields)
         self._started = True
         self._parent_pid = os.getpid()
-        self.name = result["unit"]
+        self.name = self.unit = result["unit"]
         # corrald answers `run` once the process runs, with its pid (absent if it could
         # not be started; _poll then finds the reason).
         if result.get("pid"):
             self._pid = result["pid"]
+
+    def _start_function(self):
+        body = _payload.dumps(self, "the process %s (its target or arguments)" % self.name)
+        path = _payload.write(body, name=self.name, parent_name=current_process().name)
+        fields = {
+            "command": _payload.python_command("_child", path),
+            "working_dir": self.cwd or os.getcwd(),
+            "env": _payload.child_env(self.env),
+            "stdio_fds": True,
+        }
         if self.daemon:
-            _daemons_started(self)
-        self._poll()
+            fields["daemon"] = True
+            fields["stop_on_disconnect"] = True
+        # Whatever this program printed comes before the child's output, as with fork.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+        try:
+            result = _owner_connection(self._socket).request("run", fields, fds=_stdio_fds())
+        except BaseException:
+            _remove(path)
+            raise
+        self._payload = path
+        self._started = True
+        self._parent_pid = os.getpid()
+        self.unit = result["unit"]
+        if result.get("pid"):
+            self._pid = result["pid"]
 
     def run(self):
-        """multiprocessing's ``run`` runs a target in-process; here: ``start(); join()``."""
+        """Function form: calls ``target(*args, **kwargs)`` (in the child, or here if
+        called directly), as multiprocessing. Command form: ``start(); join()``."""
+        if self._function:
+            if self._target is not None:
+                self._target(*self._args, **self._kwargs)
+            return
         self.start()
         self.join()
 
@@ -145,14 +258,18 @@ class Process:
             # The command never ran (e.g. no such program).
             self._exitcode = 127
             self.failure_reason = instance.get("reason") or "the command did not run"
+        if self._payload is not None:
+            # The child removes it once read; this covers a child that never ran.
+            _remove(self._payload)
+            self._payload = None
         return True
 
     def _poll(self):
         if self._settled:
             return
-        status = self._call("status", unit=self.name)
+        status = self._call("status", unit=self.unit)
         for unit in status.get("units", []):
-            if unit.get("name") == self.name and unit.get("instances"):
+            if unit.get("name") == self.unit and unit.get("instances"):
                 self._settle(unit["instances"][0])
 
     def join(self, timeout=None):
@@ -161,7 +278,7 @@ class Process:
         self._check_started()
         if self._settled:
             return
-        fields = {"unit": self.name}
+        fields = {"unit": self.unit}
         ms = timeout_ms(timeout)
         if ms is not None:
             fields["timeout_ms"] = ms
@@ -197,6 +314,10 @@ class Process:
 
     ident = pid
 
+    @property
+    def sentinel(self):
+        raise NotImplementedError("corral processes have no sentinel descriptor; use join()")
+
     def terminate(self):
         """Stops it: SIGTERM to its process group, SIGKILL after 10 s; returns once it
         is down (corrald's ``stop``)."""
@@ -204,7 +325,7 @@ class Process:
         if self._settled:
             return
         try:
-            self._call("stop", units=[self.name])
+            self._call("stop", units=[self.unit])
         except NotFound:
             pass
         self._poll()
@@ -216,35 +337,212 @@ class Process:
         if self._settled:
             return
         try:
-            self._call("kill", units=[self.name], signal="SIGKILL")
-            self._call("wait", unit=self.name, timeout_ms=30000)
+            self._call("kill", units=[self.unit], signal="SIGKILL")
+            self._call("wait", unit=self.unit, timeout_ms=30000)
         except NotFound:
             pass
         self._poll()
 
     def logs(self, lines=100):
-        """The last ``lines`` lines of its output (stdout and stderr), oldest first."""
+        """The last ``lines`` lines of a command-form process's output (stdout and
+        stderr), oldest first. A function-form child writes to this program's stdout
+        and stderr instead, and has no log."""
         self._check_started()
-        result = self._call("logs", unit=self.name, lines=int(lines))
+        result = self._call("logs", unit=self.unit, lines=int(lines))
         return [entry["line"] for entry in result.get("lines", [])]
 
     def close(self):
-        """For compatibility with multiprocessing; nothing to release."""
+        """As multiprocessing: ``ValueError`` if it is still running; else nothing to
+        release."""
+        if self._started and not self._settled and self.is_alive():
+            raise ValueError("Cannot close a process while it is still running. "
+                             "You should first call join() or terminate().")
 
 
-# -- daemon processes are stopped when their parent exits (multiprocessing's rule) ------
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _stdio_fds():
+    fds = []
+    for n in (1, 2):
+        try:
+            os.fstat(n)
+            fds.append(n)
+        except OSError:
+            fds.append(None)
+    if None in fds:
+        # A closed stdout or stderr: the child writes to /dev/null there instead.
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        _DEVNULL.append(devnull)
+        fds = [devnull if fd is None else fd for fd in fds]
+    return fds
+
+
+_DEVNULL = []
+
+# One connection per process and socket for `run`: its closing (this program exiting
+# or being killed) is what stops the daemon children started through it.
+_OWNERS = {}
+_OWNERS_LOCK = threading.Lock()
+
+
+def _owner_connection(socket):
+    key = (os.getpid(), socket)
+    with _OWNERS_LOCK:
+        conn = _OWNERS.get(key)
+        if conn is None:
+            conn = _client.Connection(socket)
+            _OWNERS[key] = conn
+        return conn
+
+
+# -- current_process(), parent_process(), active_children() ------------------------------
+
+
+class _MainProcess:
+    """What ``current_process()`` is in the main program (multiprocessing's MainProcess)."""
+
+    daemon = False
+    exitcode = None
+    _function = True
+
+    def __init__(self):
+        self.name = "MainProcess"
+
+    @property
+    def pid(self):
+        return os.getpid()
+
+    ident = pid
+
+    def is_alive(self):
+        return True
+
+    def __repr__(self):
+        return "<_MainProcess name=%r parent=None started>" % self.name
+
+
+class _ParentProcess:
+    """``parent_process()`` in a child: the parent's name and pid."""
+
+    daemon = False
+
+    def __init__(self, name, pid):
+        self.name = name
+        self.pid = self.ident = pid
+
+    def is_alive(self):
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __repr__(self):
+        return "<_ParentProcess name=%r pid=%d>" % (self.name, self.pid)
+
+
+_CURRENT = [None]  # the Process object this child runs (None in the main program)
+_MAIN = _MainProcess()
+_PARENT = [None]
+
+
+def current_process():
+    """The Process object this code runs in (``MainProcess`` in the main program)."""
+    return _CURRENT[0] or _MAIN
+
+
+def parent_process():
+    """In a child, its parent (name and pid); None in the main program."""
+    return _PARENT[0]
+
+
+def active_children():
+    """The children started by this process that are still running (joining the
+    finished ones, as multiprocessing does)."""
+    pid = os.getpid()
+    with _DAEMONS_LOCK:
+        mine = [p for p in list(_DAEMONS) + list(_CHILDREN) if p._parent_pid == pid]
+    return [p for p in mine if p.is_alive()]
+
+
+def _in_child(header):
+    """Called by corral._child before the Process is unpickled."""
+    _PARENT[0] = _ParentProcess(header.get("parent_name") or "MainProcess", header.get("pid"))
+
+
+def _run_in_child(process):
+    """Runs the unpickled Process; returns the exit code (multiprocessing's rules)."""
+    _CURRENT[0] = process
+    process._parent_pid = None
+    try:
+        process.run()
+        code = 0
+    except SystemExit as e:
+        if e.code is None:
+            code = 0
+        elif isinstance(e.code, int):
+            code = e.code
+        else:
+            sys.stderr.write(str(e.code) + "\n")
+            code = 1
+    except BaseException:
+        import traceback
+
+        sys.stderr.write("Process %s:\n" % process.name)
+        traceback.print_exc()
+        code = 1
+    return code
+
+
+# -- at exit: daemon children are stopped, the others joined (multiprocessing's rule) ---
 
 _DAEMONS = weakref.WeakSet()
+_CHILDREN = set()  # non-daemon function-form children, joined at exit
 _DAEMONS_LOCK = threading.Lock()
-_HOOKED = []
+
+
+def _hook():
+    """Registered at import (so it runs after the program's own atexit functions)."""
 
 
 def _daemons_started(process):
     with _DAEMONS_LOCK:
         _DAEMONS.add(process)
-        if not _HOOKED:
-            atexit.register(_stop_daemons)
-            _HOOKED.append(True)
+        _hook()
+
+
+def _children_started(process):
+    with _DAEMONS_LOCK:
+        _CHILDREN.add(process)
+        _hook()
+
+
+def _at_exit():
+    _stop_daemons()
+    _join_children()
+    _anon.cleanup()
+
+
+atexit.register(_at_exit)
+
+
+def _join_children():
+    pid = os.getpid()
+    with _DAEMONS_LOCK:
+        mine = [p for p in _CHILDREN if p._parent_pid == pid]
+        _CHILDREN.clear()
+    for p in mine:
+        try:
+            p.join()
+        except Exception:
+            pass
 
 
 def _stop_daemons():
@@ -253,7 +551,7 @@ def _stop_daemons():
         mine = [p for p in _DAEMONS if p._parent_pid == pid and not p._settled]
     by_socket = {}
     for p in mine:
-        by_socket.setdefault(p._socket, []).append(p.name)
+        by_socket.setdefault(p._socket, []).append(p.unit)
     for socket, names in by_socket.items():
         try:
             _client.call("stop", socket=socket, units=names)

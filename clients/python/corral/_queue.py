@@ -1,9 +1,10 @@
 """Queue: a named, durable FIFO served by corrald (``multiprocessing.Queue``)."""
 
+import base64
 import math
-import uuid
+import pickle
 
-from . import _client
+from . import _anon, _client
 
 __all__ = ["Queue", "Message"]
 
@@ -43,9 +44,15 @@ class Queue:
     goes to the dead-letter queue instead of back to this one.
     """
 
-    def __init__(self, name=None, maxsize=0, *, max_deliveries=None, dead_letter=None, socket=None):
-        if name is None:
-            name = "py-" + uuid.uuid4().hex
+    def __init__(
+        self, name=None, maxsize=0, *, max_deliveries=None, dead_letter=None, socket=None, ctx=None
+    ):
+        # multiprocessing's Queue(maxsize): a number first is the capacity.
+        if isinstance(name, int) and not isinstance(name, bool):
+            name, maxsize = None, name
+        anonymous = name is None
+        if anonymous:
+            name = _anon.name("queue")
         if not isinstance(name, str):
             raise TypeError("queue name must be a string, not %r" % (name,))
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
@@ -68,6 +75,8 @@ class Queue:
             if dead_letter is not None:
                 fields["dead_letter"] = dead_letter
             self._call("queue_declare", **fields)
+        if anonymous:
+            _anon.made(self.delete)
 
     def _call(self, op, **fields):
         return _client.call(op, socket=self._socket, queue=self.name, **fields)
@@ -84,7 +93,7 @@ class Queue:
         On a full queue: waits for room (up to ``timeout`` seconds; forever if None),
         or with ``block=False`` raises ``queue.Full`` at once.
         """
-        fields = {"value": obj}
+        fields = {"value": _encode(obj)}
         if not block:
             fields["block"] = False
         else:
@@ -120,7 +129,7 @@ class Queue:
             if ms is not None:
                 fields["timeout_ms"] = ms
         if not ack:
-            return self._call("queue_get", **fields)["items"]
+            return [_decode(item) for item in self._call("queue_get", **fields)["items"]]
         fields["ack"] = True
         fields["visibility_ms"] = max(1, timeout_ms(visibility, "visibility") or 1)
         # The leases are bound to the connection that took them: it stays out of the
@@ -140,7 +149,7 @@ class Queue:
             raise
         holder = _Leases(path, conn, len(result["items"]))
         return [
-            Message(self.name, item, lease["id"], lease["deliveries"], holder)
+            Message(self.name, _decode(item), lease["id"], lease["deliveries"], holder)
             for item, lease in zip(result["items"], result["leases"])
         ]
 
@@ -264,3 +273,40 @@ class Message:
     def nack(self):
         """Puts the item back at the head of the queue now, for another delivery."""
         self._end("queue_nack")
+
+
+# Items that are JSON as they are travel as JSON (readable by any client); anything
+# else (tuples, bytes, sets, objects...) as a pickle in {PICKLED: base64}, which this
+# client turns back into the object.
+PICKLED = "$corral.pickle"
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _is_json(obj, depth=0):
+    if depth > 100:
+        return False
+    t = type(obj)
+    if t in _PLAIN:
+        return t is not float or math.isfinite(obj)
+    if t is list:
+        return all(_is_json(x, depth + 1) for x in obj)
+    if t is dict:
+        return PICKLED not in obj and all(
+            type(k) is str and _is_json(v, depth + 1) for k, v in obj.items()
+        )
+    return False
+
+
+def _encode(obj):
+    if _is_json(obj):
+        return obj
+    from . import _payload
+
+    data = _payload.dumps(obj, "the queue item")
+    return {PICKLED: base64.b64encode(data).decode("ascii")}
+
+
+def _decode(item):
+    if type(item) is dict and len(item) == 1 and PICKLED in item:
+        return pickle.loads(base64.b64decode(item[PICKLED]))
+    return item

@@ -4,16 +4,29 @@ import math
 import numbers
 import operator
 
-from . import _client
+from . import _anon, _client
 from .errors import InvalidArgument, OutOfRange
 
-__all__ = ["Value", "Array"]
+__all__ = ["Value", "SharedValue", "Array"]
+
+
+def _typecode(obj):
+    """The typecode of ``obj`` if it names an element type (``"i"``, ``"d"``,
+    ``ctypes.c_int``...), else None."""
+    code = getattr(obj, "_type_", obj)
+    if isinstance(code, str) and len(code) == 1 and code in _KINDS:
+        return code
+    return None
 
 
 class Value:
-    """A named 64-bit signed counter (``multiprocessing.Value('i', ...)``).
+    """``Value(typecode, value=0, lock=True)``, as multiprocessing: an anonymous shared
+    number (integer typecodes ``b h i l q`` and unsigned ones, or ``f d``, or a
+    ``ctypes`` type), removed when this program exits; ``with v.get_lock(): v.value
+    += 1`` is exact across processes. See :class:`SharedValue`.
 
-    ``Value("hits")`` attaches to the counter ``hits`` (a counter never set reads 0);
+    ``Value("hits")`` (a name that is not a typecode): the named, durable, machine-wide
+    64-bit signed counter ``hits`` (a counter never set reads 0);
     ``Value("hits", 0)`` also sets it, overwriting what another program stored.
     ``v.value`` reads or writes it; ``v.add(n)`` adds atomically and returns the new
     value (``v.value += 1`` is a read then a write, not atomic, as in
@@ -21,9 +34,14 @@ class Value:
     :class:`corral.Overflow` (a ``ValueError``), never wraps.
     """
 
+    def __new__(cls, name=None, *args, **kwargs):
+        if cls is Value and _typecode(name) is not None:
+            return SharedValue(name, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, name, initial=None, *, socket=None):
         if not isinstance(name, str):
-            raise TypeError("counter name must be a string, not %r" % (name,))
+            raise TypeError("counter name must be a string or a typecode, not %r" % (name,))
         self.name = name
         self._socket = socket
         self._lock = None
@@ -37,7 +55,7 @@ class Value:
         return "<corral.Value %r>" % self.name
 
     def __reduce__(self):
-        return (Value, (self.name,), {"_socket": self._socket, "_lock": None})
+        return (_named_value, (self.name, self._socket))
 
     @property
     def value(self):
@@ -67,6 +85,99 @@ class Value:
 
             self._lock = Lock(self.name + ".lock", socket=self._socket)
         return self._lock
+
+    def get_obj(self):
+        return self
+
+
+def _named_value(name, socket):
+    return Value(name, socket=socket)
+
+
+class SharedValue:
+    """multiprocessing's ``Value(typecode, value, lock=True)``: one number in corrald
+    (an anonymous one-element array), its ``get_lock()`` a :class:`corral.Lock`.
+
+    Pickled by reference, so it can be passed to Process args, Pool tasks and through
+    queues; removed when the program that made it exits. ``v.value`` reads and
+    writes; ``v.add(n)`` adds atomically. ``name=`` makes a durable named one instead.
+    """
+
+    def __init__(self, typecode_or_type, *args, lock=True, name=None, socket=None, ctx=None):
+        code = _typecode(typecode_or_type)
+        if code is None:
+            raise TypeError("unknown typecode %r" % (typecode_or_type,))
+        if len(args) > 1:
+            raise TypeError("Value(typecode, value=0, lock=True)")
+        initial = args[0] if args else 0
+        anonymous = name is None
+        self.name = name or _anon.name("value")
+        self._code = code
+        self._socket = socket
+        self._array = Array(self.name, code, [initial], socket=socket)
+        self._lock = None
+        self._lock_name = None
+        if lock is not False:
+            from ._lock import Lock
+
+            self._lock = lock if isinstance(lock, Lock) else Lock(self.name + ".lock", socket=socket)
+            self._lock_name = self._lock.name
+        if anonymous:
+            _anon.made(self._array.delete)
+
+    @classmethod
+    def _attach(cls, name, code, lock_name, socket):
+        self = cls.__new__(cls)
+        self.name, self._code, self._socket = name, code, socket
+        self._array = Array.__new__(Array)
+        self._array.name, self._array._socket = name, socket
+        self._array.kind, self._array._length = _KINDS[code], 1
+        self._lock_name = lock_name
+        self._lock = None
+        if lock_name is not None:
+            from ._lock import Lock
+
+            self._lock = Lock(lock_name, socket=socket)
+        return self
+
+    def __reduce__(self):
+        return (SharedValue._attach, (self.name, self._code, self._lock_name, self._socket))
+
+    def __repr__(self):
+        return "<corral.Value(%r, %r) %s>" % (self._code, self.value, self.name)
+
+    @property
+    def typecode(self):
+        return self._code
+
+    @property
+    def value(self):
+        return self._array[0]
+
+    @value.setter
+    def value(self, new):
+        self._array[0] = new
+
+    def add(self, delta=1):
+        """Adds ``delta`` atomically; returns the new value."""
+        return self._array.add(0, delta)
+
+    def get_lock(self):
+        if self._lock is None:
+            raise AttributeError("this Value was made with lock=False: it has no get_lock()")
+        return self._lock
+
+    def acquire(self, *args):
+        return self.get_lock().acquire(*args)
+
+    def release(self):
+        return self.get_lock().release()
+
+    def __enter__(self):
+        return self.get_lock().__enter__()
+
+    def __exit__(self, *exc):
+        return self.get_lock().__exit__(*exc)
 
     def get_obj(self):
         return self
@@ -109,11 +220,29 @@ class Array:
     assigning a slice writes element by element (not atomic).
     """
 
-    def __init__(self, name, typecode_or_kind=None, size_or_initializer=None, *, socket=None):
+    def __init__(
+        self, name, typecode_or_kind=None, size_or_initializer=None, *, lock=True, socket=None, ctx=None
+    ):
+        # multiprocessing's Array(typecode, size_or_initializer): anonymous.
+        anonymous = False
+        if (
+            _typecode(name) is not None
+            and size_or_initializer is None
+            and typecode_or_kind is not None
+            and not (isinstance(typecode_or_kind, str) and typecode_or_kind in _KINDS)
+        ):
+            name, typecode_or_kind, size_or_initializer = (
+                _anon.name("array"),
+                _typecode(name),
+                typecode_or_kind,
+            )
+            anonymous = True
         if not isinstance(name, str):
             raise TypeError("array name must be a string, not %r" % (name,))
         self.name = name
         self._socket = socket
+        self._lock = None
+        self._with_lock = lock is not False
         if typecode_or_kind is None and size_or_initializer is None:
             result = self._call("array_get", length=0)
         else:
@@ -140,6 +269,22 @@ class Array:
             result = self._call("array_create", **fields)
         self.kind = result["kind"]
         self._length = result.get("length", len(result["values"]))
+        if anonymous:
+            _anon.made(self.delete)
+
+    def get_lock(self):
+        """A :class:`corral.Lock` named ``NAME.lock`` (for ``with a.get_lock():``)."""
+        if self._lock is None:
+            from ._lock import Lock
+
+            self._lock = Lock(self.name + ".lock", socket=self._socket)
+        return self._lock
+
+    def __enter__(self):
+        return self.get_lock().__enter__()
+
+    def __exit__(self, *exc):
+        return self.get_lock().__exit__(*exc)
 
     def _call(self, op, **fields):
         return _client.call(op, socket=self._socket, array=self.name, **fields)
@@ -148,7 +293,7 @@ class Array:
         return "<corral.Array %r %s[%d]>" % (self.name, self.kind, self._length)
 
     def __reduce__(self):
-        return (Array, (self.name,), {"_socket": self._socket})
+        return (_attach_array, (self.name, self.kind, self._length, self._socket))
 
     @property
     def typecode(self):
@@ -218,6 +363,12 @@ class Array:
 
     def get_obj(self):
         return self
+
+
+def _attach_array(name, kind, length, socket):
+    a = Array.__new__(Array)
+    a.name, a.kind, a._length, a._socket, a._lock, a._with_lock = name, kind, length, socket, None, True
+    return a
 
 
 def _element(kind, value):

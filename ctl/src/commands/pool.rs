@@ -71,6 +71,7 @@ pub fn map(client: &Client, out: &Output, args: MapArgs) -> Result<ExitCode, Err
             .ok()
             .map(|d| d.display().to_string()),
         env: Default::default(),
+        cancel_on_disconnect: false,
     })?;
     if args.detach {
         if out.json {

@@ -216,6 +216,8 @@ pub fn run(
         working_dir,
         wait,
         daemon,
+        stdio_fds: false,
+        stop_on_disconnect: false,
     };
     let stdout = std::io::stdout();
     let result: RunResult = client.call_streaming(op, |event| {

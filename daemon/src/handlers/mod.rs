@@ -9,20 +9,88 @@ mod units;
 
 pub(crate) use units::status as units_status;
 
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_proto::{Op, Request, Response};
 
 use crate::Context;
 use crate::primitives::ConnInfo;
-use crate::server::Replies;
+use crate::server::{PassedFds, Replies};
 
 /// Per-connection identity: what locks and waiters belong to, and who the peer is.
 pub struct Connection {
     info: ConnInfo,
     peer: crate::access::Peer,
+    /// Descriptors received with `SCM_RIGHTS`, for the request that uses them.
+    fds: PassedFds,
+    /// Transient units stopped when the connection closes (`run` with
+    /// `stop_on_disconnect`).
+    bound: BoundUnits,
+}
+
+/// The units a connection owns (`run` with `stop_on_disconnect`), shared with the
+/// tasks that start them: a unit started after the connection closed is stopped at once.
+#[derive(Clone, Default)]
+pub struct BoundUnits(Arc<Mutex<BoundState>>);
+
+#[derive(Default)]
+struct BoundState {
+    closed: bool,
+    units: Vec<String>,
+    /// Pool jobs submitted with `cancel_on_disconnect`.
+    jobs: Vec<u64>,
+}
+
+impl BoundUnits {
+    /// Records `unit` as owned; false if the connection has closed already (the caller
+    /// stops it).
+    pub fn add(&self, unit: &str) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed {
+            return false;
+        }
+        // Finished transient units are pruned by corrald: keep the list short too.
+        if state.units.len() >= 4096 {
+            state.units.remove(0);
+        }
+        state.units.push(unit.to_owned());
+        true
+    }
+
+    /// Records a pool job to cancel when the connection closes.
+    fn add_job(&self, job: u64) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.jobs.len() >= 4096 {
+            state.jobs.remove(0);
+        }
+        state.jobs.push(job);
+    }
+
+    fn close(&self) -> (Vec<String>, Vec<u64>) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.closed = true;
+        (
+            std::mem::take(&mut state.units),
+            std::mem::take(&mut state.jobs),
+        )
+    }
+}
+
+/// Stops the units of a closed connection, in the background.
+pub fn stop_bound(ctx: &Arc<Context>, units: Vec<String>) {
+    if units.is_empty() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        // Each on its own: one already pruned must not keep the others running.
+        for unit in units {
+            let _ = units::stop(ctx.clone(), vec![unit]).await;
+        }
+    });
 }
 
 impl Connection {
@@ -37,6 +105,8 @@ impl Connection {
                 pid: cred.and_then(|c| c.pid()).map(|p| p as u32),
                 uid: cred.map(|c| c.uid()),
             },
+            fds: PassedFds::default(),
+            bound: BoundUnits::default(),
         }
     }
 
@@ -45,9 +115,38 @@ impl Connection {
         self.info.id
     }
 
-    /// Releases whatever the connection held (its locks go to the next waiters).
-    pub async fn close(&self, ctx: &Context) {
+    /// Where the connection's reader puts the descriptors it receives.
+    pub fn passed_fds(&self) -> PassedFds {
+        self.fds.clone()
+    }
+
+    /// The two oldest received descriptors, as a child's stdout and stderr.
+    fn take_stdio(&self) -> Option<[OwnedFd; 2]> {
+        let mut fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+        if fds.len() < 2 {
+            return None;
+        }
+        let out = fds.pop_front()?;
+        let err = fds.pop_front()?;
+        Some([out, err])
+    }
+
+    /// Releases whatever the connection held (its locks go to the next waiters), stops
+    /// the units it owns and, unless corrald is stopping (`shutting_down`: the jobs
+    /// resume after a restart), cancels its pool jobs.
+    pub async fn close(&self, ctx: &Arc<Context>, shutting_down: bool) {
         ctx.store.disconnect(self.info.id);
+        let (units, jobs) = self.bound.close();
+        stop_bound(ctx, units);
+        if !shutting_down && !jobs.is_empty() {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                for job in jobs {
+                    let _ = pool::cancel(&ctx, job).await;
+                }
+            });
+        }
+        self.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -76,6 +175,7 @@ pub async fn dispatch(
             stream,
             working_dir,
             env,
+            cancel_on_disconnect,
         } => {
             let submit = pool::Submit {
                 run_as: conn.peer.run_as(),
@@ -91,7 +191,18 @@ pub async fn dispatch(
                 working_dir,
                 env,
             };
-            pool::submit(ctx, submit).await
+            let outcome = pool::submit(ctx, submit).await;
+            if cancel_on_disconnect {
+                if let Some(job) = outcome
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| v.get("job"))
+                    .and_then(|j| j.as_u64())
+                {
+                    conn.bound.add_job(job);
+                }
+            }
+            outcome
         }
         Op::PoolWait {
             job,
@@ -166,7 +277,24 @@ pub async fn dispatch(
             working_dir,
             wait,
             daemon,
+            stdio_fds,
+            stop_on_disconnect,
         } => {
+            let stdio = if stdio_fds {
+                match conn.take_stdio() {
+                    Some(fds) => Some(fds),
+                    None => {
+                        let error = corral_proto::ErrorBody::new(
+                            corral_proto::ErrorCode::BadRequest,
+                            "run with stdio_fds needs two descriptors (stdout, stderr) sent \
+                             with the request's first byte as SCM_RIGHTS ancillary data",
+                        );
+                        return replies.send(Response::err(id, error)).await;
+                    }
+                }
+            } else {
+                None
+            };
             let spec = units::RunSpec {
                 run_as: conn.peer.run_as(),
                 name,
@@ -174,6 +302,8 @@ pub async fn dispatch(
                 env,
                 working_dir,
                 daemon,
+                stdio,
+                owner: stop_on_disconnect.then(|| conn.bound.clone()),
             };
             let task = units::run(ctx.clone(), id, spec, wait, replies.clone());
             tokio::spawn(task);

@@ -1,6 +1,7 @@
 //! `status`, `start`, `stop`, `restart`, `wait`, `reload` and `run`.
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,10 +250,15 @@ pub struct RunSpec {
     pub working_dir: Option<String>,
     /// Dies with corrald, like a `daemon = true` unit.
     pub daemon: bool,
+    /// The client's descriptors for the process's stdout and stderr (instead of its log).
+    pub stdio: Option<[OwnedFd; 2]>,
+    /// The connection whose closing stops the unit.
+    pub owner: Option<super::BoundUnits>,
 }
 
 /// `run`: start a transient task; with `wait`, stream its output and answer with its exit.
-pub async fn run(ctx: Arc<Context>, id: u64, spec: RunSpec, wait: bool, replies: Replies) {
+pub async fn run(ctx: Arc<Context>, id: u64, mut spec: RunSpec, wait: bool, replies: Replies) {
+    let owner = spec.owner.take();
     let outcome = start_transient(&ctx, spec).await;
     let unit = match outcome {
         Ok(unit) => unit,
@@ -261,6 +267,11 @@ pub async fn run(ctx: Arc<Context>, id: u64, spec: RunSpec, wait: bool, replies:
             return;
         }
     };
+    if let Some(owner) = owner {
+        if !owner.add(&unit) {
+            super::stop_bound(&ctx, vec![unit.clone()]);
+        }
+    }
     if !wait {
         // Answer once the process runs, so the client can know its pid (`Process.pid`).
         let pid = ctx
@@ -329,6 +340,8 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
         env,
         working_dir,
         daemon,
+        stdio,
+        owner: _,
     } = spec;
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
     if command.first().is_none_or(|p| p.is_empty()) {
@@ -373,7 +386,7 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
     }
     let unit = ctx
         .supervisor
-        .ask(|r| Request::Run(Box::new(unit), r))
+        .ask(|r| Request::Run(Box::new(unit), stdio, r))
         .await?;
     ctx.store.sync().await;
     Ok(unit)

@@ -293,41 +293,54 @@ async fn run_worker(
         gone(&tx);
         return;
     };
-    let mut writer = Some(BufWriter::new(stdin));
+    // Writing and reading run side by side: a worker answering a long line blocks
+    // until its answers are read, while corrald may still be writing it long inputs.
+    // The writer hands each item's index to the reader before writing its input.
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<usize>();
+    let writer = async move {
+        let mut w = BufWriter::new(stdin);
+        while let Some((index, input)) = feed.recv().await {
+            let _ = sent_tx.send(index);
+            let mut ok = write_line(&mut w, &input).await;
+            // Batch whatever else is queued into the same write.
+            while ok {
+                let Ok((index, input)) = feed.try_recv() else {
+                    break;
+                };
+                let _ = sent_tx.send(index);
+                ok = write_line(&mut w, &input).await;
+            }
+            if !ok || w.flush().await.is_err() {
+                // The worker stopped reading; its answers may still come.
+                return;
+            }
+        }
+        let _ = w.shutdown().await; // EOF on the worker's stdin
+    };
+    let writer = tokio::spawn(writer);
     let mut lines = BufReader::new(stdout).lines();
     let mut in_flight: VecDeque<usize> = VecDeque::new();
     loop {
-        tokio::select! {
-            next = feed.recv(), if writer.is_some() => match next {
-                Some((index, input)) => {
-                    let w = writer.as_mut().expect("guarded");
-                    let mut ok = write_line(w, &input).await;
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                while let Ok(index) = sent_rx.try_recv() {
                     in_flight.push_back(index);
-                    // Batch whatever else is queued into the same write.
-                    while let (true, Ok((index, input))) = (ok, feed.try_recv()) {
-                        ok = write_line(w, &input).await;
-                        in_flight.push_back(index);
-                    }
-                    if !ok || w.flush().await.is_err() {
-                        writer = None; // the worker stopped reading; its answers may still come
-                    }
                 }
-                None => {
-                    if let Some(mut w) = writer.take() {
-                        let _ = w.shutdown().await; // EOF on the worker's stdin
-                    }
-                }
-            },
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => {
-                    let Some(index) = in_flight.pop_front() else { continue };
-                    let _ = tx.send(PoolMsg::Answer { job, worker, index, line });
-                }
-                Ok(None) | Err(_) => {
-                    gone(&tx);
-                    return;
-                }
-            },
+                let Some(index) = in_flight.pop_front() else {
+                    continue;
+                };
+                let _ = tx.send(PoolMsg::Answer {
+                    job,
+                    worker,
+                    index,
+                    line,
+                });
+            }
+            Ok(None) | Err(_) => {
+                writer.abort();
+                gone(&tx);
+                return;
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ mod spawn;
 mod started;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -89,8 +90,8 @@ pub enum Request {
     Wait(String, Reply<WaitResult>),
     /// Replace the unit set (already validated).
     Reload(BTreeMap<String, Unit>, Reply<ReloadResult>),
-    /// Add and start a transient unit.
-    Run(Box<Unit>, Reply<String>),
+    /// Add and start a transient unit; with descriptors, they are its stdout and stderr.
+    Run(Box<Unit>, Option<[OwnedFd; 2]>, Reply<String>),
     /// Log files of a unit's instances.
     LogPaths(String, Option<u32>, Reply<Vec<(u32, PathBuf)>>),
     /// Begin the shutdown sequence; answered when every instance is down.
@@ -243,6 +244,8 @@ struct UnitEntry {
     settled_at: Option<Instant>,
     /// For an instance unit of a template (`web@8080`): the template's name (`web@`).
     template: Option<String>,
+    /// A transient unit's stdout and stderr passed by its client (instead of its log).
+    stdio: Option<Arc<[OwnedFd; 2]>>,
 }
 
 impl UnitEntry {
@@ -261,6 +264,7 @@ impl UnitEntry {
             pending: None,
             settled_at: None,
             template: None,
+            stdio: None,
         }
     }
 
@@ -616,10 +620,10 @@ impl Supervisor {
             Request::Reload(units, reply) => {
                 let _ = reply.send(self.refuse_if_shutting_down().map(|()| self.reload(units)));
             }
-            Request::Run(unit, reply) => {
+            Request::Run(unit, stdio, reply) => {
                 let _ = reply.send(
                     self.refuse_if_shutting_down()
-                        .and_then(|()| self.run(*unit)),
+                        .and_then(|()| self.run(*unit, stdio)),
                 );
             }
             Request::LogPaths(unit, instance, reply) => {
@@ -919,6 +923,9 @@ impl Supervisor {
             return;
         };
         let unit = entry.unit.clone();
+        // Passed descriptors serve one start: corrald keeps no copy of a client's pipe
+        // open once the process has it (a restart writes to the unit's log instead).
+        let stdio = entry.stdio.take();
         let inst = &mut entry.instances[index as usize];
         if let Some(reason) = start_limit_hit(&unit, inst) {
             inst.state = InstanceState::Failed;
@@ -933,7 +940,12 @@ impl Supervisor {
         inst.spawn_token = Some(token);
         self.tokens.insert(token, (name.to_owned(), index));
         match self.spawn_spec(&unit, index) {
-            Ok(spec) => self.procs.spawn(token, spec),
+            Ok(mut spec) => {
+                if let Some(fds) = stdio {
+                    spec.output = Output::Passed(fds);
+                }
+                self.procs.spawn(token, spec)
+            }
             // Fails like a spawn that failed: the restart policy decides what follows.
             Err(reason) => self.on_spawned(token, Err(reason)),
         }
@@ -1389,7 +1401,7 @@ impl Supervisor {
         }
     }
 
-    fn run(&mut self, mut unit: Unit) -> Result<String, ErrorBody> {
+    fn run(&mut self, mut unit: Unit, stdio: Option<[OwnedFd; 2]>) -> Result<String, ErrorBody> {
         if unit.name.is_empty() {
             while self
                 .units
@@ -1415,8 +1427,9 @@ impl Supervisor {
         if let Err(e) = std::fs::File::create(&log) {
             tracing::warn!("cannot truncate {}: {e}", log.display());
         }
-        self.units
-            .insert(name.clone(), UnitEntry::new(Arc::new(unit), true));
+        let mut entry = UnitEntry::new(Arc::new(unit), true);
+        entry.stdio = stdio.map(Arc::new);
+        self.units.insert(name.clone(), entry);
         self.start_units(std::slice::from_ref(&name))?;
         self.prune_transient();
         Ok(name)
@@ -1595,7 +1608,7 @@ impl Supervisor {
                         copy.name
                     ),
                 );
-                match self.run(copy) {
+                match self.run(copy, None) {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::warn!("scheduled run of {name}: {e}");

@@ -75,6 +75,9 @@ pub enum Output {
         /// stderr log file.
         stderr: PathBuf,
     },
+    /// stdout and stderr are descriptors a client passed (`run` with `stdio_fds`):
+    /// the process writes where its client writes, and corrald logs nothing of it.
+    Passed(std::sync::Arc<[OwnedFd; 2]>),
 }
 
 /// Who a process belongs to: its spawn result and exit go to that owner.
@@ -329,6 +332,13 @@ impl Starter {
                 (None, log, dup, None)
             }
             Output::Files { stdout, stderr } => (None, fresh(stdout)?, fresh(stderr)?, None),
+            Output::Passed(fds) => {
+                let copy = |fd: &OwnedFd| {
+                    fd.try_clone()
+                        .map_err(|e| format!("cannot duplicate a passed descriptor: {e}"))
+                };
+                (None, copy(&fds[0])?, copy(&fds[1])?, None)
+            }
             Output::Pipes { stderr } => {
                 let (child_in, our_in) = pipe()?;
                 let (our_out, child_out) = pipe()?;

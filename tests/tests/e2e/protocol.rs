@@ -153,3 +153,59 @@ fn logs_follow_streams_new_lines() {
     assert_eq!(next["id"], 4);
     assert_eq!(next["event"]["line"], "second");
 }
+
+/// `run` with `stdio_fds`: the two descriptors sent with the request are the process's
+/// stdout and stderr; a request without them is refused; `stop_on_disconnect` stops the
+/// process when the connection closes.
+#[test]
+fn run_writes_to_passed_descriptors_and_stops_when_its_connection_closes() {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    c.roundtrip(r#"{"id":1,"op":"hello","version":1}"#);
+    let out_path = d.path("passed-out.txt");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let request = json!({
+        "id": 2,
+        "op": "run",
+        "command": ["sh", "-c", "echo to-stdout; echo to-stderr >&2; exec sleep 600"],
+        "stdio_fds": true,
+        "stop_on_disconnect": true,
+    })
+    .to_string()
+        + "\n";
+    let fds = [out.as_raw_fd(), out.as_raw_fd()];
+    let sent = sendmsg::<UnixAddr>(
+        c.stream.as_raw_fd(),
+        &[IoSlice::new(request.as_bytes())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(sent, request.len());
+    drop(out);
+    let reply = c.recv().unwrap();
+    let unit = reply["result"]["unit"].as_str().unwrap().to_owned();
+    let pid = reply["result"]["pid"].as_i64().unwrap() as i32;
+    corral_tests::wait_for("the output in the passed file", || {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        (text.contains("to-stdout") && text.contains("to-stderr")).then_some(())
+    });
+    assert_eq!(d.log(&unit, 0), "", "nothing goes to corrald's log");
+
+    let refused = c.roundtrip(r#"{"id":3,"op":"run","command":["true"],"stdio_fds":true}"#);
+    assert_eq!(code(&refused), "bad_request");
+    assert!(corral_tests::alive(pid));
+
+    drop(c);
+    corral_tests::wait_for("the process to be stopped", || {
+        (!corral_tests::alive(pid)).then_some(())
+    });
+    let status = d.wait_state(&unit, "stopped");
+    assert!(status.instances[0].last_exit.is_some(), "{status:?}");
+}

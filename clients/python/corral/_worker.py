@@ -1,0 +1,85 @@
+"""A worker of a function-form Pool: ``python -m corral._worker PAYLOAD``.
+
+corrald runs it as a long-lived worker of a stream-mode pool job. The payload file
+holds the pickled ``(function, initializer, initargs)``; each line on stdin is one
+chunk of tasks (base64 of a pickle), answered by one line on stdout: the chunk's
+results, or the exception of its first failing task with its formatted traceback.
+Whatever the function prints goes to the worker's stderr (corrald's log of the job),
+never into the answers.
+"""
+
+import base64
+import os
+import pickle
+import sys
+import traceback
+
+
+def _answer(out, value):
+    try:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        if value[0] == "ok":
+            value = ("err", TypeError("cannot pickle a result: %s" % e), traceback.format_exc())
+        else:
+            value = ("err", None, "%s: %s\n%s" % (type(value[1]).__name__, value[1], value[2]))
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(base64.b64encode(data) + b"\n")
+    out.flush()
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m corral._worker PAYLOAD (started by corral.Pool)\n")
+        return 2
+    from . import _payload
+
+    header, body = _payload.read(argv[1])
+    refused = _payload.refuse_interpreter(header)
+    if refused:
+        sys.stderr.write("corral: %s\n" % refused)
+        return 1
+    sys.path[:] = header.get("sys_path") or sys.path
+    _payload.restore_environment(header)
+    # The answers go to the original stdout; prints go to stderr from now on.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    import cloudpickle  # noqa: F401
+
+    func, initializer, initargs = pickle.loads(body)
+    if initializer is not None:
+        initializer(*initargs)
+    stdin = sys.stdin.buffer
+    for line in stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            mode, tasks = pickle.loads(base64.b64decode(line))
+            results = []
+            for task in tasks:
+                if mode == "star":
+                    results.append(func(*task))
+                elif mode == "apply":
+                    args, kwds = task
+                    results.append(func(*args, **kwds))
+                else:
+                    results.append(func(task))
+            answer = ("ok", results)
+        except Exception as e:
+            answer = ("err", e, traceback.format_exc())
+        _answer(out, answer)
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+    return 0
+
+
+def _start():
+    """Entry point of ``python -c`` (see corral._payload.python_command)."""
+    sys.exit(main(["corral._worker"] + sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

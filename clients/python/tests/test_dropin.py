@@ -1,0 +1,322 @@
+"""multiprocessing programs run unchanged but for the import line (issue 16).
+
+Each program of tests/seed is run as a file under corral (against the test corrald)
+and, with its import changed back, under multiprocessing itself; their outputs must
+match (as sets of lines where multiprocessing's own order is not fixed).
+"""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import corral
+from conftest import child_env, wait_for
+from corral import Array, Pool, Process, Queue, Value
+
+HERE = Path(__file__).resolve().parent
+SEED = HERE / "seed"
+GUIDE = HERE / "guide"
+DROPIN = HERE / "dropin"
+RUN_TIMEOUT = 180
+
+
+def run_file(path, cwd, timeout=RUN_TIMEOUT, args=(), unbuffered=False):
+    # Buffered output (the default for a pipe), so that each process writes its lines
+    # whole: unbuffered, multiprocessing's own children interleave within lines.
+    env = child_env()
+    if not unbuffered:
+        env.pop("PYTHONUNBUFFERED", None)
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        cwd=str(cwd),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def as_multiprocessing(path, tmp_path):
+    text = path.read_text()
+    assert "from corral import" in text
+    mp = tmp_path / ("mp_" + path.name)
+    mp.write_text(text.replace("from corral import", "from multiprocessing import"))
+    return mp
+
+
+# Programs whose output order multiprocessing does not fix (processes racing to print).
+UNORDERED = {"seed_2_multiple.py", "seed_7_lock.py", "guide_5_lock.py"}
+SEEDS = sorted(p.name for p in SEED.glob("seed_*.py") if p.name != "seed_8_daemon.py")
+
+
+def test_there_are_eight_seed_programs():
+    assert len(SEEDS) + 1 == 8
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_seed_program_prints_what_multiprocessing_prints(corrald, tmp_path, name):
+    ours = run_file(SEED / name, tmp_path)
+    theirs = run_file(as_multiprocessing(SEED / name, tmp_path), tmp_path)
+    assert theirs.returncode == 0, theirs.stderr
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stderr == ""
+    if name in UNORDERED:
+        assert sorted(ours.stdout.splitlines()) == sorted(theirs.stdout.splitlines())
+    else:
+        assert ours.stdout == theirs.stdout
+    assert ours.stdout.strip()
+
+
+GUIDE_PROGRAMS = sorted(p.name for p in GUIDE.glob("guide_*.py"))
+
+
+@pytest.mark.parametrize("name", GUIDE_PROGRAMS)
+def test_guide_example_prints_what_multiprocessing_prints(corrald, tmp_path, name):
+    """Examples of the Python documentation's multiprocessing guide (Process, Queue, Pipe,
+    Lock, Value, Array, Pool), with the guard, and one without it."""
+    ours = run_file(GUIDE / name, tmp_path)
+    theirs = run_file(as_multiprocessing(GUIDE / name, tmp_path), tmp_path)
+    assert theirs.returncode == 0, theirs.stderr
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stderr == ""
+    if name in UNORDERED:
+        assert sorted(ours.stdout.splitlines()) == sorted(theirs.stdout.splitlines())
+    else:
+        assert ours.stdout == theirs.stdout
+    assert ours.stdout.strip()
+
+
+def test_seed_daemon_program_prints_two_to_four_lines_and_leaves_nothing(start_corrald, tmp_path):
+    start_corrald()
+    # Unbuffered: a daemon child is terminated, and would never flush a buffer.
+    ours = run_file(SEED / "seed_8_daemon.py", tmp_path, unbuffered=True)
+    theirs = run_file(
+        as_multiprocessing(SEED / "seed_8_daemon.py", tmp_path), tmp_path, unbuffered=True
+    )
+    assert ours.returncode == 0, ours.stderr
+    lines = ours.stdout.splitlines()
+    assert set(lines) == {"Running..."} and 2 <= len(lines) <= 4, ours.stdout
+    assert set(theirs.stdout.splitlines()) == {"Running..."}
+
+    def nothing_runs():
+        units = corral.status()["units"]
+        return all(i["state"] not in ("starting", "running", "stopping")
+                   for u in units for i in u["instances"]) and units
+    units = wait_for(nothing_runs, 60, "the daemon child to be gone")
+    assert [u["instances"][0]["state"] for u in units] == ["stopped"]
+
+
+def test_a_daemon_child_dies_with_a_parent_killed_with_sigkill(corrald, tmp_path):
+    pidfile = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, str(DROPIN / "daemon_then_hang.py"), str(pidfile)],
+        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert int(parent.stdout.readline()) == parent.pid
+        child = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 60, "the child's pid"))
+        assert os.path.exists("/proc/%d" % child)
+    finally:
+        parent.kill()
+        parent.wait(timeout=60)
+    wait_for(lambda: not os.path.exists("/proc/%d" % child), 60, "the daemon child to die")
+
+
+def test_anonymous_objects_are_removed_when_the_program_ends(corrald, tmp_path):
+    out = run_file(DROPIN / "anonymous.py", tmp_path)
+    assert out.returncode == 0, out.stderr
+    first, names = out.stdout.splitlines()
+    assert first == "x 5 [1.5, 0.0, 0.0]"
+    queue, value, array = names.split()
+    assert all(n.startswith("py-anon-") for n in (queue, value, array))
+    queues = [q["queue"] for q in corral.call("queue_list")["queues"]]
+    arrays = [a["array"] for a in corral.call("array_list")["arrays"]]
+    assert queue not in queues
+    assert value not in arrays and array not in arrays
+
+
+def test_value_i_is_no_longer_a_machine_wide_counter_named_i(corrald):
+    v = Value("i", 7)
+    assert v.value == 7 and v.name != "i"
+    counters = [c["counter"] for c in corral.call("counter_list")["counters"]]
+    assert "i" not in counters
+
+
+def test_ten_processes_times_a_thousand_locked_increments(corrald, tmp_path):
+    out = run_file(DROPIN / "increments.py", tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "10000 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"
+
+
+def _raise_in_child():
+    raise RuntimeError("boom in the child")
+
+
+def _kill_myself():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_an_exception_in_the_child_exits_1_with_its_traceback(corrald, capfd):
+    p = Process(target=_raise_in_child)
+    p.start()
+    p.join(timeout=RUN_TIMEOUT)
+    assert p.exitcode == 1
+    err = capfd.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: boom in the child" in err
+    assert "Process %s:" % p.name in err
+
+
+def test_a_child_killed_by_a_signal_has_a_negative_exitcode(corrald):
+    p = Process(target=_kill_myself)
+    p.start()
+    p.join(timeout=RUN_TIMEOUT)
+    assert p.exitcode == -signal.SIGKILL
+    assert not p.is_alive()
+
+
+def test_an_unpicklable_target_fails_at_start_naming_it(corrald):
+    p = Process(target=print, args=(threading.Lock(),))
+    with pytest.raises(TypeError, match="lock"):
+        p.start()
+    with pytest.raises(TypeError, match="pool function|task"):
+        with Pool(2) as pool:
+            pool.map(print, [threading.Lock()])
+
+
+def test_unreachable_corrald_is_a_connection_error_naming_the_socket(monkeypatch, tmp_path):
+    missing = str(tmp_path / "no.sock")
+    monkeypatch.setenv("CORRAL_SOCKET", missing)
+    with pytest.raises(ConnectionError, match=missing):
+        Process(target=print).start()
+
+
+def test_a_pool_raises_the_remote_exception_with_its_traceback(corrald):
+    with Pool(2) as pool:
+        with pytest.raises(ZeroDivisionError) as info:
+            pool.map(_inverse, [1, 0, 2])
+        assert "ZeroDivisionError" in str(info.value.__cause__)
+        assert pool.map(_inverse, [1, 2, 4]) == [1.0, 0.5, 0.25]
+        assert pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
+        assert pool.apply(pow, (2, 10)) == 1024
+        assert list(pool.imap(_inverse, [1, 2])) == [1.0, 0.5]
+        slow = pool.apply_async(_sleep, (600,))
+        with pytest.raises(corral.TimeoutError):
+            slow.get(timeout=0.5)
+        got = []
+        done = pool.map_async(_inverse, [1, 2], callback=got.append)
+        assert done.get(timeout=RUN_TIMEOUT) == [1.0, 0.5]
+        wait_for(lambda: got, 60, "the callback")
+        assert got == [[1.0, 0.5]]
+
+
+def test_shared_objects_pickle_by_reference(corrald):
+    q, v, a = Queue(), Value("d", 1.5), Array("i", [1, 2, 3])
+    q2, v2, a2 = pickle.loads(pickle.dumps((q, v, a)))
+    q2.put((1, "x"))
+    v2.value = 2.5
+    a2[1:3] = [5, 6]
+    assert q.get(timeout=30) == (1, "x")
+    assert v.value == 2.5 and a[:] == [1, 5, 6]
+
+
+def _inverse(x):
+    return 1 / x
+
+
+def _sleep(n):
+    import time
+
+    time.sleep(n)
+
+
+def test_a_large_map_comes_back_whole_and_in_order(corrald):
+    # Chunks of 12,500 items: each input and answer line is far over a pipe's buffer,
+    # which once deadlocked a stream worker against corrald.
+    with Pool(4) as pool:
+        assert pool.map(abs, range(-100_000, 100_000)) == [abs(x) for x in range(-100_000, 100_000)]
+        assert pool.map(abs, []) == []
+
+
+def test_children_see_the_parents_environment_and_cwd(corrald, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("DROPIN_MARK", "from-the-parent")
+    monkeypatch.chdir(tmp_path)
+    p = Process(target=_show_env_and_cwd)
+    p.start()
+    p.join(timeout=RUN_TIMEOUT)
+    assert p.exitcode == 0
+    out = capfd.readouterr().out
+    assert "from-the-parent %s" % tmp_path in out
+    assert corral.status(p.unit)["units"][0]["instances"][0]["state"] == "exited"
+
+
+def _show_env_and_cwd():
+    print(os.environ.get("DROPIN_MARK"), os.getcwd(), flush=True)
+
+
+def test_a_pool_job_is_listed_and_cancelled_when_its_parent_is_killed(corrald):
+    parent = subprocess.Popen(
+        [sys.executable, str(DROPIN / "pool_then_hang.py")],
+        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        job = int(parent.stdout.readline())
+        listed = {j["job"]: j for j in corral.call("pool_list")["jobs"]}
+        assert listed[job]["state"] == "running"
+    finally:
+        parent.kill()
+        parent.wait(timeout=60)
+
+    def state():
+        s = corral.call("pool_status", job=job)["state"]
+        return s if s != "running" else None
+
+    assert wait_for(state, 60, "the job to be cancelled") == "cancelled"
+
+
+def _take_and_count(sem, ev, v):
+    ev.wait(timeout=RUN_TIMEOUT)
+    with sem:
+        v.add(1)
+
+
+def test_semaphores_and_events_across_processes(corrald):
+    sem, ev, v = corral.BoundedSemaphore(2), corral.Event(), Value("i", 0)
+    ps = [Process(target=_take_and_count, args=(sem, ev, v)) for _ in range(3)]
+    for p in ps:
+        p.start()
+    assert not ev.is_set() and ev.wait(timeout=0.01) is False
+    ev.set()
+    for p in ps:
+        p.join(timeout=RUN_TIMEOUT)
+    assert [p.exitcode for p in ps] == [0, 0, 0] and v.value == 3
+    assert sem.get_value() == 2
+    with pytest.raises(ValueError):
+        sem.release()
+    assert sem.acquire() and sem.acquire() and not sem.acquire(block=False)
+    s = corral.Semaphore(0)
+    assert s.acquire(timeout=0.01) is False
+    s.release()
+    assert pickle.loads(pickle.dumps(s)).acquire(timeout=30)
+
+
+def test_a_child_whose_python_differs_is_refused_clearly(tmp_path):
+    from corral import _payload
+
+    body = _payload.dumps(Process(target=print), "a process")
+    path = _payload.write(body, hexversion=0x02070000)  # as if pickled by Python 2.7
+    out = subprocess.run(
+        _payload.python_command("_child", path), capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=RUN_TIMEOUT, env=child_env(),
+    )
+    assert out.returncode == 1
+    assert "refusing to run a target pickled by cpython 2.7.0" in out.stderr
+    assert "the child's Python must be the parent's" in out.stderr
+    assert not os.path.exists(path), "the payload is removed once read"
