@@ -49,13 +49,12 @@ use crate::{Array, Counter, Error, Lock, Queue};
 /// [`LockGuard::release`]: crate::LockGuard::release
 pub struct Client {
     socket: PathBuf,
-    /// Writing goes through `&UnixStream`; the reading half and the request ids are in
-    /// `conn`, whose borrow also makes each call exclusive.
-    stream: UnixStream,
+    /// The connection and the request ids; its borrow also makes each call exclusive.
     conn: RefCell<Conn>,
 }
 
 struct Conn {
+    writer: UnixStream,
     reader: BufReader<UnixStream>,
     next_id: u64,
     line: String,
@@ -91,25 +90,11 @@ impl Client {
     /// ```
     pub fn connect_to(path: impl Into<PathBuf>) -> Result<Client, Error> {
         let socket = path.into();
-        let stream = UnixStream::connect(&socket).map_err(|source| Error::Connect {
-            socket: socket.clone(),
-            source,
-        })?;
-        let reader = BufReader::new(stream.try_clone()?);
         let client = Client {
+            conn: RefCell::new(Conn::open(&socket)?),
             socket,
-            stream,
-            conn: RefCell::new(Conn {
-                reader,
-                next_id: 1,
-                line: String::new(),
-                broken: false,
-            }),
         };
-        let _: HelloResult = client.call(Op::Hello {
-            version: PROTOCOL_VERSION,
-            client: Some(format!("corral_client {}", env!("CARGO_PKG_VERSION"))),
-        })?;
+        let _: HelloResult = client.call(hello())?;
         Ok(client)
     }
 
@@ -176,13 +161,25 @@ impl Client {
         let id = conn.next_id;
         conn.next_id += 1;
         let frame = corral_proto::to_frame(&Request { id, op });
-        if let Err(e) = (&self.stream).write_all(&frame) {
-            conn.broken = true;
-            return Err(Error::Io(e));
+        if let Err(e) = conn.writer.write_all(&frame) {
+            // corrald closes a connection that held nothing for its `idle_timeout`; if
+            // it did, nothing of this request was taken: say hello on a new connection
+            // and send it there.
+            if !self.reconnect_after(&e, &mut conn) {
+                conn.broken = true;
+                return Err(Error::Io(e));
+            }
+            if let Err(e) = conn.writer.write_all(&frame) {
+                conn.broken = true;
+                return Err(Error::Io(e));
+            }
         }
         loop {
             let response = conn.read_response()?;
-            if response.id != id {
+            if response.id == 0 && response.error.is_some() {
+                // About the connection or a request corrald could not read (`busy`,
+                // `frame_too_large`): it is this call's answer.
+            } else if response.id != id {
                 // A reply to an earlier request abandoned by its caller: skip it.
                 continue;
             }
@@ -198,6 +195,28 @@ impl Client {
                 .ok_or_else(|| Error::Protocol("reply without result or error".into()))?;
             return serde_json::from_value(result).map_err(|e| Error::Protocol(e.to_string()));
         }
+    }
+
+    /// After a failed first write: whether corrald had closed the connection (a broken
+    /// pipe, so nothing was sent) and a new one, greeted with `hello`, now replaces it.
+    fn reconnect_after(&self, e: &std::io::Error, conn: &mut Conn) -> bool {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return false;
+        }
+        let Ok(mut fresh) = Conn::open(&self.socket) else {
+            return false;
+        };
+        let greeting = corral_proto::to_frame(&Request { id: 0, op: hello() });
+        if fresh.writer.write_all(&greeting).is_err() {
+            return false;
+        }
+        match fresh.read_response() {
+            Ok(r) if r.result.is_some() => {}
+            _ => return false,
+        }
+        fresh.next_id = conn.next_id;
+        *conn = fresh;
+        true
     }
 
     /// [`call`](Client::call), or `None` without sending anything when the client is in
@@ -532,6 +551,21 @@ impl Client {
 }
 
 impl Conn {
+    /// A new connection to `socket`, not yet greeted.
+    fn open(socket: &Path) -> Result<Conn, Error> {
+        let writer = UnixStream::connect(socket).map_err(|source| Error::Connect {
+            socket: socket.to_owned(),
+            source,
+        })?;
+        Ok(Conn {
+            reader: BufReader::new(writer.try_clone()?),
+            writer,
+            next_id: 1,
+            line: String::new(),
+            broken: false,
+        })
+    }
+
     fn usable(&self) -> Result<(), Error> {
         if self.broken {
             return Err(Error::Io(std::io::Error::new(
@@ -560,6 +594,13 @@ impl Conn {
         }
         serde_json::from_str(&self.line)
             .map_err(|e| Error::Protocol(format!("{e}: {}", self.line.trim_end())))
+    }
+}
+
+fn hello() -> Op {
+    Op::Hello {
+        version: PROTOCOL_VERSION,
+        client: Some(format!("corral_client {}", env!("CARGO_PKG_VERSION"))),
     }
 }
 

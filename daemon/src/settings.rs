@@ -29,20 +29,28 @@ pub struct Settings {
     pub daemon_grace: Duration,
     /// Largest request frame accepted.
     pub max_frame_bytes: usize,
-    /// Most simultaneous socket connections.
+    /// Most simultaneous socket connections (root and corrald's own user: a few more).
     pub max_connections: usize,
+    /// Most simultaneous socket connections of one user other than root.
+    pub max_connections_per_user: usize,
+    /// A connection holding nothing is closed after this long without a request.
+    pub idle_timeout: Option<Duration>,
+    /// Most bytes of replies one connection may leave unread.
+    pub max_unread_bytes: usize,
     /// Mode of the socket file.
     pub socket_mode: u32,
     /// Group given the socket file (members may use corral).
     pub socket_group: Option<String>,
     /// Largest queue item, bytes of JSON.
     pub max_item_bytes: usize,
-    /// Queues declared in `corral.toml`, with their capacity.
-    pub queues: std::collections::BTreeMap<String, Option<usize>>,
+    /// Queues declared in `corral.toml`, with their settings.
+    pub queues: std::collections::BTreeMap<String, corral_config::QueueConfig>,
     /// The `[access]` table, if any.
     pub access: Option<corral_config::AccessConfig>,
     /// Template instances to start with corrald (`[enable]`).
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
+    /// Whether instances get cgroups of their own where the kernel allows.
+    pub cgroups: bool,
 }
 
 /// What one HTTP client may hold: a connection slot, for a bounded time.
@@ -170,6 +178,17 @@ impl Settings {
                 );
             }
         }
+        for (name, q) in &file.queues {
+            crate::primitives::check_name("queue", name)
+                .and_then(|()| {
+                    crate::primitives::check_dead_letter(
+                        name,
+                        q.max_deliveries,
+                        q.dead_letter.as_deref(),
+                    )
+                })
+                .map_err(|e| anyhow::anyhow!("[queues.{name}] in corral.toml: {}", e.message))?;
+        }
         Ok(Settings {
             units_dir: pick(&flags.units_dir, &file.units_dir, d.units_dir),
             socket: pick(&flags.socket, &file.socket, d.socket),
@@ -184,19 +203,24 @@ impl Settings {
                 .max_frame_bytes
                 .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
             max_connections: file.max_connections.unwrap_or(1024),
+            max_connections_per_user: file.max_connections_per_user.unwrap_or(256),
+            idle_timeout: Some(file.idle_timeout.unwrap_or(Duration::from_secs(600)))
+                .filter(|t| !t.is_zero()),
+            // One reply of the largest size must fit.
+            max_unread_bytes: file
+                .max_unread_bytes
+                .unwrap_or(16 << 20)
+                .max(corral_proto::MAX_REPLY_BYTES),
             socket_mode: file.socket_mode.unwrap_or(0o660),
             socket_group: file
                 .socket_group
                 .clone()
                 .or_else(|| default_socket_group(flags.user_mode)),
             max_item_bytes: file.max_item_bytes.unwrap_or(256 * 1024),
-            queues: file
-                .queues
-                .iter()
-                .map(|(name, q)| (name.clone(), q.maxsize))
-                .collect(),
+            queues: file.queues.clone(),
             access: file.access.clone(),
             enable: file.enable.clone(),
+            cgroups: file.cgroups.unwrap_or(true),
         })
     }
 

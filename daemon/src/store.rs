@@ -24,11 +24,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::primitives::{
-    ArrayData, Changes, ConnInfo, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn, Snapshot,
+    ArrayData, Changes, ConnInfo, Item, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn,
+    Snapshot,
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -63,12 +64,15 @@ CREATE TABLE IF NOT EXISTS queues (
     maxsize   INTEGER,
     put_total INTEGER NOT NULL,
     got_total INTEGER NOT NULL,
-    next_seq  INTEGER NOT NULL
+    next_seq  INTEGER NOT NULL,
+    max_deliveries INTEGER,           -- schema 2
+    dead_letter    TEXT               -- schema 2
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue_items (
     queue TEXT    NOT NULL,
     seq   INTEGER NOT NULL,
     value TEXT    NOT NULL,           -- the item, serialized JSON
+    deliveries INTEGER NOT NULL DEFAULT 0,  -- by acknowledged gets (schema 2)
     PRIMARY KEY (queue, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pool_jobs (
@@ -185,6 +189,7 @@ enum Command {
         reply: ReplyFn,
     },
     Disconnect(u64),
+    Holds(u64, oneshot::Sender<bool>),
     PoolJobCreated(StoredJob),
     PoolItemDone {
         job: u64,
@@ -317,6 +322,14 @@ impl Store {
     /// A connection closed: release its locks, drop its waiters.
     pub fn disconnect(&self, conn: u64) {
         self.send(Command::Disconnect(conn));
+    }
+
+    /// Whether a connection holds a lock or has a request waiting (a connection that
+    /// does may be silent for as long as it likes).
+    pub async fn holds(&self, conn: u64) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Holds(conn, tx));
+        rx.await.unwrap_or(false)
     }
 
     /// Records a new pool job with its inputs.
@@ -457,6 +470,18 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "cache_size", -512)
         .map_err(sqlite)?;
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    if version == 1 {
+        // Schema 2: acknowledged gets (delivery counts, dead-letter settings).
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE queues ADD COLUMN max_deliveries INTEGER;
+             ALTER TABLE queues ADD COLUMN dead_letter TEXT;
+             ALTER TABLE queue_items ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )
+        .map_err(sqlite)?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
     // Checkpoints are run by the store task itself (see `Checkpoints`), not by SQLite
@@ -613,6 +638,7 @@ fn changes_visible_state(cmd: &Command) -> bool {
         | Command::PoolItemDone { .. }
         | Command::PoolJobEnded { .. } => true,
         Command::Sync(_)
+        | Command::Holds(..)
         | Command::OpenRuns(_)
         | Command::MaxRunId(_)
         | Command::History(..)
@@ -646,8 +672,9 @@ fn run_batch(
     if batch.iter().any(|c| matches!(c, Command::Sync(_))) {
         totals.flush_now();
     }
-    // A wake-up for a waiter's deadline alone has nothing to commit.
-    let result = if batch.is_empty() && !totals.is_due() {
+    // A wake-up for a waiter's deadline alone has nothing to commit (one for a lease's
+    // may: a returned item can go straight to a waiting getter).
+    let result = if batch.is_empty() && !totals.is_due() && !prims.leases_due(Instant::now()) {
         Ok(())
     } else {
         apply(conn, prims, batch, &mut fx, totals)
@@ -727,6 +754,7 @@ fn apply(
     if let Some(e) = failure {
         return Err(e); // dropping `tx` rolls back
     }
+    prims.expire_leases(Instant::now(), &mut fx.changes, &mut fx.outbox);
     write_changes(&tx, prims, &fx.changes, totals)?;
     tx.commit()
 }
@@ -745,6 +773,9 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         })),
         Command::OpenRuns(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(Vec::new());
+        })),
+        Command::Holds(_, reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(true);
         })),
         Command::MaxRunId(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(0);
@@ -775,7 +806,13 @@ fn apply_one(
         Command::Primitive { conn, op, reply } => {
             prims.apply(conn, op, reply, &mut fx.changes, &mut fx.outbox);
         }
-        Command::Disconnect(id) => prims.disconnect(id, &mut fx.outbox),
+        Command::Disconnect(id) => prims.disconnect(id, &mut fx.changes, &mut fx.outbox),
+        Command::Holds(id, reply) => {
+            let holds = prims.holds(id);
+            fx.after_commit.push(Box::new(move || {
+                let _ = reply.send(holds);
+            }));
+        }
         Command::RunStarted(r) => {
             tx.prepare_cached(
                 "INSERT INTO runs (id, unit, instance, pid, start_time, started_at, restart_count, daemon)
@@ -928,6 +965,20 @@ fn write_changes(
                 tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1 AND seq <= ?2")?
                     .execute(params![queue, up_to])?;
             }
+            ItemChange::Delete { queue, seq } => {
+                tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1 AND seq = ?2")?
+                    .execute(params![queue, seq])?;
+            }
+            ItemChange::Delivered {
+                queue,
+                seq,
+                deliveries,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE queue_items SET deliveries = ?3 WHERE queue = ?1 AND seq = ?2",
+                )?
+                .execute(params![queue, seq, deliveries])?;
+            }
             ItemChange::Clear { queue } => {
                 tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1")?
                     .execute(params![queue])?;
@@ -954,15 +1005,18 @@ fn write_changes(
         match prims.queue(name) {
             Some(q) => {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO queues (name, maxsize, put_total, got_total, next_seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO queues
+                     (name, maxsize, put_total, got_total, next_seq, max_deliveries, dead_letter)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
                     name,
                     q.maxsize.map(|m| m as i64),
                     q.put_total as i64,
                     q.got_total as i64,
-                    q.next_seq
+                    q.next_seq,
+                    q.max_deliveries,
+                    q.dead_letter
                 ])?;
                 totals.on_disk.insert(name.clone());
             }
@@ -1019,13 +1073,16 @@ fn next_epoch(conn: &Connection) -> rusqlite::Result<u64> {
 /// The committed coordination state.
 fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
-    let mut stmt =
-        conn.prepare_cached("SELECT name, maxsize, put_total, got_total, next_seq FROM queues")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, maxsize, put_total, got_total, next_seq, max_deliveries, dead_letter FROM queues",
+    )?;
     let rows = stmt.query_map([], |r| {
         let mut q = Queue::new(r.get::<_, Option<i64>>(1)?.map(|m| m as usize));
         q.put_total = r.get::<_, i64>(2)? as u64;
         q.got_total = r.get::<_, i64>(3)? as u64;
         q.next_seq = r.get(4)?;
+        q.max_deliveries = r.get(5)?;
+        q.dead_letter = r.get(6)?;
         Ok((r.get::<_, String>(0)?, q))
     })?;
     snapshot.queues = rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
@@ -1036,8 +1093,9 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         .iter()
         .map(|(name, q)| (name.clone(), q.next_seq))
         .collect();
-    let mut stmt =
-        conn.prepare_cached("SELECT queue, seq, value FROM queue_items ORDER BY queue, seq")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT queue, seq, value, deliveries FROM queue_items ORDER BY queue, seq",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let name: String = row.get(0)?;
@@ -1047,7 +1105,13 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             .or_insert_with(|| Queue::new(None));
         let seq: i64 = row.get(1)?;
         q.next_seq = q.next_seq.max(seq + 1);
-        q.items.push_back((seq, row.get(2)?));
+        // Items in flight when corrald last stopped are waiting again: their consumers'
+        // leases ended with it.
+        q.items.push_back(Item {
+            seq,
+            value: row.get(2)?,
+            deliveries: row.get(3)?,
+        });
     }
     for (name, q) in &mut snapshot.queues {
         let stored_next = row_next.get(name).copied().unwrap_or(1);

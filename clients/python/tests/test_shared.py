@@ -102,3 +102,14 @@ def test_array_errors(corrald, unique):
         Array(unique("a"), "z", 3)
     with pytest.raises(LookupError):
         Array(unique("missing"))
+
+
+def test_a_long_array_reads_whole_in_slices(corrald, unique):
+    # corrald sends at most 65,536 elements in one reply; tolist() reads slices.
+    name = unique("a")
+    a = Array(name, "q", 200_000)
+    a[199_999] = 7
+    values = a.tolist()
+    assert len(values) == 200_000
+    assert values[-1] == 7 and values[0] == 0
+    assert len(Array(name)) == 200_000
