@@ -407,6 +407,35 @@ fn idle_and_half_sent_http_requests_are_closed_after_the_header_timeout() {
     assert_eq!(d.status("svc").instances[0].state.as_str(), "running");
 }
 
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
+    let (mut d, port) = daemon_with_http_limits("header_timeout = \"5m\"\nidle_timeout = \"1s\"\n");
+    d.start();
+    let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Pipelined requests whose answers are never read: once the socket buffers are full,
+    // corrald's writes stop moving, and only the idle timeout ends the connection.
+    let mut writer = conn.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let request = b"GET /assets/app.js HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..1_000_000 {
+            if writer.write_all(request).is_err() {
+                return true; // closed by corrald
+            }
+        }
+        false
+    });
+    wait_for(
+        "corrald to close the connection that stopped reading",
+        || sender.is_finished().then_some(()),
+    );
+    assert!(
+        sender.join().unwrap(),
+        "all requests were written: nothing stopped them"
+    );
+    assert_eq!(http(port, "GET", "/healthz", &[]).0, 200);
+    drop(conn);
+}
+
 /// The series of `/api/history` matching `metric`, as (at_ms, value) points.
 fn series(port: u16, query: &str, metric: &str) -> Vec<(i64, f64)> {
     let (code, body) = http(port, "GET", &format!("/api/history?{query}"), &[]);
