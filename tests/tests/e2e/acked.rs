@@ -476,3 +476,32 @@ fn kill_9_under_load_loses_no_acknowledged_put_and_redelivers_only_unacked_items
     );
     assert_eq!(acked.get(&held_value), Some(&1));
 }
+
+#[test]
+fn the_dashboard_and_metrics_show_items_in_flight() {
+    let mut d = TestDaemon::new();
+    let port = corral_tests::free_port();
+    d.http = format!("127.0.0.1:{port}");
+    d.start();
+    let client = d.client();
+    let q = client.queue("jobs");
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let _held = q.get_ack::<u32>(None, LONG).unwrap();
+    let (code, page) = corral_tests::http(port, "GET", "/", &[]);
+    assert_eq!(code, 200);
+    assert!(page.contains("<th>in flight</th>"), "{page}");
+    assert!(
+        page.contains("<tr><td>jobs</td><td>2</td><td>1</td>"),
+        "depth 2, 1 in flight: {page}"
+    );
+    let (_, api) = corral_tests::http(port, "GET", "/api/queues", &[]);
+    let api: Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(api["queues"][0]["in_flight"], 1, "{api}");
+    let (_, metrics) = corral_tests::http(port, "GET", "/metrics", &[]);
+    assert!(
+        metrics.contains("corral_queue_in_flight{queue=\"jobs\"} 1"),
+        "{metrics}"
+    );
+}
