@@ -333,6 +333,7 @@ impl Primitives {
             .or_insert_with(|| Queue::new(None));
         if lease.is_some() {
             self.sweep_poison(&name, cx);
+            self.serve_putters(&name, cx);
         }
         let q = &self.queues[&name];
         let getters_waiting = q.getters.iter().any(|id| self.waiters.contains_key(id));
@@ -496,6 +497,8 @@ impl Primitives {
         };
         if q.is_poison(&item) {
             self.dead_letter(&record.queue, item, cx);
+            // It no longer counts toward the capacity.
+            self.serve_putters(&record.queue, cx);
         } else {
             q.insert_waiting(item);
         }
@@ -660,6 +663,9 @@ impl Primitives {
     }
 }
 
+/// The longest lease: an item is never held away from other consumers for longer.
+const MAX_VISIBILITY_MS: u64 = 24 * 3600 * 1000;
+
 fn parse_item(text: String) -> serde_json::Value {
     // Stored items were serialized from valid JSON values.
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
@@ -680,10 +686,12 @@ fn lease_spec(
         return Ok(None);
     }
     let ms = visibility_ms.unwrap_or(DEFAULT_VISIBILITY_MS);
-    if ms == 0 {
+    if ms == 0 || ms > MAX_VISIBILITY_MS {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,
-            "visibility_ms must be at least 1 (how long a consumer has to ack)",
+            format!(
+                "visibility_ms must be from 1 to {MAX_VISIBILITY_MS} (a day): how long a consumer has to ack before the item is delivered again"
+            ),
         ));
     }
     Ok(Some(LeaseSpec {
