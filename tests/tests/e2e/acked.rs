@@ -505,3 +505,74 @@ fn the_dashboard_and_metrics_show_items_in_flight() {
         "{metrics}"
     );
 }
+
+#[test]
+fn bad_acknowledged_requests_get_clear_errors() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("<none>").to_owned();
+    let message = |v: &Value| v["error"]["message"].as_str().unwrap_or("").to_owned();
+    c.roundtrip(r#"{"id":1,"op":"hello","version":1}"#);
+    c.roundtrip(r#"{"id":2,"op":"queue_put","queue":"q","value":1}"#);
+    let r = c.roundtrip(r#"{"id":3,"op":"queue_ack","queue":"q","ids":[]}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(r#"{"id":4,"op":"queue_ack","queue":"q","ids":[12345]}"#);
+    assert_eq!(code(&r), "not_held", "{r}");
+    assert!(message(&r).contains("12345"), "{r}");
+    let r = c.roundtrip(r#"{"id":5,"op":"queue_get","queue":"q","visibility_ms":100}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    assert!(message(&r).contains("ack"), "{r}");
+    let r = c.roundtrip(r#"{"id":6,"op":"queue_get","queue":"q","ack":true,"visibility_ms":0}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(
+        r#"{"id":7,"op":"queue_get","queue":"q","ack":true,"visibility_ms":18446744073709551615}"#,
+    );
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(r#"{"id":8,"op":"queue_declare","queue":"q","max_deliveries":0}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(
+        r#"{"id":9,"op":"queue_declare","queue":"q","max_deliveries":2,"dead_letter":"q"}"#,
+    );
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(
+        r#"{"id":10,"op":"queue_declare","queue":"q","max_deliveries":2,"dead_letter":"../x"}"#,
+    );
+    assert_eq!(code(&r), "bad_request", "{r}");
+    // A lease of another queue is not held on this one.
+    let r = c.roundtrip(r#"{"id":11,"op":"queue_get","queue":"q","ack":true}"#);
+    let id = r["result"]["leases"][0]["id"].as_u64().expect("a lease");
+    let r = c.roundtrip(&format!(
+        r#"{{"id":12,"op":"queue_ack","queue":"other","ids":[{id}]}}"#
+    ));
+    assert_eq!(code(&r), "not_held", "{r}");
+    // Nothing changed: the item is still in flight, and corrald still answers.
+    let r = c.roundtrip(r#"{"id":13,"op":"queue_len","queue":"q"}"#);
+    assert_eq!(
+        (
+            r["result"]["depth"].as_u64(),
+            r["result"]["in_flight"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+
+    // A bad [queues.NAME] in corral.toml stops corrald at start, naming the table.
+    let bad = TestDaemon::new();
+    std::fs::write(
+        bad.path("corral.toml"),
+        "[queues.jobs]\nmax_deliveries = 0\n",
+    )
+    .unwrap();
+    let out = bad
+        .command()
+        .args(["--config", &bad.path("corral.toml").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = bad.stderr();
+    assert!(
+        stderr.contains("[queues.jobs]") && stderr.contains("max_deliveries"),
+        "{stderr}"
+    );
+}
