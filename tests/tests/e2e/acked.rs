@@ -576,3 +576,31 @@ fn bad_acknowledged_requests_get_clear_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn acking_several_leases_at_once_is_all_or_nothing() {
+    let mut d = TestDaemon::new();
+    d.start();
+    for v in ["a", "b", "c"] {
+        d.ctl_ok(&["queue", "put", "jobs", v]);
+    }
+    let out = d.ctl_ok(&["queue", "get", "jobs", "--ack", "-n", "2"]);
+    let leases: Vec<(u64, String)> = out.lines().map(lease_line).collect();
+    let items: Vec<&str> = leases.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(items, ["a", "b"]);
+    let (a, b) = (leases[0].0.to_string(), leases[1].0.to_string());
+    // One id not held: refused, and neither lease ends.
+    let refused = d.ctl(&["queue", "ack", "jobs", &a, "77"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let info: Value = serde_json::from_str(&d.ctl_ok(&["--json", "queue", "len", "jobs"])).unwrap();
+    assert_eq!(info["in_flight"], 2, "{info}");
+    let acked: Value =
+        serde_json::from_str(&d.ctl_ok(&["--json", "queue", "ack", "jobs", &a, &b])).unwrap();
+    assert_eq!(acked["count"], 2, "{acked}");
+    let info: Value = serde_json::from_str(&d.ctl_ok(&["--json", "queue", "len", "jobs"])).unwrap();
+    assert_eq!(
+        (info["depth"].as_u64(), info["in_flight"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(info["got_total"], 2, "acked items count as taken: {info}");
+}
