@@ -47,8 +47,21 @@ pub struct DaemonConfig {
     pub socket_mode: Option<u32>,
     /// Group owning the control socket.
     pub socket_group: Option<String>,
-    /// Most simultaneous control connections.
+    /// Most simultaneous control connections (root and corrald's own user may open a
+    /// few more).
     pub max_connections: Option<usize>,
+    /// Most simultaneous control connections of one user (root and corrald's own user
+    /// excepted).
+    pub max_connections_per_user: Option<usize>,
+    /// How long a control connection that holds nothing (no lock, no waiting request,
+    /// no stream, no unread reply) may stay silent before corrald closes it; `"0s"`:
+    /// never.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Most bytes of replies one control connection may leave unread: past it corrald
+    /// stops reading the connection's requests, and drops a connection that still
+    /// reads nothing after `idle_timeout` or whose replies would pass the limit anyway.
+    pub max_unread_bytes: Option<usize>,
     /// Largest queue item accepted, in bytes of serialized JSON.
     pub max_item_bytes: Option<usize>,
     /// Queues declared up front, by name (`[queues.NAME]` tables).
@@ -60,6 +73,9 @@ pub struct DaemonConfig {
     /// Template instances started with corrald (`[enable]`: `"web@" = ["8080", "8081"]`).
     #[serde(default, deserialize_with = "enable_table")]
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
+    /// Each instance in a cgroup of its own where a writable cgroup v2 hierarchy exists
+    /// (default true); false keeps to process groups.
+    pub cgroups: Option<bool>,
 }
 
 /// The `[access]` table: who may do what. Principals are `"*"` (anyone),

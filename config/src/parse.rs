@@ -46,6 +46,9 @@ pub(crate) const UNIT_KEYS: &[&str] = &[
     "every",
     "overlap",
     "catch_up",
+    "memory_max",
+    "cpu_max",
+    "tasks_max",
 ];
 
 /// A position in one of the files being loaded.

@@ -55,6 +55,9 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
         socket_mode: Some(0o660),
         socket_group: Some("corral".into()),
         max_connections: Some(1024),
+        max_connections_per_user: Some(256),
+        idle_timeout: Some(Duration::from_secs(600)),
+        max_unread_bytes: Some(16 << 20),
         max_item_bytes: Some(262144),
         queues: [(
             "jobs".to_string(),
@@ -71,6 +74,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             vec!["8080".to_string(), "8081".to_string()],
         )]
         .into(),
+        cgroups: Some(true),
     };
     assert_eq!(config, want);
 }

@@ -816,6 +816,10 @@ fn fail(e: &Error) -> ExitCode {
     output::print_error(&code, &message, &details);
     match e {
         Error::Connect { .. } => ExitCode::from(3),
+        // corrald is at its connection limit: it cannot be reached now.
+        Error::Server(body) if body.code == corral_client::proto::ErrorCode::Busy => {
+            ExitCode::from(3)
+        }
         Error::Server(body) if body.code == corral_client::proto::ErrorCode::BadRequest => {
             ExitCode::from(2)
         }

@@ -27,8 +27,14 @@ pub struct Settings {
     pub daemon_grace: Duration,
     /// Largest request frame accepted.
     pub max_frame_bytes: usize,
-    /// Most simultaneous socket connections.
+    /// Most simultaneous socket connections (root and corrald's own user: a few more).
     pub max_connections: usize,
+    /// Most simultaneous socket connections of one user other than root.
+    pub max_connections_per_user: usize,
+    /// A connection holding nothing is closed after this long without a request.
+    pub idle_timeout: Option<Duration>,
+    /// Most bytes of replies one connection may leave unread.
+    pub max_unread_bytes: usize,
     /// Mode of the socket file.
     pub socket_mode: u32,
     /// Group given the socket file (members may use corral).
@@ -41,6 +47,8 @@ pub struct Settings {
     pub access: Option<corral_config::AccessConfig>,
     /// Template instances to start with corrald (`[enable]`).
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
+    /// Whether instances get cgroups of their own where the kernel allows.
+    pub cgroups: bool,
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -164,6 +172,14 @@ impl Settings {
                 .max_frame_bytes
                 .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
             max_connections: file.max_connections.unwrap_or(1024),
+            max_connections_per_user: file.max_connections_per_user.unwrap_or(256),
+            idle_timeout: Some(file.idle_timeout.unwrap_or(Duration::from_secs(600)))
+                .filter(|t| !t.is_zero()),
+            // One reply of the largest size must fit.
+            max_unread_bytes: file
+                .max_unread_bytes
+                .unwrap_or(16 << 20)
+                .max(corral_proto::MAX_REPLY_BYTES),
             socket_mode: file.socket_mode.unwrap_or(0o660),
             socket_group: file
                 .socket_group
@@ -173,6 +189,7 @@ impl Settings {
             queues: file.queues.clone(),
             access: file.access.clone(),
             enable: file.enable.clone(),
+            cgroups: file.cgroups.unwrap_or(true),
         })
     }
 

@@ -189,6 +189,7 @@ enum Command {
         reply: ReplyFn,
     },
     Disconnect(u64),
+    Holds(u64, oneshot::Sender<bool>),
     PoolJobCreated(StoredJob),
     PoolItemDone {
         job: u64,
@@ -321,6 +322,14 @@ impl Store {
     /// A connection closed: release its locks, drop its waiters.
     pub fn disconnect(&self, conn: u64) {
         self.send(Command::Disconnect(conn));
+    }
+
+    /// Whether a connection holds a lock or has a request waiting (a connection that
+    /// does may be silent for as long as it likes).
+    pub async fn holds(&self, conn: u64) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Holds(conn, tx));
+        rx.await.unwrap_or(false)
     }
 
     /// Records a new pool job with its inputs.
@@ -578,6 +587,7 @@ fn changes_visible_state(cmd: &Command) -> bool {
         | Command::PoolItemDone { .. }
         | Command::PoolJobEnded { .. } => true,
         Command::Sync(_)
+        | Command::Holds(..)
         | Command::OpenRuns(_)
         | Command::MaxRunId(_)
         | Command::History(..)
@@ -713,6 +723,9 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         Command::OpenRuns(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(Vec::new());
         })),
+        Command::Holds(_, reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(true);
+        })),
         Command::MaxRunId(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(0);
         })),
@@ -743,6 +756,12 @@ fn apply_one(
             prims.apply(conn, op, reply, &mut fx.changes, &mut fx.outbox);
         }
         Command::Disconnect(id) => prims.disconnect(id, &mut fx.changes, &mut fx.outbox),
+        Command::Holds(id, reply) => {
+            let holds = prims.holds(id);
+            fx.after_commit.push(Box::new(move || {
+                let _ = reply.send(holds);
+            }));
+        }
         Command::RunStarted(r) => {
             tx.prepare_cached(
                 "INSERT INTO runs (id, unit, instance, pid, start_time, started_at, restart_count, daemon)

@@ -32,6 +32,17 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Default cap on one frame (one JSON line), in bytes.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 
+/// Largest reply corrald sends, in bytes of its frame: a reply that would be larger is
+/// replaced by a `too_large` error that says how to ask for less.
+pub const MAX_REPLY_BYTES: usize = 8 << 20;
+
+/// Most array elements in one reply ([`Op::ArrayGet`] slices, [`ArrayValue`]).
+pub const MAX_ARRAY_SLICE: usize = 65_536;
+
+/// Most bytes of items (as stored JSON) one [`Op::QueueGet`] hands out: a `count` that
+/// would take more gets fewer items (always at least one).
+pub const MAX_GET_BYTES: usize = 1 << 20;
+
 /// One request: an id echoed in the reply, and the operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -203,12 +214,13 @@ pub enum Op {
         #[serde(default = "yes")]
         block: bool,
     },
-    /// Take up to `count` items (at least one), oldest first; the items are removed in
-    /// the transaction committed before this reply (at most once). With `ack`, they are
-    /// instead leased (at least once): they stay stored, their delivery count is raised
-    /// in that transaction, and they are removed by [`Op::QueueAck`]; a lease that is
-    /// nacked, passes `visibility_ms`, or whose connection closes (unless `detach`)
-    /// puts its item back at the head of the queue. On an empty queue, waits (up to
+    /// Take up to `count` items (at least one), oldest first, as many as fit in
+    /// [`MAX_GET_BYTES`] (always at least one); the items are removed in the transaction
+    /// committed before this reply (at most once). With `ack`, they are instead leased (at
+    /// least once): they stay stored, their delivery count is raised in that transaction,
+    /// and they are removed by [`Op::QueueAck`]; a lease that is nacked, passes
+    /// `visibility_ms`, or whose connection closes (unless `detach`) puts its item back at
+    /// the head of the queue. On an empty queue, waits (up to
     /// `timeout_ms`; forever if absent) or, with `block: false`, fails at once with
     /// `empty`. Result: [`QueueGetResult`].
     QueueGet {
@@ -320,13 +332,23 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         values: Option<Vec<serde_json::Number>>,
     },
-    /// The whole array ([`ArrayValue`]) or, with `index`, one element ([`ArrayItem`]).
+    /// The whole array or, with `offset`/`length`, a slice of it ([`ArrayValue`]); with
+    /// `index`, one element ([`ArrayItem`]). One reply carries at most
+    /// [`MAX_ARRAY_SLICE`] elements: a longer array is read in slices (a request for more
+    /// is a `too_large` error naming the limit).
     ArrayGet {
         /// Array name.
         array: String,
         /// Element index, from 0.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index: Option<usize>,
+        /// First element of the slice (default 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<usize>,
+        /// Most elements of the slice (fewer at the end of the array; 0 gives only the
+        /// type and length); at most [`MAX_ARRAY_SLICE`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        length: Option<usize>,
     },
     /// Set one element. Result: [`ArrayItem`].
     ArraySet {
@@ -727,15 +749,26 @@ pub struct CounterListResult {
     pub counters: Vec<CounterValue>,
 }
 
-/// A whole array.
+/// An array, or a slice of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArrayValue {
     /// Array name.
     pub array: String,
     /// Element type.
     pub kind: ArrayKind,
-    /// The elements.
+    /// The elements, from `offset` (at most [`MAX_ARRAY_SLICE`]; the reply to
+    /// `array_create` carries the first slice of a longer array).
     pub values: Vec<serde_json::Number>,
+    /// Index of the first element in `values`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: usize,
+    /// Number of elements of the whole array.
+    #[serde(default)]
+    pub length: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One array element.
@@ -1067,6 +1100,10 @@ impl std::fmt::Display for ExitStatus {
 pub struct StatusResult {
     /// Units in name order.
     pub units: Vec<UnitStatus>,
+    /// How corrald tracks and stops instances: in cgroups of their own (where a
+    /// writable cgroup v2 hierarchy exists) or by process group, with the reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub supervision: String,
 }
 
 /// Result of [`Op::Timers`].
@@ -1134,6 +1171,13 @@ pub struct InstanceStatus {
     /// Why the instance is in this state (e.g. the exec error of a failed start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// CPU time used by everything in the instance's cgroup (µs), in cgroup mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_usec: Option<u64>,
+    /// Memory charged to the instance's cgroup (bytes), where a memory controller
+    /// accounts for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_bytes: Option<u64>,
 }
 
 /// Result of [`Op::Start`], [`Op::Stop`] and [`Op::Restart`].

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -60,6 +61,11 @@ def test_an_item_of_a_killed_worker_is_delivered_again(corrald, unique):
             worker.wait()
         worker.stdout.close()
         worker.stdin.close()
+    # corrald returns the lease once it has seen the worker's connection close.
+    deadline = time.monotonic() + 60
+    while q.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert q.in_flight() == 0
     m = q.get(timeout=60, ack=True)
     assert (m.value, m.deliveries) == ("work", 2)
     m.ack()

@@ -694,6 +694,7 @@ fn spawn_spec(
         user: spec.user.clone(),
         group: None,
         die_with_parent: false,
+        cgroups: Vec::new(),
     }
 }
 
@@ -942,6 +943,8 @@ impl PoolManager {
             restarts: 0,
             last_exit: None,
             reason: None,
+            cgroup_cpu_usec: None,
+            cgroup_memory_bytes: None,
         };
         self.jobs
             .values()

@@ -396,6 +396,11 @@ impl Primitives {
         }
     }
 
+    /// Whether `conn` holds a lock or has a waiting request.
+    pub fn holds(&self, conn: u64) -> bool {
+        self.waiters.values().any(|w| w.conn.id == conn) || !self.locks.held_by(conn).is_empty()
+    }
+
     /// Answers every waiter whose deadline has passed with its timeout error.
     pub fn expire(&mut self, now: Instant, out: &mut Outbox) {
         while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use corral_proto::{
-    DEFAULT_VISIBILITY_MS, ErrorBody, ErrorCode, Lease, Op, QueueAckResult, QueueGetResult,
-    QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
+    DEFAULT_VISIBILITY_MS, ErrorBody, ErrorCode, Lease, MAX_GET_BYTES, Op, QueueAckResult,
+    QueueGetResult, QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
 };
 
 use super::{
@@ -378,7 +378,18 @@ impl Primitives {
         cx: &mut Cx<'_>,
     ) -> Outcome {
         let q = self.queues.get_mut(name).expect("queue exists");
-        let n = count.min(q.items.len());
+        // One reply stays small: a large `count` gets the items that fit in
+        // MAX_GET_BYTES (always at least one); the client asks again for the rest.
+        let mut bytes = 0;
+        let n = q
+            .items
+            .iter()
+            .take(count)
+            .take_while(|item| {
+                bytes += item.value.len();
+                bytes == item.value.len() || bytes <= MAX_GET_BYTES
+            })
+            .count();
         let mut items = Vec::with_capacity(n);
         let Some(spec) = lease else {
             let mut last = 0;

@@ -53,6 +53,8 @@ pub struct SpawnSpec {
     pub group: Option<String>,
     /// Die with corrald (`PR_SET_PDEATHSIG` = SIGKILL).
     pub die_with_parent: bool,
+    /// `cgroup.procs` files the child joins before `exec` (empty: none).
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// Where a process's output goes.
@@ -342,6 +344,7 @@ impl Starter {
             limits: rlimit_list(&spec.rlimits),
             ids,
             die_with_parent: spec.die_with_parent,
+            cgroups: &spec.cgroups,
         };
         let pid = self
             .spawner

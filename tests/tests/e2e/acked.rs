@@ -66,6 +66,10 @@ fn a_consumer_that_disconnects_gives_its_item_back_with_two_deliveries() {
         // The consumer goes away without an ack: its connection closes.
     }
     let other = d.client();
+    // corrald returns the lease once it has seen the connection close.
+    wait_for("the lease to be returned", || {
+        (other.queue("jobs").info().unwrap().in_flight == 0).then_some(())
+    });
     let job = other
         .queue("jobs")
         .get_ack::<Value>(Some(LONG), LONG)

@@ -3,7 +3,9 @@
 
 mod access;
 mod acked;
+mod bounds;
 mod browser;
+mod cgroups;
 mod cli;
 mod examples;
 mod faults;
