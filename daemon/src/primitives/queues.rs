@@ -445,6 +445,7 @@ impl Primitives {
                     seq: item.seq,
                     deliveries: item.deliveries,
                     conn: (!spec.detach).then_some(conn),
+                    deadline,
                 },
             );
             if let Some(deadline) = deadline {
@@ -452,6 +453,7 @@ impl Primitives {
             }
             q.leased.insert(item.seq, (id, item));
         }
+        self.compact_lease_deadlines();
         ok(QueueGetResult { items, leases })
     }
 
@@ -802,6 +804,40 @@ mod tests {
             },
         );
         assert_eq!(acked.unwrap()["count"], 1);
+    }
+
+    #[test]
+    fn deadlines_of_acked_leases_do_not_pile_up() {
+        let mut p = prims(&[]);
+        for i in 0..5000 {
+            run(
+                &mut p,
+                Op::QueuePut {
+                    queue: "q".into(),
+                    value: i.into(),
+                    timeout_ms: None,
+                    block: true,
+                },
+            )
+            .unwrap();
+            let id = get_ack(&mut p).unwrap()["leases"][0]["id"]
+                .as_u64()
+                .unwrap();
+            run(
+                &mut p,
+                Op::QueueAck {
+                    queue: "q".into(),
+                    ids: vec![id],
+                },
+            )
+            .unwrap();
+        }
+        assert!(p.leases.is_empty());
+        assert!(
+            p.lease_deadlines.len() <= 1025,
+            "{} deadlines kept for no lease",
+            p.lease_deadlines.len()
+        );
     }
 
     #[test]
