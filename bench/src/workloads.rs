@@ -65,6 +65,25 @@ pub fn all() -> Vec<Workload> {
             manager: None,
         },
         Workload {
+            name: "queue put+get --ack+ack, 1 client",
+            note: "one op = put, acknowledged get (leased: the delivery count is committed), then ack (the item deleted): at-least-once, three commits; Redis: the reliable-queue pattern LPUSH + RPOPLPUSH to a processing list + LREM",
+            clients: 1,
+            corral: |c, i| {
+                let q = c.queue("bench-ack");
+                q.put(i)?;
+                let job = q.get_ack::<u64>(None, Duration::from_secs(30))?;
+                job.ack()?;
+                Ok(())
+            },
+            redis: Some(|r, _| {
+                r.cmd(&["LPUSH", "bench-ack", "1"])?;
+                r.cmd(&["RPOPLPUSH", "bench-ack", "bench-ack:processing"])?;
+                r.cmd(&["LREM", "bench-ack:processing", "1", "1"])?;
+                Ok(())
+            }),
+            manager: None,
+        },
+        Workload {
             name: "counter add, 1 client",
             note: "one op = add 1 and read the new value; corral: durable as above; Redis: INCR; Manager: Value += 1 under Manager().Lock()",
             clients: 1,

@@ -665,7 +665,7 @@ fn run_batch(
 ) -> bool {
     let mut fx = Effects::default();
     let wrote = batch.iter().any(changes_visible_state);
-    if wrote {
+    if wrote || prims.leases_due(Instant::now()) {
         crate::state_changed();
     }
     // `sync` promises that everything is on disk, the queue totals too.
@@ -1290,6 +1290,65 @@ mod tests {
                 .contains("not a usable corral state database")
         );
         assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 4096]);
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_database_is_migrated_with_its_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE queues (name TEXT PRIMARY KEY, maxsize INTEGER, put_total INTEGER NOT NULL,
+                 got_total INTEGER NOT NULL, next_seq INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE queue_items (queue TEXT NOT NULL, seq INTEGER NOT NULL,
+                 value TEXT NOT NULL, PRIMARY KEY (queue, seq)) WITHOUT ROWID;
+             INSERT INTO queues VALUES ('jobs', 5, 2, 0, 3);
+             INSERT INTO queue_items VALUES ('jobs', 1, '\"a\"'), ('jobs', 2, '\"b\"');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path, test_limits()).unwrap();
+        let (tx, rx) = oneshot::channel();
+        let conn = ConnInfo {
+            id: 1,
+            pid: None,
+            uid: None,
+        };
+        let op = Op::QueueGet {
+            queue: "jobs".into(),
+            count: 10,
+            timeout_ms: None,
+            block: false,
+            ack: true,
+            visibility_ms: None,
+            detach: false,
+        };
+        store.primitive(
+            conn,
+            op,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        let got = rx.await.unwrap().expect("leased");
+        assert_eq!(got["items"], serde_json::json!(["a", "b"]));
+        assert_eq!(got["leases"][0]["deliveries"], 1);
+        store.sync().await;
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let deliveries: Vec<i64> = conn
+            .prepare("SELECT deliveries FROM queue_items ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(deliveries, [1, 1]);
     }
 
     #[test]

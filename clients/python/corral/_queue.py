@@ -185,10 +185,12 @@ class Queue:
         return self.qsize() == 0
 
     def full(self):
-        """Whether the queue is at its capacity now (never, if unbounded)."""
+        """Whether the queue is at its capacity now (never, if unbounded); items in
+        flight count toward it."""
         info = self._info()
         maxsize = info.get("maxsize")
-        return maxsize is not None and maxsize > 0 and info["depth"] >= maxsize
+        held = info["depth"] + info.get("in_flight", 0)
+        return maxsize is not None and maxsize > 0 and held >= maxsize
 
     @property
     def maxsize(self):

@@ -319,7 +319,7 @@
         var secs = Math.max(0.001, (now - previous.at) / 1000);
         return ((totals[q.queue][k] - before[k]) / secs).toFixed(1);
       };
-      return [q.queue, q.depth, q.put_total, q.got_total, rate(0), rate(1), q.waiting_getters]; }));
+      return [q.queue, q.depth, q.in_flight || 0, q.put_total, q.got_total, rate(0), rate(1), q.waiting_getters]; }));
     previous = { at: now, totals: totals };
     fill("counters", ((s.counters || {}).counters || []).map(function (c) { return [c.counter, c.value]; }));
     fill("arrays", ((s.arrays || {}).arrays || []).map(function (a) { return [a.array, a.kind, a.length]; }));

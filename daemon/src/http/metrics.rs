@@ -276,6 +276,18 @@ pub async fn metrics(State(ctx): Shared) -> Response {
         );
     }
     f.head(
+        "corral_queue_in_flight",
+        "gauge",
+        "Items handed out by acknowledged gets and not acked yet, per queue.",
+    );
+    for q in &queues {
+        f.sample(
+            "corral_queue_in_flight",
+            &[("queue", q["queue"].as_str().unwrap_or(""))],
+            &q["in_flight"],
+        );
+    }
+    f.head(
         "corral_queue_got_total",
         "counter",
         "Items ever taken, per queue.",

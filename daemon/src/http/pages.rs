@@ -237,13 +237,23 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
     body.push_str(&section(
         "Queues",
         "queues",
-        &["queue", "depth", "put", "got", "put/s", "got/s", "waiting"],
+        &[
+            "queue",
+            "depth",
+            "in flight",
+            "put",
+            "got",
+            "put/s",
+            "got/s",
+            "waiting",
+        ],
         list(&snap["queues"], "queues")
             .iter()
             .map(|q| {
                 vec![
                     cell(&s(&q["queue"])),
                     cell(&s(&q["depth"])),
+                    cell(&s(&q["in_flight"])),
                     cell(&s(&q["put_total"])),
                     cell(&s(&q["got_total"])),
                     // Rates need two snapshots: the page script fills them in.

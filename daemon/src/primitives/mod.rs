@@ -176,6 +176,8 @@ struct LeaseRecord {
     deliveries: u32,
     /// The connection whose closing returns the item; `None` for a detached lease.
     conn: Option<u64>,
+    /// When the visibility timeout passes (none if past what `Instant` holds).
+    deadline: Option<Instant>,
 }
 
 /// All coordination state. See the module docs.
@@ -428,6 +430,19 @@ impl Primitives {
                 out.volatile(waiter.reply, Err(error));
             }
         }
+    }
+
+    /// Drops the deadlines of ended leases once they outnumber the live ones, so that
+    /// acked leases of a long visibility cost no memory until their deadline.
+    fn compact_lease_deadlines(&mut self) {
+        if self.lease_deadlines.len() <= 2 * self.leases.len() + 1024 {
+            return;
+        }
+        self.lease_deadlines = self
+            .leases
+            .iter()
+            .filter_map(|(id, l)| l.deadline.map(|d| Reverse((d, *id))))
+            .collect();
     }
 
     /// When the next waiter times out or lease passes its visibility timeout.

@@ -63,6 +63,19 @@ fn access_rules_decide_read_use_and_control() {
     // Root may do everything.
     d.ctl_ok(&["queue", "put", "secret:plans", "1"]);
     d.ctl_ok(&["start", "svc"]);
+    // Acknowledging is using: a lease id alone does not let the user ack or nack.
+    let leased = d.ctl_ok(&["queue", "get", "secret:plans", "--ack"]);
+    let id = leased.split('\t').next().unwrap().to_owned();
+    for op in ["ack", "nack"] {
+        let out = user.ctl(&d, &["queue", op, "secret:plans", &id]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("permission denied") && err.contains(&format!("queue_{op}")),
+            "{err}"
+        );
+    }
+    d.ctl_ok(&["queue", "ack", "secret:plans", &id]);
 }
 
 #[test]

@@ -480,3 +480,131 @@ fn kill_9_under_load_loses_no_acknowledged_put_and_redelivers_only_unacked_items
     );
     assert_eq!(acked.get(&held_value), Some(&1));
 }
+
+#[test]
+fn the_dashboard_and_metrics_show_items_in_flight() {
+    let mut d = TestDaemon::new();
+    let port = corral_tests::free_port();
+    d.http = format!("127.0.0.1:{port}");
+    d.start();
+    let client = d.client();
+    let q = client.queue("jobs");
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let _held = q.get_ack::<u32>(None, LONG).unwrap();
+    let (code, page) = corral_tests::http(port, "GET", "/", &[]);
+    assert_eq!(code, 200);
+    assert!(page.contains("<th>in flight</th>"), "{page}");
+    assert!(
+        page.contains("<tr><td>jobs</td><td>2</td><td>1</td>"),
+        "depth 2, 1 in flight: {page}"
+    );
+    let (_, api) = corral_tests::http(port, "GET", "/api/queues", &[]);
+    let api: Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(api["queues"][0]["in_flight"], 1, "{api}");
+    let (_, metrics) = corral_tests::http(port, "GET", "/metrics", &[]);
+    assert!(
+        metrics.contains("corral_queue_in_flight{queue=\"jobs\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn bad_acknowledged_requests_get_clear_errors() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("<none>").to_owned();
+    let message = |v: &Value| v["error"]["message"].as_str().unwrap_or("").to_owned();
+    c.roundtrip(r#"{"id":1,"op":"hello","version":1}"#);
+    c.roundtrip(r#"{"id":2,"op":"queue_put","queue":"q","value":1}"#);
+    let r = c.roundtrip(r#"{"id":3,"op":"queue_ack","queue":"q","ids":[]}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(r#"{"id":4,"op":"queue_ack","queue":"q","ids":[12345]}"#);
+    assert_eq!(code(&r), "not_held", "{r}");
+    assert!(message(&r).contains("12345"), "{r}");
+    let r = c.roundtrip(r#"{"id":5,"op":"queue_get","queue":"q","visibility_ms":100}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    assert!(message(&r).contains("ack"), "{r}");
+    let r = c.roundtrip(r#"{"id":6,"op":"queue_get","queue":"q","ack":true,"visibility_ms":0}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(
+        r#"{"id":7,"op":"queue_get","queue":"q","ack":true,"visibility_ms":18446744073709551615}"#,
+    );
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(r#"{"id":8,"op":"queue_declare","queue":"q","max_deliveries":0}"#);
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(
+        r#"{"id":9,"op":"queue_declare","queue":"q","max_deliveries":2,"dead_letter":"q"}"#,
+    );
+    assert_eq!(code(&r), "bad_request", "{r}");
+    let r = c.roundtrip(
+        r#"{"id":10,"op":"queue_declare","queue":"q","max_deliveries":2,"dead_letter":"../x"}"#,
+    );
+    assert_eq!(code(&r), "bad_request", "{r}");
+    // A lease of another queue is not held on this one.
+    let r = c.roundtrip(r#"{"id":11,"op":"queue_get","queue":"q","ack":true}"#);
+    let id = r["result"]["leases"][0]["id"].as_u64().expect("a lease");
+    let r = c.roundtrip(&format!(
+        r#"{{"id":12,"op":"queue_ack","queue":"other","ids":[{id}]}}"#
+    ));
+    assert_eq!(code(&r), "not_held", "{r}");
+    // Nothing changed: the item is still in flight, and corrald still answers.
+    let r = c.roundtrip(r#"{"id":13,"op":"queue_len","queue":"q"}"#);
+    assert_eq!(
+        (
+            r["result"]["depth"].as_u64(),
+            r["result"]["in_flight"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+
+    // A bad [queues.NAME] in corral.toml stops corrald at start, naming the table.
+    let bad = TestDaemon::new();
+    std::fs::write(
+        bad.path("corral.toml"),
+        "[queues.jobs]\nmax_deliveries = 0\n",
+    )
+    .unwrap();
+    let out = bad
+        .command()
+        .args(["--config", &bad.path("corral.toml").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = bad.stderr();
+    assert!(
+        stderr.contains("[queues.jobs]") && stderr.contains("max_deliveries"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn acking_several_leases_at_once_is_all_or_nothing() {
+    let mut d = TestDaemon::new();
+    d.start();
+    for v in ["a", "b", "c"] {
+        d.ctl_ok(&["queue", "put", "jobs", v]);
+    }
+    let out = d.ctl_ok(&["queue", "get", "jobs", "--ack", "-n", "2"]);
+    let leases: Vec<(u64, String)> = out.lines().map(lease_line).collect();
+    let items: Vec<&str> = leases.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(items, ["a", "b"]);
+    let (a, b) = (leases[0].0.to_string(), leases[1].0.to_string());
+    // One id not held: refused, and neither lease ends.
+    let refused = d.ctl(&["queue", "ack", "jobs", &a, "77"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let info: Value = serde_json::from_str(&d.ctl_ok(&["--json", "queue", "len", "jobs"])).unwrap();
+    assert_eq!(info["in_flight"], 2, "{info}");
+    let acked: Value =
+        serde_json::from_str(&d.ctl_ok(&["--json", "queue", "ack", "jobs", &a, &b])).unwrap();
+    assert_eq!(acked["count"], 2, "{acked}");
+    let info: Value = serde_json::from_str(&d.ctl_ok(&["--json", "queue", "len", "jobs"])).unwrap();
+    assert_eq!(
+        (info["depth"].as_u64(), info["in_flight"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(info["got_total"], 2, "acked items count as taken: {info}");
+}
