@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use corral_config::{RestartPolicy, Unit, UnitKind};
+use corral_config::{NotLoaded, RestartPolicy, Unit, UnitKind};
 use corral_proto::{
     ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, PlanStep,
     ReloadResult, ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult,
@@ -267,8 +267,23 @@ impl UnitEntry {
             kind: kind_name(self.unit.kind).into(),
             daemon: self.unit.daemon,
             transient: self.transient,
+            loaded: true,
+            errors: Vec::new(),
             instances: self.instances.iter().map(Instance::status).collect(),
         }
+    }
+}
+
+/// A unit file set aside for its errors, as `status` shows it: no instances.
+fn not_loaded_status(bad: &NotLoaded) -> UnitStatus {
+    UnitStatus {
+        name: bad.name.clone(),
+        kind: "unknown".into(),
+        daemon: false,
+        transient: false,
+        loaded: false,
+        errors: bad.errors.iter().map(ToString::to_string).collect(),
+        instances: Vec::new(),
     }
 }
 
@@ -332,14 +347,19 @@ pub struct Supervisor {
     /// Templates (`NAME@.toml`) by name (`NAME@`): never units themselves, but the
     /// definition of their instance units, made at their first start.
     templates: BTreeMap<String, Arc<Unit>>,
+    /// Unit files set aside at start for their errors, by unit name: shown by `status`
+    /// as not loaded, until a reload (which takes only a set without errors) clears them.
+    not_loaded: BTreeMap<String, NotLoaded>,
 }
 
 impl Supervisor {
     /// Creates the supervisor and its process thread, and spawns its task.
-    /// Autostart units are started at once.
+    /// Autostart units are started at once; `not_loaded` are the unit files set aside
+    /// for their errors, shown by `status`.
     pub async fn start(
         config: SupervisorConfig,
         units: BTreeMap<String, Unit>,
+        not_loaded: Vec<NotLoaded>,
         store: Store,
         procs: ProcessThread,
         (tx, mut rx): (mpsc::UnboundedSender<Msg>, mpsc::UnboundedReceiver<Msg>),
@@ -371,6 +391,10 @@ impl Supervisor {
             procs,
             tx: tx.clone(),
             timers: BTreeMap::new(),
+            not_loaded: not_loaded
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect(),
         };
         // When each scheduled unit last ran, for `catch_up` (and for an interval's phase).
         let mut last_runs = BTreeMap::new();
@@ -593,7 +617,7 @@ impl Supervisor {
             }
             Request::Wait(unit, reply) => {
                 if !self.units.contains_key(&unit) {
-                    let _ = reply.send(Err(not_found(&unit)));
+                    let _ = reply.send(Err(self.unknown(&unit)));
                     return;
                 }
                 self.waiters.push(Waiter {
@@ -617,7 +641,7 @@ impl Supervisor {
             Request::ForceShutdown => self.force_kill_all(),
             Request::Definition(name, reply) => {
                 let unit = self.units.get(&name).map(|e| e.unit.clone());
-                let _ = reply.send(unit.ok_or_else(|| not_found(&name)));
+                let _ = reply.send(unit.ok_or_else(|| self.unknown(&name)));
             }
             Request::Kill(units, signal, reply) => {
                 let _ = reply.send(self.check_known(&units).map(|()| {
@@ -640,7 +664,7 @@ impl Supervisor {
             }
             Request::FirstPid(unit, reply) => {
                 if !self.units.contains_key(&unit) {
-                    let _ = reply.send(Err(not_found(&unit)));
+                    let _ = reply.send(Err(self.unknown(&unit)));
                 } else {
                     self.pid_waiters.push((unit, reply));
                 }
@@ -667,7 +691,7 @@ impl Supervisor {
 
     fn check_known(&self, units: &[String]) -> Result<(), ErrorBody> {
         match units.iter().find(|u| !self.units.contains_key(*u)) {
-            Some(u) => Err(not_found(u)),
+            Some(u) => Err(self.unknown(u)),
             None => Ok(()),
         }
     }
@@ -701,15 +725,41 @@ impl Supervisor {
 
     fn status(&self, unit: Option<&str>) -> Result<StatusResult, ErrorBody> {
         let units = match unit {
-            Some(name) => vec![
-                self.units
-                    .get(name)
-                    .ok_or_else(|| not_found(name))?
-                    .status(),
-            ],
-            None => self.units.values().map(UnitEntry::status).collect(),
+            Some(name) => match (self.units.get(name), self.not_loaded.get(name)) {
+                (Some(entry), _) => vec![entry.status()],
+                (None, Some(bad)) => vec![not_loaded_status(bad)],
+                (None, None) => return Err(self.unknown(name)),
+            },
+            None => self
+                .units
+                .values()
+                .map(UnitEntry::status)
+                .chain(self.not_loaded.values().map(not_loaded_status))
+                .collect(),
         };
         Ok(StatusResult { units })
+    }
+
+    /// The error for a unit name that is not a unit: one whose file was not loaded for
+    /// its errors says so, with them; any other name is not found.
+    fn unknown(&self, name: &str) -> ErrorBody {
+        let base = corral_config::template_of(name).map(|(base, _)| base);
+        let bad = self
+            .not_loaded
+            .get(name)
+            .or_else(|| base.and_then(|b| self.not_loaded.get(b)));
+        match bad {
+            Some(bad) => ErrorBody {
+                code: ErrorCode::InvalidConfig,
+                message: format!(
+                    "unit `{}` is not loaded: {} has errors; correct it, then run `corralctl reload`",
+                    bad.name,
+                    bad.file.display()
+                ),
+                details: bad.errors.iter().map(ToString::to_string).collect(),
+            },
+            None => not_found(name),
+        }
     }
 
     fn log_paths(
@@ -717,7 +767,7 @@ impl Supervisor {
         unit: &str,
         instance: Option<u32>,
     ) -> Result<Vec<(u32, PathBuf)>, ErrorBody> {
-        let entry = self.units.get(unit).ok_or_else(|| not_found(unit))?;
+        let entry = self.units.get(unit).ok_or_else(|| self.unknown(unit))?;
         let count = entry.unit.instances;
         if let Some(i) = instance {
             if i >= count {
@@ -1199,6 +1249,8 @@ impl Supervisor {
             changed: Vec::new(),
             unchanged: Vec::new(),
         };
+        // A reload is only ever given a set without errors: every file is loaded now.
+        self.not_loaded.clear();
         let (templates, new): (BTreeMap<_, _>, BTreeMap<_, _>) =
             new.into_iter().partition(|(_, u)| u.is_template());
         self.reload_templates(templates, &mut result);
