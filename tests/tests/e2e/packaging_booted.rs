@@ -201,6 +201,21 @@ impl Machine {
             .to_owned()
     }
 
+    /// The pid of `unit`'s first instance while it is running.
+    fn running_pid(&self, unit: &str) -> Option<u64> {
+        let out = self.sh(&format!("corralctl --json status {unit}"));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let instance = &status["units"][0]["instances"][0];
+        (instance["state"] == "running").then(|| instance["pid"].as_u64())?
+    }
+
+    /// Waits until `unit` runs with a pid other than `not`; that pid.
+    fn wait_running(&self, unit: &str, not: Option<u64>) -> u64 {
+        wait_for(&format!("{unit} to run (not as {not:?})"), || {
+            self.running_pid(unit).filter(|pid| Some(*pid) != not)
+        })
+    }
+
     /// The pid of each instance of the test's units, from `corralctl status --json`.
     fn pids(&self) -> serde_json::Map<String, serde_json::Value> {
         let status: serde_json::Value =
@@ -355,15 +370,14 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
         "a line carries a timestamp of its own: {journal}"
     );
 
-    // The socket: a member of corral may use it, another user may not.
+    // The socket: a member of corral may use it, another user may not. (A user's
+    // corralctl looks for their own corrald first: the system one is named.)
     m.ok("useradd -m -G corral alice && useradd -m bob");
-    assert!(m.ok("runuser -u alice -- corralctl status").contains("web"));
-    let bob = m.sh("runuser -u bob -- corralctl status");
-    assert!(
-        !bob.status.success(),
-        "bob is not in corral: {}",
-        show(&bob)
-    );
+    let system = "CORRAL_SOCKET=/run/corral/corral.sock corralctl status";
+    assert!(m.ok(&format!("runuser -u alice -- env {system}")).contains("web"));
+    let bob = m.sh(&format!("runuser -u bob -- env {system}"));
+    assert!(!bob.status.success(), "bob is not in corral: {}", show(&bob));
+    assert!(text(&bob.stderr).contains("ermission denied"), "{}", show(&bob));
 
     // systemctl reload applies a changed file, and fails on a bad one, changing nothing.
     let web = m.pids()["web"].clone();
@@ -375,10 +389,7 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
         ),
     );
     m.ok("systemctl reload corrald");
-    m.wait(
-        "web to run its changed definition",
-        &format!("corralctl --json status web | grep -q '\"state\":\"running\"' && ! corralctl --json status web | grep -q '\"pid\":{web}[,}}]'"),
-    );
+    m.wait_running("web", web.as_u64());
     unit("broken", "comand = [\"true\"]\n");
     let bad = m.sh("systemctl reload corrald");
     assert!(
@@ -394,10 +405,7 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
     // within TimeoutStopSec (Result=success, not timeout); nothing of ours is left.
     std::fs::remove_file(units.join("broken.toml")).unwrap();
     m.ok("corralctl start --no-wait job && rm -f /root/order");
-    m.wait(
-        "the task to run",
-        "corralctl --json status job | grep -q '\"state\":\"running\"'",
-    );
+    m.wait_running("job", None);
     m.ok("systemctl stop corrald");
     assert_eq!(m.prop("Result"), "success");
     assert_eq!(m.prop("ActiveState"), "inactive");
@@ -407,7 +415,7 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
         ["helper-term", "job-done", "web-term", "db-term"],
         "{order}"
     );
-    assert_eq!(m.ok("pgrep -fc corral-booted-test || true").trim(), "0");
+    assert_eq!(m.ok("pgrep -fc '[c]orral-booted-test' || true").trim(), "0");
 
     // A bad unit file at start: corrald starts the others and says so in STATUS=.
     unit("broken", "comand = [\"true\"]\n");
@@ -429,7 +437,9 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
         "{}",
         m.prop("StatusText")
     );
-    m.wait("the services to run", "corralctl --json status db | grep -q '\"pid\"' && corralctl --json status helper | grep -q '\"pid\"'");
+    for unit in ["db", "web", "helper"] {
+        m.wait_running(unit, None);
+    }
 
     // A crash of corrald alone (`systemctl kill --kill-whom=main`, like kill -9 or the OOM
     // killer): KillMode=process leaves the rest of the cgroup alone, Restart=on-failure
@@ -477,10 +487,9 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
             "{service} survived a kill of the whole cgroup"
         );
     }
-    m.wait(
-        "the services to be started again",
-        "corralctl --json status web | grep -q '\"state\":\"running\"'",
-    );
+    for service in ["db", "web"] {
+        m.wait_running(service, before[service].as_u64());
+    }
 
     // WatchdogSec: a corrald that stops answering (SIGSTOP) is killed and started again,
     // and the services are adopted by the new one.
