@@ -374,10 +374,21 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
     // corralctl looks for their own corrald first: the system one is named.)
     m.ok("useradd -m -G corral alice && useradd -m bob");
     let system = "CORRAL_SOCKET=/run/corral/corral.sock corralctl status";
-    assert!(m.ok(&format!("runuser -u alice -- env {system}")).contains("web"));
+    assert!(
+        m.ok(&format!("runuser -u alice -- env {system}"))
+            .contains("web")
+    );
     let bob = m.sh(&format!("runuser -u bob -- env {system}"));
-    assert!(!bob.status.success(), "bob is not in corral: {}", show(&bob));
-    assert!(text(&bob.stderr).contains("ermission denied"), "{}", show(&bob));
+    assert!(
+        !bob.status.success(),
+        "bob is not in corral: {}",
+        show(&bob)
+    );
+    assert!(
+        text(&bob.stderr).contains("ermission denied"),
+        "{}",
+        show(&bob)
+    );
 
     // systemctl reload applies a changed file, and fails on a bad one, changing nothing.
     let web = m.pids()["web"].clone();
@@ -519,7 +530,13 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
         "carol's systemd --user",
         &format!("test -S /run/user/{uid}/systemd/private"),
     );
-    m.ok(&format!("{as_carol} systemctl --user enable --now corrald"));
+    let enabled = m.sh(&format!("{as_carol} systemctl --user enable --now corrald"));
+    assert!(
+        enabled.status.success(),
+        "{}\n{}",
+        show(&enabled),
+        text(&m.sh(&format!("journalctl --no-pager _UID={uid}")).stdout)
+    );
     assert_eq!(
         m.ok(&format!("{as_carol} systemctl --user is-active corrald"))
             .trim(),
