@@ -7,8 +7,9 @@
 //! The booted system is ended by SIGKILL to its PID 1 (from outside its PID namespace that
 //! ends everything inside), and the test checks that nothing it mounted is left.
 //!
-//! Skipped with a message when not root or when systemd-nspawn, debootstrap or the .deb is
-//! missing, unless CORRAL_REQUIRE_PACKAGING_TOOLS is set (as .ci/run does).
+//! Skipped with a message when not root, when systemd-nspawn or debootstrap is missing, or
+//! when the .deb is missing or older than the corrald this test run built, unless
+//! CORRAL_REQUIRE_PACKAGING_TOOLS is set (as .ci/run does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -281,6 +282,16 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
     let Some(deb) = find_deb() else {
         return skip("no .deb in target/debian: run scripts/check-deb first (or set CORRAL_DEB)");
     };
+    // A .deb older than the corrald this test run built may not hold the code under test.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if std::env::var_os("CORRAL_DEB").is_none()
+        && modified(&deb) < modified(&corral_tests::bin("corrald"))
+    {
+        return skip(&format!(
+            "{} is older than target's corrald: run scripts/check-deb first",
+            deb.display()
+        ));
+    }
     let made = Command::new(repo().join("scripts/systemd-root"))
         .stderr(Stdio::inherit())
         .output()
