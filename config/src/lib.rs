@@ -74,7 +74,9 @@ pub use unit::{
     Overlap, PoolMode, RestartPolicy, Rlimit, Rlimits, Schedule, UNIT_NAME_RULES, Unit, UnitKind,
     When, template_of, valid_unit_name,
 };
-pub use validate::{MAX_CONFIG_FILE, load_units, load_units_dir};
+pub use validate::{
+    MAX_CONFIG_FILE, NotLoaded, PartialUnits, load_units, load_units_dir, load_units_dir_partial,
+};
 
 /// Every key a unit file may contain, in documentation order.
 pub const UNIT_KEYS: &[&str] = parse::UNIT_KEYS;

@@ -85,6 +85,116 @@ pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, Config
 /// Largest unit file or `corral.toml` read, in bytes (1 MiB; a unit is a few hundred).
 pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
+/// What [`load_units_dir_partial`] found: the units that are valid on their own, and
+/// each unit file set aside for its errors.
+#[derive(Debug, Clone, Default)]
+pub struct PartialUnits {
+    /// The valid units by name, ready to run.
+    pub units: BTreeMap<String, Unit>,
+    /// The unit files not loaded, in file order.
+    pub not_loaded: Vec<NotLoaded>,
+}
+
+/// A unit file that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotLoaded {
+    /// The unit's name: the file's stem (which may itself be the problem).
+    pub name: String,
+    /// The unit file.
+    pub file: PathBuf,
+    /// Its errors, each at its file:line:column.
+    pub errors: ConfigErrors,
+}
+
+impl PartialUnits {
+    /// Every error of every file not loaded, sorted; empty when all files loaded.
+    pub fn errors(&self) -> ConfigErrors {
+        ConfigErrors(
+            self.not_loaded
+                .iter()
+                .flat_map(|n| n.errors.iter().cloned())
+                .collect(),
+        )
+        .normalize()
+    }
+}
+
+/// Loads what can be loaded of `dir`, the way systemd does at boot: a file with
+/// errors is set aside with them, and the others are loaded. A unit that
+/// `extends`, `requires` or comes `after` a unit set aside is set aside too
+/// (its error says which unit it needed), so every unit loaded is exactly what
+/// [`load_units_dir`] would have made of it.
+///
+/// # Errors
+///
+/// Only an unreadable directory: there is then nothing to load.
+pub fn load_units_dir_partial(dir: &Path) -> Result<PartialUnits, ConfigErrors> {
+    let paths = unit_paths(dir)?;
+    let mut files = Vec::with_capacity(paths.len());
+    let mut not_loaded = BTreeMap::new();
+    for path in paths {
+        match read_config_file(&path, "unit file") {
+            Ok(text) => files.push((path, text)),
+            Err(error) => {
+                not_loaded.insert(path, vec![error]);
+            }
+        }
+    }
+    Ok(load_units_partial(files, not_loaded))
+}
+
+/// Loads `files`, setting aside each file an error points into, until the rest
+/// loads. Each round sets aside at least one file, so this ends.
+fn load_units_partial(
+    mut files: Vec<(PathBuf, String)>,
+    mut rejected: BTreeMap<PathBuf, Vec<ConfigError>>,
+) -> PartialUnits {
+    let stem = |path: &Path| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let units = loop {
+        let names: BTreeSet<String> = rejected.keys().map(|p| stem(p)).collect();
+        let errors = match load_units_among(&files, &names) {
+            Ok(units) => break units,
+            Err(errors) => errors,
+        };
+        let before = files.len();
+        for error in errors {
+            if let Some(i) = files.iter().position(|(p, _)| *p == error.file) {
+                files.swap_remove(i);
+            }
+            rejected.entry(error.file.clone()).or_default().push(error);
+        }
+        if files.len() == before {
+            // Errors that point at no file of the set (never expected): nothing can be
+            // trusted, so nothing is loaded.
+            for (path, _) in files.drain(..) {
+                rejected
+                    .entry(path.clone())
+                    .or_default()
+                    .push(ConfigError::whole_file(
+                        &path,
+                        "not loaded: the unit files have errors outside any file",
+                    ));
+            }
+        }
+        files.sort();
+    };
+    PartialUnits {
+        units,
+        not_loaded: rejected
+            .into_iter()
+            .map(|(file, errors)| NotLoaded {
+                name: stem(&file),
+                file,
+                errors: ConfigErrors(errors).normalize(),
+            })
+            .collect(),
+    }
+}
+
 /// The candidate unit files of `dir`, sorted for a deterministic order.
 fn unit_paths(dir: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
     let cannot = |err: std::io::Error| {
@@ -117,6 +227,15 @@ fn unit_paths(dir: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
 /// unknown or cyclic dependencies. Errors are sorted by file, line and
 /// column, without duplicates.
 pub fn load_units(files: &[(PathBuf, String)]) -> Result<BTreeMap<String, Unit>, ConfigErrors> {
+    load_units_among(files, &BTreeSet::new())
+}
+
+/// [`load_units`], where the names in `not_loaded` are units whose files were set
+/// aside for their errors: a reference to one says so instead of "unknown unit".
+fn load_units_among(
+    files: &[(PathBuf, String)],
+    not_loaded: &BTreeSet<String>,
+) -> Result<BTreeMap<String, Unit>, ConfigErrors> {
     let mut sink = Sink::new(files);
     let documents: Vec<(Spanned<DeTable<'_>>, bool)> = files
         .iter()
@@ -134,12 +253,12 @@ pub fn load_units(files: &[(PathBuf, String)]) -> Result<BTreeMap<String, Unit>,
     let mut units = BTreeMap::new();
     let mut sites = BTreeMap::new();
     for raw in raws.values() {
-        let merged = resolve_extends(raw, &raws, &mut sink);
+        let merged = resolve_extends(raw, &raws, not_loaded, &mut sink);
         let (unit, site) = build_unit(&merged, files[raw.file].0.clone(), &mut sink);
         sites.insert(raw.name.clone(), site);
         units.insert(raw.name.clone(), unit);
     }
-    check_dependencies(&units, &sites, &mut sink);
+    check_dependencies(&units, &sites, not_loaded, &mut sink);
     sink.finish().map(|()| units)
 }
 
@@ -184,9 +303,10 @@ fn unit_name(
 fn resolve_extends<'a>(
     raw: &'a RawUnit<'a>,
     raws: &'a BTreeMap<String, RawUnit<'a>>,
+    not_loaded: &BTreeSet<String>,
     sink: &mut Sink<'_>,
 ) -> Merged<'a> {
-    let (chain, cut) = extends_chain(raw, raws, sink);
+    let (chain, cut) = extends_chain(raw, raws, not_loaded, sink);
     let mut merged = Merged {
         name: raw.name.clone(),
         file: raw.file,
@@ -233,6 +353,7 @@ fn merge_table<'a>(into: &mut BTreeMap<&'a str, Entry<'a>>, entry: &Entry<'a>) {
 fn extends_chain<'a>(
     raw: &'a RawUnit<'a>,
     raws: &'a BTreeMap<String, RawUnit<'a>>,
+    not_loaded: &BTreeSet<String>,
     sink: &mut Sink<'_>,
 ) -> (Vec<&'a RawUnit<'a>>, bool) {
     let mut chain: Vec<&'a RawUnit<'a>> = vec![raw];
@@ -245,7 +366,11 @@ fn extends_chain<'a>(
             return (chain, true);
         };
         let Some(base_unit) = raws.get(base.as_ref()) else {
-            report_unknown(sink, entry.value_at(), base, "extends", raws.keys());
+            if not_loaded.contains(base.as_ref()) {
+                report_not_loaded(sink, entry.value_at(), base, "extends");
+            } else {
+                report_unknown(sink, entry.value_at(), base, "extends", raws.keys());
+            }
             return (chain, true);
         };
         if let Some(start) = names.iter().position(|n| *n == base.as_ref()) {
@@ -290,6 +415,13 @@ fn cycle_text(names: &[String]) -> String {
     parts.join(" -> ")
 }
 
+fn report_not_loaded(sink: &mut Sink<'_>, at: At, name: &str, key: &str) {
+    sink.push(
+        at,
+        format!("`{key}` names `{name}`, which is not loaded: its unit file has errors"),
+    );
+}
+
 fn report_unknown<'n>(
     sink: &mut Sink<'_>,
     at: At,
@@ -313,6 +445,7 @@ fn template_known(dep: &str, units: &BTreeMap<String, Unit>) -> bool {
 fn check_dependencies(
     units: &BTreeMap<String, Unit>,
     sites: &BTreeMap<String, DepSites>,
+    not_loaded: &BTreeSet<String>,
     sink: &mut Sink<'_>,
 ) {
     for (name, unit) in units {
@@ -333,7 +466,12 @@ fn check_dependencies(
                         at,
                         format!("`{dep}` is a template: depend on one of its instances, e.g. `{dep}main` (or `{dep}{{arg}}` in a template)"),
                     );
-                } else if !units.contains_key(dep) && !template_known(dep, units) {
+                } else if units.contains_key(dep) || template_known(dep, units) {
+                } else if not_loaded.contains(dep)
+                    || crate::template_of(dep).is_some_and(|(base, _)| not_loaded.contains(base))
+                {
+                    report_not_loaded(sink, at, dep, key);
+                } else {
                     report_unknown(sink, at, dep, key, units.keys());
                 }
             }

@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{errors, single_error};
-use corral_config::{load_units, load_units_dir};
+use corral_config::{load_units, load_units_dir, load_units_dir_partial};
 
 #[test]
 fn syntax_errors_are_positioned() {
@@ -504,6 +504,94 @@ fn load_units_dir_reports_errors_from_all_files() {
             ),
         ]
     );
+}
+
+#[test]
+fn the_partial_loader_sets_aside_bad_files_and_what_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("ok.toml", "command = [\"ok\"]\n");
+    write("after-ok.toml", "command = [\"x\"]\nafter = [\"ok\"]\n");
+    write("bad.toml", "command = 1\n");
+    write("child.toml", "extends = \"bad\"\n");
+    write("needs.toml", "command = [\"x\"]\nrequires = [\"child\"]\n");
+    write("web@.toml", "command = [\"web\", \"{arg}\"]\nbogus = 1\n");
+    write(
+        "uses-web.toml",
+        "command = [\"x\"]\nafter = [\"web@8080\"]\n",
+    );
+    write("bad name.toml", "command = [\"x\"]\n");
+    let loaded = load_units_dir_partial(dir.path()).unwrap();
+    // What is loaded is what the strict loader makes of those files alone.
+    assert_eq!(
+        loaded.units.keys().collect::<Vec<_>>(),
+        ["after-ok", "ok"],
+        "{:?}",
+        loaded.not_loaded
+    );
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let why: Vec<(String, Vec<String>)> = loaded
+        .not_loaded
+        .iter()
+        .map(|n| {
+            assert_eq!(n.file, dir.path().join(format!("{}.toml", n.name)));
+            (
+                n.name.clone(),
+                n.errors.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect();
+    let not_loaded = |file: &str, at: &str, key: &str, name: &str| {
+        format!(
+            "{}:{at}: `{key}` names `{name}`, which is not loaded: its unit file has errors",
+            p(file)
+        )
+    };
+    assert_eq!(
+        why,
+        [
+            (
+                "bad name".to_owned(),
+                vec![format!(
+                    "{}:1:1: invalid unit name `bad name` (from the file name): {}",
+                    p("bad name.toml"),
+                    corral_config::UNIT_NAME_RULES
+                )]
+            ),
+            (
+                "bad".to_owned(),
+                vec![format!(
+                    "{}:1:11: expected an array of strings for `command`, found an integer",
+                    p("bad.toml")
+                )]
+            ),
+            (
+                "child".to_owned(),
+                vec![not_loaded("child.toml", "1:11", "extends", "bad")]
+            ),
+            (
+                "needs".to_owned(),
+                vec![not_loaded("needs.toml", "2:13", "requires", "child")]
+            ),
+            (
+                "uses-web".to_owned(),
+                vec![not_loaded("uses-web.toml", "2:10", "after", "web@8080")]
+            ),
+            (
+                "web@".to_owned(),
+                vec![format!(
+                    "{}:2:1: unknown key `bogus`; valid keys are: {}",
+                    p("web@.toml"),
+                    corral_config::UNIT_KEYS.join(", ")
+                )]
+            ),
+        ]
+    );
+    assert_eq!(loaded.errors().len(), 6);
+    // The strict loader still refuses the set.
+    assert!(load_units_dir(dir.path()).is_err());
+    // An unreadable directory is the one error with nothing loaded.
+    assert!(load_units_dir_partial(&dir.path().join("missing")).is_err());
 }
 
 #[test]

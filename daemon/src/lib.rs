@@ -84,8 +84,10 @@ pub struct Lifecycle {
     pub reload: Arc<tokio::sync::Notify>,
 }
 
-/// Runs corrald until a shutdown completes. Start-up errors (bad unit files, an unusable
-/// state database, a socket in use) are returned before anything is started.
+/// Runs corrald until a shutdown completes. Start-up errors (an unreadable units
+/// directory, an unusable state database, a socket in use) are returned before anything
+/// is started; a unit file with errors is set aside (shown by `status` as not loaded,
+/// logged, and named in systemd's `STATUS=`) and the other units run.
 pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()> {
     for dir in [&settings.state_dir, &settings.log_dir] {
         std::fs::create_dir_all(dir)
@@ -93,13 +95,24 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     }
     // Held back from the start, before any client can take them (see `fds`).
     fds::refill();
-    let units = corral_config::load_units_dir(&settings.units_dir).map_err(|errors| {
+    // As systemd does at boot: what is valid runs, and a typo in one file does not take
+    // every other unit down with it.
+    let loaded = corral_config::load_units_dir_partial(&settings.units_dir).map_err(|errors| {
         anyhow::anyhow!(
-            "{} error(s) in the unit files of {}:\n{errors}",
-            errors.len(),
+            "cannot load the unit files of {}:\n{errors}",
             settings.units_dir.display()
         )
     })?;
+    for bad in &loaded.not_loaded {
+        tracing::error!(
+            unit = %bad.name,
+            "unit file not loaded, {} error(s):\n{}",
+            bad.errors.len(),
+            bad.errors
+        );
+    }
+    let not_loaded_count = loaded.not_loaded.len();
+    let (units, not_loaded) = (loaded.units, loaded.not_loaded);
     let limits = primitives::Limits {
         max_item_bytes: settings.max_item_bytes,
         declared_queues: settings.queues.clone(),
@@ -165,6 +178,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     let (supervisor, sup_task) = Supervisor::start(
         sup_config,
         units,
+        not_loaded,
         store.clone(),
         procs.clone(),
         (sup_tx, sup_rx),
@@ -191,8 +205,12 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     let server_task = tokio::spawn(server::run(listener, ctx.clone(), stop_serving.clone()));
     let http_task =
         http_listener.map(|l| tokio::spawn(http::serve(l, ctx.clone(), stop_serving.clone())));
+    let not_loaded_note = match not_loaded_count {
+        0 => String::new(),
+        n => format!("; {n} unit file(s) NOT LOADED for errors (see corralctl status)"),
+    };
     notify::notify(&format!(
-        "READY=1\nSTATUS=serving {} with {} unit(s)",
+        "READY=1\nSTATUS=serving {} with {} unit(s){not_loaded_note}",
         settings.socket.display(),
         units_count
     ));

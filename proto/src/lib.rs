@@ -1161,6 +1161,14 @@ pub struct UnitStatus {
     pub daemon: bool,
     /// Created by `run` rather than from a file.
     pub transient: bool,
+    /// False for a unit file that corrald set aside at start for its errors (see
+    /// `errors`): such a unit has no instances and cannot be started until a `reload`
+    /// of a corrected set. Absent (true) from daemons older than this field.
+    #[serde(default = "yes")]
+    pub loaded: bool,
+    /// Why the unit is not loaded: each error as `file:line:column: message`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
     /// Its instances, by number.
     pub instances: Vec<InstanceStatus>,
 }

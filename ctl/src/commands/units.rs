@@ -22,7 +22,25 @@ pub fn status(client: &Client, out: &Output, unit: Option<&str>) -> Result<ExitC
 
 fn status_table(status: &StatusResult) -> String {
     let mut rows = Vec::new();
+    let mut errors = Vec::new();
     for unit in &status.units {
+        if !unit.loaded {
+            let first = unit.errors.first().cloned().unwrap_or_default();
+            rows.push(vec![
+                unit.name.clone(),
+                "-".into(),
+                "not-loaded".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!(
+                    "{} error(s) in its unit file, first: {first}",
+                    unit.errors.len()
+                ),
+            ]);
+            errors.extend(unit.errors.iter().cloned());
+        }
         for i in &unit.instances {
             rows.push(vec![
                 unit.name.clone(),
@@ -36,7 +54,7 @@ fn status_table(status: &StatusResult) -> String {
             ]);
         }
     }
-    table(
+    let mut text = table(
         &[
             "UNIT",
             "INSTANCE",
@@ -48,7 +66,16 @@ fn status_table(status: &StatusResult) -> String {
             "REASON",
         ],
         &rows,
-    )
+    );
+    if !errors.is_empty() {
+        text.push_str("\nNot loaded: correct these unit files, then run `corralctl reload`:\n");
+        for e in errors {
+            text.push_str("  ");
+            text.push_str(&e);
+            text.push('\n');
+        }
+    }
+    text
 }
 
 /// `start`: with `wait` other than [`Wait::No`], once the instances have started.

@@ -231,8 +231,14 @@ pub async fn reload(ctx: &Context) -> Outcome {
         ),
         details: errors.iter().map(|e| e.to_string()).collect(),
     })?;
+    let count = units.len();
     let result = ctx.supervisor.ask(|r| Request::Reload(units, r)).await?;
     ctx.store.sync().await;
+    // Units that were not loaded at start are loaded now: systemd's STATUS= says so.
+    crate::notify::notify(&format!(
+        "STATUS=serving {} with {count} unit(s)",
+        ctx.settings.socket.display()
+    ));
     ok(result)
 }
 

@@ -299,6 +299,11 @@
   function render(s) {
     var rows = [];
     ((s.status || {}).units || []).forEach(function (u) {
+      if (u.loaded === false) {
+        var b = badge("not-loaded");
+        b.node.textContent = "not loaded";
+        rows.push([u.name, "-", b, "-", "-", "-", "-", "-", "-", (u.errors || []).join("; ")]);
+      }
       u.instances.forEach(function (i, n) {
         var st = i.pid ? (s.processes || {})[String(i.pid)] : null;
         var row = [link(u.name), i.instance, badge(i.state), i.pid, dur(i.uptime_ms), i.restarts,

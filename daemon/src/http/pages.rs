@@ -175,6 +175,22 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
     let mut rows = Vec::new();
     for u in snap["status"]["units"].as_array().into_iter().flatten() {
         let name = s(&u["name"]);
+        if u["loaded"] == Value::Bool(false) {
+            let errors: Vec<String> = u["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            let mut row = vec![cell(&name), cell("-")];
+            row.push("<span class=\"state not-loaded\">not loaded</span>".into());
+            row.extend(std::iter::repeat_n(cell("-"), 6));
+            row.push(cell(&errors.join("; ")));
+            if controls {
+                row.push(String::new());
+            }
+            rows.push(row);
+        }
         for (n, i) in u["instances"].as_array().into_iter().flatten().enumerate() {
             let pid = i["pid"].as_u64().map(|p| p.to_string());
             let stats = pid.as_ref().map(|p| &snap["processes"][p]);

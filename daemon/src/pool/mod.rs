@@ -976,6 +976,8 @@ impl PoolManager {
                     kind: "pool-job".into(),
                     daemon: false,
                     transient: true,
+                    loaded: true,
+                    errors: Vec::new(),
                     instances,
                 }
             })

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use corral_config::{RestartPolicy, Unit, UnitKind};
+use corral_config::{NotLoaded, RestartPolicy, Unit, UnitKind};
 use corral_proto::{
     ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, PlanStep,
     ReloadResult, ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult,
@@ -278,8 +278,23 @@ impl UnitEntry {
             kind: kind_name(self.unit.kind).into(),
             daemon: self.unit.daemon,
             transient: self.transient,
+            loaded: true,
+            errors: Vec::new(),
             instances: self.instances.iter().map(Instance::status).collect(),
         }
+    }
+}
+
+/// A unit file set aside for its errors, as `status` shows it: no instances.
+fn not_loaded_status(bad: &NotLoaded) -> UnitStatus {
+    UnitStatus {
+        name: bad.name.clone(),
+        kind: "unknown".into(),
+        daemon: false,
+        transient: false,
+        loaded: false,
+        errors: bad.errors.iter().map(ToString::to_string).collect(),
+        instances: Vec::new(),
     }
 }
 
@@ -346,14 +361,19 @@ pub struct Supervisor {
     /// Instances whose cgroups are still to be removed (their last processes were
     /// killed and are leaving); tried again at each tick.
     cgroups_to_remove: BTreeSet<(String, u32)>,
+    /// Unit files set aside at start for their errors, by unit name: shown by `status`
+    /// as not loaded, until a reload (which takes only a set without errors) clears them.
+    not_loaded: BTreeMap<String, NotLoaded>,
 }
 
 impl Supervisor {
     /// Creates the supervisor and its process thread, and spawns its task.
-    /// Autostart units are started at once.
+    /// Autostart units are started at once; `not_loaded` are the unit files set aside
+    /// for their errors, shown by `status`.
     pub async fn start(
         config: SupervisorConfig,
         units: BTreeMap<String, Unit>,
+        not_loaded: Vec<NotLoaded>,
         store: Store,
         procs: ProcessThread,
         (tx, mut rx): (mpsc::UnboundedSender<Msg>, mpsc::UnboundedReceiver<Msg>),
@@ -386,6 +406,10 @@ impl Supervisor {
             tx: tx.clone(),
             timers: BTreeMap::new(),
             cgroups_to_remove: BTreeSet::new(),
+            not_loaded: not_loaded
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect(),
         };
         // When each scheduled unit last ran, for `catch_up` (and for an interval's phase).
         let mut last_runs = BTreeMap::new();
@@ -609,7 +633,7 @@ impl Supervisor {
             }
             Request::Wait(unit, reply) => {
                 if !self.units.contains_key(&unit) {
-                    let _ = reply.send(Err(not_found(&unit)));
+                    let _ = reply.send(Err(self.unknown(&unit)));
                     return;
                 }
                 self.waiters.push(Waiter {
@@ -633,7 +657,7 @@ impl Supervisor {
             Request::ForceShutdown => self.force_kill_all(),
             Request::Definition(name, reply) => {
                 let unit = self.units.get(&name).map(|e| e.unit.clone());
-                let _ = reply.send(unit.ok_or_else(|| not_found(&name)));
+                let _ = reply.send(unit.ok_or_else(|| self.unknown(&name)));
             }
             Request::Kill(units, signal, reply) => {
                 let _ = reply.send(self.check_known(&units).map(|()| {
@@ -663,7 +687,7 @@ impl Supervisor {
             }
             Request::FirstPid(unit, reply) => {
                 if !self.units.contains_key(&unit) {
-                    let _ = reply.send(Err(not_found(&unit)));
+                    let _ = reply.send(Err(self.unknown(&unit)));
                 } else {
                     self.pid_waiters.push((unit, reply));
                 }
@@ -690,7 +714,7 @@ impl Supervisor {
 
     fn check_known(&self, units: &[String]) -> Result<(), ErrorBody> {
         match units.iter().find(|u| !self.units.contains_key(*u)) {
-            Some(u) => Err(not_found(u)),
+            Some(u) => Err(self.unknown(u)),
             None => Ok(()),
         }
     }
@@ -724,13 +748,17 @@ impl Supervisor {
 
     fn status(&self, unit: Option<&str>) -> Result<StatusResult, ErrorBody> {
         let units = match unit {
-            Some(name) => vec![
-                self.units
-                    .get(name)
-                    .ok_or_else(|| not_found(name))?
-                    .status(),
-            ],
-            None => self.units.values().map(UnitEntry::status).collect(),
+            Some(name) => match (self.units.get(name), self.not_loaded.get(name)) {
+                (Some(entry), _) => vec![entry.status()],
+                (None, Some(bad)) => vec![not_loaded_status(bad)],
+                (None, None) => return Err(self.unknown(name)),
+            },
+            None => self
+                .units
+                .values()
+                .map(UnitEntry::status)
+                .chain(self.not_loaded.values().map(not_loaded_status))
+                .collect(),
         };
         let mut units = units;
         if let Some(cg) = &self.config.cgroups {
@@ -748,12 +776,34 @@ impl Supervisor {
         })
     }
 
+    /// The error for a unit name that is not a unit: one whose file was not loaded for
+    /// its errors says so, with them; any other name is not found.
+    fn unknown(&self, name: &str) -> ErrorBody {
+        let base = corral_config::template_of(name).map(|(base, _)| base);
+        let bad = self
+            .not_loaded
+            .get(name)
+            .or_else(|| base.and_then(|b| self.not_loaded.get(b)));
+        match bad {
+            Some(bad) => ErrorBody {
+                code: ErrorCode::InvalidConfig,
+                message: format!(
+                    "unit `{}` is not loaded: {} has errors; correct it, then run `corralctl reload`",
+                    bad.name,
+                    bad.file.display()
+                ),
+                details: bad.errors.iter().map(ToString::to_string).collect(),
+            },
+            None => not_found(name),
+        }
+    }
+
     fn log_paths(
         &self,
         unit: &str,
         instance: Option<u32>,
     ) -> Result<Vec<(u32, PathBuf)>, ErrorBody> {
-        let entry = self.units.get(unit).ok_or_else(|| not_found(unit))?;
+        let entry = self.units.get(unit).ok_or_else(|| self.unknown(unit))?;
         let count = entry.unit.instances;
         if let Some(i) = instance {
             if i >= count {
@@ -1302,6 +1352,8 @@ impl Supervisor {
             changed: Vec::new(),
             unchanged: Vec::new(),
         };
+        // A reload is only ever given a set without errors: every file is loaded now.
+        self.not_loaded.clear();
         let (templates, new): (BTreeMap<_, _>, BTreeMap<_, _>) =
             new.into_iter().partition(|(_, u)| u.is_template());
         self.reload_templates(templates, &mut result);

@@ -126,6 +126,37 @@ fn a_non_loopback_address_without_a_token_is_refused() {
 }
 
 #[test]
+fn the_dashboard_shows_a_unit_file_not_loaded_with_its_errors() {
+    let (mut d, port) = daemon_with_http(None);
+    d.unit("fine", r#"command = ["sleep", "1000"]"#)
+        .unit("typo", "comand = [\"sleep\", \"1000\"]\n");
+    d.start();
+    d.wait_state("fine", "running");
+    let (code, page) = http(port, "GET", "/", &[]);
+    assert_eq!(code, 200);
+    assert!(page.contains("not loaded"), "{page}");
+    assert!(
+        page.contains("typo.toml:1:1: unknown key `comand`"),
+        "{page}"
+    );
+    let (_, api) = http(port, "GET", "/api/status", &[]);
+    let api: Value = serde_json::from_str(&api).unwrap();
+    let typo = api["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "typo")
+        .expect("typo in /api/status");
+    assert_eq!(typo["loaded"], false);
+    assert!(
+        typo["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("typo.toml:1:1")
+    );
+}
+
+#[test]
 fn everything_shown_is_escaped() {
     let (mut d, port) = daemon_with_http(None);
     d.unit(

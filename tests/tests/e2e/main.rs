@@ -13,6 +13,7 @@ mod http;
 mod lifecycle;
 mod notify;
 mod packaging;
+mod packaging_booted;
 mod pool;
 mod primitives;
 mod protocol;

@@ -1,5 +1,8 @@
 //! Reload and validation of unit files.
 
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
 use corral_tests::{TestDaemon, bin};
 
 #[test]
@@ -92,9 +95,103 @@ fn check_reports_every_error_and_exits_non_zero() {
 }
 
 #[test]
-fn corrald_refuses_to_start_with_bad_units_and_says_where() {
+fn corrald_starts_the_valid_units_and_shows_each_bad_one_as_not_loaded() {
+    let mut d = TestDaemon::new();
+    d.unit("good", r#"command = ["sleep", "1000"]"#)
+        .unit(
+            "bad",
+            "instances = \"many\"\ncommand = [\"sleep\", \"1000\"]\n",
+        )
+        .unit(
+            "needs-bad",
+            "command = [\"sleep\", \"1000\"]\nrequires = [\"bad\"]\n",
+        );
+    let notify_path = d.path("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    d.start_with(|c| {
+        c.env("NOTIFY_SOCKET", &notify_path);
+    });
+    let good = d.wait_state("good", "running").instances[0].pid;
+
+    // Each bad unit is shown, not loaded, with its errors at their positions.
+    let bad = d.status("bad");
+    assert!(!bad.loaded);
+    assert!(bad.instances.is_empty());
+    assert!(
+        bad.errors.iter().any(|e| e.contains("bad.toml:1:13")),
+        "{:?}",
+        bad.errors
+    );
+    let needs = d.status("needs-bad");
+    assert!(!needs.loaded);
+    assert!(
+        needs
+            .errors
+            .iter()
+            .any(|e| e.contains("needs-bad.toml:2:13") && e.contains("`bad`, which is not loaded")),
+        "{:?}",
+        needs.errors
+    );
+    assert!(d.status("good").loaded);
+    let table = d.ctl_ok(&["status"]);
+    assert!(table.contains("not-loaded"), "{table}");
+    assert!(table.contains("bad.toml:1:13"), "{table}");
+    assert!(table.contains("corralctl reload"), "{table}");
+    // Logged, and in systemd's STATUS=.
+    assert!(d.stderr().contains("bad.toml:1:13"), "{}", d.stderr());
+    let mut buf = [0u8; 4096];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains("1 unit(s); 2 unit file(s) NOT LOADED"),
+        "{ready}"
+    );
+    // A unit not loaded cannot be started, and says why.
+    let out = d.ctl(&["start", "bad"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`bad` is not loaded"), "{err}");
+    assert!(err.contains("bad.toml:1:13"), "{err}");
+
+    // --check still fails on the same directory.
+    let check = std::process::Command::new(bin("corrald"))
+        .arg("--check")
+        .arg("--units")
+        .arg(d.units_dir())
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+
+    // A reload of a set that is still bad is rejected whole; what runs runs on.
+    d.unit("good", r#"command = ["sleep", "2000"]"#);
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was changed"));
+    assert_eq!(d.status("good").instances[0].pid, good);
+    assert!(!d.status("bad").loaded);
+
+    // Corrected, the reload loads both and STATUS= no longer mentions them.
+    d.unit("bad", "instances = 2\ncommand = [\"sleep\", \"1000\"]\n");
+    let out = d.ctl_ok(&["reload"]);
+    assert!(out.contains("added: bad needs-bad"), "{out}");
+    let bad = d.wait_state("bad", "running");
+    assert!(bad.loaded && bad.errors.is_empty());
+    assert_eq!(bad.instances.len(), 2);
+    d.wait_state("needs-bad", "running");
+    let n = notify.recv(&mut buf).expect("STATUS= after the reload");
+    let status = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(status.contains("with 3 unit(s)"), "{status}");
+    assert!(!status.contains("NOT LOADED"), "{status}");
+}
+
+#[test]
+fn corrald_refuses_to_start_when_the_units_directory_is_unreadable() {
     let d = TestDaemon::new();
-    d.unit("bad", "instances = \"many\"\ncommand = [\"true\"]\n");
+    std::fs::remove_dir(d.units_dir()).unwrap();
     let out = d
         .command()
         .stderr(std::process::Stdio::piped())
@@ -102,7 +199,7 @@ fn corrald_refuses_to_start_with_bad_units_and_says_where() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:1:13"), "{err}");
+    assert!(err.contains("cannot read units directory"), "{err}");
 }
 
 #[test]

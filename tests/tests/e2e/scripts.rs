@@ -55,7 +55,7 @@ fn help_of(name: &str) -> (String, Vec<String>) {
 
 #[test]
 fn scripts_help_installs_and_builds_nothing() {
-    for script in ["bench", "test", "stress"] {
+    for script in ["bench", "test", "stress", "systemd-root"] {
         let (usage, calls) = help_of(script);
         assert!(usage.starts_with("Usage: scripts/"), "{script}: {usage}");
         assert!(calls.is_empty(), "scripts/{script} --help ran {calls:?}");
