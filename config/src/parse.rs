@@ -46,6 +46,9 @@ pub(crate) const UNIT_KEYS: &[&str] = &[
     "every",
     "overlap",
     "catch_up",
+    "ready",
+    "health",
+    "max_memory",
 ];
 
 /// A position in one of the files being loaded.
