@@ -483,7 +483,10 @@ fn ready_and_health_checks() {
         u.ready.as_ref().map(|r| &r.check),
         Some(&corral_config::Check::Log("listening on \\d+".into()))
     );
-    assert_eq!(u.ready.as_ref().unwrap().deadline, corral_config::READY_DEADLINE);
+    assert_eq!(
+        u.ready.as_ref().unwrap().deadline,
+        corral_config::READY_DEADLINE
+    );
     assert_eq!(
         u.health.as_ref().map(|h| (&h.check, h.failures)),
         Some((&corral_config::Check::Tcp("[::1]:80".into()), 3))
@@ -504,10 +507,9 @@ fn ready_and_health_checks() {
     .to_string();
     let expected = [
         "u/w.toml:2:14: invalid size for `max_memory`: unknown size suffix",
-        "u/w.toml:4:7: invalid address `nope` for `ready.tcp`: expected HOST:PORT",
-        "u/w.toml:5:1: `[ready]` takes exactly one check",
+        "u/w.toml:4:1: `[ready]` takes exactly one check (exec, http, tcp, notify, log); remove `tcp`",
         "u/w.toml:6:12: expected a duration string like \"10s\" or \"500ms\" for `ready.deadline`",
-        "u/w.toml:7:1: `[health]` needs one check: one of exec, http, tcp",
+        "u/w.toml:7:2: `[health]` needs one check: one of exec, http, tcp",
         "u/w.toml:8:1: unknown key `log` in `[health]` (`notify` and `log` are readiness checks only)",
         "u/w.toml:9:12: `health.failures` must be between 1 and 1000, found 0",
     ];
@@ -517,8 +519,27 @@ fn ready_and_health_checks() {
     let errors = load("command = [\"w\"]\n[ready]\nhttp = \"https://x/\"\n[health]\nexec = []\n")
         .unwrap_err()
         .to_string();
-    assert!(errors.contains("u/w.toml:3:8: invalid URL for `ready.http`: https is not supported"), "{errors}");
-    assert!(errors.contains("u/w.toml:5:8: `health.exec` needs at least the program to run"), "{errors}");
-    let errors = load("command = [\"w\"]\nready = { log = \"(\" }\n").unwrap_err().to_string();
-    assert!(errors.contains("u/w.toml:2:17: invalid regular expression for `ready.log`"), "{errors}");
+    assert!(
+        errors.contains("u/w.toml:3:8: invalid URL for `ready.http`: https is not supported"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("u/w.toml:5:8: `health.exec` needs at least the program to run"),
+        "{errors}"
+    );
+    let errors = load("command = [\"w\"]\nhealth = { tcp = \"nope\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors
+            .contains("u/w.toml:2:18: invalid address `nope` for `health.tcp`: expected HOST:PORT"),
+        "{errors}"
+    );
+    let errors = load("command = [\"w\"]\nready = { log = \"(\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("u/w.toml:2:17: invalid regular expression for `ready.log`"),
+        "{errors}"
+    );
 }

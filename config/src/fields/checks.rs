@@ -103,12 +103,21 @@ fn one_check(sink: &mut Sink<'_>, e: &Entry<'_>, what: &str, kind: &str) -> Opti
     match kind {
         "exec" => {
             let DeValue::Array(items) = e.value.get_ref() else {
-                type_error(sink, e, e.value, "an array of strings, e.g. [\"pg_isready\"]", what);
+                type_error(
+                    sink,
+                    e,
+                    e.value,
+                    "an array of strings, e.g. [\"pg_isready\"]",
+                    what,
+                );
                 return None;
             };
             let argv = string_items(sink, e, items, what)?;
             if argv.first().is_none_or(String::is_empty) {
-                sink.push(e.value_at(), format!("`{what}` needs at least the program to run"));
+                sink.push(
+                    e.value_at(),
+                    format!("`{what}` needs at least the program to run"),
+                );
                 return None;
             }
             Some(Check::Exec(argv))
@@ -289,7 +298,10 @@ pub(crate) fn max_memory(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<u64> {
         DeValue::String(s) => match parse_size(s) {
             Ok(n) => n,
             Err(err) => {
-                sink.push(e.value_at(), format!("invalid size for `max_memory`: {err}"));
+                sink.push(
+                    e.value_at(),
+                    format!("invalid size for `max_memory`: {err}"),
+                );
                 return None;
             }
         },
@@ -298,7 +310,13 @@ pub(crate) fn max_memory(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<u64> {
             u64::try_from(n).unwrap_or(0)
         }
         _ => {
-            type_error(sink, e, e.value, "a size like \"200M\" or a number of bytes", "max_memory");
+            type_error(
+                sink,
+                e,
+                e.value,
+                "a size like \"200M\" or a number of bytes",
+                "max_memory",
+            );
             return None;
         }
     };
@@ -319,10 +337,21 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(host_port("127.0.0.1:5432"), Some(("127.0.0.1".into(), 5432)));
+        assert_eq!(
+            host_port("127.0.0.1:5432"),
+            Some(("127.0.0.1".into(), 5432))
+        );
         assert_eq!(host_port("[::1]:80"), Some(("::1".into(), 80)));
         assert_eq!(host_port("localhost:1"), Some(("localhost".into(), 1)));
-        for bad in ["127.0.0.1", ":80", "a:0", "a:65536", "::1:80", "a b:1", "a:x"] {
+        for bad in [
+            "127.0.0.1",
+            ":80",
+            "a:0",
+            "a:65536",
+            "::1:80",
+            "a b:1",
+            "a:x",
+        ] {
             assert_eq!(host_port(bad), None, "{bad}");
         }
     }
@@ -330,13 +359,32 @@ mod tests {
     #[test]
     fn urls() {
         let t = http_target("http://127.0.0.1:8080/health?x=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 8080, "/health?x=1"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8080, "/health?x=1")
+        );
         let t = http_target("http://example.test").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("example.test", 80, "/"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("example.test", 80, "/")
+        );
         let t = http_target("http://[::1]:81?q").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 81, "/?q"));
-        assert!(http_target("https://x/").unwrap_err().contains("https is not supported"));
-        for bad in ["ftp://x", "http://", "http://a:b/", "http://u@h/", "http://h/a b"] {
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("::1", 81, "/?q")
+        );
+        assert!(
+            http_target("https://x/")
+                .unwrap_err()
+                .contains("https is not supported")
+        );
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://a:b/",
+            "http://u@h/",
+            "http://h/a b",
+        ] {
             assert!(http_target(bad).is_err(), "{bad}");
         }
     }
