@@ -1051,9 +1051,27 @@ pub struct InstanceStatus {
     /// How the last run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitStatus>,
-    /// Why the instance is in this state (e.g. the exec error of a failed start).
+    /// Why the instance is in this state (e.g. the exec error of a failed start), or why
+    /// it was last restarted by corrald (a failed readiness or health check, `max_memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Whether the current run has passed the unit's `[ready]` check; absent when the
+    /// unit has none (it is ready once spawned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// The outcome of the last `[health]` probe; absent without `[health]` or before the
+    /// first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Failed health probes in a row.
+    #[serde(default)]
+    pub health_failures: u32,
+    /// Failed health probes since corrald started.
+    #[serde(default)]
+    pub health_failures_total: u64,
+    /// Why the last readiness or health probe failed, while it is the latest outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_error: Option<String>,
 }
 
 /// Result of [`Op::Start`], [`Op::Stop`] and [`Op::Restart`].

@@ -942,6 +942,11 @@ impl PoolManager {
             restarts: 0,
             last_exit: None,
             reason: None,
+            ready: None,
+            healthy: None,
+            health_failures: 0,
+            health_failures_total: 0,
+            check_error: None,
         };
         self.jobs
             .values()

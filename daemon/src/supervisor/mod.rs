@@ -10,6 +10,7 @@
 
 mod adopt;
 pub mod logs;
+mod probe;
 pub mod process;
 mod schedule;
 mod spawn;
@@ -67,6 +68,8 @@ pub enum Msg {
     Request(Request),
     /// A scheduled unit's timer: look at the clock (stale when `generation` moved on).
     ScheduleDue { unit: String, generation: u64 },
+    /// Readiness, health and memory checks.
+    Probe(probe::ProbeMsg),
 }
 
 /// Requests, each with its reply channel.
@@ -181,6 +184,8 @@ struct Instance {
     generation: u64,
     /// A signal asked for (`kill`) while the spawn was in flight: sent once the pid is known.
     pending_signal: Option<Signal>,
+    /// Readiness and health of the current run.
+    checks: probe::InstanceChecks,
 }
 
 impl Instance {
@@ -199,6 +204,7 @@ impl Instance {
             reason: None,
             generation: 0,
             pending_signal: None,
+            checks: probe::InstanceChecks::default(),
         }
     }
 
@@ -214,6 +220,15 @@ impl Instance {
             restarts: self.restarts,
             last_exit: self.last_exit,
             reason: self.reason.clone(),
+            ready: self.checks.ready.filter(|_| self.pid.is_some()),
+            healthy: self.checks.healthy.filter(|_| self.pid.is_some()),
+            health_failures: self.checks.health_failures,
+            health_failures_total: self.checks.health_failures_total,
+            check_error: self
+                .checks
+                .last_error
+                .clone()
+                .filter(|_| self.pid.is_some()),
         }
     }
 }
@@ -332,6 +347,8 @@ pub struct Supervisor {
     /// Templates (`NAME@.toml`) by name (`NAME@`): never units themselves, but the
     /// definition of their instance units, made at their first start.
     templates: BTreeMap<String, Arc<Unit>>,
+    /// `exec` probes in flight and the notify socket.
+    probes: probe::Probes,
 }
 
 impl Supervisor {
@@ -371,6 +388,7 @@ impl Supervisor {
             procs,
             tx: tx.clone(),
             timers: BTreeMap::new(),
+            probes: probe::Probes::new(tx.clone()),
         };
         // When each scheduled unit last ran, for `catch_up` (and for an interval's phase).
         let mut last_runs = BTreeMap::new();
@@ -404,6 +422,7 @@ impl Supervisor {
         let previous_life = sup.store.open_runs().await;
         let task = tokio::spawn(async move {
             sup.recover(previous_life);
+            sup.checks_after_recovery();
             sup.start_autostart();
             sup.start_timers(&last_runs);
             while let Some(msg) = rx.recv().await {
@@ -535,6 +554,7 @@ impl Supervisor {
             }
             Msg::Request(req) => self.on_request(req),
             Msg::ScheduleDue { unit, generation } => self.on_schedule_due(&unit, generation),
+            Msg::Probe(msg) => self.on_probe(msg),
         }
     }
 
@@ -807,7 +827,11 @@ impl Supervisor {
                 .flat_map(|e| {
                     e.instances
                         .iter()
-                        .filter(|i| i.state == InstanceState::Starting && i.spawn_token.is_none())
+                        .filter(|i| {
+                            i.state == InstanceState::Starting
+                                && i.spawn_token.is_none()
+                                && i.pid.is_none()
+                        })
                         .map(|i| (e.unit.name.clone(), i.index))
                 })
                 .collect();
@@ -843,7 +867,11 @@ impl Supervisor {
             for i in &d.instances {
                 match (d.unit.kind, i.state) {
                     (_, InstanceState::Failed) => {
-                        return Err(format!("required unit `{dep}` failed"));
+                        let why = i.reason.as_ref().map(|r| format!(": {r}"));
+                        return Err(format!(
+                            "required unit `{dep}` failed{}",
+                            why.unwrap_or_default()
+                        ));
                     }
                     (UnitKind::Service, InstanceState::Running) => {}
                     (UnitKind::Task, InstanceState::Exited)
@@ -900,6 +928,7 @@ impl Supervisor {
         inst.state = InstanceState::Starting;
         inst.spawn_token = Some(token);
         self.tokens.insert(token, (name.to_owned(), index));
+        self.checks_before_spawn(name, index);
         match self.spawn_spec(&unit, index) {
             Ok(spec) => self.procs.spawn(token, spec),
             // Fails like a spawn that failed: the restart policy decides what follows.
@@ -915,6 +944,7 @@ impl Supervisor {
         if !unit.env_files.is_empty() {
             env.extend(corral_config::read_env_files(&unit.env_files)?);
         }
+        self.check_env(unit, &mut env);
         env.insert(
             "CORRAL_SOCKET".into(),
             self.config.socket.display().to_string(),
@@ -944,6 +974,9 @@ impl Supervisor {
     }
 
     fn on_spawned(&mut self, token: u64, result: Result<Spawned, String>) {
+        if self.probe_spawned(token, &result) {
+            return;
+        }
         let Some((name, index)) = self.tokens.remove(&token) else {
             return;
         };
@@ -990,13 +1023,7 @@ impl Supervisor {
                     let generation = inst.generation;
                     self.signal_stop(&unit, index, spawned.pid, generation, None);
                 } else {
-                    inst.state = InstanceState::Running;
-                    self.event(
-                        &name,
-                        Some(index),
-                        "started",
-                        format!("pid {}", spawned.pid),
-                    );
+                    self.spawn_succeeded(&name, index, spawned.pid);
                 }
             }
             Err(reason) => {
@@ -1013,6 +1040,9 @@ impl Supervisor {
     }
 
     fn on_exited(&mut self, pid: i32, status: ExitStatus) {
+        if self.probe_exited(pid, status) {
+            return;
+        }
         let Some((name, index)) = self.by_pid.remove(&pid) else {
             return; // an orphaned grandchild re-parented to us: reaped, nothing to track
         };
@@ -1041,7 +1071,9 @@ impl Supervisor {
         if let Some(run_id) = inst.run_id.take() {
             self.store.run_ended(run_id, Some(status));
         }
-        if inst.state == InstanceState::Stopping {
+        // Stopped by corrald for a failed check: restarted as after a failure.
+        let failed_check = inst.checks.kill_reason.take();
+        if inst.state == InstanceState::Stopping && failed_check.is_none() {
             inst.state = InstanceState::Stopped;
             inst.generation += 1;
             self.event(&name, Some(index), "stopped", status.to_string());
@@ -1050,9 +1082,15 @@ impl Supervisor {
         let restart = !shutting_down
             && match unit.restart {
                 RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => !status.success(),
+                RestartPolicy::OnFailure => !status.success() || failed_check.is_some(),
                 RestartPolicy::No => false,
             };
+        if let (Some(why), false) = (&failed_check, restart) {
+            inst.state = InstanceState::Failed;
+            inst.generation += 1;
+            self.event(&name, Some(index), "failed", format!("{status}; {why}"));
+            return;
+        }
         if !restart {
             inst.state = InstanceState::Exited;
             self.event(&name, Some(index), "exited", status.to_string());
@@ -1127,7 +1165,7 @@ impl Supervisor {
             return;
         };
         match inst.state {
-            InstanceState::Running => {
+            InstanceState::Running | InstanceState::Starting if inst.pid.is_some() => {
                 let pid = inst.pid.expect("running instances have a pid");
                 inst.state = InstanceState::Stopping;
                 inst.generation += 1;
@@ -1145,6 +1183,8 @@ impl Supervisor {
                 inst.generation += 1;
                 self.event(&unit.name, Some(index), "stopped", format!("by {by}"));
             }
+            // Being stopped for a failed check: now it is meant to stay down.
+            InstanceState::Stopping => inst.checks.kill_reason = None,
             _ => {}
         }
     }
@@ -1720,6 +1760,7 @@ impl Supervisor {
     // ----- bookkeeping after every message -----
 
     fn on_tick(&mut self) {
+        self.check_memory();
         // Only the logs of instances with a process can grow; a stopped one's log is
         // checked again once it runs.
         let files: Vec<logs::Rotation> = self
@@ -1826,7 +1867,8 @@ impl Supervisor {
                     if waiter.failed.contains_key(&key) {
                         continue;
                     }
-                    match started::progress(entry.unit.kind, inst, now) {
+                    match started::progress(entry.unit.kind, entry.unit.ready.is_some(), inst, now)
+                    {
                         started::Progress::Done => {}
                         started::Progress::Pending(at) => {
                             pending = true;

@@ -3,6 +3,7 @@
 
 mod access;
 mod browser;
+mod checks;
 mod cli;
 mod examples;
 mod faults;
