@@ -44,6 +44,14 @@
     a.textContent = name;
     return { node: a };
   }
+  // Readiness and health in a word, as the server-rendered page shows them.
+  function checks(i) {
+    if (i.healthy === false) return "failing " + i.health_failures;
+    if (i.healthy === true) return "healthy";
+    if (i.ready === false) return "not ready";
+    if (i.ready === true) return "ready";
+    return "-";
+  }
   function render(s) {
     var rows = [];
     ((s.status || {}).units || []).forEach(function (u) {
@@ -51,7 +59,8 @@
         var st = i.pid ? (s.processes || {})[String(i.pid)] : null;
         rows.push([link(u.name), i.instance, badge(i.state), i.pid, dur(i.uptime_ms), i.restarts,
           exit(i.last_exit), st ? st.cpu_pct + "%" : "-",
-          st ? (st.rss_bytes / 1048576).toFixed(1) + " MiB" : "-", i.reason || ""]);
+          st ? (st.rss_bytes / 1048576).toFixed(1) + " MiB" : "-", checks(i),
+          i.reason || (i.check_error ? "check: " + i.check_error : "")]);
       });
     });
     fill("units", rows);
