@@ -146,6 +146,42 @@ mod tests {
     }
 
     #[test]
+    fn with_a_ready_check_running_means_started_and_a_failed_check_is_the_reason() {
+        let now = Instant::now();
+        let mut inst = instance(InstanceState::Running, None);
+        inst.started = Some(now);
+        // Ready (running) counts at once: no start window on top of the check.
+        assert_eq!(
+            progress(UnitKind::Service, true, &inst, now),
+            Progress::Done
+        );
+        let mut waiting = instance(InstanceState::Starting, None);
+        waiting.pid = Some(42);
+        assert_eq!(
+            progress(UnitKind::Service, true, &waiting, now),
+            Progress::Pending(None)
+        );
+        // Stopped for missing its deadline: the reason, not "stopped before it had started".
+        let mut killed = instance(InstanceState::Stopping, None);
+        killed.checks.kill_reason = Some("not ready within 1s (tcp x:1)".into());
+        assert_eq!(
+            progress(UnitKind::Service, true, &killed, now),
+            Progress::Failed("not ready within 1s (tcp x:1)".into())
+        );
+        let mut looping = instance(InstanceState::Backoff, Some(1));
+        looping.reason = Some("not ready within 1s (tcp x:1)".into());
+        let Progress::Failed(why) = progress(UnitKind::Service, true, &looping, now) else {
+            panic!("an instance in backoff has not started");
+        };
+        assert!(why.starts_with("not ready within 1s"), "{why}");
+        let exited = instance(InstanceState::Exited, Some(0));
+        let Progress::Failed(why) = progress(UnitKind::Service, true, &exited, now) else {
+            panic!("a service that exits has not started");
+        };
+        assert!(why.contains("before it was ready"), "{why}");
+    }
+
+    #[test]
     fn an_exit_is_a_failed_start_except_a_tasks_exit_0() {
         let now = Instant::now();
         let ok = instance(InstanceState::Exited, Some(0));
