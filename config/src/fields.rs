@@ -13,7 +13,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-mod checks;
+pub(crate) mod checks;
 
 use crate::duration::{format_duration, parse_duration, parse_size};
 use crate::parse::{At, Entry, Sink, integer, type_error, type_name};

@@ -206,6 +206,24 @@ impl Check {
     /// The TOML keys naming a kind of check, in documentation order.
     pub const KINDS: [&'static str; 5] = ["exec", "http", "tcp", "notify", "log"];
 
+    /// The check with every `from` replaced by `to` (`{instance}` by the instance's number
+    /// at run time, `{arg}` by a template's argument); an `http` URL is split again.
+    pub fn substitute(&self, from: &str, to: &str) -> Result<Check, String> {
+        let put = |s: &str| s.replace(from, to);
+        Ok(match self {
+            Check::Exec(argv) => Check::Exec(argv.iter().map(|a| put(a)).collect()),
+            Check::Http(t) if t.url.contains(from) => {
+                let url = put(&t.url);
+                Check::Http(
+                    crate::fields::checks::http_target(&url)
+                        .map_err(|e| format!("invalid URL `{url}` for the check: {e}"))?,
+                )
+            }
+            Check::Tcp(addr) => Check::Tcp(put(addr)),
+            other => other.clone(),
+        })
+    }
+
     /// As written, for status and events: `http http://127.0.0.1:8080/health`.
     pub fn describe(&self) -> String {
         match self {
@@ -478,7 +496,8 @@ impl Unit {
     }
 
     /// The instance unit `NAME@ARG` of this template: `{arg}` replaced by `arg` in
-    /// `command`, `env` values, `working_dir`, `env_file`, `after` and `requires`.
+    /// `command`, `env` values, `working_dir`, `env_file`, `after`, `requires` and the
+    /// `[ready]` and `[health]` checks.
     pub fn instantiate(&self, arg: &str) -> Result<Unit, String> {
         let name = format!("{}{arg}", self.name);
         if !self.is_template() {
@@ -509,6 +528,12 @@ impl Unit {
             .collect();
         unit.after = self.after.iter().map(|d| put(d)).collect();
         unit.requires = self.requires.iter().map(|d| put(d)).collect();
+        if let Some(ready) = &mut unit.ready {
+            ready.check = ready.check.substitute(ARG_PLACEHOLDER, arg)?;
+        }
+        if let Some(health) = &mut unit.health {
+            health.check = health.check.substitute(ARG_PLACEHOLDER, arg)?;
+        }
         Ok(unit)
     }
 

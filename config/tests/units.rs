@@ -543,3 +543,32 @@ fn ready_and_health_checks() {
         "{errors}"
     );
 }
+
+#[test]
+fn checks_take_the_template_argument_and_the_instance_number() {
+    let units = load_units(&[(
+        PathBuf::from("u/web@.toml"),
+        concat!(
+            "command = [\"web\", \"{arg}\"]\n",
+            "[ready]\nhttp = \"http://127.0.0.1:{arg}/health\"\n",
+            "[health]\ntcp = \"127.0.0.1:9{instance}\"\n",
+        )
+        .to_owned(),
+    )])
+    .unwrap();
+    let web = units["web@"].instantiate("8080").unwrap();
+    let Some(corral_config::Check::Http(t)) = web.ready.map(|r| r.check) else {
+        panic!("an http check");
+    };
+    assert_eq!(
+        (t.port, t.url.as_str()),
+        (8080, "http://127.0.0.1:8080/health")
+    );
+    let health = web.health.unwrap().check;
+    assert_eq!(
+        health.substitute(corral_config::INSTANCE_PLACEHOLDER, "3"),
+        Ok(corral_config::Check::Tcp("127.0.0.1:93".into()))
+    );
+    // An argument that makes no port is refused when the instance is made.
+    assert!(units["web@"].instantiate("x").is_err());
+}

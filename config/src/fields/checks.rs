@@ -124,7 +124,10 @@ fn one_check(sink: &mut Sink<'_>, e: &Entry<'_>, what: &str, kind: &str) -> Opti
         }
         "http" => {
             let url = string(sink, e, "a URL like \"http://127.0.0.1:8080/health\"", what)?;
-            match http_target(url) {
+            match http_target(&filled(url)).map(|t| HttpTarget {
+                url: url.to_owned(),
+                ..t
+            }) {
                 Ok(t) => Some(Check::Http(t)),
                 Err(problem) => {
                     sink.push(e.value_at(), format!("invalid URL for `{what}`: {problem}"));
@@ -134,7 +137,7 @@ fn one_check(sink: &mut Sink<'_>, e: &Entry<'_>, what: &str, kind: &str) -> Opti
         }
         "tcp" => {
             let addr = string(sink, e, "an address like \"127.0.0.1:5432\"", what)?;
-            match host_port(addr) {
+            match host_port(&filled(addr)) {
                 Some(_) => Some(Check::Tcp(addr.to_owned())),
                 None => {
                     sink.push(
@@ -172,6 +175,13 @@ fn one_check(sink: &mut Sink<'_>, e: &Entry<'_>, what: &str, kind: &str) -> Opti
     }
 }
 
+/// `text` with `{instance}` and `{arg}` filled in with a number, as they will be at run
+/// time, for checking what the address or URL will look like.
+fn filled(text: &str) -> String {
+    text.replace(crate::INSTANCE_PLACEHOLDER, "0")
+        .replace(crate::ARG_PLACEHOLDER, "1")
+}
+
 /// `HOST:PORT` (`[V6]:PORT` for an IPv6 address): the host and the port.
 pub(crate) fn host_port(addr: &str) -> Option<(String, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
@@ -184,7 +194,8 @@ pub(crate) fn host_port(addr: &str) -> Option<(String, u16)> {
     (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_owned(), port))
 }
 
-fn http_target(url: &str) -> Result<HttpTarget, String> {
+/// Splits an `http://` URL into host, port and path.
+pub(crate) fn http_target(url: &str) -> Result<HttpTarget, String> {
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(if url.starts_with("https://") {
             "https is not supported: probe the plain HTTP port, e.g. \"http://127.0.0.1:8080/health\"".to_owned()

@@ -463,6 +463,11 @@ impl Supervisor {
                 None => return,
             },
         };
+        let check = match check.substitute(corral_config::INSTANCE_PLACEHOLDER, &index.to_string())
+        {
+            Ok(check) => check,
+            Err(e) => return self.probe_outcome(name, index, run, phase, Err(e)),
+        };
         let tx = self.tx.clone();
         let (unit_name, instance) = (name.to_owned(), index);
         let report = move |outcome: Result<(), String>, log_offset: Option<u64>| {
