@@ -293,3 +293,29 @@ max_memory = "48M"
     assert_eq!(small.instances[0].restarts, 0, "{small:?}");
     assert_eq!(small.instances[0].state.as_str(), "running");
 }
+
+#[test]
+fn ready_from_systemd_notify_in_a_child_of_the_instance() {
+    let mut d = TestDaemon::new();
+    if std::process::Command::new("systemd-notify")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-notify is not installed");
+        return;
+    }
+    d.unit(
+        "notified",
+        r#"command = ["/bin/sh", "-c", "sleep 0.5; systemd-notify --ready --status=up; exec sleep 1000"]
+autostart = false
+[ready]
+notify = true
+deadline = "30s"
+"#,
+    );
+    d.start();
+    d.ctl_ok(&["start", "notified"]);
+    let s = d.status("notified");
+    assert_eq!(s.instances[0].ready, Some(true), "{s:?}");
+}
