@@ -911,7 +911,8 @@ pub struct HelloResult {
 pub enum InstanceState {
     /// Never started (e.g. a task that has not been started yet).
     Inactive,
-    /// Asked to start; waiting for its dependencies or being spawned.
+    /// Asked to start; waiting for its dependencies, being spawned, or (for a unit with a
+    /// `[ready]` check) spawned, with a pid, until the check passes.
     Starting,
     /// Its process is alive.
     Running,

@@ -171,11 +171,16 @@ impl Probes {
     }
 }
 
-/// Binds `@corral-notify-PID` with `SO_PASSCRED` and forwards what arrives.
+/// Binds `@corral-notify-PID-N` with `SO_PASSCRED` and forwards what arrives.
 fn notify_listener(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<String> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let name = format!("corral-notify-{}", std::process::id());
+    // The pid and the time: abstract names are shared by everything in the network
+    // namespace, also by corralds in other pid namespaces.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("corral-notify-{}-{nanos:x}", std::process::id());
     let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)?;
     sock.set_nonblocking(true)?;
