@@ -319,3 +319,28 @@ deadline = "30s"
     let s = d.status("notified");
     assert_eq!(s.instances[0].ready, Some(true), "{s:?}");
 }
+
+#[test]
+fn an_unhealthy_instance_without_a_restart_policy_stays_failed() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "sick",
+        r#"command = ["sleep", "1000"]
+restart = "no"
+[health]
+exec = ["/bin/sh", "-c", "echo 'disk full' >&2; exit 2"]
+interval = "100ms"
+failures = 1
+"#,
+    );
+    d.start();
+    let s = d.wait_state("sick", "failed");
+    let i = &s.instances[0];
+    let reason = i.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("unhealthy: 1 failed health checks in a row (exec /bin/sh -c")
+            && reason.contains("exit 2: disk full"),
+        "{reason}"
+    );
+    assert_eq!((i.restarts, i.pid), (0, None));
+}

@@ -181,6 +181,8 @@ fn metrics_are_prometheus_text() {
     let _ = d.ctl(&["run", "--wait", "--", "sh", "-c", "exit 3"]);
     let _ = d.ctl(&["run", "--wait", "--", "sh", "-c", "kill -9 $$"]);
     d.ctl_ok(&["pool", "map", "-j", "1", "--", "true", ":::", "1"]);
+    let (_, detail) = http(port, "GET", "/api/units/checked", &[]);
+    assert!(detail.contains("\"check\":\"exec true\""), "{detail}");
     // The dashboard and the unit's page show the checks.
     for page in ["/", "/units/checked"] {
         let (_, html) = http(port, "GET", page, &[]);
