@@ -88,7 +88,9 @@ impl<'c> Array<'c> {
         })
     }
 
-    /// The whole array: its type and every element.
+    /// The whole array: its type and every element. An array longer than
+    /// [`MAX_ARRAY_SLICE`](corral_proto::MAX_ARRAY_SLICE) is read in slices, each atomic
+    /// on its own (elements changed between two slices show their newer values).
     ///
     /// ```no_run
     /// # let client = corral_client::Client::connect()?;
@@ -97,9 +99,33 @@ impl<'c> Array<'c> {
     /// # Ok::<(), corral_client::Error>(())
     /// ```
     pub fn get_all(&self) -> Result<ArrayValue, Error> {
+        let mut all = self.get_slice(0, corral_proto::MAX_ARRAY_SLICE)?;
+        while all.values.len() < all.length {
+            let next = self.get_slice(all.values.len(), corral_proto::MAX_ARRAY_SLICE)?;
+            if next.values.is_empty() {
+                break;
+            }
+            all.values.extend(next.values);
+        }
+        Ok(all)
+    }
+
+    /// Up to `length` elements from `offset` (at most
+    /// [`MAX_ARRAY_SLICE`](corral_proto::MAX_ARRAY_SLICE)), with the array's type and
+    /// whole length.
+    ///
+    /// ```no_run
+    /// # let client = corral_client::Client::connect()?;
+    /// let head = client.array("totals").get_slice(0, 100)?;
+    /// println!("{} of {} elements", head.values.len(), head.length);
+    /// # Ok::<(), corral_client::Error>(())
+    /// ```
+    pub fn get_slice(&self, offset: usize, length: usize) -> Result<ArrayValue, Error> {
         self.client.call(Op::ArrayGet {
             array: self.name.clone(),
             index: None,
+            offset: Some(offset),
+            length: Some(length),
         })
     }
 
@@ -132,6 +158,8 @@ impl<'c> Array<'c> {
         self.client.call(Op::ArrayGet {
             array: self.name.clone(),
             index: Some(index),
+            offset: None,
+            length: None,
         })
     }
 

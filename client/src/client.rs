@@ -182,7 +182,10 @@ impl Client {
         }
         loop {
             let response = conn.read_response()?;
-            if response.id != id {
+            if response.id == 0 && response.error.is_some() {
+                // About the connection or a request corrald could not read (`busy`,
+                // `frame_too_large`): it is this call's answer.
+            } else if response.id != id {
                 // A reply to an earlier request abandoned by its caller: skip it.
                 continue;
             }

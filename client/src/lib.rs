@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 
 pub use corral_proto as proto;
 pub use corral_proto::{
-    ArrayInfo, ArrayKind, ArrayValue, CasResult, CounterValue, ErrorBody, ErrorCode, LockHolder,
-    LockInfo, QueueInfo,
+    ArrayInfo, ArrayKind, ArrayValue, CasResult, CounterValue, ErrorBody, ErrorCode, Lease,
+    LockHolder, LockInfo, QueueInfo,
 };
 
 mod array;
@@ -47,7 +47,7 @@ pub use array::Array;
 pub use client::Client;
 pub use counter::Counter;
 pub use lock::{Lock, LockGuard};
-pub use queue::Queue;
+pub use queue::{Delivery, Queue};
 
 /// Everything that can go wrong talking to corrald.
 ///

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use corral_proto::{Op, QueueGetResult, QueueInfo, QueuePutResult, RemovedResult};
+use corral_proto::{
+    Lease, Op, QueueAckResult, QueueGetResult, QueueInfo, QueuePutResult, RemovedResult,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -242,8 +244,111 @@ impl<'c> Queue<'c> {
             count,
             timeout_ms: timeout_ms(timeout),
             block,
+            ack: false,
+            visibility_ms: None,
+            detach: false,
         })?;
         Ok(result.items)
+    }
+
+    /// Takes the oldest item under a lease (at-least-once delivery), waiting for one at
+    /// most `timeout` (`None`: forever); then fails with
+    /// [`ErrorCode::Empty`](crate::ErrorCode::Empty).
+    ///
+    /// The item stays stored until [`Delivery::ack`]. If this program does not ack it
+    /// within `visibility`, nacks it, or its connection closes (it exits, crashes, or is
+    /// killed), the item goes back to the head of the queue for another consumer, with
+    /// its [`deliveries`](Delivery::deliveries) count raised. A restart of corrald also
+    /// returns every item in flight. So a job is never lost, and may be processed twice:
+    /// make processing idempotent, or check `deliveries() > 1`.
+    ///
+    /// If the item does not decode as `T`, it is nacked and the error is
+    /// [`Error::Decode`], which holds it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// # let client = corral_client::Client::connect()?;
+    /// # fn process(_: &str) {}
+    /// let jobs = client.queue("jobs");
+    /// let job = jobs.get_ack::<String>(None, Duration::from_secs(60))?;
+    /// process(&job.value);
+    /// job.ack()?;                                   // done: removed for good
+    /// # Ok::<(), corral_client::Error>(())
+    /// ```
+    pub fn get_ack<T: DeserializeOwned>(
+        &self,
+        timeout: Option<Duration>,
+        visibility: Duration,
+    ) -> Result<Delivery<'c, T>, Error> {
+        let result: QueueGetResult = self.client.call(Op::QueueGet {
+            queue: self.name.clone(),
+            count: 1,
+            timeout_ms: timeout_ms(timeout),
+            block: true,
+            ack: true,
+            visibility_ms: Some(
+                u64::try_from(visibility.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ),
+            detach: false,
+        })?;
+        let (Some(item), Some(lease)) = (result.items.first(), result.leases.first()) else {
+            return Err(Error::Protocol(format!(
+                "acknowledged queue_get returned {} items and {} leases",
+                result.items.len(),
+                result.leases.len()
+            )));
+        };
+        match T::deserialize(item) {
+            Ok(value) => Ok(Delivery {
+                client: self.client,
+                queue: self.name.clone(),
+                lease: *lease,
+                value,
+            }),
+            Err(source) => {
+                let _ = self.nack(&[lease.id]);
+                Err(Error::Decode {
+                    value: item.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Acks leases by id (from any connection): their items are removed for good.
+    /// A lease no longer held fails with [`ErrorCode::NotHeld`](crate::ErrorCode::NotHeld)
+    /// and nothing changes. [`Delivery::ack`] is the usual way.
+    ///
+    /// ```no_run
+    /// # let client = corral_client::Client::connect()?;
+    /// client.queue("jobs").ack(&[4294967297])?;
+    /// # Ok::<(), corral_client::Error>(())
+    /// ```
+    pub fn ack(&self, ids: &[u64]) -> Result<usize, Error> {
+        let result: QueueAckResult = self.client.call(Op::QueueAck {
+            queue: self.name.clone(),
+            ids: ids.to_vec(),
+        })?;
+        Ok(result.count)
+    }
+
+    /// Returns leased items to the head of the queue now, for another delivery (or to
+    /// the dead-letter queue once delivered `max_deliveries` times).
+    ///
+    /// ```no_run
+    /// # let client = corral_client::Client::connect()?;
+    /// client.queue("jobs").nack(&[4294967297])?;
+    /// # Ok::<(), corral_client::Error>(())
+    /// ```
+    pub fn nack(&self, ids: &[u64]) -> Result<usize, Error> {
+        let result: QueueAckResult = self.client.call(Op::QueueNack {
+            queue: self.name.clone(),
+            ids: ids.to_vec(),
+        })?;
+        Ok(result.count)
     }
 
     /// Number of items waiting (0 for a queue that does not exist).
@@ -313,9 +418,71 @@ impl<'c> Queue<'c> {
     /// # Ok::<(), corral_client::Error>(())
     /// ```
     pub fn declare(&self, maxsize: Option<usize>) -> Result<QueueInfo, Error> {
+        self.declare_dead_letter(maxsize, None, None)
+    }
+
+    /// Creates the queue, or changes its settings: capacity, and for acknowledged gets
+    /// the deliveries after which an item returned unacked goes to the dead-letter queue
+    /// `dead_letter` (`None`: `NAME.dead`) instead of back to this one. Settings left
+    /// out are reset.
+    ///
+    /// ```no_run
+    /// # let client = corral_client::Client::connect()?;
+    /// let info = client.queue("jobs").declare_dead_letter(None, Some(5), None)?;
+    /// assert_eq!(info.dead_letter.as_deref(), Some("jobs.dead"));
+    /// # Ok::<(), corral_client::Error>(())
+    /// ```
+    pub fn declare_dead_letter(
+        &self,
+        maxsize: Option<usize>,
+        max_deliveries: Option<u32>,
+        dead_letter: Option<&str>,
+    ) -> Result<QueueInfo, Error> {
         self.client.call(Op::QueueDeclare {
             queue: self.name.clone(),
             maxsize,
+            max_deliveries,
+            dead_letter: dead_letter.map(str::to_owned),
         })
+    }
+}
+
+/// An item taken by [`Queue::get_ack`], leased until it is acked, nacked, its
+/// visibility timeout passes, or the connection closes. Dropping it without an ack
+/// leaves the lease to end by itself (timeout or disconnect).
+#[derive(Debug)]
+#[must_use = "ack the delivery when its processing is done, or it is delivered again"]
+pub struct Delivery<'c, T> {
+    client: &'c Client,
+    queue: String,
+    lease: Lease,
+    /// The item.
+    pub value: T,
+}
+
+impl<T> Delivery<'_, T> {
+    /// The lease id (for [`Queue::ack`] from elsewhere).
+    pub fn id(&self) -> u64 {
+        self.lease.id
+    }
+
+    /// How many times the item has been delivered, this time included: more than 1
+    /// means an earlier consumer did not ack it (it failed, died or took too long).
+    pub fn deliveries(&self) -> u32 {
+        self.lease.deliveries
+    }
+
+    /// Removes the item for good. Fails with
+    /// [`ErrorCode::NotHeld`](crate::ErrorCode::NotHeld) if the lease ended first (the
+    /// item was or will be delivered again).
+    pub fn ack(self) -> Result<T, Error> {
+        self.client.queue(&self.queue).ack(&[self.lease.id])?;
+        Ok(self.value)
+    }
+
+    /// Puts the item back at the head of the queue now, for another delivery.
+    pub fn nack(self) -> Result<T, Error> {
+        self.client.queue(&self.queue).nack(&[self.lease.id])?;
+        Ok(self.value)
     }
 }

@@ -47,8 +47,21 @@ pub struct DaemonConfig {
     pub socket_mode: Option<u32>,
     /// Group owning the control socket.
     pub socket_group: Option<String>,
-    /// Most simultaneous control connections.
+    /// Most simultaneous control connections (root and corrald's own user may open a
+    /// few more).
     pub max_connections: Option<usize>,
+    /// Most simultaneous control connections of one user (root and corrald's own user
+    /// excepted).
+    pub max_connections_per_user: Option<usize>,
+    /// How long a control connection that holds nothing (no lock, no waiting request,
+    /// no stream, no unread reply) may stay silent before corrald closes it; `"0s"`:
+    /// never.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Most bytes of replies one control connection may leave unread: past it corrald
+    /// stops reading the connection's requests, and drops a connection that still
+    /// reads nothing after `idle_timeout` or whose replies would pass the limit anyway.
+    pub max_unread_bytes: Option<usize>,
     /// Largest queue item accepted, in bytes of serialized JSON.
     pub max_item_bytes: Option<usize>,
     /// Queues declared up front, by name (`[queues.NAME]` tables).
@@ -60,6 +73,9 @@ pub struct DaemonConfig {
     /// Template instances started with corrald (`[enable]`: `"web@" = ["8080", "8081"]`).
     #[serde(default, deserialize_with = "enable_table")]
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
+    /// Each instance in a cgroup of its own where a writable cgroup v2 hierarchy exists
+    /// (default true); false keeps to process groups.
+    pub cgroups: Option<bool>,
 }
 
 /// The `[access]` table: who may do what. Principals are `"*"` (anyone),
@@ -104,6 +120,11 @@ pub struct NameRule {
 pub struct QueueConfig {
     /// Capacity: a `put` on a full queue waits or fails with `full`. Absent: unbounded.
     pub maxsize: Option<usize>,
+    /// Deliveries by acknowledged gets after which an item returned unacked goes to the
+    /// dead-letter queue. Absent: redelivered forever.
+    pub max_deliveries: Option<u32>,
+    /// The dead-letter queue. Absent: `NAME.dead`.
+    pub dead_letter: Option<String>,
 }
 
 /// The `[http]` table of `corral.toml`.
@@ -118,6 +139,17 @@ pub struct HttpConfig {
     pub allow_remote: Option<bool>,
     /// Bearer token required by the HTTP API.
     pub token: Option<String>,
+    /// Most simultaneous HTTP connections; past it a new connection is answered 503 and
+    /// closed.
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers (from the connection's
+    /// start, or from the end of the previous response), as a duration string.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub header_timeout: Option<Duration>,
+    /// How long a connection may move no bytes either way before it is closed, as a
+    /// duration string (the event stream sends a keep-alive every 15 s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Reads and parses the main config file at `path`.
@@ -127,8 +159,7 @@ pub struct HttpConfig {
 /// An unreadable file (reported without a position), or what
 /// [`parse_daemon_config`] reports.
 pub fn load_daemon_config(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ConfigError::whole_file(path, format!("cannot read config file: {err}")))?;
+    let text = crate::validate::read_config_file(path, "config file")?;
     parse_daemon_config(path, &text)
 }
 

@@ -137,6 +137,9 @@ fn apply(unit: &mut Unit, sites: &mut DepSites, key: &str, e: &Entry<'_>, sink: 
         "extends" => unit.extends = string(sink, e, "a unit name", key).map(str::to_owned),
         "log_max_size" => set(&mut unit.log_max_size, log_max_size(sink, e)),
         "log_keep" => set(&mut unit.log_keep, int_in(sink, e, key, 0..=u32::MAX)),
+        "memory_max" => unit.memory_max = size_at_least(sink, e, key, 1 << 20),
+        "cpu_max" => unit.cpu_max = cpu_percent(sink, e),
+        "tasks_max" => unit.tasks_max = int_in(sink, e, key, 1..=u32::MAX).map(u64::from),
         "workers" => unit.workers = int_in(sink, e, key, 1..=4096),
         "mode" => set(
             &mut unit.mode,
@@ -500,14 +503,16 @@ fn unit_names(sink: &mut Sink<'_>, e: &Entry<'_>, key: &str) -> Vec<(String, At)
 }
 
 fn log_max_size(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<u64> {
+    size_at_least(sink, e, "log_max_size", MIN_LOG_MAX_SIZE)
+}
+
+/// A size: a string with a suffix (`"10M"`) or a number of bytes, at least `min`.
+fn size_at_least(sink: &mut Sink<'_>, e: &Entry<'_>, key: &str, min: u64) -> Option<u64> {
     let size = match e.value.get_ref() {
         DeValue::String(s) => match parse_size(s) {
             Ok(n) => n,
             Err(err) => {
-                sink.push(
-                    e.value_at(),
-                    format!("invalid size for `log_max_size`: {err}"),
-                );
+                sink.push(e.value_at(), format!("invalid size for `{key}`: {err}"));
                 return None;
             }
         },
@@ -521,20 +526,38 @@ fn log_max_size(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<u64> {
                 e,
                 e.value,
                 "a size like \"10M\" or a number of bytes",
-                "log_max_size",
+                key,
             );
             return None;
         }
     };
-    if size < MIN_LOG_MAX_SIZE {
+    if size < min {
         let shown = sink.snippet(e.file, e.value.span());
         sink.push(
             e.value_at(),
-            format!("`log_max_size` must be at least {MIN_LOG_MAX_SIZE} bytes, found {shown}"),
+            format!("`{key}` must be at least {min} bytes, found {shown}"),
         );
         return None;
     }
     Some(size)
+}
+
+/// `cpu_max`: a percentage of one CPU, `"50%"` (more than 100% for several CPUs).
+fn cpu_percent(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<u32> {
+    let text = string(sink, e, "a percentage of one CPU like \"50%\"", "cpu_max")?;
+    match text
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<u32>().ok())
+    {
+        Some(pct) if (1..=100_000).contains(&pct) => Some(pct),
+        _ => {
+            sink.push(
+                e.value_at(),
+                format!("`cpu_max` is a percentage of one CPU from 1% (\"50%\", or \"200%\" for two CPUs), found `{text}`"),
+            );
+            None
+        }
+    }
 }
 
 fn require_table(sink: &mut Sink<'_>, e: &Entry<'_>, key: &str) {

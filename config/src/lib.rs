@@ -75,7 +75,7 @@ pub use unit::{
     PROBE_TIMEOUT, PoolMode, READY_DEADLINE, READY_INTERVAL, Ready, RestartPolicy, Rlimit, Rlimits,
     Schedule, UNIT_NAME_RULES, Unit, UnitKind, When, template_of, valid_unit_name,
 };
-pub use validate::{load_units, load_units_dir};
+pub use validate::{MAX_CONFIG_FILE, load_units, load_units_dir};
 
 /// Every key a unit file may contain, in documentation order.
 pub const UNIT_KEYS: &[&str] = parse::UNIT_KEYS;

@@ -49,6 +49,9 @@ pub(crate) const UNIT_KEYS: &[&str] = &[
     "ready",
     "health",
     "max_memory",
+    "memory_max",
+    "cpu_max",
+    "tasks_max",
 ];
 
 /// A position in one of the files being loaded.

@@ -393,6 +393,12 @@ pub struct Unit {
     pub env_files: Vec<crate::EnvFile>,
     /// For a task: when corrald runs it by itself.
     pub schedule: Option<Schedule>,
+    /// cgroup memory limit in bytes (`memory.max`), where cgroups are available.
+    pub memory_max: Option<u64>,
+    /// cgroup CPU limit, percent of one CPU (`cpu.max`).
+    pub cpu_max: Option<u32>,
+    /// cgroup limit on processes and threads (`pids.max`).
+    pub tasks_max: Option<u64>,
     /// User to run as (name or numeric id); `None` keeps the daemon's.
     pub user: Option<String>,
     /// Group to run as (name or numeric id); `None` uses the user's
@@ -462,6 +468,9 @@ impl Unit {
             env: BTreeMap::new(),
             env_files: Vec::new(),
             schedule: None,
+            memory_max: None,
+            cpu_max: None,
+            tasks_max: None,
             user: None,
             group: None,
             umask: None,

@@ -30,12 +30,9 @@ pub fn load_units_dir(dir: &Path) -> Result<BTreeMap<String, Unit>, ConfigErrors
     let mut files = Vec::with_capacity(paths.len());
     let mut read_errors = Vec::new();
     for path in paths {
-        match std::fs::read_to_string(&path) {
+        match read_config_file(&path, "unit file") {
             Ok(text) => files.push((path, text)),
-            Err(err) => read_errors.push(ConfigError::whole_file(
-                &path,
-                format!("cannot read unit file: {err}"),
-            )),
+            Err(err) => read_errors.push(err),
         }
     }
     match (load_units(&files), read_errors.is_empty()) {
@@ -47,6 +44,46 @@ pub fn load_units_dir(dir: &Path) -> Result<BTreeMap<String, Unit>, ConfigErrors
         }
     }
 }
+
+/// Reads a unit file or `corral.toml`, refusing one larger than [`MAX_CONFIG_FILE`] before
+/// parsing: the TOML parse allocates several times a file's size, and a stray large file
+/// in the units directory must be a clear error, not an allocation that aborts corrald.
+pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let cannot =
+        |err: std::io::Error| ConfigError::whole_file(path, format!("cannot read {what}: {err}"));
+    let too_large = |size: u64| {
+        ConfigError::whole_file(
+            path,
+            format!(
+                "{what} is {size} bytes, more than the limit of {} bytes (1 MiB): not read; move it out of the way",
+                MAX_CONFIG_FILE
+            ),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if size > MAX_CONFIG_FILE {
+        return Err(too_large(size));
+    }
+    // The file may grow between the stat and the read: never read past the cap.
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        cannot(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })
+}
+
+/// Largest unit file or `corral.toml` read, in bytes (1 MiB; a unit is a few hundred).
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
 /// The candidate unit files of `dir`, sorted for a deterministic order.
 fn unit_paths(dir: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {

@@ -51,15 +51,23 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             listen: Some("127.0.0.1:8787".into()),
             allow_remote: Some(false),
             token: Some("change-me".into()),
+            max_connections: Some(512),
+            header_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(60)),
         },
         socket_mode: Some(0o660),
         socket_group: Some("corral".into()),
         max_connections: Some(1024),
+        max_connections_per_user: Some(256),
+        idle_timeout: Some(Duration::from_secs(600)),
+        max_unread_bytes: Some(16 << 20),
         max_item_bytes: Some(262144),
         queues: [(
             "jobs".to_string(),
             corral_config::QueueConfig {
                 maxsize: Some(1000),
+                max_deliveries: Some(5),
+                dead_letter: Some("jobs.failed".into()),
             },
         )]
         .into(),
@@ -69,6 +77,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             vec!["8080".to_string(), "8081".to_string()],
         )]
         .into(),
+        cgroups: Some(true),
     };
     assert_eq!(config, want);
 }

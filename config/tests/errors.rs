@@ -589,3 +589,25 @@ fn a_scheduled_task_does_not_autostart_unless_asked() {
         })
     );
 }
+
+#[test]
+fn cgroup_limits_are_checked_at_their_positions() {
+    let errs = errors(&[(
+        "t",
+        "command = [\"x\"]\nmemory_max = \"100K\"\ncpu_max = \"half\"\ntasks_max = 0\n",
+    )]);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs[0].starts_with("u/t.toml:2:14: "), "{}", errs[0]);
+    assert!(errs[0].contains("memory_max"), "{}", errs[0]);
+    assert!(errs[1].starts_with("u/t.toml:3:11: "), "{}", errs[1]);
+    assert!(errs[1].contains("percentage of one CPU"), "{}", errs[1]);
+    assert!(errs[2].starts_with("u/t.toml:4:13: "), "{}", errs[2]);
+    let ok = corral_config::load_units(&[(
+        PathBuf::from("u/t.toml"),
+        "command = [\"x\"]\nmemory_max = \"64M\"\ncpu_max = \"250%\"\ntasks_max = 10\n".into(),
+    )])
+    .unwrap();
+    assert_eq!(ok["t"].memory_max, Some(64 << 20));
+    assert_eq!(ok["t"].cpu_max, Some(250));
+    assert_eq!(ok["t"].tasks_max, Some(10));
+}

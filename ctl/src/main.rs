@@ -284,6 +284,13 @@ enum QueueCommand {
     /// --json, prints {"items": [...]}. On an empty queue, waits as long as it takes, up
     /// to --timeout, or not at all with --no-wait; then exits 1. The items leave the queue
     /// when they are printed.
+    ///
+    /// With --ack, the items are leased instead (at-least-once): each line is the lease
+    /// ID, a tab, then the item, and the item stays stored until `queue ack NAME ID`. If
+    /// no ack comes within --visibility (default 30s), or `queue nack NAME ID` is run,
+    /// the item goes back to the head of the queue for another delivery (to the
+    /// dead-letter queue past the queue's max_deliveries). With --json: {"items": [...],
+    /// "leases": [{"id": ID, "deliveries": N}, ...]}.
     #[command(after_help = EXIT_CODES)]
     Get {
         /// Queue name.
@@ -297,6 +304,34 @@ enum QueueCommand {
         /// Fail at once if the queue is empty.
         #[arg(long, conflicts_with = "timeout")]
         no_wait: bool,
+        /// Lease the items until `queue ack` instead of removing them.
+        #[arg(long)]
+        ack: bool,
+        /// With --ack: how long the lease lasts before the item is delivered again.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout, requires = "ack", allow_hyphen_values = true)]
+        visibility: Option<Timeout>,
+    },
+    /// Remove leased items for good (their processing is done).
+    ///
+    /// Each ID is a lease printed by `queue get --ack`. A lease that ended (acked,
+    /// nacked, or its visibility passed, so the item was delivered again) is refused
+    /// with `not_held` (exit 1) and nothing changes.
+    #[command(after_help = EXIT_CODES)]
+    Ack {
+        /// Queue name.
+        name: String,
+        /// Lease ids from `queue get --ack`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
+    },
+    /// Put leased items back at the head of the queue now, for another delivery.
+    #[command(after_help = EXIT_CODES)]
+    Nack {
+        /// Queue name.
+        name: String,
+        /// Lease ids from `queue get --ack`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
     },
     /// Print the number of items (0 for an unknown queue).
     Len {
@@ -315,13 +350,21 @@ enum QueueCommand {
         /// Queue name.
         name: String,
     },
-    /// Create a queue, or change its capacity.
+    /// Create a queue, or change its settings (those left out are reset).
     Declare {
         /// Queue name.
         name: String,
-        /// Most items the queue holds (then `put` waits); unbounded without it.
+        /// Most items the queue holds, in flight included (then `put` waits); unbounded
+        /// without it.
         #[arg(long, value_name = "N")]
         maxsize: Option<usize>,
+        /// An item delivered N times by `get --ack` and returned unacked goes to the
+        /// dead-letter queue; without it, items are redelivered forever.
+        #[arg(long, value_name = "N")]
+        max_deliveries: Option<u32>,
+        /// The dead-letter queue (default NAME.dead).
+        #[arg(long, value_name = "QUEUE", requires = "max_deliveries")]
+        dead_letter: Option<String>,
     },
 }
 
@@ -611,12 +654,43 @@ fn queue(client: &Client, out: &output::Output, command: QueueCommand) -> Result
             timeout,
             count,
             no_wait,
+            ack: false,
+            ..
         } => queue::get(client, out, &name, count, args::Wait::new(timeout, no_wait)),
+        QueueCommand::Get {
+            name,
+            timeout,
+            count,
+            no_wait,
+            ack: true,
+            visibility,
+        } => queue::get_ack(
+            client,
+            out,
+            &name,
+            count,
+            args::Wait::new(timeout, no_wait),
+            visibility,
+        ),
+        QueueCommand::Ack { name, ids } => queue::ack(client, out, &name, &ids, true),
+        QueueCommand::Nack { name, ids } => queue::ack(client, out, &name, &ids, false),
         QueueCommand::Len { name } => queue::len(client, out, &name),
         QueueCommand::List => queue::list(client, out),
         QueueCommand::Purge { name } => queue::purge(client, out, &name),
         QueueCommand::Delete { name } => queue::delete(client, out, &name),
-        QueueCommand::Declare { name, maxsize } => queue::declare(client, out, &name, maxsize),
+        QueueCommand::Declare {
+            name,
+            maxsize,
+            max_deliveries,
+            dead_letter,
+        } => queue::declare(
+            client,
+            out,
+            &name,
+            maxsize,
+            max_deliveries,
+            dead_letter.as_deref(),
+        ),
     }
 }
 
@@ -743,6 +817,10 @@ fn fail(e: &Error) -> ExitCode {
     output::print_error(&code, &message, &details);
     match e {
         Error::Connect { .. } => ExitCode::from(3),
+        // corrald is at its connection limit: it cannot be reached now.
+        Error::Server(body) if body.code == corral_client::proto::ErrorCode::Busy => {
+            ExitCode::from(3)
+        }
         Error::Server(body) if body.code == corral_client::proto::ErrorCode::BadRequest => {
             ExitCode::from(2)
         }

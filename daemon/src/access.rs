@@ -228,6 +228,8 @@ pub fn need_of(op: &Op) -> (Need, Option<&str>) {
         Op::QueueDeclare { queue, .. }
         | Op::QueuePut { queue, .. }
         | Op::QueueGet { queue, .. }
+        | Op::QueueAck { queue, .. }
+        | Op::QueueNack { queue, .. }
         | Op::QueuePurge { queue }
         | Op::QueueDelete { queue } => (Need::Use, Some(queue)),
         Op::CounterSet { counter, .. }

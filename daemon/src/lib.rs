@@ -9,6 +9,7 @@
 //! - [`settings`]: flags over `corral.toml` over defaults.
 
 pub mod access;
+pub mod fds;
 pub mod handlers;
 pub mod http;
 pub mod lifecycle;
@@ -90,6 +91,8 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
+    // Held back from the start, before any client can take them (see `fds`).
+    fds::refill();
     let units = corral_config::load_units_dir(&settings.units_dir).map_err(|errors| {
         anyhow::anyhow!(
             "{} error(s) in the unit files of {}:\n{errors}",
@@ -115,12 +118,35 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
+    // cgroups where the kernel lets us have them; process groups alone otherwise, said once.
+    let (cgroups, supervision) = if !settings.cgroups {
+        (
+            None,
+            "process groups (cgroups = false in corral.toml)".to_owned(),
+        )
+    } else {
+        match supervisor::cgroup::Cgroups::detect(&settings.state_dir) {
+            Ok(cg) => {
+                let line = cg.describe();
+                tracing::info!("{line}");
+                (Some(Arc::new(cg)), line)
+            }
+            Err(why) => {
+                let line =
+                    format!("process groups: a process that calls setsid escapes its stop ({why})");
+                tracing::warn!("no cgroups for instances; {line}");
+                (None, line)
+            }
+        }
+    };
     let sup_config = SupervisorConfig {
         log_dir: settings.log_dir.clone(),
         socket: settings.socket.clone(),
         shutdown_timeout: settings.shutdown_timeout,
         daemon_grace: settings.daemon_grace,
         enable: settings.enable.clone(),
+        cgroups: cgroups.clone(),
+        supervision,
     };
     // One process thread starts processes and reaps for everyone; each event goes to its owner.
     let (sup_tx, sup_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -210,6 +236,9 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     }
     store.sync().await;
     drop(sup_task);
+    if let Some(cg) = &cgroups {
+        cg.remove_all();
+    }
     let _ = std::fs::remove_file(&settings.socket);
     tracing::info!("corrald stopped");
     Ok(())

@@ -4,13 +4,32 @@
 //! long-running operations (`wait`, `logs --follow`, `run --wait`) can run in their
 //! own tasks and write their replies whenever they are ready, while quick operations
 //! are answered inline, in request order.
+//!
+//! No client can starve corrald or the other clients through the socket:
+//! - **Connections**: at most `max_connections` in all and `max_connections_per_user`
+//!   per uid ([`Admission`]); root and corrald's own user may open [`PRIVILEGED_RESERVE`]
+//!   more, so an administrator always gets in. A refused client gets a `busy` error
+//!   that reaches it even if it wrote first ([`refuse`]).
+//! - **Replies**: one connection has at most [`MAX_IN_FLIGHT`] replies outstanding and
+//!   `max_unread_bytes` of them unread ([`Replies`], [`Room`]). Past either, the reader
+//!   stops reading that connection's requests. A connection is dropped when its client
+//!   has read nothing for `idle_timeout` while replies wait, or when a reply would pass
+//!   the byte limit anyway. One reply is at most [`MAX_REPLY_BYTES`].
+//! - **Idle connections**: one that holds nothing (no lock, no waiting request, no
+//!   stream, no unread reply) is closed after `idle_timeout` without a request.
+//! - **Half-close**: after the client's end of stream (`shutdown(SHUT_WR)`), what it
+//!   asked before is still answered, unless it closes its side too.
 
+use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use corral_proto::{ErrorBody, ErrorCode, Request, Response};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
+use corral_proto::{ErrorBody, ErrorCode, MAX_REPLY_BYTES, Request, Response};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, Interest,
+};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -18,16 +37,37 @@ use tokio_util::task::TaskTracker;
 
 use crate::Context;
 use crate::handlers;
+use crate::settings::Settings;
 
 /// Most replies a connection may have outstanding (queued or not yet produced). Past
 /// it, corrald stops reading the connection's requests until the client reads replies,
 /// so a client that pipelines without reading cannot grow corrald's memory.
 const MAX_IN_FLIGHT: usize = 1024;
 
-/// A reply on its way to the writer, holding its in-flight permit until written.
+/// Connections root and corrald's own user may open past `max_connections`.
+pub const PRIVILEGED_RESERVE: usize = 8;
+
+/// Refused connections being answered at once; past it, more are closed unanswered
+/// (each holds a descriptor until its client has read the refusal).
+const MAX_REFUSING: usize = 64;
+
+/// How long a refused connection is kept open for its client to read the refusal.
+const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
+
+/// Bytes reserved for a reply whose size is not known before it is produced; a larger
+/// reply takes the rest when it is sent.
+pub const SMALL_REPLY: usize = 512;
+
+/// Room for one reply: a place among the replies in flight and bytes of the unread budget.
+pub struct Room {
+    _slot: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+}
+
+/// A reply on its way to the writer, holding its room until written.
 struct Outgoing {
-    response: Response,
-    _permit: Option<OwnedSemaphorePermit>,
+    frame: Vec<u8>,
+    _room: Room,
 }
 
 /// Where a handler sends its replies; cheap to clone into spawned tasks and into the
@@ -35,31 +75,82 @@ struct Outgoing {
 #[derive(Clone)]
 pub struct Replies {
     tx: mpsc::UnboundedSender<Outgoing>,
-    permits: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    budget: usize,
+    /// Held by every clone: more than one means a request is still being answered.
+    users: Arc<()>,
+    /// Cancelled when the connection is being dropped (its writer ended).
+    dropped: CancellationToken,
     shutdown: CancellationToken,
 }
 
 impl Replies {
-    /// Queues a reply, waiting first if the connection has too many outstanding.
+    /// Queues a reply, waiting first while the connection has too much outstanding.
     /// Returns false once the client is gone.
     pub async fn send(&self, response: Response) -> bool {
-        let permit = self.permit().await;
-        self.send_with(response, permit)
+        let frame = bounded_frame(&response);
+        match self.room(frame.len()).await {
+            Some(room) => self.push(frame, room),
+            None => false,
+        }
     }
 
-    /// Reserves room for one reply (at most `MAX_IN_FLIGHT` per connection).
-    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().acquire_owned().await.ok()
+    /// Reserves room for one reply of up to `bytes` bytes, waiting while the connection
+    /// has [`MAX_IN_FLIGHT`] replies outstanding or its unread budget is spent.
+    pub async fn room(&self, bytes: usize) -> Option<Room> {
+        let wanted = u32::try_from(bytes.clamp(1, self.budget)).unwrap_or(u32::MAX);
+        let reserve = async {
+            let slot = self.slots.clone().acquire_owned().await.ok()?;
+            let bytes = self.bytes.clone().acquire_many_owned(wanted).await.ok()?;
+            Some(Room { _slot: slot, bytes })
+        };
+        tokio::select! {
+            room = reserve => room,
+            () = self.dropped.cancelled() => None,
+        }
     }
 
-    /// Queues a reply for which room was reserved. Never blocks.
-    pub fn send_with(&self, response: Response, permit: Option<OwnedSemaphorePermit>) -> bool {
-        self.tx
-            .send(Outgoing {
-                response,
-                _permit: permit,
-            })
-            .is_ok()
+    /// Queues a reply for which room was reserved. Never blocks. A reply larger than
+    /// its room takes more of the budget; if the budget has no more, the client is not
+    /// reading and the connection is dropped.
+    pub fn send_with(&self, response: Response, room: Room) -> bool {
+        let frame = bounded_frame(&response);
+        match self.fit(room, frame.len()) {
+            Some(room) => self.push(frame, room),
+            None => {
+                tracing::warn!(
+                    "dropping a control connection: its client left more than {} bytes of replies unread (max_unread_bytes)",
+                    self.budget
+                );
+                self.dropped.cancel();
+                false
+            }
+        }
+    }
+
+    /// Makes `room` hold exactly `len` bytes of the budget (as far as the budget allows).
+    fn fit(&self, mut room: Room, len: usize) -> Option<Room> {
+        let held = room.bytes.num_permits();
+        let len = len.clamp(1, self.budget);
+        if len > held {
+            let extra = u32::try_from(len - held).ok()?;
+            let more = self.bytes.clone().try_acquire_many_owned(extra).ok()?;
+            room.bytes.merge(more);
+        } else if len < held {
+            drop(room.bytes.split(held - len));
+        }
+        Some(room)
+    }
+
+    fn push(&self, frame: Vec<u8>, room: Room) -> bool {
+        self.tx.send(Outgoing { frame, _room: room }).is_ok()
+    }
+
+    /// Whether nothing is outstanding: no reply queued or being produced, no task or
+    /// waiter holding a clone.
+    fn is_idle(&self) -> bool {
+        Arc::strong_count(&self.users) == 1 && self.slots.available_permits() == MAX_IN_FLIGHT
     }
 
     /// Resolves when nobody will read further replies: the client disconnected (the
@@ -70,6 +161,22 @@ impl Replies {
             () = self.shutdown.cancelled() => {}
         }
     }
+}
+
+/// A reply's frame, or a `too_large` error in its place when it passes [`MAX_REPLY_BYTES`].
+fn bounded_frame(response: &Response) -> Vec<u8> {
+    let frame = response.to_frame();
+    if frame.len() <= MAX_REPLY_BYTES {
+        return frame;
+    }
+    let error = ErrorBody::new(
+        ErrorCode::TooLarge,
+        format!(
+            "the reply would be {} bytes, over the limit of {MAX_REPLY_BYTES} bytes for one reply; ask for less (a slice of an array with offset and length, fewer queue items, fewer log lines)",
+            frame.len()
+        ),
+    );
+    Response::err(response.id, error).to_frame()
 }
 
 /// Binds the control socket: refuses to replace a live one, removes a stale one,
@@ -112,64 +219,277 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> anyhow::Result<UnixL
 /// Accepts connections until `shutdown` is cancelled, then waits for them to finish.
 pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let open = Arc::new(AtomicUsize::new(0));
+    let admission = Arc::new(Admission::new(&ctx.settings));
     loop {
-        let stream = tokio::select! {
+        let (stream, reserved) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    crate::fds::refill();
+                    (stream, false)
+                }
+                Err(e) if crate::fds::is_exhaustion(&e) => match accept_from_reserve(&listener) {
+                    Some(stream) => (stream, true),
+                    None => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
                 Err(e) => {
                     tracing::warn!("accept: {e}");
                     // Out of fds or similar: back off instead of spinning.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.cancelled() => break,
         };
-        let count = open.fetch_add(1, Ordering::SeqCst) + 1;
-        let ctx = ctx.clone();
-        let open = open.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            if count > ctx.settings.max_connections {
-                refuse(stream, count - 1).await;
-            } else {
-                serve_connection(stream, ctx, shutdown).await;
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
+        match admission.admit(uid) {
+            Verdict::Admit(ticket) => {
+                let ctx = ctx.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    serve_connection(stream, ctx, shutdown).await;
+                    drop(ticket);
+                    if reserved {
+                        RESERVE_CONN.store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
             }
-            open.fetch_sub(1, Ordering::SeqCst);
-        });
+            Verdict::Refuse(reason, ticket) => {
+                tracker.spawn(async move {
+                    refuse(stream, reason).await;
+                    drop(ticket);
+                });
+            }
+            Verdict::Close => drop(stream),
+        }
     }
     tracker.close();
     tracker.wait().await;
 }
 
-async fn refuse(mut stream: UnixStream, open: usize) {
+/// Whether a connection let in from the descriptor reserve is open.
+static RESERVE_CONN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Out of descriptors: one reserved descriptor (see `fds`) lets root, or corrald's own
+/// user, in to see what is going on; anyone else is told and closed, giving it back.
+fn accept_from_reserve(listener: &UnixListener) -> Option<UnixStream> {
+    use futures_util::FutureExt as _;
+    // One such connection at a time: the rest of the reserve is for restarting instances.
+    if RESERVE_CONN.load(std::sync::atomic::Ordering::SeqCst) || !crate::fds::release_one() {
+        return None;
+    }
+    // A connection is waiting (that accept failed), so this does not block.
+    let (stream, _) = listener.accept().now_or_never()?.ok()?;
+    let uid = stream.peer_cred().ok()?.uid();
+    if uid == 0 || uid == nix::unistd::Uid::effective().as_raw() {
+        tracing::warn!(
+            "out of file descriptors: a connection of uid {uid} let in from the reserve"
+        );
+        RESERVE_CONN.store(true, std::sync::atomic::Ordering::SeqCst);
+        return Some(stream);
+    }
     let frame = Response::err(
         0,
         ErrorBody::new(
             ErrorCode::Busy,
-            format!("corrald already serves {open} connections (max_connections); try again later"),
+            "corrald is out of file descriptors; try again later",
         ),
     )
     .to_frame();
-    let _ = stream.write_all(&frame).await;
+    let _ = stream.try_write(&frame);
+    drop(stream);
+    crate::fds::refill();
+    None
+}
+
+/// Who may open another connection: the connection limits, and the counts they apply to.
+pub struct Admission {
+    max: usize,
+    per_user: usize,
+    own_uid: u32,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    open: usize,
+    by_uid: HashMap<u32, usize>,
+    refusing: usize,
+}
+
+/// What to do with a new connection.
+enum Verdict {
+    /// Serve it; the ticket counts it until dropped.
+    Admit(Ticket),
+    /// Answer `busy` with this reason, then close.
+    Refuse(String, Ticket),
+    /// Close it at once (too many refusals in progress already).
+    Close,
+}
+
+/// Counts one connection (served or being refused) until dropped.
+struct Ticket {
+    admission: Arc<Admission>,
+    counted: Counted,
+}
+
+enum Counted {
+    Served(Option<u32>),
+    Refused,
+}
+
+/// A uid for connections whose peer credentials could not be read.
+const UNKNOWN_UID: u32 = u32::MAX;
+
+impl Admission {
+    fn new(settings: &Settings) -> Admission {
+        Admission {
+            max: settings.max_connections,
+            per_user: settings.max_connections_per_user,
+            own_uid: nix::unistd::geteuid().as_raw(),
+            counts: Mutex::new(Counts::default()),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, uid: Option<u32>) -> Verdict {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let privileged = uid.is_some_and(|u| u == 0 || u == self.own_uid);
+        let key = uid.unwrap_or(UNKNOWN_UID);
+        let mine = counts.by_uid.get(&key).copied().unwrap_or(0);
+        let refusal = if privileged {
+            (counts.open >= self.max + PRIVILEGED_RESERVE).then(|| {
+                format!(
+                    "corrald already serves {} connections (max_connections = {}, and {PRIVILEGED_RESERVE} more for root); try again later",
+                    counts.open, self.max
+                )
+            })
+        } else if counts.open >= self.max {
+            Some(format!(
+                "corrald already serves {} connections (max_connections = {}); try again later",
+                counts.open, self.max
+            ))
+        } else if mine >= self.per_user {
+            Some(format!(
+                "uid {key} already has {mine} connections open (max_connections_per_user = {}); close some, or raise the limit in corral.toml",
+                self.per_user
+            ))
+        } else {
+            None
+        };
+        let Some(reason) = refusal else {
+            counts.open += 1;
+            *counts.by_uid.entry(key).or_default() += 1;
+            return Verdict::Admit(self.ticket(Counted::Served(Some(key))));
+        };
+        if counts.refusing >= MAX_REFUSING {
+            return Verdict::Close;
+        }
+        counts.refusing += 1;
+        Verdict::Refuse(reason, self.ticket(Counted::Refused))
+    }
+
+    fn ticket(self: &Arc<Self>, counted: Counted) -> Ticket {
+        Ticket {
+            admission: self.clone(),
+            counted,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut counts = self
+            .admission
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match self.counted {
+            Counted::Served(uid) => {
+                counts.open -= 1;
+                let key = uid.unwrap_or(UNKNOWN_UID);
+                if let Some(n) = counts.by_uid.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.by_uid.remove(&key);
+                    }
+                }
+            }
+            Counted::Refused => counts.refusing -= 1,
+        }
+    }
+}
+
+/// Answers a connection past a limit with `busy`, so that the client reads the reason.
+/// Closing a Unix socket with unread data in it resets the connection, and a client
+/// that wrote first (`hello`, as every client does) would see ECONNRESET or EPIPE
+/// instead of the refusal. So: write the refusal, end the write side, read (and
+/// discard) what the client sends until it closes or [`REFUSAL_DRAIN`] passes, and
+/// only then close.
+async fn refuse(mut stream: UnixStream, reason: String) {
+    let frame = Response::err(0, ErrorBody::new(ErrorCode::Busy, reason)).to_frame();
+    let answer = async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_DRAIN, answer).await;
+}
+
+/// How a connection's reader ended.
+#[derive(PartialEq)]
+enum Ending {
+    /// The client is gone, or is dropped: nothing more is written.
+    Gone,
+    /// corrald is shutting down: replies still being produced (`shutdown --wait`) are
+    /// written as their tasks end.
+    Shutdown,
 }
 
 async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: CancellationToken) {
     let conn = handlers::Connection::new(&stream);
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_replies(write, rx));
+    let dropped = CancellationToken::new();
+    let idle_timeout = ctx.settings.idle_timeout;
+    let mut writer = tokio::spawn(write_replies(write, rx, idle_timeout, dropped.clone()));
     let replies = Replies {
         tx,
-        permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        bytes: Arc::new(Semaphore::new(ctx.settings.max_unread_bytes)),
+        budget: ctx.settings.max_unread_bytes,
+        users: Arc::new(()),
+        dropped: dropped.clone(),
         shutdown: shutdown.clone(),
     };
     let mut frames = FrameReader::new(read, ctx.settings.max_frame_bytes);
+    let mut half_closed = false;
+    let mut ending = Ending::Gone;
     loop {
+        let idle = async {
+            match idle_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        // `FrameReader::next` is cancel-safe: the idle timer may interrupt it.
         let frame = tokio::select! {
             frame = frames.next() => frame,
-            _ = shutdown.cancelled() => break,
+            () = idle => {
+                if replies.is_idle() && !ctx.store.holds(conn.id()).await {
+                    tracing::debug!("closing an idle control connection (idle_timeout)");
+                    break;
+                }
+                continue;
+            }
+            () = dropped.cancelled() => break,
+            () = shutdown.cancelled() => {
+                ending = Ending::Shutdown;
+                break;
+            }
         };
         match frame {
             Ok(Some(Frame::Line(bytes))) => {
@@ -187,13 +507,59 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
                     break;
                 }
             }
-            // End of stream or an I/O error: the client is gone. A half frame is dropped.
-            Ok(None) | Err(_) => break,
+            Ok(None) => {
+                half_closed = true;
+                break;
+            }
+            // An I/O error: the client is gone. A half frame is dropped.
+            Err(_) => break,
+        }
+    }
+    drop(replies);
+    let mut written = false;
+    if half_closed {
+        // The client ended its requests (or closed entirely): answer what it asked,
+        // as long as it may still read the answers.
+        tokio::select! {
+            _ = &mut writer => written = true,
+            () = peer_gone(frames.get_ref()) => {}
+            () = dropped.cancelled() => {}
+            () = shutdown.cancelled() => ending = Ending::Shutdown,
         }
     }
     conn.close(&ctx).await;
-    drop(replies);
+    if written {
+        return;
+    }
+    if ending == Ending::Gone {
+        writer.abort();
+    }
     let _ = writer.await;
+}
+
+/// Resolves when the client has closed its side of the connection entirely (not just
+/// its write side): nobody would read another reply. Watches a duplicate of the
+/// socket's descriptor, so that waiting here leaves the connection's own readiness alone.
+async fn peer_gone(read: &tokio::net::unix::OwnedReadHalf) {
+    let Ok(fd) = read.as_ref().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let Ok(watch) = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)) else {
+        return;
+    };
+    loop {
+        let Ok(ready) = watch.ready(Interest::WRITABLE).await else {
+            return;
+        };
+        // EPOLLHUP: both directions are shut.
+        if ready.is_write_closed() {
+            return;
+        }
+        // Forget the readiness seen, to wait for the next change.
+        let _ = watch.try_io(Interest::WRITABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
+    }
 }
 
 /// Handles one frame; false if the connection should close.
@@ -227,47 +593,136 @@ fn request_id(bytes: &[u8]) -> u64 {
 
 fn parse_error(bytes: &[u8], e: &serde_json::Error) -> ErrorBody {
     let value = serde_json::from_slice::<serde_json::Value>(bytes).ok();
-    let op = value
-        .as_ref()
-        .and_then(|v| v.get("op"))
-        .and_then(|op| op.as_str());
-    match (value.is_some(), op) {
-        (false, _) if std::str::from_utf8(bytes).is_err() => {
-            ErrorBody::new(ErrorCode::BadRequest, "request is not valid UTF-8")
+    let Some(value) = value else {
+        if std::str::from_utf8(bytes).is_err() {
+            return ErrorBody::new(ErrorCode::BadRequest, "request is not valid UTF-8");
         }
-        (false, _) => ErrorBody::new(
+        return ErrorBody::new(
             ErrorCode::BadRequest,
             format!("request is not valid JSON: {e}"),
-        ),
-        (true, Some(op)) if e.to_string().contains("unknown variant") => ErrorBody::new(
+        );
+    };
+    let Some(object) = value.as_object() else {
+        return ErrorBody::new(
+            ErrorCode::BadRequest,
+            "a request is a JSON object like {\"id\":1,\"op\":\"status\"}",
+        );
+    };
+    let op = match object.get("op") {
+        None => {
+            return ErrorBody::new(
+                ErrorCode::BadRequest,
+                "request has no `op`: name the operation, e.g. \"op\":\"status\"",
+            );
+        }
+        Some(serde_json::Value::String(op)) => op,
+        Some(other) => {
+            return ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("`op` must be a string naming the operation, got {other}"),
+            );
+        }
+    };
+    if !is_known_op(op) {
+        return ErrorBody::new(
             ErrorCode::UnknownOp,
             format!(
                 "unknown op `{op}`; this corrald speaks protocol {}",
                 corral_proto::PROTOCOL_VERSION
             ),
-        ),
-        (true, _) => ErrorBody::new(ErrorCode::BadRequest, format!("malformed request: {e}")),
+        );
+    }
+    ErrorBody::new(ErrorCode::BadRequest, bad_argument(op, object, e))
+}
+
+/// Whether `op` names an operation (whatever its arguments): an unknown one fails on the
+/// tag itself, before any field is looked at.
+fn is_known_op(op: &str) -> bool {
+    match serde_json::from_value::<corral_proto::Op>(serde_json::json!({ "op": op })) {
+        Ok(_) => true,
+        Err(e) => !e
+            .to_string()
+            .starts_with(&format!("unknown variant `{op}`")),
     }
 }
 
+/// Describes a request whose op is known but whose arguments are not, naming the field
+/// when serde's message allows it to be found (serde does not report the path of a field
+/// inside a tagged enum, so an invalid enum value is matched back to its key).
+fn bad_argument(
+    op: &str,
+    object: &serde_json::Map<String, serde_json::Value>,
+    e: &serde_json::Error,
+) -> String {
+    let message = e.to_string();
+    let rejected = message
+        .strip_prefix("unknown variant `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(value, _)| value);
+    let field = rejected.and_then(|value| {
+        object
+            .iter()
+            .find(|(key, v)| *key != "op" && v.as_str() == Some(value))
+            .map(|(key, _)| key)
+    });
+    match (field, rejected) {
+        (Some(field), Some(value)) => {
+            let accepted = message
+                .split_once(", expected ")
+                .map_or("", |(_, rest)| rest);
+            let accepted = accepted.split(" at line ").next().unwrap_or(accepted);
+            format!(
+                "bad argument `{field}` of `{op}`: `{value}` is not accepted; expected {accepted}"
+            )
+        }
+        _ => format!("bad arguments for `{op}`: {message}"),
+    }
+}
+
+/// Writes replies as they come. A client that takes no byte of them for `stall` is not
+/// reading: the connection is dropped. Ends, cancelling `dropped`, when the connection
+/// is gone or every sender is.
 async fn write_replies(
     write: tokio::net::unix::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    stall: Option<Duration>,
+    dropped: CancellationToken,
 ) {
     let mut out = BufWriter::new(write);
-    while let Some(first) = rx.recv().await {
-        if out.write_all(&first.response.to_frame()).await.is_err() {
-            return;
-        }
-        // Flush only when no other reply is queued: pipelined replies share a write.
-        while let Ok(more) = rx.try_recv() {
-            if out.write_all(&more.response.to_frame()).await.is_err() {
-                return;
+    let result: std::io::Result<()> = async {
+        while let Some(first) = rx.recv().await {
+            within(stall, out.write_all(&first.frame)).await?;
+            drop(first);
+            // Flush only when no other reply is queued: pipelined replies share a write.
+            while let Ok(more) = rx.try_recv() {
+                within(stall, out.write_all(&more.frame)).await?;
             }
+            within(stall, out.flush()).await?;
         }
-        if out.flush().await.is_err() {
-            return;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            tracing::warn!(
+                "dropping a control connection: its client read nothing for {:?} while replies waited (idle_timeout)",
+                stall.unwrap_or_default()
+            );
         }
+    }
+    dropped.cancel();
+}
+
+/// Runs one write, failing with `TimedOut` if it makes no headway for `stall`.
+async fn within(
+    stall: Option<Duration>,
+    step: impl Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    match stall {
+        None => step.await,
+        Some(t) => tokio::time::timeout(t, step)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
     }
 }
 
@@ -284,6 +739,9 @@ enum Frame {
 struct FrameReader<R> {
     inner: BufReader<R>,
     max: usize,
+    /// The frame read so far, kept here so that `next` may be cancelled and resumed.
+    line: Vec<u8>,
+    too_large: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -291,12 +749,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner: BufReader::with_capacity(64 * 1024, inner),
             max,
+            line: Vec::new(),
+            too_large: false,
         }
     }
 
+    fn get_ref(&self) -> &R {
+        self.inner.get_ref()
+    }
+
+    /// The next frame. Cancel-safe: the bytes of a frame read before a cancellation
+    /// stay in `line`, and only `fill_buf` (cancel-safe itself) is awaited.
     async fn next(&mut self) -> std::io::Result<Option<Frame>> {
-        let mut line = Vec::new();
-        let mut too_large = false;
         loop {
             let buf = self.inner.fill_buf().await?;
             if buf.is_empty() {
@@ -306,16 +770,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Some(i) => (&buf[..i], true),
                 None => (buf, false),
             };
-            if !too_large && line.len() + chunk.len() > self.max {
-                too_large = true;
-                line = Vec::new();
+            if !self.too_large && self.line.len() + chunk.len() > self.max {
+                self.too_large = true;
+                self.line = Vec::new();
             }
-            if !too_large {
-                line.extend_from_slice(chunk);
+            if !self.too_large {
+                self.line.extend_from_slice(chunk);
             }
             let used = chunk.len() + usize::from(complete);
             self.inner.consume(used);
             if complete {
+                let line = std::mem::take(&mut self.line);
+                let too_large = std::mem::replace(&mut self.too_large, false);
                 return Ok(Some(if too_large {
                     Frame::TooLarge
                 } else {

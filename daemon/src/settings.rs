@@ -21,26 +21,64 @@ pub struct Settings {
     pub http: Option<SocketAddr>,
     /// Bearer token for the HTTP API's state-changing endpoints (none: read-only).
     pub http_token: Option<String>,
+    /// Limits of the HTTP server (`[http]` max_connections, header_timeout, idle_timeout).
+    pub http_limits: HttpLimits,
     /// How long running tasks are waited for at shutdown.
     pub shutdown_timeout: Duration,
     /// Stop timeout for `daemon = true` units at shutdown.
     pub daemon_grace: Duration,
     /// Largest request frame accepted.
     pub max_frame_bytes: usize,
-    /// Most simultaneous socket connections.
+    /// Most simultaneous socket connections (root and corrald's own user: a few more).
     pub max_connections: usize,
+    /// Most simultaneous socket connections of one user other than root.
+    pub max_connections_per_user: usize,
+    /// A connection holding nothing is closed after this long without a request.
+    pub idle_timeout: Option<Duration>,
+    /// Most bytes of replies one connection may leave unread.
+    pub max_unread_bytes: usize,
     /// Mode of the socket file.
     pub socket_mode: u32,
     /// Group given the socket file (members may use corral).
     pub socket_group: Option<String>,
     /// Largest queue item, bytes of JSON.
     pub max_item_bytes: usize,
-    /// Queues declared in `corral.toml`, with their capacity.
-    pub queues: std::collections::BTreeMap<String, Option<usize>>,
+    /// Queues declared in `corral.toml`, with their settings.
+    pub queues: std::collections::BTreeMap<String, corral_config::QueueConfig>,
     /// The `[access]` table, if any.
     pub access: Option<corral_config::AccessConfig>,
     /// Template instances to start with corrald (`[enable]`).
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
+    /// Whether instances get cgroups of their own where the kernel allows.
+    pub cgroups: bool,
+}
+
+/// What one HTTP client may hold: a connection slot, for a bounded time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most simultaneous connections (default 512).
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (default 10 s).
+    pub header_timeout: Duration,
+    /// Longest time with no bytes moved either way (default 60 s).
+    pub idle_timeout: Duration,
+}
+
+impl HttpLimits {
+    fn resolve(file: &corral_config::HttpConfig) -> anyhow::Result<HttpLimits> {
+        let limits = HttpLimits {
+            max_connections: file.max_connections.unwrap_or(512),
+            header_timeout: file.header_timeout.unwrap_or(Duration::from_secs(10)),
+            idle_timeout: file.idle_timeout.unwrap_or(Duration::from_secs(60)),
+        };
+        if limits.max_connections == 0 {
+            anyhow::bail!("http.max_connections must be at least 1 (or set http.enabled = false)");
+        }
+        if limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
+            anyhow::bail!("http.header_timeout and http.idle_timeout must be longer than 0s");
+        }
+        Ok(limits)
+    }
 }
 
 /// Values given on the command line; each overrides the config file.
@@ -140,6 +178,17 @@ impl Settings {
                 );
             }
         }
+        for (name, q) in &file.queues {
+            crate::primitives::check_name("queue", name)
+                .and_then(|()| {
+                    crate::primitives::check_dead_letter(
+                        name,
+                        q.max_deliveries,
+                        q.dead_letter.as_deref(),
+                    )
+                })
+                .map_err(|e| anyhow::anyhow!("[queues.{name}] in corral.toml: {}", e.message))?;
+        }
         Ok(Settings {
             units_dir: pick(&flags.units_dir, &file.units_dir, d.units_dir),
             socket: pick(&flags.socket, &file.socket, d.socket),
@@ -147,25 +196,31 @@ impl Settings {
             state_dir,
             http,
             http_token: file.http.token.clone().filter(|t| !t.is_empty()),
+            http_limits: HttpLimits::resolve(&file.http)?,
             shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             daemon_grace: file.daemon_grace.unwrap_or(Duration::from_secs(1)),
             max_frame_bytes: file
                 .max_frame_bytes
                 .unwrap_or(corral_proto::DEFAULT_MAX_FRAME),
             max_connections: file.max_connections.unwrap_or(1024),
+            max_connections_per_user: file.max_connections_per_user.unwrap_or(256),
+            idle_timeout: Some(file.idle_timeout.unwrap_or(Duration::from_secs(600)))
+                .filter(|t| !t.is_zero()),
+            // One reply of the largest size must fit.
+            max_unread_bytes: file
+                .max_unread_bytes
+                .unwrap_or(16 << 20)
+                .max(corral_proto::MAX_REPLY_BYTES),
             socket_mode: file.socket_mode.unwrap_or(0o660),
             socket_group: file
                 .socket_group
                 .clone()
                 .or_else(|| default_socket_group(flags.user_mode)),
             max_item_bytes: file.max_item_bytes.unwrap_or(256 * 1024),
-            queues: file
-                .queues
-                .iter()
-                .map(|(name, q)| (name.clone(), q.maxsize))
-                .collect(),
+            queues: file.queues.clone(),
             access: file.access.clone(),
             enable: file.enable.clone(),
+            cgroups: file.cgroups.unwrap_or(true),
         })
     }
 

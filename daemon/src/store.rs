@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
@@ -24,11 +24,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::primitives::{
-    ArrayData, Changes, ConnInfo, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn, Snapshot,
+    ArrayData, Changes, ConnInfo, Item, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn,
+    Snapshot,
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -63,12 +64,15 @@ CREATE TABLE IF NOT EXISTS queues (
     maxsize   INTEGER,
     put_total INTEGER NOT NULL,
     got_total INTEGER NOT NULL,
-    next_seq  INTEGER NOT NULL
+    next_seq  INTEGER NOT NULL,
+    max_deliveries INTEGER,           -- schema 2
+    dead_letter    TEXT               -- schema 2
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue_items (
     queue TEXT    NOT NULL,
     seq   INTEGER NOT NULL,
     value TEXT    NOT NULL,           -- the item, serialized JSON
+    deliveries INTEGER NOT NULL DEFAULT 0,  -- by acknowledged gets (schema 2)
     PRIMARY KEY (queue, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pool_jobs (
@@ -185,6 +189,7 @@ enum Command {
         reply: ReplyFn,
     },
     Disconnect(u64),
+    Holds(u64, oneshot::Sender<bool>),
     PoolJobCreated(StoredJob),
     PoolItemDone {
         job: u64,
@@ -317,6 +322,14 @@ impl Store {
     /// A connection closed: release its locks, drop its waiters.
     pub fn disconnect(&self, conn: u64) {
         self.send(Command::Disconnect(conn));
+    }
+
+    /// Whether a connection holds a lock or has a request waiting (a connection that
+    /// does may be silent for as long as it likes).
+    pub async fn holds(&self, conn: u64) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Holds(conn, tx));
+        rx.await.unwrap_or(false)
     }
 
     /// Records a new pool job with its inputs.
@@ -457,6 +470,18 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "cache_size", -512)
         .map_err(sqlite)?;
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    if version == 1 {
+        // Schema 2: acknowledged gets (delivery counts, dead-letter settings).
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE queues ADD COLUMN max_deliveries INTEGER;
+             ALTER TABLE queues ADD COLUMN dead_letter TEXT;
+             ALTER TABLE queue_items ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )
+        .map_err(sqlite)?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
     // Checkpoints are run by the store task itself (see `Checkpoints`), not by SQLite
@@ -475,27 +500,42 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 /// steady the load. (A checkpoint on another thread never catches up while writes go on:
 /// measured here, 1 GB of WAL in 25 s under 8 busy clients.) Checkpointing often keeps
 /// each one small: a few pages and an fsync.
+///
+/// Every [`Checkpoints::EVERY_COMMITS`] commits, every [`Checkpoints::EVERY`], and as soon
+/// as the WAL passes [`Checkpoints::MAX_WAL_BYTES`]: a burst of large items would otherwise
+/// write hundreds of megabytes within one second (and refill a disk just freed).
 struct Checkpoints {
     commits: u32,
     last: Instant,
+    wal: PathBuf,
 }
 
 impl Checkpoints {
     const EVERY_COMMITS: u32 = 1000;
     const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    /// The WAL size past which the next batch is followed by a checkpoint.
+    const MAX_WAL_BYTES: u64 = 4 * 1024 * 1024;
 
-    fn new() -> Checkpoints {
+    fn new(db: &Path) -> Checkpoints {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
         Checkpoints {
             commits: 0,
             last: Instant::now(),
+            wal: wal.into(),
         }
     }
 
     fn after_batch(&mut self, conn: &Connection, wrote: bool, path: &Path) {
         self.commits += u32::from(wrote);
-        if self.commits == 0
-            || (self.commits < Self::EVERY_COMMITS && self.last.elapsed() < Self::EVERY)
-        {
+        if self.commits == 0 {
+            return;
+        }
+        let due = self.commits >= Self::EVERY_COMMITS
+            || self.last.elapsed() >= Self::EVERY
+            // One stat per batch that wrote: next to its commit, nothing.
+            || (wrote && std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > Self::MAX_WAL_BYTES));
+        if !due {
             return;
         }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -513,7 +553,7 @@ async fn serve(
     mut prims: Primitives,
 ) {
     let mut batch = Vec::new();
-    let mut checkpoints = Checkpoints::new();
+    let mut checkpoints = Checkpoints::new(&path);
     let mut totals = LazyTotals::default();
     loop {
         // Sleep until a command arrives, the next waiter times out, or queue totals are due.
@@ -535,10 +575,15 @@ async fn serve(
             return;
         }
         batch.extend(first);
-        // Group commit: take whatever else is already waiting, up to a bound.
-        while batch.len() < 1024 {
+        // Group commit: take whatever else is already waiting, up to a bound in commands
+        // and in item bytes (so one commit cannot write a disk's worth of WAL).
+        let mut bytes = batch.iter().map(item_bytes).sum::<usize>();
+        while batch.len() < 1024 && bytes < MAX_BATCH_ITEM_BYTES {
             match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
+                Ok(cmd) => {
+                    bytes += item_bytes(&cmd);
+                    batch.push(cmd);
+                }
                 Err(_) => break,
             }
         }
@@ -547,6 +592,37 @@ async fn serve(
         // cross-thread hand-off on the way to the reply.
         let wrote = run_batch(&mut conn, &mut prims, &mut batch, &path, &mut totals);
         checkpoints.after_batch(&conn, wrote, &path);
+    }
+}
+
+/// Item bytes one batch takes at most (past the first command): with the WAL's size
+/// checkpoint, what bounds the WAL however large the burst.
+const MAX_BATCH_ITEM_BYTES: usize = 4 * 1024 * 1024;
+
+/// About how many bytes a command's queue item adds to the WAL (its JSON's length).
+fn item_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::Primitive {
+            op: Op::QueuePut { value, .. },
+            ..
+        } => json_len(value),
+        _ => 0,
+    }
+}
+
+/// About the length of `value` as JSON, without serializing it.
+fn json_len(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|v| json_len(v) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_len(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -562,6 +638,7 @@ fn changes_visible_state(cmd: &Command) -> bool {
         | Command::PoolItemDone { .. }
         | Command::PoolJobEnded { .. } => true,
         Command::Sync(_)
+        | Command::Holds(..)
         | Command::OpenRuns(_)
         | Command::MaxRunId(_)
         | Command::History(..)
@@ -595,8 +672,9 @@ fn run_batch(
     if batch.iter().any(|c| matches!(c, Command::Sync(_))) {
         totals.flush_now();
     }
-    // A wake-up for a waiter's deadline alone has nothing to commit.
-    let result = if batch.is_empty() && !totals.is_due() {
+    // A wake-up for a waiter's deadline alone has nothing to commit (one for a lease's
+    // may: a returned item can go straight to a waiting getter).
+    let result = if batch.is_empty() && !totals.is_due() && !prims.leases_due(Instant::now()) {
         Ok(())
     } else {
         apply(conn, prims, batch, &mut fx, totals)
@@ -676,6 +754,7 @@ fn apply(
     if let Some(e) = failure {
         return Err(e); // dropping `tx` rolls back
     }
+    prims.expire_leases(Instant::now(), &mut fx.changes, &mut fx.outbox);
     write_changes(&tx, prims, &fx.changes, totals)?;
     tx.commit()
 }
@@ -694,6 +773,9 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         })),
         Command::OpenRuns(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(Vec::new());
+        })),
+        Command::Holds(_, reply) => fx.after_commit.push(Box::new(move || {
+            let _ = reply.send(true);
         })),
         Command::MaxRunId(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(0);
@@ -724,7 +806,13 @@ fn apply_one(
         Command::Primitive { conn, op, reply } => {
             prims.apply(conn, op, reply, &mut fx.changes, &mut fx.outbox);
         }
-        Command::Disconnect(id) => prims.disconnect(id, &mut fx.outbox),
+        Command::Disconnect(id) => prims.disconnect(id, &mut fx.changes, &mut fx.outbox),
+        Command::Holds(id, reply) => {
+            let holds = prims.holds(id);
+            fx.after_commit.push(Box::new(move || {
+                let _ = reply.send(holds);
+            }));
+        }
         Command::RunStarted(r) => {
             tx.prepare_cached(
                 "INSERT INTO runs (id, unit, instance, pid, start_time, started_at, restart_count, daemon)
@@ -877,6 +965,20 @@ fn write_changes(
                 tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1 AND seq <= ?2")?
                     .execute(params![queue, up_to])?;
             }
+            ItemChange::Delete { queue, seq } => {
+                tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1 AND seq = ?2")?
+                    .execute(params![queue, seq])?;
+            }
+            ItemChange::Delivered {
+                queue,
+                seq,
+                deliveries,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE queue_items SET deliveries = ?3 WHERE queue = ?1 AND seq = ?2",
+                )?
+                .execute(params![queue, seq, deliveries])?;
+            }
             ItemChange::Clear { queue } => {
                 tx.prepare_cached("DELETE FROM queue_items WHERE queue = ?1")?
                     .execute(params![queue])?;
@@ -903,15 +1005,18 @@ fn write_changes(
         match prims.queue(name) {
             Some(q) => {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO queues (name, maxsize, put_total, got_total, next_seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO queues
+                     (name, maxsize, put_total, got_total, next_seq, max_deliveries, dead_letter)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
                     name,
                     q.maxsize.map(|m| m as i64),
                     q.put_total as i64,
                     q.got_total as i64,
-                    q.next_seq
+                    q.next_seq,
+                    q.max_deliveries,
+                    q.dead_letter
                 ])?;
                 totals.on_disk.insert(name.clone());
             }
@@ -968,18 +1073,29 @@ fn next_epoch(conn: &Connection) -> rusqlite::Result<u64> {
 /// The committed coordination state.
 fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
-    let mut stmt =
-        conn.prepare_cached("SELECT name, maxsize, put_total, got_total, next_seq FROM queues")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, maxsize, put_total, got_total, next_seq, max_deliveries, dead_letter FROM queues",
+    )?;
     let rows = stmt.query_map([], |r| {
         let mut q = Queue::new(r.get::<_, Option<i64>>(1)?.map(|m| m as usize));
         q.put_total = r.get::<_, i64>(2)? as u64;
         q.got_total = r.get::<_, i64>(3)? as u64;
         q.next_seq = r.get(4)?;
+        q.max_deliveries = r.get(5)?;
+        q.dead_letter = r.get(6)?;
         Ok((r.get::<_, String>(0)?, q))
     })?;
     snapshot.queues = rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
-    let mut stmt =
-        conn.prepare_cached("SELECT queue, seq, value FROM queue_items ORDER BY queue, seq")?;
+    // The rows' totals lag (see `LazyTotals`); the items do not. Every put takes the next
+    // position, so the puts missing from a row are the positions past its `next_seq`.
+    let row_next: HashMap<String, i64> = snapshot
+        .queues
+        .iter()
+        .map(|(name, q)| (name.clone(), q.next_seq))
+        .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT queue, seq, value, deliveries FROM queue_items ORDER BY queue, seq",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let name: String = row.get(0)?;
@@ -989,7 +1105,17 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             .or_insert_with(|| Queue::new(None));
         let seq: i64 = row.get(1)?;
         q.next_seq = q.next_seq.max(seq + 1);
-        q.items.push_back((seq, row.get(2)?));
+        // Items in flight when corrald last stopped are waiting again: their consumers'
+        // leases ended with it.
+        q.items.push_back(Item {
+            seq,
+            value: row.get(2)?,
+            deliveries: row.get(3)?,
+        });
+    }
+    for (name, q) in &mut snapshot.queues {
+        let stored_next = row_next.get(name).copied().unwrap_or(1);
+        q.put_total += u64::try_from(q.next_seq - stored_next).unwrap_or(0);
     }
     let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
     snapshot.counters = stmt

@@ -32,6 +32,17 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Default cap on one frame (one JSON line), in bytes.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 
+/// Largest reply corrald sends, in bytes of its frame: a reply that would be larger is
+/// replaced by a `too_large` error that says how to ask for less.
+pub const MAX_REPLY_BYTES: usize = 8 << 20;
+
+/// Most array elements in one reply ([`Op::ArrayGet`] slices, [`ArrayValue`]).
+pub const MAX_ARRAY_SLICE: usize = 65_536;
+
+/// Most bytes of items (as stored JSON) one [`Op::QueueGet`] hands out: a `count` that
+/// would take more gets fewer items (always at least one).
+pub const MAX_GET_BYTES: usize = 1 << 20;
+
 /// One request: an id echoed in the reply, and the operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -171,13 +182,22 @@ pub enum Op {
         wait: bool,
     },
 
-    /// Create a queue, or change its capacity. Result: [`QueueInfo`].
+    /// Create a queue, or change its settings (each one left out is reset to its
+    /// default). Result: [`QueueInfo`].
     QueueDeclare {
         /// Queue name.
         queue: String,
-        /// Capacity; `None` for unbounded.
+        /// Capacity (waiting plus in-flight items); `None` for unbounded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         maxsize: Option<usize>,
+        /// An item delivered this many times by acknowledged gets and returned unacked
+        /// once more goes to the dead-letter queue instead of back to this one. `None`:
+        /// redelivered forever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_deliveries: Option<u32>,
+        /// The dead-letter queue; `None`: `NAME.dead`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dead_letter: Option<String>,
     },
     /// Append an item (any JSON value); answered once it is durable. On a full queue,
     /// waits for room (up to `timeout_ms`; forever if absent) or, with `block: false`,
@@ -194,8 +214,13 @@ pub enum Op {
         #[serde(default = "yes")]
         block: bool,
     },
-    /// Take up to `count` items (at least one), oldest first; the items are removed in
-    /// the transaction committed before this reply. On an empty queue, waits (up to
+    /// Take up to `count` items (at least one), oldest first, as many as fit in
+    /// [`MAX_GET_BYTES`] (always at least one); the items are removed in the transaction
+    /// committed before this reply (at most once). With `ack`, they are instead leased (at
+    /// least once): they stay stored, their delivery count is raised in that transaction,
+    /// and they are removed by [`Op::QueueAck`]; a lease that is nacked, passes
+    /// `visibility_ms`, or whose connection closes (unless `detach`) puts its item back at
+    /// the head of the queue. On an empty queue, waits (up to
     /// `timeout_ms`; forever if absent) or, with `block: false`, fails at once with
     /// `empty`. Result: [`QueueGetResult`].
     QueueGet {
@@ -210,6 +235,34 @@ pub enum Op {
         /// Wait at all.
         #[serde(default = "yes")]
         block: bool,
+        /// Lease the items (acknowledged delivery) instead of removing them.
+        #[serde(default, skip_serializing_if = "is_false")]
+        ack: bool,
+        /// With `ack`: how long the lease lasts ([`DEFAULT_VISIBILITY_MS`] if absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visibility_ms: Option<u64>,
+        /// With `ack`: the lease outlives this connection (only the visibility timeout,
+        /// an ack or a nack ends it), so another connection may ack it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        detach: bool,
+    },
+    /// Remove leased items for good (their processing is done). Result: [`QueueAckResult`].
+    /// A lease that is no longer held (acked, nacked, expired, or from before a restart
+    /// of corrald) is `not_held`, and nothing changes.
+    QueueAck {
+        /// Queue name.
+        queue: String,
+        /// Lease ids from [`QueueGetResult::leases`].
+        ids: Vec<u64>,
+    },
+    /// Put leased items back at the head of the queue now, for another delivery (or to
+    /// the dead-letter queue past `max_deliveries`). Result: [`QueueAckResult`]; a lease
+    /// no longer held is `not_held`.
+    QueueNack {
+        /// Queue name.
+        queue: String,
+        /// Lease ids from [`QueueGetResult::leases`].
+        ids: Vec<u64>,
     },
     /// Number of items. An unknown queue is empty: 0. Result: [`QueueInfo`].
     QueueLen {
@@ -279,13 +332,23 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         values: Option<Vec<serde_json::Number>>,
     },
-    /// The whole array ([`ArrayValue`]) or, with `index`, one element ([`ArrayItem`]).
+    /// The whole array or, with `offset`/`length`, a slice of it ([`ArrayValue`]); with
+    /// `index`, one element ([`ArrayItem`]). One reply carries at most
+    /// [`MAX_ARRAY_SLICE`] elements: a longer array is read in slices (a request for more
+    /// is a `too_large` error naming the limit).
     ArrayGet {
         /// Array name.
         array: String,
         /// Element index, from 0.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index: Option<usize>,
+        /// First element of the slice (default 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<usize>,
+        /// Most elements of the slice (fewer at the end of the array; 0 gives only the
+        /// type and length); at most [`MAX_ARRAY_SLICE`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        length: Option<usize>,
     },
     /// Set one element. Result: [`ArrayItem`].
     ArraySet {
@@ -415,6 +478,8 @@ impl Op {
             Op::QueueDeclare { .. }
                 | Op::QueuePut { .. }
                 | Op::QueueGet { .. }
+                | Op::QueueAck { .. }
+                | Op::QueueNack { .. }
                 | Op::QueueLen { .. }
                 | Op::QueueList {}
                 | Op::QueuePurge { .. }
@@ -444,6 +509,10 @@ fn yes() -> bool {
 
 fn one() -> usize {
     1
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a shutdown would do, in order. Steps with the same `order` happen together.
@@ -584,6 +653,30 @@ pub struct QueuePutResult {
 pub struct QueueGetResult {
     /// The items, oldest first.
     pub items: Vec<Value>,
+    /// With `ack`: the lease of each item, in the same order as `items`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<Lease>,
+}
+
+/// How long a lease of an acknowledged get lasts unless the get says otherwise.
+pub const DEFAULT_VISIBILITY_MS: u64 = 30_000;
+
+/// The lease on one item handed out by an acknowledged get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Names the lease in [`Op::QueueAck`] and [`Op::QueueNack`]; never reused, also
+    /// across restarts of corrald.
+    pub id: u64,
+    /// How many times the item has been delivered by acknowledged gets, this one
+    /// included: 2 or more means an earlier consumer did not ack it.
+    pub deliveries: u32,
+}
+
+/// Result of [`Op::QueueAck`] and [`Op::QueueNack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueAckResult {
+    /// Leases ended (every id given).
+    pub count: usize,
 }
 
 /// One queue, as in [`Op::QueueList`], [`Op::QueueLen`] and [`Op::QueueDeclare`].
@@ -593,12 +686,21 @@ pub struct QueueInfo {
     pub queue: String,
     /// Items waiting.
     pub depth: usize,
+    /// Items handed out by acknowledged gets and not yet acked (still stored).
+    #[serde(default)]
+    pub in_flight: usize,
     /// Capacity, if bounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxsize: Option<usize>,
+    /// Deliveries after which an unacked item goes to `dead_letter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u32>,
+    /// The dead-letter queue (set with `max_deliveries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
     /// Items ever put.
     pub put_total: u64,
-    /// Items ever taken.
+    /// Items ever taken (by a plain get, or acked).
     pub got_total: u64,
     /// Clients blocked in `get`.
     pub waiting_getters: usize,
@@ -647,15 +749,26 @@ pub struct CounterListResult {
     pub counters: Vec<CounterValue>,
 }
 
-/// A whole array.
+/// An array, or a slice of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArrayValue {
     /// Array name.
     pub array: String,
     /// Element type.
     pub kind: ArrayKind,
-    /// The elements.
+    /// The elements, from `offset` (at most [`MAX_ARRAY_SLICE`]; the reply to
+    /// `array_create` carries the first slice of a longer array).
     pub values: Vec<serde_json::Number>,
+    /// Index of the first element in `values`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: usize,
+    /// Number of elements of the whole array.
+    #[serde(default)]
+    pub length: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One array element.
@@ -988,6 +1101,10 @@ impl std::fmt::Display for ExitStatus {
 pub struct StatusResult {
     /// Units in name order.
     pub units: Vec<UnitStatus>,
+    /// How corrald tracks and stops instances: in cgroups of their own (where a
+    /// writable cgroup v2 hierarchy exists) or by process group, with the reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub supervision: String,
 }
 
 /// Result of [`Op::Timers`].
@@ -1073,6 +1190,13 @@ pub struct InstanceStatus {
     /// Why the last readiness or health probe failed, while it is the latest outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_error: Option<String>,
+    /// CPU time used by everything in the instance's cgroup (µs), in cgroup mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_usec: Option<u64>,
+    /// Memory charged to the instance's cgroup (bytes), where a memory controller
+    /// accounts for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_bytes: Option<u64>,
 }
 
 /// Result of [`Op::Start`], [`Op::Stop`] and [`Op::Restart`].

@@ -164,6 +164,25 @@ impl TestDaemon {
         self
     }
 
+    /// Like [`TestDaemon::start`], with corrald's descriptor limit (soft and hard) set to
+    /// `nofile`, so that tests can run it out of descriptors with few connections.
+    pub fn start_with_nofile(&mut self, nofile: u64) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        self.start_with(move |cmd| {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        nofile,
+                        nofile,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        })
+    }
+
     /// corrald's pid.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
@@ -270,6 +289,13 @@ impl Default for TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        self.stop_for_drop();
+        self.remove_cgroups();
+    }
+}
+
+impl TestDaemon {
+    fn stop_for_drop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -286,6 +312,112 @@ impl Drop for TestDaemon {
         std::thread::sleep(Duration::from_millis(500));
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// The cgroups this test's corrald made (listed in its state directory's `cgroups`
+    /// file): whatever is still in them is killed (`cgroup.kill`) and they are removed,
+    /// so that a test leaves nothing behind on the machine, even after a `kill -9`.
+    fn remove_cgroups(&self) {
+        let Ok(listing) = std::fs::read_to_string(self.state_dir().join("cgroups")) else {
+            return;
+        };
+        for base in listing.lines().map(PathBuf::from) {
+            let leaves: Vec<PathBuf> = std::fs::read_dir(&base)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for leaf in leaves.iter().chain(std::iter::once(&base)) {
+                let _ = std::fs::write(leaf.join("cgroup.kill"), "1");
+                let start = Instant::now();
+                while std::fs::remove_dir(leaf).is_err()
+                    && leaf.exists()
+                    && start.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// A system user for a test (made with `useradd`, so the test must run as root),
+/// removed on drop.
+pub struct TestUser {
+    /// Its login name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// A new user, or `None` when not root or `useradd` is missing (the test then skips).
+    pub fn create() -> Option<TestUser> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "corral-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                &name,
+            ])
+            .status()
+            .ok()?;
+        if !made.success() {
+            return None;
+        }
+        let user = nix::unistd::User::from_name(&name).ok()??;
+        Some(TestUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
+    /// A command that runs `program` as this user (through `setpriv`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--reuid",
+                &self.uid.to_string(),
+                "--regid",
+                &self.gid.to_string(),
+                "--clear-groups",
+            ])
+            .arg(program)
+            .current_dir("/");
+        command
+    }
+
+    /// Runs corralctl as this user.
+    pub fn ctl(&self, d: &TestDaemon, args: &[&str]) -> Output {
+        self.command(bin("corralctl"))
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args)
+            .output()
+            .expect("setpriv")
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
     }
 }
 

@@ -19,7 +19,7 @@ from ._client import PROTOCOL_VERSION, Connection, call, socket_path
 from ._lock import Lock
 from ._pool import AsyncResult, Pool, PoolIterator
 from ._process import Process
-from ._queue import Queue
+from ._queue import Message, Queue
 from ._shared import Array, Value
 from .errors import (
     CorralConnectionError,
@@ -42,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Queue",
+    "Message",
     "Value",
     "Array",
     "Lock",

@@ -91,6 +91,10 @@ _KINDS.update({c: "i64" for c in "bBhHiIlLqQ"})
 _KINDS.update({c: "f64" for c in "fd"})
 
 
+# Most elements corrald sends in one reply (MAX_ARRAY_SLICE in the protocol).
+_MAX_ARRAY_SLICE = 65536
+
+
 class Array:
     """A named fixed-length array of ``i64`` or ``f64`` (``multiprocessing.Array``).
 
@@ -111,7 +115,7 @@ class Array:
         self.name = name
         self._socket = socket
         if typecode_or_kind is None and size_or_initializer is None:
-            result = self._call("array_get")
+            result = self._call("array_get", length=0)
         else:
             kind = _KINDS.get(typecode_or_kind)
             if kind is None:
@@ -135,7 +139,7 @@ class Array:
                 fields["values"] = values
             result = self._call("array_create", **fields)
         self.kind = result["kind"]
-        self._length = len(result["values"])
+        self._length = result.get("length", len(result["values"]))
 
     def _call(self, op, **fields):
         return _client.call(op, socket=self._socket, array=self.name, **fields)
@@ -196,8 +200,14 @@ class Array:
         return self._convert(result["value"])
 
     def tolist(self):
-        """Every element, read at once."""
-        return [self._convert(v) for v in self._call("array_get")["values"]]
+        """Every element, read at once (a long array in slices of at most 65,536
+        elements, each read at once)."""
+        values = []
+        while True:
+            part = self._call("array_get", offset=len(values), length=_MAX_ARRAY_SLICE)
+            values.extend(self._convert(v) for v in part["values"])
+            if not part["values"] or len(values) >= part.get("length", len(values)):
+                return values
 
     def __iter__(self):
         return iter(self.tolist())

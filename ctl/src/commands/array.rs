@@ -89,6 +89,8 @@ pub fn get(
     let item: ArrayItem = client.call(Op::ArrayGet {
         array: name.to_owned(),
         index: Some(index),
+        offset: None,
+        length: None,
     })?;
     print_item(out, &item);
     Ok(ExitCode::SUCCESS)

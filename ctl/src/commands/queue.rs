@@ -1,16 +1,17 @@
-//! `queue put`, `get`, `len`, `list`, `purge`, `delete`, `declare`.
+//! `queue put`, `get` (and `get --ack`, `ack`, `nack`), `len`, `list`, `purge`, `delete`,
+//! `declare`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
 
 use corral_client::proto::{
-    QueueGetResult, QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
+    Op, QueueGetResult, QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
 };
 use corral_client::{Client, Error, ErrorCode, Queue};
 use serde_json::Value;
 
 use super::{failed, failed_as, print_lines};
-use crate::args::{Wait, format_item, parse_item};
+use crate::args::{Timeout, Wait, format_item, parse_item};
 use crate::output::{Output, table};
 
 pub fn put(
@@ -112,12 +113,90 @@ pub fn get(
         (Err(e), _) => return Err(e),
     };
     if out.json {
-        out.print_json(&QueueGetResult { items });
+        out.print_json(&QueueGetResult {
+            items,
+            leases: Vec::new(),
+        });
         return Ok(ExitCode::SUCCESS);
     }
     Ok(print_lines(items.iter().map(format_item)))
 }
 
+/// `queue get --ack`: the leases are detached, since this process exits before the
+/// items are processed; the visibility timeout, `ack` or `nack` ends them.
+pub fn get_ack(
+    client: &Client,
+    out: &Output,
+    name: &str,
+    count: usize,
+    wait: Wait,
+    visibility: Option<Timeout>,
+) -> Result<ExitCode, Error> {
+    let op = Op::QueueGet {
+        queue: name.to_owned(),
+        count,
+        timeout_ms: match wait {
+            Wait::For(t) => Some(t.millis()),
+            Wait::Forever | Wait::No => None,
+        },
+        block: wait != Wait::No,
+        ack: true,
+        visibility_ms: visibility.map(|v| v.millis().max(1)),
+        detach: true,
+    };
+    let result: QueueGetResult = match (client.call(op), wait) {
+        (Ok(result), _) => result,
+        (Err(e), Wait::No) if is_empty(&e) => {
+            return Ok(failed_as("empty", format!("queue {name} is empty")));
+        }
+        (Err(e), Wait::For(t)) if is_empty(&e) => {
+            return Ok(failed_as(
+                "timeout",
+                format!("queue {name}: no item within {t}"),
+            ));
+        }
+        (Err(e), _) => return Err(e),
+    };
+    if out.json {
+        out.print_json(&result);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lines = result
+        .leases
+        .iter()
+        .zip(&result.items)
+        .map(|(lease, item)| format!("{}\t{}", lease.id, format_item(item)));
+    Ok(print_lines(lines.collect::<Vec<_>>()))
+}
+
+/// `queue ack` (`done`) and `queue nack`.
+pub fn ack(
+    client: &Client,
+    out: &Output,
+    name: &str,
+    ids: &[u64],
+    done: bool,
+) -> Result<ExitCode, Error> {
+    let queue = client.queue(name);
+    let result = if done {
+        queue.ack(ids)
+    } else {
+        queue.nack(ids)
+    };
+    match result {
+        Ok(count) => {
+            if out.json {
+                out.print_json(&corral_client::proto::QueueAckResult { count });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.code() == Some(ErrorCode::NotHeld) => Ok(failed_as(
+            "not_held",
+            e.to_string() + "; get the item again with `corralctl queue get --ack`",
+        )),
+        Err(e) => Err(e),
+    }
+}
 fn is_empty(e: &Error) -> bool {
     matches!(e.code(), Some(ErrorCode::Empty | ErrorCode::Timeout))
 }
@@ -149,6 +228,7 @@ fn list_table(queues: &[QueueInfo]) -> String {
             vec![
                 q.queue.clone(),
                 q.depth.to_string(),
+                q.in_flight.to_string(),
                 q.maxsize.map_or("-".into(), |m| m.to_string()),
                 q.put_total.to_string(),
                 q.got_total.to_string(),
@@ -157,7 +237,15 @@ fn list_table(queues: &[QueueInfo]) -> String {
         })
         .collect();
     table(
-        &["QUEUE", "DEPTH", "MAXSIZE", "PUT", "GOT", "WAITING"],
+        &[
+            "QUEUE",
+            "DEPTH",
+            "IN FLIGHT",
+            "MAXSIZE",
+            "PUT",
+            "GOT",
+            "WAITING",
+        ],
         &rows,
     )
 }
@@ -207,15 +295,23 @@ pub fn declare(
     out: &Output,
     name: &str,
     maxsize: Option<usize>,
+    max_deliveries: Option<u32>,
+    dead_letter: Option<&str>,
 ) -> Result<ExitCode, Error> {
-    let info = client.queue(name).declare(maxsize)?;
+    let info = client
+        .queue(name)
+        .declare_dead_letter(maxsize, max_deliveries, dead_letter)?;
     if out.json {
         out.print_json(&info);
     } else {
         let capacity = info
             .maxsize
             .map_or("unbounded".into(), |m| format!("maxsize {m}"));
-        println!("queue {name}: {capacity}, {} item(s)", info.depth);
+        let dead = match (info.max_deliveries, &info.dead_letter) {
+            (Some(n), Some(q)) => format!(", to {q} after {n} deliveries"),
+            _ => String::new(),
+        };
+        println!("queue {name}: {capacity}{dead}, {} item(s)", info.depth);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -228,7 +324,10 @@ mod tests {
         QueueInfo {
             queue: "jobs".into(),
             depth: 3,
+            in_flight: 0,
             maxsize: None,
+            max_deliveries: None,
+            dead_letter: None,
             put_total: 10,
             got_total: 7,
             waiting_getters: getters,
@@ -249,12 +348,13 @@ mod tests {
         let mut bounded = info(0, 0);
         bounded.queue = "b".into();
         bounded.maxsize = Some(5);
+        bounded.in_flight = 2;
         let t = list_table(&[info(1, 0), bounded]);
         assert_eq!(
             t,
-            "QUEUE  DEPTH  MAXSIZE  PUT  GOT  WAITING\n\
-             jobs   3      -        10   7    1 get\n\
-             b      3      5        10   7    -\n"
+            "QUEUE  DEPTH  IN FLIGHT  MAXSIZE  PUT  GOT  WAITING\n\
+             jobs   3      0          -        10   7    1 get\n\
+             b      3      2          5        10   7    -\n"
         );
     }
 }

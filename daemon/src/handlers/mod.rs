@@ -40,6 +40,11 @@ impl Connection {
         }
     }
 
+    /// The connection's id, unique for the life of corrald.
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
     /// Releases whatever the connection held (its locks go to the next waiters).
     pub async fn close(&self, ctx: &Context) {
         ctx.store.disconnect(self.info.id);
@@ -189,15 +194,41 @@ pub use crate::primitives::Outcome;
 /// connection once the change is committed (or the wait ends). The reader does not wait
 /// for it: the next request is read at once, so pipelined operations share commits.
 async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Replies) -> bool {
-    let Some(permit) = replies.permit().await else {
+    let Some(room) = replies
+        .room(reply_estimate(&op, ctx.settings.max_item_bytes))
+        .await
+    else {
         return false;
     };
     let replies = replies.clone();
     let reply = Box::new(move |outcome: Outcome| {
-        replies.send_with(into_response(id, outcome), Some(permit));
+        replies.send_with(into_response(id, outcome), room);
     });
     ctx.store.primitive(conn.info, op, reply);
     true
+}
+
+/// The most bytes the reply to a coordination operation may take, reserved before the
+/// operation is handed to the store: what a connection has asked for, and not yet
+/// read, stays within its `max_unread_bytes` even for replies produced all at once.
+fn reply_estimate(op: &Op, max_item_bytes: usize) -> usize {
+    use crate::server::SMALL_REPLY;
+    use corral_proto::{MAX_ARRAY_SLICE, MAX_GET_BYTES};
+    // The longest i64 or f64 in JSON, with its comma.
+    const PER_ELEMENT: usize = 26;
+    match op {
+        Op::ArrayGet {
+            index: None,
+            length,
+            ..
+        } => length.unwrap_or(MAX_ARRAY_SLICE).min(MAX_ARRAY_SLICE) * PER_ELEMENT + SMALL_REPLY,
+        Op::ArrayCreate { length, .. } => {
+            (*length).min(MAX_ARRAY_SLICE) * PER_ELEMENT + SMALL_REPLY
+        }
+        Op::QueueGet { count: 1, .. } => max_item_bytes + SMALL_REPLY,
+        Op::QueueGet { .. } => MAX_GET_BYTES + max_item_bytes + SMALL_REPLY,
+        _ => SMALL_REPLY,
+    }
 }
 
 fn into_response(id: u64, outcome: Outcome) -> Response {

@@ -26,6 +26,7 @@ pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
         if let Some(job) = jobs.iter().find(|j| &j.name == name) {
             return ok(corral_proto::StatusResult {
                 units: vec![job.clone()],
+                supervision: String::new(),
             });
         }
     }
@@ -339,6 +340,19 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
         if !corral_config::valid_unit_name(n) {
             return Err(bad(format!(
                 "invalid unit name `{n}`: use letters, digits and `_ - . @`, not starting with `.`"
+            )));
+        }
+    }
+    // The rule unit files follow, so a name that no unit could set is refused here too.
+    for (key, value) in &env {
+        if let Some(problem) = corral_config::env_name_problem(key) {
+            return Err(bad(format!(
+                "environment variable names {problem}: `{key}`"
+            )));
+        }
+        if value.contains('\0') {
+            return Err(bad(format!(
+                "environment variable `{key}`: values must not contain NUL bytes"
             )));
         }
     }

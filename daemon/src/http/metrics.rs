@@ -58,10 +58,11 @@ fn ticks_and_page() -> (f64, u64) {
 }
 
 /// CPU, memory and restarts of each instance that has a process, labelled by unit and
-/// instance.
+/// instance: its cgroup's figures where corrald has cgroups (everything the instance
+/// started), else its main process's.
 fn instance_series(f: &mut Family<'_>, units: &[Value]) {
     let (ticks, page) = ticks_and_page();
-    let running: Vec<(&str, String, u64, u64)> = units
+    let stats: Vec<(&str, String, f64, u64, u64)> = units
         .iter()
         .flat_map(|u| {
             let name = u["name"].as_str().unwrap_or("");
@@ -71,40 +72,40 @@ fn instance_series(f: &mut Family<'_>, units: &[Value]) {
                 .flatten()
                 .filter_map(move |i| {
                     let pid = i["pid"].as_u64()?;
+                    let stat = ProcStat::read(pid as i32)?;
+                    let cpu = i["cgroup_cpu_usec"]
+                        .as_u64()
+                        .map_or(stat.cpu_ticks as f64 / ticks, |us| us as f64 / 1e6);
+                    let rss = i["cgroup_memory_bytes"]
+                        .as_u64()
+                        .unwrap_or(stat.rss_pages * page);
                     let index = i["instance"].as_u64().unwrap_or(0).to_string();
-                    Some((name, index, pid, i["restarts"].as_u64().unwrap_or(0)))
+                    Some((name, index, cpu, rss, i["restarts"].as_u64().unwrap_or(0)))
                 })
-        })
-        .collect();
-    let stats: Vec<_> = running
-        .iter()
-        .filter_map(|(unit, index, pid, restarts)| {
-            let stat = ProcStat::read(*pid as i32)?;
-            Some((*unit, index.as_str(), stat, *restarts))
         })
         .collect();
     f.head(
         "corral_instance_cpu_seconds_total",
         "counter",
-        "CPU time (user and system) of each running instance's main process.",
+        "CPU time (user and system) of each running instance: its cgroup's, else its main process's.",
     );
-    for (unit, index, stat, _) in &stats {
+    for (unit, index, cpu, _, _) in &stats {
         f.sample(
             "corral_instance_cpu_seconds_total",
             &[("unit", unit), ("instance", index)],
-            format!("{:.2}", stat.cpu_ticks as f64 / ticks),
+            format!("{cpu:.2}"),
         );
     }
     f.head(
         "corral_instance_resident_memory_bytes",
         "gauge",
-        "Resident set size of each running instance's main process.",
+        "Memory of each running instance: charged to its cgroup, else its main process's RSS.",
     );
-    for (unit, index, stat, _) in &stats {
+    for (unit, index, _, rss, _) in &stats {
         f.sample(
             "corral_instance_resident_memory_bytes",
             &[("unit", unit), ("instance", index)],
-            stat.rss_pages * page,
+            rss,
         );
     }
     f.head(
@@ -112,7 +113,7 @@ fn instance_series(f: &mut Family<'_>, units: &[Value]) {
         "gauge",
         "Restarts by policy of each running instance since its unit was last started.",
     );
-    for (unit, index, _, restarts) in &stats {
+    for (unit, index, _, _, restarts) in &stats {
         f.sample(
             "corral_instance_restarts",
             &[("unit", unit), ("instance", index)],

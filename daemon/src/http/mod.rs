@@ -7,6 +7,7 @@
 //! loads nothing from the network and shows a correct snapshot with JavaScript off, then
 //! updates itself from `/api/events` (Server-Sent Events).
 
+mod accept;
 mod metrics;
 mod pages;
 
@@ -87,15 +88,11 @@ pub async fn serve(
             .route("/api/units/{name}/{action}", post(post_unit))
             .route("/api/pools/{id}/cancel", post(post_cancel));
     }
+    let limits = ctx.settings.http_limits;
     let app = app
         .fallback(|| async { error(ErrorBody::new(ErrorCode::NotFound, "no such page")) })
         .with_state(ctx);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!("http server: {e}");
-    }
+    accept::serve(listener, app, limits, shutdown).await;
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -90,29 +90,38 @@ fn cell(text: &str) -> String {
     esc(text)
 }
 
-/// Per-process CPU (average since start) and RSS, read from /proc, keyed by pid.
+/// Per-instance CPU (average since start) and memory, keyed by pid: from the instance's
+/// cgroup where corrald has cgroups (everything the instance started), else the main
+/// process's from /proc.
 pub fn process_stats(status: &Value) -> Value {
     let mut map = serde_json::Map::new();
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|t| t.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
-    let pids = status["units"]
+    let instances = status["units"]
         .as_array()
         .into_iter()
         .flatten()
-        .flat_map(|u| u["instances"].as_array().cloned().unwrap_or_default())
-        .filter_map(|i| i["pid"].as_u64());
-    for pid in pids {
+        .flat_map(|u| u["instances"].as_array().cloned().unwrap_or_default());
+    for inst in instances {
+        let Some(pid) = inst["pid"].as_u64() else {
+            continue;
+        };
         let Some(stat) = ProcStat::read(pid as i32) else {
             continue;
         };
         let ticks = 100.0;
-        let cpu = stat.cpu_ticks as f64 / ticks;
+        let cpu = inst["cgroup_cpu_usec"]
+            .as_u64()
+            .map_or(stat.cpu_ticks as f64 / ticks, |us| us as f64 / 1e6);
+        let rss = inst["cgroup_memory_bytes"]
+            .as_u64()
+            .unwrap_or(stat.rss_pages * 4096);
         let age = (uptime - stat.start_time as f64 / ticks).max(0.001);
         map.insert(
             pid.to_string(),
-            json!({"cpu_pct": (cpu / age * 1000.0).round() / 10.0, "rss_bytes": stat.rss_pages * 4096}),
+            json!({"cpu_pct": (cpu / age * 1000.0).round() / 10.0, "rss_bytes": rss}),
         );
     }
     Value::Object(map)

@@ -694,6 +694,7 @@ fn spawn_spec(
         user: spec.user.clone(),
         group: None,
         die_with_parent: false,
+        cgroups: Vec::new(),
     }
 }
 
@@ -947,6 +948,8 @@ impl PoolManager {
             health_failures: 0,
             health_failures_total: 0,
             check_error: None,
+            cgroup_cpu_usec: None,
+            cgroup_memory_bytes: None,
         };
         self.jobs
             .values()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use corral_proto::{
     ArrayInfo, ArrayItem, ArrayKind, ArrayListResult, ArrayValue, CasResult, CounterListResult,
-    CounterValue, ErrorBody, ErrorCode, Op, RemovedResult,
+    CounterValue, ErrorBody, ErrorCode, MAX_ARRAY_SLICE, Op, RemovedResult,
 };
 use serde_json::Number;
 
@@ -114,9 +114,17 @@ impl ArrayData {
 
     /// The elements as JSON numbers.
     pub fn numbers(&self) -> Vec<Number> {
+        self.slice(0, self.len())
+    }
+
+    /// Elements `start..end` as JSON numbers.
+    fn slice(&self, start: usize, end: usize) -> Vec<Number> {
         match self {
-            ArrayData::I64(v) => v.iter().map(|&x| Number::from(x)).collect(),
-            ArrayData::F64(v) => v.iter().filter_map(|&x| Number::from_f64(x)).collect(),
+            ArrayData::I64(v) => v[start..end].iter().map(|&x| Number::from(x)).collect(),
+            ArrayData::F64(v) => v[start..end]
+                .iter()
+                .filter_map(|&x| Number::from_f64(x))
+                .collect(),
         }
     }
 
@@ -278,11 +286,20 @@ pub(super) fn array_op(
             arrays.insert(array, data);
             reply
         }
-        Op::ArrayGet { array, index } => {
+        Op::ArrayGet {
+            array,
+            index,
+            offset,
+            length,
+        } => {
             check_name("array", &array)?;
             let data = arrays.get(&array).ok_or_else(|| not_found(&array))?;
             match index {
-                None => whole(&array, data),
+                None => slice(&array, data, offset.unwrap_or(0), length),
+                Some(_) if offset.is_some() || length.is_some() => Err(ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    "give either `index` (one element) or `offset`/`length` (a slice), not both",
+                )),
                 Some(i) => {
                     check_index(&array, data, i)?;
                     item(&array, data, i)
@@ -350,11 +367,44 @@ pub(super) fn array_op(
     }
 }
 
+/// The reply to `array_create`: the array, or the first slice of a long one.
 fn whole(array: &str, data: &ArrayData) -> Outcome {
+    let end = data.len().min(MAX_ARRAY_SLICE);
     ok(ArrayValue {
         array: array.to_owned(),
         kind: data.kind(),
-        values: data.numbers(),
+        values: data.slice(0, end),
+        offset: 0,
+        length: data.len(),
+    })
+}
+
+/// `array_get` of a slice: up to `length` elements from `offset` (by default, all of
+/// them); one reply carries at most [`MAX_ARRAY_SLICE`] elements.
+fn slice(array: &str, data: &ArrayData, offset: usize, length: Option<usize>) -> Outcome {
+    let len = data.len();
+    if offset > len {
+        return Err(ErrorBody::new(
+            ErrorCode::OutOfRange,
+            format!("offset {offset} is past the end: array `{array}` has {len} elements"),
+        ));
+    }
+    let wanted = length.unwrap_or(len - offset);
+    if wanted > MAX_ARRAY_SLICE {
+        return Err(ErrorBody::new(
+            ErrorCode::TooLarge,
+            format!(
+                "array `{array}` has {len} elements and one reply carries at most {MAX_ARRAY_SLICE}: read it in slices, giving `offset` and a `length` of at most {MAX_ARRAY_SLICE} (the Rust and Python clients' whole-array reads do this)"
+            ),
+        ));
+    }
+    let end = len.min(offset + wanted);
+    ok(ArrayValue {
+        array: array.to_owned(),
+        kind: data.kind(),
+        values: data.slice(offset, end),
+        offset,
+        length: len,
     })
 }
 
@@ -436,6 +486,8 @@ mod tests {
             Op::ArrayGet {
                 array: "a".into(),
                 index: Some(2),
+                offset: None,
+                length: None,
             },
             &mut changes,
         )

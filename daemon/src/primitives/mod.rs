@@ -23,7 +23,7 @@ use corral_proto::{ErrorBody, ErrorCode, Op};
 
 pub use counters::ArrayData;
 pub use locks::Locks;
-pub use queues::Queue;
+pub use queues::{Item, Queue, check_dead_letter};
 
 /// What a reply carries: a result value, or an error.
 pub type Outcome = Result<serde_json::Value, ErrorBody>;
@@ -69,8 +69,8 @@ pub struct ConnInfo {
 pub struct Limits {
     /// Largest queue item, as serialized JSON.
     pub max_item_bytes: usize,
-    /// Capacities of queues declared in `corral.toml`.
-    pub declared_queues: BTreeMap<String, Option<usize>>,
+    /// Queues declared in `corral.toml`, with their settings.
+    pub declared_queues: BTreeMap<String, corral_config::QueueConfig>,
 }
 
 /// Durable changes made by a batch, for the store to write.
@@ -119,6 +119,23 @@ pub enum ItemChange {
         /// Last removed position.
         up_to: i64,
     },
+    /// One item removed (acked, moved to the dead-letter queue, or taken while items
+    /// before it are in flight).
+    Delete {
+        /// Queue name.
+        queue: String,
+        /// Its position.
+        seq: i64,
+    },
+    /// An item handed out by an acknowledged get: its delivery count.
+    Delivered {
+        /// Queue name.
+        queue: String,
+        /// Its position.
+        seq: i64,
+        /// Deliveries so far, this one included.
+        deliveries: u32,
+    },
     /// Every item of the queue (purge or delete).
     Clear {
         /// Queue name.
@@ -134,9 +151,31 @@ struct Waiter {
 }
 
 enum WaitKind {
-    Get { queue: String, count: usize },
-    Put { queue: String, value: String },
-    Lock { lock: String },
+    Get {
+        queue: String,
+        count: usize,
+        lease: Option<queues::LeaseSpec>,
+    },
+    Put {
+        queue: String,
+        value: String,
+    },
+    Lock {
+        lock: String,
+    },
+}
+
+/// A lease on an item in flight (handed out by an acknowledged get). Leases live in
+/// memory only: after a restart of corrald every leased item is waiting again, with the
+/// delivery count it had.
+struct LeaseRecord {
+    queue: String,
+    seq: i64,
+    /// The item's delivery count when leased (tells a lease granted in a rolled-back
+    /// batch, see [`Primitives::restore`]).
+    deliveries: u32,
+    /// The connection whose closing returns the item; `None` for a detached lease.
+    conn: Option<u64>,
 }
 
 /// All coordination state. See the module docs.
@@ -149,6 +188,12 @@ pub struct Primitives {
     waiters: HashMap<u64, Waiter>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     next_waiter: u64,
+    leases: HashMap<u64, LeaseRecord>,
+    /// When leases pass their visibility timeout (entries of ended leases are skipped).
+    lease_deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// `epoch << 32 | n`, like fencing tokens: a lease id is never reused, not even by
+    /// the next life of corrald.
+    next_lease: u64,
 }
 
 /// The durable part of the state, as loaded from disk.
@@ -174,22 +219,47 @@ impl Primitives {
             waiters: HashMap::new(),
             deadlines: BinaryHeap::new(),
             next_waiter: 1,
+            leases: HashMap::new(),
+            lease_deadlines: BinaryHeap::new(),
+            next_lease: (epoch << 32) | 1,
         };
         p.restore(snapshot);
         p
     }
 
     /// Replaces the durable part with `snapshot` (after a failed commit), keeping locks.
-    /// Waiters keep waiting; their queues' contents are as last committed.
+    /// Waiters keep waiting; their queues' contents are as last committed. Leases
+    /// granted before the failed batch are kept; those it granted are forgotten (their
+    /// gets are answered with the error), so their items are waiting again.
     pub fn restore(&mut self, snapshot: Snapshot) {
         self.queues = snapshot.queues;
         self.counters = snapshot.counters;
         self.arrays = snapshot.arrays;
-        for (name, maxsize) in &self.limits.declared_queues {
-            self.queues
+        for (name, conf) in &self.limits.declared_queues {
+            let q = self
+                .queues
                 .entry(name.clone())
-                .or_insert_with(|| Queue::new(*maxsize));
+                .or_insert_with(|| Queue::new(conf.maxsize));
+            // What corral.toml says wins over what was stored.
+            q.maxsize = conf.maxsize;
+            q.max_deliveries = conf.max_deliveries;
+            q.dead_letter.clone_from(&conf.dead_letter);
         }
+        let queues = &mut self.queues;
+        self.leases.retain(|&id, lease| {
+            let Some(q) = queues.get_mut(&lease.queue) else {
+                return false;
+            };
+            let Some(at) = q.items.iter().position(|i| i.seq == lease.seq) else {
+                return false;
+            };
+            if q.items[at].deliveries != lease.deliveries {
+                return false;
+            }
+            let item = q.items.remove(at).expect("found above");
+            q.leased.insert(item.seq, (id, item));
+            true
+        });
         // Waiter lists point into queues: rebuild them from the waiters themselves.
         let mut ids: Vec<u64> = self.waiters.keys().copied().collect();
         ids.sort_unstable();
@@ -229,6 +299,8 @@ impl Primitives {
             Op::QueueDeclare { .. }
             | Op::QueuePut { .. }
             | Op::QueueGet { .. }
+            | Op::QueueAck { .. }
+            | Op::QueueNack { .. }
             | Op::QueueLen { .. }
             | Op::QueueList {}
             | Op::QueuePurge { .. }
@@ -265,13 +337,68 @@ impl Primitives {
     }
 
     /// Forgets a closed connection: releases its locks (granting them to the next
-    /// waiters) and drops its waiters.
-    pub fn disconnect(&mut self, conn: u64, out: &mut Outbox) {
+    /// waiters), drops its waiters, and returns the items it leased (unless detached).
+    pub fn disconnect(&mut self, conn: u64, changes: &mut Changes, out: &mut Outbox) {
         self.waiters.retain(|_, w| w.conn.id != conn);
         for lock in self.locks.held_by(conn) {
             self.locks.release(&lock, conn);
             self.grant_next(&lock, out);
         }
+        let mut leased: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.conn == Some(conn))
+            .map(|(id, _)| *id)
+            .collect();
+        leased.sort_unstable();
+        let mut cx = Cx {
+            changes,
+            out,
+            conn: ConnInfo {
+                id: conn,
+                pid: None,
+                uid: None,
+            },
+        };
+        for id in leased {
+            self.return_lease(id, &mut cx);
+        }
+    }
+
+    /// Whether a lease has passed its visibility timeout (there is work for a batch).
+    pub fn leases_due(&self, now: Instant) -> bool {
+        self.lease_deadlines
+            .peek()
+            .is_some_and(|Reverse((d, _))| *d <= now)
+    }
+
+    /// Returns the items whose lease passed its visibility timeout; part of a batch,
+    /// since serving the getters waiting for them changes what is stored.
+    pub fn expire_leases(&mut self, now: Instant, changes: &mut Changes, out: &mut Outbox) {
+        let mut cx = Cx {
+            changes,
+            out,
+            conn: ConnInfo {
+                id: 0,
+                pid: None,
+                uid: None,
+            },
+        };
+        while let Some(Reverse((deadline, id))) = self.lease_deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.lease_deadlines.pop();
+            if self.leases.contains_key(&id) {
+                tracing::debug!("lease {id} passed its visibility timeout; item returned");
+                self.return_lease(id, &mut cx);
+            }
+        }
+    }
+
+    /// Whether `conn` holds a lock or has a waiting request.
+    pub fn holds(&self, conn: u64) -> bool {
+        self.waiters.values().any(|w| w.conn.id == conn) || !self.locks.held_by(conn).is_empty()
     }
 
     /// Answers every waiter whose deadline has passed with its timeout error.
@@ -301,17 +428,25 @@ impl Primitives {
         }
     }
 
-    /// When the next waiter times out.
+    /// When the next waiter times out or lease passes its visibility timeout.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        // Drop entries of waiters already served, so an old deadline does not cause
-        // needless wake-ups.
+        // Drop entries of waiters already served and leases already ended, so an old
+        // deadline does not cause needless wake-ups.
         while let Some(Reverse((_, id))) = self.deadlines.peek() {
             if self.waiters.contains_key(id) {
                 break;
             }
             self.deadlines.pop();
         }
-        self.deadlines.peek().map(|Reverse((d, _))| *d)
+        while let Some(Reverse((_, id))) = self.lease_deadlines.peek() {
+            if self.leases.contains_key(id) {
+                break;
+            }
+            self.lease_deadlines.pop();
+        }
+        let waiter = self.deadlines.peek().map(|Reverse((d, _))| *d);
+        let lease = self.lease_deadlines.peek().map(|Reverse((d, _))| *d);
+        waiter.into_iter().chain(lease).min()
     }
 
     /// Current value of a queue's durable row, for the store (None if the queue is gone).

@@ -1,21 +1,51 @@
 //! Named FIFO queues (`multiprocessing.Queue`, across programs and restarts).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use corral_proto::{
-    ErrorBody, ErrorCode, Op, QueueGetResult, QueueInfo, QueueListResult, QueuePutResult,
-    RemovedResult,
+    DEFAULT_VISIBILITY_MS, ErrorBody, ErrorCode, Lease, MAX_GET_BYTES, Op, QueueAckResult,
+    QueueGetResult, QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
 };
 
-use super::{Cx, ItemChange, Outcome, Primitives, ReplyFn, WaitKind, check_name, ok, timeout_of};
+use super::{
+    Cx, ItemChange, LeaseRecord, Outcome, Primitives, ReplyFn, WaitKind, check_name, ok, timeout_of,
+};
+
+/// One stored item of a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Its position: items are handed out in this order.
+    pub seq: i64,
+    /// The item, serialized JSON.
+    pub value: String,
+    /// Deliveries by acknowledged gets so far.
+    pub deliveries: u32,
+}
+
+/// How an acknowledged get leases what it takes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LeaseSpec {
+    /// How long until the item goes back.
+    pub visibility: Duration,
+    /// Whether the lease outlives the connection.
+    pub detach: bool,
+}
 
 /// One queue: its items and who waits on it.
 #[derive(Debug, Default)]
 pub struct Queue {
-    /// Items as serialized JSON, oldest first, with their positions.
-    pub items: VecDeque<(i64, String)>,
-    /// Capacity, if bounded.
+    /// Items waiting, in position order (oldest first).
+    pub items: VecDeque<Item>,
+    /// Items handed out by acknowledged gets and not yet acked, by position, with
+    /// their lease id. They are still stored.
+    pub leased: BTreeMap<i64, (u64, Item)>,
+    /// Capacity (waiting plus in-flight items), if bounded.
     pub maxsize: Option<usize>,
+    /// Deliveries after which an item returned unacked goes to the dead-letter queue.
+    pub max_deliveries: Option<u32>,
+    /// The dead-letter queue, if not `NAME.dead`.
+    pub dead_letter: Option<String>,
     /// Items ever put.
     pub put_total: u64,
     /// Items ever taken.
@@ -39,7 +69,26 @@ impl Queue {
     }
 
     fn full(&self) -> bool {
-        self.maxsize.is_some_and(|m| self.items.len() >= m)
+        self.maxsize
+            .is_some_and(|m| self.items.len() + self.leased.len() >= m)
+    }
+
+    /// Puts an item back among the waiting ones, in position order. Returned items are
+    /// older than most waiting ones, so this is usually at or near the head.
+    pub(super) fn insert_waiting(&mut self, item: Item) {
+        let at = self.items.partition_point(|i| i.seq < item.seq);
+        self.items.insert(at, item);
+    }
+
+    /// Whether an item delivered this often is poison.
+    fn is_poison(&self, item: &Item) -> bool {
+        self.max_deliveries.is_some_and(|m| item.deliveries >= m)
+    }
+
+    fn dead_letter_name(&self, name: &str) -> String {
+        self.dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{name}.dead"))
     }
 
     fn info(
@@ -50,7 +99,10 @@ impl Queue {
         QueueInfo {
             queue: name.to_owned(),
             depth: self.items.len(),
+            in_flight: self.leased.len(),
             maxsize: self.maxsize,
+            max_deliveries: self.max_deliveries,
+            dead_letter: self.max_deliveries.map(|_| self.dead_letter_name(name)),
             put_total: self.put_total,
             got_total: self.got_total,
             waiting_getters: self
@@ -77,10 +129,39 @@ fn check_maxsize(maxsize: Option<usize>) -> Result<(), ErrorBody> {
     Ok(())
 }
 
+/// Checks the dead-letter settings of queue `name`.
+pub fn check_dead_letter(
+    name: &str,
+    max_deliveries: Option<u32>,
+    dead_letter: Option<&str>,
+) -> Result<(), ErrorBody> {
+    if max_deliveries == Some(0) {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "max_deliveries must be at least 1; leave it out to redeliver forever",
+        ));
+    }
+    if let Some(dead) = dead_letter {
+        check_name("dead-letter queue", dead)?;
+        if dead == name {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("queue `{name}` cannot be its own dead-letter queue; name another queue"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Primitives {
     pub(super) fn queue_op(&mut self, op: Op, reply: ReplyFn, cx: &mut Cx<'_>) {
         let outcome = match op {
-            Op::QueueDeclare { queue, maxsize } => self.declare(queue, maxsize, cx),
+            Op::QueueDeclare {
+                queue,
+                maxsize,
+                max_deliveries,
+                dead_letter,
+            } => self.declare(queue, maxsize, max_deliveries, dead_letter, cx),
             Op::QueuePut {
                 queue,
                 value,
@@ -92,7 +173,19 @@ impl Primitives {
                 count,
                 timeout_ms,
                 block,
-            } => return self.get(queue, count, timeout_of(timeout_ms, block), reply, cx),
+                ack,
+                visibility_ms,
+                detach,
+            } => {
+                let lease = match lease_spec(ack, visibility_ms, detach) {
+                    Ok(lease) => lease,
+                    Err(e) => return cx.out.durable(reply, Err(e)),
+                };
+                let wait = timeout_of(timeout_ms, block);
+                return self.get(queue, count, wait, lease, reply, cx);
+            }
+            Op::QueueAck { queue, ids } => self.ack(&queue, &ids, cx),
+            Op::QueueNack { queue, ids } => self.nack(&queue, &ids, cx),
             Op::QueueLen { queue } => check_name("queue", &queue)
                 .map(|()| match self.queues.get(&queue) {
                     Some(q) => q.info(&queue, &self.waiters),
@@ -113,14 +206,24 @@ impl Primitives {
         cx.out.durable(reply, outcome);
     }
 
-    fn declare(&mut self, name: String, maxsize: Option<usize>, cx: &mut Cx<'_>) -> Outcome {
+    fn declare(
+        &mut self,
+        name: String,
+        maxsize: Option<usize>,
+        max_deliveries: Option<u32>,
+        dead_letter: Option<String>,
+        cx: &mut Cx<'_>,
+    ) -> Outcome {
         check_name("queue", &name)?;
         check_maxsize(maxsize)?;
+        check_dead_letter(&name, max_deliveries, dead_letter.as_deref())?;
         let q = self
             .queues
             .entry(name.clone())
             .or_insert_with(|| Queue::new(maxsize));
         q.maxsize = maxsize;
+        q.max_deliveries = max_deliveries;
+        q.dead_letter = dead_letter;
         cx.changes.queues.insert(name.clone());
         let info = q.info(&name, &self.waiters);
         // A larger capacity may make room for waiting putters.
@@ -201,7 +304,11 @@ impl Primitives {
             value: text.clone(),
         });
         cx.changes.queue_stats.insert(name.to_owned());
-        q.items.push_back((seq, text));
+        q.items.push_back(Item {
+            seq,
+            value: text,
+            deliveries: 0,
+        });
         q.items.len()
     }
 
@@ -210,6 +317,7 @@ impl Primitives {
         name: String,
         count: usize,
         wait: Option<Option<std::time::Duration>>,
+        lease: Option<LeaseSpec>,
         reply: ReplyFn,
         cx: &mut Cx<'_>,
     ) {
@@ -220,13 +328,17 @@ impl Primitives {
             let error = ErrorBody::new(ErrorCode::BadRequest, "count must be at least 1");
             return cx.out.durable(reply, Err(error));
         }
-        let q = self
-            .queues
+        self.queues
             .entry(name.clone())
             .or_insert_with(|| Queue::new(None));
+        if lease.is_some() {
+            self.sweep_poison(&name, cx);
+        }
+        let q = &self.queues[&name];
         let getters_waiting = q.getters.iter().any(|id| self.waiters.contains_key(id));
         if !q.items.is_empty() && !getters_waiting {
-            let items = self.take_items(&name, count, cx);
+            let conn = cx.conn.id;
+            let items = self.take_items(&name, count, lease, conn, cx);
             cx.out.durable(reply, items);
             self.serve_putters(&name, cx);
             return;
@@ -242,6 +354,7 @@ impl Primitives {
                     WaitKind::Get {
                         queue: name.clone(),
                         count,
+                        lease,
                     },
                     reply,
                     timeout,
@@ -255,23 +368,208 @@ impl Primitives {
         }
     }
 
-    fn take_items(&mut self, name: &str, count: usize, cx: &mut Cx<'_>) -> Outcome {
+    fn take_items(
+        &mut self,
+        name: &str,
+        count: usize,
+        lease: Option<LeaseSpec>,
+        conn: u64,
+        cx: &mut Cx<'_>,
+    ) -> Outcome {
         let q = self.queues.get_mut(name).expect("queue exists");
-        let n = count.min(q.items.len());
+        // One reply stays small: a large `count` gets the items that fit in
+        // MAX_GET_BYTES (always at least one); the client asks again for the rest.
+        let mut bytes = 0;
+        let n = q
+            .items
+            .iter()
+            .take(count)
+            .take_while(|item| {
+                bytes += item.value.len();
+                bytes == item.value.len() || bytes <= MAX_GET_BYTES
+            })
+            .count();
         let mut items = Vec::with_capacity(n);
-        let mut last = 0;
-        for (seq, text) in q.items.drain(..n) {
-            last = seq;
-            // Stored items were serialized from valid JSON values.
-            items.push(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)));
+        let Some(spec) = lease else {
+            let mut last = 0;
+            // A range delete is one statement; with items in flight among them, each
+            // taken item is deleted by its position instead.
+            let ranged = q.leased.is_empty();
+            for item in q.items.drain(..n) {
+                last = item.seq;
+                if !ranged {
+                    cx.changes.queue_items.push(ItemChange::Delete {
+                        queue: name.to_owned(),
+                        seq: item.seq,
+                    });
+                }
+                items.push(parse_item(item.value));
+            }
+            q.got_total += n as u64;
+            if ranged {
+                cx.changes.queue_items.push(ItemChange::Remove {
+                    queue: name.to_owned(),
+                    up_to: last,
+                });
+            }
+            cx.changes.queue_stats.insert(name.to_owned());
+            return ok(QueueGetResult {
+                items,
+                leases: Vec::new(),
+            });
+        };
+        let deadline = Instant::now().checked_add(spec.visibility);
+        let mut leases = Vec::with_capacity(n);
+        for mut item in q.items.drain(..n) {
+            item.deliveries = item.deliveries.saturating_add(1);
+            let id = self.next_lease;
+            self.next_lease += 1;
+            cx.changes.queue_items.push(ItemChange::Delivered {
+                queue: name.to_owned(),
+                seq: item.seq,
+                deliveries: item.deliveries,
+            });
+            leases.push(Lease {
+                id,
+                deliveries: item.deliveries,
+            });
+            items.push(
+                serde_json::from_str(&item.value)
+                    .unwrap_or_else(|_| serde_json::Value::String(item.value.clone())),
+            );
+            self.leases.insert(
+                id,
+                LeaseRecord {
+                    queue: name.to_owned(),
+                    seq: item.seq,
+                    deliveries: item.deliveries,
+                    conn: (!spec.detach).then_some(conn),
+                },
+            );
+            if let Some(deadline) = deadline {
+                self.lease_deadlines.push(std::cmp::Reverse((deadline, id)));
+            }
+            q.leased.insert(item.seq, (id, item));
         }
-        q.got_total += n as u64;
-        cx.changes.queue_items.push(ItemChange::Remove {
+        ok(QueueGetResult { items, leases })
+    }
+
+    /// Moves poison items at the head of the queue (delivered `max_deliveries` times, e.g.
+    /// before a restart of corrald) to the dead-letter queue, before an acknowledged get.
+    fn sweep_poison(&mut self, name: &str, cx: &mut Cx<'_>) {
+        loop {
+            let Some(q) = self.queues.get_mut(name) else {
+                return;
+            };
+            let Some(head) = q.items.front() else {
+                return;
+            };
+            if !q.is_poison(head) {
+                return;
+            }
+            let item = q.items.pop_front().expect("checked above");
+            self.dead_letter(name, item, cx);
+        }
+    }
+
+    /// Moves one item (taken out of `name` by the caller) to `name`'s dead-letter queue.
+    fn dead_letter(&mut self, name: &str, item: Item, cx: &mut Cx<'_>) {
+        let dead = self.queues[name].dead_letter_name(name);
+        tracing::warn!(
+            "queue `{name}`: item {} was delivered {} times without an ack; moved to `{dead}`",
+            item.seq,
+            item.deliveries
+        );
+        cx.changes.queue_items.push(ItemChange::Delete {
             queue: name.to_owned(),
-            up_to: last,
+            seq: item.seq,
         });
+        if !self.queues.contains_key(&dead) {
+            self.queues.insert(dead.clone(), Queue::new(None));
+            cx.changes.queues.insert(dead.clone());
+        }
+        // The dead-letter queue takes the item even when full: poison is never dropped.
+        self.push_item(&dead, item.value, cx);
+        self.serve_getters(&dead, cx);
+    }
+
+    /// Ends a lease without an ack: its item goes back among the waiting items (or to
+    /// the dead-letter queue), and waiting getters are served.
+    pub(super) fn return_lease(&mut self, id: u64, cx: &mut Cx<'_>) {
+        let Some(record) = self.leases.remove(&id) else {
+            return;
+        };
+        let Some(q) = self.queues.get_mut(&record.queue) else {
+            return;
+        };
+        let Some((_, item)) = q.leased.remove(&record.seq) else {
+            return;
+        };
+        if q.is_poison(&item) {
+            self.dead_letter(&record.queue, item, cx);
+        } else {
+            q.insert_waiting(item);
+        }
+        self.serve_getters(&record.queue, cx);
+    }
+
+    /// Checks that every id is a lease held on queue `name`.
+    fn check_leases(&self, name: &str, ids: &[u64]) -> Result<(), ErrorBody> {
+        check_name("queue", name)?;
+        if ids.is_empty() {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "give at least one lease id (from an acknowledged get)",
+            ));
+        }
+        let stale: Vec<String> = ids
+            .iter()
+            .filter(|id| self.leases.get(id).is_none_or(|l| l.queue != name))
+            .map(u64::to_string)
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        Err(ErrorBody::new(
+            ErrorCode::NotHeld,
+            format!(
+                "lease {} of queue `{name}` is not held: it was acked or nacked already, its visibility timeout passed or its connection closed (the item was returned for another delivery), or it is from before corrald restarted; nothing was changed",
+                stale.join(", ")
+            ),
+        ))
+    }
+
+    fn ack(&mut self, name: &str, ids: &[u64], cx: &mut Cx<'_>) -> Outcome {
+        self.check_leases(name, ids)?;
+        let q = self.queues.get_mut(name).expect("checked by check_leases");
+        let mut count = 0;
+        for id in ids {
+            let Some(record) = self.leases.remove(id) else {
+                continue; // the same id twice
+            };
+            q.leased.remove(&record.seq);
+            q.got_total += 1;
+            count += 1;
+            cx.changes.queue_items.push(ItemChange::Delete {
+                queue: name.to_owned(),
+                seq: record.seq,
+            });
+        }
         cx.changes.queue_stats.insert(name.to_owned());
-        ok(QueueGetResult { items })
+        self.serve_putters(name, cx);
+        ok(QueueAckResult { count })
+    }
+
+    fn nack(&mut self, name: &str, ids: &[u64], cx: &mut Cx<'_>) -> Outcome {
+        self.check_leases(name, ids)?;
+        let mut count = 0;
+        for id in ids {
+            if self.leases.contains_key(id) {
+                self.return_lease(*id, cx);
+                count += 1;
+            }
+        }
+        ok(QueueAckResult { count })
     }
 
     /// Hands items to waiting getters, oldest waiter first.
@@ -289,10 +587,20 @@ impl Primitives {
             let Some(waiter) = self.waiters.remove(&id) else {
                 continue;
             };
-            let WaitKind::Get { count, .. } = waiter.kind else {
+            let WaitKind::Get { count, lease, .. } = waiter.kind else {
                 continue;
             };
-            let items = self.take_items(name, count, cx);
+            if lease.is_some() {
+                self.sweep_poison(name, cx);
+                let q = self.queues.get_mut(name).expect("swept, not removed");
+                if q.items.is_empty() {
+                    // Only poison was waiting: this getter goes on waiting, first in line.
+                    q.getters.push_front(id);
+                    self.waiters.insert(id, waiter);
+                    return;
+                }
+            }
+            let items = self.take_items(name, count, lease, waiter.conn.id, cx);
             cx.out.durable(waiter.reply, items);
             self.serve_putters(name, cx);
         }
@@ -327,8 +635,11 @@ impl Primitives {
         let Some(q) = self.queues.get_mut(name) else {
             return ok(RemovedResult { removed: 0 });
         };
-        let removed = q.items.len();
+        let removed = q.items.len() + q.leased.len();
         q.items.clear();
+        for (id, _) in std::mem::take(&mut q.leased).into_values() {
+            self.leases.remove(&id);
+        }
         cx.changes.queue_items.push(ItemChange::Clear {
             queue: name.to_owned(),
         });
@@ -342,6 +653,9 @@ impl Primitives {
         let Some(q) = self.queues.remove(name) else {
             return ok(RemovedResult { removed: 0 });
         };
+        for (id, _) in q.leased.values() {
+            self.leases.remove(id);
+        }
         for id in q.getters.iter().chain(&q.putters) {
             if let Some(waiter) = self.waiters.remove(id) {
                 let error =
@@ -355,4 +669,36 @@ impl Primitives {
         cx.changes.queues.insert(name.to_owned());
         ok(RemovedResult { removed: 1 })
     }
+}
+
+fn parse_item(text: String) -> serde_json::Value {
+    // Stored items were serialized from valid JSON values.
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+fn lease_spec(
+    ack: bool,
+    visibility_ms: Option<u64>,
+    detach: bool,
+) -> Result<Option<LeaseSpec>, ErrorBody> {
+    if !ack {
+        if visibility_ms.is_some() || detach {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "visibility_ms and detach apply to acknowledged gets only: add \"ack\": true",
+            ));
+        }
+        return Ok(None);
+    }
+    let ms = visibility_ms.unwrap_or(DEFAULT_VISIBILITY_MS);
+    if ms == 0 {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "visibility_ms must be at least 1 (how long a consumer has to ack)",
+        ));
+    }
+    Ok(Some(LeaseSpec {
+        visibility: Duration::from_millis(ms),
+        detach,
+    }))
 }

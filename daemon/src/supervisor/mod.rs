@@ -9,6 +9,7 @@
 //! is recognised and ignored.
 
 mod adopt;
+pub mod cgroup;
 pub mod logs;
 mod probe;
 pub mod process;
@@ -125,6 +126,10 @@ pub struct SupervisorConfig {
     pub daemon_grace: Duration,
     /// Template instances started with the autostart units (`[enable]`).
     pub enable: BTreeMap<String, Vec<String>>,
+    /// Instances' cgroups, where corrald can have them (else process groups alone).
+    pub cgroups: Option<Arc<cgroup::Cgroups>>,
+    /// One line for `status`: how instances are tracked and stopped, and why.
+    pub supervision: String,
 }
 
 /// Handle used by the rest of corrald to talk to the supervisor.
@@ -219,7 +224,10 @@ impl Instance {
                 .map(|t| t.elapsed().as_millis() as u64),
             restarts: self.restarts,
             last_exit: self.last_exit,
-            reason: self.reason.clone(),
+            reason: self
+                .reason
+                .clone()
+                .or_else(|| self.checks.restarted_for.clone()),
             ready: self.checks.ready.filter(|_| self.pid.is_some()),
             healthy: self.checks.healthy.filter(|_| self.pid.is_some()),
             health_failures: self.checks.health_failures,
@@ -229,6 +237,8 @@ impl Instance {
                 .last_error
                 .clone()
                 .filter(|_| self.pid.is_some()),
+            cgroup_cpu_usec: None,
+            cgroup_memory_bytes: None,
         }
     }
 }
@@ -349,6 +359,9 @@ pub struct Supervisor {
     templates: BTreeMap<String, Arc<Unit>>,
     /// `exec` probes in flight and the notify socket.
     probes: probe::Probes,
+    /// Instances whose cgroups are still to be removed (their last processes were
+    /// killed and are leaving); tried again at each tick.
+    cgroups_to_remove: BTreeSet<(String, u32)>,
 }
 
 impl Supervisor {
@@ -389,6 +402,7 @@ impl Supervisor {
             tx: tx.clone(),
             timers: BTreeMap::new(),
             probes: probe::Probes::new(tx.clone()),
+            cgroups_to_remove: BTreeSet::new(),
         };
         // When each scheduled unit last ran, for `catch_up` (and for an interval's phase).
         let mut last_runs = BTreeMap::new();
@@ -460,7 +474,8 @@ impl Supervisor {
                 }
                 (_, Some(_)) => {
                     // Alive, but its unit (or that instance) is no longer configured.
-                    kill_group(run.pid, Signal::SIGTERM);
+                    let cgroups = self.config.cgroups.as_deref();
+                    signal_instance(cgroups, &run.unit, run.instance, run.pid, Signal::SIGTERM);
                     self.store.run_ended(run.id, None);
                     stray.push(label);
                 }
@@ -642,11 +657,18 @@ impl Supervisor {
             Request::Kill(units, signal, reply) => {
                 let _ = reply.send(self.check_known(&units).map(|()| {
                     let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
+                    let cgroups = self.config.cgroups.clone();
                     for name in &units {
                         let entry = self.units.get_mut(name).expect("checked");
                         for inst in &mut entry.instances {
                             match inst.pid {
-                                Some(pid) => kill_group(pid, signal),
+                                Some(pid) => signal_instance(
+                                    cgroups.as_deref(),
+                                    name,
+                                    inst.index,
+                                    pid,
+                                    signal,
+                                ),
                                 None if inst.spawn_token.is_some() => {
                                     inst.pending_signal = Some(signal);
                                 }
@@ -729,7 +751,20 @@ impl Supervisor {
             ],
             None => self.units.values().map(UnitEntry::status).collect(),
         };
-        Ok(StatusResult { units })
+        let mut units = units;
+        if let Some(cg) = &self.config.cgroups {
+            for unit in &mut units {
+                for inst in unit.instances.iter_mut().filter(|i| i.pid.is_some()) {
+                    let usage = cg.usage(&unit.name, inst.instance);
+                    inst.cgroup_cpu_usec = usage.cpu_usec;
+                    inst.cgroup_memory_bytes = usage.memory_bytes;
+                }
+            }
+        }
+        Ok(StatusResult {
+            units,
+            supervision: self.config.supervision.clone(),
+        })
     }
 
     fn log_paths(
@@ -805,6 +840,7 @@ impl Supervisor {
                 // An explicit start forgives the past: counters and the start limit reset.
                 inst.state = InstanceState::Starting;
                 inst.reason = None;
+                inst.checks.restarted_for = None;
                 inst.restarts = 0;
                 inst.consecutive_failures = 0;
                 inst.recent_starts.clear();
@@ -951,6 +987,20 @@ impl Supervisor {
         );
         env.insert("CORRAL_UNIT".into(), unit.name.clone());
         env.insert("CORRAL_INSTANCE".into(), index.to_string());
+        let cgroups = match &self.config.cgroups {
+            Some(cg) => {
+                let (join, unenforced) = cg.prepare(unit, index)?;
+                if !unenforced.is_empty() {
+                    tracing::warn!(
+                        "{}.{index}: {} not enforced: no such controller is available to corrald",
+                        unit.name,
+                        unenforced.join(", ")
+                    );
+                }
+                join
+            }
+            None => Vec::new(),
+        };
         Ok(SpawnSpec {
             argv: unit.argv_for(index),
             env,
@@ -970,6 +1020,7 @@ impl Supervisor {
             user: unit.user.clone(),
             group: unit.group.clone(),
             die_with_parent: unit.daemon,
+            cgroups,
         })
     }
 
@@ -1003,6 +1054,7 @@ impl Supervisor {
                 self.next_run_id += 1;
                 inst.pid = Some(spawned.pid);
                 inst.started = Some(Instant::now());
+                inst.reason = None; // a start that failed for lack of descriptors, say
                 inst.run_id = Some(run_id);
                 self.by_pid.insert(spawned.pid, (name.clone(), index));
                 self.store.run_started(RunStart {
@@ -1026,6 +1078,36 @@ impl Supervisor {
                     self.spawn_succeeded(&name, index, spawned.pid);
                 }
             }
+            Err(reason)
+                if inst.state != InstanceState::Stopping
+                    && self.shutdown.is_none()
+                    && unit.restart != RestartPolicy::No
+                    && crate::fds::names_exhaustion(&reason) =>
+            {
+                // Not the unit's fault: retried with backoff for as long as descriptors
+                // are short, and not counted against its start limit.
+                inst.recent_starts.pop_back();
+                let delay = backoff(
+                    unit.restart_delay,
+                    unit.restart_delay_max,
+                    inst.consecutive_failures,
+                );
+                inst.consecutive_failures = inst.consecutive_failures.saturating_add(1);
+                inst.state = InstanceState::Backoff;
+                inst.generation += 1;
+                let generation = inst.generation;
+                let reason = format!("out of file descriptors: {reason}; retrying in {delay:?}");
+                inst.reason = Some(reason.clone());
+                self.event(&name, Some(index), "spawn_failed", reason);
+                self.after(
+                    delay,
+                    Msg::RestartDue {
+                        unit: name,
+                        instance: index,
+                        generation,
+                    },
+                );
+            }
             Err(reason) => {
                 let was_stopping = inst.state == InstanceState::Stopping;
                 inst.state = if was_stopping {
@@ -1046,8 +1128,18 @@ impl Supervisor {
         let Some((name, index)) = self.by_pid.remove(&pid) else {
             return; // an orphaned grandchild re-parented to us: reaped, nothing to track
         };
-        // The group outlives its leader only by accident: clear out what is left of it.
-        kill_group(pid, Signal::SIGKILL);
+        // The group (and the cgroup) outlives its leader only by accident: clear out what
+        // is left of it, `setsid` or not.
+        signal_instance(
+            self.config.cgroups.as_deref(),
+            &name,
+            index,
+            pid,
+            Signal::SIGKILL,
+        );
+        if self.config.cgroups.is_some() {
+            self.cgroups_to_remove.insert((name.clone(), index));
+        }
         let shutting_down = self.shutdown.is_some();
         let Some(entry) = self.units.get_mut(&name) else {
             return;
@@ -1090,6 +1182,10 @@ impl Supervisor {
             inst.generation += 1;
             self.event(&name, Some(index), "failed", format!("{status}; {why}"));
             return;
+        }
+        if let Some(why) = failed_check {
+            // Shown as the reason while the next runs go well (a spawn clears `reason`).
+            inst.checks.restarted_for = Some(why);
         }
         if !restart {
             inst.state = InstanceState::Exited;
@@ -1199,9 +1295,10 @@ impl Supervisor {
         timeout: Option<Duration>,
     ) {
         let signal = Signal::try_from(unit.stop_signal_number).unwrap_or(Signal::SIGTERM);
-        kill_group(pid, signal);
+        let cgroups = self.config.cgroups.as_deref();
+        signal_instance(cgroups, &unit.name, index, pid, signal);
         // SIGSTOPped processes would never see the signal; SIGCONT is harmless otherwise.
-        kill_group(pid, Signal::SIGCONT);
+        signal_instance(cgroups, &unit.name, index, pid, Signal::SIGCONT);
         self.after(
             timeout.unwrap_or(unit.stop_timeout),
             Msg::StopTimeout {
@@ -1220,12 +1317,14 @@ impl Supervisor {
             return;
         }
         if let Some(pid) = inst.pid {
-            kill_group(pid, Signal::SIGKILL);
+            let cgroups = self.config.cgroups.clone();
+            signal_instance(cgroups.as_deref(), name, index, pid, Signal::SIGKILL);
+            let whom = if cgroups.is_some() { "cgroup" } else { "group" };
             self.event(
                 name,
                 Some(index),
                 "killed",
-                "stop timeout passed: SIGKILL to the group".into(),
+                format!("stop timeout passed: SIGKILL to the {whom}"),
             );
         }
     }
@@ -1744,10 +1843,12 @@ impl Supervisor {
     }
 
     fn force_kill_all(&mut self) {
+        let cgroups = self.config.cgroups.clone();
         for entry in self.units.values_mut() {
             for inst in &mut entry.instances {
                 if let Some(pid) = inst.pid {
-                    kill_group(pid, Signal::SIGKILL);
+                    let name = &entry.unit.name;
+                    signal_instance(cgroups.as_deref(), name, inst.index, pid, Signal::SIGKILL);
                     inst.state = InstanceState::Stopping;
                 } else if inst.state.is_active() {
                     inst.state = InstanceState::Stopped;
@@ -1761,6 +1862,17 @@ impl Supervisor {
 
     fn on_tick(&mut self) {
         self.check_memory();
+        if let Some(cg) = &self.config.cgroups {
+            // A cgroup can go once its last process has left (after cgroup.kill, soon).
+            let units = &self.units;
+            self.cgroups_to_remove.retain(|(name, index)| {
+                let running = units
+                    .get(name)
+                    .and_then(|e| e.instances.get(*index as usize))
+                    .is_some_and(|i| i.pid.is_some() || i.spawn_token.is_some());
+                !running && !cg.remove(name, *index)
+            });
+        }
         // Only the logs of instances with a process can grow; a stopped one's log is
         // checked again once it runs.
         let files: Vec<logs::Rotation> = self
@@ -2044,6 +2156,30 @@ fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
 }
 
 /// Signals a whole process group; a group that is already gone is not an error.
+/// Sends `signal` to an instance's process group and, in cgroup mode, to every process
+/// of its cgroup (those that left the group with `setsid` too); SIGKILL there is
+/// `cgroup.kill`, which no process can escape by forking.
+fn signal_instance(
+    cgroups: Option<&cgroup::Cgroups>,
+    unit: &str,
+    index: u32,
+    pid: i32,
+    signal: Signal,
+) {
+    kill_group(pid, signal);
+    let Some(cg) = cgroups else { return };
+    if signal == Signal::SIGKILL {
+        cg.kill(unit, index);
+        return;
+    }
+    for member in cg.pids(unit, index) {
+        match nix::sys::signal::kill(Pid::from_raw(member), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => tracing::warn!("kill({member}, {signal}): {e}"),
+        }
+    }
+}
+
 fn kill_group(pgid: i32, signal: Signal) {
     match killpg(Pid::from_raw(pgid), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}

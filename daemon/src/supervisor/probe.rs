@@ -124,6 +124,9 @@ pub(super) struct InstanceChecks {
     /// Set when corrald stopped the instance for a failed check: at its exit the restart
     /// policy applies as after a failure.
     pub kill_reason: Option<String>,
+    /// Why corrald last restarted the instance for a failed check, until it is started
+    /// again by request: its status's reason when it has no other.
+    pub restarted_for: Option<String>,
     /// When the current run was spawned.
     pub spawned: Option<Instant>,
 }

@@ -53,6 +53,8 @@ pub struct SpawnSpec {
     pub group: Option<String>,
     /// Die with corrald (`PR_SET_PDEATHSIG` = SIGKILL).
     pub die_with_parent: bool,
+    /// `cgroup.procs` files the child joins before `exec` (empty: none).
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// Where a process's output goes.
@@ -294,29 +296,35 @@ impl Starter {
         }
         let ids = resolve_credentials(spec)?;
         // Instance logs are appended to; a pool item's output files start empty.
+        // Descriptors held back for this (see `fds`): clients holding every other one
+        // must not stop an instance from being restarted.
+        crate::fds::refill();
         let open = |path: &PathBuf, append: bool| {
-            OpenOptions::new()
-                .create(true)
-                .append(append)
-                .write(true)
-                .truncate(!append)
-                .mode(0o640)
-                .open(path)
-                .map(OwnedFd::from)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))
+            crate::fds::with_reserve(|| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(append)
+                    .write(true)
+                    .truncate(!append)
+                    .mode(0o640)
+                    .open(path)
+            })
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
         };
         let append = |path: &PathBuf| open(path, true);
         let fresh = |path: &PathBuf| open(path, false);
         let pipe = || {
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| format!("cannot create a pipe: {e}"))
+            crate::fds::with_reserve(|| {
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+            })
+            .map_err(|e| format!("cannot create a pipe: {e}"))
         };
         // (child's stdin, stdout, stderr) and, for pipes, the parent's ends.
         let (stdin, stdout, stderr, ours) = match &spec.output {
             Output::Log(path) => {
                 let log = append(path)?;
-                let dup = log
-                    .try_clone()
+                let dup = crate::fds::with_reserve(|| log.try_clone())
                     .map_err(|e| format!("cannot duplicate log fd: {e}"))?;
                 (None, log, dup, None)
             }
@@ -342,6 +350,7 @@ impl Starter {
             limits: rlimit_list(&spec.rlimits),
             ids,
             die_with_parent: spec.die_with_parent,
+            cgroups: &spec.cgroups,
         };
         let pid = self
             .spawner

@@ -39,6 +39,8 @@ struct Plan {
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     dir: Option<CString>,
+    /// `cgroup.procs` files to join (write "0") before anything else.
+    cgroups: Vec<CString>,
     /// Sources of descriptors 0, 1 and 2; each is 3 or higher.
     stdio: [RawFd; 3],
     umask: Option<libc::mode_t>,
@@ -55,6 +57,8 @@ struct Plan {
 /// The step of the child's set-up that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Joining the instance's cgroup.
+    Cgroup,
     /// Connecting stdin/stdout/stderr.
     Stdio,
     /// `setsid`.
@@ -102,6 +106,8 @@ pub struct Request<'a> {
     pub ids: Ids,
     /// `PR_SET_PDEATHSIG` = SIGKILL.
     pub die_with_parent: bool,
+    /// `cgroup.procs` files the child joins first.
+    pub cgroups: &'a [PathBuf],
 }
 
 /// Why a process could not be started.
@@ -259,6 +265,11 @@ impl Spawner {
                 .dir
                 .map(|d| cstr(d.as_os_str().as_bytes()))
                 .transpose()?,
+            cgroups: req
+                .cgroups
+                .iter()
+                .map(|p| cstr(p.as_os_str().as_bytes()))
+                .collect::<Result<_, _>>()?,
             stdio,
             umask: req.umask.map(|m| m as libc::mode_t),
             limits: req
@@ -393,6 +404,19 @@ unsafe fn set_up_and_exec(plan: &Plan) -> (Step, c_int) {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
         }
+        // Into the instance's cgroup before anything it starts can exist.
+        for procs in &plan.cgroups {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return (Step::Cgroup, errno());
+            }
+            let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+            let e = errno();
+            libc::close(fd);
+            if written != 1 {
+                return (Step::Cgroup, e);
+            }
+        }
         for (target, &source) in plan.stdio.iter().enumerate() {
             if libc::dup2(source, target as c_int) < 0 {
                 return (Step::Stdio, errno());
@@ -481,6 +505,7 @@ mod tests {
             limits,
             ids: Ids::default(),
             die_with_parent: false,
+            cgroups: &[],
         })
     }
 
@@ -532,6 +557,7 @@ mod tests {
                 limits: vec![],
                 ids: Ids::default(),
                 die_with_parent: false,
+                cgroups: &[],
             })
             .unwrap();
         assert_eq!(exit_code(pid), 0);
@@ -570,6 +596,7 @@ mod tests {
                 limits: vec![],
                 ids: Ids::default(),
                 die_with_parent: false,
+                cgroups: &[],
             });
             pid.map(exit_code)
         };

@@ -2,74 +2,8 @@
 //! groups as the kernel reports them. Run as root, with a user made by `useradd`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
 
-use corral_tests::{TestDaemon, bin};
-
-/// A system user for the test, removed on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TestUser {
-    fn create() -> Option<TestUser> {
-        if !nix::unistd::Uid::effective().is_root() {
-            return None;
-        }
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "corral-t{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                &name,
-            ])
-            .status()
-            .ok()?;
-        if !made.success() {
-            return None;
-        }
-        let user = nix::unistd::User::from_name(&name).ok()??;
-        Some(TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })
-    }
-
-    /// Runs corralctl as this user.
-    fn ctl(&self, d: &TestDaemon, args: &[&str]) -> Output {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                &self.uid.to_string(),
-                "--regid",
-                &self.gid.to_string(),
-                "--clear-groups",
-            ])
-            .arg(bin("corralctl"))
-            .arg("--socket")
-            .arg(d.socket())
-            .args(args)
-            .current_dir("/")
-            .output()
-            .expect("setpriv")
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
+use corral_tests::{TestDaemon, TestUser};
 
 /// A daemon whose socket anyone may open, so that [access] alone decides.
 fn open_daemon(access: &str) -> TestDaemon {

@@ -289,6 +289,11 @@ fn a_full_disk_fails_writes_clearly_and_recovers_when_space_returns() {
     let _unmount = Unmount(mount.clone());
     d.start();
     d.ctl_ok(&["queue", "put", "q", "before"]);
+    // A quick run of puts whose totals are not written to the queue's row yet.
+    let client = d.client();
+    for i in 0..20 {
+        client.queue("q").put(format!("quick {i}")).unwrap();
+    }
     // Fill the disk.
     let filler = mount.join("filler");
     {
@@ -312,13 +317,98 @@ fn a_full_disk_fails_writes_clearly_and_recovers_when_space_returns() {
     // Reads still answer, and corrald is up.
     let len: Value = serde_json::from_str(&d.ctl_ok(&["--json", "queue", "len", "q"])).unwrap();
     assert!(len["depth"].as_u64().unwrap() >= 1);
+    // The totals reloaded after the failed commit agree with the items on disk.
+    assert_eq!(
+        len["put_total"].as_u64().unwrap(),
+        len["depth"].as_u64().unwrap() + len["got_total"].as_u64().unwrap(),
+        "{len}"
+    );
     std::fs::remove_file(&filler).unwrap();
     d.ctl_ok(&["queue", "put", "q", "after"]);
     let items = d.ctl_ok(&["queue", "get", "q", "--count", "1000"]);
     assert!(
-        items.starts_with("before\n") && items.ends_with("after\n"),
+        items.starts_with("before\nquick 0\n") && items.ends_with("after\n"),
         "{items}"
     );
+}
+
+/// Mounts a tmpfs of `size` on the test daemon's state dir; None (skip) without root.
+fn small_state_disk(d: &TestDaemon, size: &str) -> Option<impl Drop + use<>> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return None;
+    }
+    let mount = d.state_dir();
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return None;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    Some(Unmount(mount))
+}
+
+#[test]
+fn a_burst_of_large_items_does_not_grow_the_wal_past_its_size_bound() {
+    let mut d = TestDaemon::new();
+    // 16 MiB of disk; the burst moves 30 MB through the WAL (each item put, then got).
+    let Some(_unmount) = small_state_disk(&d, "16m") else {
+        return;
+    };
+    d.start();
+    let pairs = 150;
+    let item = "x".repeat(200_000);
+    let mut conn = d.raw();
+    let mut writer = conn.stream.try_clone().unwrap();
+    // Pipelined, so the commands reach the store together, as a burst of clients would.
+    let sender = std::thread::spawn(move || {
+        for i in 0..pairs {
+            let put = format!(
+                "{{\"id\":{},\"op\":\"queue_put\",\"queue\":\"burst\",\"value\":\"{item}\"}}\n",
+                2 * i
+            );
+            let get = format!(
+                "{{\"id\":{},\"op\":\"queue_get\",\"queue\":\"burst\"}}\n",
+                2 * i + 1
+            );
+            writer.write_all(put.as_bytes()).unwrap();
+            writer.write_all(get.as_bytes()).unwrap();
+        }
+    });
+    let mut errors = Vec::new();
+    for _ in 0..2 * pairs {
+        let reply = conn.recv().expect("a reply");
+        if reply.get("error").is_some() {
+            errors.push(reply["error"].to_string());
+        }
+    }
+    sender.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} failed, first: {}",
+        errors.len(),
+        errors[0]
+    );
+    // The WAL file keeps the largest size it reached (up to journal_size_limit): bounded
+    // by the 4 MiB checkpoint threshold plus one batch of at most 4 MiB of items.
+    let wal = std::fs::metadata(d.state_dir().join("state.db-wal")).map_or(0, |m| m.len());
+    assert!(wal < 12 << 20, "the WAL grew to {wal} bytes");
+    let len: Value = serde_json::from_str(&d.ctl_ok(&["--json", "queue", "len", "burst"])).unwrap();
+    assert_eq!(len["put_total"], pairs, "{len}");
+    assert_eq!(len["depth"], 0, "{len}");
 }
 
 #[test]
@@ -453,4 +543,103 @@ fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     // 20,000 commits of at least one 4 KiB page each would be 80 MB of WAL unchecked.
     let wal = std::fs::metadata(d.state_dir().join("state.db-wal")).map_or(0, |m| m.len());
     assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
+}
+
+#[test]
+fn out_of_descriptors_a_crash_loop_is_retried_and_not_failed_for_good() {
+    let mut d = TestDaemon::new();
+    d.unit(
+        "crashy",
+        "command = [\"sh\", \"-c\", \"echo crash; exit 1\"]\nrestart = \"always\"\nrestart_delay = \"50ms\"\nrestart_delay_max = \"200ms\"\nstart_limit_burst = 100000\nstart_limit_interval = \"1s\"\n",
+    );
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start_with_nofile(64);
+    let svc = d.wait_state("svc", "running").instances[0].pid;
+    // Clients take every descriptor corrald has (max_connections is far above 64): the
+    // crash loop spends the reserve on its log file, then its starts fail for lack of
+    // descriptors.
+    let flood: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(d.socket()).unwrap())
+        .collect();
+    wait_for("a start to fail for lack of descriptors", || {
+        d.stderr()
+            .contains("out of file descriptors: cannot open")
+            .then_some(())
+    });
+    // Before that, the reserve opened log files that could not have been opened otherwise.
+    assert!(d.stderr().contains("using the reserve"), "{}", d.stderr());
+    drop(flood);
+    // Once descriptors are back, the unit is restarted by its policy: never `failed`.
+    let restarts = d.status("crashy").instances[0].restarts;
+    wait_for("crashy to be restarted again", || {
+        let s = d.status("crashy");
+        let i = &s.instances[0];
+        assert_ne!(i.state.as_str(), "failed", "{:?}", i.reason);
+        (i.restarts > restarts + 2).then_some(())
+    });
+    assert_eq!(d.status("svc").instances[0].pid, svc);
+    assert!(d.log("crashy", 0).contains("crash"));
+}
+
+#[test]
+fn out_of_descriptors_root_still_gets_a_connection_from_the_reserve() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to run the clients as another user");
+        return;
+    }
+    let mut d = TestDaemon::new();
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, "socket_mode = \"0666\"\n").unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start_with_nofile(64);
+    d.wait_state("svc", "running");
+    // Another user's clients, each waiting on a queue, hold every descriptor.
+    struct Clients(Vec<std::process::Child>);
+    impl Drop for Clients {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let clients = Clients(
+        (0..80)
+            .map(|i| {
+                std::process::Command::new(corral_tests::bin("corralctl"))
+                    .arg("--socket")
+                    .arg(d.socket())
+                    .args(["queue", "get", &format!("wait{i}")])
+                    .uid(65534)
+                    .gid(65534)
+                    .current_dir("/")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let pid = d.pid();
+    wait_for("corrald to run out of descriptors", || {
+        (open_fds(pid) >= 64).then_some(())
+    });
+    // Root is let in from the reserve, and sees the service running.
+    let out = d.ctl_ok(&["status"]);
+    assert!(out.contains("svc") && out.contains("running"), "{out}");
+    assert!(
+        d.stderr().contains("let in from the reserve"),
+        "{}",
+        d.stderr()
+    );
+    drop(clients);
+    wait_for("descriptors to come back", || {
+        (open_fds(pid) < 32).then_some(())
+    });
+    d.ctl_ok(&["status"]);
 }

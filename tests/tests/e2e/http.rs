@@ -318,3 +318,111 @@ fn environment_values_are_never_shown() {
         "corrald's own log shows it"
     );
 }
+
+/// An HTTP daemon with `[http]` settings (TOML lines) in its corral.toml.
+fn daemon_with_http_limits(settings: &str) -> (TestDaemon, u16) {
+    let mut d = TestDaemon::new();
+    let port = free_port();
+    d.http = format!("127.0.0.1:{port}");
+    let config = d.path("corral.toml");
+    std::fs::write(&config, format!("[http]\n{settings}\n")).unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    (d, port)
+}
+
+/// The status code of `GET path`, or None if the connection failed or was reset.
+fn try_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(corral_tests::DEADLINE)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    String::from_utf8_lossy(&raw)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether corrald closed `conn` (end of stream or reset) before the test's deadline.
+fn closed_by_peer(conn: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    conn.set_read_timeout(Some(corral_tests::DEADLINE)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a 408 or similar before the close is fine
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timed out: still open
+        }
+    }
+}
+
+#[test]
+fn http_connections_past_the_cap_get_503_while_the_socket_keeps_answering() {
+    let (mut d, port) = daemon_with_http_limits("max_connections = 8\nheader_timeout = \"5m\"\n");
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    // Eight clients hold every slot: four idle, four with half a request.
+    let mut held: Vec<std::net::TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            if i % 2 == 1 {
+                s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+    // Once corrald has accepted all eight, a ninth is refused with 503 (not queued).
+    wait_for("a connection past the cap to get 503", || {
+        (try_status(port, "/healthz") == Some(503)).then_some(())
+    });
+    // Supervision and the control socket are untouched.
+    assert_eq!(d.status("svc").instances[0].state.as_str(), "running");
+    d.ctl_ok(&["status"]);
+    // A slot freed is a slot usable.
+    drop(held.pop());
+    wait_for("the status page to answer again", || {
+        (try_status(port, "/healthz") == Some(200)).then_some(())
+    });
+    drop(held);
+}
+
+#[test]
+fn idle_and_half_sent_http_requests_are_closed_after_the_header_timeout() {
+    let (mut d, port) = daemon_with_http_limits("max_connections = 64\nheader_timeout = \"1s\"\n");
+    d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.start();
+    d.wait_state("svc", "running");
+    // More clients than the cap, half of them idle, half stuck in their headers.
+    let mut conns: Vec<std::net::TcpStream> = (0..96)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            if i % 2 == 1 {
+                s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+    // The control socket answers meanwhile.
+    d.ctl_ok(&["status"]);
+    // Every one of them is closed by corrald: past the cap at once, the others when
+    // their headers do not arrive in time.
+    for (i, conn) in conns.iter_mut().enumerate() {
+        assert!(closed_by_peer(conn), "connection {i} is still open");
+    }
+    // And the page answers a well-behaved client, the slots being free again.
+    assert_eq!(http(port, "GET", "/healthz", &[]).0, 200);
+    // A keep-alive connection that goes quiet after a response is closed as well.
+    let mut keep = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(closed_by_peer(&mut keep));
+    assert_eq!(d.status("svc").instances[0].state.as_str(), "running");
+}

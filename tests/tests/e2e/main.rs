@@ -2,7 +2,10 @@
 //! One test binary (faster to link); one module per area.
 
 mod access;
+mod acked;
+mod bounds;
 mod browser;
+mod cgroups;
 mod checks;
 mod cli;
 mod examples;
