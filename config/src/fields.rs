@@ -13,6 +13,8 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
+pub(crate) mod checks;
+
 use crate::duration::{format_duration, parse_duration, parse_size};
 use crate::parse::{At, Entry, Sink, integer, type_error, type_name};
 use crate::signal::{signal_name, signal_names, signal_number};
@@ -144,6 +146,9 @@ fn apply(unit: &mut Unit, sites: &mut DepSites, key: &str, e: &Entry<'_>, sink: 
             enum_value(sink, e, key, "pool mode", &PoolMode::ALL),
         ),
         "env_file" => unit.env_files = env_files(sink, e),
+        "ready" => unit.ready = checks::ready(sink, e),
+        "health" => unit.health = checks::health(sink, e),
+        "max_memory" => unit.max_memory = checks::max_memory(sink, e),
         "env" | "rlimits" => require_table(sink, e, key),
         // "kind" and "command" were converted before the defaults were set.
         _ => {}

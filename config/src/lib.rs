@@ -70,9 +70,10 @@ pub use envfile::{EnvFile, MAX_ENV_FILE, env_name_problem, parse_env_file, read_
 pub use error::{ConfigError, ConfigErrors};
 pub use signal::{signal_name, signal_number};
 pub use unit::{
-    ARG_PLACEHOLDER, INSTANCE_PLACEHOLDER, MAX_INSTANCES, MAX_UNIT_NAME_LEN, MIN_LOG_MAX_SIZE,
-    Overlap, PoolMode, RestartPolicy, Rlimit, Rlimits, Schedule, UNIT_NAME_RULES, Unit, UnitKind,
-    When, template_of, valid_unit_name,
+    ARG_PLACEHOLDER, Check, HEALTH_FAILURES, HEALTH_INTERVAL, Health, HttpTarget,
+    INSTANCE_PLACEHOLDER, MAX_INSTANCES, MAX_UNIT_NAME_LEN, MIN_LOG_MAX_SIZE, Overlap,
+    PROBE_TIMEOUT, PoolMode, READY_DEADLINE, READY_INTERVAL, Ready, RestartPolicy, Rlimit, Rlimits,
+    Schedule, UNIT_NAME_RULES, Unit, UnitKind, When, template_of, valid_unit_name,
 };
 pub use validate::{
     MAX_CONFIG_FILE, NotLoaded, PartialUnits, load_units, load_units_dir, load_units_dir_partial,

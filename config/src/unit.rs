@@ -184,6 +184,111 @@ impl Schedule {
     }
 }
 
+/// What a readiness (`[ready]`) or health (`[health]`) check probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// `exec = [...]`: a command that exits 0 (run with the instance's user, group,
+    /// environment and working directory, in its own process group).
+    Exec(Vec<String>),
+    /// `http = "http://HOST:PORT/PATH"`: a GET answered with a 2xx status.
+    Http(HttpTarget),
+    /// `tcp = "HOST:PORT"`: a TCP connection is accepted.
+    Tcp(String),
+    /// `notify = true`: the instance sends `READY=1` to the `NOTIFY_SOCKET` corrald
+    /// gives it, as under systemd (readiness only).
+    Notify,
+    /// `log = "REGEX"`: a line the instance writes to stdout or stderr matches the
+    /// regular expression (readiness only; validated when the unit is loaded).
+    Log(String),
+}
+
+impl Check {
+    /// The TOML keys naming a kind of check, in documentation order.
+    pub const KINDS: [&'static str; 5] = ["exec", "http", "tcp", "notify", "log"];
+
+    /// The check with every `from` replaced by `to` (`{instance}` by the instance's number
+    /// at run time, `{arg}` by a template's argument); an `http` URL is split again.
+    pub fn substitute(&self, from: &str, to: &str) -> Result<Check, String> {
+        let put = |s: &str| s.replace(from, to);
+        Ok(match self {
+            Check::Exec(argv) => Check::Exec(argv.iter().map(|a| put(a)).collect()),
+            Check::Http(t) if t.url.contains(from) => {
+                let url = put(&t.url);
+                Check::Http(
+                    crate::fields::checks::http_target(&url)
+                        .map_err(|e| format!("invalid URL `{url}` for the check: {e}"))?,
+                )
+            }
+            Check::Tcp(addr) => Check::Tcp(put(addr)),
+            other => other.clone(),
+        })
+    }
+
+    /// As written, for status and events: `http http://127.0.0.1:8080/health`.
+    pub fn describe(&self) -> String {
+        match self {
+            Check::Exec(argv) => format!("exec {}", argv.join(" ")),
+            Check::Http(t) => format!("http {}", t.url),
+            Check::Tcp(addr) => format!("tcp {addr}"),
+            Check::Notify => "notify READY=1".to_owned(),
+            Check::Log(pattern) => format!("log /{pattern}/"),
+        }
+    }
+}
+
+/// The target of an `http` check, split up when the unit is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// The URL as written.
+    pub url: String,
+    /// Host name or address (without the brackets of an IPv6 address).
+    pub host: String,
+    /// Port; 80 when the URL gives none.
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+/// Default `interval` of a `[ready]` check.
+pub const READY_INTERVAL: Duration = Duration::from_millis(250);
+/// Default `deadline` of a `[ready]` check.
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// Default `interval` of a `[health]` check.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `timeout` of one probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `failures` of a `[health]` check.
+pub const HEALTH_FAILURES: u32 = 3;
+
+/// The `[ready]` table: until the check passes the instance is `starting`, units
+/// `after` or `requires` it wait, and `corralctl start` waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// What is probed.
+    pub check: Check,
+    /// Between the end of one probe and the start of the next; default 250ms.
+    pub interval: Duration,
+    /// Longest one probe may take before it counts as failed; default 5s.
+    pub timeout: Duration,
+    /// Not ready this long after the spawn: the start failed (the instance is stopped,
+    /// and its restart policy applies); default 60s.
+    pub deadline: Duration,
+}
+
+/// The `[health]` table: checked while the instance runs (once it is ready).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// What is probed (`exec`, `http` or `tcp`).
+    pub check: Check,
+    /// Between the end of one probe and the start of the next; default 10s.
+    pub interval: Duration,
+    /// Longest one probe may take before it counts as failed; default 5s.
+    pub timeout: Duration,
+    /// Failed probes in a row after which the instance is restarted (stopped, then
+    /// started again by its restart policy); default 3.
+    pub failures: u32,
+}
+
 /// One resource limit, as for `setrlimit(2)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rlimit {
@@ -326,6 +431,13 @@ pub struct Unit {
     pub workers: Option<u32>,
     /// Pools only: exec or stream; default exec.
     pub mode: PoolMode,
+    /// When an instance counts as started (`[ready]`); `None`: once spawned.
+    pub ready: Option<Ready>,
+    /// The periodic health check (`[health]`).
+    pub health: Option<Health>,
+    /// PM2's memory restart: an instance whose process group's resident memory passes
+    /// this many bytes is restarted; `None`: no limit.
+    pub max_memory: Option<u64>,
 }
 
 impl Unit {
@@ -371,6 +483,9 @@ impl Unit {
             log_keep: 5,
             workers: None,
             mode: PoolMode::Exec,
+            ready: None,
+            health: None,
+            max_memory: None,
         }
     }
 
@@ -390,7 +505,8 @@ impl Unit {
     }
 
     /// The instance unit `NAME@ARG` of this template: `{arg}` replaced by `arg` in
-    /// `command`, `env` values, `working_dir`, `env_file`, `after` and `requires`.
+    /// `command`, `env` values, `working_dir`, `env_file`, `after`, `requires` and the
+    /// `[ready]` and `[health]` checks.
     pub fn instantiate(&self, arg: &str) -> Result<Unit, String> {
         let name = format!("{}{arg}", self.name);
         if !self.is_template() {
@@ -421,6 +537,12 @@ impl Unit {
             .collect();
         unit.after = self.after.iter().map(|d| put(d)).collect();
         unit.requires = self.requires.iter().map(|d| put(d)).collect();
+        if let Some(ready) = &mut unit.ready {
+            ready.check = ready.check.substitute(ARG_PLACEHOLDER, arg)?;
+        }
+        if let Some(health) = &mut unit.health {
+            health.check = health.check.substitute(ARG_PLACEHOLDER, arg)?;
+        }
         Ok(unit)
     }
 

@@ -93,7 +93,10 @@ fn unknown_keys_suggest_or_list() {
         errs[2]
     );
     assert!(
-        errs[2].ends_with("overlap, catch_up, memory_max, cpu_max, tasks_max"),
+        errs[2].ends_with(&format!(
+            "workers, mode, schedule, every, overlap, catch_up, {}",
+            corral_config::UNIT_KEYS[30..].join(", ")
+        )),
         "{}",
         errs[2]
     );

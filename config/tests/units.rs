@@ -346,6 +346,15 @@ fn sample_unit_is_valid_and_sets_every_key() {
     assert_eq!((u.log_max_size, u.log_keep), (20 << 20, 3));
     assert_eq!(u.env.len(), 3);
     assert_eq!(u.rlimits.iter().count(), 5);
+    assert_eq!(u.max_memory, Some(512 << 20));
+    let ready = u.ready.as_ref().expect("[ready]");
+    assert_eq!(ready.check.describe(), "http http://127.0.0.1:8080/health");
+    assert_eq!(
+        (ready.interval, ready.timeout, ready.deadline),
+        (Duration::from_millis(500), secs(2), secs(30))
+    );
+    let health = u.health.as_ref().expect("[health]");
+    assert_eq!((health.interval, health.failures), (secs(15), 3));
     assert_eq!(
         u.rlimits.r#as,
         Some(Rlimit {
@@ -461,4 +470,105 @@ fn templates_are_instantiated_with_their_argument() {
         errors.contains("u/a.toml:2:18: unknown unit `api@1`"),
         "{errors}"
     );
+}
+
+#[test]
+fn ready_and_health_checks() {
+    let load = |text: &str| load_units(&[(PathBuf::from("u/w.toml"), text.to_owned())]);
+    let u = &load(
+        "command = [\"w\"]\nmax_memory = 1048576\n[ready]\nlog = 'listening on \\d+'\n[health]\ntcp = \"[::1]:80\"\n",
+    )
+    .unwrap()["w"];
+    assert_eq!(
+        u.ready.as_ref().map(|r| &r.check),
+        Some(&corral_config::Check::Log("listening on \\d+".into()))
+    );
+    assert_eq!(
+        u.ready.as_ref().unwrap().deadline,
+        corral_config::READY_DEADLINE
+    );
+    assert_eq!(
+        u.health.as_ref().map(|h| (&h.check, h.failures)),
+        Some((&corral_config::Check::Tcp("[::1]:80".into()), 3))
+    );
+    assert_eq!(u.max_memory, Some(1 << 20));
+    let errors = load(concat!(
+        "command = [\"w\"]\n",
+        "max_memory = \"10x\"\n",
+        "[ready]\n",
+        "tcp = \"nope\"\n",
+        "exec = [\"true\"]\n",
+        "deadline = 5\n",
+        "[health]\n",
+        "log = \"x\"\n",
+        "failures = 0\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    let expected = [
+        "u/w.toml:2:14: invalid size for `max_memory`: unknown size suffix",
+        "u/w.toml:4:1: `[ready]` takes exactly one check (exec, http, tcp, notify, log); remove `tcp`",
+        "u/w.toml:6:12: expected a duration string like \"10s\" or \"500ms\" for `ready.deadline`",
+        "u/w.toml:7:2: `[health]` needs one check: one of exec, http, tcp",
+        "u/w.toml:8:1: unknown key `log` in `[health]` (`notify` and `log` are readiness checks only)",
+        "u/w.toml:9:12: `health.failures` must be between 1 and 1000, found 0",
+    ];
+    for line in expected {
+        assert!(errors.contains(line), "missing {line:?} in:\n{errors}");
+    }
+    let errors = load("command = [\"w\"]\n[ready]\nhttp = \"https://x/\"\n[health]\nexec = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("u/w.toml:3:8: invalid URL for `ready.http`: https is not supported"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("u/w.toml:5:8: `health.exec` needs at least the program to run"),
+        "{errors}"
+    );
+    let errors = load("command = [\"w\"]\nhealth = { tcp = \"nope\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors
+            .contains("u/w.toml:2:18: invalid address `nope` for `health.tcp`: expected HOST:PORT"),
+        "{errors}"
+    );
+    let errors = load("command = [\"w\"]\nready = { log = \"(\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("u/w.toml:2:17: invalid regular expression for `ready.log`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn checks_take_the_template_argument_and_the_instance_number() {
+    let units = load_units(&[(
+        PathBuf::from("u/web@.toml"),
+        concat!(
+            "command = [\"web\", \"{arg}\"]\n",
+            "[ready]\nhttp = \"http://127.0.0.1:{arg}/health\"\n",
+            "[health]\ntcp = \"127.0.0.1:9{instance}\"\n",
+        )
+        .to_owned(),
+    )])
+    .unwrap();
+    let web = units["web@"].instantiate("8080").unwrap();
+    let Some(corral_config::Check::Http(t)) = web.ready.map(|r| r.check) else {
+        panic!("an http check");
+    };
+    assert_eq!(
+        (t.port, t.url.as_str()),
+        (8080, "http://127.0.0.1:8080/health")
+    );
+    let health = web.health.unwrap().check;
+    assert_eq!(
+        health.substitute(corral_config::INSTANCE_PLACEHOLDER, "3"),
+        Ok(corral_config::Check::Tcp("127.0.0.1:93".into()))
+    );
+    // An argument that makes no port is refused when the instance is made.
+    assert!(units["web@"].instantiate("x").is_err());
 }

@@ -63,11 +63,12 @@ enum Command {
     },
     /// Start units (and the units they require); wait until they have started.
     ///
-    /// Waits until every instance of the named units has started: a service has been
-    /// running for 1 s (corrald's start window), a task has been running for 1 s or has
-    /// exited with code 0. If an instance fails first (its command cannot be run, it
-    /// exits, a unit it requires fails), exits 1 naming the instance, why, and the last
-    /// lines of its log, like `systemctl start`.
+    /// Waits until every instance of the named units has started: one of a unit with a
+    /// `[ready]` check has passed it; without one, a service has been running for 1 s
+    /// (corrald's start window), a task has been running for 1 s or has exited with
+    /// code 0. If an instance fails first (its command cannot be run, it exits, it is not
+    /// ready by its deadline, a unit it requires fails), exits 1 naming the instance,
+    /// why, and the last lines of its log, like `systemctl start`.
     #[command(after_help = EXIT_CODES)]
     Start {
         /// Unit names.

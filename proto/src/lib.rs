@@ -1039,7 +1039,8 @@ pub struct HelloResult {
 pub enum InstanceState {
     /// Never started (e.g. a task that has not been started yet).
     Inactive,
-    /// Asked to start; waiting for its dependencies or being spawned.
+    /// Asked to start; waiting for its dependencies, being spawned, or (for a unit with a
+    /// `[ready]` check) spawned, with a pid, until the check passes.
     Starting,
     /// Its process is alive.
     Running,
@@ -1191,9 +1192,27 @@ pub struct InstanceStatus {
     /// How the last run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitStatus>,
-    /// Why the instance is in this state (e.g. the exec error of a failed start).
+    /// Why the instance is in this state (e.g. the exec error of a failed start), or why
+    /// it was last restarted by corrald (a failed readiness or health check, `max_memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Whether the current run has passed the unit's `[ready]` check; absent when the
+    /// unit has none (it is ready once spawned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// The outcome of the last `[health]` probe; absent without `[health]` or before the
+    /// first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Failed health probes in a row.
+    #[serde(default)]
+    pub health_failures: u32,
+    /// Failed health probes since corrald started.
+    #[serde(default)]
+    pub health_failures_total: u64,
+    /// Why the last readiness or health probe failed, while it is the latest outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_error: Option<String>,
     /// CPU time used by everything in the instance's cgroup (µs), in cgroup mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_cpu_usec: Option<u64>,

@@ -50,7 +50,11 @@ fn status_table(status: &StatusResult) -> String {
                 i.uptime_ms.map_or("-".into(), human_duration),
                 i.restarts.to_string(),
                 i.last_exit.map_or("-".into(), |e| e.to_string()),
-                i.reason.clone().unwrap_or_default(),
+                checks_cell(i),
+                i.reason
+                    .clone()
+                    .or_else(|| i.check_error.as_ref().map(|e| format!("check: {e}")))
+                    .unwrap_or_default(),
             ]);
         }
     }
@@ -63,6 +67,7 @@ fn status_table(status: &StatusResult) -> String {
             "UPTIME",
             "RESTARTS",
             "LAST EXIT",
+            "CHECKS",
             "REASON",
         ],
         &rows,
@@ -76,6 +81,18 @@ fn status_table(status: &StatusResult) -> String {
         }
     }
     text
+}
+
+/// Readiness and health in a word: `not ready`, `ready`, `healthy`, `failing 2`, or `-`
+/// for an instance without checks (or without a process).
+fn checks_cell(i: &corral_client::proto::InstanceStatus) -> String {
+    match (i.ready, i.healthy) {
+        (_, Some(false)) => format!("failing {}", i.health_failures),
+        (_, Some(true)) => "healthy".into(),
+        (Some(false), None) => "not ready".into(),
+        (Some(true), None) => "ready".into(),
+        (None, None) => "-".into(),
+    }
 }
 
 /// `start`: with `wait` other than [`Wait::No`], once the instances have started.

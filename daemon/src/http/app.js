@@ -296,19 +296,28 @@
     var a = el("a", { href: "/units/" + encodeURIComponent(name) }, name);
     return { node: a };
   }
+  // Readiness and health in a word, as the server-rendered page shows them.
+  function checks(i) {
+    if (i.healthy === false) return "failing " + i.health_failures;
+    if (i.healthy === true) return "healthy";
+    if (i.ready === false) return "not ready";
+    if (i.ready === true) return "ready";
+    return "-";
+  }
   function render(s) {
     var rows = [];
     ((s.status || {}).units || []).forEach(function (u) {
       if (u.loaded === false) {
         var b = badge("not-loaded");
         b.node.textContent = "not loaded";
-        rows.push([u.name, "-", b, "-", "-", "-", "-", "-", "-", (u.errors || []).join("; ")]);
+        rows.push([u.name, "-", b, "-", "-", "-", "-", "-", "-", "-", (u.errors || []).join("; ")]);
       }
       u.instances.forEach(function (i, n) {
         var st = i.pid ? (s.processes || {})[String(i.pid)] : null;
         var row = [link(u.name), i.instance, badge(i.state), i.pid, dur(i.uptime_ms), i.restarts,
           exit(i.last_exit), st ? st.cpu_pct + "%" : "-",
-          st ? (st.rss_bytes / 1048576).toFixed(1) + " MiB" : "-", i.reason || ""];
+          st ? (st.rss_bytes / 1048576).toFixed(1) + " MiB" : "-", checks(i),
+          i.reason || (i.check_error ? "check: " + i.check_error : "")];
         if (controls) row.push(n === 0 ? unitButtons(u.name) : "");
         rows.push(row);
       });

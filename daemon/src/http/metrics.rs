@@ -120,6 +120,54 @@ fn instance_series(f: &mut Family<'_>, units: &[Value]) {
             restarts,
         );
     }
+    check_series(f, units);
+}
+
+/// Readiness and health of each instance that has a process: `corral_instance_ready` for
+/// units with `[ready]`, `corral_instance_healthy` once a `[health]` probe has run, and
+/// every instance's `corral_health_failures_total`.
+fn check_series(f: &mut Family<'_>, units: &[Value]) {
+    let live: Vec<(&str, String, &Value)> = units
+        .iter()
+        .flat_map(|u| {
+            let name = u["name"].as_str().unwrap_or("");
+            u["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| i["pid"].is_u64())
+                .map(move |i| (name, i["instance"].as_u64().unwrap_or(0).to_string(), i))
+        })
+        .collect();
+    let flag = |v: &Value| u8::from(v.as_bool() == Some(true));
+    f.head(
+        "corral_instance_ready",
+        "gauge",
+        "1 once the instance's [ready] check has passed, 0 while it is starting (units with [ready] only).",
+    );
+    for (unit, index, i) in live.iter().filter(|(_, _, i)| i["ready"].is_boolean()) {
+        let labels = [("unit", *unit), ("instance", index.as_str())];
+        f.sample("corral_instance_ready", &labels, flag(&i["ready"]));
+    }
+    f.head(
+        "corral_instance_healthy",
+        "gauge",
+        "Outcome of the instance's last [health] probe: 1 passed, 0 failed.",
+    );
+    for (unit, index, i) in live.iter().filter(|(_, _, i)| i["healthy"].is_boolean()) {
+        let labels = [("unit", *unit), ("instance", index.as_str())];
+        f.sample("corral_instance_healthy", &labels, flag(&i["healthy"]));
+    }
+    f.head(
+        "corral_health_failures_total",
+        "counter",
+        "Failed [health] probes of each instance since corrald started.",
+    );
+    for (unit, index, i) in &live {
+        let labels = [("unit", *unit), ("instance", index.as_str())];
+        let total = i["health_failures_total"].as_u64().unwrap_or(0);
+        f.sample("corral_health_failures_total", &labels, total);
+    }
 }
 
 /// The standard `process_*` metrics of Prometheus's client libraries, for corrald itself.

@@ -254,6 +254,19 @@ fn config_view(u: &corral_config::Unit) -> Value {
         "group": u.group,
         "after": u.after,
         "requires": u.requires,
+        "ready": u.ready.as_ref().map(|r| json!({
+            "check": r.check.describe(),
+            "interval": corral_config::format_duration(r.interval),
+            "timeout": corral_config::format_duration(r.timeout),
+            "deadline": corral_config::format_duration(r.deadline),
+        })),
+        "health": u.health.as_ref().map(|h| json!({
+            "check": h.check.describe(),
+            "interval": corral_config::format_duration(h.interval),
+            "timeout": corral_config::format_duration(h.timeout),
+            "failures": h.failures,
+        })),
+        "max_memory": u.max_memory,
         "source": u.source,
     })
 }

@@ -153,6 +153,27 @@ pub fn process_stats(status: &Value) -> Value {
     Value::Object(map)
 }
 
+/// Readiness and health in a word (as `corralctl status` shows them): `not ready`,
+/// `ready`, `healthy`, `failing N`, or `-` without checks.
+fn checks_text(i: &Value) -> String {
+    match (i["ready"].as_bool(), i["healthy"].as_bool()) {
+        (_, Some(false)) => format!("failing {}", s(&i["health_failures"])),
+        (_, Some(true)) => "healthy".into(),
+        (Some(false), None) => "not ready".into(),
+        (Some(true), None) => "ready".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// The reason, or else why the last check failed.
+fn reason_text(i: &Value) -> String {
+    match (i["reason"].as_str(), i["check_error"].as_str()) {
+        (Some(reason), _) => reason.to_owned(),
+        (None, Some(e)) => format!("check: {e}"),
+        (None, None) => String::new(),
+    }
+}
+
 fn mib(bytes: &Value) -> String {
     bytes
         .as_f64()
@@ -184,7 +205,7 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
                 .collect();
             let mut row = vec![cell(&name), cell("-")];
             row.push("<span class=\"state not-loaded\">not loaded</span>".into());
-            row.extend(std::iter::repeat_n(cell("-"), 6));
+            row.extend(std::iter::repeat_n(cell("-"), 7));
             row.push(cell(&errors.join("; ")));
             if controls {
                 row.push(String::new());
@@ -209,7 +230,8 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
                 cell(&exit_text(&i["last_exit"])),
                 cell(&stats.map_or("-".into(), |st| format!("{}%", s(&st["cpu_pct"])))),
                 cell(&stats.map_or("-".into(), |st| mib(&st["rss_bytes"]))),
-                cell(i["reason"].as_str().unwrap_or("")),
+                cell(&checks_text(i)),
+                cell(&reason_text(i)),
             ]);
             if controls {
                 // One set of buttons per unit, on its first instance's row.
@@ -233,6 +255,7 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
         "last exit",
         "cpu",
         "rss",
+        "checks",
         "reason",
     ];
     if controls {
@@ -438,7 +461,8 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
                 cell(&duration_ms(&i["uptime_ms"])),
                 cell(&s(&i["restarts"])),
                 cell(&exit_text(&i["last_exit"])),
-                cell(i["reason"].as_str().unwrap_or("")),
+                cell(&checks_text(i)),
+                cell(&reason_text(i)),
                 format!(
                     "<a href=\"/units/{}/{}/logs\">follow</a>",
                     esc(&urlencode(name)),
@@ -457,6 +481,7 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
             "uptime",
             "restarts",
             "last exit",
+            "checks",
             "reason",
             "log",
         ],

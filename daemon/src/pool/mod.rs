@@ -943,6 +943,11 @@ impl PoolManager {
             restarts: 0,
             last_exit: None,
             reason: None,
+            ready: None,
+            healthy: None,
+            health_failures: 0,
+            health_failures_total: 0,
+            check_error: None,
             cgroup_cpu_usec: None,
             cgroup_memory_bytes: None,
         };

@@ -11,6 +11,7 @@
 mod adopt;
 pub mod cgroup;
 pub mod logs;
+mod probe;
 pub mod process;
 mod schedule;
 mod spawn;
@@ -69,6 +70,8 @@ pub enum Msg {
     Request(Request),
     /// A scheduled unit's timer: look at the clock (stale when `generation` moved on).
     ScheduleDue { unit: String, generation: u64 },
+    /// Readiness, health and memory checks.
+    Probe(probe::ProbeMsg),
 }
 
 /// Requests, each with its reply channel.
@@ -187,6 +190,8 @@ struct Instance {
     generation: u64,
     /// A signal asked for (`kill`) while the spawn was in flight: sent once the pid is known.
     pending_signal: Option<Signal>,
+    /// Readiness and health of the current run.
+    checks: probe::InstanceChecks,
 }
 
 impl Instance {
@@ -205,6 +210,7 @@ impl Instance {
             reason: None,
             generation: 0,
             pending_signal: None,
+            checks: probe::InstanceChecks::default(),
         }
     }
 
@@ -219,7 +225,19 @@ impl Instance {
                 .map(|t| t.elapsed().as_millis() as u64),
             restarts: self.restarts,
             last_exit: self.last_exit,
-            reason: self.reason.clone(),
+            reason: self
+                .reason
+                .clone()
+                .or_else(|| self.checks.restarted_for.clone()),
+            ready: self.checks.ready.filter(|_| self.pid.is_some()),
+            healthy: self.checks.healthy.filter(|_| self.pid.is_some()),
+            health_failures: self.checks.health_failures,
+            health_failures_total: self.checks.health_failures_total,
+            check_error: self
+                .checks
+                .last_error
+                .clone()
+                .filter(|_| self.pid.is_some()),
             cgroup_cpu_usec: None,
             cgroup_memory_bytes: None,
         }
@@ -358,6 +376,8 @@ pub struct Supervisor {
     /// Templates (`NAME@.toml`) by name (`NAME@`): never units themselves, but the
     /// definition of their instance units, made at their first start.
     templates: BTreeMap<String, Arc<Unit>>,
+    /// `exec` probes in flight and the notify socket.
+    probes: probe::Probes,
     /// Instances whose cgroups are still to be removed (their last processes were
     /// killed and are leaving); tried again at each tick.
     cgroups_to_remove: BTreeSet<(String, u32)>,
@@ -405,6 +425,7 @@ impl Supervisor {
             procs,
             tx: tx.clone(),
             timers: BTreeMap::new(),
+            probes: probe::Probes::new(tx.clone()),
             cgroups_to_remove: BTreeSet::new(),
             not_loaded: not_loaded
                 .into_iter()
@@ -443,6 +464,7 @@ impl Supervisor {
         let previous_life = sup.store.open_runs().await;
         let task = tokio::spawn(async move {
             sup.recover(previous_life);
+            sup.checks_after_recovery();
             sup.start_autostart();
             sup.start_timers(&last_runs);
             while let Some(msg) = rx.recv().await {
@@ -575,6 +597,7 @@ impl Supervisor {
             }
             Msg::Request(req) => self.on_request(req),
             Msg::ScheduleDue { unit, generation } => self.on_schedule_due(&unit, generation),
+            Msg::Probe(msg) => self.on_probe(msg),
         }
     }
 
@@ -871,6 +894,7 @@ impl Supervisor {
                 // An explicit start forgives the past: counters and the start limit reset.
                 inst.state = InstanceState::Starting;
                 inst.reason = None;
+                inst.checks.restarted_for = None;
                 inst.restarts = 0;
                 inst.consecutive_failures = 0;
                 inst.recent_starts.clear();
@@ -893,7 +917,11 @@ impl Supervisor {
                 .flat_map(|e| {
                     e.instances
                         .iter()
-                        .filter(|i| i.state == InstanceState::Starting && i.spawn_token.is_none())
+                        .filter(|i| {
+                            i.state == InstanceState::Starting
+                                && i.spawn_token.is_none()
+                                && i.pid.is_none()
+                        })
                         .map(|i| (e.unit.name.clone(), i.index))
                 })
                 .collect();
@@ -929,7 +957,11 @@ impl Supervisor {
             for i in &d.instances {
                 match (d.unit.kind, i.state) {
                     (_, InstanceState::Failed) => {
-                        return Err(format!("required unit `{dep}` failed"));
+                        let why = i.reason.as_ref().map(|r| format!(": {r}"));
+                        return Err(format!(
+                            "required unit `{dep}` failed{}",
+                            why.unwrap_or_default()
+                        ));
                     }
                     (UnitKind::Service, InstanceState::Running) => {}
                     (UnitKind::Task, InstanceState::Exited)
@@ -989,6 +1021,7 @@ impl Supervisor {
         inst.state = InstanceState::Starting;
         inst.spawn_token = Some(token);
         self.tokens.insert(token, (name.to_owned(), index));
+        self.checks_before_spawn(name, index);
         match self.spawn_spec(&unit, index) {
             Ok(mut spec) => {
                 if let Some(fds) = stdio {
@@ -1009,6 +1042,7 @@ impl Supervisor {
         if !unit.env_files.is_empty() {
             env.extend(corral_config::read_env_files(&unit.env_files)?);
         }
+        self.check_env(unit, &mut env);
         env.insert(
             "CORRAL_SOCKET".into(),
             self.config.socket.display().to_string(),
@@ -1053,6 +1087,9 @@ impl Supervisor {
     }
 
     fn on_spawned(&mut self, token: u64, result: Result<Spawned, String>) {
+        if self.probe_spawned(token, &result) {
+            return;
+        }
         let Some((name, index)) = self.tokens.remove(&token) else {
             return;
         };
@@ -1100,13 +1137,7 @@ impl Supervisor {
                     let generation = inst.generation;
                     self.signal_stop(&unit, index, spawned.pid, generation, None);
                 } else {
-                    inst.state = InstanceState::Running;
-                    self.event(
-                        &name,
-                        Some(index),
-                        "started",
-                        format!("pid {}", spawned.pid),
-                    );
+                    self.spawn_succeeded(&name, index, spawned.pid);
                 }
             }
             Err(reason)
@@ -1153,6 +1184,9 @@ impl Supervisor {
     }
 
     fn on_exited(&mut self, pid: i32, status: ExitStatus) {
+        if self.probe_exited(pid, status) {
+            return;
+        }
         let Some((name, index)) = self.by_pid.remove(&pid) else {
             return; // an orphaned grandchild re-parented to us: reaped, nothing to track
         };
@@ -1191,7 +1225,9 @@ impl Supervisor {
         if let Some(run_id) = inst.run_id.take() {
             self.store.run_ended(run_id, Some(status));
         }
-        if inst.state == InstanceState::Stopping {
+        // Stopped by corrald for a failed check: restarted as after a failure.
+        let failed_check = inst.checks.kill_reason.take();
+        if inst.state == InstanceState::Stopping && failed_check.is_none() {
             inst.state = InstanceState::Stopped;
             inst.generation += 1;
             self.event(&name, Some(index), "stopped", status.to_string());
@@ -1200,9 +1236,19 @@ impl Supervisor {
         let restart = !shutting_down
             && match unit.restart {
                 RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => !status.success(),
+                RestartPolicy::OnFailure => !status.success() || failed_check.is_some(),
                 RestartPolicy::No => false,
             };
+        if let (Some(why), false) = (&failed_check, restart) {
+            inst.state = InstanceState::Failed;
+            inst.generation += 1;
+            self.event(&name, Some(index), "failed", format!("{status}; {why}"));
+            return;
+        }
+        if let Some(why) = failed_check {
+            // Shown as the reason while the next runs go well (a spawn clears `reason`).
+            inst.checks.restarted_for = Some(why);
+        }
         if !restart {
             inst.state = InstanceState::Exited;
             self.event(&name, Some(index), "exited", status.to_string());
@@ -1277,7 +1323,7 @@ impl Supervisor {
             return;
         };
         match inst.state {
-            InstanceState::Running => {
+            InstanceState::Running | InstanceState::Starting if inst.pid.is_some() => {
                 let pid = inst.pid.expect("running instances have a pid");
                 inst.state = InstanceState::Stopping;
                 inst.generation += 1;
@@ -1295,6 +1341,8 @@ impl Supervisor {
                 inst.generation += 1;
                 self.event(&unit.name, Some(index), "stopped", format!("by {by}"));
             }
+            // Being stopped for a failed check: now it is meant to stay down.
+            InstanceState::Stopping => inst.checks.kill_reason = None,
             _ => {}
         }
     }
@@ -1878,6 +1926,7 @@ impl Supervisor {
     // ----- bookkeeping after every message -----
 
     fn on_tick(&mut self) {
+        self.check_memory();
         if let Some(cg) = &self.config.cgroups {
             // A cgroup can go once its last process has left (after cgroup.kill, soon).
             let units = &self.units;
@@ -1995,7 +2044,8 @@ impl Supervisor {
                     if waiter.failed.contains_key(&key) {
                         continue;
                     }
-                    match started::progress(entry.unit.kind, inst, now) {
+                    match started::progress(entry.unit.kind, entry.unit.ready.is_some(), inst, now)
+                    {
                         started::Progress::Done => {}
                         started::Progress::Pending(at) => {
                             pending = true;

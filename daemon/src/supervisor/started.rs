@@ -1,10 +1,12 @@
 //! When a started instance counts as started: what `start --wait` waits for.
 //!
-//! corrald has no readiness checks (yet), so "started" means the process was spawned and
-//! did not exit within [`START_WINDOW`] (like supervisord's `startsecs`); a task may also
+//! For a unit with a `[ready]` check, "started" means the check passed (the instance went
+//! from `starting` to `running`). Without one, it means the process was spawned and did
+//! not exit within [`START_WINDOW`] (like supervisord's `startsecs`); a task may also
 //! have exited with code 0 by then. Anything else that happens first is a failed start:
 //! the command could not be spawned, the process exited (even if its restart policy
-//! will run it again), a requirement failed, or the instance was stopped.
+//! will run it again), the readiness deadline passed, a requirement failed, or the
+//! instance was stopped.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -41,13 +43,28 @@ pub(super) enum Progress {
     Failed(String),
 }
 
-/// Where `inst`, an instance of a unit of `kind`, is on its way to having started.
-pub(super) fn progress(kind: UnitKind, inst: &Instance, now: Instant) -> Progress {
-    let window = humanize(START_WINDOW);
+/// Where `inst`, an instance of a unit of `kind` (with a `[ready]` check when
+/// `ready_check`), is on its way to having started.
+pub(super) fn progress(
+    kind: UnitKind,
+    ready_check: bool,
+    inst: &Instance,
+    now: Instant,
+) -> Progress {
+    let within = if ready_check {
+        "before it was ready".to_owned()
+    } else {
+        format!("within {} of starting", humanize(START_WINDOW))
+    };
+    if let Some(reason) = &inst.checks.kill_reason {
+        // Being stopped because it did not become ready (or failed a check) meanwhile.
+        return Progress::Failed(reason.clone());
+    }
     let exit = inst
         .last_exit
         .map_or_else(|| "exited".to_owned(), |e| format!("exited ({e})"));
     match inst.state {
+        InstanceState::Running if ready_check => Progress::Done,
         InstanceState::Running => match inst.started {
             Some(t) if now.duration_since(t) >= START_WINDOW => Progress::Done,
             Some(t) => Progress::Pending(Some(t + START_WINDOW)),
@@ -62,11 +79,16 @@ pub(super) fn progress(kind: UnitKind, inst: &Instance, now: Instant) -> Progres
         }
         InstanceState::Exited if kind == UnitKind::Task => Progress::Failed(exit),
         InstanceState::Exited => Progress::Failed(format!(
-            "{exit} within {window} of starting; a service is expected to keep running"
+            "{exit} {within}; a service is expected to keep running"
         )),
-        InstanceState::Backoff => Progress::Failed(format!(
-            "{exit} within {window} of starting; corrald restarts it by its restart policy"
-        )),
+        InstanceState::Backoff => match (&inst.reason, ready_check) {
+            (Some(reason), true) => Progress::Failed(format!(
+                "{reason}; corrald restarts it by its restart policy"
+            )),
+            _ => Progress::Failed(format!(
+                "{exit} {within}; corrald restarts it by its restart policy"
+            )),
+        },
         InstanceState::Failed => {
             Progress::Failed(inst.reason.clone().unwrap_or_else(|| "failed".to_owned()))
         }
@@ -105,52 +127,88 @@ mod tests {
         let mut inst = instance(InstanceState::Running, None);
         inst.started = Some(now);
         assert_eq!(
-            progress(UnitKind::Service, &inst, now),
+            progress(UnitKind::Service, false, &inst, now),
             Progress::Pending(Some(now + START_WINDOW))
         );
         assert_eq!(
-            progress(UnitKind::Service, &inst, now + START_WINDOW),
+            progress(UnitKind::Service, false, &inst, now + START_WINDOW),
             Progress::Done
         );
         assert_eq!(
-            progress(UnitKind::Task, &inst, now + START_WINDOW),
+            progress(UnitKind::Task, false, &inst, now + START_WINDOW),
             Progress::Done
         );
         let starting = instance(InstanceState::Starting, None);
         assert_eq!(
-            progress(UnitKind::Service, &starting, now),
+            progress(UnitKind::Service, false, &starting, now),
             Progress::Pending(None)
         );
+    }
+
+    #[test]
+    fn with_a_ready_check_running_means_started_and_a_failed_check_is_the_reason() {
+        let now = Instant::now();
+        let mut inst = instance(InstanceState::Running, None);
+        inst.started = Some(now);
+        // Ready (running) counts at once: no start window on top of the check.
+        assert_eq!(
+            progress(UnitKind::Service, true, &inst, now),
+            Progress::Done
+        );
+        let mut waiting = instance(InstanceState::Starting, None);
+        waiting.pid = Some(42);
+        assert_eq!(
+            progress(UnitKind::Service, true, &waiting, now),
+            Progress::Pending(None)
+        );
+        // Stopped for missing its deadline: the reason, not "stopped before it had started".
+        let mut killed = instance(InstanceState::Stopping, None);
+        killed.checks.kill_reason = Some("not ready within 1s (tcp x:1)".into());
+        assert_eq!(
+            progress(UnitKind::Service, true, &killed, now),
+            Progress::Failed("not ready within 1s (tcp x:1)".into())
+        );
+        let mut looping = instance(InstanceState::Backoff, Some(1));
+        looping.reason = Some("not ready within 1s (tcp x:1)".into());
+        let Progress::Failed(why) = progress(UnitKind::Service, true, &looping, now) else {
+            panic!("an instance in backoff has not started");
+        };
+        assert!(why.starts_with("not ready within 1s"), "{why}");
+        let exited = instance(InstanceState::Exited, Some(0));
+        let Progress::Failed(why) = progress(UnitKind::Service, true, &exited, now) else {
+            panic!("a service that exits has not started");
+        };
+        assert!(why.contains("before it was ready"), "{why}");
     }
 
     #[test]
     fn an_exit_is_a_failed_start_except_a_tasks_exit_0() {
         let now = Instant::now();
         let ok = instance(InstanceState::Exited, Some(0));
-        assert_eq!(progress(UnitKind::Task, &ok, now), Progress::Done);
-        let Progress::Failed(why) = progress(UnitKind::Service, &ok, now) else {
+        assert_eq!(progress(UnitKind::Task, false, &ok, now), Progress::Done);
+        let Progress::Failed(why) = progress(UnitKind::Service, false, &ok, now) else {
             panic!("a service that exits has not started");
         };
         assert!(why.contains("exited (exit 0)"), "{why}");
         let bad = instance(InstanceState::Exited, Some(3));
         assert_eq!(
-            progress(UnitKind::Task, &bad, now),
+            progress(UnitKind::Task, false, &bad, now),
             Progress::Failed("exited (exit 3)".into())
         );
         let looping = instance(InstanceState::Backoff, Some(1));
-        let Progress::Failed(why) = progress(UnitKind::Service, &looping, now) else {
+        let Progress::Failed(why) = progress(UnitKind::Service, false, &looping, now) else {
             panic!("an instance in backoff has not started");
         };
         assert!(why.contains("exited (exit 1) within 1s"), "{why}");
         let mut failed = instance(InstanceState::Failed, None);
         failed.reason = Some("command not found: nope".into());
         assert_eq!(
-            progress(UnitKind::Service, &failed, now),
+            progress(UnitKind::Service, false, &failed, now),
             Progress::Failed("command not found: nope".into())
         );
         let stopped = instance(InstanceState::Stopped, None);
         assert!(matches!(
-            progress(UnitKind::Service, &stopped, now),
+            progress(UnitKind::Service, false, &stopped, now),
             Progress::Failed(_)
         ));
     }

@@ -198,17 +198,37 @@ fn everything_shown_is_escaped() {
 fn metrics_are_prometheus_text() {
     let (mut d, port) = daemon_with_http(None);
     d.unit("svc", r#"command = ["sleep", "1000"]"#);
+    d.unit(
+        "checked",
+        "command = [\"sleep\", \"1000\"]\nready = { exec = [\"true\"] }\nhealth = { exec = [\"true\"], interval = \"100ms\" }\n",
+    );
     d.start();
     d.wait_state("svc", "running");
+    wait_for("a passed health probe", || {
+        (d.status("checked").instances[0].healthy == Some(true)).then_some(())
+    });
     d.ctl_ok(&["queue", "put", "jobs", "1"]);
     // One run that exits 3 and one killed by SIGKILL; a pool job.
     let _ = d.ctl(&["run", "--wait", "--", "sh", "-c", "exit 3"]);
     let _ = d.ctl(&["run", "--wait", "--", "sh", "-c", "kill -9 $$"]);
     d.ctl_ok(&["pool", "map", "-j", "1", "--", "true", ":::", "1"]);
+    let (_, detail) = http(port, "GET", "/api/units/checked", &[]);
+    assert!(detail.contains("\"check\":\"exec true\""), "{detail}");
+    // The dashboard and the unit's page show the checks.
+    for page in ["/", "/units/checked"] {
+        let (_, html) = http(port, "GET", page, &[]);
+        assert!(
+            html.contains("<th>checks</th>") && html.contains("<td>healthy</td>"),
+            "{page}: {html}"
+        );
+    }
     let (code, text) = http(port, "GET", "/metrics", &[]);
     assert_eq!(code, 200);
     for needle in [
-        "corral_instances{state=\"running\"} 1",
+        "corral_instances{state=\"running\"} 2",
+        "corral_instance_ready{unit=\"checked\",instance=\"0\"} 1",
+        "corral_instance_healthy{unit=\"checked\",instance=\"0\"} 1",
+        "corral_health_failures_total{unit=\"checked\",instance=\"0\"} 0",
         "corral_queue_depth{queue=\"jobs\"} 1",
         "# TYPE corral_restarts_total counter",
         "corral_uptime_seconds ",

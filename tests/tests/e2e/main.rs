@@ -6,6 +6,7 @@ mod acked;
 mod bounds;
 mod browser;
 mod cgroups;
+mod checks;
 mod cli;
 mod examples;
 mod faults;
