@@ -100,7 +100,7 @@ class Pool:
         timeout: Optional[float] = None,
         pool: Optional[str] = None,
         env: Optional[Mapping[str, Any]] = None,
-        cwd: Optional[str] = None,
+        cwd: Union[str, "os.PathLike[str]", None] = None,
         name: Optional[str] = None,
         socket: Optional[str] = None,
     ) -> None:

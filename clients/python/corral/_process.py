@@ -103,7 +103,7 @@ class Process:
         daemon: Optional[bool] = None,
         cmd: Optional[Command] = None,
         env: Optional[Mapping[str, Any]] = None,
-        cwd: Optional[str] = None,
+        cwd: Union[str, "os.PathLike[str]", None] = None,
         socket: Optional[str] = None,
     ) -> None:
         # Command form: Process(cmd, name, daemon, env, cwd) as before, the command first.

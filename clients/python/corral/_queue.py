@@ -178,11 +178,11 @@ class Queue:
             for item, lease in zip(result["items"], result["leases"])
         ]
 
-    def ack(self, *ids: str) -> int:
+    def ack(self, *ids: int) -> int:
         """Acks leases by id (e.g. ``message.id`` handed to another process)."""
         return self._call("queue_ack", ids=list(ids))["count"]
 
-    def nack(self, *ids: str) -> int:
+    def nack(self, *ids: int) -> int:
         """Returns leased items by id to the head of the queue now."""
         return self._call("queue_nack", ids=list(ids))["count"]
 
@@ -269,7 +269,7 @@ class Message:
     """
 
     def __init__(
-        self, queue: str, value: Any, lease_id: str, deliveries: int, holder: _Leases
+        self, queue: str, value: Any, lease_id: int, deliveries: int, holder: _Leases
     ) -> None:
         self.queue = queue
         self.value = value
