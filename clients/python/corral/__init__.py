@@ -20,6 +20,9 @@ program. Needs cloudpickle. Every object talks to corrald over its Unix socket:
 ``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
 """
 
+import builtins
+from typing import Any, Dict, List, Optional
+
 from ._client import PROTOCOL_VERSION, Connection, call, socket_path
 from ._lock import Lock, RLock
 from ._pipe import JoinableQueue, Pipe, PipeConnection, SimpleQueue
@@ -49,7 +52,7 @@ from multiprocessing import AuthenticationError, BufferTooShort, ProcessError  #
 from multiprocessing import TimeoutError as _mp_TimeoutError  # noqa: E402
 
 
-class TimeoutError(_mp_TimeoutError, TimeoutError):  # noqa: A001
+class TimeoutError(_mp_TimeoutError, builtins.TimeoutError):  # noqa: A001
     """``AsyncResult.get(timeout)`` ran out of time: a ``multiprocessing.TimeoutError``
     (so ``except multiprocessing.TimeoutError`` catches it) and a builtin
     ``TimeoutError``."""
@@ -111,36 +114,36 @@ __all__ = [
 ]
 
 
-def get_start_method(allow_none=False):
+def get_start_method(allow_none: bool = False) -> str:
     """corral has one way to start a process (corrald starts a fresh interpreter that
     does not re-run the main script); it is reported as ``"spawn"``."""
     return "spawn"
 
 
-def get_all_start_methods():
+def get_all_start_methods() -> List[str]:
     return ["spawn", "fork", "forkserver"]
 
 
-def set_start_method(method, force=False):
+def set_start_method(method: Optional[str], force: bool = False) -> None:
     """Accepted for compatibility: every method means corral's own start."""
     if method not in (None, "spawn", "fork", "forkserver"):
         raise ValueError("cannot find context for %r" % (method,))
 
 
-def freeze_support():
+def freeze_support() -> None:
     """Nothing to do (multiprocessing needs it for frozen Windows programs)."""
 
 
 class _Context:
     """What ``get_context()`` returns: the corral module's API under any method name."""
 
-    def __init__(self, method):
+    def __init__(self, method: str) -> None:
         self._method = method
 
-    def get_start_method(self, allow_none=False):
+    def get_start_method(self, allow_none: bool = False) -> str:
         return self._method
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         import corral
 
         if name.startswith("_") or name not in corral.__all__:
@@ -148,20 +151,20 @@ class _Context:
         return getattr(corral, name)
 
 
-def get_context(method=None):
+def get_context(method: Optional[str] = None) -> _Context:
     """A context object with this module's API (``ctx.Process``, ``ctx.Queue``...)."""
     set_start_method(method)
     return _Context(method or "spawn")
 
 
-def cpu_count():
+def cpu_count() -> int:
     """The number of CPUs of this machine (``os.cpu_count()``), as multiprocessing."""
     import os
 
     return os.cpu_count() or 1
 
 
-def status(unit=None, socket=None):
+def status(unit: Optional[str] = None, socket: Optional[str] = None) -> Any:
     """corrald's ``status``: units and their instances (one unit if ``unit`` is given)."""
-    fields = {} if unit is None else {"unit": unit}
+    fields: Dict[str, Any] = {} if unit is None else {"unit": unit}
     return call("status", socket=socket, **fields)

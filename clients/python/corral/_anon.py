@@ -9,23 +9,24 @@ them and ``corralctl queue delete`` removes them.
 import os
 import threading
 import uuid
+from typing import Callable, List, Tuple
 
 _LOCK = threading.Lock()
-_MADE = []  # (pid, delete function)
+_MADE: List[Tuple[int, Callable[[], object]]] = []  # (pid, delete function)
 
 
-def name(kind):
+def name(kind: str) -> str:
     """A fresh unique name for an anonymous object of ``kind``."""
     return "py-anon-%s-%s" % (kind, uuid.uuid4().hex)
 
 
-def made(delete):
+def made(delete: Callable[[], object]) -> None:
     """Records that this process made an anonymous object; ``delete()`` removes it."""
     with _LOCK:
         _MADE.append((os.getpid(), delete))
 
 
-def cleanup():
+def cleanup() -> None:
     """Removes the anonymous objects this process made (called at exit)."""
     pid = os.getpid()
     with _LOCK:

@@ -11,9 +11,10 @@ multiprocessing's children do.
 
 import os
 import sys
+from typing import List, NoReturn
 
 
-def main(argv):
+def main(argv: List[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m corral._child PAYLOAD (started by corral.Process)\n")
         return 2
@@ -47,7 +48,7 @@ def main(argv):
     return _process._run_in_child(process)
 
 
-def _start():
+def _start() -> NoReturn:
     """Entry point of ``python -c`` (see corral._payload.python_command)."""
     code = main(["corral._child"] + sys.argv[1:])
     try:

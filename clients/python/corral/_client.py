@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import weakref
-from typing import Any, Dict, Generator, List, Optional
+from typing import IO, Any, Callable, Dict, Generator, List, Optional, Tuple, TypeVar, cast
 
 from .errors import CorralConnectionError, CorralError, error_from_reply
 
@@ -26,6 +26,8 @@ PROTOCOL_VERSION = 1
 CLIENT_NAME = "corral-python"
 
 __all__ = ["socket_path", "Connection", "call", "stream", "PROTOCOL_VERSION"]
+
+_T = TypeVar("_T")
 
 
 def socket_path() -> str:
@@ -50,7 +52,7 @@ def socket_path() -> str:
     return os.path.join(state, "corral", "corral.sock")
 
 
-def _start_hint(path):
+def _start_hint(path: Optional[str]) -> str:
     return (
         "Is corrald running? Start it with `corrald --socket %s --units DIR --state DIR` "
         "(or `systemctl start corrald`), or set CORRAL_SOCKET to the socket of a running "
@@ -59,7 +61,7 @@ def _start_hint(path):
 
 
 # Every live connection, so a forked child can drop the ones it inherited.
-_ALL = weakref.WeakSet()
+_ALL: "weakref.WeakSet[Connection]" = weakref.WeakSet()
 _ALL_LOCK = threading.Lock()
 
 
@@ -72,12 +74,12 @@ class Connection:
 
     def __init__(self, path: Optional[str] = None) -> None:
         self._path = path
-        self._sock = None
-        self._rfile = None
-        self._pid = None
+        self._sock: Optional[socket.socket] = None
+        self._rfile: Optional[IO[bytes]] = None
+        self._pid: Optional[int] = None
         self._next_id = 0
         self._lock = threading.Lock()
-        self.path = None
+        self.path: Optional[str] = None
         with _ALL_LOCK:
             _ALL.add(self)
 
@@ -87,7 +89,7 @@ class Connection:
     def connected(self) -> bool:
         return self._sock is not None and self._pid == os.getpid()
 
-    def _connect(self):
+    def _connect(self) -> None:
         path = self._path or socket_path()
         self.path = path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -135,14 +137,14 @@ class Connection:
                 except OSError:
                     pass
 
-    def _after_fork(self):
+    def _after_fork(self) -> None:
         # The parent may have been mid-request: the lock may be held by a thread that
         # does not exist here. Closing our copy of the descriptor leaves the parent's
         # connection (and any lock it holds) alone.
         self._lock = threading.Lock()
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
@@ -183,7 +185,7 @@ class Connection:
                 if not finished:
                     self.close()
 
-    def _with_reconnect(self, action):
+    def _with_reconnect(self, action: Callable[[], _T]) -> _T:
         fresh = not self.connected
         if fresh:
             self.close()
@@ -203,7 +205,9 @@ class Connection:
             self.close()
             raise self._lost(None) from None
 
-    def _roundtrip(self, op, fields, fds=None):
+    def _roundtrip(
+        self, op: str, fields: Dict[str, Any], fds: Optional[List[int]] = None
+    ) -> Any:
         request_id = self._send(op, fields, fds)
         while True:
             reply = self._read_reply(request_id)
@@ -211,15 +215,15 @@ class Connection:
                 continue
             return self._result(reply)
 
-    def _result(self, reply):
+    def _result(self, reply: Dict[str, Any]) -> Any:
         if "error" in reply:
             raise error_from_reply(reply["error"] or {})
         return reply.get("result")
 
-    def _send(self, op, fields, fds=None):
+    def _send(self, op: str, fields: Dict[str, Any], fds: Optional[List[int]] = None) -> int:
         self._next_id += 1
         request_id = self._next_id
-        message = {"id": request_id, "op": op}
+        message: Dict[str, Any] = {"id": request_id, "op": op}
         message.update(fields)
         try:
             frame = json.dumps(message, allow_nan=False, separators=(",", ":"))
@@ -230,13 +234,14 @@ class Connection:
                 "cannot send %s: %s (JSON has no NaN or infinity)" % (op, e), "bad_request"
             ) from None
         data = frame.encode("utf-8") + b"\n"
+        sock = cast(socket.socket, self._sock)  # connected by _with_reconnect
         try:
             if fds:
-                sent = socket.send_fds(self._sock, [data], list(fds))
+                sent = socket.send_fds(sock, [data], list(fds))
                 if sent < len(data):
-                    self._sock.sendall(data[sent:])
+                    sock.sendall(data[sent:])
             else:
-                self._sock.sendall(data)
+                sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             raise _Unsent() from None
         except OSError as e:
@@ -244,10 +249,10 @@ class Connection:
             raise self._lost(e) from None
         return request_id
 
-    def _read_reply(self, request_id):
+    def _read_reply(self, request_id: int) -> Dict[str, Any]:
         while True:
             try:
-                line = self._rfile.readline()
+                line = cast(IO[bytes], self._rfile).readline()
             except OSError as e:
                 self.close()
                 raise self._lost(e) from None
@@ -275,7 +280,7 @@ class Connection:
                 return reply
             # A reply to an earlier request abandoned by its caller: skip it.
 
-    def _lost(self, err):
+    def _lost(self, err: Optional[OSError]) -> CorralConnectionError:
         why = ": %s" % (err.strerror or err) if err is not None else ""
         return CorralConnectionError(
             "lost the connection to corrald at %s%s (did it stop?). %s"
@@ -291,11 +296,11 @@ class _Unsent(Exception):
 # -- the shared per-process pool of connections ---------------------------------------
 
 _POOL_LOCK = threading.Lock()
-_IDLE = {}  # socket path -> [Connection]
+_IDLE: Dict[str, List[Connection]] = {}  # socket path -> [Connection]
 _MAX_IDLE = 4
 
 
-def _checkout(path):
+def _checkout(path: Optional[str]) -> Tuple[str, Connection]:
     path = path or socket_path()
     with _POOL_LOCK:
         idle = _IDLE.get(path)
@@ -304,7 +309,7 @@ def _checkout(path):
     return path, Connection(path)
 
 
-def _checkin(path, conn):
+def _checkin(path: str, conn: Connection) -> None:
     if not conn.connected:
         return
     with _POOL_LOCK:
@@ -342,7 +347,7 @@ def stream(op: str, socket: Optional[str] = None, **fields: Any) -> Generator[An
         conn.close()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _POOL_LOCK, _ALL_LOCK
     _POOL_LOCK = threading.Lock()
     _ALL_LOCK = threading.Lock()

@@ -4,12 +4,15 @@ import os
 import threading
 import time
 import weakref
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
 
 from . import _anon, _client
 from ._queue import timeout_ms
 from .errors import Locked, NotHeld, Timeout
 
 __all__ = ["Lock", "RLock"]
+
+_L = TypeVar("_L", bound="Lock")
 
 
 class Lock:
@@ -26,7 +29,9 @@ class Lock:
     lock protects so it can refuse a stale holder.
     """
 
-    def __init__(self, name=None, *, socket=None, ctx=None):
+    def __init__(
+        self, name: Optional[str] = None, *, socket: Optional[str] = None, ctx: Any = None
+    ) -> None:
         if name is None:
             name = _anon.name("lock")
         if not isinstance(name, str):
@@ -35,18 +40,18 @@ class Lock:
         self._conn = _client.Connection(socket)
         # Threads of this process queue here first: corrald sees one client per Lock.
         self._local = threading.Lock()
-        self.token = None
+        self.token: Optional[int] = None
         _LOCKS.add(self)
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         # By reference: the unpickled Lock is the same lock, through its own connection.
         return (_attach, (type(self), self.name, self._conn._path))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "held, token %d" % self.token if self.token is not None else "not held"
         return "<corral.Lock %r %s>" % (self.name, state)
 
-    def acquire(self, block=True, timeout=-1):
+    def acquire(self, block: bool = True, timeout: Optional[float] = -1) -> bool:
         """Takes the lock; returns True, or False if ``block`` is false and it is held,
         or if ``timeout`` seconds passed (``None`` or negative: wait forever)."""
         if timeout is None or (timeout is not None and timeout < 0):
@@ -60,7 +65,7 @@ class Lock:
         elif not self._local.acquire(True, timeout):
             return False
         try:
-            fields = {"lock": self.name}
+            fields: Dict[str, Any] = {"lock": self.name}
             if not block:
                 fields["block"] = False
             elif deadline is not None:
@@ -76,7 +81,7 @@ class Lock:
         self.token = grant["token"]
         return True
 
-    def release(self):
+    def release(self) -> None:
         """Releases the lock (``ValueError`` if this object does not hold it)."""
         if self.token is None:
             raise NotHeld(
@@ -92,33 +97,33 @@ class Lock:
         finally:
             self._local.release()
 
-    def locked(self):
+    def locked(self) -> bool:
         """Whether anyone holds the lock now (asks corrald)."""
         result = _client.call("lock_status", socket=self._conn._path, lock=self.name)
         return any(info.get("holder") for info in result.get("locks", []))
 
-    def status(self):
+    def status(self) -> Dict[str, Any]:
         """corrald's view of the lock: holder (pid, uid, unit, token, held_ms) and waiters."""
         result = _client.call("lock_status", socket=self._conn._path, lock=self.name)
         locks = result.get("locks", [])
         return locks[0] if locks else {"lock": self.name, "waiters": 0}
 
-    def close(self):
+    def close(self) -> None:
         """Closes the connection; a held lock is released by corrald."""
         self._conn.close()
         if self.token is not None:
             self.token = None
             self._local.release()
 
-    def __enter__(self):
+    def __enter__(self: _L) -> _L:
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-def _attach(cls, name, socket):
+def _attach(cls: Type[_L], name: str, socket: Optional[str]) -> _L:
     return cls(name, socket=socket)
 
 
@@ -126,12 +131,14 @@ class RLock(Lock):
     """A re-entrant :class:`Lock` (``multiprocessing.RLock``): the thread holding it may
     acquire it again, and must release it as many times."""
 
-    def __init__(self, name=None, *, socket=None, ctx=None):
+    def __init__(
+        self, name: Optional[str] = None, *, socket: Optional[str] = None, ctx: Any = None
+    ) -> None:
         super().__init__(name, socket=socket)
-        self._owner = None
+        self._owner: Optional[Tuple[int, int]] = None
         self._count = 0
 
-    def acquire(self, block=True, timeout=-1):
+    def acquire(self, block: bool = True, timeout: Optional[float] = -1) -> bool:
         me = (os.getpid(), threading.get_ident())
         if self._owner == me:
             self._count += 1
@@ -141,7 +148,7 @@ class RLock(Lock):
         self._owner, self._count = me, 1
         return True
 
-    def release(self):
+    def release(self) -> None:
         me = (os.getpid(), threading.get_ident())
         if self._owner != me:
             raise AssertionError("cannot release un-acquired lock")
@@ -150,16 +157,16 @@ class RLock(Lock):
             self._owner = None
             super().release()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<corral.RLock %r count=%d>" % (self.name, self._count)
 
 
 # A forked child does not hold its parent's locks (its connections are new): it starts
 # with every Lock object released, and an acquire waits for the parent's release.
-_LOCKS = weakref.WeakSet()
+_LOCKS: "weakref.WeakSet[Lock]" = weakref.WeakSet()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     for lock in list(_LOCKS):
         lock._local = threading.Lock()
         lock.token = None

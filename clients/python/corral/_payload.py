@@ -11,13 +11,15 @@ import os
 import pickle
 import sys
 import tempfile
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["dumps", "write", "read", "header", "refuse_interpreter", "PicklingError"]
 
 PicklingError = pickle.PicklingError
 
 
-def _cloudpickle():
+def _cloudpickle() -> ModuleType:
     try:
         import cloudpickle
     except ImportError:
@@ -28,7 +30,7 @@ def _cloudpickle():
     return cloudpickle
 
 
-def dumps(obj, what):
+def dumps(obj: Any, what: str) -> bytes:
     """cloudpickle's bytes of ``obj`` (functions of ``__main__`` by value). What cannot
     be pickled raises the exception pickle raised (``TypeError``, ``PicklingError``...,
     as multiprocessing would), its message naming ``what`` and the object."""
@@ -44,7 +46,7 @@ def dumps(obj, what):
         raise error from e
 
 
-def header(**extra):
+def header(**extra: Any) -> Dict[str, Any]:
     """What a child checks before unpickling, and the ``sys.path`` it restores."""
     h = {
         "pid": os.getpid(),
@@ -59,7 +61,7 @@ def header(**extra):
     return h
 
 
-def write(body, **extra):
+def write(body: bytes, **extra: Any) -> str:
     """Writes a payload file (0600); returns its path."""
     fd, path = tempfile.mkstemp(prefix="corral-payload-", suffix=".pickle")
     try:
@@ -75,7 +77,7 @@ def write(body, **extra):
     return path
 
 
-def read(path, remove=False):
+def read(path: str, remove: bool = False) -> Tuple[Dict[str, Any], bytes]:
     """(header, pickle bytes) of a payload file; refuses one not owned by this uid."""
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
@@ -91,7 +93,7 @@ def read(path, remove=False):
     return json.loads(first.decode("utf-8")), body
 
 
-def refuse_interpreter(h):
+def refuse_interpreter(h: Dict[str, Any]) -> Optional[str]:
     """Why this interpreter cannot unpickle what the parent sent, or None."""
     if h.get("implementation") != sys.implementation.name or h.get("hexversion") != sys.hexversion:
         return (
@@ -109,13 +111,13 @@ def refuse_interpreter(h):
     return None
 
 
-def _version(hexversion):
+def _version(hexversion: Any) -> str:
     if not isinstance(hexversion, int):
         return "?"
     return "%d.%d.%d" % ((hexversion >> 24) & 0xFF, (hexversion >> 16) & 0xFF, (hexversion >> 8) & 0xFF)
 
 
-def python_command(module, path):
+def python_command(module: str, path: str) -> List[str]:
     """The command line of a child interpreter running ``corral.<module>`` on a payload.
 
     ``-E``: the child's interpreter settings come from this process (its flags, and
@@ -123,7 +125,8 @@ def python_command(module, path):
     restores this process's ``sys.path`` and environment from the payload."""
     import subprocess
 
-    flags = ["-E"] + [f for f in subprocess._args_from_interpreter_flags() if f != "-E"]
+    interpreter_flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    flags = ["-E"] + [f for f in interpreter_flags if f != "-E"]
     if os.environ.get("PYTHONUNBUFFERED") or getattr(sys.stdout, "write_through", False):
         flags.append("-u")
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,7 +137,7 @@ def python_command(module, path):
     return [sys.executable] + flags + ["-c", boot, path]
 
 
-def restore_environment(h):
+def restore_environment(h: Dict[str, Any]) -> None:
     """In a child: drop the variables corrald added that the parent did not have."""
     keys = h.get("env_keys")
     if keys is None:
@@ -145,7 +148,7 @@ def restore_environment(h):
             del os.environ[key]
 
 
-def child_env(extra=None):
+def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The caller's environment for a child, with corral importable (``PYTHONPATH``)."""
     env = dict(os.environ)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,17 +8,36 @@ import pickle
 import sys
 import threading
 import weakref
-from multiprocessing.pool import RemoteTraceback
+from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+    cast,
+)
 
 from . import _client, _payload
-from ._process import split_command
+from ._process import Command, split_command
 from ._queue import timeout_ms
 from .errors import CorralError, PoolItemError, Timeout
 
 __all__ = ["Pool", "PoolIterator", "AsyncResult", "ApplyResult"]
 
+# What map() and its kin run: a function, a command line, or (for a Pool made with
+# pool=NAME) the inputs themselves.
+MapTarget = Union[Callable[..., Any], Command, Iterable[Any], None]
+# An outcome of a job, in input order: a result, or the exception of a failed item.
+Outcomes = Generator[Any, None, None]
 
-def _input(item):
+
+def _input(item: Any) -> str:
     """A pool input is a line of text: strings as they are, anything else as JSON."""
     if isinstance(item, str):
         return item
@@ -27,7 +46,7 @@ def _input(item):
     return _json.dumps(item, allow_nan=False, separators=(",", ":"))
 
 
-def _output(item, parse_json):
+def _output(item: Dict[str, Any], parse_json: bool) -> Any:
     out = item.get("stdout") or ""
     if out.endswith("\n"):
         out = out[:-1]
@@ -70,21 +89,21 @@ class Pool:
 
     def __init__(
         self,
-        processes=None,
-        initializer=None,
-        initargs=(),
-        maxtasksperchild=None,
-        context=None,
+        processes: Optional[int] = None,
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: Optional[int] = None,
+        context: Any = None,
         *,
-        stream=False,
-        retries=0,
-        timeout=None,
-        pool=None,
-        env=None,
-        cwd=None,
-        name=None,
-        socket=None,
-    ):
+        stream: bool = False,
+        retries: int = 0,
+        timeout: Optional[float] = None,
+        pool: Optional[str] = None,
+        env: Optional[Mapping[str, Any]] = None,
+        cwd: Union[str, "os.PathLike[str]", None] = None,
+        name: Optional[str] = None,
+        socket: Optional[str] = None,
+    ) -> None:
         if processes is not None:
             if isinstance(processes, bool) or not isinstance(processes, int):
                 raise TypeError("processes must be an int or None")
@@ -104,7 +123,7 @@ class Pool:
         self.name = name
         self._socket = socket
         self._state = "run"
-        self._jobs = {}  # job id -> finished?
+        self._jobs: Dict[int, bool] = {}  # job id -> finished?
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if maxtasksperchild is not None and (
@@ -113,24 +132,24 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         self._initializer = initializer
         self._initargs = tuple(initargs)
-        self._payload = None  # the pickled function of the last function-form job
-        self._payloads = {}  # job id -> payload file, removed when the job is over
+        self._payload: Optional[str] = None  # the pickled function of the last function-form job
+        self._payloads: Dict[int, str] = {}  # job id -> payload file, removed when the job is over
         self._pid = os.getpid()
         _POOLS.add(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<corral.Pool state=%s jobs=%s>" % (self._state, list(self._jobs))
 
     # -- submitting ----------------------------------------------------------------
 
-    def _submit(self, cmd, iterable):
+    def _submit(self, cmd: Any, iterable: Optional[Iterable[Any]]) -> Optional[int]:
         if self._state != "run":
             raise ValueError("Pool not running")
         if iterable is None:
             if self.pool is None:
                 raise TypeError("map() needs a command and the inputs: map(cmd, inputs)")
             cmd, iterable = None, cmd
-        fields = {"inputs": [_input(x) for x in iterable]}
+        fields: Dict[str, Any] = {"inputs": [_input(x) for x in iterable]}
         if cmd is not None:
             fields["command"] = split_command(cmd)
         elif self.pool is None:
@@ -156,10 +175,16 @@ class Pool:
         self._jobs[job["job"]] = False
         return job["job"]
 
-    def _finished(self, job_id):
+    def _finished(self, job_id: int) -> None:
         self._jobs[job_id] = True
 
-    def map(self, cmd, iterable=None, chunksize=None, json=False):
+    def map(
+        self,
+        cmd: MapTarget,
+        iterable: Optional[Iterable[Any]] = None,
+        chunksize: Optional[int] = None,
+        json: bool = False,
+    ) -> List[Any]:
         """``map(func, iterable, chunksize=None)``: ``func(x)`` for each ``x``, in the
         pool's worker processes; the results in input order (multiprocessing's).
         A task's exception is raised here, as its own type, with the remote traceback
@@ -174,7 +199,8 @@ class Pool:
         """
         if callable(cmd):
             return self._fmap(cmd, iterable, chunksize, "map").get()
-        results, first_error = [], None
+        results: List[Any] = []
+        first_error: Optional[Exception] = None
         for outcome in self._iter(cmd, iterable, json):
             if isinstance(outcome, Exception):
                 if first_error is None:
@@ -186,7 +212,13 @@ class Pool:
             raise first_error
         return results
 
-    def imap(self, cmd, iterable=None, chunksize=1, json=False):
+    def imap(
+        self,
+        cmd: MapTarget,
+        iterable: Optional[Iterable[Any]] = None,
+        chunksize: Optional[int] = 1,
+        json: bool = False,
+    ) -> "PoolIterator":
         """Like ``map``, but returns an iterator that yields each result as soon as it
         and every one before it are done. A failed item raises :class:`PoolItemError`
         from ``next()``; iterating on gives the items after it."""
@@ -194,12 +226,24 @@ class Pool:
             return PoolIterator(self._fiter(cmd, iterable, chunksize, "map"))
         return PoolIterator(self._iter(cmd, iterable, json))
 
-    def imap_unordered(self, cmd, iterable=None, chunksize=1, json=False):
+    def imap_unordered(
+        self,
+        cmd: MapTarget,
+        iterable: Optional[Iterable[Any]] = None,
+        chunksize: Optional[int] = 1,
+        json: bool = False,
+    ) -> "PoolIterator":
         """The same as ``imap``: corrald hands results back in input order only, so
         "unordered" here means "in input order" (any order is allowed)."""
         return self.imap(cmd, iterable, chunksize, json=json)
 
-    def starmap(self, cmd, iterable, chunksize=None, json=False):
+    def starmap(
+        self,
+        cmd: Union[Callable[..., Any], Command],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: Optional[int] = None,
+        json: bool = False,
+    ) -> List[Any]:
         """``starmap(func, iterable)``: ``func(*args)`` for each tuple ``args``.
 
         With a command: each element of ``iterable`` is a tuple of arguments, joined by
@@ -208,8 +252,15 @@ class Pool:
             return self._fmap(cmd, iterable, chunksize, "star").get()
         return self.map(cmd, (" ".join(_input(a) for a in args) for args in iterable), json=json)
 
-    def map_async(self, cmd, iterable=None, chunksize=None, callback=None,
-                  error_callback=None, json=False):
+    def map_async(
+        self,
+        cmd: MapTarget,
+        iterable: Optional[Iterable[Any]] = None,
+        chunksize: Optional[int] = None,
+        callback: Optional[Callable[[Any], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+        json: bool = False,
+    ) -> Union["AsyncResult", "ApplyResult"]:
         """Submits the job and returns an :class:`AsyncResult` at once (with a
         function: a :class:`ApplyResult`, which calls ``callback`` with the result
         list or ``error_callback`` with the exception when the job ends)."""
@@ -218,15 +269,34 @@ class Pool:
         job = self._submit(cmd, iterable)
         return AsyncResult(self, job, json)
 
-    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: Optional[int] = None,
+        callback: Optional[Callable[[Any], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> "ApplyResult":
         """``starmap`` that returns an :class:`ApplyResult` at once."""
         return self._fmap(func, iterable, chunksize, "star", callback, error_callback)
 
-    def apply(self, func, args=(), kwds=None):
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
         """``func(*args, **kwds)`` in a worker; returns its result."""
         return self.apply_async(func, args, kwds).get()
 
-    def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None):
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Optional[Mapping[str, Any]] = None,
+        callback: Optional[Callable[[Any], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> "ApplyResult":
         """``apply`` that returns an :class:`ApplyResult` at once."""
         result = self._fmap(
             func, [(tuple(args), dict(kwds or {}))], 1, "apply", callback, error_callback
@@ -236,11 +306,13 @@ class Pool:
 
     # -- function form: workers are `python -m corral._worker` of a stream-mode job ---
 
-    def _workers(self):
+    def _workers(self) -> int:
         return self._processes or os.cpu_count() or 1
 
-    def _chunks(self, iterable, chunksize):
-        items = list(iterable)
+    def _chunks(
+        self, iterable: Optional[Iterable[Any]], chunksize: Optional[int]
+    ) -> List[List[Any]]:
+        items = list(cast(Iterable[Any], iterable))  # None: list() raises TypeError
         if chunksize is None:
             # multiprocessing's rule.
             chunksize, extra = divmod(len(items), self._workers() * 4)
@@ -249,7 +321,9 @@ class Pool:
         chunksize = max(1, int(chunksize))
         return [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
 
-    def _fsubmit(self, func, chunks, mode):
+    def _fsubmit(
+        self, func: Callable[..., Any], chunks: Sequence[List[Any]], mode: str
+    ) -> List[int]:
         """Submits the chunks (several jobs if they do not fit one request); returns
         the job ids in order."""
         if self._state != "run":
@@ -259,14 +333,14 @@ class Pool:
         body = _payload.dumps(
             (func, self._initializer, self._initargs), "the pool function %r" % (func,)
         )
-        lines = []
+        lines: List[str] = []
         for chunk in chunks:
             data = _payload.dumps((mode, chunk), "a task of %r" % (func,))
             lines.append(base64.b64encode(data).decode("ascii"))
         if not lines:
             return []
         path = _payload.write(body)
-        fields = {
+        fields: Dict[str, Any] = {
             "command": _payload.python_command("_worker", path),
             "stream": True,
             "workers": self._workers(),
@@ -275,9 +349,11 @@ class Pool:
         }
         if self.name is not None:
             fields["name"] = self.name
-        jobs, batch, size = [], [], 0
+        jobs: List[int] = []
+        batch: List[str] = []
+        size = 0
         budget = _FRAME_BUDGET
-        for line in lines + [None]:
+        for line in [*lines, None]:
             if line is not None and (not batch or size + len(line) + 4 <= budget):
                 batch.append(line)
                 size += len(line) + 4
@@ -294,11 +370,25 @@ class Pool:
             batch, size = ([line], len(line) + 4) if line is not None else ([], 0)
         return jobs
 
-    def _fmap(self, func, iterable, chunksize, mode, callback=None, error_callback=None):
+    def _fmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Optional[Iterable[Any]],
+        chunksize: Optional[int],
+        mode: str,
+        callback: Optional[Callable[[Any], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> "ApplyResult":
         jobs = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
         return ApplyResult(self, jobs, callback, error_callback)
 
-    def _fiter(self, func, iterable, chunksize, mode):
+    def _fiter(
+        self,
+        func: Callable[..., Any],
+        iterable: Optional[Iterable[Any]],
+        chunksize: Optional[int],
+        mode: str,
+    ) -> Outcomes:
         jobs = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
         for job in jobs:
             for outcome in self._results(job, False):
@@ -306,7 +396,7 @@ class Pool:
                     yield value
             self._done(job)
 
-    def _done(self, job):
+    def _done(self, job: int) -> None:
         self._finished(job)
         path = self._payloads.pop(job, None)
         if path is not None and path not in self._payloads.values():
@@ -315,12 +405,12 @@ class Pool:
             except OSError:
                 pass
 
-    def _iter(self, cmd, iterable, parse_json):
+    def _iter(self, cmd: Any, iterable: Optional[Iterable[Any]], parse_json: bool) -> Outcomes:
         """Submits the job now; returns a generator of each result, or of the exception
         for a failed item, in input order."""
         return self._results(self._submit(cmd, iterable), parse_json)
 
-    def _results(self, job, parse_json):
+    def _results(self, job: Optional[int], parse_json: bool) -> Outcomes:
         if job is None:
             return
         total = None
@@ -355,16 +445,16 @@ class Pool:
     # -- lifecycle -------------------------------------------------------------------
 
     @property
-    def jobs(self):
+    def jobs(self) -> List[int]:
         """The ids of the pool jobs submitted through this Pool."""
         return list(self._jobs)
 
-    def close(self):
+    def close(self) -> None:
         """No more jobs may be submitted; the running ones go on (``join`` waits)."""
         if self._state == "run":
             self._state = "close"
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Cancels every job of this pool that is still running (``pool_cancel``):
         running items' process groups are stopped, pending items skipped."""
         self._state = "terminate"
@@ -378,7 +468,7 @@ class Pool:
             if info.get("state") != "running":
                 self._finished(job)
 
-    def join(self):
+    def join(self) -> None:
         """Waits for every job of this pool to end (call ``close`` or ``terminate`` first)."""
         if self._state == "run":
             raise ValueError("Pool is still running (call close() or terminate() first)")
@@ -387,12 +477,12 @@ class Pool:
                 _client.call("pool_wait", socket=self._socket, job=job)
                 self._finished(job)
 
-    def __enter__(self):
+    def __enter__(self) -> "Pool":
         if self._state != "run":
             raise ValueError("Pool not running")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.terminate()
         for job in list(self._payloads):
             self._done(job)
@@ -400,12 +490,12 @@ class Pool:
 
 # Jobs of function-form pools are cancelled when the program exits, as
 # multiprocessing's pool workers die with their parent.
-_POOLS = weakref.WeakSet()
+_POOLS: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 # The inputs of one pool_submit request, in bytes: under corrald's 1 MiB frame limit.
 _FRAME_BUDGET = 900_000
 
 
-def _cancel_at_exit():
+def _cancel_at_exit() -> None:
     pid = os.getpid()
     for pool in list(_POOLS):
         if pool._pid != pid:
@@ -422,7 +512,7 @@ def _cancel_at_exit():
 atexit.register(_cancel_at_exit)
 
 
-def _decode_chunk(outcome):
+def _decode_chunk(outcome: Any) -> List[Any]:
     """The results of one chunk's answer line, or raises the task's exception."""
     if isinstance(outcome, Exception):
         raise outcome
@@ -447,20 +537,26 @@ class ApplyResult:
     a thread waits for the job, then calls ``callback`` (with the result) or
     ``error_callback`` (with the exception)."""
 
-    def __init__(self, pool, jobs, callback=None, error_callback=None):
+    def __init__(
+        self,
+        pool: Pool,
+        jobs: List[int],
+        callback: Optional[Callable[[Any], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> None:
         self._pool = pool
         self.jobs = jobs
         self._single = False
         self._callback = callback
         self._error_callback = error_callback
         self._event = threading.Event()
-        self._value = None
-        self._error = None
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._wait, daemon=True)
         self._thread.start()
 
-    def _wait(self):
-        values = []
+    def _wait(self) -> None:
+        values: List[Any] = []
         try:
             for job in self.jobs:
                 for outcome in self._pool._results(job, False):
@@ -481,18 +577,18 @@ class ApplyResult:
 
             traceback.print_exc()
 
-    def ready(self):
+    def ready(self) -> bool:
         return self._event.is_set()
 
-    def successful(self):
+    def successful(self) -> bool:
         if not self.ready():
             raise ValueError("%r not ready" % self)
         return self._error is None
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> None:
         self._event.wait(timeout)
 
-    def get(self, timeout=None):
+    def get(self, timeout: Optional[float] = None) -> Any:
         """The result (raises the task's exception); ``corral.TimeoutError`` if it is
         not ready after ``timeout`` seconds."""
         if not self._event.wait(timeout):
@@ -507,13 +603,13 @@ class ApplyResult:
 class PoolIterator:
     """The iterator of ``Pool.imap``: results in input order, as they arrive."""
 
-    def __init__(self, outcomes):
+    def __init__(self, outcomes: Outcomes) -> None:
         self._outcomes = outcomes
 
-    def __iter__(self):
+    def __iter__(self) -> "PoolIterator":
         return self
 
-    def __next__(self):
+    def __next__(self) -> Any:
         outcome = next(self._outcomes)
         if isinstance(outcome, Exception):
             raise outcome
@@ -521,7 +617,7 @@ class PoolIterator:
 
     next = __next__
 
-    def close(self):
+    def close(self) -> None:
         """Stops listening (the job goes on; cancel it with the Pool)."""
         self._outcomes.close()
 
@@ -529,23 +625,23 @@ class PoolIterator:
 class AsyncResult:
     """The result of ``Pool.map_async``: the job runs in corrald meanwhile."""
 
-    def __init__(self, pool, job, parse_json):
+    def __init__(self, pool: Pool, job: Optional[int], parse_json: bool) -> None:
         self._pool = pool
         self.job = job
         self._json = parse_json
 
-    def ready(self):
+    def ready(self) -> bool:
         """Whether the job has ended."""
         if self.job is None:
             return True
         info = _client.call("pool_status", socket=self._pool._socket, job=self.job)
         return info.get("state") != "running"
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> None:
         """Waits until the job has ended, or ``timeout`` seconds have passed."""
         if self.job is None:
             return
-        fields = {"job": self.job}
+        fields: Dict[str, Any] = {"job": self.job}
         if timeout is not None:
             ms = timeout_ms(max(0.0, timeout))
             if ms is not None:
@@ -555,7 +651,7 @@ class AsyncResult:
         except Timeout:
             return
 
-    def successful(self):
+    def successful(self) -> bool:
         """Whether every item succeeded (``ValueError`` if the job has not ended)."""
         if not self.ready():
             raise ValueError("the pool job %s has not ended" % self.job)
@@ -564,7 +660,7 @@ class AsyncResult:
         info = _client.call("pool_status", socket=self._pool._socket, job=self.job)
         return info.get("failed", 0) == 0 and info.get("state") == "finished"
 
-    def get(self, timeout=None):
+    def get(self, timeout: Optional[float] = None) -> List[Any]:
         """The results in input order, once the job has ended (``TimeoutError`` if it
         has not after ``timeout`` seconds); raises the first failed item's error."""
         if self.job is None:
@@ -576,7 +672,7 @@ class AsyncResult:
         results = _client.call("pool_results", socket=self._pool._socket, job=self.job)
         items = results.get("items", [])
         total = results.get("job", {}).get("total", len(items))
-        values = []
+        values: List[Any] = []
         for item in items:
             if not item.get("ok"):
                 raise PoolItemError(item, self.job)

@@ -7,6 +7,20 @@ import shlex
 import sys
 import threading
 import weakref
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+    cast,
+)
 
 from . import _anon, _client, _payload
 from ._queue import timeout_ms
@@ -22,8 +36,11 @@ __all__ = [
 
 _ACTIVE_STATES = ("starting", "running", "backoff", "stopping")
 
+# A command line: a string (split like a shell would) or its arguments.
+Command = Union[str, Sequence[Union[str, "os.PathLike[str]"]]]
 
-def split_command(cmd, what="command"):
+
+def split_command(cmd: Command, what: str = "command") -> List[str]:
     """A command line as a list: a string is split like a shell would (``shlex``)."""
     if isinstance(cmd, str):
         argv = shlex.split(cmd)
@@ -73,25 +90,26 @@ class Process:
     could not be started (see ``failure_reason``).
     """
 
-    command = None
+    command: Optional[Command] = None
 
     def __init__(
         self,
-        group=None,
-        target=None,
-        name=None,
-        args=(),
-        kwargs=None,
+        group: Any = None,
+        target: Optional[Callable[..., object]] = None,
+        name: Optional[str] = None,
+        args: Iterable[Any] = (),
+        kwargs: Optional[Mapping[str, Any]] = None,
         *,
-        daemon=None,
-        cmd=None,
-        env=None,
-        cwd=None,
-        socket=None,
-    ):
+        daemon: Optional[bool] = None,
+        cmd: Optional[Command] = None,
+        env: Optional[Mapping[str, Any]] = None,
+        cwd: Union[str, "os.PathLike[str]", None] = None,
+        socket: Optional[str] = None,
+    ) -> None:
         # Command form: Process(cmd, name, daemon, env, cwd) as before, the command first.
         if cmd is None and isinstance(group, (str, list, tuple, os.PathLike)):
-            cmd, group = group, None
+            cmd = cast(Command, group)
+            group = None
             if target is not None and name is None and isinstance(target, str):
                 name, target = target, None
         if group is not None:
@@ -99,7 +117,8 @@ class Process:
         if cmd is None and target is None and self.command is not None:
             cmd = self.command
         self._function = cmd is None
-        if self._function:
+        self._argv: Optional[List[str]]
+        if cmd is None:
             self._argv = None
             self._target = target
             self._args = tuple(args)
@@ -112,30 +131,30 @@ class Process:
             self._argv = split_command(cmd)
         if env is not None:
             env = {str(k): str(v) for k, v in dict(env).items()}
-        self.env = env or {}
+        self.env: Dict[str, str] = env or {}
         self.cwd = os.path.abspath(cwd) if cwd is not None else None
-        self.name = name
+        self.name: Optional[str] = name
         self.daemon = bool(daemon)
-        self.unit = None
+        self.unit: Optional[str] = None
         self._socket = socket
         self._started = False
-        self._pid = None
-        self._exitcode = None
+        self._pid: Optional[int] = None
+        self._exitcode: Optional[int] = None
         self._settled = False
-        self._payload = None
-        self.failure_reason = None
-        self._parent_pid = os.getpid()
+        self._payload: Optional[str] = None
+        self.failure_reason: Optional[str] = None
+        self._parent_pid: Optional[int] = os.getpid()
 
     # What travels to a function-form child: everything but the parent's bookkeeping.
     _RUNTIME = ("_started", "_pid", "_exitcode", "_settled", "_payload", "failure_reason")
 
-    def __getstate__(self):
+    def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         for key in self._RUNTIME:
             state.pop(key, None)
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._started = False
         self._pid = os.getpid()
@@ -144,7 +163,7 @@ class Process:
         self._payload = None
         self.failure_reason = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if not self._started:
             state = "initial"
         elif self._settled:
@@ -158,13 +177,13 @@ class Process:
         )
 
     @property
-    def argv(self):
+    def argv(self) -> Optional[List[str]]:
         return list(self._argv) if self._argv is not None else None
 
-    def _call(self, op, **fields):
+    def _call(self, op: str, **fields: Any) -> Any:
         return _client.call(op, socket=self._socket, **fields)
 
-    def start(self):
+    def start(self) -> None:
         """Starts the child (returns once corrald has started it)."""
         if self._started:
             raise AssertionError("cannot start a process twice")
@@ -180,8 +199,8 @@ class Process:
             _children_started(self)
         self._poll()
 
-    def _start_command(self):
-        fields = {
+    def _start_command(self) -> None:
+        fields: Dict[str, Any] = {
             "command": self._argv,
             "working_dir": self.cwd or os.getcwd(),
         }
@@ -203,10 +222,10 @@ class Process:
         if result.get("pid"):
             self._pid = result["pid"]
 
-    def _start_function(self):
+    def _start_function(self) -> None:
         body = _payload.dumps(self, "the process %s (its target or arguments)" % self.name)
         path = _payload.write(body, name=self.name, parent_name=current_process().name)
-        fields = {
+        fields: Dict[str, Any] = {
             "command": _payload.python_command("_child", path),
             "working_dir": self.cwd or os.getcwd(),
             "env": _payload.child_env(self.env),
@@ -233,7 +252,7 @@ class Process:
         if result.get("pid"):
             self._pid = result["pid"]
 
-    def run(self):
+    def run(self) -> None:
         """Function form: calls ``target(*args, **kwargs)`` (in the child, or here if
         called directly), as multiprocessing. Command form: ``start(); join()``."""
         if self._function:
@@ -243,11 +262,11 @@ class Process:
         self.start()
         self.join()
 
-    def _check_started(self):
+    def _check_started(self) -> None:
         if not self._started:
             raise AssertionError("can only use a started process")
 
-    def _settle(self, instance):
+    def _settle(self, instance: Dict[str, Any]) -> bool:
         if instance.get("pid"):
             self._pid = instance["pid"]
         if instance.get("state") in _ACTIVE_STATES:
@@ -264,7 +283,7 @@ class Process:
             self._payload = None
         return True
 
-    def _poll(self):
+    def _poll(self) -> None:
         if self._settled:
             return
         status = self._call("status", unit=self.unit)
@@ -272,13 +291,13 @@ class Process:
             if unit.get("name") == self.unit and unit.get("instances"):
                 self._settle(unit["instances"][0])
 
-    def join(self, timeout=None):
+    def join(self, timeout: Optional[float] = None) -> None:
         """Waits until it has exited, or ``timeout`` seconds have passed (returns None
         either way, like multiprocessing; check ``exitcode`` or ``is_alive()``)."""
         self._check_started()
         if self._settled:
             return
-        fields = {"unit": self.unit}
+        fields: Dict[str, Any] = {"unit": self.unit}
         ms = timeout_ms(timeout)
         if ms is not None:
             fields["timeout_ms"] = ms
@@ -290,7 +309,7 @@ class Process:
         if instances:
             self._settle(instances[0])
 
-    def is_alive(self):
+    def is_alive(self) -> bool:
         """Whether it is still running (or starting, or stopping)."""
         if not self._started or self._settled:
             return False
@@ -298,7 +317,7 @@ class Process:
         return not self._settled
 
     @property
-    def exitcode(self):
+    def exitcode(self) -> Optional[int]:
         """None while it runs; then the exit code, or -SIGNAL if a signal killed it."""
         if not self._started:
             return None
@@ -306,7 +325,7 @@ class Process:
         return self._exitcode
 
     @property
-    def pid(self):
+    def pid(self) -> Optional[int]:
         """The pid of its main process (also its process group); None before start."""
         if self._started and self._pid is None and not self._settled:
             self._poll()
@@ -315,10 +334,10 @@ class Process:
     ident = pid
 
     @property
-    def sentinel(self):
+    def sentinel(self) -> int:
         raise NotImplementedError("corral processes have no sentinel descriptor; use join()")
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Stops it: SIGTERM to its process group, SIGKILL after 10 s; returns once it
         is down (corrald's ``stop``)."""
         self._check_started()
@@ -330,7 +349,7 @@ class Process:
             pass
         self._poll()
 
-    def kill(self):
+    def kill(self) -> None:
         """Sends SIGKILL to its whole process group (corrald's ``kill``), as
         multiprocessing's ``kill()`` does; returns once it is down."""
         self._check_started()
@@ -343,7 +362,7 @@ class Process:
             pass
         self._poll()
 
-    def logs(self, lines=100):
+    def logs(self, lines: int = 100) -> List[str]:
         """The last ``lines`` lines of a command-form process's output (stdout and
         stderr), oldest first. A function-form child writes to this program's stdout
         and stderr instead, and has no log."""
@@ -351,7 +370,7 @@ class Process:
         result = self._call("logs", unit=self.unit, lines=int(lines))
         return [entry["line"] for entry in result.get("lines", [])]
 
-    def close(self):
+    def close(self) -> None:
         """As multiprocessing: ``ValueError`` if it is still running; else nothing to
         release."""
         if self._started and not self._settled and self.is_alive():
@@ -359,15 +378,15 @@ class Process:
                              "You should first call join() or terminate().")
 
 
-def _remove(path):
+def _remove(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
 
 
-def _stdio_fds():
-    fds = []
+def _stdio_fds() -> List[int]:
+    fds: List[Optional[int]] = []
     for n in (1, 2):
         try:
             os.fstat(n)
@@ -378,19 +397,19 @@ def _stdio_fds():
         # A closed stdout or stderr: the child writes to /dev/null there instead.
         devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         _DEVNULL.append(devnull)
-        fds = [devnull if fd is None else fd for fd in fds]
-    return fds
+        return [devnull if fd is None else fd for fd in fds]
+    return fds  # type: ignore[return-value]
 
 
-_DEVNULL = []
+_DEVNULL: List[int] = []
 
 # One connection per process and socket for `run`: its closing (this program exiting
 # or being killed) is what stops the daemon children started through it.
-_OWNERS = {}
+_OWNERS: Dict[Tuple[int, Optional[str]], _client.Connection] = {}
 _OWNERS_LOCK = threading.Lock()
 
 
-def _owner_connection(socket):
+def _owner_connection(socket: Optional[str]) -> _client.Connection:
     key = (os.getpid(), socket)
     with _OWNERS_LOCK:
         conn = _OWNERS.get(key)
@@ -410,19 +429,19 @@ class _MainProcess:
     exitcode = None
     _function = True
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.name = "MainProcess"
 
     @property
-    def pid(self):
+    def pid(self) -> int:
         return os.getpid()
 
     ident = pid
 
-    def is_alive(self):
+    def is_alive(self) -> bool:
         return True
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<_MainProcess name=%r parent=None started>" % self.name
 
 
@@ -431,11 +450,11 @@ class _ParentProcess:
 
     daemon = False
 
-    def __init__(self, name, pid):
+    def __init__(self, name: str, pid: int) -> None:
         self.name = name
         self.pid = self.ident = pid
 
-    def is_alive(self):
+    def is_alive(self) -> bool:
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -444,26 +463,27 @@ class _ParentProcess:
             return True
         return True
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<_ParentProcess name=%r pid=%d>" % (self.name, self.pid)
 
 
-_CURRENT = [None]  # the Process object this child runs (None in the main program)
+# The Process object this child runs (None in the main program).
+_CURRENT: List[Optional[Process]] = [None]
 _MAIN = _MainProcess()
-_PARENT = [None]
+_PARENT: List[Optional[_ParentProcess]] = [None]
 
 
-def current_process():
+def current_process() -> Union[Process, _MainProcess]:
     """The Process object this code runs in (``MainProcess`` in the main program)."""
     return _CURRENT[0] or _MAIN
 
 
-def parent_process():
+def parent_process() -> Optional[_ParentProcess]:
     """In a child, its parent (name and pid); None in the main program."""
     return _PARENT[0]
 
 
-def active_children():
+def active_children() -> List[Process]:
     """The children started by this process that are still running (joining the
     finished ones, as multiprocessing does)."""
     pid = os.getpid()
@@ -472,12 +492,13 @@ def active_children():
     return [p for p in mine if p.is_alive()]
 
 
-def _in_child(header):
+def _in_child(header: Dict[str, Any]) -> None:
     """Called by corral._child before the Process is unpickled."""
-    _PARENT[0] = _ParentProcess(header.get("parent_name") or "MainProcess", header.get("pid"))
+    pid = cast(int, header.get("pid"))  # the payload header always has it
+    _PARENT[0] = _ParentProcess(header.get("parent_name") or "MainProcess", pid)
 
 
-def _run_in_child(process):
+def _run_in_child(process: Process) -> int:
     """Runs the unpickled Process; returns the exit code (multiprocessing's rules)."""
     _CURRENT[0] = process
     process._parent_pid = None
@@ -503,28 +524,28 @@ def _run_in_child(process):
 
 # -- at exit: daemon children are stopped, the others joined (multiprocessing's rule) ---
 
-_DAEMONS = weakref.WeakSet()
-_CHILDREN = set()  # non-daemon function-form children, joined at exit
+_DAEMONS: "weakref.WeakSet[Process]" = weakref.WeakSet()
+_CHILDREN: Set[Process] = set()  # non-daemon function-form children, joined at exit
 _DAEMONS_LOCK = threading.Lock()
 
 
-def _hook():
+def _hook() -> None:
     """Registered at import (so it runs after the program's own atexit functions)."""
 
 
-def _daemons_started(process):
+def _daemons_started(process: Process) -> None:
     with _DAEMONS_LOCK:
         _DAEMONS.add(process)
         _hook()
 
 
-def _children_started(process):
+def _children_started(process: Process) -> None:
     with _DAEMONS_LOCK:
         _CHILDREN.add(process)
         _hook()
 
 
-def _at_exit():
+def _at_exit() -> None:
     _stop_daemons()
     _join_children()
     _anon.cleanup()
@@ -533,7 +554,7 @@ def _at_exit():
 atexit.register(_at_exit)
 
 
-def _join_children():
+def _join_children() -> None:
     pid = os.getpid()
     with _DAEMONS_LOCK:
         mine = [p for p in _CHILDREN if p._parent_pid == pid]
@@ -545,11 +566,11 @@ def _join_children():
             pass
 
 
-def _stop_daemons():
+def _stop_daemons() -> None:
     pid = os.getpid()
     with _DAEMONS_LOCK:
         mine = [p for p in _DAEMONS if p._parent_pid == pid and not p._settled]
-    by_socket = {}
+    by_socket: Dict[Optional[str], List[Optional[str]]] = {}
     for p in mine:
         by_socket.setdefault(p._socket, []).append(p.unit)
     for socket, names in by_socket.items():

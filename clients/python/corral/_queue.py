@@ -3,15 +3,17 @@
 import base64
 import math
 import pickle
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _anon, _client
+from .errors import CorralConnectionError, CorralError
 
 __all__ = ["Queue", "Message"]
 
 DEFAULT_VISIBILITY = 30.0
 
 
-def timeout_ms(timeout, what="timeout"):
+def timeout_ms(timeout: Optional[float], what: str = "timeout") -> Optional[int]:
     """Seconds (int or float) to whole milliseconds, rounded up; None stays None."""
     if timeout is None:
         return None
@@ -45,11 +47,19 @@ class Queue:
     """
 
     def __init__(
-        self, name=None, maxsize=0, *, max_deliveries=None, dead_letter=None, socket=None, ctx=None
-    ):
+        self,
+        name: Union[str, int, None] = None,
+        maxsize: int = 0,
+        *,
+        max_deliveries: Optional[int] = None,
+        dead_letter: Optional[str] = None,
+        socket: Optional[str] = None,
+        ctx: Any = None,
+    ) -> None:
         # multiprocessing's Queue(maxsize): a number first is the capacity.
         if isinstance(name, int) and not isinstance(name, bool):
-            name, maxsize = None, name
+            maxsize = name
+            name = None
         anonymous = name is None
         if anonymous:
             name = _anon.name("queue")
@@ -67,7 +77,7 @@ class Queue:
         self._socket = socket
         self._maxsize = maxsize
         if maxsize > 0 or max_deliveries is not None:
-            fields = {}
+            fields: Dict[str, Any] = {}
             if maxsize > 0:
                 fields["maxsize"] = maxsize
             if max_deliveries is not None:
@@ -78,22 +88,22 @@ class Queue:
         if anonymous:
             _anon.made(self.delete)
 
-    def _call(self, op, **fields):
+    def _call(self, op: str, **fields: Any) -> Any:
         return _client.call(op, socket=self._socket, queue=self.name, **fields)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<corral.Queue %r>" % self.name
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (Queue, (self.name,), {"_socket": self._socket, "_maxsize": self._maxsize})
 
-    def put(self, obj, block=True, timeout=None):
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Appends ``obj``; returns once corrald has committed it.
 
         On a full queue: waits for room (up to ``timeout`` seconds; forever if None),
         or with ``block=False`` raises ``queue.Full`` at once.
         """
-        fields = {"value": _encode(obj)}
+        fields: Dict[str, Any] = {"value": _encode(obj)}
         if not block:
             fields["block"] = False
         else:
@@ -102,7 +112,14 @@ class Queue:
                 fields["timeout_ms"] = ms
         self._call("queue_put", **fields)
 
-    def get(self, block=True, timeout=None, *, ack=False, visibility=DEFAULT_VISIBILITY):
+    def get(
+        self,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        *,
+        ack: bool = False,
+        visibility: float = DEFAULT_VISIBILITY,
+    ) -> Any:
         """Removes and returns the oldest item.
 
         On an empty queue: waits for one (up to ``timeout`` seconds; forever if None),
@@ -115,13 +132,21 @@ class Queue:
         """
         return self.get_many(1, block=block, timeout=timeout, ack=ack, visibility=visibility)[0]
 
-    def get_many(self, count, block=True, timeout=None, *, ack=False, visibility=DEFAULT_VISIBILITY):
+    def get_many(
+        self,
+        count: int,
+        block: bool = True,
+        timeout: Optional[float] = None,
+        *,
+        ack: bool = False,
+        visibility: float = DEFAULT_VISIBILITY,
+    ) -> List[Any]:
         """Removes and returns up to ``count`` items (at least one), oldest first.
 
         With ``ack=True``, a list of :class:`Message` (see :meth:`get`)."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError("count must be a positive int")
-        fields = {"count": count}
+        fields: Dict[str, Any] = {"count": count}
         if not block:
             fields["block"] = False
         else:
@@ -138,10 +163,10 @@ class Queue:
         path, conn = _client._checkout(self._socket)
         try:
             result = conn.request("queue_get", dict(fields, queue=self.name))
-        except _client.CorralConnectionError:
+        except CorralConnectionError:
             conn.close()
             raise
-        except _client.CorralError:
+        except CorralError:
             _client._checkin(path, conn)
             raise
         except BaseException:
@@ -153,38 +178,38 @@ class Queue:
             for item, lease in zip(result["items"], result["leases"])
         ]
 
-    def ack(self, *ids):
+    def ack(self, *ids: int) -> int:
         """Acks leases by id (e.g. ``message.id`` handed to another process)."""
         return self._call("queue_ack", ids=list(ids))["count"]
 
-    def nack(self, *ids):
+    def nack(self, *ids: int) -> int:
         """Returns leased items by id to the head of the queue now."""
         return self._call("queue_nack", ids=list(ids))["count"]
 
-    def put_nowait(self, obj):
+    def put_nowait(self, obj: Any) -> None:
         """``put(obj, block=False)``."""
         self.put(obj, block=False)
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         """``get(block=False)``."""
         return self.get(block=False)
 
-    def _info(self):
+    def _info(self) -> Dict[str, Any]:
         return self._call("queue_len")
 
-    def qsize(self):
+    def qsize(self) -> int:
         """Number of items in the queue now (waiting; not those in flight)."""
         return self._info()["depth"]
 
-    def in_flight(self):
+    def in_flight(self) -> int:
         """Number of items handed out by ``get(ack=True)`` and not acked yet."""
         return self._info().get("in_flight", 0)
 
-    def empty(self):
+    def empty(self) -> bool:
         """Whether the queue is empty now."""
         return self.qsize() == 0
 
-    def full(self):
+    def full(self) -> bool:
         """Whether the queue is at its capacity now (never, if unbounded); items in
         flight count toward it."""
         info = self._info()
@@ -193,40 +218,40 @@ class Queue:
         return maxsize is not None and maxsize > 0 and held >= maxsize
 
     @property
-    def maxsize(self):
+    def maxsize(self) -> int:
         """The capacity corrald enforces (0: unbounded)."""
         return self._info().get("maxsize") or 0
 
-    def purge(self):
+    def purge(self) -> int:
         """Removes every item; returns how many."""
         return self._call("queue_purge")["removed"]
 
-    def delete(self):
+    def delete(self) -> bool:
         """Removes the queue and its items (waiting getters get ``NotFound``)."""
         return self._call("queue_delete")["removed"]
 
-    def close(self):
+    def close(self) -> None:
         """For compatibility with multiprocessing; nothing to flush (puts are synchronous)."""
 
-    def join_thread(self):
+    def join_thread(self) -> None:
         """For compatibility with multiprocessing; a no-op."""
 
-    def cancel_join_thread(self):
+    def cancel_join_thread(self) -> None:
         """For compatibility with multiprocessing; a no-op."""
 
 
 class _Leases:
     """The connection holding a get's leases, back to the pool once all have ended."""
 
-    def __init__(self, path, conn, count):
+    def __init__(self, path: str, conn: _client.Connection, count: int) -> None:
         self.path = path
         self.conn = conn
         self.open = count
 
-    def request(self, op, fields):
+    def request(self, op: str, fields: Dict[str, Any]) -> Any:
         return self.conn.request(op, fields)
 
-    def ended(self):
+    def ended(self) -> None:
         self.open -= 1
         if self.open == 0:
             _client._checkin(self.path, self.conn)
@@ -243,7 +268,9 @@ class Message:
     again. A message dropped without either is returned when its connection closes.
     """
 
-    def __init__(self, queue, value, lease_id, deliveries, holder):
+    def __init__(
+        self, queue: str, value: Any, lease_id: int, deliveries: int, holder: _Leases
+    ) -> None:
         self.queue = queue
         self.value = value
         self.id = lease_id
@@ -251,7 +278,7 @@ class Message:
         self._holder = holder
         self._done = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<corral.Message %r of %r, delivery %d%s>" % (
             self.value,
             self.queue,
@@ -259,7 +286,7 @@ class Message:
             ", ended" if self._done else "",
         )
 
-    def _end(self, op):
+    def _end(self, op: str) -> None:
         if self._done:
             raise ValueError("this message was already acked or nacked")
         try:
@@ -268,11 +295,11 @@ class Message:
             self._done = True
             self._holder.ended()
 
-    def ack(self):
+    def ack(self) -> None:
         """Removes the item for good (its processing is done)."""
         self._end("queue_ack")
 
-    def nack(self):
+    def nack(self) -> None:
         """Puts the item back at the head of the queue now, for another delivery."""
         self._end("queue_nack")
 
@@ -284,7 +311,7 @@ PICKLED = "$corral.pickle"
 _PLAIN = (str, int, float, bool, type(None))
 
 
-def _is_json(obj, depth=0):
+def _is_json(obj: Any, depth: int = 0) -> bool:
     if depth > 100:
         return False
     t = type(obj)
@@ -299,7 +326,7 @@ def _is_json(obj, depth=0):
     return False
 
 
-def _encode(obj):
+def _encode(obj: Any) -> Any:
     if _is_json(obj):
         return obj
     from . import _payload
@@ -308,7 +335,7 @@ def _encode(obj):
     return {PICKLED: base64.b64encode(data).decode("ascii")}
 
 
-def _decode(item):
+def _decode(item: Any) -> Any:
     if type(item) is dict and len(item) == 1 and PICKLED in item:
         return pickle.loads(base64.b64decode(item[PICKLED]))
     return item

@@ -3,14 +3,33 @@
 import math
 import numbers
 import operator
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+    overload,
+)
 
 from . import _anon, _client
 from .errors import InvalidArgument, OutOfRange
 
+if TYPE_CHECKING:
+    from ._lock import Lock
+
 __all__ = ["Value", "SharedValue", "Array"]
 
+# An element of an Array: an int (i64) or a float (f64).
+Number = Union[int, float]
 
-def _typecode(obj):
+
+def _typecode(obj: Any) -> Optional[str]:
     """The typecode of ``obj`` if it names an element type (``"i"``, ``"d"``,
     ``ctypes.c_int``...), else None."""
     code = getattr(obj, "_type_", obj)
@@ -34,51 +53,53 @@ class Value:
     :class:`corral.Overflow` (a ``ValueError``), never wraps.
     """
 
-    def __new__(cls, name=None, *args, **kwargs):
+    def __new__(cls, name: Any = None, *args: Any, **kwargs: Any) -> Any:
         if cls is Value and _typecode(name) is not None:
             return SharedValue(name, *args, **kwargs)
         return super().__new__(cls)
 
-    def __init__(self, name, initial=None, *, socket=None):
+    def __init__(
+        self, name: str, initial: Optional[int] = None, *, socket: Optional[str] = None
+    ) -> None:
         if not isinstance(name, str):
             raise TypeError("counter name must be a string or a typecode, not %r" % (name,))
         self.name = name
         self._socket = socket
-        self._lock = None
+        self._lock: Optional[Lock] = None
         if initial is not None:
             self.value = initial
 
-    def _call(self, op, **fields):
+    def _call(self, op: str, **fields: Any) -> Any:
         return _client.call(op, socket=self._socket, counter=self.name, **fields)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<corral.Value %r>" % self.name
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (_named_value, (self.name, self._socket))
 
     @property
-    def value(self):
+    def value(self) -> int:
         """The counter's value now."""
         return self._call("counter_get")["value"]
 
     @value.setter
-    def value(self, new):
+    def value(self, new: int) -> None:
         self._call("counter_set", value=_int(new))
 
-    def add(self, delta=1):
+    def add(self, delta: int = 1) -> int:
         """Adds ``delta`` (may be negative) atomically; returns the new value."""
         return self._call("counter_add", delta=_int(delta))["value"]
 
-    def compare_and_swap(self, expected, new):
+    def compare_and_swap(self, expected: int, new: int) -> bool:
         """Sets the value to ``new`` only if it is ``expected``; returns whether it did."""
         return self._call("counter_cas", expected=_int(expected), new=_int(new))["swapped"]
 
-    def delete(self):
+    def delete(self) -> bool:
         """Forgets the counter (it reads 0 again)."""
         return self._call("counter_delete")["removed"]
 
-    def get_lock(self):
+    def get_lock(self) -> "Lock":
         """A :class:`corral.Lock` named ``NAME.lock``, for multiprocessing-style code."""
         if self._lock is None:
             from ._lock import Lock
@@ -86,11 +107,11 @@ class Value:
             self._lock = Lock(self.name + ".lock", socket=self._socket)
         return self._lock
 
-    def get_obj(self):
+    def get_obj(self) -> "Value":
         return self
 
 
-def _named_value(name, socket):
+def _named_value(name: str, socket: Optional[str]) -> Value:
     return Value(name, socket=socket)
 
 
@@ -103,7 +124,15 @@ class SharedValue:
     writes; ``v.add(n)`` adds atomically. ``name=`` makes a durable named one instead.
     """
 
-    def __init__(self, typecode_or_type, *args, lock=True, name=None, socket=None, ctx=None):
+    def __init__(
+        self,
+        typecode_or_type: Any,
+        *args: Number,
+        lock: Any = True,
+        name: Optional[str] = None,
+        socket: Optional[str] = None,
+        ctx: Any = None,
+    ) -> None:
         code = _typecode(typecode_or_type)
         if code is None:
             raise TypeError("unknown typecode %r" % (typecode_or_type,))
@@ -115,8 +144,8 @@ class SharedValue:
         self._code = code
         self._socket = socket
         self._array = Array(self.name, code, [initial], socket=socket)
-        self._lock = None
-        self._lock_name = None
+        self._lock: Optional[Lock] = None
+        self._lock_name: Optional[str] = None
         if lock is not False:
             from ._lock import Lock
 
@@ -126,7 +155,9 @@ class SharedValue:
             _anon.made(self._array.delete)
 
     @classmethod
-    def _attach(cls, name, code, lock_name, socket):
+    def _attach(
+        cls, name: str, code: str, lock_name: Optional[str], socket: Optional[str]
+    ) -> "SharedValue":
         self = cls.__new__(cls)
         self.name, self._code, self._socket = name, code, socket
         self._array = Array.__new__(Array)
@@ -140,50 +171,50 @@ class SharedValue:
             self._lock = Lock(lock_name, socket=socket)
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (SharedValue._attach, (self.name, self._code, self._lock_name, self._socket))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<corral.Value(%r, %r) %s>" % (self._code, self.value, self.name)
 
     @property
-    def typecode(self):
+    def typecode(self) -> str:
         return self._code
 
     @property
-    def value(self):
+    def value(self) -> Number:
         return self._array[0]
 
     @value.setter
-    def value(self, new):
+    def value(self, new: Number) -> None:
         self._array[0] = new
 
-    def add(self, delta=1):
+    def add(self, delta: Number = 1) -> Number:
         """Adds ``delta`` atomically; returns the new value."""
         return self._array.add(0, delta)
 
-    def get_lock(self):
+    def get_lock(self) -> "Lock":
         if self._lock is None:
             raise AttributeError("this Value was made with lock=False: it has no get_lock()")
         return self._lock
 
-    def acquire(self, *args):
+    def acquire(self, *args: Any) -> bool:
         return self.get_lock().acquire(*args)
 
-    def release(self):
+    def release(self) -> None:
         return self.get_lock().release()
 
-    def __enter__(self):
+    def __enter__(self) -> "Lock":
         return self.get_lock().__enter__()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         return self.get_lock().__exit__(*exc)
 
-    def get_obj(self):
+    def get_obj(self) -> "SharedValue":
         return self
 
 
-def _int(value):
+def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidArgument(
             "a counter holds 64-bit integers, not %r" % (value,), "bad_request"
@@ -221,8 +252,15 @@ class Array:
     """
 
     def __init__(
-        self, name, typecode_or_kind=None, size_or_initializer=None, *, lock=True, socket=None, ctx=None
-    ):
+        self,
+        name: Any,
+        typecode_or_kind: Any = None,
+        size_or_initializer: Union[int, Iterable[Number], None] = None,
+        *,
+        lock: Any = True,
+        socket: Optional[str] = None,
+        ctx: Any = None,
+    ) -> None:
         # multiprocessing's Array(typecode, size_or_initializer): anonymous.
         anonymous = False
         if (
@@ -241,7 +279,7 @@ class Array:
             raise TypeError("array name must be a string, not %r" % (name,))
         self.name = name
         self._socket = socket
-        self._lock = None
+        self._lock: Optional[Lock] = None
         self._with_lock = lock is not False
         if typecode_or_kind is None and size_or_initializer is None:
             result = self._call("array_get", length=0)
@@ -255,7 +293,7 @@ class Array:
                 )
             if size_or_initializer is None:
                 raise TypeError("give the array's length or its initial values")
-            fields = {"kind": kind}
+            fields: Dict[str, Any] = {"kind": kind}
             if isinstance(size_or_initializer, numbers.Integral) and not isinstance(
                 size_or_initializer, bool
             ):
@@ -263,16 +301,17 @@ class Array:
                     raise InvalidArgument("an array length cannot be negative", "bad_request")
                 fields["length"] = int(size_or_initializer)
             else:
-                values = [_element(kind, v) for v in size_or_initializer]
+                initializer = cast(Iterable[Number], size_or_initializer)
+                values = [_element(kind, v) for v in initializer]
                 fields["length"] = len(values)
                 fields["values"] = values
             result = self._call("array_create", **fields)
-        self.kind = result["kind"]
-        self._length = result.get("length", len(result["values"]))
+        self.kind: str = result["kind"]
+        self._length: int = result.get("length", len(result["values"]))
         if anonymous:
             _anon.made(self.delete)
 
-    def get_lock(self):
+    def get_lock(self) -> "Lock":
         """A :class:`corral.Lock` named ``NAME.lock`` (for ``with a.get_lock():``)."""
         if self._lock is None:
             from ._lock import Lock
@@ -280,29 +319,29 @@ class Array:
             self._lock = Lock(self.name + ".lock", socket=self._socket)
         return self._lock
 
-    def __enter__(self):
+    def __enter__(self) -> "Lock":
         return self.get_lock().__enter__()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         return self.get_lock().__exit__(*exc)
 
-    def _call(self, op, **fields):
+    def _call(self, op: str, **fields: Any) -> Any:
         return _client.call(op, socket=self._socket, array=self.name, **fields)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<corral.Array %r %s[%d]>" % (self.name, self.kind, self._length)
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (_attach_array, (self.name, self.kind, self._length, self._socket))
 
     @property
-    def typecode(self):
+    def typecode(self) -> str:
         return "q" if self.kind == "i64" else "d"
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._length
 
-    def _index(self, i):
+    def _index(self, i: Any) -> int:
         try:
             i = operator.index(i)
         except TypeError:
@@ -317,16 +356,22 @@ class Array:
             )
         return i
 
-    def _convert(self, value):
+    def _convert(self, value: Any) -> Number:
         return float(value) if self.kind == "f64" else int(value)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> Number: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> List[Number]: ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[Number, List[Number]]:
         if isinstance(i, slice):
             return self.tolist()[i]
         i = self._index(i)
         return self._convert(self._call("array_get", index=i)["value"])
 
-    def __setitem__(self, i, value):
+    def __setitem__(self, i: Union[int, slice], value: Any) -> None:
         if isinstance(i, slice):
             indices = range(*i.indices(self._length))
             values = list(value)
@@ -338,40 +383,40 @@ class Array:
         i = self._index(i)
         self._call("array_set", index=i, value=_element(self.kind, value))
 
-    def add(self, i, delta):
+    def add(self, i: int, delta: Number) -> Number:
         """Adds ``delta`` to element ``i`` atomically; returns the new value."""
         i = self._index(i)
         result = self._call("array_add", index=i, delta=_element(self.kind, delta))
         return self._convert(result["value"])
 
-    def tolist(self):
+    def tolist(self) -> List[Number]:
         """Every element, read at once (a long array in slices of at most 65,536
         elements, each read at once)."""
-        values = []
+        values: List[Number] = []
         while True:
             part = self._call("array_get", offset=len(values), length=_MAX_ARRAY_SLICE)
             values.extend(self._convert(v) for v in part["values"])
             if not part["values"] or len(values) >= part.get("length", len(values)):
                 return values
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Number]:
         return iter(self.tolist())
 
-    def delete(self):
+    def delete(self) -> bool:
         """Forgets the array."""
         return self._call("array_delete")["removed"]
 
-    def get_obj(self):
+    def get_obj(self) -> "Array":
         return self
 
 
-def _attach_array(name, kind, length, socket):
+def _attach_array(name: str, kind: str, length: int, socket: Optional[str]) -> Array:
     a = Array.__new__(Array)
     a.name, a.kind, a._length, a._socket, a._lock, a._with_lock = name, kind, length, socket, None, True
     return a
 
 
-def _element(kind, value):
+def _element(kind: str, value: Any) -> Number:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidArgument(
             "an %s array holds numbers, not %r" % (kind, value), "type_mismatch"

@@ -13,9 +13,10 @@ import os
 import pickle
 import sys
 import traceback
+from typing import IO, Any, List, NoReturn, Tuple
 
 
-def _answer(out, value):
+def _answer(out: IO[bytes], value: Tuple[Any, ...]) -> None:
     try:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -28,7 +29,7 @@ def _answer(out, value):
     out.flush()
 
 
-def main(argv):
+def main(argv: List[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m corral._worker PAYLOAD (started by corral.Pool)\n")
         return 2
@@ -56,7 +57,7 @@ def main(argv):
             continue
         try:
             mode, tasks = pickle.loads(base64.b64decode(line))
-            results = []
+            results: List[Any] = []
             for task in tasks:
                 if mode == "star":
                     results.append(func(*task))
@@ -65,7 +66,7 @@ def main(argv):
                     results.append(func(*args, **kwds))
                 else:
                     results.append(func(task))
-            answer = ("ok", results)
+            answer: Tuple[Any, ...] = ("ok", results)
         except Exception as e:
             answer = ("err", e, traceback.format_exc())
         _answer(out, answer)
@@ -76,7 +77,7 @@ def main(argv):
     return 0
 
 
-def _start():
+def _start() -> NoReturn:
     """Entry point of ``python -c`` (see corral._payload.python_command)."""
     sys.exit(main(["corral._worker"] + sys.argv[1:]))
 

@@ -160,7 +160,7 @@ class PoolItemError(CorralError):
         super().__init__(message, "item_failed", details)
 
 
-def _exitcode(exit):
+def _exitcode(exit: Optional[Dict[str, Any]]) -> Optional[int]:
     """multiprocessing's convention: the exit code, or minus the signal number."""
     if not exit:
         return None
@@ -191,6 +191,6 @@ _BY_CODE = {
 
 def error_from_reply(error: Dict[str, Any]) -> CorralError:
     """The exception for an ``error`` object of a reply."""
-    code = error.get("code")
+    code: Any = error.get("code")
     cls = _BY_CODE.get(code, CorralError)
     return cls(error.get("message") or str(code), code, error.get("details") or ())
