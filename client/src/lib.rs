@@ -137,9 +137,14 @@ impl Error {
     }
 }
 
+/// The system corrald's socket (`corrald.service`).
+pub const SYSTEM_SOCKET: &str = "/run/corral/corral.sock";
+
 /// The socket path a client uses when none is given: `$CORRAL_SOCKET`, else
-/// `/run/corral/corral.sock` for root, else `$XDG_RUNTIME_DIR/corral.sock`
-/// (`$XDG_STATE_HOME/corral/corral.sock` without a runtime dir).
+/// `/run/corral/corral.sock` for root, else the user's own corrald's
+/// (`$XDG_RUNTIME_DIR/corral.sock`, or `$XDG_STATE_HOME/corral/corral.sock` without a
+/// runtime dir) — unless the user runs no corrald of their own and the system one's
+/// socket exists, as for a member of the `corral` group: then the system socket.
 ///
 /// ```no_run
 /// println!("corrald listens on {}", corral_client::default_socket().display());
@@ -149,8 +154,17 @@ pub fn default_socket() -> PathBuf {
         return PathBuf::from(path);
     }
     if nix::unistd::Uid::effective().is_root() {
-        return PathBuf::from("/run/corral/corral.sock");
+        return PathBuf::from(SYSTEM_SOCKET);
     }
+    let own = user_socket();
+    if !own.exists() && Path::new(SYSTEM_SOCKET).exists() {
+        return PathBuf::from(SYSTEM_SOCKET);
+    }
+    own
+}
+
+/// Where a user's own corrald listens by default.
+fn user_socket() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
         return Path::new(&dir).join("corral.sock");
     }

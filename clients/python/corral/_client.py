@@ -30,18 +30,30 @@ __all__ = ["socket_path", "Connection", "call", "stream", "PROTOCOL_VERSION"]
 _T = TypeVar("_T")
 
 
+SYSTEM_SOCKET = "/run/corral/corral.sock"
+
+
 def socket_path() -> str:
     """The socket a client uses when none is given.
 
-    ``$CORRAL_SOCKET``, else ``/run/corral/corral.sock`` for root, else
-    ``$XDG_RUNTIME_DIR/corral.sock``, else ``$XDG_STATE_HOME/corral/corral.sock``
-    (``~/.local/state/corral/corral.sock``) -- the same rule as corralctl.
+    ``$CORRAL_SOCKET``, else ``/run/corral/corral.sock`` for root, else the user's own
+    corrald's: ``$XDG_RUNTIME_DIR/corral.sock``, else ``$XDG_STATE_HOME/corral/corral.sock``
+    (``~/.local/state/corral/corral.sock``) -- unless the user runs no corrald of their
+    own and the system one's socket exists (a member of the ``corral`` group): then the
+    system socket. The same rule as corralctl.
     """
     path = os.environ.get("CORRAL_SOCKET")
     if path:
         return path
     if os.geteuid() == 0:
-        return "/run/corral/corral.sock"
+        return SYSTEM_SOCKET
+    own = _user_socket()
+    if not os.path.exists(own) and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return own
+
+
+def _user_socket() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "corral.sock")

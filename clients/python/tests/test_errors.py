@@ -75,12 +75,16 @@ def test_not_found_is_a_lookup_error(corrald):
         corral.call("pool_status", job=10**9)
 
 
-def test_socket_path_rule(monkeypatch):
+def test_socket_path_rule(monkeypatch, tmp_path):
+    from corral import _client
+
+    # As if no system corrald ran here (its socket is looked at below).
+    monkeypatch.setattr(_client, "SYSTEM_SOCKET", str(tmp_path / "no-system.sock"))
     monkeypatch.setenv("CORRAL_SOCKET", "/x/y.sock")
     assert corral.socket_path() == "/x/y.sock"
     monkeypatch.delenv("CORRAL_SOCKET")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert corral.socket_path() == "/run/corral/corral.sock"
+    assert corral.socket_path() == str(tmp_path / "no-system.sock")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
     assert corral.socket_path() == "/run/user/1000/corral.sock"
@@ -90,6 +94,23 @@ def test_socket_path_rule(monkeypatch):
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", "/home/me")
     assert corral.socket_path() == "/home/me/.local/state/corral/corral.sock"
+
+
+def test_a_user_without_a_corrald_of_their_own_gets_the_system_one(monkeypatch, tmp_path):
+    from corral import _client
+
+    system = tmp_path / "system.sock"
+    system.touch()
+    monkeypatch.setattr(_client, "SYSTEM_SOCKET", str(system))
+    monkeypatch.delenv("CORRAL_SOCKET", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    # No corrald of the user's own: the system one (a member of the corral group).
+    assert corral.socket_path() == str(system)
+    # The user's own corrald, once it listens, comes first.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "corral.sock").touch()
+    assert corral.socket_path() == str(tmp_path / "run" / "corral.sock")
 
 
 def test_error_classes_are_the_standard_ones():

@@ -381,13 +381,18 @@ fn the_deb_under_a_booted_systemd_keeps_the_units_promises() {
         "a line carries a timestamp of its own: {journal}"
     );
 
-    // The socket: a member of corral may use it, another user may not. (A user's
-    // corralctl looks for their own corrald first: the system one is named.)
+    // The socket: a member of corral may use it, another user may not. A member who runs
+    // no corrald of their own reaches the system one with plain corralctl.
     m.ok("useradd -m -G corral alice && useradd -m bob");
     let system = "CORRAL_SOCKET=/run/corral/corral.sock corralctl status";
     assert!(
         m.ok(&format!("runuser -u alice -- env {system}"))
             .contains("web")
+    );
+    assert!(
+        m.ok("runuser -u alice -- env -u CORRAL_SOCKET -u XDG_RUNTIME_DIR corralctl status")
+            .contains("web"),
+        "plain corralctl of a member reaches the system corrald"
     );
     let bob = m.sh(&format!("runuser -u bob -- env {system}"));
     assert!(
