@@ -38,17 +38,26 @@ fn skip(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+/// Starts corrald with the escaping unit running and returns the escapee's pid, or
+/// `None` (having said why) where corrald has no cgroups for instances.
+fn started_escapee(d: &mut TestDaemon) -> Option<i32> {
+    d.unit("esc", &escaping_unit(d));
+    d.start();
+    let how = supervision(d);
+    if !how.starts_with("cgroups") {
+        skip(&format!("no cgroups for instances here: {how}"));
+        return None;
+    }
+    d.ctl_ok(&["start", "esc"]);
+    Some(escapee(d))
+}
+
 #[test]
 fn a_process_that_called_setsid_dies_with_its_instance_stop() {
     let mut d = TestDaemon::new();
-    d.unit("esc", &escaping_unit(&d));
-    d.start();
-    let how = supervision(&d);
-    if !how.starts_with("cgroups") {
-        return skip(&format!("no cgroups for instances here: {how}"));
-    }
-    d.ctl_ok(&["start", "esc"]);
-    let pid = escapee(&d);
+    let Some(pid) = started_escapee(&mut d) else {
+        return;
+    };
     // It left the instance's process group: killpg alone would miss it.
     let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).expect("getpgid");
     assert_ne!(
@@ -69,14 +78,9 @@ fn a_process_that_called_setsid_dies_with_its_instance_stop() {
 #[test]
 fn the_escapee_dies_with_its_main_process_too() {
     let mut d = TestDaemon::new();
-    d.unit("esc", &escaping_unit(&d));
-    d.start();
-    let how = supervision(&d);
-    if !how.starts_with("cgroups") {
-        return skip(&format!("no cgroups for instances here: {how}"));
-    }
-    d.ctl_ok(&["start", "esc"]);
-    let pid = escapee(&d);
+    let Some(pid) = started_escapee(&mut d) else {
+        return;
+    };
     let main = d.status("esc").instances[0].pid.unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(main), nix::sys::signal::SIGKILL)
         .expect("kill main");
