@@ -214,6 +214,21 @@ impl Instance {
         }
     }
 
+    /// Into `Backoff` before a restart by policy: the delay (doubled with each
+    /// consecutive failure, up to the unit's max) and the generation its
+    /// `Msg::RestartDue` must carry.
+    fn back_off(&mut self, unit: &Unit) -> (Duration, u64) {
+        let delay = backoff(
+            unit.restart_delay,
+            unit.restart_delay_max,
+            self.consecutive_failures,
+        );
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.state = InstanceState::Backoff;
+        self.generation += 1;
+        (delay, self.generation)
+    }
+
     fn status(&self) -> InstanceStatus {
         InstanceStatus {
             instance: self.index,
@@ -1149,15 +1164,7 @@ impl Supervisor {
                 // Not the unit's fault: retried with backoff for as long as descriptors
                 // are short, and not counted against its start limit.
                 inst.recent_starts.pop_back();
-                let delay = backoff(
-                    unit.restart_delay,
-                    unit.restart_delay_max,
-                    inst.consecutive_failures,
-                );
-                inst.consecutive_failures = inst.consecutive_failures.saturating_add(1);
-                inst.state = InstanceState::Backoff;
-                inst.generation += 1;
-                let generation = inst.generation;
+                let (delay, generation) = inst.back_off(&unit);
                 let reason = format!("out of file descriptors: {reason}; retrying in {delay:?}");
                 inst.reason = Some(reason.clone());
                 self.event(&name, Some(index), "spawn_failed", reason);
@@ -1263,15 +1270,7 @@ impl Supervisor {
             self.event(&name, Some(index), "gave_up", format!("{status}; {reason}"));
             return;
         }
-        let delay = backoff(
-            unit.restart_delay,
-            unit.restart_delay_max,
-            inst.consecutive_failures,
-        );
-        inst.consecutive_failures = inst.consecutive_failures.saturating_add(1);
-        inst.state = InstanceState::Backoff;
-        inst.generation += 1;
-        let generation = inst.generation;
+        let (delay, generation) = inst.back_off(&unit);
         self.event(
             &name,
             Some(index),
