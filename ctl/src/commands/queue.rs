@@ -99,18 +99,9 @@ pub fn get(
         Wait::No => queue.try_get_many::<Value>(count),
         Wait::For(_) | Wait::Forever => queue.get_many::<Value>(count, wait.timeout()),
     };
-    let items = match (result, wait) {
-        (Ok(items), _) => items,
-        (Err(e), Wait::No) if is_empty(&e) => {
-            return Ok(failed_as("empty", format!("queue {name} is empty")));
-        }
-        (Err(e), Wait::For(t)) if is_empty(&e) => {
-            return Ok(failed_as(
-                "timeout",
-                format!("queue {name}: no item within {t}"),
-            ));
-        }
-        (Err(e), _) => return Err(e),
+    let items = match result {
+        Ok(items) => items,
+        Err(e) => return nothing_got(name, wait, e),
     };
     if out.json {
         out.print_json(&QueueGetResult {
@@ -120,6 +111,19 @@ pub fn get(
         return Ok(ExitCode::SUCCESS);
     }
     Ok(print_lines(items.iter().map(format_item)))
+}
+
+/// A get that took nothing: an empty queue without waiting, or a wait that timed out,
+/// is its own exit status; any other error is the caller's.
+fn nothing_got(name: &str, wait: Wait, e: Error) -> Result<ExitCode, Error> {
+    match wait {
+        Wait::No if is_empty(&e) => Ok(failed_as("empty", format!("queue {name} is empty"))),
+        Wait::For(t) if is_empty(&e) => Ok(failed_as(
+            "timeout",
+            format!("queue {name}: no item within {t}"),
+        )),
+        _ => Err(e),
+    }
 }
 
 /// `queue get --ack`: the leases are detached, since this process exits before the
@@ -144,18 +148,9 @@ pub fn get_ack(
         visibility_ms: visibility.map(|v| v.millis().max(1)),
         detach: true,
     };
-    let result: QueueGetResult = match (client.call(op), wait) {
-        (Ok(result), _) => result,
-        (Err(e), Wait::No) if is_empty(&e) => {
-            return Ok(failed_as("empty", format!("queue {name} is empty")));
-        }
-        (Err(e), Wait::For(t)) if is_empty(&e) => {
-            return Ok(failed_as(
-                "timeout",
-                format!("queue {name}: no item within {t}"),
-            ));
-        }
-        (Err(e), _) => return Err(e),
+    let result: QueueGetResult = match client.call(op) {
+        Ok(result) => result,
+        Err(e) => return nothing_got(name, wait, e),
     };
     if out.json {
         out.print_json(&result);
