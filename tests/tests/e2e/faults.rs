@@ -609,6 +609,11 @@ fn out_of_descriptors_root_still_gets_a_connection_from_the_reserve() {
     d.unit("svc", r#"command = ["sleep", "1000"]"#);
     d.start_with_nofile(64);
     d.wait_state("svc", "running");
+    // The checkout may not be reachable by another user (a clone in a 0700 directory):
+    // they run a copy of corralctl from the test's own directory.
+    let ctl = d.path("corralctl");
+    std::fs::copy(corral_tests::bin("corralctl"), &ctl).unwrap();
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Another user's clients, each waiting on a queue, hold every descriptor.
     struct Clients(Vec<std::process::Child>);
     impl Drop for Clients {
@@ -622,7 +627,7 @@ fn out_of_descriptors_root_still_gets_a_connection_from_the_reserve() {
     let clients = Clients(
         (0..80)
             .map(|i| {
-                std::process::Command::new(corral_tests::bin("corralctl"))
+                std::process::Command::new(&ctl)
                     .arg("--socket")
                     .arg(d.socket())
                     .args(["queue", "get", &format!("wait{i}")])
