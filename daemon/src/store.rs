@@ -629,7 +629,7 @@ fn json_len(value: &serde_json::Value) -> usize {
 /// Whether a command may change what the status page shows (reads do not).
 fn changes_visible_state(cmd: &Command) -> bool {
     match cmd {
-        Command::Primitive { op, .. } => crate::access::need_of(op).0 != crate::access::Need::Read,
+        Command::Primitive { op, .. } => op.spec().need != corral_proto::Need::Read,
         Command::Disconnect(_)
         | Command::RunStarted(_)
         | Command::RunEnded { .. }
