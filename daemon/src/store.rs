@@ -23,6 +23,7 @@ use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now_ms;
 use crate::primitives::{
     ArrayData, Changes, ConnInfo, Item, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn,
     Snapshot,
@@ -412,13 +413,6 @@ impl Store {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let sqlite = |source| StoreError::Sqlite {
         path: path.to_owned(),
@@ -666,7 +660,7 @@ fn run_batch(
     let mut fx = Effects::default();
     let wrote = batch.iter().any(changes_visible_state);
     if wrote || prims.leases_due(Instant::now()) {
-        crate::state_changed();
+        crate::version::state_changed();
     }
     // `sync` promises that everything is on disk, the queue totals too.
     if batch.iter().any(|c| matches!(c, Command::Sync(_))) {

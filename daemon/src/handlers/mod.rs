@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use corral_proto::{Op, Request, Response};
 
-use crate::Context;
+use crate::context::Context;
+use crate::fds::PassedFds;
 use crate::primitives::ConnInfo;
-use crate::server::{PassedFds, Replies};
+use crate::replies::Replies;
 
 /// Per-connection identity: what locks and waiters belong to, and who the peer is.
 pub struct Connection {
@@ -342,7 +343,7 @@ async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Re
 /// operation is handed to the store: what a connection has asked for, and not yet
 /// read, stays within its `max_unread_bytes` even for replies produced all at once.
 fn reply_estimate(op: &Op, max_item_bytes: usize) -> usize {
-    use crate::server::SMALL_REPLY;
+    use crate::replies::SMALL_REPLY;
     use corral_proto::{MAX_ARRAY_SLICE, MAX_GET_BYTES};
     // The longest i64 or f64 in JSON, with its comma.
     const PER_ELEMENT: usize = 26;

@@ -9,9 +9,9 @@ use corral_proto::{ErrorBody, ErrorCode, Response};
 use tokio::sync::mpsc;
 
 use super::{Outcome, ok};
-use crate::Context;
+use crate::context::Context;
 use crate::pool::{JobSpec, PoolRequest};
-use crate::server::Replies;
+use crate::replies::Replies;
 use crate::supervisor::Request;
 
 /// Largest job accepted, in inputs.

@@ -10,8 +10,8 @@ use corral_config::Unit;
 use corral_proto::{ErrorBody, ErrorCode, LogLine, Response, RunResult};
 
 use super::{Outcome, ok};
-use crate::Context;
-use crate::server::Replies;
+use crate::context::Context;
+use crate::replies::Replies;
 use crate::supervisor::logs::{Follower, tail_lines};
 use crate::supervisor::{Request, StartFailure};
 

@@ -30,7 +30,7 @@ use corral_proto::{ErrorBody, ErrorCode, Op, StatusResult};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::Context;
+use crate::context::Context;
 use crate::pool::PoolRequest;
 use crate::primitives::ConnInfo;
 use crate::store::History;
@@ -54,7 +54,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let recorder: history::Shared = Arc::new(std::sync::Mutex::new(history::Recorder::new(
-        crate::store::now_ms(),
+        crate::clock::now_ms(),
     )));
     tokio::spawn(history::run(
         ctx.clone(),
@@ -348,7 +348,7 @@ fn async_stream(ctx: Arc<Context>) -> impl futures_core::Stream<Item = Result<Ev
         // regardless so uptimes and CPU figures stay fresh.
         let mut sent: Option<(u64, std::time::Instant)> = None;
         loop {
-            let version = crate::state_version();
+            let version = crate::version::state_version();
             let due =
                 sent.is_none_or(|(v, at)| v != version || at.elapsed() >= Duration::from_secs(15));
             if due {

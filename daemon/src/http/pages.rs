@@ -415,7 +415,7 @@ pub fn job_rate(j: &Value) -> String {
     let start = j["created_ms"].as_f64().unwrap_or(0.0);
     let end = j["finished_ms"]
         .as_f64()
-        .unwrap_or_else(|| crate::store::now_ms() as f64);
+        .unwrap_or_else(|| crate::clock::now_ms() as f64);
     let secs = ((end - start) / 1000.0).max(0.001);
     format!("{:.1}", done / secs)
 }

@@ -28,7 +28,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Store, StoredJob, now_ms};
+use crate::clock::now_ms;
+use crate::store::{Store, StoredJob};
 use crate::supervisor::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec};
 
 /// Most bytes of stdout (and of stderr) kept per exec item.
@@ -461,7 +462,7 @@ impl PoolManager {
                 )
         );
         if !read_only {
-            crate::state_changed();
+            crate::version::state_changed();
         }
         match msg {
             PoolMsg::Request(req) => self.on_request(req),
