@@ -202,7 +202,12 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
             everything.await;
         }
     }
-    store.sync().await;
+    if let Err(e) = store.sync().await {
+        tracing::error!(
+            "the last records before shutdown may be lost: {}",
+            e.message
+        );
+    }
     // Let `shutdown --wait` clients hear that everything is down before connections close.
     ctx.all_stopped.cancel();
     tokio::task::yield_now().await;
@@ -211,7 +216,9 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     if let Some(task) = http_task {
         let _ = task.await;
     }
-    store.sync().await;
+    if let Err(e) = store.sync().await {
+        tracing::error!("the last records before exit may be lost: {}", e.message);
+    }
     drop(sup_task);
     if let Some(cg) = &cgroups {
         cg.remove_all();

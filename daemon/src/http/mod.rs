@@ -539,7 +539,8 @@ async fn post_unit(
             format!("no action `{other}`: use start, stop or restart"),
         )),
     };
-    ctx.store.sync().await;
+    let synced = ctx.store.sync().await;
+    let result = result.and_then(|r| synced.map(|()| r));
     reply(result.map(|r| json!(r)))
 }
 
@@ -548,6 +549,7 @@ async fn post_cancel(State(ctx): Shared, headers: HeaderMap, Path(id): Path<u64>
         return error(e);
     }
     let result = ctx.pool.ask(|r| PoolRequest::Cancel(id, r)).await;
-    ctx.store.sync().await;
+    let synced = ctx.store.sync().await;
+    let result = result.and_then(|j| synced.map(|()| j));
     reply(result.map(|j| json!(j)))
 }
