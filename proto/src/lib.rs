@@ -683,6 +683,44 @@ pub struct ShutdownProgress {
     pub waiting_for: Vec<String>,
 }
 
+/// Where a pool job is: on the wire, `running`, `finished` or `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Items are pending or running.
+    Running,
+    /// Every item is done (succeeded or failed).
+    Finished,
+    /// Stopped by `pool_cancel` (or its connection closing, with `cancel_on_disconnect`).
+    Cancelled,
+}
+
+impl JobState {
+    /// The wire name (`running`, `finished`, `cancelled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Its wire name read back (from the store); anything else is an unfinished job.
+    pub fn parse(text: &str) -> JobState {
+        match text {
+            "finished" => JobState::Finished,
+            "cancelled" => JobState::Cancelled,
+            _ => JobState::Running,
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A pool job and its progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolJob {
@@ -698,7 +736,7 @@ pub struct PoolJob {
     /// Most items at once / worker processes.
     pub workers: usize,
     /// `running`, `finished` or `cancelled`.
-    pub state: String,
+    pub state: JobState,
     /// Number of inputs.
     pub total: usize,
     /// Items that succeeded.
@@ -1173,6 +1211,17 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// Every state, in the order `status` and the metrics list them.
+    pub const ALL: [InstanceState; 8] = [
+        InstanceState::Inactive,
+        InstanceState::Starting,
+        InstanceState::Running,
+        InstanceState::Backoff,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+        InstanceState::Exited,
+        InstanceState::Failed,
+    ];
     /// Whether the instance is running or due to run (the opposite of "settled").
     pub fn is_active(self) -> bool {
         matches!(

@@ -26,7 +26,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use corral_proto::{ErrorBody, ErrorCode, Op, StatusResult};
+use std::collections::BTreeMap;
+
+use corral_proto::{
+    ArrayListResult, CounterListResult, ErrorBody, ErrorCode, LockStatusResult, Op, PoolListResult,
+    QueueListResult, StatusResult,
+};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -288,30 +294,47 @@ async fn api_pool(State(ctx): Shared, Path(id): Path<u64>) -> Response {
     )
 }
 
-/// Everything the dashboard shows, in one JSON value.
-pub(crate) async fn snapshot(ctx: &Context) -> Value {
-    let status = status(ctx, None)
-        .await
-        .map(|s| json!(s))
-        .unwrap_or(Value::Null);
-    let queues = primitive_value(ctx, Op::QueueList {})
-        .await
-        .unwrap_or(Value::Null);
-    let counters = primitive_value(ctx, Op::CounterList {})
-        .await
-        .unwrap_or(Value::Null);
-    let arrays = primitive_value(ctx, Op::ArrayList {})
-        .await
-        .unwrap_or(Value::Null);
-    let locks = primitive_value(ctx, Op::LockStatus { lock: None })
-        .await
-        .unwrap_or(Value::Null);
-    let pools = ctx
-        .pool
-        .ask(PoolRequest::List)
-        .await
-        .map(|l| json!(l))
-        .unwrap_or(Value::Null);
+/// Everything the dashboard shows, typed; serialized at the edge (the page's
+/// `/api/events` stream) as the JSON object `app.js` reads. A part that could not be
+/// read is `null`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Snapshot {
+    pub status: Option<StatusResult>,
+    /// CPU and memory of each instance's process, by pid.
+    pub processes: BTreeMap<u32, pages::ProcessFigures>,
+    pub queues: Option<QueueListResult>,
+    pub counters: Option<CounterListResult>,
+    pub arrays: Option<ArrayListResult>,
+    pub locks: Option<LockStatusResult>,
+    pub pools: Option<PoolListResult>,
+    /// The latest events (15).
+    pub events: Vec<SnapshotEvent>,
+}
+
+/// One event of the event log, as the dashboard shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotEvent {
+    pub at_ms: i64,
+    pub unit: Option<String>,
+    pub instance: Option<u32>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A read-only coordination operation's result, typed.
+async fn primitive_typed<T: serde::de::DeserializeOwned>(ctx: &Context, op: Op) -> Option<T> {
+    let value = primitive_value(ctx, op).await.ok()?;
+    serde_json::from_value(value).ok()
+}
+
+/// Everything the dashboard shows (see [`Snapshot`]).
+pub(crate) async fn snapshot(ctx: &Context) -> Snapshot {
+    let status = status(ctx, None).await.ok();
+    let queues = primitive_typed(ctx, Op::QueueList {}).await;
+    let counters = primitive_typed(ctx, Op::CounterList {}).await;
+    let arrays = primitive_typed(ctx, Op::ArrayList {}).await;
+    let locks = primitive_typed(ctx, Op::LockStatus { lock: None }).await;
+    let pools = ctx.pool.ask(PoolRequest::List).await.ok();
     let rows = ctx
         .store
         .history(History::Events {
@@ -319,18 +342,31 @@ pub(crate) async fn snapshot(ctx: &Context) -> Value {
             limit: 15,
         })
         .await;
-    let events: Vec<Value> = rows
+    let events = rows
         .events
-        .iter()
-        .map(|e| {
-            json!({"at_ms": e.at_ms, "unit": e.unit, "instance": e.instance, "kind": e.kind, "detail": e.detail})
+        .into_iter()
+        .map(|e| SnapshotEvent {
+            at_ms: e.at_ms,
+            unit: e.unit,
+            instance: e.instance,
+            kind: e.kind,
+            detail: e.detail,
         })
         .collect();
-    let processes = pages::process_stats(&status);
-    json!({
-        "status": status, "processes": processes, "queues": queues, "counters": counters,
-        "arrays": arrays, "locks": locks, "pools": pools, "events": events,
-    })
+    let processes = status
+        .as_ref()
+        .map(pages::process_stats)
+        .unwrap_or_default();
+    Snapshot {
+        status,
+        processes,
+        queues,
+        counters,
+        arrays,
+        locks,
+        pools,
+        events,
+    }
 }
 
 async fn api_events(
@@ -354,7 +390,8 @@ fn async_stream(ctx: Arc<Context>) -> impl futures_core::Stream<Item = Result<Ev
             if due {
                 sent = Some((version, std::time::Instant::now()));
                 let snap = snapshot(&ctx).await;
-                let event = Event::default().event("snapshot").data(snap.to_string());
+                let data = serde_json::to_string(&snap).unwrap_or_else(|_| "null".into());
+                let event = Event::default().event("snapshot").data(data);
                 if tx.send(event).await.is_err() {
                     return;
                 }
@@ -377,7 +414,8 @@ fn tokio_stream_from(
 
 async fn dashboard(State(ctx): Shared) -> Html<String> {
     let controls = ctx.settings.http_token.is_some();
-    Html(pages::dashboard(&snapshot(&ctx).await, controls))
+    let snap = serde_json::to_value(snapshot(&ctx).await).unwrap_or(Value::Null);
+    Html(pages::dashboard(&snap, controls))
 }
 
 async fn unit_page(State(ctx): Shared, Path(name): Path<String>) -> Response {

@@ -3,7 +3,10 @@
 
 use std::fmt::Write;
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use corral_proto::StatusResult;
+use serde_json::Value;
 
 use crate::supervisor::process::ProcStat;
 
@@ -119,38 +122,38 @@ fn cell(text: &str) -> String {
 /// Per-instance CPU (average since start) and memory, keyed by pid: from the instance's
 /// cgroup where corrald has cgroups (everything the instance started), else the main
 /// process's from /proc.
-pub fn process_stats(status: &Value) -> Value {
-    let mut map = serde_json::Map::new();
+pub fn process_stats(status: &StatusResult) -> BTreeMap<u32, ProcessFigures> {
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|t| t.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
-    let instances = status["units"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|u| u["instances"].as_array().cloned().unwrap_or_default());
-    for inst in instances {
-        let Some(pid) = inst["pid"].as_u64() else {
+    let mut map = BTreeMap::new();
+    for inst in status.units.iter().flat_map(|u| &u.instances) {
+        let Some(pid) = inst.pid else {
             continue;
         };
         let Some(stat) = ProcStat::read(pid as i32) else {
             continue;
         };
         let ticks = 100.0;
-        let cpu = inst["cgroup_cpu_usec"]
-            .as_u64()
+        let cpu = inst
+            .cgroup_cpu_usec
             .map_or(stat.cpu_ticks as f64 / ticks, |us| us as f64 / 1e6);
-        let rss = inst["cgroup_memory_bytes"]
-            .as_u64()
-            .unwrap_or(stat.rss_pages * 4096);
+        let rss_bytes = inst.cgroup_memory_bytes.unwrap_or(stat.rss_pages * 4096);
         let age = (uptime - stat.start_time as f64 / ticks).max(0.001);
-        map.insert(
-            pid.to_string(),
-            json!({"cpu_pct": (cpu / age * 1000.0).round() / 10.0, "rss_bytes": rss}),
-        );
+        let cpu_pct = (cpu / age * 1000.0).round() / 10.0;
+        map.insert(pid, ProcessFigures { cpu_pct, rss_bytes });
     }
-    Value::Object(map)
+    map
+}
+
+/// One process's CPU (percent of one CPU, averaged since it started) and memory.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ProcessFigures {
+    /// Percent of one CPU since the process started.
+    pub cpu_pct: f64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
 }
 
 /// Readiness and health in a word (as `corralctl status` shows them): `not ready`,
@@ -573,6 +576,7 @@ pub fn not_found(name: &str, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
