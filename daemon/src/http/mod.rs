@@ -414,8 +414,7 @@ fn tokio_stream_from(
 
 async fn dashboard(State(ctx): Shared) -> Html<String> {
     let controls = ctx.settings.http_token.is_some();
-    let snap = serde_json::to_value(snapshot(&ctx).await).unwrap_or(Value::Null);
-    Html(pages::dashboard(&snap, controls))
+    Html(pages::dashboard(&snapshot(&ctx).await, controls))
 }
 
 async fn unit_page(State(ctx): Shared, Path(name): Path<String>) -> Response {
