@@ -5,7 +5,7 @@
 //! (group commit), then answers them. So a burst of N writes costs one commit, and
 //! every acknowledged write is committed before its acknowledgement leaves.
 //!
-//! The thread also owns the in-memory coordination state ([`Primitives`]: queues,
+//! The task also owns the in-memory coordination state ([`Primitives`]: queues,
 //! counters, arrays, locks), so that an operation, its durable write and its reply happen
 //! in one place and one order: a batch is applied to memory, written, committed, and only
 //! then answered.
@@ -291,7 +291,7 @@ pub struct StoredJob {
     pub items: Vec<(String, Option<String>)>,
 }
 
-/// Handle to the store thread. Cheap to clone.
+/// Handle to the store task. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<Command>,
@@ -299,7 +299,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, loads the coordination state,
-    /// and starts the store thread.
+    /// and starts the store task.
     pub fn open(path: &Path, limits: Limits) -> Result<Store, StoreError> {
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_owned(),
@@ -367,7 +367,7 @@ impl Store {
     }
 
     fn send(&self, cmd: Command) {
-        // The thread lives until the process ends; a failed send means it panicked,
+        // The task lives until the process ends; a failed send means it panicked,
         // which has already been logged.
         let _ = self.tx.send(cmd);
     }

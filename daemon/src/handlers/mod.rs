@@ -1,5 +1,12 @@
 //! One module per group of operations, joined by the single [`dispatch`] match.
-//! `ctl/src/commands/` mirrors these modules on the client side.
+//! Which operation goes where is `Op::spec` (in `proto`): coordination operations
+//! (queues, counters, arrays, locks) are `forward`ed to the store, which applies them in
+//! `primitives/`; `locks` here only adds holders' units to `lock_status`.
+//!
+//! On the client side, `units`, `logs`, `system` and `pool` have a namesake in
+//! `ctl/src/commands/`; its `queue`, `counter`, `array` and `lock` are the client side of
+//! `primitives/`, and `top` has no handler of its own (it calls `status`, `queue_list`
+//! and `pool_list`).
 
 mod locks;
 mod logs;
@@ -321,7 +328,7 @@ pub async fn dispatch(
 
 pub use crate::primitives::Outcome;
 
-/// Hands a coordination operation to the store thread, which replies straight into the
+/// Hands a coordination operation to the store task, which replies straight into the
 /// connection once the change is committed (or the wait ends). The reader does not wait
 /// for it: the next request is read at once, so pipelined operations share commits.
 async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Replies) -> bool {

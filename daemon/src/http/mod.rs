@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use corral_proto::{
     ArrayListResult, CounterListResult, ErrorBody, ErrorCode, LockStatusResult, Op, PoolListResult,
-    QueueListResult, StatusResult,
+    QueueListResult, StatusResult, UnitStatus,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -189,8 +189,32 @@ async fn api_units(State(ctx): Shared) -> Response {
     reply(status(&ctx, None).await.map(|s| json!(s.units)))
 }
 
+/// One unit as `/api/units/NAME` and its page show it.
+#[derive(Debug, Serialize)]
+pub(crate) struct UnitDetail {
+    pub unit: UnitStatus,
+    /// The definition as loaded (see `config_view`), if the supervisor has it.
+    pub config: Option<Value>,
+    /// The latest runs (20).
+    pub runs: Vec<RunView>,
+    /// The last log lines of each instance.
+    pub logs: BTreeMap<u32, Vec<String>>,
+}
+
+/// One process run of a unit's instance.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunView {
+    pub instance: u32,
+    pub pid: i32,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub restarts: u32,
+}
+
 /// One unit: status, definition as loaded, run history, the last log lines.
-pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<Value, ErrorBody> {
+pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<UnitDetail, ErrorBody> {
     let status = status(ctx, Some(name.to_owned())).await?;
     let unit = status
         .units
@@ -209,15 +233,20 @@ pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<Value, Erro
             limit: 20,
         })
         .await;
-    let runs: Vec<Value> = rows
+    let runs = rows
         .runs
-        .iter()
-        .map(|r| {
-            json!({"instance": r.instance, "pid": r.pid, "started_ms": r.started_ms, "ended_ms": r.ended_ms,
-                   "exit_code": r.exit_code, "signal": r.signal, "restarts": r.restarts})
+        .into_iter()
+        .map(|r| RunView {
+            instance: r.instance,
+            pid: r.pid,
+            started_ms: r.started_ms,
+            ended_ms: r.ended_ms,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            restarts: r.restarts,
         })
         .collect();
-    let mut logs = serde_json::Map::new();
+    let mut logs = BTreeMap::new();
     if let Ok(paths) = ctx
         .supervisor
         .ask(|r| Request::LogPaths(name.to_owned(), None, r))
@@ -230,15 +259,15 @@ pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<Value, Erro
                     .ok()
                     .and_then(Result::ok)
                     .unwrap_or_default();
-            logs.insert(instance.to_string(), json!(lines));
+            logs.insert(instance, lines);
         }
     }
-    Ok(json!({
-        "unit": unit,
-        "config": definition.map(|d| config_view(&d)),
-        "runs": runs,
-        "logs": logs,
-    }))
+    Ok(UnitDetail {
+        unit,
+        config: definition.map(|d| config_view(&d)),
+        runs,
+        logs,
+    })
 }
 
 /// A unit's definition for display. Environment values are not shown: they may be secrets.
@@ -278,7 +307,7 @@ fn config_view(u: &corral_config::Unit) -> Value {
 }
 
 async fn api_unit(State(ctx): Shared, Path(name): Path<String>) -> Response {
-    reply(unit_detail(&ctx, &name).await)
+    reply(unit_detail(&ctx, &name).await.map(|d| json!(d)))
 }
 
 async fn api_pools(State(ctx): Shared) -> Response {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use corral_proto::{ExitStatus, InstanceStatus, JobState, PoolJob, StatusResult};
 use serde_json::{Value, json};
 
-use super::Snapshot;
+use super::{Snapshot, UnitDetail};
 
 use crate::supervisor::process::ProcStat;
 
@@ -437,7 +437,7 @@ fn urlencode(text: &str) -> String {
 }
 
 /// One unit: its definition, instances, run history and last log lines.
-pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
+pub fn unit(name: &str, detail: &UnitDetail, controls: bool) -> String {
     let mut body = format!(
         "<header><h1><a href=\"/\">corral</a> / {0}</h1>{1}</header>\
          <main id=\"page\" data-page=\"unit\" data-unit=\"{0}\" data-controls=\"{2}\">",
@@ -452,9 +452,9 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
             unit_buttons(name)
         );
     }
-    let instances: Vec<InstanceStatus> =
-        serde_json::from_value(detail["unit"]["instances"].clone()).unwrap_or_default();
-    let rows: Vec<Vec<String>> = instances
+    let rows: Vec<Vec<String>> = detail
+        .unit
+        .instances
         .iter()
         .map(|i| {
             let state = i.state.as_str();
@@ -498,25 +498,24 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
     );
     body.push_str("</section><section><h2>Definition</h2><pre id=\"config\">");
     body.push_str(&esc(
-        &serde_json::to_string_pretty(&detail["config"]).unwrap_or_default()
+        &serde_json::to_string_pretty(&detail.config).unwrap_or_default()
     ));
     body.push_str("</pre></section>");
-    let runs: Vec<Vec<String>> = detail["runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let runs: Vec<Vec<String>> = detail
+        .runs
+        .iter()
         .map(|r| {
-            let exit = match (r["exit_code"].as_i64(), r["signal"].as_i64()) {
+            let exit = match (r.exit_code, r.signal) {
                 (Some(c), _) => format!("exit {c}"),
                 (None, Some(sig)) => format!("signal {sig}"),
-                _ if r["ended_ms"].is_null() => "running".into(),
+                _ if r.ended_ms.is_none() => "running".into(),
                 _ => "unknown".into(),
             };
             vec![
-                cell(&s(&r["instance"])),
-                cell(&s(&r["pid"])),
+                cell(&r.instance.to_string()),
+                cell(&r.pid.to_string()),
                 cell(&exit),
-                cell(&s(&r["restarts"])),
+                cell(&r.restarts.to_string()),
             ]
         })
         .collect();
@@ -527,19 +526,13 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
         &runs,
     ));
     body.push_str("</section><section><h2>Logs</h2>");
-    if let Some(logs) = detail["logs"].as_object() {
-        for (instance, lines) in logs {
-            let _ = write!(
-                body,
-                "<h3>instance {}</h3><pre class=\"log\">",
-                esc(instance)
-            );
-            for line in lines.as_array().into_iter().flatten() {
-                body.push_str(&esc(line.as_str().unwrap_or("")));
-                body.push('\n');
-            }
-            body.push_str("</pre>");
+    for (instance, lines) in &detail.logs {
+        let _ = write!(body, "<h3>instance {instance}</h3><pre class=\"log\">");
+        for line in lines {
+            body.push_str(&esc(line));
+            body.push('\n');
         }
+        body.push_str("</pre>");
     }
     body.push_str("</section></main>");
     page(&format!("{name} · corral"), &body)

@@ -1,7 +1,7 @@
 //! Queues, counters, arrays and locks: the in-memory state behind the coordination
 //! operations.
 //!
-//! This state is owned by the store thread (see [`crate::store`]), which feeds it one
+//! This state is owned by the store task (see [`crate::store`]), which feeds it one
 //! batch of operations at a time, then makes the batch durable with one commit, then
 //! sends every reply of the batch. So:
 //! - memory is always ahead of disk by at most one uncommitted batch, and nothing of that
