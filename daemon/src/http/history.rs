@@ -205,10 +205,8 @@ async fn sample(ctx: &Context, prev: &mut Previous) -> Vec<(Key, f64)> {
         metric,
     };
 
-    let queues = super::primitive_value(ctx, corral_proto::Op::QueueList {})
-        .await
-        .ok()
-        .and_then(|v| serde_json::from_value::<corral_proto::QueueListResult>(v).ok());
+    let queues: Option<corral_proto::QueueListResult> =
+        super::primitive_typed(ctx, corral_proto::Op::QueueList {}).await;
     let mut seen = HashMap::new();
     for q in queues.map(|q| q.queues).unwrap_or_default() {
         out.push((key("queue", &q.queue, None, "depth"), q.depth as f64));
