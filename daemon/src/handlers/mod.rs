@@ -238,7 +238,7 @@ pub async fn dispatch(
             tokio::spawn(system::shutdown(ctx.clone(), id, wait, replies.clone()));
             return true;
         }
-        Op::Status { unit } => units::status(ctx, unit).await,
+        Op::Status { unit } => units::status(ctx, unit).await.and_then(ok),
         Op::Timers {} => units::timers(ctx).await,
         Op::Start {
             units, wait: false, ..

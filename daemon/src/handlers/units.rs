@@ -15,17 +15,20 @@ use crate::replies::Replies;
 use crate::supervisor::logs::{Follower, tail_lines};
 use crate::supervisor::{Request, StartFailure};
 
-/// Units and their instances, then the processes of running pool jobs (`pool-ID`).
 /// Scheduled units with their last and next runs.
 pub async fn timers(ctx: &Context) -> Outcome {
     ok(ctx.supervisor.ask(Request::Timers).await?)
 }
 
-pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
+/// Units and their instances, then the processes of running pool jobs (`pool-ID`).
+pub async fn status(
+    ctx: &Context,
+    unit: Option<String>,
+) -> Result<corral_proto::StatusResult, ErrorBody> {
     let jobs = ctx.pool.ask(crate::pool::PoolRequest::Processes).await?;
     if let Some(name) = &unit {
         if let Some(job) = jobs.iter().find(|j| &j.name == name) {
-            return ok(corral_proto::StatusResult {
+            return Ok(corral_proto::StatusResult {
                 units: vec![job.clone()],
                 supervision: String::new(),
             });
@@ -38,7 +41,7 @@ pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
     if unit.is_none() {
         status.units.extend(jobs);
     }
-    ok(status)
+    Ok(status)
 }
 
 pub async fn start(ctx: &Context, units: Vec<String>) -> Outcome {

@@ -154,8 +154,7 @@ fn reply(result: Result<Value, ErrorBody>) -> Response {
 
 /// The units' status, exactly as the socket's `status` answers it.
 pub(crate) async fn status(ctx: &Context, unit: Option<String>) -> Result<StatusResult, ErrorBody> {
-    let value = crate::handlers::units_status(ctx, unit).await?;
-    serde_json::from_value(value).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+    crate::handlers::units_status(ctx, unit).await
 }
 
 /// Answers a read-only coordination operation as the socket would.
