@@ -4,18 +4,7 @@
 //! gets `permission_denied` naming the operation.
 
 use corral_config::AccessConfig;
-use corral_proto::{ErrorBody, ErrorCode, Op};
-
-/// What an operation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// Looking only.
-    Read,
-    /// Changing a queue, counter, array or lock (the name decides with `[[access.names]]`).
-    Use,
-    /// Starting, stopping, running, reloading, shutting down; pool jobs.
-    Control,
-}
+use corral_proto::{ErrorBody, ErrorCode, Need, Op};
 
 /// The client behind a connection.
 #[derive(Debug, Clone, Default)]
@@ -142,7 +131,7 @@ impl Policy {
         if peer.uid.is_some_and(|u| u == 0 || u == self.own_uid) {
             return Ok(());
         }
-        let (need, name) = need_of(op);
+        let corral_proto::OpSpec { need, name, .. } = op.spec();
         let allowed = |list: &[Principal]| {
             list.iter().any(|p| match p {
                 Principal::Anyone => true,
@@ -174,72 +163,12 @@ impl Policy {
                 ErrorCode::PermissionDenied,
                 format!(
                     "permission denied: `{}` needs {} access{}, which [access] in corral.toml does not give uid {}",
-                    op_name(op),
-                    match need {
-                        Need::Read => "read",
-                        Need::Use => "use",
-                        Need::Control => "control",
-                    },
+                    op.name(),
+                    need.as_str(),
                     name.map(|n| format!(" to `{n}`")).unwrap_or_default(),
                     peer.uid.map_or("?".into(), |u| u.to_string())
                 ),
             ))
         }
-    }
-}
-
-/// The wire name of an operation (`queue_put`, ...).
-fn op_name(op: &Op) -> String {
-    serde_json::to_value(op)
-        .ok()
-        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// What `op` needs, and the coordination name it touches, if any.
-pub fn need_of(op: &Op) -> (Need, Option<&str>) {
-    match op {
-        Op::Hello { .. }
-        | Op::Status { .. }
-        | Op::Timers {}
-        | Op::Wait { .. }
-        | Op::Logs { .. }
-        | Op::QueueLen { .. }
-        | Op::QueueList {}
-        | Op::CounterGet { .. }
-        | Op::CounterList {}
-        | Op::ArrayGet { .. }
-        | Op::ArrayList {}
-        | Op::LockStatus { .. }
-        | Op::PoolWait { .. }
-        | Op::PoolStatus { .. }
-        | Op::PoolResults { .. }
-        | Op::PoolList {} => (Need::Read, None),
-        Op::Shutdown { plan: true, .. } => (Need::Read, None),
-        Op::Start { .. }
-        | Op::Stop { .. }
-        | Op::Restart { .. }
-        | Op::Kill { .. }
-        | Op::Reload {}
-        | Op::Run { .. }
-        | Op::Shutdown { .. }
-        | Op::PoolSubmit { .. }
-        | Op::PoolCancel { .. } => (Need::Control, None),
-        Op::QueueDeclare { queue, .. }
-        | Op::QueuePut { queue, .. }
-        | Op::QueueGet { queue, .. }
-        | Op::QueueAck { queue, .. }
-        | Op::QueueNack { queue, .. }
-        | Op::QueuePurge { queue }
-        | Op::QueueDelete { queue } => (Need::Use, Some(queue)),
-        Op::CounterSet { counter, .. }
-        | Op::CounterAdd { counter, .. }
-        | Op::CounterCas { counter, .. }
-        | Op::CounterDelete { counter } => (Need::Use, Some(counter)),
-        Op::ArrayCreate { array, .. }
-        | Op::ArraySet { array, .. }
-        | Op::ArrayAdd { array, .. }
-        | Op::ArrayDelete { array } => (Need::Use, Some(array)),
-        Op::LockAcquire { lock, .. } | Op::LockRelease { lock } => (Need::Use, Some(lock)),
     }
 }

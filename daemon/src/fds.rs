@@ -11,9 +11,11 @@
 //! (log files), hence the mutex; it is touched only when descriptors run out, and by a
 //! length check per refill.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::sync::Mutex;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 
 /// How many descriptors are held back.
 pub const RESERVE: usize = 8;
@@ -73,3 +75,16 @@ pub fn with_reserve<T>(mut open: impl FnMut() -> io::Result<T>) -> io::Result<T>
     }
     result
 }
+
+/// Most descriptors a connection may have received and not yet used: more are closed
+/// as they arrive, so a client cannot make corrald hold descriptors without bound.
+pub const MAX_PASSED_FDS: usize = 16;
+
+/// Descriptors a client sent with `SCM_RIGHTS`, oldest first, waiting for the request
+/// that uses them (`run` with `stdio_fds`).
+pub type PassedFds = Arc<Mutex<VecDeque<OwnedFd>>>;
+
+/// The open-file limit corrald was started with, before it raised its own soft limit:
+/// instances get this one unless their unit sets `rlimits.nofile` (many programs expect
+/// the customary soft 1024).
+pub static INHERITED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();

@@ -2,13 +2,21 @@
 //!
 //! Layout (see `ARCHITECTURE.md` at the repository root for the full map):
 //! - [`supervisor`]: units and instances; the process thread that starts processes and reaps.
-//! - [`store`]: the SQLite database (the only module that speaks SQL).
+//! - [`store`]: the SQLite task (the only module that speaks SQL); [`primitives`]: the
+//!   coordination state it applies operations to.
 //! - [`server`]: the control socket; [`handlers`]: one module per group of operations.
 //! - [`http`]: the status API.
 //! - [`lifecycle`]: signals and the shutdown sequence.
 //! - [`settings`]: flags over `corral.toml` over defaults.
+//! - Below them all, imported by the modules above and importing none of them:
+//!   [`context`] (what handlers share), [`replies`] (where a connection's replies go),
+//!   [`clock`], [`version`] (the state version the dashboard follows).
+//!
+//! No module imports from this file: it only wires the tasks together in [`run`].
 
 pub mod access;
+pub mod clock;
+pub mod context;
 pub mod fds;
 pub mod handlers;
 pub mod http;
@@ -16,73 +24,24 @@ pub mod lifecycle;
 pub mod notify;
 pub mod pool;
 pub mod primitives;
+pub mod replies;
 pub mod server;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod version;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Bumped whenever state that the status page shows changes (an instance event, a
-/// durable write, a lock or pool change): the page's event stream sends a snapshot
-/// only when it moved, so an open dashboard costs an idle corrald next to nothing.
-static STATE_VERSION: AtomicU64 = AtomicU64::new(0);
-
-/// The open-file limit corrald was started with, before it raised its own soft limit:
-/// instances get this one unless their unit sets `rlimits.nofile` (many programs expect
-/// the customary soft 1024).
-pub static INHERITED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-
-/// Marks that visible state changed.
-pub fn state_changed() {
-    STATE_VERSION.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The current state version (see [`state_changed`]).
-pub fn state_version() -> u64 {
-    STATE_VERSION.load(Ordering::Relaxed)
-}
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use context::Context;
+pub use lifecycle::Lifecycle;
 pub use settings::{Overrides, Settings};
 use store::Store;
 use supervisor::process::{Owner, ProcessThread};
-use supervisor::{Supervisor, SupervisorConfig, SupervisorHandle};
-
-/// What every connection handler shares.
-pub struct Context {
-    /// Resolved settings.
-    pub settings: Settings,
-    /// The supervisor task.
-    pub supervisor: SupervisorHandle,
-    /// The store task.
-    pub store: Store,
-    /// The pool-job manager.
-    pub pool: pool::PoolHandle,
-    /// Cancelled to ask for a clean shutdown (by a signal or the `shutdown` op).
-    pub request_shutdown: CancellationToken,
-    /// Cancelled once every instance is down, before connections are closed.
-    pub all_stopped: CancellationToken,
-    /// When corrald started.
-    pub started: std::time::Instant,
-    /// Who may do what.
-    pub policy: access::Policy,
-}
-
-/// How `run` is told to stop: `shutdown` starts the clean sequence, `force` (a second
-/// signal) skips its waiting and SIGKILLs every group.
-#[derive(Clone, Default)]
-pub struct Lifecycle {
-    /// Begin a clean shutdown.
-    pub shutdown: CancellationToken,
-    /// Kill everything now.
-    pub force: CancellationToken,
-    /// Re-read unit files (SIGHUP).
-    pub reload: Arc<tokio::sync::Notify>,
-}
+use supervisor::{Supervisor, SupervisorConfig};
 
 /// Runs corrald until a shutdown completes. Start-up errors (an unreadable units
 /// directory, an unusable state database, a socket in use) are returned before anything
@@ -243,7 +202,12 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
             everything.await;
         }
     }
-    store.sync().await;
+    if let Err(e) = store.sync().await {
+        tracing::error!(
+            "the last records before shutdown may be lost: {}",
+            e.message
+        );
+    }
     // Let `shutdown --wait` clients hear that everything is down before connections close.
     ctx.all_stopped.cancel();
     tokio::task::yield_now().await;
@@ -252,7 +216,9 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     if let Some(task) = http_task {
         let _ = task.await;
     }
-    store.sync().await;
+    if let Err(e) = store.sync().await {
+        tracing::error!("the last records before exit may be lost: {}", e.message);
+    }
     drop(sup_task);
     if let Some(cg) = &cgroups {
         cg.remove_all();

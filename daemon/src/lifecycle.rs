@@ -3,9 +3,24 @@
 //! SIGTERM / SIGINT begin a clean shutdown (the order itself lives in the supervisor);
 //! a second one during shutdown forces it (SIGKILL to every group); SIGHUP reloads unit files.
 
-use tokio::signal::unix::{SignalKind, signal};
+use std::sync::Arc;
 
-use crate::{Context, Lifecycle};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+
+/// How `run` is told to stop: `shutdown` starts the clean sequence, `force` (a second
+/// signal) skips its waiting and SIGKILLs every group.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    /// Begin a clean shutdown.
+    pub shutdown: CancellationToken,
+    /// Kill everything now.
+    pub force: CancellationToken,
+    /// Re-read unit files (SIGHUP).
+    pub reload: Arc<tokio::sync::Notify>,
+}
 
 /// Installs the signal handlers. Must run inside the runtime, before `run`.
 pub fn install_signal_handlers(lifecycle: &Lifecycle) -> std::io::Result<()> {

@@ -203,7 +203,7 @@ fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         // Instances get the limit corrald was given, not the raised one (see spawn_spec).
-        let _ = corral_daemon::INHERITED_NOFILE.set((soft, hard));
+        let _ = corral_daemon::fds::INHERITED_NOFILE.set((soft, hard));
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }

@@ -11,16 +11,16 @@
 //!   more, so an administrator always gets in. A refused client gets a `busy` error
 //!   that reaches it even if it wrote first (`refuse`).
 //! - **Replies**: one connection has at most `MAX_IN_FLIGHT` (1,024) replies outstanding and
-//!   `max_unread_bytes` of them unread ([`Replies`], [`Room`]). Past either, the reader
+//!   `max_unread_bytes` of them unread ([`Replies`], [`crate::replies::Room`]). Past either, the reader
 //!   stops reading that connection's requests. A connection is dropped when its client
 //!   has read nothing for `idle_timeout` while replies wait, or when a reply would pass
-//!   the byte limit anyway. One reply is at most [`MAX_REPLY_BYTES`].
+//!   the byte limit anyway. One reply is at most `MAX_REPLY_BYTES`.
 //! - **Idle connections**: one that holds nothing (no lock, no waiting request, no
 //!   stream, no unread reply) is closed after `idle_timeout` without a request.
 //! - **Half-close**: after the client's end of stream (`shutdown(SHUT_WR)`), what it
 //!   asked before is still answered, unless it closes its side too.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::pin::Pin;
@@ -28,25 +28,22 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
-use corral_proto::{ErrorBody, ErrorCode, MAX_REPLY_BYTES, Request, Response};
+use corral_proto::{ErrorBody, ErrorCode, Request, Response};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, Interest,
     ReadBuf,
 };
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::Context;
+use crate::context::Context;
+use crate::fds::{MAX_PASSED_FDS, PassedFds};
 use crate::handlers;
+use crate::replies::{Outgoing, Replies};
 use crate::settings::Settings;
-
-/// Most replies a connection may have outstanding (queued or not yet produced). Past
-/// it, corrald stops reading the connection's requests until the client reads replies,
-/// so a client that pipelines without reading cannot grow corrald's memory.
-const MAX_IN_FLIGHT: usize = 1024;
 
 /// Connections root and corrald's own user may open past `max_connections`.
 pub const PRIVILEGED_RESERVE: usize = 8;
@@ -57,131 +54,6 @@ const MAX_REFUSING: usize = 64;
 
 /// How long a refused connection is kept open for its client to read the refusal.
 const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
-
-/// Bytes reserved for a reply whose size is not known before it is produced; a larger
-/// reply takes the rest when it is sent.
-pub const SMALL_REPLY: usize = 512;
-
-/// Room for one reply: a place among the replies in flight and bytes of the unread budget.
-pub struct Room {
-    _slot: OwnedSemaphorePermit,
-    bytes: OwnedSemaphorePermit,
-}
-
-/// A reply on its way to the writer, holding its room until written.
-struct Outgoing {
-    frame: Vec<u8>,
-    _room: Room,
-}
-
-/// Where a handler sends its replies; cheap to clone into spawned tasks and into the
-/// store thread (sending never blocks).
-#[derive(Clone)]
-pub struct Replies {
-    tx: mpsc::UnboundedSender<Outgoing>,
-    slots: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
-    budget: usize,
-    /// Held by every clone: more than one means a request is still being answered.
-    users: Arc<()>,
-    /// Cancelled when the connection is being dropped (its writer ended).
-    dropped: CancellationToken,
-    shutdown: CancellationToken,
-}
-
-impl Replies {
-    /// Queues a reply, waiting first while the connection has too much outstanding.
-    /// Returns false once the client is gone.
-    pub async fn send(&self, response: Response) -> bool {
-        let frame = bounded_frame(&response);
-        match self.room(frame.len()).await {
-            Some(room) => self.push(frame, room),
-            None => false,
-        }
-    }
-
-    /// Reserves room for one reply of up to `bytes` bytes, waiting while the connection
-    /// has `MAX_IN_FLIGHT` replies outstanding or its unread budget is spent.
-    pub async fn room(&self, bytes: usize) -> Option<Room> {
-        let wanted = u32::try_from(bytes.clamp(1, self.budget)).unwrap_or(u32::MAX);
-        let reserve = async {
-            let slot = self.slots.clone().acquire_owned().await.ok()?;
-            let bytes = self.bytes.clone().acquire_many_owned(wanted).await.ok()?;
-            Some(Room { _slot: slot, bytes })
-        };
-        tokio::select! {
-            room = reserve => room,
-            () = self.dropped.cancelled() => None,
-        }
-    }
-
-    /// Queues a reply for which room was reserved. Never blocks. A reply larger than
-    /// its room takes more of the budget; if the budget has no more, the client is not
-    /// reading and the connection is dropped.
-    pub fn send_with(&self, response: Response, room: Room) -> bool {
-        let frame = bounded_frame(&response);
-        match self.fit(room, frame.len()) {
-            Some(room) => self.push(frame, room),
-            None => {
-                tracing::warn!(
-                    "dropping a control connection: its client left more than {} bytes of replies unread (max_unread_bytes)",
-                    self.budget
-                );
-                self.dropped.cancel();
-                false
-            }
-        }
-    }
-
-    /// Makes `room` hold exactly `len` bytes of the budget (as far as the budget allows).
-    fn fit(&self, mut room: Room, len: usize) -> Option<Room> {
-        let held = room.bytes.num_permits();
-        let len = len.clamp(1, self.budget);
-        if len > held {
-            let extra = u32::try_from(len - held).ok()?;
-            let more = self.bytes.clone().try_acquire_many_owned(extra).ok()?;
-            room.bytes.merge(more);
-        } else if len < held {
-            drop(room.bytes.split(held - len));
-        }
-        Some(room)
-    }
-
-    fn push(&self, frame: Vec<u8>, room: Room) -> bool {
-        self.tx.send(Outgoing { frame, _room: room }).is_ok()
-    }
-
-    /// Whether nothing is outstanding: no reply queued or being produced, no task or
-    /// waiter holding a clone.
-    fn is_idle(&self) -> bool {
-        Arc::strong_count(&self.users) == 1 && self.slots.available_permits() == MAX_IN_FLIGHT
-    }
-
-    /// Resolves when nobody will read further replies: the client disconnected (the
-    /// writer task ended) or corrald is closing connections at the end of shutdown.
-    pub async fn closed(&self) {
-        tokio::select! {
-            () = self.tx.closed() => {}
-            () = self.shutdown.cancelled() => {}
-        }
-    }
-}
-
-/// A reply's frame, or a `too_large` error in its place when it passes [`MAX_REPLY_BYTES`].
-fn bounded_frame(response: &Response) -> Vec<u8> {
-    let frame = response.to_frame();
-    if frame.len() <= MAX_REPLY_BYTES {
-        return frame;
-    }
-    let error = ErrorBody::new(
-        ErrorCode::TooLarge,
-        format!(
-            "the reply would be {} bytes, over the limit of {MAX_REPLY_BYTES} bytes for one reply; ask for less (a slice of an array with offset and length, fewer queue items, fewer log lines)",
-            frame.len()
-        ),
-    );
-    Response::err(response.id, error).to_frame()
-}
 
 /// Binds the control socket: refuses to replace a live one, removes a stale one,
 /// creates the parent directory, and applies the configured mode.
@@ -472,15 +344,12 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
     let dropped = CancellationToken::new();
     let idle_timeout = ctx.settings.idle_timeout;
     let mut writer = tokio::spawn(write_replies(write, rx, idle_timeout, dropped.clone()));
-    let replies = Replies {
+    let replies = Replies::new(
         tx,
-        slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-        bytes: Arc::new(Semaphore::new(ctx.settings.max_unread_bytes)),
-        budget: ctx.settings.max_unread_bytes,
-        users: Arc::new(()),
-        dropped: dropped.clone(),
-        shutdown: shutdown.clone(),
-    };
+        ctx.settings.max_unread_bytes,
+        dropped.clone(),
+        shutdown.clone(),
+    );
     let mut frames = FrameReader::new(read, ctx.settings.max_frame_bytes);
     let mut half_closed = false;
     let mut idle = false;
@@ -746,14 +615,6 @@ async fn within(
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
     }
 }
-
-/// Most descriptors a connection may have received and not yet used: more are closed
-/// as they arrive, so a client cannot make corrald hold descriptors without bound.
-pub const MAX_PASSED_FDS: usize = 16;
-
-/// Descriptors a client sent with `SCM_RIGHTS`, oldest first, waiting for the request
-/// that uses them (`run` with `stdio_fds`).
-pub type PassedFds = Arc<Mutex<VecDeque<OwnedFd>>>;
 
 /// The read half of a connection, read with `recvmsg` so that descriptors passed along
 /// the bytes (`SCM_RIGHTS`) are kept in [`PassedFds`]. They arrive with the first byte

@@ -5,7 +5,7 @@
 //! (group commit), then answers them. So a burst of N writes costs one commit, and
 //! every acknowledged write is committed before its acknowledgement leaves.
 //!
-//! The thread also owns the in-memory coordination state ([`Primitives`]: queues,
+//! The task also owns the in-memory coordination state ([`Primitives`]: queues,
 //! counters, arrays, locks), so that an operation, its durable write and its reply happen
 //! in one place and one order: a batch is applied to memory, written, committed, and only
 //! then answered.
@@ -23,6 +23,7 @@ use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now_ms;
 use crate::primitives::{
     ArrayData, Changes, ConnInfo, Item, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn,
     Snapshot,
@@ -180,7 +181,7 @@ enum Command {
         exit: Option<ExitStatus>,
     },
     Event(Event, i64),
-    Sync(oneshot::Sender<()>),
+    Sync(oneshot::Sender<Result<(), ErrorBody>>),
     OpenRuns(oneshot::Sender<Vec<OpenRun>>),
     MaxRunId(oneshot::Sender<i64>),
     Primitive {
@@ -290,7 +291,7 @@ pub struct StoredJob {
     pub items: Vec<(String, Option<String>)>,
 }
 
-/// Handle to the store thread. Cheap to clone.
+/// Handle to the store task. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<Command>,
@@ -298,7 +299,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, loads the coordination state,
-    /// and starts the store thread.
+    /// and starts the store task.
     pub fn open(path: &Path, limits: Limits) -> Result<Store, StoreError> {
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_owned(),
@@ -366,7 +367,7 @@ impl Store {
     }
 
     fn send(&self, cmd: Command) {
-        // The thread lives until the process ends; a failed send means it panicked,
+        // The task lives until the process ends; a failed send means it panicked,
         // which has already been logged.
         let _ = self.tx.send(cmd);
     }
@@ -390,11 +391,18 @@ impl Store {
         self.send(Command::Event(event, now_ms()));
     }
 
-    /// Resolves once everything sent before it is committed.
-    pub async fn sync(&self) {
+    /// Resolves once everything sent before it is committed: `Ok` if it is. An error
+    /// if a commit failed since the previous sync was answered (what was sent before
+    /// may not be on disk), or if the store task has stopped.
+    pub async fn sync(&self) -> Result<(), ErrorBody> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Sync(tx));
-        let _ = rx.await;
+        rx.await.unwrap_or_else(|_| {
+            Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "the state database task has stopped; nothing more is recorded",
+            ))
+        })
     }
 
     /// Runs that have no end recorded: the instances of corrald's previous life.
@@ -410,13 +418,6 @@ impl Store {
         self.send(Command::MaxRunId(tx));
         rx.await.unwrap_or(0)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -555,6 +556,8 @@ async fn serve(
     let mut batch = Vec::new();
     let mut checkpoints = Checkpoints::new(&path);
     let mut totals = LazyTotals::default();
+    // A failed commit not yet reported to a sync (see `Store::sync`).
+    let mut lost = None;
     loop {
         // Sleep until a command arrives, the next waiter times out, or queue totals are due.
         let deadline = [prims.next_deadline(), totals.due()]
@@ -571,7 +574,14 @@ async fn serve(
         if first.is_none() && rx.is_closed() && rx.is_empty() {
             // corrald is stopping: write the totals still pending, then end.
             totals.flush_now();
-            run_batch(&mut conn, &mut prims, &mut batch, &path, &mut totals);
+            run_batch(
+                &mut conn,
+                &mut prims,
+                &mut batch,
+                &path,
+                &mut totals,
+                &mut lost,
+            );
             return;
         }
         batch.extend(first);
@@ -590,7 +600,14 @@ async fn serve(
         // SQLite blocks this thread for the commit (tens of µs): corrald runs on one
         // thread, so there is no other work this could hold up for long, and no
         // cross-thread hand-off on the way to the reply.
-        let wrote = run_batch(&mut conn, &mut prims, &mut batch, &path, &mut totals);
+        let wrote = run_batch(
+            &mut conn,
+            &mut prims,
+            &mut batch,
+            &path,
+            &mut totals,
+            &mut lost,
+        );
         checkpoints.after_batch(&conn, wrote, &path);
     }
 }
@@ -629,7 +646,7 @@ fn json_len(value: &serde_json::Value) -> usize {
 /// Whether a command may change what the status page shows (reads do not).
 fn changes_visible_state(cmd: &Command) -> bool {
     match cmd {
-        Command::Primitive { op, .. } => crate::access::need_of(op).0 != crate::access::Need::Read,
+        Command::Primitive { op, .. } => op.spec().need != corral_proto::Need::Read,
         Command::Disconnect(_)
         | Command::RunStarted(_)
         | Command::RunEnded { .. }
@@ -653,6 +670,9 @@ struct Effects {
     outbox: Outbox,
     /// Supervisor records and replies to queries, run after the commit.
     after_commit: Vec<Box<dyn FnOnce()>>,
+    /// `sync`s, answered after the commit with whether it (and every commit since the
+    /// previous sync) happened.
+    syncs: Vec<oneshot::Sender<Result<(), ErrorBody>>>,
 }
 
 /// Applies and commits one batch; true if it wrote anything.
@@ -662,11 +682,12 @@ fn run_batch(
     batch: &mut Vec<Command>,
     path: &Path,
     totals: &mut LazyTotals,
+    lost: &mut Option<ErrorBody>,
 ) -> bool {
     let mut fx = Effects::default();
     let wrote = batch.iter().any(changes_visible_state);
     if wrote || prims.leases_due(Instant::now()) {
-        crate::state_changed();
+        crate::version::state_changed();
     }
     // `sync` promises that everything is on disk, the queue totals too.
     if batch.iter().any(|c| matches!(c, Command::Sync(_))) {
@@ -701,10 +722,17 @@ fn run_batch(
             for (reply, outcome, durable) in fx.outbox.replies {
                 reply(if durable { Err(error.clone()) } else { outcome });
             }
+            *lost = Some(sync_error(&e));
         }
     }
     for f in fx.after_commit {
         f();
+    }
+    if !fx.syncs.is_empty() {
+        let answer = lost.take().map_or(Ok(()), Err);
+        for sync in fx.syncs {
+            let _ = sync.send(answer.clone());
+        }
     }
     wrote
 }
@@ -725,6 +753,27 @@ fn storage_error(e: &rusqlite::Error) -> ErrorBody {
             format!("the state database refused the write ({e}); nothing was changed"),
         )
     }
+}
+
+/// What a `sync` answers after a failed commit: unlike the replies of the batch, what
+/// it covers (a start, a stop, a record of the supervisor or the pool) has happened;
+/// only its record is missing.
+fn sync_error(e: &rusqlite::Error) -> ErrorBody {
+    let full = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::CannotOpen)
+    );
+    let (code, fix) = if full {
+        (ErrorCode::StorageFull, "free disk space")
+    } else {
+        (ErrorCode::Internal, "see corrald's log")
+    };
+    ErrorBody::new(
+        code,
+        format!(
+            "done, but not recorded: the state database refused the write ({e}), so corrald would not know of it after a crash; {fix}"
+        ),
+    )
 }
 
 fn apply(
@@ -768,9 +817,7 @@ fn abandon(cmd: Command, fx: &mut Effects) {
                 Err(ErrorBody::new(ErrorCode::Internal, "not applied")),
             );
         }
-        Command::Sync(reply) => fx.after_commit.push(Box::new(move || {
-            let _ = reply.send(());
-        })),
+        Command::Sync(reply) => fx.syncs.push(reply),
         Command::OpenRuns(reply) => fx.after_commit.push(Box::new(move || {
             let _ = reply.send(Vec::new());
         })),
@@ -846,9 +893,7 @@ fn apply_one(
             )?
             .execute(params![at, e.unit, e.instance, e.kind, e.detail])?;
         }
-        Command::Sync(reply) => fx.after_commit.push(Box::new(move || {
-            let _ = reply.send(());
-        })),
+        Command::Sync(reply) => fx.syncs.push(reply),
         Command::OpenRuns(reply) => {
             let runs = query_open_runs(tx)?;
             fx.after_commit.push(Box::new(move || {
@@ -1273,8 +1318,31 @@ mod tests {
                 signal: None,
             }),
         );
-        store.sync().await;
+        store.sync().await.unwrap();
         assert!(store.open_runs().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sync_says_when_a_commit_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path, test_limits()).unwrap();
+        store.sync().await.unwrap();
+        // Another writer holds the database: the store's commit fails (busy, after
+        // rusqlite's default busy timeout).
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        store.event(Event {
+            unit: Some("web".into()),
+            instance: Some(0),
+            kind: "started",
+            detail: String::new(),
+        });
+        let error = store.sync().await.expect_err("the commit failed");
+        assert!(error.message.contains("not recorded"), "{}", error.message);
+        other.execute_batch("ROLLBACK").unwrap();
+        // Reported once: the next commit that works answers its sync with Ok.
+        store.sync().await.unwrap();
     }
 
     #[test]
@@ -1334,7 +1402,7 @@ mod tests {
         let got = rx.await.unwrap().expect("leased");
         assert_eq!(got["items"], serde_json::json!(["a", "b"]));
         assert_eq!(got["leases"][0]["deliveries"], 1);
-        store.sync().await;
+        store.sync().await.unwrap();
         drop(store);
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn

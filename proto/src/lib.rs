@@ -484,37 +484,153 @@ pub enum Op {
     },
 }
 
+/// What an operation needs from the `[access]` policy of `corral.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Looking only.
+    Read,
+    /// Changing a queue, counter, array or lock (the name decides with `[[access.names]]`).
+    Use,
+    /// Starting, stopping, running, reloading, shutting down; pool jobs.
+    Control,
+}
+
+impl Need {
+    /// The word for it in messages and in `corral.toml` (`read`, `use`, `control`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Read => "read",
+            Need::Use => "use",
+            Need::Control => "control",
+        }
+    }
+}
+
+/// Which state an operation works on, and so which part of corrald answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// The handshake and the daemon itself (`hello`, `shutdown`).
+    Daemon,
+    /// Units and their instances (the supervisor).
+    Units,
+    /// Instance logs.
+    Logs,
+    /// Pool jobs (the pool manager).
+    Pool,
+    /// Queues (coordination state, the store).
+    Queue,
+    /// Counters (coordination state, the store).
+    Counter,
+    /// Numeric arrays (coordination state, the store).
+    Array,
+    /// Locks (coordination state, the store).
+    Lock,
+}
+
+impl Family {
+    /// Whether this is coordination state (queues, counters, arrays, locks), applied by
+    /// the store in its batches, rather than units, logs, pools or the daemon.
+    pub fn is_coordination(self) -> bool {
+        matches!(
+            self,
+            Family::Queue | Family::Counter | Family::Array | Family::Lock
+        )
+    }
+}
+
+/// An operation described: see [`Op::spec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpSpec<'a> {
+    /// Which state it works on.
+    pub family: Family,
+    /// What it needs from the access policy.
+    pub need: Need,
+    /// The queue, counter, array or lock it changes, for `[[access.names]]` rules.
+    pub name: Option<&'a str>,
+}
+
+const fn spec(family: Family, need: Need) -> OpSpec<'static> {
+    OpSpec {
+        family,
+        need,
+        name: None,
+    }
+}
+
+fn uses(family: Family, name: &str) -> OpSpec<'_> {
+    OpSpec {
+        family,
+        need: Need::Use,
+        name: Some(name),
+    }
+}
+
 impl Op {
+    /// The one description of every operation: which state it works on (so who answers
+    /// it: `Family::is_coordination` ones go to the store) and what the access policy
+    /// asks of its client. A new operation adds its arm here, then its handler (in
+    /// `handlers::dispatch`, or its family's module of `primitives` for coordination).
+    pub fn spec(&self) -> OpSpec<'_> {
+        use Family::*;
+        use Need::*;
+        match self {
+            Op::Hello { .. } => spec(Daemon, Read),
+            Op::Shutdown { plan: true, .. } => spec(Daemon, Read),
+            Op::Shutdown { .. } => spec(Daemon, Control),
+
+            Op::Status { .. } | Op::Timers {} | Op::Wait { .. } => spec(Units, Read),
+            Op::Start { .. }
+            | Op::Stop { .. }
+            | Op::Restart { .. }
+            | Op::Kill { .. }
+            | Op::Reload {}
+            | Op::Run { .. } => spec(Units, Control),
+            Op::Logs { .. } => spec(Logs, Read),
+
+            Op::PoolWait { .. }
+            | Op::PoolStatus { .. }
+            | Op::PoolResults { .. }
+            | Op::PoolList {} => spec(Pool, Read),
+            Op::PoolSubmit { .. } | Op::PoolCancel { .. } => spec(Pool, Control),
+
+            Op::QueueLen { .. } | Op::QueueList {} => spec(Queue, Read),
+            Op::QueueDeclare { queue, .. }
+            | Op::QueuePut { queue, .. }
+            | Op::QueueGet { queue, .. }
+            | Op::QueueAck { queue, .. }
+            | Op::QueueNack { queue, .. }
+            | Op::QueuePurge { queue }
+            | Op::QueueDelete { queue } => uses(Queue, queue),
+
+            Op::CounterGet { .. } | Op::CounterList {} => spec(Counter, Read),
+            Op::CounterSet { counter, .. }
+            | Op::CounterAdd { counter, .. }
+            | Op::CounterCas { counter, .. }
+            | Op::CounterDelete { counter } => uses(Counter, counter),
+
+            Op::ArrayGet { .. } | Op::ArrayList {} => spec(Array, Read),
+            Op::ArrayCreate { array, .. }
+            | Op::ArraySet { array, .. }
+            | Op::ArrayAdd { array, .. }
+            | Op::ArrayDelete { array } => uses(Array, array),
+
+            Op::LockStatus { .. } => spec(Lock, Read),
+            Op::LockAcquire { lock, .. } | Op::LockRelease { lock } => uses(Lock, lock),
+        }
+    }
+
     /// Whether this operates on queues, counters, arrays or locks (the coordination
     /// state), rather than on units, logs, pools or the daemon.
     pub fn is_coordination(&self) -> bool {
-        matches!(
-            self,
-            Op::QueueDeclare { .. }
-                | Op::QueuePut { .. }
-                | Op::QueueGet { .. }
-                | Op::QueueAck { .. }
-                | Op::QueueNack { .. }
-                | Op::QueueLen { .. }
-                | Op::QueueList {}
-                | Op::QueuePurge { .. }
-                | Op::QueueDelete { .. }
-                | Op::CounterGet { .. }
-                | Op::CounterSet { .. }
-                | Op::CounterAdd { .. }
-                | Op::CounterCas { .. }
-                | Op::CounterList {}
-                | Op::CounterDelete { .. }
-                | Op::ArrayCreate { .. }
-                | Op::ArrayGet { .. }
-                | Op::ArraySet { .. }
-                | Op::ArrayAdd { .. }
-                | Op::ArrayList {}
-                | Op::ArrayDelete { .. }
-                | Op::LockAcquire { .. }
-                | Op::LockRelease { .. }
-                | Op::LockStatus { .. }
-        )
+        self.spec().family.is_coordination()
+    }
+
+    /// The wire name of the operation (`queue_put`, ...), as serde writes its tag.
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
     }
 }
 
@@ -567,6 +683,44 @@ pub struct ShutdownProgress {
     pub waiting_for: Vec<String>,
 }
 
+/// Where a pool job is: on the wire, `running`, `finished` or `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Items are pending or running.
+    Running,
+    /// Every item is done (succeeded or failed).
+    Finished,
+    /// Stopped by `pool_cancel` (or its connection closing, with `cancel_on_disconnect`).
+    Cancelled,
+}
+
+impl JobState {
+    /// The wire name (`running`, `finished`, `cancelled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Its wire name read back (from the store); anything else is an unfinished job.
+    pub fn parse(text: &str) -> JobState {
+        match text {
+            "finished" => JobState::Finished,
+            "cancelled" => JobState::Cancelled,
+            _ => JobState::Running,
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A pool job and its progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolJob {
@@ -582,7 +736,7 @@ pub struct PoolJob {
     /// Most items at once / worker processes.
     pub workers: usize,
     /// `running`, `finished` or `cancelled`.
-    pub state: String,
+    pub state: JobState,
     /// Number of inputs.
     pub total: usize,
     /// Items that succeeded.
@@ -1057,6 +1211,17 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// Every state, in the order `status` and the metrics list them.
+    pub const ALL: [InstanceState; 8] = [
+        InstanceState::Inactive,
+        InstanceState::Starting,
+        InstanceState::Running,
+        InstanceState::Backoff,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+        InstanceState::Exited,
+        InstanceState::Failed,
+    ];
     /// Whether the instance is running or due to run (the opposite of "settled").
     pub fn is_active(self) -> bool {
         matches!(
@@ -1308,6 +1473,35 @@ pub struct RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn op(text: &str) -> Op {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn each_op_is_described_once_by_its_spec() {
+        let put = op(r#"{"op":"queue_put","queue":"jobs","value":1}"#);
+        assert_eq!(put.name(), "queue_put");
+        assert_eq!(
+            put.spec(),
+            OpSpec {
+                family: Family::Queue,
+                need: Need::Use,
+                name: Some("jobs")
+            }
+        );
+        assert!(put.is_coordination());
+        let plan = op(r#"{"op":"shutdown","plan":true}"#);
+        assert_eq!(plan.spec().need, Need::Read);
+        assert_eq!(op(r#"{"op":"shutdown"}"#).spec().need, Need::Control);
+        let submit = op(r#"{"op":"pool_submit","command":["true"],"inputs":[]}"#);
+        assert_eq!(
+            (submit.spec().family, submit.spec().need),
+            (Family::Pool, Need::Control)
+        );
+        assert!(!submit.is_coordination());
+        assert_eq!(op(r#"{"op":"lock_status"}"#).spec().family, Family::Lock);
+    }
 
     #[test]
     fn request_round_trips_with_flattened_op() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use corral_client::proto::{Op, PoolItem, PoolJob, PoolListResult, PoolResults};
+use corral_client::proto::{JobState, Op, PoolItem, PoolJob, PoolListResult, PoolResults};
 use corral_client::{Client, Error};
 
 use crate::args::Timeout;
@@ -148,7 +148,7 @@ fn item_record(item: &PoolItem) -> serde_json::Value {
 }
 
 fn report(job: &PoolJob, failed: &[PoolItem]) -> Result<ExitCode, Error> {
-    if job.state == "cancelled" {
+    if job.state == JobState::Cancelled {
         let message = format!(
             "pool job {} was cancelled: {} of {} items done",
             job.job,
@@ -280,7 +280,7 @@ fn job_table(jobs: &[PoolJob]) -> String {
                 j.job.to_string(),
                 j.name.clone().unwrap_or_else(|| "-".into()),
                 j.mode.clone(),
-                j.state.clone(),
+                j.state.to_string(),
                 j.succeeded.to_string(),
                 j.failed.to_string(),
                 j.running.to_string(),
@@ -343,7 +343,7 @@ pub fn wait(
             info.job, info.state, info.succeeded, info.failed, info.total
         );
     }
-    Ok(if info.state == "finished" && info.failed == 0 {
+    Ok(if info.state == JobState::Finished && info.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

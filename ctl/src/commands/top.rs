@@ -252,7 +252,7 @@ fn jobs_table(s: &Snapshot, r: &Rates, area: Rect) -> Table<'static> {
         Row::new(vec![
             Cell::from(j.job.to_string()),
             Cell::from(j.name.clone().unwrap_or_else(|| "-".into())),
-            Cell::from(j.state.clone()),
+            Cell::from(j.state.as_str()),
             Cell::from(format!("{done}/{}", j.total)),
             Cell::from(bar(done, j.total, bar_width)),
             Cell::from(j.failed.to_string()),

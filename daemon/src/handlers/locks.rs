@@ -4,7 +4,7 @@ use corral_proto::{LockStatusResult, Op};
 use tokio::sync::oneshot;
 
 use super::{Outcome, ok};
-use crate::Context;
+use crate::context::Context;
 use crate::primitives::ConnInfo;
 use crate::supervisor::Request;
 use crate::supervisor::process::ProcStat;

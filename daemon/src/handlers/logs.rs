@@ -6,8 +6,8 @@ use std::time::Duration;
 use corral_proto::{ErrorBody, ErrorCode, LogLine, LogsResult, Response};
 
 use super::{Outcome, ok};
-use crate::Context;
-use crate::server::Replies;
+use crate::context::Context;
+use crate::replies::Replies;
 use crate::supervisor::Request;
 use crate::supervisor::logs::{Follower, tail_lines};
 

@@ -1,5 +1,12 @@
 //! One module per group of operations, joined by the single [`dispatch`] match.
-//! `ctl/src/commands/` mirrors these modules on the client side.
+//! Which operation goes where is `Op::spec` (in `proto`): coordination operations
+//! (queues, counters, arrays, locks) are `forward`ed to the store, which applies them in
+//! `primitives/`; `locks` here only adds holders' units to `lock_status`.
+//!
+//! On the client side, `units`, `logs`, `system` and `pool` have a namesake in
+//! `ctl/src/commands/`; its `queue`, `counter`, `array` and `lock` are the client side of
+//! `primitives/`, and `top` has no handler of its own (it calls `status`, `queue_list`
+//! and `pool_list`).
 
 mod locks;
 mod logs;
@@ -16,9 +23,10 @@ use std::time::Duration;
 
 use corral_proto::{Op, Request, Response};
 
-use crate::Context;
+use crate::context::Context;
+use crate::fds::PassedFds;
 use crate::primitives::ConnInfo;
-use crate::server::{PassedFds, Replies};
+use crate::replies::Replies;
 
 /// Per-connection identity: what locks and waiters belong to, and who the peer is.
 pub struct Connection {
@@ -230,7 +238,7 @@ pub async fn dispatch(
             tokio::spawn(system::shutdown(ctx.clone(), id, wait, replies.clone()));
             return true;
         }
-        Op::Status { unit } => units::status(ctx, unit).await,
+        Op::Status { unit } => units::status(ctx, unit).await.and_then(ok),
         Op::Timers {} => units::timers(ctx).await,
         Op::Start {
             units, wait: false, ..
@@ -320,7 +328,7 @@ pub async fn dispatch(
 
 pub use crate::primitives::Outcome;
 
-/// Hands a coordination operation to the store thread, which replies straight into the
+/// Hands a coordination operation to the store task, which replies straight into the
 /// connection once the change is committed (or the wait ends). The reader does not wait
 /// for it: the next request is read at once, so pipelined operations share commits.
 async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Replies) -> bool {
@@ -342,7 +350,7 @@ async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Re
 /// operation is handed to the store: what a connection has asked for, and not yet
 /// read, stays within its `max_unread_bytes` even for replies produced all at once.
 fn reply_estimate(op: &Op, max_item_bytes: usize) -> usize {
-    use crate::server::SMALL_REPLY;
+    use crate::replies::SMALL_REPLY;
     use corral_proto::{MAX_ARRAY_SLICE, MAX_GET_BYTES};
     // The longest i64 or f64 in JSON, with its comma.
     const PER_ELEMENT: usize = 26;

@@ -9,9 +9,9 @@ use corral_proto::{ErrorBody, ErrorCode, Response};
 use tokio::sync::mpsc;
 
 use super::{Outcome, ok};
-use crate::Context;
+use crate::context::Context;
 use crate::pool::{JobSpec, PoolRequest};
-use crate::server::Replies;
+use crate::replies::Replies;
 use crate::supervisor::Request;
 
 /// Largest job accepted, in inputs.
@@ -123,7 +123,7 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
         .pool
         .ask(|r| PoolRequest::Submit(name, spec, inputs, r))
         .await?;
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     ok(job)
 }
 
@@ -177,8 +177,7 @@ pub async fn wait(
             return;
         }
     }
-    ctx.store.sync().await;
-    let response = match outcome {
+    let response = match ctx.store.sync().await.and(outcome) {
         Ok(job) => Response::ok(id, job),
         Err(e) => Response::err(id, e),
     };
@@ -199,6 +198,6 @@ pub async fn list(ctx: &Context) -> Outcome {
 
 pub async fn cancel(ctx: &Context, job: u64) -> Outcome {
     let job = ctx.pool.ask(|r| PoolRequest::Cancel(job, r)).await?;
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     ok(job)
 }

@@ -7,8 +7,8 @@ use corral_proto::{
 };
 
 use super::{Outcome, ok};
-use crate::Context;
-use crate::server::Replies;
+use crate::context::Context;
+use crate::replies::Replies;
 use crate::supervisor::Request;
 
 pub fn hello(version: u32, client: Option<String>) -> Outcome {

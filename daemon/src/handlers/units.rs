@@ -10,22 +10,25 @@ use corral_config::Unit;
 use corral_proto::{ErrorBody, ErrorCode, LogLine, Response, RunResult};
 
 use super::{Outcome, ok};
-use crate::Context;
-use crate::server::Replies;
+use crate::context::Context;
+use crate::replies::Replies;
 use crate::supervisor::logs::{Follower, tail_lines};
 use crate::supervisor::{Request, StartFailure};
 
-/// Units and their instances, then the processes of running pool jobs (`pool-ID`).
 /// Scheduled units with their last and next runs.
 pub async fn timers(ctx: &Context) -> Outcome {
     ok(ctx.supervisor.ask(Request::Timers).await?)
 }
 
-pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
+/// Units and their instances, then the processes of running pool jobs (`pool-ID`).
+pub async fn status(
+    ctx: &Context,
+    unit: Option<String>,
+) -> Result<corral_proto::StatusResult, ErrorBody> {
     let jobs = ctx.pool.ask(crate::pool::PoolRequest::Processes).await?;
     if let Some(name) = &unit {
         if let Some(job) = jobs.iter().find(|j| &j.name == name) {
-            return ok(corral_proto::StatusResult {
+            return Ok(corral_proto::StatusResult {
                 units: vec![job.clone()],
                 supervision: String::new(),
             });
@@ -38,13 +41,13 @@ pub async fn status(ctx: &Context, unit: Option<String>) -> Outcome {
     if unit.is_none() {
         status.units.extend(jobs);
     }
-    ok(status)
+    Ok(status)
 }
 
 pub async fn start(ctx: &Context, units: Vec<String>) -> Outcome {
     require_units(&units)?;
     let result = ctx.supervisor.ask(|r| Request::Start(units, r)).await?;
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     ok(result)
 }
 
@@ -61,7 +64,7 @@ pub async fn start_and_wait(
             .supervisor
             .ask(|r| Request::Start(units.clone(), r))
             .await?;
-        ctx.store.sync().await;
+        ctx.store.sync().await?;
         started(&ctx, units.clone()).await?;
         ok(result)
     })
@@ -146,7 +149,7 @@ fn start_error(failures: &[StartFailure]) -> ErrorBody {
 pub async fn stop(ctx: Arc<Context>, units: Vec<String>) -> Outcome {
     require_units(&units)?;
     let result = ctx.supervisor.ask(|r| Request::Stop(units, r)).await?;
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     ok(result)
 }
 
@@ -164,7 +167,7 @@ pub async fn restart(
             .supervisor
             .ask(|r| Request::Restart(units.clone(), r))
             .await?;
-        ctx.store.sync().await;
+        ctx.store.sync().await?;
         if wait {
             started(&ctx, units.clone()).await?;
         }
@@ -185,7 +188,7 @@ pub async fn kill(ctx: &Context, units: Vec<String>, signal: &str) -> Outcome {
         .supervisor
         .ask(|r| Request::Kill(units, number, r))
         .await?;
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     ok(result)
 }
 
@@ -213,7 +216,7 @@ pub async fn wait(ctx: Arc<Context>, unit: String, timeout_ms: Option<u64>) -> O
         None => wait.await?,
     };
     // What the client is told has happened is on disk first.
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     ok(result)
 }
 
@@ -233,7 +236,7 @@ pub async fn reload(ctx: &Context) -> Outcome {
     })?;
     let count = units.len();
     let result = ctx.supervisor.ask(|r| Request::Reload(units, r)).await?;
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     // Units that were not loaded at start are loaded now: systemd's STATUS= says so.
     crate::notify::notify(&format!(
         "STATUS=serving {} with {count} unit(s)",
@@ -312,8 +315,7 @@ pub async fn run(ctx: Arc<Context>, id: u64, mut spec: RunSpec, wait: bool, repl
     if !send_lines(&mut follower, true, id, &replies).await {
         return;
     }
-    ctx.store.sync().await;
-    let response = match finished {
+    let response = match ctx.store.sync().await.and(finished) {
         Ok(result) => match result.instances.first() {
             Some(i) if i.exit.is_none() => Response::err(
                 id,
@@ -394,7 +396,7 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
         .supervisor
         .ask(|r| Request::Run(Box::new(unit), stdio, r))
         .await?;
-    ctx.store.sync().await;
+    ctx.store.sync().await?;
     Ok(unit)
 }
 

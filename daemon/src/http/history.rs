@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::Context;
+use crate::context::Context;
 use crate::supervisor::process::ProcStat;
 
 /// Time between samples.
@@ -191,7 +191,7 @@ pub async fn run(ctx: Arc<Context>, history: Shared, stop: CancellationToken) {
 
 /// One sample of every series; updates `prev`.
 async fn sample(ctx: &Context, prev: &mut Previous) -> Vec<(Key, f64)> {
-    let now = crate::store::now_ms();
+    let now = crate::clock::now_ms();
     let secs = if prev.at_ms > 0 {
         Some(((now - prev.at_ms) as f64 / 1000.0).max(0.001))
     } else {
@@ -205,10 +205,8 @@ async fn sample(ctx: &Context, prev: &mut Previous) -> Vec<(Key, f64)> {
         metric,
     };
 
-    let queues = super::primitive_value(ctx, corral_proto::Op::QueueList {})
-        .await
-        .ok()
-        .and_then(|v| serde_json::from_value::<corral_proto::QueueListResult>(v).ok());
+    let queues: Option<corral_proto::QueueListResult> =
+        super::primitive_typed(ctx, corral_proto::Op::QueueList {}).await;
     let mut seen = HashMap::new();
     for q in queues.map(|q| q.queues).unwrap_or_default() {
         out.push((key("queue", &q.queue, None, "depth"), q.depth as f64));

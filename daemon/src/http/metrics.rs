@@ -5,7 +5,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use corral_proto::{InstanceState, InstanceStatus, UnitStatus};
 
 use super::Shared;
 use crate::store::History;
@@ -60,28 +60,25 @@ fn ticks_and_page() -> (f64, u64) {
 /// CPU, memory and restarts of each instance that has a process, labelled by unit and
 /// instance: its cgroup's figures where corrald has cgroups (everything the instance
 /// started), else its main process's.
-fn instance_series(f: &mut Family<'_>, units: &[Value]) {
+fn instance_series(f: &mut Family<'_>, units: &[UnitStatus]) {
     let (ticks, page) = ticks_and_page();
-    let stats: Vec<(&str, String, f64, u64, u64)> = units
+    let stats: Vec<(&str, String, f64, u64, u32)> = units
         .iter()
         .flat_map(|u| {
-            let name = u["name"].as_str().unwrap_or("");
-            u["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(move |i| {
-                    let pid = i["pid"].as_u64()?;
-                    let stat = ProcStat::read(pid as i32)?;
-                    let cpu = i["cgroup_cpu_usec"]
-                        .as_u64()
-                        .map_or(stat.cpu_ticks as f64 / ticks, |us| us as f64 / 1e6);
-                    let rss = i["cgroup_memory_bytes"]
-                        .as_u64()
-                        .unwrap_or(stat.rss_pages * page);
-                    let index = i["instance"].as_u64().unwrap_or(0).to_string();
-                    Some((name, index, cpu, rss, i["restarts"].as_u64().unwrap_or(0)))
-                })
+            u.instances.iter().filter_map(move |i| {
+                let stat = ProcStat::read(i.pid? as i32)?;
+                let cpu = i
+                    .cgroup_cpu_usec
+                    .map_or(stat.cpu_ticks as f64 / ticks, |us| us as f64 / 1e6);
+                let rss = i.cgroup_memory_bytes.unwrap_or(stat.rss_pages * page);
+                Some((
+                    u.name.as_str(),
+                    i.instance.to_string(),
+                    cpu,
+                    rss,
+                    i.restarts,
+                ))
+            })
         })
         .collect();
     f.head(
@@ -126,37 +123,37 @@ fn instance_series(f: &mut Family<'_>, units: &[Value]) {
 /// Readiness and health of each instance that has a process: `corral_instance_ready` for
 /// units with `[ready]`, `corral_instance_healthy` once a `[health]` probe has run, and
 /// every instance's `corral_health_failures_total`.
-fn check_series(f: &mut Family<'_>, units: &[Value]) {
-    let live: Vec<(&str, String, &Value)> = units
+fn check_series(f: &mut Family<'_>, units: &[UnitStatus]) {
+    let live: Vec<(&str, String, &InstanceStatus)> = units
         .iter()
         .flat_map(|u| {
-            let name = u["name"].as_str().unwrap_or("");
-            u["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|i| i["pid"].is_u64())
-                .map(move |i| (name, i["instance"].as_u64().unwrap_or(0).to_string(), i))
+            u.instances
+                .iter()
+                .filter(|i| i.pid.is_some())
+                .map(move |i| (u.name.as_str(), i.instance.to_string(), i))
         })
         .collect();
-    let flag = |v: &Value| u8::from(v.as_bool() == Some(true));
     f.head(
         "corral_instance_ready",
         "gauge",
         "1 once the instance's [ready] check has passed, 0 while it is starting (units with [ready] only).",
     );
-    for (unit, index, i) in live.iter().filter(|(_, _, i)| i["ready"].is_boolean()) {
-        let labels = [("unit", *unit), ("instance", index.as_str())];
-        f.sample("corral_instance_ready", &labels, flag(&i["ready"]));
+    for (unit, index, i) in &live {
+        if let Some(ready) = i.ready {
+            let labels = [("unit", *unit), ("instance", index.as_str())];
+            f.sample("corral_instance_ready", &labels, u8::from(ready));
+        }
     }
     f.head(
         "corral_instance_healthy",
         "gauge",
         "Outcome of the instance's last [health] probe: 1 passed, 0 failed.",
     );
-    for (unit, index, i) in live.iter().filter(|(_, _, i)| i["healthy"].is_boolean()) {
-        let labels = [("unit", *unit), ("instance", index.as_str())];
-        f.sample("corral_instance_healthy", &labels, flag(&i["healthy"]));
+    for (unit, index, i) in &live {
+        if let Some(healthy) = i.healthy {
+            let labels = [("unit", *unit), ("instance", index.as_str())];
+            f.sample("corral_instance_healthy", &labels, u8::from(healthy));
+        }
     }
     f.head(
         "corral_health_failures_total",
@@ -165,8 +162,11 @@ fn check_series(f: &mut Family<'_>, units: &[Value]) {
     );
     for (unit, index, i) in &live {
         let labels = [("unit", *unit), ("instance", index.as_str())];
-        let total = i["health_failures_total"].as_u64().unwrap_or(0);
-        f.sample("corral_health_failures_total", &labels, total);
+        f.sample(
+            "corral_health_failures_total",
+            &labels,
+            i.health_failures_total,
+        );
     }
 }
 
@@ -246,21 +246,15 @@ pub async fn metrics(State(ctx): Shared) -> Response {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
 
-    let units = snap["status"]["units"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let states = [
-        "inactive", "starting", "running", "backoff", "stopping", "stopped", "exited", "failed",
-    ];
+    let units = snap.status.map(|s| s.units).unwrap_or_default();
     f.head("corral_instances", "gauge", "Unit instances by state.");
-    for state in states {
+    for state in InstanceState::ALL {
         let n = units
             .iter()
-            .flat_map(|u| u["instances"].as_array().cloned().unwrap_or_default())
-            .filter(|i| i["state"] == state)
+            .flat_map(|u| &u.instances)
+            .filter(|i| i.state == state)
             .count();
-        f.sample("corral_instances", &[("state", state)], n);
+        f.sample("corral_instances", &[("state", state.as_str())], n);
     }
     f.head(
         "corral_restarts_total",
@@ -268,15 +262,8 @@ pub async fn metrics(State(ctx): Shared) -> Response {
         "Restarts by policy, per unit (since its last explicit start).",
     );
     for u in &units {
-        let restarts: u64 = u["instances"]
-            .as_array()
-            .map(|is| is.iter().filter_map(|i| i["restarts"].as_u64()).sum())
-            .unwrap_or(0);
-        f.sample(
-            "corral_restarts_total",
-            &[("unit", u["name"].as_str().unwrap_or(""))],
-            restarts,
-        );
+        let restarts: u64 = u.instances.iter().map(|i| u64::from(i.restarts)).sum();
+        f.sample("corral_restarts_total", &[("unit", &u.name)], restarts);
     }
     f.head(
         "corral_exits_total",
@@ -295,21 +282,14 @@ pub async fn metrics(State(ctx): Shared) -> Response {
         );
     }
     instance_series(&mut f, &units);
-    let queues = snap["queues"]["queues"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let queues = snap.queues.map(|q| q.queues).unwrap_or_default();
     f.head(
         "corral_queue_depth",
         "gauge",
         "Items waiting in each queue.",
     );
     for q in &queues {
-        f.sample(
-            "corral_queue_depth",
-            &[("queue", q["queue"].as_str().unwrap_or(""))],
-            &q["depth"],
-        );
+        f.sample("corral_queue_depth", &[("queue", &q.queue)], q.depth);
     }
     f.head(
         "corral_queue_put_total",
@@ -319,8 +299,8 @@ pub async fn metrics(State(ctx): Shared) -> Response {
     for q in &queues {
         f.sample(
             "corral_queue_put_total",
-            &[("queue", q["queue"].as_str().unwrap_or(""))],
-            &q["put_total"],
+            &[("queue", &q.queue)],
+            q.put_total,
         );
     }
     f.head(
@@ -331,8 +311,8 @@ pub async fn metrics(State(ctx): Shared) -> Response {
     for q in &queues {
         f.sample(
             "corral_queue_in_flight",
-            &[("queue", q["queue"].as_str().unwrap_or(""))],
-            &q["in_flight"],
+            &[("queue", &q.queue)],
+            q.in_flight,
         );
     }
     f.head(
@@ -343,8 +323,8 @@ pub async fn metrics(State(ctx): Shared) -> Response {
     for q in &queues {
         f.sample(
             "corral_queue_got_total",
-            &[("queue", q["queue"].as_str().unwrap_or(""))],
-            &q["got_total"],
+            &[("queue", &q.queue)],
+            q.got_total,
         );
     }
     f.head(
@@ -352,29 +332,23 @@ pub async fn metrics(State(ctx): Shared) -> Response {
         "gauge",
         "Clients waiting for each lock.",
     );
-    for l in snap["locks"]["locks"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        f.sample(
-            "corral_lock_waiters",
-            &[("lock", l["lock"].as_str().unwrap_or(""))],
-            &l["waiters"],
-        );
+    for l in snap.locks.map(|l| l.locks).unwrap_or_default() {
+        f.sample("corral_lock_waiters", &[("lock", &l.lock)], l.waiters);
     }
     f.head("corral_pool_items", "gauge", "Pool job items by state.");
-    for j in snap["pools"]["jobs"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let job = j["job"].to_string();
-        for state in ["succeeded", "failed", "running", "pending"] {
+    for j in snap.pools.map(|p| p.jobs).unwrap_or_default() {
+        let job = j.job.to_string();
+        let items = [
+            ("succeeded", j.succeeded),
+            ("failed", j.failed),
+            ("running", j.running),
+            ("pending", j.pending),
+        ];
+        for (state, n) in items {
             f.sample(
                 "corral_pool_items",
                 &[("pool_job", &job), ("state", state)],
-                &j[state],
+                n,
             );
         }
     }

@@ -26,11 +26,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use corral_proto::{ErrorBody, ErrorCode, Op, StatusResult};
+use std::collections::BTreeMap;
+
+use corral_proto::{
+    ArrayListResult, CounterListResult, ErrorBody, ErrorCode, LockStatusResult, Op, PoolListResult,
+    QueueListResult, StatusResult, UnitStatus,
+};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::Context;
+use crate::context::Context;
 use crate::pool::PoolRequest;
 use crate::primitives::ConnInfo;
 use crate::store::History;
@@ -54,7 +60,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let recorder: history::Shared = Arc::new(std::sync::Mutex::new(history::Recorder::new(
-        crate::store::now_ms(),
+        crate::clock::now_ms(),
     )));
     tokio::spawn(history::run(
         ctx.clone(),
@@ -148,8 +154,7 @@ fn reply(result: Result<Value, ErrorBody>) -> Response {
 
 /// The units' status, exactly as the socket's `status` answers it.
 pub(crate) async fn status(ctx: &Context, unit: Option<String>) -> Result<StatusResult, ErrorBody> {
-    let value = crate::handlers::units_status(ctx, unit).await?;
-    serde_json::from_value(value).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+    crate::handlers::units_status(ctx, unit).await
 }
 
 /// Answers a read-only coordination operation as the socket would.
@@ -183,8 +188,32 @@ async fn api_units(State(ctx): Shared) -> Response {
     reply(status(&ctx, None).await.map(|s| json!(s.units)))
 }
 
+/// One unit as `/api/units/NAME` and its page show it.
+#[derive(Debug, Serialize)]
+pub(crate) struct UnitDetail {
+    pub unit: UnitStatus,
+    /// The definition as loaded (see `config_view`), if the supervisor has it.
+    pub config: Option<Value>,
+    /// The latest runs (20).
+    pub runs: Vec<RunView>,
+    /// The last log lines of each instance.
+    pub logs: BTreeMap<u32, Vec<String>>,
+}
+
+/// One process run of a unit's instance.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunView {
+    pub instance: u32,
+    pub pid: i32,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub restarts: u32,
+}
+
 /// One unit: status, definition as loaded, run history, the last log lines.
-pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<Value, ErrorBody> {
+pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<UnitDetail, ErrorBody> {
     let status = status(ctx, Some(name.to_owned())).await?;
     let unit = status
         .units
@@ -203,15 +232,20 @@ pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<Value, Erro
             limit: 20,
         })
         .await;
-    let runs: Vec<Value> = rows
+    let runs = rows
         .runs
-        .iter()
-        .map(|r| {
-            json!({"instance": r.instance, "pid": r.pid, "started_ms": r.started_ms, "ended_ms": r.ended_ms,
-                   "exit_code": r.exit_code, "signal": r.signal, "restarts": r.restarts})
+        .into_iter()
+        .map(|r| RunView {
+            instance: r.instance,
+            pid: r.pid,
+            started_ms: r.started_ms,
+            ended_ms: r.ended_ms,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            restarts: r.restarts,
         })
         .collect();
-    let mut logs = serde_json::Map::new();
+    let mut logs = BTreeMap::new();
     if let Ok(paths) = ctx
         .supervisor
         .ask(|r| Request::LogPaths(name.to_owned(), None, r))
@@ -224,15 +258,15 @@ pub(crate) async fn unit_detail(ctx: &Context, name: &str) -> Result<Value, Erro
                     .ok()
                     .and_then(Result::ok)
                     .unwrap_or_default();
-            logs.insert(instance.to_string(), json!(lines));
+            logs.insert(instance, lines);
         }
     }
-    Ok(json!({
-        "unit": unit,
-        "config": definition.map(|d| config_view(&d)),
-        "runs": runs,
-        "logs": logs,
-    }))
+    Ok(UnitDetail {
+        unit,
+        config: definition.map(|d| config_view(&d)),
+        runs,
+        logs,
+    })
 }
 
 /// A unit's definition for display. Environment values are not shown: they may be secrets.
@@ -272,7 +306,7 @@ fn config_view(u: &corral_config::Unit) -> Value {
 }
 
 async fn api_unit(State(ctx): Shared, Path(name): Path<String>) -> Response {
-    reply(unit_detail(&ctx, &name).await)
+    reply(unit_detail(&ctx, &name).await.map(|d| json!(d)))
 }
 
 async fn api_pools(State(ctx): Shared) -> Response {
@@ -288,30 +322,47 @@ async fn api_pool(State(ctx): Shared, Path(id): Path<u64>) -> Response {
     )
 }
 
-/// Everything the dashboard shows, in one JSON value.
-pub(crate) async fn snapshot(ctx: &Context) -> Value {
-    let status = status(ctx, None)
-        .await
-        .map(|s| json!(s))
-        .unwrap_or(Value::Null);
-    let queues = primitive_value(ctx, Op::QueueList {})
-        .await
-        .unwrap_or(Value::Null);
-    let counters = primitive_value(ctx, Op::CounterList {})
-        .await
-        .unwrap_or(Value::Null);
-    let arrays = primitive_value(ctx, Op::ArrayList {})
-        .await
-        .unwrap_or(Value::Null);
-    let locks = primitive_value(ctx, Op::LockStatus { lock: None })
-        .await
-        .unwrap_or(Value::Null);
-    let pools = ctx
-        .pool
-        .ask(PoolRequest::List)
-        .await
-        .map(|l| json!(l))
-        .unwrap_or(Value::Null);
+/// Everything the dashboard shows, typed; serialized at the edge (the page's
+/// `/api/events` stream) as the JSON object `app.js` reads. A part that could not be
+/// read is `null`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Snapshot {
+    pub status: Option<StatusResult>,
+    /// CPU and memory of each instance's process, by pid.
+    pub processes: BTreeMap<u32, pages::ProcessFigures>,
+    pub queues: Option<QueueListResult>,
+    pub counters: Option<CounterListResult>,
+    pub arrays: Option<ArrayListResult>,
+    pub locks: Option<LockStatusResult>,
+    pub pools: Option<PoolListResult>,
+    /// The latest events (15).
+    pub events: Vec<SnapshotEvent>,
+}
+
+/// One event of the event log, as the dashboard shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotEvent {
+    pub at_ms: i64,
+    pub unit: Option<String>,
+    pub instance: Option<u32>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A read-only coordination operation's result, typed.
+async fn primitive_typed<T: serde::de::DeserializeOwned>(ctx: &Context, op: Op) -> Option<T> {
+    let value = primitive_value(ctx, op).await.ok()?;
+    serde_json::from_value(value).ok()
+}
+
+/// Everything the dashboard shows (see [`Snapshot`]).
+pub(crate) async fn snapshot(ctx: &Context) -> Snapshot {
+    let status = status(ctx, None).await.ok();
+    let queues = primitive_typed(ctx, Op::QueueList {}).await;
+    let counters = primitive_typed(ctx, Op::CounterList {}).await;
+    let arrays = primitive_typed(ctx, Op::ArrayList {}).await;
+    let locks = primitive_typed(ctx, Op::LockStatus { lock: None }).await;
+    let pools = ctx.pool.ask(PoolRequest::List).await.ok();
     let rows = ctx
         .store
         .history(History::Events {
@@ -319,18 +370,31 @@ pub(crate) async fn snapshot(ctx: &Context) -> Value {
             limit: 15,
         })
         .await;
-    let events: Vec<Value> = rows
+    let events = rows
         .events
-        .iter()
-        .map(|e| {
-            json!({"at_ms": e.at_ms, "unit": e.unit, "instance": e.instance, "kind": e.kind, "detail": e.detail})
+        .into_iter()
+        .map(|e| SnapshotEvent {
+            at_ms: e.at_ms,
+            unit: e.unit,
+            instance: e.instance,
+            kind: e.kind,
+            detail: e.detail,
         })
         .collect();
-    let processes = pages::process_stats(&status);
-    json!({
-        "status": status, "processes": processes, "queues": queues, "counters": counters,
-        "arrays": arrays, "locks": locks, "pools": pools, "events": events,
-    })
+    let processes = status
+        .as_ref()
+        .map(pages::process_stats)
+        .unwrap_or_default();
+    Snapshot {
+        status,
+        processes,
+        queues,
+        counters,
+        arrays,
+        locks,
+        pools,
+        events,
+    }
 }
 
 async fn api_events(
@@ -348,13 +412,14 @@ fn async_stream(ctx: Arc<Context>) -> impl futures_core::Stream<Item = Result<Ev
         // regardless so uptimes and CPU figures stay fresh.
         let mut sent: Option<(u64, std::time::Instant)> = None;
         loop {
-            let version = crate::state_version();
+            let version = crate::version::state_version();
             let due =
                 sent.is_none_or(|(v, at)| v != version || at.elapsed() >= Duration::from_secs(15));
             if due {
                 sent = Some((version, std::time::Instant::now()));
                 let snap = snapshot(&ctx).await;
-                let event = Event::default().event("snapshot").data(snap.to_string());
+                let data = serde_json::to_string(&snap).unwrap_or_else(|_| "null".into());
+                let event = Event::default().event("snapshot").data(data);
                 if tx.send(event).await.is_err() {
                     return;
                 }
@@ -539,7 +604,8 @@ async fn post_unit(
             format!("no action `{other}`: use start, stop or restart"),
         )),
     };
-    ctx.store.sync().await;
+    let synced = ctx.store.sync().await;
+    let result = result.and_then(|r| synced.map(|()| r));
     reply(result.map(|r| json!(r)))
 }
 
@@ -548,6 +614,7 @@ async fn post_cancel(State(ctx): Shared, headers: HeaderMap, Path(id): Path<u64>
         return error(e);
     }
     let result = ctx.pool.ask(|r| PoolRequest::Cancel(id, r)).await;
-    ctx.store.sync().await;
+    let synced = ctx.store.sync().await;
+    let result = result.and_then(|j| synced.map(|()| j));
     reply(result.map(|j| json!(j)))
 }

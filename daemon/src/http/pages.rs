@@ -3,7 +3,12 @@
 
 use std::fmt::Write;
 
+use std::collections::BTreeMap;
+
+use corral_proto::{ExitStatus, InstanceStatus, JobState, PoolJob, StatusResult};
 use serde_json::{Value, json};
+
+use super::{Snapshot, UnitDetail};
 
 use crate::supervisor::process::ProcStat;
 
@@ -73,8 +78,8 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn duration_ms(ms: &Value) -> String {
-    let Some(ms) = ms.as_u64() else {
+fn duration_ms(ms: Option<u64>) -> String {
+    let Some(ms) = ms else {
         return "-".into();
     };
     let s = ms / 1000;
@@ -86,12 +91,18 @@ fn duration_ms(ms: &Value) -> String {
     }
 }
 
-fn exit_text(e: &Value) -> String {
-    match (e.get("code"), e.get("signal")) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(sig)) => format!("signal {sig}"),
+fn exit_text(e: Option<ExitStatus>) -> String {
+    match e {
+        Some(ExitStatus { code: Some(c), .. }) => format!("exit {c}"),
+        Some(ExitStatus {
+            signal: Some(sig), ..
+        }) => format!("signal {sig}"),
         _ => "-".into(),
     }
+}
+
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
 }
 
 fn table(id: &str, head: &[&str], rows: &[Vec<String>]) -> String {
@@ -119,45 +130,45 @@ fn cell(text: &str) -> String {
 /// Per-instance CPU (average since start) and memory, keyed by pid: from the instance's
 /// cgroup where corrald has cgroups (everything the instance started), else the main
 /// process's from /proc.
-pub fn process_stats(status: &Value) -> Value {
-    let mut map = serde_json::Map::new();
+pub fn process_stats(status: &StatusResult) -> BTreeMap<u32, ProcessFigures> {
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|t| t.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
-    let instances = status["units"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|u| u["instances"].as_array().cloned().unwrap_or_default());
-    for inst in instances {
-        let Some(pid) = inst["pid"].as_u64() else {
+    let mut map = BTreeMap::new();
+    for inst in status.units.iter().flat_map(|u| &u.instances) {
+        let Some(pid) = inst.pid else {
             continue;
         };
         let Some(stat) = ProcStat::read(pid as i32) else {
             continue;
         };
         let ticks = 100.0;
-        let cpu = inst["cgroup_cpu_usec"]
-            .as_u64()
+        let cpu = inst
+            .cgroup_cpu_usec
             .map_or(stat.cpu_ticks as f64 / ticks, |us| us as f64 / 1e6);
-        let rss = inst["cgroup_memory_bytes"]
-            .as_u64()
-            .unwrap_or(stat.rss_pages * 4096);
+        let rss_bytes = inst.cgroup_memory_bytes.unwrap_or(stat.rss_pages * 4096);
         let age = (uptime - stat.start_time as f64 / ticks).max(0.001);
-        map.insert(
-            pid.to_string(),
-            json!({"cpu_pct": (cpu / age * 1000.0).round() / 10.0, "rss_bytes": rss}),
-        );
+        let cpu_pct = (cpu / age * 1000.0).round() / 10.0;
+        map.insert(pid, ProcessFigures { cpu_pct, rss_bytes });
     }
-    Value::Object(map)
+    map
+}
+
+/// One process's CPU (percent of one CPU, averaged since it started) and memory.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ProcessFigures {
+    /// Percent of one CPU since the process started.
+    pub cpu_pct: f64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
 }
 
 /// Readiness and health in a word (as `corralctl status` shows them): `not ready`,
 /// `ready`, `healthy`, `failing N`, or `-` without checks.
-fn checks_text(i: &Value) -> String {
-    match (i["ready"].as_bool(), i["healthy"].as_bool()) {
-        (_, Some(false)) => format!("failing {}", s(&i["health_failures"])),
+fn checks_text(i: &InstanceStatus) -> String {
+    match (i.ready, i.healthy) {
+        (_, Some(false)) => format!("failing {}", i.health_failures),
         (_, Some(true)) => "healthy".into(),
         (Some(false), None) => "not ready".into(),
         (Some(true), None) => "ready".into(),
@@ -166,22 +177,20 @@ fn checks_text(i: &Value) -> String {
 }
 
 /// The reason, or else why the last check failed.
-fn reason_text(i: &Value) -> String {
-    match (i["reason"].as_str(), i["check_error"].as_str()) {
-        (Some(reason), _) => reason.to_owned(),
+fn reason_text(i: &InstanceStatus) -> String {
+    match (&i.reason, &i.check_error) {
+        (Some(reason), _) => reason.clone(),
         (None, Some(e)) => format!("check: {e}"),
         (None, None) => String::new(),
     }
 }
 
-fn mib(bytes: &Value) -> String {
-    bytes
-        .as_f64()
-        .map_or("-".into(), |b| format!("{:.1} MiB", b / 1048576.0))
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
 /// The dashboard.
-pub fn dashboard(snap: &Value, controls: bool) -> String {
+pub fn dashboard(snap: &Snapshot, controls: bool) -> String {
     let mut body = format!(
         "<header><h1>corral</h1><span id=\"live\" class=\"muted\">snapshot</span>{}</header>\
          <main id=\"page\" data-page=\"dashboard\" data-controls=\"{}\">",
@@ -194,16 +203,11 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
          <div id=\"pool-charts\" class=\"charts\"></div></section>",
     );
     let mut rows = Vec::new();
-    for u in snap["status"]["units"].as_array().into_iter().flatten() {
-        let name = s(&u["name"]);
-        if u["loaded"] == Value::Bool(false) {
-            let errors: Vec<String> = u["errors"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect();
-            let mut row = vec![cell(&name), cell("-")];
+    for u in snap.status.iter().flat_map(|s| &s.units) {
+        let name = &u.name;
+        if !u.loaded {
+            let errors = &u.errors;
+            let mut row = vec![cell(name), cell("-")];
             row.push("<span class=\"state not-loaded\">not loaded</span>".into());
             row.extend(std::iter::repeat_n(cell("-"), 7));
             row.push(cell(&errors.join("; ")));
@@ -212,31 +216,30 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
             }
             rows.push(row);
         }
-        for (n, i) in u["instances"].as_array().into_iter().flatten().enumerate() {
-            let pid = i["pid"].as_u64().map(|p| p.to_string());
-            let stats = pid.as_ref().map(|p| &snap["processes"][p]);
-            let state = s(&i["state"]);
+        for (n, i) in u.instances.iter().enumerate() {
+            let stats = i.pid.and_then(|p| snap.processes.get(&p));
+            let state = i.state.as_str();
             rows.push(vec![
                 format!(
                     "<a href=\"/units/{}\">{}</a>",
-                    esc(&urlencode(&name)),
-                    esc(&name)
+                    esc(&urlencode(name)),
+                    esc(name)
                 ),
-                cell(&s(&i["instance"])),
-                format!("<span class=\"state {0}\">{0}</span>", esc(&state)),
-                cell(pid.as_deref().unwrap_or("-")),
-                cell(&duration_ms(&i["uptime_ms"])),
-                cell(&s(&i["restarts"])),
-                cell(&exit_text(&i["last_exit"])),
-                cell(&stats.map_or("-".into(), |st| format!("{}%", s(&st["cpu_pct"])))),
-                cell(&stats.map_or("-".into(), |st| mib(&st["rss_bytes"]))),
+                cell(&i.instance.to_string()),
+                format!("<span class=\"state {0}\">{0}</span>", esc(state)),
+                cell(&or_dash(i.pid)),
+                cell(&duration_ms(i.uptime_ms)),
+                cell(&i.restarts.to_string()),
+                cell(&exit_text(i.last_exit)),
+                cell(&stats.map_or("-".into(), |st| format!("{}%", st.cpu_pct))),
+                cell(&stats.map_or("-".into(), |st| mib(st.rss_bytes))),
                 cell(&checks_text(i)),
                 cell(&reason_text(i)),
             ]);
             if controls {
                 // One set of buttons per unit, on its first instance's row.
                 let buttons = if n == 0 {
-                    unit_buttons(&name)
+                    unit_buttons(name)
                 } else {
                     String::new()
                 };
@@ -272,7 +275,6 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
             table(id, head, &rows)
         )
     };
-    let list = |v: &Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
     body.push_str(&section(
         "Queues",
         "queues",
@@ -286,19 +288,20 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
             "got/s",
             "waiting",
         ],
-        list(&snap["queues"], "queues")
+        snap.queues
             .iter()
+            .flat_map(|q| &q.queues)
             .map(|q| {
                 vec![
-                    cell(&s(&q["queue"])),
-                    cell(&s(&q["depth"])),
-                    cell(&s(&q["in_flight"])),
-                    cell(&s(&q["put_total"])),
-                    cell(&s(&q["got_total"])),
+                    cell(&q.queue),
+                    cell(&q.depth.to_string()),
+                    cell(&q.in_flight.to_string()),
+                    cell(&q.put_total.to_string()),
+                    cell(&q.got_total.to_string()),
                     // Rates need two snapshots: the page script fills them in.
                     cell("-"),
                     cell("-"),
-                    cell(&s(&q["waiting_getters"])),
+                    cell(&q.waiting_getters.to_string()),
                 ]
             })
             .collect(),
@@ -307,22 +310,24 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
         "Counters",
         "counters",
         &["counter", "value"],
-        list(&snap["counters"], "counters")
+        snap.counters
             .iter()
-            .map(|c| vec![cell(&s(&c["counter"])), cell(&s(&c["value"]))])
+            .flat_map(|c| &c.counters)
+            .map(|c| vec![cell(&c.counter), cell(&c.value.to_string())])
             .collect(),
     ));
     body.push_str(&section(
         "Arrays",
         "arrays",
         &["array", "type", "length"],
-        list(&snap["arrays"], "arrays")
+        snap.arrays
             .iter()
+            .flat_map(|a| &a.arrays)
             .map(|a| {
                 vec![
-                    cell(&s(&a["array"])),
-                    cell(&s(&a["kind"])),
-                    cell(&s(&a["length"])),
+                    cell(&a.array),
+                    cell(&s(&json!(a.kind))),
+                    cell(&a.length.to_string()),
                 ]
             })
             .collect(),
@@ -331,20 +336,21 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
         "Locks",
         "locks",
         &["lock", "holder", "held for", "waiters"],
-        list(&snap["locks"], "locks")
+        snap.locks
             .iter()
+            .flat_map(|l| &l.locks)
             .map(|l| {
-                let h = &l["holder"];
-                let who = match (h["unit"].as_str(), h["pid"].as_u64()) {
-                    (Some(u), _) => format!("{u}.{}", s(&h["instance"])),
-                    (None, Some(p)) => format!("pid {p}"),
+                let h = l.holder.as_ref();
+                let who = match h.map(|h| (&h.unit, h.pid)) {
+                    Some((Some(u), _)) => format!("{u}.{}", or_dash(h.and_then(|h| h.instance))),
+                    Some((None, Some(p))) => format!("pid {p}"),
                     _ => "-".into(),
                 };
                 vec![
-                    cell(&s(&l["lock"])),
+                    cell(&l.lock),
                     cell(&who),
-                    cell(&duration_ms(&h["held_ms"])),
-                    cell(&s(&l["waiters"])),
+                    cell(&duration_ms(h.map(|h| h.held_ms))),
+                    cell(&l.waiters.to_string()),
                 ]
             })
             .collect(),
@@ -359,27 +365,28 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
         "Pool jobs",
         "pools",
         &pool_head,
-        list(&snap["pools"], "jobs")
+        snap.pools
             .iter()
+            .flat_map(|p| &p.jobs)
             .map(|j| {
-                let total = j["total"].as_u64().unwrap_or(0).max(1);
-                let done = j["succeeded"].as_u64().unwrap_or(0) + j["failed"].as_u64().unwrap_or(0);
+                let total = j.total.max(1);
+                let done = j.succeeded + j.failed;
                 let mut row = vec![
-                    cell(&s(&j["job"])),
-                    cell(j["name"].as_str().unwrap_or("-")),
-                    cell(&s(&j["state"])),
+                    cell(&j.job.to_string()),
+                    cell(j.name.as_deref().unwrap_or("-")),
+                    cell(j.state.as_str()),
                     format!("<progress max=\"{total}\" value=\"{done}\"></progress>"),
-                    cell(&s(&j["succeeded"])),
-                    cell(&s(&j["failed"])),
-                    cell(&s(&j["running"])),
-                    cell(&s(&j["total"])),
+                    cell(&j.succeeded.to_string()),
+                    cell(&j.failed.to_string()),
+                    cell(&j.running.to_string()),
+                    cell(&j.total.to_string()),
                     cell(&job_rate(j)),
                 ];
                 if controls {
-                    row.push(if j["state"] == "running" {
+                    row.push(if j.state == JobState::Running {
                         format!(
                             "<button class=\"cancel\" data-job=\"{}\" disabled>cancel</button>",
-                            esc(&s(&j["job"]))
+                            j.job
                         )
                     } else {
                         String::new()
@@ -393,15 +400,15 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
         "Recent events",
         "events",
         &["unit", "event", "detail"],
-        list(snap, "events")
+        snap.events
             .iter()
             .map(|e| {
-                let unit = match (e["unit"].as_str(), e["instance"].as_u64()) {
+                let unit = match (&e.unit, e.instance) {
                     (Some(u), Some(i)) => format!("{u}.{i}"),
-                    (Some(u), None) => u.to_owned(),
+                    (Some(u), None) => u.clone(),
                     _ => "corrald".into(),
                 };
-                vec![cell(&unit), cell(&s(&e["kind"])), cell(&s(&e["detail"]))]
+                vec![cell(&unit), cell(&e.kind), cell(&e.detail)]
             })
             .collect(),
     ));
@@ -410,13 +417,10 @@ pub fn dashboard(snap: &Value, controls: bool) -> String {
 }
 
 /// Items finished per second over the job's life so far.
-pub fn job_rate(j: &Value) -> String {
-    let done = j["succeeded"].as_f64().unwrap_or(0.0) + j["failed"].as_f64().unwrap_or(0.0);
-    let start = j["created_ms"].as_f64().unwrap_or(0.0);
-    let end = j["finished_ms"]
-        .as_f64()
-        .unwrap_or_else(|| crate::store::now_ms() as f64);
-    let secs = ((end - start) / 1000.0).max(0.001);
+pub fn job_rate(j: &PoolJob) -> String {
+    let done = (j.succeeded + j.failed) as f64;
+    let end = j.finished_ms.unwrap_or_else(crate::clock::now_ms);
+    let secs = ((end - j.created_ms) as f64 / 1000.0).max(0.001);
     format!("{:.1}", done / secs)
 }
 
@@ -433,7 +437,7 @@ fn urlencode(text: &str) -> String {
 }
 
 /// One unit: its definition, instances, run history and last log lines.
-pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
+pub fn unit(name: &str, detail: &UnitDetail, controls: bool) -> String {
     let mut body = format!(
         "<header><h1><a href=\"/\">corral</a> / {0}</h1>{1}</header>\
          <main id=\"page\" data-page=\"unit\" data-unit=\"{0}\" data-controls=\"{2}\">",
@@ -448,25 +452,25 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
             unit_buttons(name)
         );
     }
-    let rows: Vec<Vec<String>> = detail["unit"]["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = detail
+        .unit
+        .instances
+        .iter()
         .map(|i| {
-            let state = s(&i["state"]);
+            let state = i.state.as_str();
             vec![
-                cell(&s(&i["instance"])),
-                format!("<span class=\"state {0}\">{0}</span>", esc(&state)),
-                cell(&s(&i["pid"])),
-                cell(&duration_ms(&i["uptime_ms"])),
-                cell(&s(&i["restarts"])),
-                cell(&exit_text(&i["last_exit"])),
+                cell(&i.instance.to_string()),
+                format!("<span class=\"state {0}\">{0}</span>", esc(state)),
+                cell(&or_dash(i.pid)),
+                cell(&duration_ms(i.uptime_ms)),
+                cell(&i.restarts.to_string()),
+                cell(&exit_text(i.last_exit)),
                 cell(&checks_text(i)),
                 cell(&reason_text(i)),
                 format!(
                     "<a href=\"/units/{}/{}/logs\">follow</a>",
                     esc(&urlencode(name)),
-                    esc(&s(&i["instance"]))
+                    i.instance
                 ),
             ]
         })
@@ -494,25 +498,24 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
     );
     body.push_str("</section><section><h2>Definition</h2><pre id=\"config\">");
     body.push_str(&esc(
-        &serde_json::to_string_pretty(&detail["config"]).unwrap_or_default()
+        &serde_json::to_string_pretty(&detail.config).unwrap_or_default()
     ));
     body.push_str("</pre></section>");
-    let runs: Vec<Vec<String>> = detail["runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let runs: Vec<Vec<String>> = detail
+        .runs
+        .iter()
         .map(|r| {
-            let exit = match (r["exit_code"].as_i64(), r["signal"].as_i64()) {
+            let exit = match (r.exit_code, r.signal) {
                 (Some(c), _) => format!("exit {c}"),
                 (None, Some(sig)) => format!("signal {sig}"),
-                _ if r["ended_ms"].is_null() => "running".into(),
+                _ if r.ended_ms.is_none() => "running".into(),
                 _ => "unknown".into(),
             };
             vec![
-                cell(&s(&r["instance"])),
-                cell(&s(&r["pid"])),
+                cell(&r.instance.to_string()),
+                cell(&r.pid.to_string()),
                 cell(&exit),
-                cell(&s(&r["restarts"])),
+                cell(&r.restarts.to_string()),
             ]
         })
         .collect();
@@ -523,19 +526,13 @@ pub fn unit(name: &str, detail: &Value, controls: bool) -> String {
         &runs,
     ));
     body.push_str("</section><section><h2>Logs</h2>");
-    if let Some(logs) = detail["logs"].as_object() {
-        for (instance, lines) in logs {
-            let _ = write!(
-                body,
-                "<h3>instance {}</h3><pre class=\"log\">",
-                esc(instance)
-            );
-            for line in lines.as_array().into_iter().flatten() {
-                body.push_str(&esc(line.as_str().unwrap_or("")));
-                body.push('\n');
-            }
-            body.push_str("</pre>");
+    for (instance, lines) in &detail.logs {
+        let _ = write!(body, "<h3>instance {instance}</h3><pre class=\"log\">");
+        for line in lines {
+            body.push_str(&esc(line));
+            body.push('\n');
         }
+        body.push_str("</pre>");
     }
     body.push_str("</section></main>");
     page(&format!("{name} · corral"), &body)
@@ -584,7 +581,17 @@ mod tests {
 
     #[test]
     fn unit_names_are_escaped_in_the_dashboard() {
-        let snap = json!({"status": {"units": [{"name": "x<script>", "instances": [{"instance": 0, "state": "running", "restarts": 0}]}]}});
+        let status = json!({"units": [{"name": "x<script>", "kind": "service", "daemon": false, "transient": false, "instances": [{"instance": 0, "state": "running", "restarts": 0}]}]});
+        let snap = Snapshot {
+            status: Some(serde_json::from_value(status).unwrap()),
+            processes: BTreeMap::new(),
+            queues: None,
+            counters: None,
+            arrays: None,
+            locks: None,
+            pools: None,
+            events: Vec::new(),
+        };
         let html = dashboard(&snap, true);
         assert!(!html.contains("x<script>"));
         assert!(html.contains("x&lt;script&gt;"));

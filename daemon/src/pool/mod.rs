@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, InstanceState, InstanceStatus, PoolItem, PoolJob,
+    ErrorBody, ErrorCode, ExitStatus, InstanceState, InstanceStatus, JobState, PoolItem, PoolJob,
     PoolListResult, PoolResults, UnitStatus,
 };
 use nix::sys::signal::{Signal, killpg};
@@ -28,7 +28,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Store, StoredJob, now_ms};
+use crate::clock::now_ms;
+use crate::store::{Store, StoredJob};
 use crate::supervisor::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec};
 
 /// Most bytes of stdout (and of stderr) kept per exec item.
@@ -186,7 +187,7 @@ struct Job {
     name: Option<String>,
     spec: JobSpec,
     items: Vec<Item>,
-    state: &'static str,
+    state: JobState,
     created_ms: i64,
     finished_ms: Option<i64>,
     watchers: Vec<Watcher>,
@@ -207,7 +208,7 @@ impl Job {
         name: Option<String>,
         spec: JobSpec,
         items: Vec<Item>,
-        state: &'static str,
+        state: JobState,
         created_ms: i64,
     ) -> Job {
         let respawns = spec.workers * 4 + 8;
@@ -284,7 +285,7 @@ impl Job {
             command: self.spec.command.clone(),
             mode: if self.spec.stream { "stream" } else { "exec" }.into(),
             workers: self.spec.workers,
-            state: self.state.into(),
+            state: self.state,
             total: self.items.len(),
             succeeded: self.n_ok,
             failed: self.n_failed,
@@ -428,12 +429,8 @@ impl PoolManager {
                 }
             })
             .collect();
-        let state = match stored.state.as_str() {
-            "finished" => "finished",
-            "cancelled" => "cancelled",
-            _ => "running",
-        };
-        if state == "running" {
+        let state = JobState::parse(&stored.state);
+        if state == JobState::Running {
             tracing::info!("pool job {} resumes", stored.id);
         }
         let mut job = Job::new(
@@ -461,7 +458,7 @@ impl PoolManager {
                 )
         );
         if !read_only {
-            crate::state_changed();
+            crate::version::state_changed();
         }
         match msg {
             PoolMsg::Request(req) => self.on_request(req),
@@ -572,7 +569,7 @@ impl PoolManager {
             id,
             name: name.clone(),
             spec: serde_json::to_string(&spec).expect("job specs serialize"),
-            state: "running".into(),
+            state: JobState::Running.as_str().into(),
             created_ms,
             finished_ms: None,
             items: inputs.iter().map(|i| (i.clone(), None)).collect(),
@@ -585,7 +582,7 @@ impl PoolManager {
                 state: ItemState::Pending,
             })
             .collect();
-        let job = Job::new(id, name, spec, items, "running", created_ms);
+        let job = Job::new(id, name, spec, items, JobState::Running, created_ms);
         let info = job.info();
         self.jobs.insert(id, job);
         self.pump(id);
@@ -601,7 +598,7 @@ impl PoolManager {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        if job.state != "running" || stopping {
+        if job.state != JobState::Running || stopping {
             return;
         }
         if job.spec.stream {
@@ -831,7 +828,7 @@ impl PoolManager {
             return;
         };
         let retries = job.spec.retries;
-        let cancelled = job.state == "cancelled";
+        let cancelled = job.state == JobState::Cancelled;
         let item = &mut job.items[index];
         let (started_ms, no_retry) = match &item.state {
             ItemState::Running { started_ms, .. } => (*started_ms, false),
@@ -894,7 +891,7 @@ impl PoolManager {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        let ended = job.state != "running";
+        let ended = job.state != JobState::Running;
         let info = job.info();
         let mut still = Vec::new();
         for mut w in job.watchers.drain(..) {
@@ -905,7 +902,9 @@ impl PoolManager {
                 w.next += 1;
             }
             if ended
-                && (w.events.is_none() || w.next >= job.items.len() || job.state == "cancelled")
+                && (w.events.is_none()
+                    || w.next >= job.items.len()
+                    || job.state == JobState::Cancelled)
             {
                 let _ = w.reply.send(Ok(info.clone()));
             } else {
@@ -919,15 +918,15 @@ impl PoolManager {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        if job.state != "running" || job.n_ok + job.n_failed < job.items.len() {
+        if job.state != JobState::Running || job.n_ok + job.n_failed < job.items.len() {
             return;
         }
-        job.state = "finished";
+        job.state = JobState::Finished;
         job.finished_ms = Some(now_ms());
         for worker in job.workers.values_mut() {
             worker.close();
         }
-        self.store.pool_job_ended(id, "finished");
+        self.store.pool_job_ended(id, JobState::Finished.as_str());
         self.notify(id);
     }
 
@@ -953,7 +952,7 @@ impl PoolManager {
         };
         self.jobs
             .values()
-            .filter(|j| j.state == "running")
+            .filter(|j| j.state == JobState::Running)
             .map(|j| {
                 let instances = if j.spec.stream {
                     j.workers
@@ -991,11 +990,11 @@ impl PoolManager {
 
     fn cancel(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {
         let job = self.jobs.get_mut(&id).ok_or_else(|| unknown_job(id))?;
-        if job.state == "running" {
-            job.state = "cancelled";
+        if job.state == JobState::Running {
+            job.state = JobState::Cancelled;
             job.finished_ms = Some(now_ms());
             self.stop_job(id);
-            self.store.pool_job_ended(id, "cancelled");
+            self.store.pool_job_ended(id, JobState::Cancelled.as_str());
             self.notify(id);
         }
         Ok(self.jobs[&id].info())

@@ -144,7 +144,7 @@ impl PoolManager {
                 let Some((stdin, stdout)) = spawned.pipes else {
                     return;
                 };
-                if job.state != "running" {
+                if job.state != corral_proto::JobState::Running {
                     super::kill_group(spawned.pid, nix::sys::signal::Signal::SIGKILL);
                     return;
                 }
@@ -179,7 +179,11 @@ impl PoolManager {
     }
 
     fn feed_if_running(&mut self, id: u64) {
-        if self.jobs.get(&id).is_some_and(|j| j.state == "running") {
+        if self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.state == corral_proto::JobState::Running)
+        {
             self.feed(id);
         }
     }

@@ -76,7 +76,7 @@ impl Locks {
             conn,
             token,
             since: Instant::now(),
-            since_ms: crate::store::now_ms(),
+            since_ms: crate::clock::now_ms(),
         });
         LockGrant {
             lock: lock.to_owned(),

@@ -1,7 +1,7 @@
 //! Queues, counters, arrays and locks: the in-memory state behind the coordination
 //! operations.
 //!
-//! This state is owned by the store thread (see [`crate::store`]), which feeds it one
+//! This state is owned by the store task (see [`crate::store`]), which feeds it one
 //! batch of operations at a time, then makes the batch durable with one commit, then
 //! sends every reply of the batch. So:
 //! - memory is always ahead of disk by at most one uncommitted batch, and nothing of that
@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use corral_proto::{ErrorBody, ErrorCode, Op};
+use corral_proto::{ErrorBody, ErrorCode, Family, Op};
 
 pub use counters::ArrayData;
 pub use locks::Locks;
@@ -297,42 +297,22 @@ impl Primitives {
         out: &mut Outbox,
     ) {
         let mut cx = Cx { changes, out, conn };
-        match op {
-            Op::QueueDeclare { .. }
-            | Op::QueuePut { .. }
-            | Op::QueueGet { .. }
-            | Op::QueueAck { .. }
-            | Op::QueueNack { .. }
-            | Op::QueueLen { .. }
-            | Op::QueueList {}
-            | Op::QueuePurge { .. }
-            | Op::QueueDelete { .. } => self.queue_op(op, reply, &mut cx),
-            Op::CounterGet { .. }
-            | Op::CounterSet { .. }
-            | Op::CounterAdd { .. }
-            | Op::CounterCas { .. }
-            | Op::CounterList {}
-            | Op::CounterDelete { .. } => {
+        match op.spec().family {
+            Family::Queue => self.queue_op(op, reply, &mut cx),
+            Family::Counter => {
                 let outcome = counters::counter_op(&mut self.counters, op, cx.changes);
                 cx.out.durable(reply, outcome);
             }
-            Op::ArrayCreate { .. }
-            | Op::ArrayGet { .. }
-            | Op::ArraySet { .. }
-            | Op::ArrayAdd { .. }
-            | Op::ArrayList {}
-            | Op::ArrayDelete { .. } => {
+            Family::Array => {
                 let outcome = counters::array_op(&mut self.arrays, op, cx.changes);
                 cx.out.durable(reply, outcome);
             }
-            Op::LockAcquire { .. } | Op::LockRelease { .. } | Op::LockStatus { .. } => {
-                self.lock_op(op, reply, &mut cx)
-            }
-            other => cx.out.volatile(
+            Family::Lock => self.lock_op(op, reply, &mut cx),
+            Family::Daemon | Family::Units | Family::Logs | Family::Pool => cx.out.volatile(
                 reply,
                 Err(ErrorBody::new(
                     ErrorCode::Internal,
-                    format!("{other:?} is not a coordination operation"),
+                    format!("`{}` is not a coordination operation", op.name()),
                 )),
             ),
         }

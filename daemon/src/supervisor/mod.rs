@@ -507,8 +507,9 @@ impl Supervisor {
                     inst.pid = Some(run.pid);
                     inst.run_id = Some(run.id);
                     inst.restarts = run.restart_count;
-                    let age =
-                        Duration::from_millis((store::now_ms() - run.started_at).max(0) as u64);
+                    let age = Duration::from_millis(
+                        (crate::clock::now_ms() - run.started_at).max(0) as u64,
+                    );
                     inst.started = Instant::now().checked_sub(age).or(Some(Instant::now()));
                     self.by_pid
                         .insert(run.pid, (run.unit.clone(), run.instance));
@@ -1087,7 +1088,7 @@ impl Supervisor {
             umask: unit.umask,
             rlimits: corral_config::Rlimits {
                 nofile: unit.rlimits.nofile.or_else(|| {
-                    crate::INHERITED_NOFILE
+                    crate::fds::INHERITED_NOFILE
                         .get()
                         .filter(|(soft, hard)| soft < hard)
                         .map(|&(soft, hard)| corral_config::Rlimit { soft, hard })
@@ -1140,7 +1141,7 @@ impl Supervisor {
                     instance: index,
                     pid: spawned.pid,
                     start_time: spawned.start_time,
-                    started_at: store::now_ms(),
+                    started_at: crate::clock::now_ms(),
                     restart_count: inst.restarts,
                     daemon: unit.daemon,
                 });
@@ -2171,7 +2172,7 @@ impl Supervisor {
     }
 
     fn event(&self, unit: &str, instance: Option<u32>, kind: &'static str, detail: String) {
-        crate::state_changed();
+        crate::version::state_changed();
         tracing::info!(unit, instance, kind, "{detail}");
         self.store.event(Event {
             unit: Some(unit.to_owned()),
@@ -2182,7 +2183,7 @@ impl Supervisor {
     }
 
     fn event_global(&self, kind: &'static str, detail: String) {
-        crate::state_changed();
+        crate::version::state_changed();
         tracing::info!(kind, "{detail}");
         self.store.event(Event {
             unit: None,

@@ -651,7 +651,7 @@ impl Supervisor {
                 inst.checks.health_failures = 0;
                 inst.checks.last_error = None;
                 if was == Some(false) {
-                    crate::state_changed();
+                    crate::version::state_changed();
                 }
                 self.arm_health(name, index, run, false);
             }
