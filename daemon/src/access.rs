@@ -214,7 +214,11 @@ pub fn need_of(op: &Op) -> (Need, Option<&str>) {
         | Op::PoolWait { .. }
         | Op::PoolStatus { .. }
         | Op::PoolResults { .. }
-        | Op::PoolList {} => (Need::Read, None),
+        | Op::PoolList {}
+        | Op::SemaphoreList {}
+        | Op::EventList {} => (Need::Read, None),
+        Op::SemaphoreGet { semaphore } => (Need::Read, Some(semaphore)),
+        Op::EventGet { event } | Op::EventWait { event, .. } => (Need::Read, Some(event)),
         Op::Shutdown { plan: true, .. } => (Need::Read, None),
         Op::Start { .. }
         | Op::Stop { .. }
@@ -241,5 +245,16 @@ pub fn need_of(op: &Op) -> (Need, Option<&str>) {
         | Op::ArrayAdd { array, .. }
         | Op::ArrayDelete { array } => (Need::Use, Some(array)),
         Op::LockAcquire { lock, .. } | Op::LockRelease { lock } => (Need::Use, Some(lock)),
+        Op::SemaphoreCreate { semaphore, .. }
+        | Op::SemaphoreAcquire { semaphore, .. }
+        | Op::SemaphoreRelease { semaphore }
+        | Op::SemaphoreDelete { semaphore } => (Need::Use, Some(semaphore)),
+        Op::EventSet { event } | Op::EventClear { event } | Op::EventDelete { event } => {
+            (Need::Use, Some(event))
+        }
+        // Holding keeps a session's objects alive; adding one lets it be deleted with
+        // the session, which needs the right to delete it.
+        Op::AnonHold { .. } => (Need::Use, None),
+        Op::AnonAdd { name, .. } => (Need::Use, Some(name)),
     }
 }

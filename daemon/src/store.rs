@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::primitives::{
     ArrayData, Changes, ConnInfo, Item, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn,
-    Snapshot,
+    SemaphoreState, Snapshot,
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -97,6 +97,15 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS arrays (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL               -- kind and values, as JSON
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS semaphores (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,           -- free permits
+    bound INTEGER                     -- NULL: unbounded
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_flags (
+    name   TEXT PRIMARY KEY,
+    is_set INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -1054,6 +1063,41 @@ fn write_changes(
             }
         }
     }
+    write_syncs(tx, prims, changes)
+}
+
+/// Writes the semaphores and events a batch changed.
+fn write_syncs(
+    tx: &rusqlite::Transaction<'_>,
+    prims: &Primitives,
+    changes: &Changes,
+) -> rusqlite::Result<()> {
+    for name in &changes.semaphores {
+        match prims.semaphore(name) {
+            Some(s) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO semaphores (name, value, bound) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![name, s.value as i64, s.bound.map(|b| b as i64)])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM semaphores WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+        }
+    }
+    for name in &changes.events {
+        match prims.event(name) {
+            Some(set) => {
+                tx.prepare_cached("INSERT OR REPLACE INTO event_flags (name, is_set) VALUES (?1, ?2)")?
+                    .execute(params![name, set])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM event_flags WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1133,6 +1177,22 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             None => tracing::error!("array `{name}` in the state database is unreadable; skipped"),
         }
     }
+    let mut stmt = conn.prepare_cached("SELECT name, value, bound FROM semaphores")?;
+    snapshot.semaphores = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                SemaphoreState {
+                    value: r.get::<_, i64>(1)?.max(0) as u64,
+                    bound: r.get::<_, Option<i64>>(2)?.map(|b| b.max(0) as u64),
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached("SELECT name, is_set FROM event_flags")?;
+    snapshot.events = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(snapshot)
 }
 

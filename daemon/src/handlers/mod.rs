@@ -1,6 +1,7 @@
 //! One module per group of operations, joined by the single [`dispatch`] match.
 //! `ctl/src/commands/` mirrors these modules on the client side.
 
+mod anon;
 mod locks;
 mod logs;
 mod pool;
@@ -96,12 +97,11 @@ pub fn stop_bound(ctx: &Arc<Context>, units: Vec<String>) {
 impl Connection {
     /// A fresh connection; the peer's pid and uid come from the kernel (`SO_PEERCRED`).
     pub fn new(stream: &tokio::net::UnixStream) -> Connection {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         let cred = stream.peer_cred().ok();
         Connection {
             peer: crate::access::Peer::of(cred),
             info: ConnInfo {
-                id: NEXT.fetch_add(1, Ordering::Relaxed),
+                id: next_connection_id(),
                 pid: cred.and_then(|c| c.pid()).map(|p| p as u32),
                 uid: cred.map(|c| c.uid()),
             },
@@ -148,6 +148,12 @@ impl Connection {
         }
         self.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+}
+
+/// A fresh id for a connection, or for a process standing in as one (see `anon`).
+fn next_connection_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Answers one request. Quick operations reply before this returns; long ones are
@@ -309,10 +315,14 @@ pub async fn dispatch(
             tokio::spawn(task);
             return true;
         }
+        Op::AnonHold {
+            session,
+            pid: Some(pid),
+        } => return anon::hold_for(ctx, conn.info, id, session, pid, replies).await,
         // Everything else is a queue, counter, array or lock operation.
         op => {
             debug_assert!(op.is_coordination());
-            return forward(ctx, conn, id, op, replies).await;
+            return forward(ctx, conn.info, id, op, replies).await;
         }
     };
     replies.send(into_response(id, reply)).await
@@ -323,7 +333,7 @@ pub use crate::primitives::Outcome;
 /// Hands a coordination operation to the store thread, which replies straight into the
 /// connection once the change is committed (or the wait ends). The reader does not wait
 /// for it: the next request is read at once, so pipelined operations share commits.
-async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Replies) -> bool {
+async fn forward(ctx: &Context, conn: ConnInfo, id: u64, op: Op, replies: &Replies) -> bool {
     let Some(room) = replies
         .room(reply_estimate(&op, ctx.settings.max_item_bytes))
         .await
@@ -334,7 +344,7 @@ async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Re
     let reply = Box::new(move |outcome: Outcome| {
         replies.send_with(into_response(id, outcome), room);
     });
-    ctx.store.primitive(conn.info, op, reply);
+    ctx.store.primitive(conn, op, reply);
     true
 }
 

@@ -11,9 +11,11 @@
 //!
 //! Nothing here speaks SQL: changes are recorded in [`Changes`], which the store writes.
 
+mod anon;
 mod counters;
 mod locks;
 mod queues;
+mod syncs;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -24,6 +26,7 @@ use corral_proto::{ErrorBody, ErrorCode, Op};
 pub use counters::ArrayData;
 pub use locks::Locks;
 pub use queues::{Item, Queue, check_dead_letter};
+pub use syncs::SemaphoreState;
 
 /// What a reply carries: a result value, or an error.
 pub type Outcome = Result<serde_json::Value, ErrorBody>;
@@ -87,6 +90,10 @@ pub struct Changes {
     pub counters: HashSet<String>,
     /// Arrays to rewrite, or delete if gone.
     pub arrays: HashSet<String>,
+    /// Semaphores to rewrite, or delete if gone.
+    pub semaphores: HashSet<String>,
+    /// Events to rewrite, or delete if gone.
+    pub events: HashSet<String>,
 }
 
 impl Changes {
@@ -97,6 +104,8 @@ impl Changes {
             && self.queue_stats.is_empty()
             && self.counters.is_empty()
             && self.arrays.is_empty()
+            && self.semaphores.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -163,6 +172,12 @@ enum WaitKind {
     Lock {
         lock: String,
     },
+    Semaphore {
+        semaphore: String,
+    },
+    Event {
+        event: String,
+    },
 }
 
 /// A lease on an item in flight (handed out by an acknowledged get). Leases live in
@@ -187,6 +202,10 @@ pub struct Primitives {
     counters: BTreeMap<String, i64>,
     arrays: BTreeMap<String, ArrayData>,
     locks: Locks,
+    semaphores: BTreeMap<String, SemaphoreState>,
+    events: BTreeMap<String, bool>,
+    sync_waiters: syncs::SyncWaiters,
+    anon: anon::Sessions,
     waiters: HashMap<u64, Waiter>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     next_waiter: u64,
@@ -207,6 +226,10 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, i64>,
     /// Arrays.
     pub arrays: BTreeMap<String, ArrayData>,
+    /// Semaphores.
+    pub semaphores: BTreeMap<String, SemaphoreState>,
+    /// Events, and whether each is set.
+    pub events: BTreeMap<String, bool>,
 }
 
 impl Primitives {
@@ -218,6 +241,10 @@ impl Primitives {
             counters: BTreeMap::new(),
             arrays: BTreeMap::new(),
             locks: Locks::new(epoch),
+            semaphores: BTreeMap::new(),
+            events: BTreeMap::new(),
+            sync_waiters: syncs::SyncWaiters::default(),
+            anon: anon::Sessions::new(),
             waiters: HashMap::new(),
             deadlines: BinaryHeap::new(),
             next_waiter: 1,
@@ -237,6 +264,8 @@ impl Primitives {
         self.queues = snapshot.queues;
         self.counters = snapshot.counters;
         self.arrays = snapshot.arrays;
+        self.semaphores = snapshot.semaphores;
+        self.events = snapshot.events;
         for (name, conf) in &self.limits.declared_queues {
             let q = self
                 .queues
@@ -281,7 +310,7 @@ impl Primitives {
                         .or_insert_with(|| Queue::new(None));
                     q.putters.push_back(id);
                 }
-                WaitKind::Lock { .. } => {}
+                WaitKind::Lock { .. } | WaitKind::Semaphore { .. } | WaitKind::Event { .. } => {}
             }
         }
     }
@@ -328,6 +357,22 @@ impl Primitives {
             Op::LockAcquire { .. } | Op::LockRelease { .. } | Op::LockStatus { .. } => {
                 self.lock_op(op, reply, &mut cx)
             }
+            Op::SemaphoreCreate { .. }
+            | Op::SemaphoreAcquire { .. }
+            | Op::SemaphoreRelease { .. }
+            | Op::SemaphoreGet { .. }
+            | Op::SemaphoreList {}
+            | Op::SemaphoreDelete { .. }
+            | Op::EventSet { .. }
+            | Op::EventClear { .. }
+            | Op::EventGet { .. }
+            | Op::EventWait { .. }
+            | Op::EventList {}
+            | Op::EventDelete { .. } => self.sync_op(op, reply, &mut cx),
+            Op::AnonHold { .. } | Op::AnonAdd { .. } => {
+                let outcome = self.anon_op(op, &mut cx);
+                cx.out.volatile(reply, outcome);
+            }
             other => cx.out.volatile(
                 reply,
                 Err(ErrorBody::new(
@@ -365,6 +410,7 @@ impl Primitives {
         for id in leased {
             self.return_lease(id, &mut cx);
         }
+        self.release_sessions(conn, &mut cx);
     }
 
     /// Whether a lease has passed its visibility timeout (there is work for a batch).
@@ -403,6 +449,7 @@ impl Primitives {
         self.waiters.values().any(|w| w.conn.id == conn)
             || !self.locks.held_by(conn).is_empty()
             || self.leases.values().any(|l| l.conn == Some(conn))
+            || self.holds_session(conn)
     }
 
     /// Answers every waiter whose deadline has passed with its timeout error.
@@ -426,6 +473,20 @@ impl Primitives {
                         ErrorCode::Timeout,
                         format!("lock `{lock}` was not released before the timeout"),
                     ),
+                    WaitKind::Semaphore { semaphore } => ErrorBody::new(
+                        ErrorCode::Timeout,
+                        format!("semaphore `{semaphore}` had no free permit before the timeout"),
+                    ),
+                    // An event wait that times out is an answer, not a failure.
+                    WaitKind::Event { event } => {
+                        let value = ok(corral_proto::EventValue {
+                            set: self.events.get(&event).copied().unwrap_or(false),
+                            event,
+                            waiters: 0,
+                        });
+                        out.volatile(waiter.reply, value);
+                        continue;
+                    }
                 };
                 out.volatile(waiter.reply, Err(error));
             }
@@ -474,6 +535,16 @@ impl Primitives {
     /// Current value of a counter, for the store.
     pub fn counter(&self, name: &str) -> Option<i64> {
         self.counters.get(name).copied()
+    }
+
+    /// Current state of a semaphore, for the store.
+    pub fn semaphore(&self, name: &str) -> Option<SemaphoreState> {
+        self.semaphores.get(name).copied()
+    }
+
+    /// Whether an event is set, for the store (None if it is gone).
+    pub fn event(&self, name: &str) -> Option<bool> {
+        self.events.get(name).copied()
     }
 
     /// Current value of an array, for the store.
