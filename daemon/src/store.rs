@@ -1078,7 +1078,11 @@ fn write_syncs(
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO semaphores (name, value, bound) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![name, s.value as i64, s.bound.map(|b| b as i64)])?;
+                .execute(params![
+                    name,
+                    s.value as i64,
+                    s.bound.map(|b| b as i64)
+                ])?;
             }
             None => {
                 tx.prepare_cached("DELETE FROM semaphores WHERE name = ?1")?
@@ -1089,8 +1093,10 @@ fn write_syncs(
     for name in &changes.events {
         match prims.event(name) {
             Some(set) => {
-                tx.prepare_cached("INSERT OR REPLACE INTO event_flags (name, is_set) VALUES (?1, ?2)")?
-                    .execute(params![name, set])?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO event_flags (name, is_set) VALUES (?1, ?2)",
+                )?
+                .execute(params![name, set])?;
             }
             None => {
                 tx.prepare_cached("DELETE FROM event_flags WHERE name = ?1")?

@@ -93,9 +93,11 @@ impl Primitives {
                 Op::CounterDelete { counter: name },
                 cx.changes,
             ),
-            AnonKind::Array => {
-                counters::array_op(&mut self.arrays, Op::ArrayDelete { array: name }, cx.changes)
-            }
+            AnonKind::Array => counters::array_op(
+                &mut self.arrays,
+                Op::ArrayDelete { array: name },
+                cx.changes,
+            ),
             AnonKind::Semaphore => self.semaphore_delete(&name, cx),
             AnonKind::Event => self.event_delete(&name, cx),
         };

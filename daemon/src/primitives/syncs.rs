@@ -54,14 +54,16 @@ impl Primitives {
                 semaphore,
                 timeout_ms,
                 block,
-            } => return self.semaphore_acquire(semaphore, timeout_of(timeout_ms, block), reply, cx),
+            } => {
+                return self.semaphore_acquire(semaphore, timeout_of(timeout_ms, block), reply, cx);
+            }
             Op::SemaphoreRelease { semaphore } => self.semaphore_release(&semaphore, cx),
-            Op::SemaphoreGet { semaphore } => {
-                check_name("semaphore", &semaphore).and_then(|()| match self.semaphores.get(&semaphore) {
+            Op::SemaphoreGet { semaphore } => check_name("semaphore", &semaphore).and_then(|()| {
+                match self.semaphores.get(&semaphore) {
                     Some(_) => ok(self.semaphore_value(&semaphore)),
                     None => Err(sem_not_found(&semaphore)),
-                })
-            }
+                }
+            }),
             Op::SemaphoreList {} => ok(SemaphoreListResult {
                 semaphores: self
                     .semaphores
@@ -69,9 +71,8 @@ impl Primitives {
                     .map(|name| self.semaphore_value(name))
                     .collect(),
             }),
-            Op::SemaphoreDelete { semaphore } => {
-                check_name("semaphore", &semaphore).and_then(|()| self.semaphore_delete(&semaphore, cx))
-            }
+            Op::SemaphoreDelete { semaphore } => check_name("semaphore", &semaphore)
+                .and_then(|()| self.semaphore_delete(&semaphore, cx)),
             Op::EventSet { event } => self.event_store(event, true, cx),
             Op::EventClear { event } => self.event_store(event, false, cx),
             Op::EventGet { event } => {
@@ -80,9 +81,22 @@ impl Primitives {
             Op::EventWait { event, timeout_ms } => {
                 return self.event_wait(event, timeout_of(timeout_ms, true), reply, cx);
             }
-            Op::EventList {} => ok(EventListResult {
-                events: self.events.keys().map(|name| self.event_value(name)).collect(),
-            }),
+            Op::EventList {} => {
+                // Events never set or cleared but waited for are listed too.
+                let waited = self
+                    .sync_waiters
+                    .events
+                    .iter()
+                    .filter(|(_, ids)| ids.iter().any(|id| self.waiters.contains_key(id)));
+                let names: std::collections::BTreeSet<&String> =
+                    self.events.keys().chain(waited.map(|(n, _)| n)).collect();
+                ok(EventListResult {
+                    events: names
+                        .into_iter()
+                        .map(|name| self.event_value(name))
+                        .collect(),
+                })
+            }
             Op::EventDelete { event } => {
                 check_name("event", &event).and_then(|()| self.event_delete(&event, cx))
             }
@@ -100,15 +114,24 @@ impl Primitives {
     }
 
     fn semaphore_value(&self, name: &str) -> SemaphoreValue {
-        let state = self.semaphores.get(name).copied().unwrap_or(SemaphoreState {
-            value: 0,
-            bound: None,
-        });
+        let state = self
+            .semaphores
+            .get(name)
+            .copied()
+            .unwrap_or(SemaphoreState {
+                value: 0,
+                bound: None,
+            });
         SemaphoreValue {
             semaphore: name.to_owned(),
             value: state.value,
             bound: state.bound,
-            waiters: self.live_waiters(self.sync_waiters.semaphores.get(name).map(|w| w.iter().copied())),
+            waiters: self.live_waiters(
+                self.sync_waiters
+                    .semaphores
+                    .get(name)
+                    .map(|w| w.iter().copied()),
+            ),
         }
     }
 
@@ -116,7 +139,12 @@ impl Primitives {
         EventValue {
             event: name.to_owned(),
             set: self.events.get(name).copied().unwrap_or(false),
-            waiters: self.live_waiters(self.sync_waiters.events.get(name).map(|w| w.iter().copied())),
+            waiters: self.live_waiters(
+                self.sync_waiters
+                    .events
+                    .get(name)
+                    .map(|w| w.iter().copied()),
+            ),
         }
     }
 
@@ -138,7 +166,8 @@ impl Primitives {
         }
         if let Some(existing) = self.semaphores.get(&name) {
             if existing.bound != bound {
-                let show = |b: Option<u64>| b.map_or("no bound".to_owned(), |b| format!("bound {b}"));
+                let show =
+                    |b: Option<u64>| b.map_or("no bound".to_owned(), |b| format!("bound {b}"));
                 return Err(ErrorBody::new(
                     ErrorCode::TypeMismatch,
                     format!(
@@ -259,7 +288,12 @@ impl Primitives {
     pub(super) fn semaphore_delete(&mut self, name: &str, cx: &mut Cx<'_>) -> Outcome {
         let removed = usize::from(self.semaphores.remove(name).is_some());
         cx.changes.semaphores.insert(name.to_owned());
-        for id in self.sync_waiters.semaphores.remove(name).unwrap_or_default() {
+        for id in self
+            .sync_waiters
+            .semaphores
+            .remove(name)
+            .unwrap_or_default()
+        {
             if let Some(waiter) = self.waiters.remove(&id) {
                 cx.out.volatile(
                     waiter.reply,
