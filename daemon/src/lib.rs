@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod http;
 pub mod lifecycle;
 pub mod notify;
+pub mod pidwatch;
 pub mod pool;
 pub mod primitives;
 pub mod server;

@@ -569,9 +569,10 @@ pub enum Op {
     /// this connection holds it until it closes; with `pid`, that process holds it until
     /// it exits (corrald watches it with a pidfd), whatever becomes of this connection —
     /// so a program holds for itself and for each child it starts, and a `kill -9` of
-    /// any of them ends its hold. Sessions live in memory: after a restart of corrald the
-    /// objects of a session are kept until a holder holds it again and every holder is
-    /// gone. Result: [`AnonSession`].
+    /// any of them ends its hold. Sessions and their process holders (pid and start time)
+    /// are durable: after a restart of corrald the holders still alive hold on, and a
+    /// session whose holders all died meanwhile ends at once; connection holders end with
+    /// corrald. Result: [`AnonSession`].
     AnonHold {
         /// The session's token: unguessable, chosen by the program that makes it.
         session: String,

@@ -11,7 +11,6 @@ mod units;
 pub(crate) use units::status as units_status;
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,7 +100,7 @@ impl Connection {
         Connection {
             peer: crate::access::Peer::of(cred),
             info: ConnInfo {
-                id: next_connection_id(),
+                id: crate::primitives::next_conn_id(),
                 pid: cred.and_then(|c| c.pid()).map(|p| p as u32),
                 uid: cred.map(|c| c.uid()),
             },
@@ -148,12 +147,6 @@ impl Connection {
         }
         self.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
-}
-
-/// A fresh id for a connection, or for a process standing in as one (see `anon`).
-fn next_connection_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Answers one request. Quick operations reply before this returns; long ones are

@@ -11,7 +11,7 @@
 //!
 //! Nothing here speaks SQL: changes are recorded in [`Changes`], which the store writes.
 
-mod anon;
+pub mod anon;
 mod counters;
 mod locks;
 mod queues;
@@ -19,6 +19,7 @@ mod syncs;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_proto::{ErrorBody, ErrorCode, Op};
@@ -67,6 +68,13 @@ pub struct ConnInfo {
     pub uid: Option<u32>,
 }
 
+/// A fresh connection id: for a client connection, or for a process standing in as one
+/// (an anonymous session's holder, see `anon`).
+pub fn next_conn_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Limits that apply to operations.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -94,6 +102,8 @@ pub struct Changes {
     pub semaphores: HashSet<String>,
     /// Events to rewrite, or delete if gone.
     pub events: HashSet<String>,
+    /// Anonymous sessions to rewrite, or delete if ended.
+    pub anon: HashSet<String>,
 }
 
 impl Changes {
@@ -106,6 +116,7 @@ impl Changes {
             && self.arrays.is_empty()
             && self.semaphores.is_empty()
             && self.events.is_empty()
+            && self.anon.is_empty()
     }
 }
 
@@ -230,6 +241,9 @@ pub struct Snapshot {
     pub semaphores: BTreeMap<String, SemaphoreState>,
     /// Events, and whether each is set.
     pub events: BTreeMap<String, bool>,
+    /// Anonymous sessions, each holder given a connection id by the store (only
+    /// [`Primitives::new`] reads them: a failed commit leaves the sessions in memory).
+    pub anon: anon::Sessions,
 }
 
 impl Primitives {
@@ -252,6 +266,8 @@ impl Primitives {
             lease_deadlines: BinaryHeap::new(),
             next_lease: (epoch << 32) | 1,
         };
+        let mut snapshot = snapshot;
+        p.anon = std::mem::take(&mut snapshot.anon);
         p.restore(snapshot);
         p
     }

@@ -253,3 +253,47 @@ fn anonymous_sessions_refuse_bad_requests() {
     let reply = raw.roundtrip(r#"{"id":2,"op":"semaphore_create","semaphore":"s","value":-1}"#);
     assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
 }
+
+#[test]
+fn anonymous_sessions_survive_kill_9_of_corrald_and_end_for_holders_gone_meanwhile() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let spawn_sleep = || {
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let mut lives = spawn_sleep();
+    let mut dies = spawn_sleep();
+    {
+        let client = d.client();
+        client.anon_hold("s-lives", Some(lives.id())).unwrap();
+        client.anon_hold("s-dies", Some(dies.id())).unwrap();
+        client.counter("c-lives").add(1).unwrap();
+        client.counter("c-dies").add(1).unwrap();
+        client
+            .anon_add("s-lives", AnonKind::Counter, "c-lives")
+            .unwrap();
+        client
+            .anon_add("s-dies", AnonKind::Counter, "c-dies")
+            .unwrap();
+    }
+    d.kill9();
+    // A holder that exits while corrald is down.
+    dies.kill().unwrap();
+    dies.wait().unwrap();
+    d.start();
+    let client = d.client();
+    let exists = |name: &str| client.counters().unwrap().iter().any(|c| c.counter == name);
+    wait_for("the session of the dead holder to end", || {
+        (!exists("c-dies")).then_some(())
+    });
+    assert!(exists("c-lives"), "its holder still runs");
+    lives.kill().unwrap();
+    lives.wait().unwrap();
+    wait_for("the other session to end with its holder", || {
+        (!exists("c-lives")).then_some(())
+    });
+}
