@@ -258,3 +258,23 @@ pub fn need_of(op: &Op) -> (Need, Option<&str>) {
         Op::AnonAdd { name, .. } => (Need::Use, Some(name)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tying_an_object_to_a_session_needs_use_of_its_name() {
+        let op = Op::AnonAdd {
+            session: "s".into(),
+            kind: corral_proto::AnonKind::Queue,
+            name: "secret:q".into(),
+        };
+        assert_eq!(need_of(&op), (Need::Use, Some("secret:q")));
+        let wait = Op::EventWait {
+            event: "e".into(),
+            timeout_ms: None,
+        };
+        assert_eq!(need_of(&wait).0, Need::Read);
+    }
+}
