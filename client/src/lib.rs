@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 
 pub use corral_proto as proto;
 pub use corral_proto::{
-    ArrayInfo, ArrayKind, ArrayValue, CasResult, CounterValue, ErrorBody, ErrorCode, Lease,
-    LockHolder, LockInfo, QueueInfo,
+    AnonKind, AnonSession, ArrayInfo, ArrayKind, ArrayValue, CasResult, CounterValue, ErrorBody,
+    ErrorCode, EventValue, Lease, LockHolder, LockInfo, QueueInfo, SemaphoreValue,
 };
 
 mod array;
@@ -42,12 +42,14 @@ mod client;
 mod counter;
 mod lock;
 mod queue;
+mod semaphore;
 
 pub use array::Array;
 pub use client::Client;
 pub use counter::Counter;
 pub use lock::{Lock, LockGuard};
 pub use queue::{Delivery, Queue};
+pub use semaphore::{Event, Semaphore};
 
 /// Everything that can go wrong talking to corrald.
 ///

@@ -176,6 +176,12 @@ enum Command {
     /// Named locks: run a command while holding one, show holders.
     #[command(subcommand, after_help = EXIT_CODES)]
     Lock(LockCommand),
+    /// Counting semaphores (like multiprocessing.Semaphore and BoundedSemaphore).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Semaphore(commands::sync::SemaphoreCommand),
+    /// Set/clear flags that programs wait on (like multiprocessing.Event).
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Event(commands::sync::EventCommand),
     /// Parallel maps of a command over many inputs, results in input order (like Pool.map).
     #[command(subcommand, after_help = EXIT_CODES)]
     Pool(PoolCommand),
@@ -608,6 +614,8 @@ fn main() -> ExitCode {
         Command::Counter(command) => counter(&client, &out, command),
         Command::Array(command) => array(&client, &out, command),
         Command::Lock(command) => lock(&client, &out, command),
+        Command::Semaphore(command) => commands::sync::semaphore(&client, &out, command),
+        Command::Event(command) => commands::sync::event(&client, &out, command),
         Command::Pool(command) => pool(&client, &out, command),
         Command::Top { once, interval } => commands::top::top(&client, &out, once, interval),
         Command::Completions { .. } | Command::Man => unreachable!("answered before connecting"),

@@ -172,3 +172,24 @@ impl Policy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tying_an_object_to_a_session_needs_use_of_its_name() {
+        let op = Op::AnonAdd {
+            session: "s".into(),
+            kind: corral_proto::AnonKind::Queue,
+            name: "secret:q".into(),
+        };
+        let spec = op.spec();
+        assert_eq!((spec.need, spec.name), (Need::Use, Some("secret:q")));
+        let wait = Op::EventWait {
+            event: "e".into(),
+            timeout_ms: None,
+        };
+        assert_eq!(wait.spec().need, Need::Read);
+    }
+}

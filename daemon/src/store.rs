@@ -19,14 +19,15 @@ use std::path::{Path, PathBuf};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use corral_proto::{ErrorBody, ErrorCode, ExitStatus, Op};
+use corral_proto::{AnonKind, ErrorBody, ErrorCode, ExitStatus, Op};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
+use crate::primitives::anon;
 use crate::primitives::{
     ArrayData, Changes, ConnInfo, Item, ItemChange, Limits, Outbox, Primitives, Queue, ReplyFn,
-    Snapshot,
+    SemaphoreState, Snapshot,
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -98,6 +99,27 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS arrays (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL               -- kind and values, as JSON
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS semaphores (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,           -- free permits
+    bound INTEGER                     -- NULL: unbounded
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_flags (
+    name   TEXT PRIMARY KEY,
+    is_set INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anon_objects (
+    session TEXT NOT NULL,
+    kind    TEXT NOT NULL,            -- queue | counter | array | semaphore | event
+    name    TEXT NOT NULL,
+    PRIMARY KEY (session, kind, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anon_holders (
+    session    TEXT    NOT NULL,
+    pid        INTEGER NOT NULL,
+    start_time INTEGER NOT NULL,      -- clock ticks since boot, from /proc/PID/stat
+    PRIMARY KEY (session, pid, start_time)
 ) WITHOUT ROWID;
 ";
 
@@ -307,17 +329,49 @@ impl Store {
         };
         let conn = open_connection(path)?;
         let epoch = next_epoch(&conn).map_err(sqlite)?;
-        let snapshot = load_snapshot(&conn).map_err(sqlite)?;
-        let prims = Primitives::new(limits, snapshot, epoch);
+        let mut snapshot = load_snapshot(&conn).map_err(sqlite)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let store = Store { tx };
+        let stored = load_sessions(&conn).map_err(sqlite)?;
+        snapshot.anon = store.watch_sessions(stored);
+        let prims = Primitives::new(limits, snapshot, epoch);
         tokio::spawn(serve(conn, rx, path.to_owned(), prims));
-        Ok(Store { tx })
+        Ok(store)
     }
 
     /// Applies a coordination operation (queue, counter, array, lock) for `conn`;
     /// `reply` is called once, after the change is committed (or the wait ends).
     pub fn primitive(&self, conn: ConnInfo, op: Op, reply: ReplyFn) {
         self.send(Command::Primitive { conn, op, reply });
+    }
+
+    /// The anonymous sessions of corrald's previous life, with their holders that are
+    /// still alive watched again; a session with none left ends in the first batch.
+    fn watch_sessions(&self, stored: StoredSessions) -> anon::Sessions {
+        let mut sessions = anon::Sessions::new();
+        for (token, (objects, holders)) in stored {
+            let mut session = anon::Session {
+                objects,
+                ..Default::default()
+            };
+            for (pid, start_time) in holders {
+                let id = crate::primitives::next_conn_id();
+                let store = self.clone();
+                let watched = crate::pidwatch::open(pid, Some(start_time))
+                    .and_then(|w| w.on_exit(move || store.disconnect(id)));
+                if watched.is_ok() {
+                    session.holders.insert(id, Some((pid, start_time)));
+                }
+            }
+            if session.holders.is_empty() {
+                // Ended while corrald was down: a holder that is gone at once.
+                let id = crate::primitives::next_conn_id();
+                session.holders.insert(id, None);
+                self.disconnect(id);
+            }
+            sessions.insert(token, session);
+        }
+        sessions
     }
 
     /// A connection closed: release its locks, drop its waiters.
@@ -1099,7 +1153,120 @@ fn write_changes(
             }
         }
     }
+    write_syncs(tx, prims, changes)
+}
+
+/// Writes the semaphores and events a batch changed.
+fn write_syncs(
+    tx: &rusqlite::Transaction<'_>,
+    prims: &Primitives,
+    changes: &Changes,
+) -> rusqlite::Result<()> {
+    for name in &changes.semaphores {
+        match prims.semaphore(name) {
+            Some(s) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO semaphores (name, value, bound) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    name,
+                    s.value as i64,
+                    s.bound.map(|b| b as i64)
+                ])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM semaphores WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+        }
+    }
+    for token in &changes.anon {
+        write_session(tx, token, prims.anon_session(token))?;
+    }
+    for name in &changes.events {
+        match prims.event(name) {
+            Some(set) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO event_flags (name, is_set) VALUES (?1, ?2)",
+                )?
+                .execute(params![name, set])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM event_flags WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// Rewrites one anonymous session's rows (none once it has ended).
+fn write_session(
+    tx: &rusqlite::Transaction<'_>,
+    token: &str,
+    session: Option<&anon::Session>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM anon_objects WHERE session = ?1")?
+        .execute(params![token])?;
+    tx.prepare_cached("DELETE FROM anon_holders WHERE session = ?1")?
+        .execute(params![token])?;
+    let Some(session) = session else {
+        return Ok(());
+    };
+    for (kind, name) in &session.objects {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO anon_objects (session, kind, name) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![token, anon::kind_name(*kind), name])?;
+    }
+    for (pid, start_time) in session.holders.values().flatten() {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO anon_holders (session, pid, start_time) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![token, pid, *start_time as i64])?;
+    }
+    Ok(())
+}
+
+/// Anonymous sessions as stored: by token, the objects and the process holders (pid,
+/// start time).
+type StoredSessions = BTreeMap<String, (Vec<(AnonKind, String)>, Vec<(u32, u64)>)>;
+
+/// Stored anonymous sessions: their objects and process holders.
+fn load_sessions(conn: &Connection) -> rusqlite::Result<StoredSessions> {
+    let mut sessions = StoredSessions::new();
+    let mut stmt = conn.prepare_cached("SELECT session, kind, name FROM anon_objects")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (token, kind, name) = row?;
+        match anon::kind_of(&kind) {
+            Some(kind) => sessions.entry(token).or_default().0.push((kind, name)),
+            None => tracing::error!("anonymous object `{name}` has unknown kind `{kind}`; skipped"),
+        }
+    }
+    let mut stmt = conn.prepare_cached("SELECT session, pid, start_time FROM anon_holders")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (token, pid, start_time) = row?;
+        sessions
+            .entry(token)
+            .or_default()
+            .1
+            .push((pid as u32, start_time as u64));
+    }
+    Ok(sessions)
 }
 
 /// Bumps and returns the start counter that makes lock fencing tokens grow across restarts.
@@ -1178,6 +1345,22 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             None => tracing::error!("array `{name}` in the state database is unreadable; skipped"),
         }
     }
+    let mut stmt = conn.prepare_cached("SELECT name, value, bound FROM semaphores")?;
+    snapshot.semaphores = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                SemaphoreState {
+                    value: r.get::<_, i64>(1)?.max(0) as u64,
+                    bound: r.get::<_, Option<i64>>(2)?.map(|b| b.max(0) as u64),
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached("SELECT name, is_set FROM event_flags")?;
+    snapshot.events = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(snapshot)
 }
 

@@ -482,6 +482,114 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lock: Option<String>,
     },
+
+    /// Create a counting semaphore with `value` free permits and, for a bounded one, a
+    /// `bound` that a release may not pass. If it exists already with the same bound,
+    /// nothing changes (its permits are as they are); another bound is `type_mismatch`.
+    /// Durable, like counters. Result: [`SemaphoreValue`].
+    SemaphoreCreate {
+        /// Semaphore name.
+        semaphore: String,
+        /// Free permits at creation.
+        value: u64,
+        /// Most free permits (`BoundedSemaphore`): a release past it is `overflow`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bound: Option<u64>,
+    },
+    /// Take one permit, waiting first come first served for a release (up to
+    /// `timeout_ms`; forever if absent) or, with `block: false`, failing at once with
+    /// `locked`; a wait that times out is `timeout`. Permits are not bound to the
+    /// connection: one taken stays taken until someone releases it (as with
+    /// `multiprocessing`), even if this client dies. Result: [`SemaphoreValue`] after the
+    /// take, answered once durable.
+    SemaphoreAcquire {
+        /// Semaphore name (`not_found` if it was never created).
+        semaphore: String,
+        /// Wait at most this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Wait at all.
+        #[serde(default = "yes")]
+        block: bool,
+    },
+    /// Give one permit back: to the oldest waiter if there is one, else to the free
+    /// permits (`overflow` past a bound). Any client may release. Result: [`SemaphoreValue`].
+    SemaphoreRelease {
+        /// Semaphore name.
+        semaphore: String,
+    },
+    /// A semaphore's free permits. Result: [`SemaphoreValue`].
+    SemaphoreGet {
+        /// Semaphore name (`not_found` if it was never created).
+        semaphore: String,
+    },
+    /// Every semaphore. Result: [`SemaphoreListResult`].
+    SemaphoreList {},
+    /// Forget a semaphore; its waiters get `not_found`. Result: [`RemovedResult`].
+    SemaphoreDelete {
+        /// Semaphore name.
+        semaphore: String,
+    },
+
+    /// Set an event (created on first use): every waiter is answered at once, and waits
+    /// return at once until it is cleared. Durable. Result: [`EventValue`].
+    EventSet {
+        /// Event name.
+        event: String,
+    },
+    /// Clear an event (created on first use). Result: [`EventValue`].
+    EventClear {
+        /// Event name.
+        event: String,
+    },
+    /// Whether an event is set (an event never used is clear). Result: [`EventValue`].
+    EventGet {
+        /// Event name.
+        event: String,
+    },
+    /// Wait until the event is set (up to `timeout_ms`; forever if absent). Result:
+    /// [`EventValue`], with `set: false` if the timeout passed first.
+    EventWait {
+        /// Event name.
+        event: String,
+        /// Wait at most this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Every event. Result: [`EventListResult`].
+    EventList {},
+    /// Forget an event; its waiters are answered `set: false`. Result: [`RemovedResult`].
+    EventDelete {
+        /// Event name.
+        event: String,
+    },
+
+    /// Hold an anonymous session (created on first hold): the objects added to it with
+    /// [`Op::AnonAdd`] are deleted by corrald once every holder is gone. Without `pid`,
+    /// this connection holds it until it closes; with `pid`, that process holds it until
+    /// it exits (corrald watches it with a pidfd), whatever becomes of this connection —
+    /// so a program holds for itself and for each child it starts, and a `kill -9` of
+    /// any of them ends its hold. Sessions and their process holders (pid and start time)
+    /// are durable: after a restart of corrald the holders still alive hold on, and a
+    /// session whose holders all died meanwhile ends at once; connection holders end with
+    /// corrald. Result: [`AnonSession`].
+    AnonHold {
+        /// The session's token: unguessable, chosen by the program that makes it.
+        session: String,
+        /// The holding process (default: this connection).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    /// Tie an object to a held session (`not_found` if nobody holds it). Result:
+    /// [`AnonSession`].
+    AnonAdd {
+        /// The session's token.
+        session: String,
+        /// What the object is.
+        kind: AnonKind,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What an operation needs from the `[access]` policy of `corral.toml`.
@@ -525,15 +633,28 @@ pub enum Family {
     Array,
     /// Locks (coordination state, the store).
     Lock,
+    /// Counting semaphores (coordination state, the store).
+    Semaphore,
+    /// Events (coordination state, the store).
+    Event,
+    /// Anonymous sessions: the lifetimes of unnamed objects (coordination state, the store).
+    Anon,
 }
 
 impl Family {
-    /// Whether this is coordination state (queues, counters, arrays, locks), applied by
+    /// Whether this is coordination state (queues, counters, arrays, locks, semaphores,
+    /// events, anonymous sessions), applied by
     /// the store in its batches, rather than units, logs, pools or the daemon.
     pub fn is_coordination(self) -> bool {
         matches!(
             self,
-            Family::Queue | Family::Counter | Family::Array | Family::Lock
+            Family::Queue
+                | Family::Counter
+                | Family::Array
+                | Family::Lock
+                | Family::Semaphore
+                | Family::Event
+                | Family::Anon
         )
     }
 }
@@ -616,6 +737,30 @@ impl Op {
 
             Op::LockStatus { .. } => spec(Lock, Read),
             Op::LockAcquire { lock, .. } | Op::LockRelease { lock } => uses(Lock, lock),
+
+            Op::SemaphoreList {} => spec(Semaphore, Read),
+            Op::SemaphoreGet { semaphore } => OpSpec {
+                name: Some(semaphore),
+                ..spec(Semaphore, Read)
+            },
+            Op::SemaphoreCreate { semaphore, .. }
+            | Op::SemaphoreAcquire { semaphore, .. }
+            | Op::SemaphoreRelease { semaphore }
+            | Op::SemaphoreDelete { semaphore } => uses(Semaphore, semaphore),
+
+            Op::EventList {} => spec(Event, Read),
+            Op::EventGet { event } | Op::EventWait { event, .. } => OpSpec {
+                name: Some(event),
+                ..spec(Event, Read)
+            },
+            Op::EventSet { event } | Op::EventClear { event } | Op::EventDelete { event } => {
+                uses(Event, event)
+            }
+
+            // Holding keeps a session's objects alive; adding one lets it be deleted with
+            // the session, which needs the right to delete it.
+            Op::AnonHold { .. } => spec(Anon, Use),
+            Op::AnonAdd { name, .. } => uses(Anon, name),
         }
     }
 
@@ -1020,6 +1165,74 @@ pub struct LockInfo {
 pub struct LockStatusResult {
     /// Locks by name (held or waited for).
     pub locks: Vec<LockInfo>,
+}
+
+/// Result of the semaphore operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemaphoreValue {
+    /// Semaphore name.
+    pub semaphore: String,
+    /// Free permits.
+    pub value: u64,
+    /// Most free permits, for a bounded semaphore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<u64>,
+    /// Clients waiting to acquire.
+    #[serde(default)]
+    pub waiters: usize,
+}
+
+/// Result of [`Op::SemaphoreList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemaphoreListResult {
+    /// Semaphores by name.
+    pub semaphores: Vec<SemaphoreValue>,
+}
+
+/// Result of the event operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventValue {
+    /// Event name.
+    pub event: String,
+    /// Whether it is set.
+    pub set: bool,
+    /// Clients waiting for it.
+    #[serde(default)]
+    pub waiters: usize,
+}
+
+/// Result of [`Op::EventList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventListResult {
+    /// Events by name.
+    pub events: Vec<EventValue>,
+}
+
+/// The kind of an object tied to an anonymous session ([`Op::AnonAdd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnonKind {
+    /// A queue.
+    Queue,
+    /// A counter.
+    Counter,
+    /// An array.
+    Array,
+    /// A semaphore.
+    Semaphore,
+    /// An event.
+    Event,
+}
+
+/// Result of [`Op::AnonHold`] and [`Op::AnonAdd`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnonSession {
+    /// The session's token.
+    pub session: String,
+    /// Connections and processes holding it now.
+    pub holders: usize,
+    /// Objects tied to it.
+    pub objects: usize,
 }
 
 fn default_kill_signal() -> String {

@@ -1,18 +1,31 @@
-"""Anonymous objects: made without a name, they get a unique one and are removed when
-the program that made them exits (after its children have been joined).
+"""Anonymous objects: made without a name, they get a unique one and belong to the
+program's anonymous session, which corrald removes once the program and every child it
+started are gone — exited, or killed, even with ``kill -9``.
 
-A program killed with ``kill -9`` leaves its anonymous queues, counters and arrays
-behind under their generated names (``py-anon-...``); ``corralctl queue list`` shows
-them and ``corralctl queue delete`` removes them.
+The session is a token chosen here (or inherited from a parent through
+``CORRAL_ANON_SESSION``, so that a child's own anonymous objects join its parent's
+session). corrald watches the session's holders: each process that makes an anonymous
+object holds it for its own pid, and ``Process.start`` holds it for each child's pid
+(``anon_hold``); every anonymous object is tied to it (``anon_add``). When the last
+holder exits, corrald deletes the objects. Nothing is left to the program's ``atexit``.
 """
 
 import os
 import threading
 import uuid
-from typing import Callable, List, Tuple
+from typing import Dict, Optional
+
+from . import _client
+from .errors import NotFound
+
+__all__ = ["ENV", "name", "session", "made", "child_started"]
+
+ENV = "CORRAL_ANON_SESSION"
 
 _LOCK = threading.Lock()
-_MADE: List[Tuple[int, Callable[[], object]]] = []  # (pid, delete function)
+_TOKEN: Optional[str] = None
+# Per socket: the pid that holds the session there (a forked child holds for itself).
+_HELD: Dict[Optional[str], int] = {}
 
 
 def name(kind: str) -> str:
@@ -20,20 +33,36 @@ def name(kind: str) -> str:
     return "py-anon-%s-%s" % (kind, uuid.uuid4().hex)
 
 
-def made(delete: Callable[[], object]) -> None:
-    """Records that this process made an anonymous object; ``delete()`` removes it."""
+def session() -> str:
+    """This program's session token (its parent's, in a child of a corral program)."""
+    global _TOKEN
     with _LOCK:
-        _MADE.append((os.getpid(), delete))
+        if _TOKEN is None:
+            _TOKEN = os.environ.get(ENV) or "py-session-%s" % uuid.uuid4().hex
+        return _TOKEN
 
 
-def cleanup() -> None:
-    """Removes the anonymous objects this process made (called at exit)."""
+def _hold_here(socket: Optional[str]) -> None:
     pid = os.getpid()
     with _LOCK:
-        mine = [d for p, d in _MADE if p == pid]
-        _MADE[:] = [(p, d) for p, d in _MADE if p != pid]
-    for delete in mine:
-        try:
-            delete()
-        except Exception:
-            pass
+        if _HELD.get(socket) == pid:
+            return
+    _client.call("anon_hold", socket=socket, session=session(), pid=pid)
+    with _LOCK:
+        _HELD[socket] = pid
+
+
+def made(kind: str, object_name: str, socket: Optional[str]) -> None:
+    """Ties the anonymous object ``object_name`` of ``kind`` (``queue``, ``counter``,
+    ``array``, ``semaphore``, ``event``) to the session, held by this process."""
+    _hold_here(socket)
+    _client.call("anon_add", socket=socket, session=session(), kind=kind, name=object_name)
+
+
+def child_started(pid: int, socket: Optional[str]) -> None:
+    """Makes the child ``pid`` a holder of the session: the objects outlive this
+    program while the child runs."""
+    try:
+        _client.call("anon_hold", socket=socket, session=session(), pid=int(pid))
+    except NotFound:
+        pass  # the child has exited already: it holds nothing

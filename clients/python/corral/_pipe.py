@@ -127,7 +127,7 @@ class JoinableQueue(Queue):
         super().__init__(name, maxsize, socket=socket)
         self._unfinished = Value(self.name + ".unfinished", socket=socket)
         if anonymous:
-            _anon.made(self._unfinished.delete)
+            _anon.made("counter", self._unfinished.name, socket)
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (_attach_joinable, (self.name, self._socket))

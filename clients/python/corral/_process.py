@@ -221,6 +221,7 @@ class Process:
         # not be started; _poll then finds the reason).
         if result.get("pid"):
             self._pid = result["pid"]
+            _anon.child_started(self._pid, self._socket)
 
     def _start_function(self) -> None:
         body = _payload.dumps(self, "the process %s (its target or arguments)" % self.name)
@@ -228,7 +229,7 @@ class Process:
         fields: Dict[str, Any] = {
             "command": _payload.python_command("_child", path),
             "working_dir": self.cwd or os.getcwd(),
-            "env": _payload.child_env(self.env),
+            "env": dict(_payload.child_env(self.env), **{_anon.ENV: _anon.session()}),
             "stdio_fds": True,
         }
         if self.daemon:
@@ -251,6 +252,7 @@ class Process:
         self.unit = result["unit"]
         if result.get("pid"):
             self._pid = result["pid"]
+            _anon.child_started(self._pid, self._socket)
 
     def run(self) -> None:
         """Function form: calls ``target(*args, **kwargs)`` (in the child, or here if
@@ -548,7 +550,6 @@ def _children_started(process: Process) -> None:
 def _at_exit() -> None:
     _stop_daemons()
     _join_children()
-    _anon.cleanup()
 
 
 atexit.register(_at_exit)

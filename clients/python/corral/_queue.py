@@ -86,7 +86,7 @@ class Queue:
                 fields["dead_letter"] = dead_letter
             self._call("queue_declare", **fields)
         if anonymous:
-            _anon.made(self.delete)
+            _anon.made("queue", self.name, socket)
 
     def _call(self, op: str, **fields: Any) -> Any:
         return _client.call(op, socket=self._socket, queue=self.name, **fields)

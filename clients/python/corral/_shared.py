@@ -152,7 +152,7 @@ class SharedValue:
             self._lock = lock if isinstance(lock, Lock) else Lock(self.name + ".lock", socket=socket)
             self._lock_name = self._lock.name
         if anonymous:
-            _anon.made(self._array.delete)
+            _anon.made("array", self.name, socket)
 
     @classmethod
     def _attach(
@@ -309,7 +309,7 @@ class Array:
         self.kind: str = result["kind"]
         self._length: int = result.get("length", len(result["values"]))
         if anonymous:
-            _anon.made(self.delete)
+            _anon.made("array", self.name, socket)
 
     def get_lock(self) -> "Lock":
         """A :class:`corral.Lock` named ``NAME.lock`` (for ``with a.get_lock():``)."""

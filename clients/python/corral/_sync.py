@@ -1,35 +1,38 @@
-"""Semaphore, BoundedSemaphore and Event (multiprocessing's), on corrald's counters.
+"""Semaphore, BoundedSemaphore and Event (multiprocessing's), served by corrald.
 
-The state is one counter (``NAME``): the free permits of a semaphore, 0/1 for an event;
-changes are atomic (``counter_cas``, ``counter_add``). corrald has no wait operation for
-them yet, so a blocked ``acquire`` or ``wait`` looks again every 5 ms. Anonymous when made
-without a name (removed when the program exits), pickled by reference.
+corrald keeps each one's state (durable) and its waiters: a blocked ``acquire`` is
+answered by the ``release`` that frees a permit, a ``wait`` by the ``set`` (no polling).
+A semaphore's permits are not tied to a connection: one taken by a process that dies
+stays taken, as with multiprocessing. Anonymous when made without a name (removed by
+corrald once the program and its children are gone), pickled by reference.
 """
 
-import time
-from typing import Any, Optional, Tuple, Type, TypeVar
+import math
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
 
-from . import _anon
-from ._shared import Value
+from . import _anon, _client
+from .errors import Locked, Overflow, Timeout
 
 __all__ = ["Semaphore", "BoundedSemaphore", "Event"]
-
-_POLL_INTERVAL = 0.005
 
 _S = TypeVar("_S", bound="Semaphore")
 
 
-def _deadline(block: bool, timeout: Optional[float]) -> Optional[float]:
+def _wait_fields(block: bool, timeout: Optional[float]) -> Dict[str, Any]:
+    """``block``/``timeout`` as the protocol's ``block``/``timeout_ms``."""
     if not block:
-        return 0.0
-    if timeout is None or timeout < 0:
-        return None
-    return time.monotonic() + timeout
+        return {"block": False}
+    if timeout is None:
+        return {}
+    # A short positive timeout must not round to 0 ("do not wait").
+    return {"timeout_ms": max(0, math.ceil(float(timeout) * 1000))}
 
 
 class Semaphore:
     """``Semaphore(value=1)``: ``acquire(block=True, timeout=None)``, ``release()``,
-    ``get_value()``, ``with``."""
+    ``get_value()``, ``with``. ``name=`` makes (or attaches to) a durable named one."""
+
+    _bounded = False
 
     def __init__(
         self,
@@ -46,11 +49,16 @@ class Semaphore:
         self.name = name or _anon.name("semaphore")
         self._socket = socket
         self._bound = int(value)
-        self._counter = Value(self.name, socket=socket)
         if not _attach:
-            self._counter.value = int(value)
+            fields: Dict[str, Any] = {"value": int(value)}
+            if self._bounded:
+                fields["bound"] = int(value)
+            self._call("semaphore_create", **fields)
             if anonymous:
-                _anon.made(self._counter.delete)
+                _anon.made("semaphore", self.name, socket)
+
+    def _call(self, op: str, **fields: Any) -> Any:
+        return _client.call(op, socket=self._socket, semaphore=self.name, **fields)
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (_attach, (type(self), self.name, self._bound, self._socket))
@@ -59,22 +67,20 @@ class Semaphore:
         return "<corral.%s %r value=%d>" % (type(self).__name__, self.name, self.get_value())
 
     def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
-        deadline = _deadline(block, timeout)
-        while True:
-            free = self._counter.value
-            if free > 0 and self._counter.compare_and_swap(free, free - 1):
-                return True
-            if free > 0:
-                continue  # another process took one meanwhile: look again at once
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_INTERVAL)
+        try:
+            self._call("semaphore_acquire", **_wait_fields(block, timeout))
+        except (Locked, Timeout):
+            return False
+        return True
 
     def release(self) -> None:
-        self._counter.add(1)
+        try:
+            self._call("semaphore_release")
+        except Overflow:
+            raise ValueError("semaphore or lock released too many times") from None
 
     def get_value(self) -> int:
-        return self._counter.value
+        return int(self._call("semaphore_get")["value"])
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -85,15 +91,9 @@ class Semaphore:
 
 class BoundedSemaphore(Semaphore):
     """A :class:`Semaphore` whose ``release()`` raises ``ValueError`` past its initial
-    value."""
+    value (corrald refuses the release)."""
 
-    def release(self) -> None:
-        while True:
-            free = self._counter.value
-            if free >= self._bound:
-                raise ValueError("semaphore or lock released too many times")
-            if self._counter.compare_and_swap(free, free + 1):
-                return
+    _bounded = True
 
 
 class Event:
@@ -110,31 +110,30 @@ class Event:
         anonymous = name is None
         self.name = name or _anon.name("event")
         self._socket = socket
-        self._counter = Value(self.name, socket=socket)
-        if not _attach:
-            self._counter.value = 0
-            if anonymous:
-                _anon.made(self._counter.delete)
+        if not _attach and anonymous:
+            self._call("event_clear")
+            _anon.made("event", self.name, socket)
+
+    def _call(self, op: str, **fields: Any) -> Any:
+        return _client.call(op, socket=self._socket, event=self.name, **fields)
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (_attach_event, (self.name, self._socket))
 
+    def __repr__(self) -> str:
+        return "<corral.Event %r %s>" % (self.name, "set" if self.is_set() else "unset")
+
     def is_set(self) -> bool:
-        return self._counter.value != 0
+        return bool(self._call("event_get")["set"])
 
     def set(self) -> None:
-        self._counter.value = 1
+        self._call("event_set")
 
     def clear(self) -> None:
-        self._counter.value = 0
+        self._call("event_clear")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        deadline = _deadline(True, timeout)
-        while not self.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_INTERVAL)
-        return True
+        return bool(self._call("event_wait", **_wait_fields(True, timeout))["set"])
 
 
 def _attach(cls: Type[_S], name: str, bound: int, socket: Optional[str]) -> _S:

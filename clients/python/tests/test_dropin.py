@@ -136,10 +136,51 @@ def test_anonymous_objects_are_removed_when_the_program_ends(corrald, tmp_path):
     assert first == "x 5 [1.5, 0.0, 0.0]"
     queue, value, array = names.split()
     assert all(n.startswith("py-anon-") for n in (queue, value, array))
-    queues = [q["queue"] for q in corral.call("queue_list")["queues"]]
-    arrays = [a["array"] for a in corral.call("array_list")["arrays"]]
-    assert queue not in queues
-    assert value not in arrays and array not in arrays
+    # corrald removes them once it has seen the program exit.
+    wait_for(lambda: not _existing([queue, value, array]), 60, "the objects to be removed")
+
+
+def _existing(names):
+    """Which of `names` exist in corrald, as anything anonymous may be."""
+    listed = set()
+    for op, key, field in [
+        ("queue_list", "queues", "queue"), ("counter_list", "counters", "counter"),
+        ("array_list", "arrays", "array"), ("semaphore_list", "semaphores", "semaphore"),
+        ("event_list", "events", "event"),
+    ]:
+        listed.update(x[field] for x in corral.call(op)[key])
+    return [n for n in names if n in listed]
+
+
+def test_anonymous_objects_outlive_a_parent_killed_with_sigkill_until_its_child_is_gone(
+    corrald, tmp_path
+):
+    pidfile = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, str(DROPIN / "anonymous_then_hang.py"), str(pidfile)],
+        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        names = parent.stdout.readline().split()
+        assert len(names) == 7 and all(n.startswith("py-anon-") for n in names), names
+        child = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), 60, "the child's pid"))
+        # The queue and counters exist once written to; the rest at once.
+        wait_for(lambda: len(_existing(names)) == 7, 60, "every object to exist")
+    finally:
+        parent.kill()
+        parent.wait(timeout=60)
+    # The child still runs (it is not a daemon) and holds the session: nothing is removed.
+    assert os.path.exists("/proc/%d" % child)
+    corral.call("hello", version=1)  # a round trip, after which the parent's exit is seen
+    assert len(_existing(names)) == 7
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: not _existing(names), 60, "the anonymous objects to be removed")
+
+
+def test_float_values_add_exactly_under_their_lock(corrald, tmp_path):
+    out = run_file(DROPIN / "float_increments.py", tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "250.0 [0.0, 500.0, 1.5] [500.0, 1.5] [0, 0, 0, 0]"
 
 
 def test_value_i_is_no_longer_a_machine_wide_counter_named_i(corrald):

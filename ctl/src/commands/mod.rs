@@ -6,6 +6,7 @@ pub mod lock;
 pub mod logs;
 pub mod pool;
 pub mod queue;
+pub mod sync;
 pub mod system;
 pub mod top;
 pub mod units;

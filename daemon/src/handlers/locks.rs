@@ -6,8 +6,8 @@ use tokio::sync::oneshot;
 use super::{Outcome, ok};
 use crate::context::Context;
 use crate::primitives::ConnInfo;
+use crate::procstat::ProcStat;
 use crate::supervisor::Request;
-use crate::supervisor::process::ProcStat;
 
 /// Lock status, naming the supervised instance behind each holder when there is one.
 pub async fn status(ctx: &Context, conn: ConnInfo, lock: Option<String>) -> Outcome {

@@ -8,6 +8,7 @@
 //! `primitives/`, and `top` has no handler of its own (it calls `status`, `queue_list`
 //! and `pool_list`).
 
+mod anon;
 mod locks;
 mod logs;
 mod pool;
@@ -17,7 +18,6 @@ mod units;
 pub(crate) use units::status as units_status;
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,12 +104,11 @@ pub fn stop_bound(ctx: &Arc<Context>, units: Vec<String>) {
 impl Connection {
     /// A fresh connection; the peer's pid and uid come from the kernel (`SO_PEERCRED`).
     pub fn new(stream: &tokio::net::UnixStream) -> Connection {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         let cred = stream.peer_cred().ok();
         Connection {
             peer: crate::access::Peer::of(cred),
             info: ConnInfo {
-                id: NEXT.fetch_add(1, Ordering::Relaxed),
+                id: crate::primitives::next_conn_id(),
                 pid: cred.and_then(|c| c.pid()).map(|p| p as u32),
                 uid: cred.map(|c| c.uid()),
             },
@@ -317,10 +316,14 @@ pub async fn dispatch(
             tokio::spawn(task);
             return true;
         }
+        Op::AnonHold {
+            session,
+            pid: Some(pid),
+        } => return anon::hold_for(ctx, conn.info, id, session, pid, replies).await,
         // Everything else is a queue, counter, array or lock operation.
         op => {
             debug_assert!(op.is_coordination());
-            return forward(ctx, conn, id, op, replies).await;
+            return forward(ctx, conn.info, id, op, replies).await;
         }
     };
     replies.send(into_response(id, reply)).await
@@ -331,7 +334,7 @@ pub use crate::primitives::Outcome;
 /// Hands a coordination operation to the store task, which replies straight into the
 /// connection once the change is committed (or the wait ends). The reader does not wait
 /// for it: the next request is read at once, so pipelined operations share commits.
-async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Replies) -> bool {
+async fn forward(ctx: &Context, conn: ConnInfo, id: u64, op: Op, replies: &Replies) -> bool {
     let Some(room) = replies
         .room(reply_estimate(&op, ctx.settings.max_item_bytes))
         .await
@@ -342,7 +345,7 @@ async fn forward(ctx: &Context, conn: &Connection, id: u64, op: Op, replies: &Re
     let reply = Box::new(move |outcome: Outcome| {
         replies.send_with(into_response(id, outcome), room);
     });
-    ctx.store.primitive(conn.info, op, reply);
+    ctx.store.primitive(conn, op, reply);
     true
 }
 

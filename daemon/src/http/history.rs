@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::supervisor::process::ProcStat;
+use crate::procstat::ProcStat;
 
 /// Time between samples.
 pub const INTERVAL: Duration = Duration::from_secs(2);

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use corral_proto::{InstanceState, InstanceStatus, UnitStatus};
 
 use super::Shared;
+use crate::procstat::ProcStat;
 use crate::store::History;
-use crate::supervisor::process::ProcStat;
 
 /// Escapes a label value (backslash, double quote, newline).
 fn label(v: &str) -> String {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Snapshot, UnitDetail};
 
-use crate::supervisor::process::ProcStat;
+use crate::procstat::ProcStat;
 
 /// The page script: listens to `/api/events` and re-renders the tables with DOM text
 /// nodes only (never `innerHTML` with data), so nothing in a name or log line runs.

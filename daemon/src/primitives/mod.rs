@@ -11,12 +11,15 @@
 //!
 //! Nothing here speaks SQL: changes are recorded in [`Changes`], which the store writes.
 
+pub mod anon;
 mod counters;
 mod locks;
 mod queues;
+mod syncs;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_proto::{ErrorBody, ErrorCode, Family, Op};
@@ -24,6 +27,7 @@ use corral_proto::{ErrorBody, ErrorCode, Family, Op};
 pub use counters::ArrayData;
 pub use locks::Locks;
 pub use queues::{Item, Queue, check_dead_letter};
+pub use syncs::SemaphoreState;
 
 /// What a reply carries: a result value, or an error.
 pub type Outcome = Result<serde_json::Value, ErrorBody>;
@@ -64,6 +68,13 @@ pub struct ConnInfo {
     pub uid: Option<u32>,
 }
 
+/// A fresh connection id: for a client connection, or for a process standing in as one
+/// (an anonymous session's holder, see `anon`).
+pub fn next_conn_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Limits that apply to operations.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -87,6 +98,12 @@ pub struct Changes {
     pub counters: HashSet<String>,
     /// Arrays to rewrite, or delete if gone.
     pub arrays: HashSet<String>,
+    /// Semaphores to rewrite, or delete if gone.
+    pub semaphores: HashSet<String>,
+    /// Events to rewrite, or delete if gone.
+    pub events: HashSet<String>,
+    /// Anonymous sessions to rewrite, or delete if ended.
+    pub anon: HashSet<String>,
 }
 
 impl Changes {
@@ -97,6 +114,9 @@ impl Changes {
             && self.queue_stats.is_empty()
             && self.counters.is_empty()
             && self.arrays.is_empty()
+            && self.semaphores.is_empty()
+            && self.events.is_empty()
+            && self.anon.is_empty()
     }
 }
 
@@ -163,6 +183,12 @@ enum WaitKind {
     Lock {
         lock: String,
     },
+    Semaphore {
+        semaphore: String,
+    },
+    Event {
+        event: String,
+    },
 }
 
 /// A lease on an item in flight (handed out by an acknowledged get). Leases live in
@@ -187,6 +213,10 @@ pub struct Primitives {
     counters: BTreeMap<String, i64>,
     arrays: BTreeMap<String, ArrayData>,
     locks: Locks,
+    semaphores: BTreeMap<String, SemaphoreState>,
+    events: BTreeMap<String, bool>,
+    sync_waiters: syncs::SyncWaiters,
+    anon: anon::Sessions,
     waiters: HashMap<u64, Waiter>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     next_waiter: u64,
@@ -207,6 +237,13 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, i64>,
     /// Arrays.
     pub arrays: BTreeMap<String, ArrayData>,
+    /// Semaphores.
+    pub semaphores: BTreeMap<String, SemaphoreState>,
+    /// Events, and whether each is set.
+    pub events: BTreeMap<String, bool>,
+    /// Anonymous sessions, each holder given a connection id by the store (only
+    /// [`Primitives::new`] reads them: a failed commit leaves the sessions in memory).
+    pub anon: anon::Sessions,
 }
 
 impl Primitives {
@@ -218,6 +255,10 @@ impl Primitives {
             counters: BTreeMap::new(),
             arrays: BTreeMap::new(),
             locks: Locks::new(epoch),
+            semaphores: BTreeMap::new(),
+            events: BTreeMap::new(),
+            sync_waiters: syncs::SyncWaiters::default(),
+            anon: anon::Sessions::new(),
             waiters: HashMap::new(),
             deadlines: BinaryHeap::new(),
             next_waiter: 1,
@@ -225,6 +266,8 @@ impl Primitives {
             lease_deadlines: BinaryHeap::new(),
             next_lease: (epoch << 32) | 1,
         };
+        let mut snapshot = snapshot;
+        p.anon = std::mem::take(&mut snapshot.anon);
         p.restore(snapshot);
         p
     }
@@ -237,6 +280,8 @@ impl Primitives {
         self.queues = snapshot.queues;
         self.counters = snapshot.counters;
         self.arrays = snapshot.arrays;
+        self.semaphores = snapshot.semaphores;
+        self.events = snapshot.events;
         for (name, conf) in &self.limits.declared_queues {
             let q = self
                 .queues
@@ -281,7 +326,7 @@ impl Primitives {
                         .or_insert_with(|| Queue::new(None));
                     q.putters.push_back(id);
                 }
-                WaitKind::Lock { .. } => {}
+                WaitKind::Lock { .. } | WaitKind::Semaphore { .. } | WaitKind::Event { .. } => {}
             }
         }
     }
@@ -308,6 +353,11 @@ impl Primitives {
                 cx.out.durable(reply, outcome);
             }
             Family::Lock => self.lock_op(op, reply, &mut cx),
+            Family::Semaphore | Family::Event => self.sync_op(op, reply, &mut cx),
+            Family::Anon => {
+                let outcome = self.anon_op(op, &mut cx);
+                cx.out.volatile(reply, outcome);
+            }
             Family::Daemon | Family::Units | Family::Logs | Family::Pool => cx.out.volatile(
                 reply,
                 Err(ErrorBody::new(
@@ -345,6 +395,7 @@ impl Primitives {
         for id in leased {
             self.return_lease(id, &mut cx);
         }
+        self.release_sessions(conn, &mut cx);
     }
 
     /// Whether a lease has passed its visibility timeout (there is work for a batch).
@@ -383,6 +434,7 @@ impl Primitives {
         self.waiters.values().any(|w| w.conn.id == conn)
             || !self.locks.held_by(conn).is_empty()
             || self.leases.values().any(|l| l.conn == Some(conn))
+            || self.holds_session(conn)
     }
 
     /// Answers every waiter whose deadline has passed with its timeout error.
@@ -406,6 +458,20 @@ impl Primitives {
                         ErrorCode::Timeout,
                         format!("lock `{lock}` was not released before the timeout"),
                     ),
+                    WaitKind::Semaphore { semaphore } => ErrorBody::new(
+                        ErrorCode::Timeout,
+                        format!("semaphore `{semaphore}` had no free permit before the timeout"),
+                    ),
+                    // An event wait that times out is an answer, not a failure.
+                    WaitKind::Event { event } => {
+                        let value = ok(corral_proto::EventValue {
+                            set: self.events.get(&event).copied().unwrap_or(false),
+                            event,
+                            waiters: 0,
+                        });
+                        out.volatile(waiter.reply, value);
+                        continue;
+                    }
                 };
                 out.volatile(waiter.reply, Err(error));
             }
@@ -454,6 +520,16 @@ impl Primitives {
     /// Current value of a counter, for the store.
     pub fn counter(&self, name: &str) -> Option<i64> {
         self.counters.get(name).copied()
+    }
+
+    /// Current state of a semaphore, for the store.
+    pub fn semaphore(&self, name: &str) -> Option<SemaphoreState> {
+        self.semaphores.get(name).copied()
+    }
+
+    /// Whether an event is set, for the store (None if it is gone).
+    pub fn event(&self, name: &str) -> Option<bool> {
+        self.events.get(name).copied()
     }
 
     /// Current value of an array, for the store.

@@ -13,7 +13,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::Msg;
-use super::process::{ProcEvent, ProcStat};
+use super::process::ProcEvent;
+use crate::procstat::ProcStat;
 
 /// A pidfd for `pid`, if that pid is still the process that started at `start_time`.
 pub fn open_if_same(pid: i32, start_time: u64) -> Option<OwnedFd> {

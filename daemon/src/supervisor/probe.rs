@@ -37,8 +37,9 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::process::{Output, ProcStat, Spawned};
+use super::process::{Output, Spawned};
 use super::{Msg, Supervisor, kill_group};
+use crate::procstat::ProcStat;
 
 /// Which check a probe belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

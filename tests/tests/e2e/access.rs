@@ -136,3 +136,53 @@ fn the_socket_is_0660_and_can_belong_to_a_group() {
         group.gid.as_raw()
     );
 }
+
+#[test]
+fn semaphores_and_events_follow_the_name_rules() {
+    let Some(user) = TestUser::create() else {
+        eprintln!("skipped: needs root and useradd");
+        return;
+    };
+    let d = open_daemon(&format!(
+        "[access]\nuse = [\"user:{}\"]\n[[access.names]]\nprefix = \"secret:\"\nuse = []\n",
+        user.name
+    ));
+    d.ctl_ok(&["semaphore", "create", "secret:slots", "1"]);
+    d.ctl_ok(&["event", "set", "secret:go"]);
+    // Reading is allowed; taking, releasing, setting and clearing a protected name is not.
+    let get = user.ctl(&d, &["semaphore", "get", "secret:slots"]);
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let wait = user.ctl(&d, &["event", "wait", "secret:go", "--timeout", "5"]);
+    assert!(
+        wait.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+    for (args, op) in [
+        (
+            &["semaphore", "acquire", "secret:slots"][..],
+            "semaphore_acquire",
+        ),
+        (
+            &["semaphore", "release", "secret:slots"][..],
+            "semaphore_release",
+        ),
+        (&["event", "clear", "secret:go"][..], "event_clear"),
+    ] {
+        let out = user.ctl(&d, args);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("permission denied") && err.contains(op),
+            "{err}"
+        );
+    }
+    assert_eq!(d.ctl_ok(&["semaphore", "get", "secret:slots"]).trim(), "1");
+    assert_eq!(d.ctl_ok(&["event", "get", "secret:go"]).trim(), "set");
+    let out = user.ctl(&d, &["semaphore", "list"]);
+    assert!(out.status.success());
+}

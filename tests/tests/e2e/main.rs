@@ -22,5 +22,6 @@ mod reload;
 mod schedules;
 mod scripts;
 mod supervise;
+mod syncs;
 mod templates;
 mod top;
