@@ -224,6 +224,8 @@ pub fn need_of(op: &Op) -> (Need, Option<&str>) {
         | Op::Run { .. }
         | Op::Shutdown { .. }
         | Op::PoolSubmit { .. }
+        | Op::PoolAppend { .. }
+        | Op::PoolClose { .. }
         | Op::PoolCancel { .. } => (Need::Control, None),
         Op::QueueDeclare { queue, .. }
         | Op::QueuePut { queue, .. }
