@@ -98,12 +98,15 @@ impl PoolManager {
         let mut retired = false;
         let mut sent = Vec::new();
         let most = job.spec.max_items_per_worker.unwrap_or(u64::MAX);
+        // An open job's items are coarse (a client's chunks) and may be long: one at a
+        // time per worker, so none waits behind a long one while another worker idles.
+        let depth = if job.spec.open { 1 } else { DEPTH };
         for w in worker_ids {
             let worker = job.workers.get_mut(&w).expect("listed");
             let Some(feed) = worker.feed.clone() else {
                 continue;
             };
-            while worker.in_flight.len() < DEPTH && worker.fed < most {
+            while worker.in_flight.len() < depth && worker.fed < most {
                 let Some(index) = job.queue.pop_front() else {
                     break;
                 };
