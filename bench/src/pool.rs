@@ -54,6 +54,8 @@ fn corral_job(
         working_dir: None,
         env: Default::default(),
         cancel_on_disconnect: false,
+        open: false,
+        max_items_per_worker: None,
     })?;
     let mut received = 0;
     let end: PoolJob = client.call_streaming(
@@ -61,6 +63,8 @@ fn corral_job(
             job: job.job,
             results: true,
             timeout_ms: None,
+            from: None,
+            count: None,
         },
         |_| received += 1,
     )?;

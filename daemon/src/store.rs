@@ -224,6 +224,12 @@ enum Command {
         state: &'static str,
         finished_ms: i64,
     },
+    PoolJobUpdated {
+        job: u64,
+        spec: String,
+        first: usize,
+        inputs: Vec<String>,
+    },
     LoadPoolJobs(oneshot::Sender<Vec<StoredJob>>),
     History(History, oneshot::Sender<HistoryRows>),
 }
@@ -395,6 +401,17 @@ impl Store {
     /// Records one finished pool item.
     pub fn pool_item_done(&self, job: u64, index: usize, result: String) {
         self.send(Command::PoolItemDone { job, index, result });
+    }
+
+    /// Records a change of an open pool job: its settings, and inputs appended from
+    /// index `first` on.
+    pub fn pool_job_updated(&self, job: u64, spec: String, first: usize, inputs: Vec<String>) {
+        self.send(Command::PoolJobUpdated {
+            job,
+            spec,
+            first,
+            inputs,
+        });
     }
 
     /// Records the end of a pool job.
@@ -707,6 +724,7 @@ fn changes_visible_state(cmd: &Command) -> bool {
         | Command::Event(..)
         | Command::PoolJobCreated(_)
         | Command::PoolItemDone { .. }
+        | Command::PoolJobUpdated { .. }
         | Command::PoolJobEnded { .. } => true,
         Command::Sync(_)
         | Command::Holds(..)
@@ -893,6 +911,7 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         | Command::Event(..)
         | Command::PoolJobCreated(_)
         | Command::PoolItemDone { .. }
+        | Command::PoolJobUpdated { .. }
         | Command::PoolJobEnded { .. } => {}
     }
 }
@@ -968,6 +987,20 @@ fn apply_one(
         Command::PoolItemDone { job, index, result } => {
             tx.prepare_cached("UPDATE pool_items SET result = ?3 WHERE job = ?1 AND idx = ?2")?
                 .execute(params![job as i64, index as i64, result])?;
+        }
+        Command::PoolJobUpdated {
+            job,
+            spec,
+            first,
+            inputs,
+        } => {
+            tx.prepare_cached("UPDATE pool_jobs SET spec = ?2 WHERE id = ?1")?
+                .execute(params![job as i64, spec])?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO pool_items (job, idx, input) VALUES (?1, ?2, ?3)")?;
+            for (n, input) in inputs.iter().enumerate() {
+                insert.execute(params![job as i64, (first + n) as i64, input])?;
+            }
         }
         Command::PoolJobEnded {
             job,

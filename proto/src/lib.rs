@@ -426,6 +426,36 @@ pub enum Op {
         /// resumes after a restart.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cancel_on_disconnect: bool,
+        /// An open job (stream mode): it does not end when its items are done but takes
+        /// more with [`Op::PoolAppend`] until [`Op::PoolClose`]; `inputs` may be empty.
+        /// Its workers start at once and live as long as the job (a worker that dies,
+        /// or retires after `max_items_per_worker`, is replaced), so the calls of one
+        /// client-side pool share warm workers.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        open: bool,
+        /// Stream mode: a worker is sent at most this many items, then its stdin is
+        /// closed and a fresh worker takes its place (Python's `maxtasksperchild`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_items_per_worker: Option<u64>,
+    },
+    /// Append inputs to an open job (see `open` of [`Op::PoolSubmit`]), by the uid that
+    /// submitted it. They form one batch: wait for its results with [`Op::PoolWait`]
+    /// and `from`/`count`. Result: [`PoolBatch`].
+    PoolAppend {
+        /// Job id.
+        job: u64,
+        /// The inputs, in order.
+        inputs: Vec<String>,
+        /// Cancel the job when this connection closes (as `cancel_on_disconnect` of
+        /// [`Op::PoolSubmit`]): how a client binds its job again after a restart of corrald.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cancel_on_disconnect: bool,
+    },
+    /// No more inputs for an open job: it ends once its items are done (its workers
+    /// then get EOF on stdin). Result: [`PoolJob`].
+    PoolClose {
+        /// Job id.
+        job: u64,
     },
     /// Wait for a job to end. With `results`, every item's [`PoolItem`] streams as an
     /// event in input order, each as soon as it and all before it are done. Result: [`PoolJob`].
@@ -438,6 +468,13 @@ pub enum Op {
         /// Give up after this long with a `timeout` error (the job runs on).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        /// Only the items from this index on (a batch of an open job, or the rest of a
+        /// wait cut short): the wait ends once the items `from..from + count` are done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<usize>,
+        /// With `from`: how many items (default: up to the job's current end).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<usize>,
     },
     /// A job's progress. Result: [`PoolJob`].
     PoolStatus {
@@ -712,7 +749,10 @@ impl Op {
             | Op::PoolStatus { .. }
             | Op::PoolResults { .. }
             | Op::PoolList {} => spec(Pool, Read),
-            Op::PoolSubmit { .. } | Op::PoolCancel { .. } => spec(Pool, Control),
+            Op::PoolSubmit { .. }
+            | Op::PoolAppend { .. }
+            | Op::PoolClose { .. }
+            | Op::PoolCancel { .. } => spec(Pool, Control),
 
             Op::QueueLen { .. } | Op::QueueList {} => spec(Queue, Read),
             Op::QueueDeclare { queue, .. }
@@ -882,6 +922,9 @@ pub struct PoolJob {
     pub workers: usize,
     /// `running`, `finished` or `cancelled`.
     pub state: JobState,
+    /// Open for more inputs ([`Op::PoolAppend`]) until closed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
     /// Number of inputs.
     pub total: usize,
     /// Items that succeeded.
@@ -927,6 +970,17 @@ pub struct PoolItem {
     pub started_ms: i64,
     /// Ended at, unix ms.
     pub ended_ms: i64,
+}
+
+/// Result of [`Op::PoolAppend`]: where the appended inputs are in the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolBatch {
+    /// Job id.
+    pub job: u64,
+    /// Index of the first appended input.
+    pub first: usize,
+    /// Number of inputs appended.
+    pub count: usize,
 }
 
 /// Result of [`Op::PoolResults`].

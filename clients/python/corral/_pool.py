@@ -26,7 +26,7 @@ from typing import (
 from . import _client, _payload
 from ._process import Command, split_command
 from ._queue import timeout_ms
-from .errors import CorralError, PoolItemError, Timeout
+from .errors import CorralConnectionError, CorralError, PoolItemError, Timeout
 
 __all__ = ["Pool", "PoolIterator", "AsyncResult", "ApplyResult"]
 
@@ -134,6 +134,8 @@ class Pool:
         self._initargs = tuple(initargs)
         self._payload: Optional[str] = None  # the pickled function of the last function-form job
         self._payloads: Dict[int, str] = {}  # job id -> payload file, removed when the job is over
+        self._open: Optional[int] = None  # the open job of the function form (its workers)
+        self._maxtasks = maxtasksperchild
         self._pid = os.getpid()
         _POOLS.add(self)
 
@@ -323,52 +325,72 @@ class Pool:
 
     def _fsubmit(
         self, func: Callable[..., Any], chunks: Sequence[List[Any]], mode: str
-    ) -> List[int]:
-        """Submits the chunks (several jobs if they do not fit one request); returns
-        the job ids in order."""
+    ) -> List["_Batch"]:
+        """Appends the chunks to this pool's open job (one batch per request that fits
+        a frame); returns the batches in order."""
         if self._state != "run":
             raise ValueError("Pool not running")
         if not callable(func):
             raise TypeError("%r is not callable" % (func,))
-        body = _payload.dumps(
-            (func, self._initializer, self._initargs), "the pool function %r" % (func,)
-        )
+        fbytes = _payload.dumps(func, "the pool function %r" % (func,))
         lines: List[str] = []
         for chunk in chunks:
-            data = _payload.dumps((mode, chunk), "a task of %r" % (func,))
+            data = _payload.dumps((mode, fbytes, chunk), "a task of %r" % (func,))
             lines.append(base64.b64encode(data).decode("ascii"))
         if not lines:
             return []
-        path = _payload.write(body)
-        fields: Dict[str, Any] = {
-            "command": _payload.python_command("_worker", path),
-            "stream": True,
-            "workers": self._workers(),
-            "working_dir": self.cwd or os.getcwd(),
-            "env": _payload.child_env(self.env),
-        }
-        if self.name is not None:
-            fields["name"] = self.name
-        jobs: List[int] = []
+        from ._process import _owner_connection
+
+        job = self._open_job()
+        batches: List[_Batch] = []
         batch: List[str] = []
         size = 0
-        budget = _FRAME_BUDGET
         for line in [*lines, None]:
-            if line is not None and (not batch or size + len(line) + 4 <= budget):
+            if line is not None and (not batch or size + len(line) + 4 <= _FRAME_BUDGET):
                 batch.append(line)
                 size += len(line) + 4
                 continue
             # Through this program's owner connection: corrald cancels the job when it
             # closes (this program exited or was killed).
-            from ._process import _owner_connection
-
-            request = dict(fields, inputs=batch, cancel_on_disconnect=True)
-            job = _owner_connection(self._socket).request("pool_submit", request)
-            self._jobs[job["job"]] = False
-            self._payloads[job["job"]] = path
-            jobs.append(job["job"])
+            got = _owner_connection(self._socket).request(
+                "pool_append", {"job": job, "inputs": batch, "cancel_on_disconnect": True}
+            )
+            batches.append(_Batch(job, got["first"], got["count"]))
             batch, size = ([line], len(line) + 4) if line is not None else ([], 0)
-        return jobs
+        return batches
+
+    def _open_job(self) -> int:
+        """This pool's open stream-mode job, submitted on first use: its workers live
+        as long as the Pool, so each map() reuses them warm."""
+        if self._open is not None:
+            return self._open
+        from ._process import _owner_connection
+
+        body = _payload.dumps((self._initializer, self._initargs), "the pool initializer")
+        path = _payload.write(body)
+        fields: Dict[str, Any] = {
+            "command": _payload.python_command("_worker", path),
+            "stream": True,
+            "open": True,
+            "inputs": [],
+            "workers": self._workers(),
+            "working_dir": self.cwd or os.getcwd(),
+            "env": _payload.child_env(self.env),
+            "cancel_on_disconnect": True,
+        }
+        if self._maxtasks is not None:
+            fields["max_items_per_worker"] = self._maxtasks
+        if self.name is not None:
+            fields["name"] = self.name
+        try:
+            job = _owner_connection(self._socket).request("pool_submit", fields)
+        except BaseException:
+            _remove(path)
+            raise
+        self._open = job["job"]
+        self._jobs[self._open] = False
+        self._payloads[self._open] = path
+        return self._open
 
     def _fmap(
         self,
@@ -379,8 +401,8 @@ class Pool:
         callback: Optional[Callable[[Any], object]] = None,
         error_callback: Optional[Callable[[BaseException], object]] = None,
     ) -> "ApplyResult":
-        jobs = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
-        return ApplyResult(self, jobs, callback, error_callback)
+        batches = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
+        return ApplyResult(self, batches, callback, error_callback)
 
     def _fiter(
         self,
@@ -389,12 +411,10 @@ class Pool:
         chunksize: Optional[int],
         mode: str,
     ) -> Outcomes:
-        jobs = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
-        for job in jobs:
-            for outcome in self._results(job, False):
+        for batch in self._fsubmit(func, self._chunks(iterable, chunksize), mode):
+            for outcome in self._batch_results(batch):
                 for value in _decode_chunk(outcome):
                     yield value
-            self._done(job)
 
     def _done(self, job: int) -> None:
         self._finished(job)
@@ -409,6 +429,49 @@ class Pool:
         """Submits the job now; returns a generator of each result, or of the exception
         for a failed item, in input order."""
         return self._results(self._submit(cmd, iterable), parse_json)
+
+    def _batch_results(self, batch: "_Batch") -> Outcomes:
+        """The answers of one batch of the open job, in order. A wait cut short (corrald
+        restarted) is taken up again from the next answer: the job and the answers
+        recorded so far are corrald's, kept across its restart."""
+        seen = 0
+        deadline: Optional[float] = None
+        while seen < batch.count:
+            fields = {"job": batch.job, "results": True, "from": batch.first + seen,
+                      "count": batch.count - seen}
+            events = _client.stream("pool_wait", socket=self._socket, **fields)
+            try:
+                while True:
+                    try:
+                        item = next(events)
+                    except StopIteration as end:
+                        info = end.value or {}
+                        break
+                    seen += 1
+                    deadline = None
+                    if item.get("ok"):
+                        yield item.get("stdout") or ""
+                    else:
+                        yield PoolItemError(item, batch.job)
+            except CorralConnectionError:
+                import time
+
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + _REATTACH_SECONDS
+                elif now > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            finally:
+                events.close()
+            if seen < batch.count:
+                raise CorralError(
+                    "pool job %d was cancelled before %d of this call's %d tasks were done "
+                    "(state %s)" % (batch.job, batch.count - seen, batch.count,
+                                    info.get("state")),
+                    "cancelled",
+                )
 
     def _results(self, job: Optional[int], parse_json: bool) -> Outcomes:
         if job is None:
@@ -453,6 +516,9 @@ class Pool:
         """No more jobs may be submitted; the running ones go on (``join`` waits)."""
         if self._state == "run":
             self._state = "close"
+            if self._open is not None and not self._jobs.get(self._open):
+                # The open job ends once its batches are done (join waits for that).
+                _client.call("pool_close", socket=self._socket, job=self._open)
 
     def terminate(self) -> None:
         """Cancels every job of this pool that is still running (``pool_cancel``):
@@ -493,6 +559,22 @@ class Pool:
 _POOLS: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 # The inputs of one pool_submit request, in bytes: under corrald's 1 MiB frame limit.
 _FRAME_BUDGET = 900_000
+# How long a wait for results tries to reconnect to a corrald that went away.
+_REATTACH_SECONDS = 60.0
+
+
+class _Batch:
+    """Inputs of one pool_append: items ``first .. first + count`` of ``job``."""
+
+    def __init__(self, job: int, first: int, count: int) -> None:
+        self.job, self.first, self.count = job, first, count
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _cancel_at_exit() -> None:
@@ -540,12 +622,13 @@ class ApplyResult:
     def __init__(
         self,
         pool: Pool,
-        jobs: List[int],
+        batches: List[_Batch],
         callback: Optional[Callable[[Any], object]] = None,
         error_callback: Optional[Callable[[BaseException], object]] = None,
     ) -> None:
         self._pool = pool
-        self.jobs = jobs
+        self._batches = batches
+        self.jobs = sorted({b.job for b in batches})
         self._single = False
         self._callback = callback
         self._error_callback = error_callback
@@ -558,10 +641,9 @@ class ApplyResult:
     def _wait(self) -> None:
         values: List[Any] = []
         try:
-            for job in self.jobs:
-                for outcome in self._pool._results(job, False):
+            for batch in self._batches:
+                for outcome in self._pool._batch_results(batch):
                     values.extend(_decode_chunk(outcome))
-                self._pool._done(job)
             self._value = values[0] if self._single and values else values
         except BaseException as e:  # noqa: BLE001 - handed to get()
             self._error = e

@@ -1,8 +1,8 @@
 """A worker of a function-form Pool: ``python -m corral._worker PAYLOAD``.
 
 corrald runs it as a long-lived worker of a stream-mode pool job. The payload file
-holds the pickled ``(function, initializer, initargs)``; each line on stdin is one
-chunk of tasks (base64 of a pickle), answered by one line on stdout: the chunk's
+holds the pickled ``(initializer, initargs)``; each line on stdin is one chunk of
+tasks (base64 of a pickle of the mode, the pickled function and the tasks), answered by one line on stdout: the chunk's
 results, or the exception of its first failing task with its formatted traceback.
 Whatever the function prints goes to the worker's stderr (corrald's log of the job),
 never into the answers.
@@ -13,7 +13,7 @@ import os
 import pickle
 import sys
 import traceback
-from typing import IO, Any, List, NoReturn, Tuple
+from typing import IO, Any, Dict, List, NoReturn, Tuple
 
 
 def _answer(out: IO[bytes], value: Tuple[Any, ...]) -> None:
@@ -47,7 +47,10 @@ def main(argv: List[str]) -> int:
     os.dup2(2, 1)
     import cloudpickle  # noqa: F401
 
-    func, initializer, initargs = pickle.loads(body)
+    initializer, initargs = pickle.loads(body)
+    # The workers outlive one map(): each chunk names its function (pickled once per
+    # call), unpickled here once per distinct function.
+    functions: Dict[bytes, Any] = {}
     if initializer is not None:
         initializer(*initargs)
     stdin = sys.stdin.buffer
@@ -56,7 +59,12 @@ def main(argv: List[str]) -> int:
         if not line:
             continue
         try:
-            mode, tasks = pickle.loads(base64.b64decode(line))
+            mode, fbytes, tasks = pickle.loads(base64.b64decode(line))
+            func = functions.get(fbytes)
+            if func is None:
+                if len(functions) > 64:
+                    functions.clear()
+                func = functions[fbytes] = pickle.loads(fbytes)
             results: List[Any] = []
             for task in tasks:
                 if mode == "star":

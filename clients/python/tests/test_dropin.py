@@ -361,3 +361,20 @@ def test_a_child_whose_python_differs_is_refused_clearly(tmp_path):
     assert "refusing to run a target pickled by cpython 2.7.0" in out.stderr
     assert "the child's Python must be the parent's" in out.stderr
     assert not os.path.exists(path), "the payload is removed once read"
+
+
+def _pid(_):
+    return os.getpid()
+
+
+def test_a_pools_workers_outlive_one_map(corrald):
+    with Pool(2) as pool:
+        first = set(pool.map(_pid, range(8), chunksize=1))
+        second = set(pool.map(_pid, range(8), chunksize=1))
+        assert len(first | second) <= 2, (first, second)
+
+
+def test_maxtasksperchild_replaces_workers(corrald):
+    with Pool(1, maxtasksperchild=1) as pool:
+        pids = pool.map(_pid, range(3), chunksize=1)
+        assert len(set(pids)) == 3, pids

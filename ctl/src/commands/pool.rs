@@ -72,6 +72,8 @@ pub fn map(client: &Client, out: &Output, args: MapArgs) -> Result<ExitCode, Err
             .map(|d| d.display().to_string()),
         env: Default::default(),
         cancel_on_disconnect: false,
+        open: false,
+        max_items_per_worker: None,
     })?;
     if args.detach {
         if out.json {
@@ -94,6 +96,8 @@ fn follow(client: &Client, out: &Output, job: PoolJob) -> Result<ExitCode, Error
             job: job.job,
             results: true,
             timeout_ms: None,
+            from: None,
+            count: None,
         },
         |event| {
             let Ok(item) = serde_json::from_value::<PoolItem>(event) else {
@@ -334,6 +338,8 @@ pub fn wait(
         job,
         results: false,
         timeout_ms: timeout.map(|t| t.millis()),
+        from: None,
+        count: None,
     })?;
     if out.json {
         out.print_json(&info);

@@ -183,7 +183,17 @@ pub async fn dispatch(
             working_dir,
             env,
             cancel_on_disconnect,
+            open,
+            max_items_per_worker,
         } => {
+            let owner = if cancel_on_disconnect {
+                conn.info.pid.and_then(|pid| {
+                    let pid = pid as i32;
+                    crate::procstat::process_start_time(pid).map(|t| (pid, t))
+                })
+            } else {
+                None
+            };
             let submit = pool::Submit {
                 run_as: conn.peer.run_as(),
                 stop: None,
@@ -197,6 +207,9 @@ pub async fn dispatch(
                 stream,
                 working_dir,
                 env,
+                open,
+                max_items_per_worker,
+                owner,
             };
             let outcome = pool::submit(ctx, submit).await;
             if cancel_on_disconnect {
@@ -211,16 +224,35 @@ pub async fn dispatch(
             }
             outcome
         }
+        Op::PoolAppend {
+            job,
+            inputs,
+            cancel_on_disconnect,
+        } => {
+            let outcome = pool::append(ctx, job, conn.peer.run_as(), inputs).await;
+            if cancel_on_disconnect && outcome.is_ok() {
+                conn.bound.add_job(job);
+            }
+            outcome
+        }
+        Op::PoolClose { job } => pool::close(ctx, job).await,
         Op::PoolWait {
             job,
             results,
             timeout_ms,
+            from,
+            count,
         } => {
             let timeout = timeout_ms.map(Duration::from_millis);
+            let target = pool::Wait {
+                job,
+                from: from.unwrap_or(0),
+                count,
+            };
             tokio::spawn(pool::wait(
                 ctx.clone(),
                 id,
-                job,
+                target,
                 results,
                 timeout,
                 replies.clone(),

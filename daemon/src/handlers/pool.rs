@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{Outcome, ok};
 use crate::context::Context;
+pub use crate::pool::Wait;
 use crate::pool::{JobSpec, PoolRequest};
 use crate::replies::Replies;
 use crate::supervisor::Request;
@@ -33,6 +34,10 @@ pub struct Submit {
     pub stream: bool,
     pub working_dir: Option<String>,
     pub env: BTreeMap<String, String>,
+    pub open: bool,
+    pub max_items_per_worker: Option<u64>,
+    /// The client process the job dies with: pid and start time.
+    pub owner: Option<(i32, u64)>,
 }
 
 pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
@@ -85,7 +90,13 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
             "a pool job needs a command: corralctl pool map -- PROGRAM ARGS... ::: INPUTS".into(),
         );
     }
-    if s.inputs.is_empty() {
+    if s.open && !s.stream {
+        return bad("only a stream-mode job can be open for more inputs".into());
+    }
+    if s.max_items_per_worker == Some(0) {
+        return bad("max_items_per_worker must be at least 1".into());
+    }
+    if s.inputs.is_empty() && !s.open {
         return bad("no inputs: give them after `:::` or one per line on stdin".into());
     }
     if s.inputs.len() > MAX_INPUTS {
@@ -116,6 +127,9 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
         user: s.run_as.map(|uid| uid.to_string()),
         stop_signal: s.stop.map_or(15, |(sig, _)| sig),
         stop_timeout_ms: s.stop.map_or(10_000, |(_, ms)| ms),
+        open: s.open,
+        max_items_per_worker: s.max_items_per_worker,
+        owner: s.owner,
     };
     let name = s.name;
     let inputs = s.inputs;
@@ -127,21 +141,46 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
     ok(job)
 }
 
+/// `pool_append`: a batch of inputs for an open job, run as `run_as` (the submitter's uid).
+pub async fn append(ctx: &Context, job: u64, run_as: Option<u32>, inputs: Vec<String>) -> Outcome {
+    if inputs.iter().any(|i| i.contains('\n')) {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "in stream mode an input is one line: inputs may not contain newlines",
+        ));
+    }
+    let user = run_as.map(|uid| uid.to_string());
+    let batch = ctx
+        .pool
+        .ask(|r| PoolRequest::Append(job, user, inputs, r))
+        .await?;
+    ctx.store.sync().await?;
+    ok(batch)
+}
+
+/// `pool_close`: an open job takes no more inputs.
+pub async fn close(ctx: &Context, job: u64) -> Outcome {
+    let job = ctx.pool.ask(|r| PoolRequest::Close(job, r)).await?;
+    ctx.store.sync().await?;
+    ok(job)
+}
+
 /// Waits for a job; with `results`, streams each item as an event, in input order.
 /// `pool_wait`: the job's end (and, with `results`, each item's result as an event), or a
 /// `timeout` error once `timeout` has passed (the job runs on).
 pub async fn wait(
     ctx: Arc<Context>,
     id: u64,
-    job: u64,
+    target: Wait,
     results: bool,
     timeout: Option<Duration>,
     replies: Replies,
 ) {
+    let job = target.job;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let events = results.then_some(tx);
     let pool = ctx.pool.clone();
-    let done = pool.ask(move |r| PoolRequest::Wait(job, events, r));
+    let done = pool.ask(move |r| PoolRequest::Wait(target, events, r));
     tokio::pin!(done);
     let expired = async {
         match timeout {

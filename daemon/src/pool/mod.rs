@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, InstanceState, InstanceStatus, JobState, PoolItem, PoolJob,
-    PoolListResult, PoolResults, UnitStatus,
+    ErrorBody, ErrorCode, ExitStatus, InstanceState, InstanceStatus, JobState, PoolBatch, PoolItem,
+    PoolJob, PoolListResult, PoolResults, UnitStatus,
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -64,6 +64,17 @@ pub struct JobSpec {
     /// Run the processes as this user (uid), when a non-root client submitted the job.
     #[serde(default)]
     pub user: Option<String>,
+    /// Open for more inputs (`pool_append`) until closed; its workers live as long.
+    #[serde(default)]
+    pub open: bool,
+    /// Stream mode: items sent to one worker before it is replaced.
+    #[serde(default)]
+    pub max_items_per_worker: Option<u64>,
+    /// The client process the job dies with (`cancel_on_disconnect`): its pid and start
+    /// time. Its connection closing cancels the job; after a restart of corrald, which
+    /// closed that connection, the job is cancelled once this process is gone.
+    #[serde(default)]
+    pub owner: Option<(i32, u64)>,
 }
 
 fn default_stop_signal() -> i32 {
@@ -78,8 +89,17 @@ fn default_stop_timeout_ms() -> u64 {
 pub enum PoolRequest {
     /// A new job.
     Submit(Option<String>, JobSpec, Vec<String>, Reply<PoolJob>),
-    /// Wait for the end of a job; with `Some(events)`, stream its items in order.
-    Wait(u64, Option<mpsc::UnboundedSender<PoolItem>>, Reply<PoolJob>),
+    /// More inputs for an open job, from this uid (None: root).
+    Append(u64, Option<String>, Vec<String>, Reply<PoolBatch>),
+    /// No more inputs for an open job.
+    Close(u64, Reply<PoolJob>),
+    /// Wait for the end of a job, or of its items `from..from + count`; with
+    /// `Some(events)`, stream those items in order.
+    Wait(
+        Wait,
+        Option<mpsc::UnboundedSender<PoolItem>>,
+        Reply<PoolJob>,
+    ),
     /// A job's progress.
     Status(u64, Reply<PoolJob>),
     /// Finished items of a job.
@@ -90,6 +110,16 @@ pub enum PoolRequest {
     Cancel(u64, Reply<PoolJob>),
     /// The processes of running jobs, as `status` shows them.
     Processes(Reply<Vec<UnitStatus>>),
+}
+
+/// What a `pool_wait` waits for.
+pub struct Wait {
+    /// Job id.
+    pub job: u64,
+    /// First item.
+    pub from: usize,
+    /// Number of items (None: up to the end of the job).
+    pub count: Option<usize>,
 }
 
 /// Everything the manager reacts to.
@@ -178,6 +208,8 @@ struct Item {
 
 struct Watcher {
     next: usize,
+    /// One past the last item waited for (None: the whole job).
+    end: Option<usize>,
     events: Option<mpsc::UnboundedSender<PoolItem>>,
     reply: Reply<PoolJob>,
 }
@@ -192,7 +224,7 @@ struct Job {
     finished_ms: Option<i64>,
     watchers: Vec<Watcher>,
     workers: HashMap<u64, stream::Worker>,
-    /// Worker respawns left, so a command that dies at once cannot loop forever.
+    /// Worker respawns left (see [`respawn_budget`]).
     respawns: usize,
     /// Indexes of the pending items, in the order they will start: every pending item
     /// is here exactly once, so no per-item work ever scans the whole job.
@@ -211,7 +243,7 @@ impl Job {
         state: JobState,
         created_ms: i64,
     ) -> Job {
-        let respawns = spec.workers * 4 + 8;
+        let respawns = respawn_budget(&spec);
         let mut job = Job {
             id,
             name,
@@ -286,6 +318,7 @@ impl Job {
             mode: if self.spec.stream { "stream" } else { "exec" }.into(),
             workers: self.spec.workers,
             state: self.state,
+            open: self.spec.open,
             total: self.items.len(),
             succeeded: self.n_ok,
             failed: self.n_failed,
@@ -299,6 +332,12 @@ impl Job {
     fn running(&self) -> usize {
         self.n_running
     }
+}
+
+/// Worker deaths allowed without an answer in between, so a command that dies at once
+/// cannot loop forever.
+fn respawn_budget(spec: &JobSpec) -> usize {
+    spec.workers * 4 + 8
 }
 
 /// The pool manager. See the module docs.
@@ -492,7 +531,10 @@ impl PoolManager {
                 }
                 self.check_shutdown();
             }
-            PoolMsg::Tick => self.check_shutdown(),
+            PoolMsg::Tick => {
+                self.cancel_orphans();
+                self.check_shutdown();
+            }
             PoolMsg::Kill(pid) => {
                 self.stopping.remove(&pid);
                 // Until it is reaped (and forgotten) the pid cannot belong to anyone else.
@@ -508,19 +550,39 @@ impl PoolManager {
             PoolRequest::Submit(name, spec, inputs, reply) => {
                 let _ = reply.send(self.submit(name, spec, inputs));
             }
-            PoolRequest::Wait(id, events, reply) => match self.jobs.get_mut(&id) {
-                None => {
+            PoolRequest::Wait(wait, events, reply) => {
+                let id = wait.job;
+                let Some(job) = self.jobs.get_mut(&id) else {
                     let _ = reply.send(Err(unknown_job(id)));
+                    return;
+                };
+                let total = job.items.len();
+                let end = wait.count.map(|n| wait.from.saturating_add(n));
+                if wait.from > total || end.is_some_and(|e| e > total) {
+                    let _ = reply.send(Err(ErrorBody::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "pool job {id} has {total} items: no items {}..{}",
+                            wait.from,
+                            end.unwrap_or(total)
+                        ),
+                    )));
+                    return;
                 }
-                Some(job) => {
-                    job.watchers.push(Watcher {
-                        next: 0,
-                        events,
-                        reply,
-                    });
-                    self.notify(id);
-                }
-            },
+                job.watchers.push(Watcher {
+                    next: wait.from,
+                    end,
+                    events,
+                    reply,
+                });
+                self.notify(id);
+            }
+            PoolRequest::Append(id, user, inputs, reply) => {
+                let _ = reply.send(self.append(id, user, inputs));
+            }
+            PoolRequest::Close(id, reply) => {
+                let _ = reply.send(self.close(id));
+            }
             PoolRequest::Status(id, reply) => {
                 let _ = reply.send(
                     self.jobs
@@ -587,6 +649,92 @@ impl PoolManager {
         self.jobs.insert(id, job);
         self.pump(id);
         Ok(info)
+    }
+
+    /// Appends a batch of inputs to an open job.
+    fn append(
+        &mut self,
+        id: u64,
+        user: Option<String>,
+        inputs: Vec<String>,
+    ) -> Result<PoolBatch, ErrorBody> {
+        let job = self.jobs.get_mut(&id).ok_or_else(|| unknown_job(id))?;
+        if job.spec.user != user {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                format!("pool job {id} belongs to another user: only its submitter may add to it"),
+            ));
+        }
+        if job.state != JobState::Running || !job.spec.open {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "pool job {id} is {} and takes no more inputs (only an open job does, \
+                     until it is closed)",
+                    if job.state == JobState::Running {
+                        "closed"
+                    } else {
+                        job.state.as_str()
+                    }
+                ),
+            ));
+        }
+        let first = job.items.len();
+        let count = inputs.len();
+        self.store.pool_job_updated(
+            id,
+            serde_json::to_string(&job.spec).expect("job specs serialize"),
+            first,
+            inputs.clone(),
+        );
+        for input in inputs {
+            job.queue.push_back(job.items.len());
+            job.items.push(Item {
+                input,
+                attempts: 0,
+                state: ItemState::Pending,
+            });
+        }
+        self.pump(id);
+        Ok(PoolBatch {
+            job: id,
+            first,
+            count,
+        })
+    }
+
+    /// Closes an open job: it ends once its items are done.
+    fn close(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {
+        let job = self.jobs.get_mut(&id).ok_or_else(|| unknown_job(id))?;
+        if job.spec.open {
+            job.spec.open = false;
+            let spec = serde_json::to_string(&job.spec).expect("job specs serialize");
+            self.store
+                .pool_job_updated(id, spec, job.items.len(), Vec::new());
+            self.pump(id);
+            self.notify(id);
+        }
+        Ok(self.jobs[&id].info())
+    }
+
+    /// Cancels the running jobs whose owner process is gone (see [`JobSpec::owner`]).
+    fn cancel_orphans(&mut self) {
+        let orphans: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Running)
+            .filter(|j| {
+                j.spec.owner.is_some_and(|(pid, start)| {
+                    crate::procstat::process_start_time(pid) != Some(start)
+                })
+            })
+            .map(|j| j.id)
+            .collect();
+        for id in orphans {
+            tracing::info!("pool job {id}: its owner process is gone; cancelled");
+            crate::version::state_changed();
+            let _ = self.cancel(id);
+        }
     }
 
     /// Starts what may start: exec items up to `workers`, or stream workers and their feed.
@@ -895,16 +1043,22 @@ impl PoolManager {
         let info = job.info();
         let mut still = Vec::new();
         for mut w in job.watchers.drain(..) {
-            while let Some(ItemState::Done(result)) = job.items.get(w.next).map(|i| &i.state) {
+            let end = w.end.unwrap_or(job.items.len());
+            while w.next < end {
+                let Some(ItemState::Done(result)) = job.items.get(w.next).map(|i| &i.state) else {
+                    break;
+                };
                 if let Some(events) = &w.events {
                     let _ = events.send(result.clone());
                 }
                 w.next += 1;
             }
-            if ended
-                && (w.events.is_none()
-                    || w.next >= job.items.len()
-                    || job.state == JobState::Cancelled)
+            let batch_done = w.end.is_some_and(|e| w.next >= e);
+            if batch_done
+                || ended
+                    && (w.events.is_none()
+                        || w.next >= job.items.len()
+                        || job.state == JobState::Cancelled)
             {
                 let _ = w.reply.send(Ok(info.clone()));
             } else {
@@ -918,7 +1072,10 @@ impl PoolManager {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        if job.state != JobState::Running || job.n_ok + job.n_failed < job.items.len() {
+        if job.state != JobState::Running
+            || job.spec.open
+            || job.n_ok + job.n_failed < job.items.len()
+        {
             return;
         }
         job.state = JobState::Finished;

@@ -28,6 +28,11 @@ pub struct Worker {
     in_flight: VecDeque<usize>,
     /// Feeds its stdin; dropping it closes the worker's stdin.
     feed: Option<mpsc::Sender<(usize, String)>>,
+    /// Items sent to it so far.
+    fed: u64,
+    /// It was sent its last item (`max_items_per_worker`): it ends once it has answered,
+    /// and a fresh worker already takes its place.
+    retiring: bool,
 }
 
 impl Worker {
@@ -41,11 +46,15 @@ impl PoolManager {
     pub(super) fn pump_stream(&mut self, id: u64) {
         let job = self.jobs.get_mut(&id).expect("pumped job exists");
         let pending = job.queue.len();
-        // Enough workers for the work left, replacing the dead (within a budget).
-        while pending > 0
-            && job.workers.len() < job.spec.workers.min(pending.max(1))
-            && job.respawns > 0
-        {
+        // Enough workers for the work left (an open job: always all of them, so they are
+        // warm when its next batch comes), replacing the dead (within a budget).
+        let wanted = if job.spec.open {
+            job.spec.workers
+        } else {
+            job.spec.workers.min(pending)
+        };
+        let active = |job: &super::Job| job.workers.values().filter(|w| !w.retiring).count();
+        while active(job) < wanted && job.respawns > 0 {
             job.respawns -= 1;
             let worker = self.next_worker;
             self.next_worker += 1;
@@ -56,6 +65,8 @@ impl PoolManager {
                     exit: None,
                     in_flight: VecDeque::new(),
                     feed: None,
+                    fed: 0,
+                    retiring: false,
                 },
             );
             let log = self.log_dir.join(format!("pool-{id}.{worker}.log"));
@@ -71,9 +82,6 @@ impl PoolManager {
             self.tokens
                 .insert(token, Spawning::Worker { job: id, worker });
             self.procs.spawn(token, spec);
-            if job.workers.len() >= job.spec.workers {
-                break;
-            }
         }
         if pending > 0 && self.jobs[&id].workers.is_empty() {
             // No worker can be had: fail what is left rather than wait forever.
@@ -87,13 +95,18 @@ impl PoolManager {
     fn feed(&mut self, id: u64) {
         let job = self.jobs.get_mut(&id).expect("fed job exists");
         let worker_ids: Vec<u64> = job.workers.keys().copied().collect();
+        let mut retired = false;
         let mut sent = Vec::new();
+        let most = job.spec.max_items_per_worker.unwrap_or(u64::MAX);
+        // An open job's items are coarse (a client's chunks) and may be long: one at a
+        // time per worker, so none waits behind a long one while another worker idles.
+        let depth = if job.spec.open { 1 } else { DEPTH };
         for w in worker_ids {
             let worker = job.workers.get_mut(&w).expect("listed");
             let Some(feed) = worker.feed.clone() else {
                 continue;
             };
-            while worker.in_flight.len() < DEPTH {
+            while worker.in_flight.len() < depth && worker.fed < most {
                 let Some(index) = job.queue.pop_front() else {
                     break;
                 };
@@ -105,11 +118,21 @@ impl PoolManager {
                     break;
                 }
                 worker.in_flight.push_back(index);
+                worker.fed += 1;
                 sent.push(index);
+            }
+            if worker.fed >= most {
+                // Its last item: EOF follows it, and the worker exits once it has answered.
+                worker.close();
+                worker.retiring = true;
+                retired = true;
             }
         }
         for index in sent {
             job.start_item(index);
+        }
+        if retired {
+            self.pump_stream(id);
         }
     }
 
@@ -174,6 +197,9 @@ impl PoolManager {
         if w.in_flight.front() == Some(&index) {
             w.in_flight.pop_front();
         }
+        // Progress: the job's workers may die again that many times before it gives up.
+        let job = self.jobs.get_mut(&id).expect("looked up");
+        job.respawns = super::respawn_budget(&job.spec);
         self.finish_item(id, index, None, line, String::new(), false, None, true);
         self.feed_if_running(id);
     }
