@@ -12,9 +12,7 @@ mod adopt;
 pub mod cgroup;
 pub mod logs;
 mod probe;
-pub mod process;
 mod schedule;
-mod spawn;
 mod started;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -29,16 +27,16 @@ use corral_proto::{
     ReloadResult, ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult,
     WaitResult,
 };
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::actor::Reply;
+use crate::process::{
+    Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned, Tokens, kill_group,
+};
 use crate::store::{self, Event, OpenRun, RunStart, Store};
-use process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned};
 pub use started::{START_WINDOW, StartFailure};
-
-/// Result type of supervisor requests: errors go to clients as they are.
-pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
 
 /// Everything the supervisor task reacts to.
 pub enum Msg {
@@ -142,9 +140,7 @@ pub struct SupervisorHandle {
 impl SupervisorHandle {
     /// Sends a request built around a fresh reply channel and awaits the answer.
     pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, ErrorBody> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Request(make(tx))).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        crate::actor::ask(&self.tx, |reply| Msg::Request(make(reply))).await
     }
 
     /// Starts shutdown and resolves when every instance is down.
@@ -159,10 +155,6 @@ impl SupervisorHandle {
     pub fn force_shutdown(&self) {
         let _ = self.tx.send(Msg::Request(Request::ForceShutdown));
     }
-}
-
-fn gone() -> ErrorBody {
-    ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down")
 }
 
 fn not_found(unit: &str) -> ErrorBody {
@@ -373,8 +365,8 @@ pub struct Supervisor {
     config: SupervisorConfig,
     units: BTreeMap<String, UnitEntry>,
     by_pid: HashMap<i32, (String, u32)>,
-    tokens: HashMap<u64, (String, u32)>,
-    next_token: u64,
+    /// Spawns in flight: the instance each is for (`exec` probes take theirs from here too).
+    tokens: Tokens<(String, u32)>,
     next_run_id: i64,
     next_transient: u64,
     waiters: Vec<Waiter>,
@@ -427,8 +419,7 @@ impl Supervisor {
                 .map(|(name, u)| (name, Arc::new(u)))
                 .collect(),
             by_pid: HashMap::new(),
-            tokens: HashMap::new(),
-            next_token: 1,
+            tokens: Tokens::default(),
             next_run_id,
             next_transient: 1,
             waiters: Vec::new(),
@@ -1032,11 +1023,9 @@ impl Supervisor {
             return;
         }
         inst.recent_starts.push_back(Instant::now());
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.tokens.issue((name.to_owned(), index));
         inst.state = InstanceState::Starting;
         inst.spawn_token = Some(token);
-        self.tokens.insert(token, (name.to_owned(), index));
         self.checks_before_spawn(name, index);
         match self.spawn_spec(&unit, index) {
             Ok(mut spec) => {
@@ -1106,7 +1095,7 @@ impl Supervisor {
         if self.probe_spawned(token, &result) {
             return;
         }
-        let Some((name, index)) = self.tokens.remove(&token) else {
+        let Some((name, index)) = self.tokens.take(token) else {
             return;
         };
         let run_id = self.next_run_id;
@@ -2164,11 +2153,7 @@ impl Supervisor {
     }
 
     fn after(&self, delay: Duration, msg: Msg) {
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(msg);
-        });
+        crate::actor::after(&self.tx, delay, msg);
     }
 
     fn event(&self, unit: &str, instance: Option<u32>, kind: &'static str, detail: String) {
@@ -2220,7 +2205,6 @@ fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
     base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
-/// Signals a whole process group; a group that is already gone is not an error.
 /// Sends `signal` to an instance's process group and, in cgroup mode, to every process
 /// of its cgroup (those that left the group with `setsid` too); SIGKILL there is
 /// `cgroup.kill`, which no process can escape by forking.
@@ -2242,13 +2226,6 @@ fn signal_instance(
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => tracing::warn!("kill({member}, {signal}): {e}"),
         }
-    }
-}
-
-fn kill_group(pgid: i32, signal: Signal) {
-    match killpg(Pid::from_raw(pgid), signal) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => tracing::warn!("killpg({pgid}, {signal}): {e}"),
     }
 }
 
