@@ -11,6 +11,7 @@
 mod adopt;
 pub mod cgroup;
 pub mod logs;
+mod machine;
 mod probe;
 mod reload;
 mod schedule;
@@ -21,7 +22,7 @@ mod started;
 mod stop;
 mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,9 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use corral_config::{NotLoaded, RestartPolicy, Unit, UnitKind};
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, PlanStep,
-    ReloadResult, ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult,
-    WaitResult,
+    ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, PlanStep, ReloadResult,
+    ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -42,6 +42,7 @@ use crate::process::{
     Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned, Tokens, kill_group,
 };
 use crate::store::{self, Event, OpenRun, RunStart, Store};
+use machine::{AfterExit, Instance};
 pub use started::{START_WINDOW, StartFailure};
 
 /// Everything the supervisor task reacts to.
@@ -168,93 +169,6 @@ fn not_found(unit: &str) -> ErrorBody {
         ErrorCode::NotFound,
         format!("no unit named `{unit}` (see `corralctl status`)"),
     )
-}
-
-/// One running copy of a unit.
-#[derive(Debug)]
-struct Instance {
-    index: u32,
-    state: InstanceState,
-    pid: Option<i32>,
-    /// Set while a spawn request is in flight.
-    spawn_token: Option<u64>,
-    started: Option<Instant>,
-    run_id: Option<i64>,
-    restarts: u32,
-    consecutive_failures: u32,
-    recent_starts: VecDeque<Instant>,
-    last_exit: Option<ExitStatus>,
-    reason: Option<String>,
-    generation: u64,
-    /// A signal asked for (`kill`) while the spawn was in flight: sent once the pid is known.
-    pending_signal: Option<Signal>,
-    /// Readiness and health of the current run.
-    checks: probe::InstanceChecks,
-}
-
-impl Instance {
-    fn new(index: u32) -> Instance {
-        Instance {
-            index,
-            state: InstanceState::Inactive,
-            pid: None,
-            spawn_token: None,
-            started: None,
-            run_id: None,
-            restarts: 0,
-            consecutive_failures: 0,
-            recent_starts: VecDeque::new(),
-            last_exit: None,
-            reason: None,
-            generation: 0,
-            pending_signal: None,
-            checks: probe::InstanceChecks::default(),
-        }
-    }
-
-    /// Into `Backoff` before a restart by policy: the delay (doubled with each
-    /// consecutive failure, up to the unit's max) and the generation its
-    /// `Msg::RestartDue` must carry.
-    fn back_off(&mut self, unit: &Unit) -> (Duration, u64) {
-        let delay = backoff(
-            unit.restart_delay,
-            unit.restart_delay_max,
-            self.consecutive_failures,
-        );
-        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        self.state = InstanceState::Backoff;
-        self.generation += 1;
-        (delay, self.generation)
-    }
-
-    fn status(&self) -> InstanceStatus {
-        InstanceStatus {
-            instance: self.index,
-            state: self.state,
-            pid: self.pid.map(|p| p as u32),
-            uptime_ms: self
-                .pid
-                .and(self.started)
-                .map(|t| t.elapsed().as_millis() as u64),
-            restarts: self.restarts,
-            last_exit: self.last_exit,
-            reason: self
-                .reason
-                .clone()
-                .or_else(|| self.checks.restarted_for.clone()),
-            ready: self.checks.ready.filter(|_| self.pid.is_some()),
-            healthy: self.checks.healthy.filter(|_| self.pid.is_some()),
-            health_failures: self.checks.health_failures,
-            health_failures_total: self.checks.health_failures_total,
-            check_error: self
-                .checks
-                .last_error
-                .clone()
-                .filter(|_| self.pid.is_some()),
-            cgroup_cpu_usec: None,
-            cgroup_memory_bytes: None,
-        }
-    }
 }
 
 /// What to do with a unit once all its instances have settled.
@@ -858,32 +772,6 @@ impl Supervisor {
     }
 }
 
-/// `Some(reason)` when starting now would exceed the unit's start limit.
-fn start_limit_hit(unit: &Unit, inst: &mut Instance) -> Option<String> {
-    let now = Instant::now();
-    while inst
-        .recent_starts
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > unit.start_limit_interval)
-    {
-        inst.recent_starts.pop_front();
-    }
-    (inst.recent_starts.len() >= unit.start_limit_burst as usize).then(|| {
-        format!(
-            "start limit hit: {} starts within {:?}; `corralctl start {}` tries again",
-            inst.recent_starts.len(),
-            unit.start_limit_interval,
-            unit.name
-        )
-    })
-}
-
-/// `base * 2^failures`, capped at `max`.
-fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
-    let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(max).min(max)
-}
-
 /// Sends `signal` to an instance's process group and, in cgroup mode, to every process
 /// of its cgroup (those that left the group with `setsid` too); SIGKILL there is
 /// `cgroup.kill`, which no process can escape by forking.
@@ -905,20 +793,5 @@ fn signal_instance(
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => tracing::warn!("kill({member}, {signal}): {e}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let ms = Duration::from_millis;
-        assert_eq!(backoff(ms(100), ms(1000), 0), ms(100));
-        assert_eq!(backoff(ms(100), ms(1000), 1), ms(200));
-        assert_eq!(backoff(ms(100), ms(1000), 3), ms(800));
-        assert_eq!(backoff(ms(100), ms(1000), 4), ms(1000));
-        assert_eq!(backoff(ms(100), ms(1000), 200), ms(1000));
     }
 }

@@ -84,7 +84,7 @@ impl Supervisor {
                 })
                 .collect();
             for (name, index) in waiting {
-                match self.deps_ready(&name) {
+                match machine::deps_ready(&self.units, &name) {
                     Ok(true) => {
                         self.spawn_instance(&name, index);
                         changed = true;
@@ -105,52 +105,6 @@ impl Supervisor {
         }
     }
 
-    /// Ok(true): may start now. Ok(false): wait. Err: a requirement failed.
-    pub(super) fn deps_ready(&self, name: &str) -> Result<bool, String> {
-        let unit = &self.units[name].unit;
-        for dep in &unit.requires {
-            let Some(d) = self.units.get(dep) else {
-                return Err(format!("required unit `{dep}` does not exist"));
-            };
-            for i in &d.instances {
-                match (d.unit.kind, i.state) {
-                    (_, InstanceState::Failed) => {
-                        let why = i.reason.as_ref().map(|r| format!(": {r}"));
-                        return Err(format!(
-                            "required unit `{dep}` failed{}",
-                            why.unwrap_or_default()
-                        ));
-                    }
-                    (UnitKind::Service, InstanceState::Running) => {}
-                    (UnitKind::Task, InstanceState::Exited)
-                        if i.last_exit.is_some_and(|e| e.success()) => {}
-                    (UnitKind::Task, InstanceState::Exited) => {
-                        return Err(format!("required task `{dep}` exited unsuccessfully"));
-                    }
-                    (_, s) if s.is_active() => return Ok(false),
-                    (_, s) => {
-                        return Err(format!("required unit `{dep}` is {}", s.as_str()));
-                    }
-                }
-            }
-        }
-        for dep in unit.after.iter().filter(|d| !unit.requires.contains(d)) {
-            let Some(d) = self.units.get(dep) else {
-                continue;
-            };
-            let busy = d.instances.iter().any(|i| match i.state {
-                InstanceState::Starting | InstanceState::Backoff => true,
-                // "after a task" means after it has finished.
-                InstanceState::Running | InstanceState::Stopping => d.unit.kind == UnitKind::Task,
-                _ => false,
-            });
-            if busy {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     pub(super) fn instance_mut(&mut self, unit: &str, index: u32) -> Option<&mut Instance> {
         self.units
             .get_mut(unit)
@@ -167,8 +121,8 @@ impl Supervisor {
         // open once the process has it (a restart writes to the unit's log instead).
         let stdio = entry.stdio.take();
         let inst = &mut entry.instances[index as usize];
-        if let Some(reason) = start_limit_hit(&unit, inst) {
-            inst.state = InstanceState::Failed;
+        if let Some(reason) = inst.start_limit_hit(&unit, Instant::now()) {
+            inst.transition(InstanceState::Failed);
             inst.reason = Some(reason.clone());
             self.event(name, Some(index), "gave_up", reason);
             return;
@@ -369,55 +323,25 @@ impl Supervisor {
             keep: unit.log_keep,
         };
         tokio::task::spawn_blocking(move || logs::rotate_all(std::slice::from_ref(&rotation)));
-        let ran_for = inst.started.map_or(Duration::ZERO, |t| t.elapsed());
         if let Some(run_id) = inst.run_id.take() {
             self.store.run_ended(run_id, Some(status));
         }
-        // Stopped by corrald for a failed check: restarted as after a failure.
-        let failed_check = inst.checks.kill_reason.take();
-        if inst.state == InstanceState::Stopping && failed_check.is_none() {
-            inst.state = InstanceState::Stopped;
-            inst.generation += 1;
-            self.event(&name, Some(index), "stopped", status.to_string());
+        let (kind, detail, delay) = match inst.exited(&unit, status, shutting_down, Instant::now())
+        {
+            AfterExit::Stopped => ("stopped", status.to_string(), None),
+            AfterExit::Failed(detail) => ("failed", detail, None),
+            AfterExit::Exited => ("exited", status.to_string(), None),
+            AfterExit::GaveUp(reason) => ("gave_up", format!("{status}; {reason}"), None),
+            AfterExit::Restart { delay, generation } => (
+                "exited",
+                format!("{status}; restarting in {delay:?}"),
+                Some((delay, generation)),
+            ),
+        };
+        self.event(&name, Some(index), kind, detail);
+        let Some((delay, generation)) = delay else {
             return;
-        }
-        let restart = !shutting_down
-            && match unit.restart {
-                RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => !status.success() || failed_check.is_some(),
-                RestartPolicy::No => false,
-            };
-        if let (Some(why), false) = (&failed_check, restart) {
-            inst.state = InstanceState::Failed;
-            inst.generation += 1;
-            self.event(&name, Some(index), "failed", format!("{status}; {why}"));
-            return;
-        }
-        if let Some(why) = failed_check {
-            // Shown as the reason while the next runs go well (a spawn clears `reason`).
-            inst.checks.restarted_for = Some(why);
-        }
-        if !restart {
-            inst.state = InstanceState::Exited;
-            self.event(&name, Some(index), "exited", status.to_string());
-            return;
-        }
-        if ran_for >= unit.restart_delay_max.max(Duration::from_secs(1)) {
-            inst.consecutive_failures = 0; // it ran long enough to count as healthy
-        }
-        if let Some(reason) = start_limit_hit(&unit, inst) {
-            inst.state = InstanceState::Failed;
-            inst.reason = Some(reason.clone());
-            self.event(&name, Some(index), "gave_up", format!("{status}; {reason}"));
-            return;
-        }
-        let (delay, generation) = inst.back_off(&unit);
-        self.event(
-            &name,
-            Some(index),
-            "exited",
-            format!("{status}; restarting in {delay:?}"),
-        );
+        };
         self.after(
             delay,
             Msg::RestartDue {
