@@ -1,9 +1,15 @@
-//! The decisions of the instance state machine, apart from their side effects: what an
-//! exit leads to (the restart policy, backoff, the start limit), whether an instance may
-//! start yet (dependency gating) and which units a shutdown stops next. They read and
-//! change instance state and return what is to be done ([`AfterExit`], the units to
-//! stop); the actor (`start.rs`, `shutdown.rs`) carries it out: events, timers, signals.
-//! The clock is a parameter, so the tests below run without processes or waiting.
+//! The instance state machine, apart from its side effects.
+//!
+//! An [`Instance`]'s [`State`] carries the data valid in it: a spawn in flight has its
+//! token, a process its pid, run id and start time ([`Run`]), a backoff its end. Every
+//! change of state goes through [`Instance::transition`], which bumps the generation
+//! (so timers armed before are recognised as stale), and records the event or marks the
+//! state changed. The decisions (start, spawn outcome, exit and the restart policy,
+//! backoff, the start limit, stop, kill; dependency gating and the shutdown order for
+//! units) change instance state and return [`Effect`]s: what is to be spawned,
+//! signalled, timed, recorded and logged. The actor carries them out in one place
+//! ([`Supervisor::apply`](super::Supervisor)). The clock is a parameter, so the tests
+//! (`machine/tests.rs`) run without processes or waiting.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -14,25 +20,120 @@ use corral_proto::{ExitStatus, InstanceState, InstanceStatus};
 use nix::sys::signal::Signal;
 
 use super::{UnitEntry, probe};
+use crate::store::RunStart;
+
+/// One process of an instance: what identifies it and when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Run {
+    /// Its pid, also its process group.
+    pub(super) pid: i32,
+    /// Its run id in the store.
+    pub(super) id: i64,
+    /// When it was spawned (or, adopted, when it started in corrald's previous life).
+    pub(super) since: Instant,
+}
+
+/// Where an instance is, with the data valid there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    /// Never started.
+    Inactive,
+    /// Asked to start; waits for what it requires or comes after.
+    Waiting,
+    /// A spawn request is in flight; `signal` asked for (`kill`) meanwhile is sent once
+    /// the process is there.
+    Spawning { token: u64, signal: Option<Signal> },
+    /// Its process runs but has not passed its `[ready]` check yet.
+    Starting { run: Run },
+    /// Its process runs (and is ready).
+    Running { run: Run },
+    /// Its process was sent the stop signal; SIGKILL follows at the stop timeout.
+    Stopping { run: Run },
+    /// Asked to stop while its spawn was in flight: the process is stopped once there.
+    Aborting { token: u64, signal: Option<Signal> },
+    /// Waiting to be restarted by its restart policy.
+    Backoff { until: Instant },
+    /// Stopped by request (or shutdown, or reload).
+    Stopped,
+    /// Ended by itself and not restarted.
+    Exited,
+    /// Given up: a failed spawn, requirement or check, or the start limit.
+    Failed,
+}
+
+impl State {
+    /// The state as clients see it.
+    pub(super) fn wire(self) -> InstanceState {
+        match self {
+            State::Inactive => InstanceState::Inactive,
+            State::Waiting | State::Spawning { .. } | State::Starting { .. } => {
+                InstanceState::Starting
+            }
+            State::Running { .. } => InstanceState::Running,
+            State::Stopping { .. } | State::Aborting { .. } => InstanceState::Stopping,
+            State::Backoff { .. } => InstanceState::Backoff,
+            State::Stopped => InstanceState::Stopped,
+            State::Exited => InstanceState::Exited,
+            State::Failed => InstanceState::Failed,
+        }
+    }
+
+    /// The process, in the states that have one.
+    pub(super) fn run(self) -> Option<Run> {
+        match self {
+            State::Starting { run } | State::Running { run } | State::Stopping { run } => Some(run),
+            _ => None,
+        }
+    }
+}
+
+/// What a decision leaves for the actor to do, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// Record and log an event of the instance (and mark the state changed).
+    Event { kind: &'static str, detail: String },
+    /// The state changed without an event of its own (for the dashboard's version).
+    Changed,
+    /// Spawn the instance's process; its outcome comes back with `token`.
+    Spawn { token: u64 },
+    /// Send `signal` to the instance's process group (and its cgroup).
+    Signal { pid: i32, signal: Signal },
+    /// A process nobody wants any more (its spawn was abandoned): SIGKILL its group.
+    KillStray { pid: i32 },
+    /// Arm a timer.
+    Timer { delay: Duration, timer: Timer },
+    /// Record the start of a run (and route the pid's exit to this instance).
+    RunStarted(RunStart),
+    /// Record the end of a run (and check its log's size a last time).
+    RunEnded { run: i64, status: ExitStatus },
+    /// The process is there and stays: its readiness and health checks begin.
+    Checks { run: i64 },
+}
+
+/// The timers of an instance, each stale once the generation has moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// The backoff is over: spawn again.
+    Restart { generation: u64 },
+    /// The stop timeout has passed: SIGKILL.
+    StopTimeout { generation: u64 },
+}
+
+/// The effects of one decision.
+pub(super) type Effects = Vec<Effect>;
 
 /// One running copy of a unit.
 #[derive(Debug)]
 pub(super) struct Instance {
     pub(super) index: u32,
-    pub(super) state: InstanceState,
-    pub(super) pid: Option<i32>,
-    /// Set while a spawn request is in flight.
-    pub(super) spawn_token: Option<u64>,
-    pub(super) started: Option<Instant>,
-    pub(super) run_id: Option<i64>,
+    pub(super) state: State,
     pub(super) restarts: u32,
     pub(super) consecutive_failures: u32,
     pub(super) recent_starts: VecDeque<Instant>,
     pub(super) last_exit: Option<ExitStatus>,
     pub(super) reason: Option<String>,
+    /// Bumped by every [`transition`](Instance::transition): timers carry it.
     pub(super) generation: u64,
-    /// A signal asked for (`kill`) while the spawn was in flight: sent once the pid is known.
-    pub(super) pending_signal: Option<Signal>,
     /// Readiness and health of the current run.
     pub(super) checks: probe::InstanceChecks,
 }
@@ -41,91 +142,291 @@ impl Instance {
     pub(super) fn new(index: u32) -> Instance {
         Instance {
             index,
-            state: InstanceState::Inactive,
-            pid: None,
-            spawn_token: None,
-            started: None,
-            run_id: None,
+            state: State::Inactive,
             restarts: 0,
             consecutive_failures: 0,
             recent_starts: VecDeque::new(),
             last_exit: None,
             reason: None,
             generation: 0,
-            pending_signal: None,
             checks: probe::InstanceChecks::default(),
         }
     }
 
-    pub(super) fn status(&self) -> InstanceStatus {
+    /// The state as clients see it.
+    pub(super) fn wire_state(&self) -> InstanceState {
+        self.state.wire()
+    }
+
+    /// Whether it is running or due to run (the opposite of settled).
+    pub(super) fn is_active(&self) -> bool {
+        self.state.wire().is_active()
+    }
+
+    /// Its process, if it has one.
+    pub(super) fn run(&self) -> Option<Run> {
+        self.state.run()
+    }
+
+    /// Its process's pid, if it has one.
+    pub(super) fn pid(&self) -> Option<i32> {
+        self.run().map(|r| r.pid)
+    }
+
+    /// The run id of its process, if it has one.
+    pub(super) fn run_id(&self) -> Option<i64> {
+        self.run().map(|r| r.id)
+    }
+
+    /// Whether it has a process or one is on its way.
+    pub(super) fn has_process(&self) -> bool {
+        matches!(self.state, State::Spawning { .. } | State::Aborting { .. })
+            || self.run().is_some()
+    }
+
+    pub(super) fn status(&self, now: Instant) -> InstanceStatus {
+        let run = self.run();
+        let live = run.is_some();
         InstanceStatus {
             instance: self.index,
-            state: self.state,
-            pid: self.pid.map(|p| p as u32),
-            uptime_ms: self
-                .pid
-                .and(self.started)
-                .map(|t| t.elapsed().as_millis() as u64),
+            state: self.wire_state(),
+            pid: run.map(|r| r.pid as u32),
+            uptime_ms: run.map(|r| now.saturating_duration_since(r.since).as_millis() as u64),
             restarts: self.restarts,
             last_exit: self.last_exit,
             reason: self
                 .reason
                 .clone()
                 .or_else(|| self.checks.restarted_for.clone()),
-            ready: self.checks.ready.filter(|_| self.pid.is_some()),
-            healthy: self.checks.healthy.filter(|_| self.pid.is_some()),
+            ready: self.checks.ready.filter(|_| live),
+            healthy: self.checks.healthy.filter(|_| live),
             health_failures: self.checks.health_failures,
             health_failures_total: self.checks.health_failures_total,
-            check_error: self
-                .checks
-                .last_error
-                .clone()
-                .filter(|_| self.pid.is_some()),
+            check_error: self.checks.last_error.clone().filter(|_| live),
             cgroup_cpu_usec: None,
             cgroup_memory_bytes: None,
         }
     }
-}
 
-/// What follows an instance's exit ([`Instance::exited`]), for the actor to carry out.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum AfterExit {
-    /// It was being stopped: now `Stopped`.
-    Stopped,
-    /// Stopped for a failed check and not restarted by policy: now `Failed`; the event's detail.
-    Failed(String),
-    /// Not restarted by policy: now `Exited`.
-    Exited,
-    /// The start limit is used up: now `Failed`, for this reason.
-    GaveUp(String),
-    /// Restarted after `delay`: now `Backoff`; its `Msg::RestartDue` carries `generation`.
-    Restart {
-        /// The backoff delay.
-        delay: Duration,
-        /// The generation the timer must carry.
-        generation: u64,
-    },
-}
-
-impl Instance {
-    /// Into `to`, bumping the generation so that timers armed before are stale.
-    pub(super) fn transition(&mut self, to: InstanceState) {
+    /// Into `to`: bumps the generation, so that timers armed before are stale, and
+    /// records `event` (or marks the state changed).
+    pub(super) fn transition(
+        &mut self,
+        to: State,
+        event: Option<(&'static str, String)>,
+        fx: &mut Effects,
+    ) {
         self.state = to;
         self.generation += 1;
+        fx.push(match event {
+            Some((kind, detail)) => Effect::Event { kind, detail },
+            None => Effect::Changed,
+        });
     }
 
-    /// Into `Backoff` before a restart by policy: the delay (doubled with each
-    /// consecutive failure, up to the unit's max) and the generation its
-    /// `Msg::RestartDue` must carry.
-    pub(super) fn back_off(&mut self, unit: &Unit) -> (Duration, u64) {
-        let delay = backoff(
+    /// An explicit start (`start`, a dependent's start, a schedule): forgives the past
+    /// (counters and the start limit reset) and waits for its dependencies. Nothing for
+    /// an instance already active; whether it was started.
+    pub(super) fn start(&mut self, fx: &mut Effects) -> bool {
+        if self.is_active() {
+            return false;
+        }
+        self.reason = None;
+        self.checks.restarted_for = None;
+        self.restarts = 0;
+        self.consecutive_failures = 0;
+        self.recent_starts.clear();
+        self.transition(State::Waiting, None, fx);
+        true
+    }
+
+    /// Waiting, it cannot start: a requirement failed.
+    pub(super) fn dependency_failed(&mut self, reason: String, fx: &mut Effects) {
+        self.reason = Some(reason.clone());
+        self.transition(State::Failed, Some(("dependency_failed", reason)), fx);
+    }
+
+    /// Spawns now with `token`, unless the start limit is used up (then `Failed`).
+    /// Whether the token is in use.
+    pub(super) fn spawn(
+        &mut self,
+        unit: &Unit,
+        now: Instant,
+        token: u64,
+        fx: &mut Effects,
+    ) -> bool {
+        if let Some(reason) = self.start_limit_hit(unit, now) {
+            self.reason = Some(reason.clone());
+            self.transition(State::Failed, Some(("gave_up", reason)), fx);
+            return false;
+        }
+        self.recent_starts.push_back(now);
+        let signal = None;
+        self.transition(State::Spawning { token, signal }, None, fx);
+        fx.push(Effect::Spawn { token });
+        true
+    }
+
+    /// The outcome of the spawn of `token`: the process's pid and start time, or why
+    /// there is none. `run_id` is the id its run gets; `wall_ms` the wall clock.
+    #[allow(clippy::too_many_arguments)] // the outcome and the clocks, each needed
+    pub(super) fn spawned(
+        &mut self,
+        unit: &Unit,
+        token: u64,
+        result: Result<(i32, u64), String>,
+        run_id: i64,
+        shutting_down: bool,
+        (now, wall_ms): (Instant, i64),
+        fx: &mut Effects,
+    ) {
+        let (aborting, signal) = match self.state {
+            State::Spawning { token: t, signal } if t == token => (false, signal),
+            State::Aborting { token: t, signal } if t == token => (true, signal),
+            _ => {
+                // Stopped or forgotten meanwhile: nobody wants this process.
+                if let Ok((pid, _)) = result {
+                    fx.push(Effect::KillStray { pid });
+                }
+                return;
+            }
+        };
+        let (pid, start_time) = match result {
+            Ok(spawned) => spawned,
+            Err(reason)
+                if !aborting
+                    && !shutting_down
+                    && unit.restart != RestartPolicy::No
+                    && crate::fds::names_exhaustion(&reason) =>
+            {
+                // Not the unit's fault: retried with backoff for as long as descriptors
+                // are short, and not counted against its start limit.
+                self.recent_starts.pop_back();
+                let delay = self.next_delay(unit);
+                let reason = format!("out of file descriptors: {reason}; retrying in {delay:?}");
+                self.reason = Some(reason.clone());
+                self.back_off(delay, now, ("spawn_failed", reason), fx);
+                return;
+            }
+            Err(reason) => {
+                self.reason = Some(reason.clone());
+                let to = if aborting {
+                    State::Stopped
+                } else {
+                    State::Failed
+                };
+                self.transition(to, Some(("spawn_failed", reason)), fx);
+                return;
+            }
+        };
+        let run = Run {
+            pid,
+            id: run_id,
+            since: now,
+        };
+        self.reason = None; // a start that failed for lack of descriptors, say
+        fx.push(Effect::RunStarted(RunStart {
+            id: run_id,
+            unit: unit.name.clone(),
+            instance: self.index,
+            pid,
+            start_time,
+            started_at: wall_ms,
+            restart_count: self.restarts,
+            daemon: unit.daemon,
+        }));
+        if let Some(signal) = signal {
+            fx.push(Effect::Signal { pid, signal });
+        }
+        if aborting {
+            // A stop arrived while the spawn was in flight.
+            self.transition(State::Stopping { run }, None, fx);
+            self.signal_stop(unit, pid, None, fx);
+            return;
+        }
+        let checks = &mut self.checks;
+        checks.ready = unit.ready.as_ref().map(|_| false);
+        checks.healthy = None;
+        checks.health_failures = 0;
+        checks.last_error = None;
+        checks.kill_reason = None;
+        checks.spawned = Some(now);
+        match &unit.ready {
+            None => self.transition(
+                State::Running { run },
+                Some(("started", format!("pid {pid}"))),
+                fx,
+            ),
+            Some(ready) => self.transition(
+                State::Starting { run },
+                Some((
+                    "started",
+                    format!(
+                        "pid {pid}; starting until ready ({})",
+                        ready.check.describe()
+                    ),
+                )),
+                fx,
+            ),
+        }
+        fx.push(Effect::Checks { run: run_id });
+    }
+
+    /// Its process passed its `[ready]` check at `now`: the run id, if it was starting.
+    pub(super) fn became_ready(&mut self, now: Instant, fx: &mut Effects) -> Option<i64> {
+        let State::Starting { run } = self.state else {
+            return None;
+        };
+        self.checks.ready = Some(true);
+        self.checks.last_error = None;
+        let after = self
+            .checks
+            .spawned
+            .map(|t| {
+                let ms = now.saturating_duration_since(t).as_millis();
+                format!(" {ms}ms after the spawn")
+            })
+            .unwrap_or_default();
+        self.transition(
+            State::Running { run },
+            Some(("ready", format!("ready{after}"))),
+            fx,
+        );
+        Some(run.id)
+    }
+
+    /// A process of corrald's previous life, found alive at start: running again.
+    pub(super) fn adopt(&mut self, run: Run, restarts: u32, fx: &mut Effects) {
+        self.restarts = restarts;
+        self.transition(State::Running { run }, None, fx);
+    }
+
+    /// The backoff delay before the next restart: doubled with each consecutive failure,
+    /// up to the unit's max.
+    fn next_delay(&self, unit: &Unit) -> Duration {
+        backoff(
             unit.restart_delay,
             unit.restart_delay_max,
             self.consecutive_failures,
-        );
+        )
+    }
+
+    /// Into `Backoff` for `delay`, with `event`; arms the restart.
+    fn back_off(
+        &mut self,
+        delay: Duration,
+        now: Instant,
+        event: (&'static str, String),
+        fx: &mut Effects,
+    ) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        self.transition(InstanceState::Backoff);
-        (delay, self.generation)
+        let until = now + delay;
+        self.transition(State::Backoff { until }, Some(event), fx);
+        let generation = self.generation;
+        fx.push(Effect::Timer {
+            delay,
+            timer: Timer::Restart { generation },
+        });
     }
 
     /// `Some(reason)` when starting at `now` would exceed the unit's start limit; starts
@@ -148,24 +449,33 @@ impl Instance {
         })
     }
 
-    /// The process of this instance ended with `status` at `now` (its pid already
-    /// cleared): applies the restart policy, the backoff and the start limit. A check's
-    /// `kill_reason` makes the exit count as a failure.
+    /// Process `pid` of this instance ended with `status` at `now`: applies the restart
+    /// policy, the backoff and the start limit. A check's `kill_reason` makes the exit
+    /// count as a failure. Whether `pid` was this instance's process.
     pub(super) fn exited(
         &mut self,
         unit: &Unit,
+        pid: i32,
         status: ExitStatus,
         shutting_down: bool,
         now: Instant,
-    ) -> AfterExit {
-        let ran_for = self
-            .started
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        fx: &mut Effects,
+    ) -> bool {
+        let Some(run) = self.run().filter(|r| r.pid == pid) else {
+            return false;
+        };
+        self.last_exit = Some(status);
+        fx.push(Effect::RunEnded {
+            run: run.id,
+            status,
+        });
+        let ran_for = now.saturating_duration_since(run.since);
         // Stopped by corrald for a failed check: restarted as after a failure.
         let failed_check = self.checks.kill_reason.take();
-        if self.state == InstanceState::Stopping && failed_check.is_none() {
-            self.transition(InstanceState::Stopped);
-            return AfterExit::Stopped;
+        let stopping = matches!(self.state, State::Stopping { .. });
+        if stopping && failed_check.is_none() {
+            self.transition(State::Stopped, Some(("stopped", status.to_string())), fx);
+            return true;
         }
         let restart = !shutting_down
             && match unit.restart {
@@ -174,27 +484,164 @@ impl Instance {
                 RestartPolicy::No => false,
             };
         if let (Some(why), false) = (&failed_check, restart) {
-            self.transition(InstanceState::Failed);
-            return AfterExit::Failed(format!("{status}; {why}"));
+            let detail = format!("{status}; {why}");
+            self.transition(State::Failed, Some(("failed", detail)), fx);
+            return true;
         }
         if let Some(why) = failed_check {
             // Shown as the reason while the next runs go well (a spawn clears `reason`).
             self.checks.restarted_for = Some(why);
         }
         if !restart {
-            self.transition(InstanceState::Exited);
-            return AfterExit::Exited;
+            self.transition(State::Exited, Some(("exited", status.to_string())), fx);
+            return true;
         }
         if ran_for >= unit.restart_delay_max.max(Duration::from_secs(1)) {
             self.consecutive_failures = 0; // it ran long enough to count as healthy
         }
         if let Some(reason) = self.start_limit_hit(unit, now) {
-            self.transition(InstanceState::Failed);
             self.reason = Some(reason.clone());
-            return AfterExit::GaveUp(reason);
+            let detail = format!("{status}; {reason}");
+            self.transition(State::Failed, Some(("gave_up", detail)), fx);
+            return true;
         }
-        let (delay, generation) = self.back_off(unit);
-        AfterExit::Restart { delay, generation }
+        let delay = self.next_delay(unit);
+        let detail = format!("{status}; restarting in {delay:?}");
+        self.back_off(delay, now, ("exited", detail), fx);
+        true
+    }
+
+    /// A restart timer fired: spawns again with `token` if it is still due (the
+    /// generation has not moved on). Whether the token is in use.
+    pub(super) fn restart_due(
+        &mut self,
+        unit: &Unit,
+        generation: u64,
+        now: Instant,
+        token: u64,
+        fx: &mut Effects,
+    ) -> bool {
+        if self.generation != generation || !matches!(self.state, State::Backoff { .. }) {
+            return false;
+        }
+        self.restarts += 1;
+        fx.push(Effect::Event {
+            kind: "restarting",
+            detail: format!("restart #{}", self.restarts),
+        });
+        self.spawn(unit, now, token, fx)
+    }
+
+    /// Stops the instance (`by` whom, for the event): its process gets the stop signal
+    /// and SIGKILL after `timeout` (default the unit's `stop_timeout`).
+    pub(super) fn stop(
+        &mut self,
+        unit: &Unit,
+        timeout: Option<Duration>,
+        by: &str,
+        fx: &mut Effects,
+    ) {
+        match self.state {
+            State::Starting { run } | State::Running { run } => {
+                let event = ("stopping", format!("by {by}"));
+                self.transition(State::Stopping { run }, Some(event), fx);
+                self.signal_stop(unit, run.pid, timeout, fx);
+            }
+            State::Spawning { token, signal } => {
+                // Its stop signal goes out as soon as the pid is known.
+                self.transition(State::Aborting { token, signal }, None, fx);
+            }
+            State::Waiting | State::Backoff { .. } => {
+                self.transition(State::Stopped, Some(("stopped", format!("by {by}"))), fx);
+            }
+            // Being stopped for a failed check: now it is meant to stay down.
+            State::Stopping { .. } => self.checks.kill_reason = None,
+            State::Aborting { .. }
+            | State::Inactive
+            | State::Stopped
+            | State::Exited
+            | State::Failed => {}
+        }
+    }
+
+    /// The unit's stop signal (and SIGCONT: a SIGSTOPped process would never see it),
+    /// and the SIGKILL timer.
+    fn signal_stop(&self, unit: &Unit, pid: i32, timeout: Option<Duration>, fx: &mut Effects) {
+        let signal = Signal::try_from(unit.stop_signal_number).unwrap_or(Signal::SIGTERM);
+        fx.push(Effect::Signal { pid, signal });
+        fx.push(Effect::Signal {
+            pid,
+            signal: Signal::SIGCONT,
+        });
+        fx.push(Effect::Timer {
+            delay: timeout.unwrap_or(unit.stop_timeout),
+            timer: Timer::StopTimeout {
+                generation: self.generation,
+            },
+        });
+    }
+
+    /// The stop timeout armed at `generation` passed: SIGKILL if it is still stopping.
+    /// `whom` names what SIGKILL reaches (the process group or the cgroup).
+    pub(super) fn stop_timeout(&mut self, generation: u64, whom: &str, fx: &mut Effects) {
+        if self.generation != generation {
+            return;
+        }
+        if let State::Stopping { run } = self.state {
+            fx.push(Effect::Signal {
+                pid: run.pid,
+                signal: Signal::SIGKILL,
+            });
+            fx.push(Effect::Event {
+                kind: "killed",
+                detail: format!("stop timeout passed: SIGKILL to the {whom}"),
+            });
+        }
+    }
+
+    /// `kill`: `signal` to its process now, or once its spawn in flight has one.
+    pub(super) fn kill(&mut self, signal: Signal, fx: &mut Effects) {
+        match &mut self.state {
+            State::Spawning {
+                signal: pending, ..
+            }
+            | State::Aborting {
+                signal: pending, ..
+            } => {
+                *pending = Some(signal);
+            }
+            state => {
+                if let Some(run) = state.run() {
+                    fx.push(Effect::Signal {
+                        pid: run.pid,
+                        signal,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A second SIGTERM at shutdown: SIGKILL now, no waiting.
+    pub(super) fn force_kill(&mut self, fx: &mut Effects) {
+        if let Some(run) = self.run() {
+            fx.push(Effect::Signal {
+                pid: run.pid,
+                signal: Signal::SIGKILL,
+            });
+            self.transition(State::Stopping { run }, None, fx);
+        } else if self.is_active() {
+            self.transition(State::Stopped, None, fx);
+        }
+    }
+
+    /// The instance that replaces this one when a reload changes its unit: a fresh
+    /// instance that keeps what `status` shows of this one's past (it has settled).
+    pub(super) fn replaced(&self) -> Instance {
+        let mut new = Instance::new(self.index);
+        new.state = self.state;
+        new.last_exit = self.last_exit;
+        new.reason = self.reason.clone();
+        new
     }
 }
 
@@ -213,7 +660,7 @@ pub(super) fn deps_ready(units: &BTreeMap<String, UnitEntry>, name: &str) -> Res
             return Err(format!("required unit `{dep}` does not exist"));
         };
         for i in &d.instances {
-            match (d.unit.kind, i.state) {
+            match (d.unit.kind, i.wire_state()) {
                 (_, InstanceState::Failed) => {
                     let why = i.reason.as_ref().map(|r| format!(": {r}"));
                     return Err(format!(
@@ -238,7 +685,7 @@ pub(super) fn deps_ready(units: &BTreeMap<String, UnitEntry>, name: &str) -> Res
         let Some(d) = units.get(dep) else {
             continue;
         };
-        let busy = d.instances.iter().any(|i| match i.state {
+        let busy = d.instances.iter().any(|i| match i.wire_state() {
             InstanceState::Starting | InstanceState::Backoff => true,
             // "after a task" means after it has finished.
             InstanceState::Running | InstanceState::Stopping => d.unit.kind == UnitKind::Task,
@@ -249,6 +696,27 @@ pub(super) fn deps_ready(units: &BTreeMap<String, UnitEntry>, name: &str) -> Res
         }
     }
     Ok(true)
+}
+
+/// What a reload does with a unit it still has, by its old entry and new definition.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ReloadAction {
+    /// The same definition: nothing.
+    Unchanged,
+    /// A changed definition, swapped in once the unit has settled; if it was active,
+    /// it is stopped first and started again with the new definition.
+    Replace { restart: bool },
+}
+
+/// How a reload treats `entry` given its new definition `unit`.
+pub(super) fn reload_action(entry: &UnitEntry, unit: &Unit) -> ReloadAction {
+    if !entry.transient && *entry.unit == *unit {
+        ReloadAction::Unchanged
+    } else {
+        ReloadAction::Replace {
+            restart: !entry.settled(),
+        }
+    }
 }
 
 /// One step of the shutdown order over the units still `active`: which to stop now, each
@@ -283,284 +751,4 @@ pub(super) fn shutdown_step(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
-
-    const OK: ExitStatus = ExitStatus {
-        code: Some(0),
-        signal: None,
-    };
-    const FAIL: ExitStatus = ExitStatus {
-        code: Some(1),
-        signal: None,
-    };
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    /// Units from `(name, unit file text)` pairs, as corrald loads them.
-    fn units(files: &[(&str, &str)]) -> BTreeMap<String, Arc<Unit>> {
-        let files: Vec<(PathBuf, String)> = files
-            .iter()
-            .map(|(name, text)| (PathBuf::from(format!("{name}.toml")), text.to_string()))
-            .collect();
-        corral_config::load_units(&files)
-            .expect("valid test units")
-            .into_iter()
-            .map(|(name, unit)| (name, Arc::new(unit)))
-            .collect()
-    }
-
-    fn unit(text: &str) -> Arc<Unit> {
-        units(&[("u", text)]).remove("u").expect("unit u")
-    }
-
-    /// An instance whose process was started at `at` and has just ended.
-    fn ran(inst: &mut Instance, at: Instant) {
-        inst.state = InstanceState::Running;
-        inst.started = Some(at);
-        inst.recent_starts.push_back(at);
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(ms(100), ms(1000), 0), ms(100));
-        assert_eq!(backoff(ms(100), ms(1000), 1), ms(200));
-        assert_eq!(backoff(ms(100), ms(1000), 3), ms(800));
-        assert_eq!(backoff(ms(100), ms(1000), 4), ms(1000));
-        assert_eq!(backoff(ms(100), ms(1000), 200), ms(1000));
-    }
-
-    #[test]
-    fn the_restart_policy_decides_what_an_exit_leads_to() {
-        let t0 = Instant::now();
-        let cases = [
-            ("always", OK, true),
-            ("always", FAIL, true),
-            ("on-failure", OK, false),
-            ("on-failure", FAIL, true),
-            ("no", OK, false),
-            ("no", FAIL, false),
-        ];
-        for (policy, status, restarts) in cases {
-            let u = unit(&format!("command = [\"true\"]\nrestart = \"{policy}\""));
-            let mut inst = Instance::new(0);
-            ran(&mut inst, t0);
-            let generation = inst.generation;
-            let after = inst.exited(&u, status, false, t0 + ms(10));
-            if restarts {
-                assert!(
-                    matches!(after, AfterExit::Restart { generation: g, .. } if g == inst.generation),
-                    "{policy} after {status:?}: {after:?}"
-                );
-                assert_eq!(inst.state, InstanceState::Backoff, "{policy}");
-            } else {
-                assert_eq!(after, AfterExit::Exited, "{policy} after {status:?}");
-                assert_eq!(inst.state, InstanceState::Exited, "{policy}");
-            }
-            assert!(
-                inst.generation > generation,
-                "{policy}: the generation moves on"
-            );
-        }
-    }
-
-    #[test]
-    fn nothing_restarts_during_shutdown_and_a_stopped_instance_stays_down() {
-        let t0 = Instant::now();
-        let u = unit("command = [\"true\"]\nrestart = \"always\"");
-        let mut inst = Instance::new(0);
-        ran(&mut inst, t0);
-        assert_eq!(inst.exited(&u, FAIL, true, t0), AfterExit::Exited);
-
-        let mut inst = Instance::new(0);
-        ran(&mut inst, t0);
-        inst.state = InstanceState::Stopping;
-        assert_eq!(inst.exited(&u, FAIL, false, t0), AfterExit::Stopped);
-        assert_eq!(inst.state, InstanceState::Stopped);
-    }
-
-    #[test]
-    fn a_failed_check_counts_as_a_failure() {
-        let t0 = Instant::now();
-        // Exit code 0, but corrald stopped it for a failed health check: on-failure restarts.
-        let u = unit("command = [\"true\"]\nrestart = \"on-failure\"");
-        let mut inst = Instance::new(0);
-        ran(&mut inst, t0);
-        inst.state = InstanceState::Stopping;
-        inst.checks.kill_reason = Some("health check failed".into());
-        let after = inst.exited(&u, OK, false, t0);
-        assert!(matches!(after, AfterExit::Restart { .. }), "{after:?}");
-        assert_eq!(
-            inst.checks.restarted_for.as_deref(),
-            Some("health check failed")
-        );
-
-        // With restart = "no" it is failed, with the check's reason.
-        let u = unit("command = [\"true\"]\nrestart = \"no\"");
-        let mut inst = Instance::new(0);
-        ran(&mut inst, t0);
-        inst.state = InstanceState::Stopping;
-        inst.checks.kill_reason = Some("not ready in time".into());
-        match inst.exited(&u, OK, false, t0) {
-            AfterExit::Failed(detail) => assert!(detail.contains("not ready in time"), "{detail}"),
-            other => panic!("expected Failed, got {other:?}"),
-        }
-        assert_eq!(inst.state, InstanceState::Failed);
-    }
-
-    #[test]
-    fn backoff_grows_with_each_quick_failure_and_resets_after_a_long_run() {
-        let u = unit(
-            "command = [\"false\"]\nrestart = \"always\"\nrestart_delay = \"100ms\"\n\
-             restart_delay_max = \"2s\"\nstart_limit_burst = 100",
-        );
-        let mut inst = Instance::new(0);
-        let mut now = Instant::now();
-        let mut delays = Vec::new();
-        for _ in 0..6 {
-            ran(&mut inst, now);
-            now += ms(50); // a quick failure
-            match inst.exited(&u, FAIL, false, now) {
-                AfterExit::Restart { delay, .. } => delays.push(delay),
-                other => panic!("expected a restart, got {other:?}"),
-            }
-        }
-        assert_eq!(
-            delays,
-            [ms(100), ms(200), ms(400), ms(800), ms(1600), ms(2000)]
-        );
-        // A run longer than restart_delay_max counts as healthy: back to the base delay.
-        ran(&mut inst, now);
-        now += Duration::from_secs(3);
-        assert_eq!(
-            inst.exited(&u, FAIL, false, now),
-            AfterExit::Restart {
-                delay: ms(100),
-                generation: inst.generation
-            }
-        );
-    }
-
-    #[test]
-    fn the_start_limit_gives_up_within_its_interval_and_forgets_older_starts() {
-        let u = unit(
-            "command = [\"false\"]\nrestart = \"always\"\nstart_limit_burst = 3\n\
-             start_limit_interval = \"10s\"",
-        );
-        let mut inst = Instance::new(0);
-        let t0 = Instant::now();
-        for k in 0..2 {
-            ran(&mut inst, t0 + ms(k));
-            let after = inst.exited(&u, FAIL, false, t0 + ms(k));
-            assert!(matches!(after, AfterExit::Restart { .. }), "{k}: {after:?}");
-        }
-        ran(&mut inst, t0 + ms(2));
-        match inst.exited(&u, FAIL, false, t0 + ms(3)) {
-            AfterExit::GaveUp(reason) => assert!(reason.contains("start limit"), "{reason}"),
-            other => panic!("expected GaveUp, got {other:?}"),
-        }
-        assert_eq!(inst.state, InstanceState::Failed);
-        assert!(inst.reason.is_some());
-        // Eleven seconds later the three starts are out of the interval.
-        assert_eq!(inst.start_limit_hit(&u, t0 + Duration::from_secs(11)), None);
-        assert!(inst.recent_starts.is_empty());
-    }
-
-    fn entries(units: BTreeMap<String, Arc<Unit>>) -> BTreeMap<String, UnitEntry> {
-        units
-            .into_iter()
-            .map(|(name, unit)| (name, UnitEntry::new(unit, false)))
-            .collect()
-    }
-
-    fn set(units: &mut BTreeMap<String, UnitEntry>, name: &str, state: InstanceState) {
-        units.get_mut(name).expect("unit").instances[0].state = state;
-    }
-
-    #[test]
-    fn requires_waits_for_a_running_service_and_fails_with_it() {
-        let mut units = entries(units(&[
-            ("db", "command = [\"db\"]"),
-            ("web", "command = [\"web\"]\nrequires = [\"db\"]"),
-        ]));
-        set(&mut units, "db", InstanceState::Starting);
-        assert_eq!(deps_ready(&units, "web"), Ok(false));
-        set(&mut units, "db", InstanceState::Running);
-        assert_eq!(deps_ready(&units, "web"), Ok(true));
-        set(&mut units, "db", InstanceState::Failed);
-        let err = deps_ready(&units, "web").unwrap_err();
-        assert!(err.contains("`db` failed"), "{err}");
-        set(&mut units, "db", InstanceState::Stopped);
-        assert!(deps_ready(&units, "web").is_err());
-    }
-
-    #[test]
-    fn a_required_task_must_have_succeeded() {
-        let mut units = entries(units(&[
-            ("migrate", "kind = \"task\"\ncommand = [\"migrate\"]"),
-            ("web", "command = [\"web\"]\nrequires = [\"migrate\"]"),
-        ]));
-        set(&mut units, "migrate", InstanceState::Running);
-        assert_eq!(deps_ready(&units, "web"), Ok(false));
-        set(&mut units, "migrate", InstanceState::Exited);
-        units.get_mut("migrate").unwrap().instances[0].last_exit = Some(FAIL);
-        assert!(deps_ready(&units, "web").is_err());
-        units.get_mut("migrate").unwrap().instances[0].last_exit = Some(OK);
-        assert_eq!(deps_ready(&units, "web"), Ok(true));
-    }
-
-    #[test]
-    fn after_only_orders_and_never_fails() {
-        let mut units = entries(units(&[
-            ("setup", "kind = \"task\"\ncommand = [\"setup\"]"),
-            ("web", "command = [\"web\"]\nafter = [\"setup\"]"),
-        ]));
-        // After a task means after it has finished.
-        set(&mut units, "setup", InstanceState::Running);
-        assert_eq!(deps_ready(&units, "web"), Ok(false));
-        set(&mut units, "setup", InstanceState::Backoff);
-        assert_eq!(deps_ready(&units, "web"), Ok(false));
-        set(&mut units, "setup", InstanceState::Failed);
-        assert_eq!(deps_ready(&units, "web"), Ok(true));
-    }
-
-    #[test]
-    fn shutdown_stops_daemons_first_then_waits_for_tasks_then_services_dependents_first() {
-        let all = units(&[
-            (
-                "agent",
-                "command = [\"agent\"]\ndaemon = true\nstop_timeout = \"30s\"",
-            ),
-            ("batch", "kind = \"task\"\ncommand = [\"batch\"]"),
-            ("db", "command = [\"db\"]"),
-            ("web", "command = [\"web\"]\nrequires = [\"db\"]"),
-        ]);
-        let grace = Duration::from_secs(2);
-        let names = |step: &[(Arc<Unit>, Option<Duration>)]| {
-            step.iter().map(|(u, _)| u.name.clone()).collect::<Vec<_>>()
-        };
-        let active = |names: &[&str]| names.iter().map(|n| all[*n].clone()).collect::<Vec<_>>();
-
-        let step = shutdown_step(&active(&["agent", "batch", "db", "web"]), false, grace);
-        assert_eq!(names(&step), ["agent"]);
-        assert_eq!(
-            step[0].1,
-            Some(grace),
-            "a daemon unit gets the daemon grace"
-        );
-        // The task runs on until it finishes or the deadline passes.
-        let step = shutdown_step(&active(&["batch", "db", "web"]), false, grace);
-        assert!(step.is_empty(), "{:?}", names(&step));
-        let step = shutdown_step(&active(&["batch", "db", "web"]), true, grace);
-        assert_eq!(names(&step), ["batch"]);
-        // Services in reverse dependency order.
-        assert_eq!(
-            names(&shutdown_step(&active(&["db", "web"]), true, grace)),
-            ["web"]
-        );
-        assert_eq!(names(&shutdown_step(&active(&["db"]), true, grace)), ["db"]);
-    }
-}
+mod tests;

@@ -10,6 +10,7 @@
 
 mod adopt;
 pub mod cgroup;
+mod effects;
 pub mod logs;
 mod machine;
 mod probe;
@@ -28,10 +29,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use corral_config::{NotLoaded, RestartPolicy, Unit, UnitKind};
+use corral_config::{NotLoaded, Unit, UnitKind};
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, PlanStep, ReloadResult,
-    ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
+    ErrorBody, ErrorCode, ExitStatus, InstanceExit, PlanStep, ReloadResult, ShutdownPlan,
+    StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -41,8 +42,8 @@ pub use crate::actor::Reply;
 use crate::process::{
     Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned, Tokens, kill_group,
 };
-use crate::store::{self, Event, OpenRun, RunStart, Store};
-use machine::{AfterExit, Instance};
+use crate::store::{self, Event, Store};
+use machine::{Instance, State};
 pub use started::{START_WINDOW, StartFailure};
 
 /// Everything the supervisor task reacts to.
@@ -214,7 +215,7 @@ impl UnitEntry {
     }
 
     fn settled(&self) -> bool {
-        self.instances.iter().all(|i| !i.state.is_active())
+        self.instances.iter().all(|i| !i.is_active())
     }
 
     fn status(&self) -> UnitStatus {
@@ -225,7 +226,10 @@ impl UnitEntry {
             transient: self.transient,
             loaded: true,
             errors: Vec::new(),
-            instances: self.instances.iter().map(Instance::status).collect(),
+            instances: {
+                let now = Instant::now();
+                self.instances.iter().map(|i| i.status(now)).collect()
+            },
         }
     }
 }
@@ -401,83 +405,6 @@ impl Supervisor {
         Ok((SupervisorHandle { tx }, task))
     }
 
-    /// Adopts the live instances of corrald's previous life, records the dead ones, and
-    /// starts again what their restart policy says (see [`adopt`]).
-    fn recover(&mut self, runs: Vec<OpenRun>) {
-        let (mut adopted, mut dead, mut restart, mut stray) = (vec![], vec![], vec![], vec![]);
-        for run in runs {
-            let label = format!("{}.{} (pid {})", run.unit, run.instance, run.pid);
-            let pidfd = adopt::open_if_same(run.pid, run.start_time);
-            let slot = self
-                .units
-                .get_mut(&run.unit)
-                .and_then(|e| e.instances.get_mut(run.instance as usize));
-            match (slot, pidfd) {
-                (Some(inst), Some(fd)) if inst.pid.is_none() => {
-                    inst.state = InstanceState::Running;
-                    inst.pid = Some(run.pid);
-                    inst.run_id = Some(run.id);
-                    inst.restarts = run.restart_count;
-                    let age = Duration::from_millis(
-                        (crate::clock::now_ms() - run.started_at).max(0) as u64,
-                    );
-                    inst.started = Instant::now().checked_sub(age).or(Some(Instant::now()));
-                    self.by_pid
-                        .insert(run.pid, (run.unit.clone(), run.instance));
-                    adopt::watch(fd, run.pid, self.tx.clone());
-                    adopted.push(label);
-                }
-                (_, Some(_)) => {
-                    // Alive, but its unit (or that instance) is no longer configured.
-                    let cgroups = self.config.cgroups.as_deref();
-                    signal_instance(cgroups, &run.unit, run.instance, run.pid, Signal::SIGTERM);
-                    self.store.run_ended(run.id, None);
-                    stray.push(label);
-                }
-                (slot, None) => {
-                    self.store.run_ended(run.id, None);
-                    dead.push(label);
-                    let Some(inst) = slot else { continue };
-                    inst.last_exit = Some(ExitStatus {
-                        code: None,
-                        signal: None,
-                    });
-                    inst.restarts = run.restart_count;
-                    let entry = &self.units[&run.unit];
-                    let again = matches!(
-                        entry.unit.restart,
-                        RestartPolicy::Always | RestartPolicy::OnFailure
-                    );
-                    let inst = &mut self.units.get_mut(&run.unit).expect("looked up").instances
-                        [run.instance as usize];
-                    if again {
-                        restart.push(run.unit.clone());
-                    } else {
-                        inst.state = InstanceState::Exited;
-                    }
-                }
-            }
-        }
-        if adopted.is_empty() && dead.is_empty() && stray.is_empty() {
-            return;
-        }
-        restart.sort();
-        restart.dedup();
-        self.event_global(
-            "recovered",
-            format!(
-                "adopted: [{}]; found dead: [{}]; restarting: [{}]; stopped, no longer configured: [{}]",
-                adopted.join(", "),
-                dead.join(", "),
-                restart.join(", "),
-                stray.join(", ")
-            ),
-        );
-        if let Err(e) = self.start_units(&restart) {
-            tracing::error!("recovery: {e}");
-        }
-    }
-
     fn start_autostart(&mut self) {
         let mut names: Vec<String> = self
             .units
@@ -612,23 +539,9 @@ impl Supervisor {
             Request::Kill(units, signal, reply) => {
                 let _ = reply.send(self.check_known(&units).map(|()| {
                     let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
-                    let cgroups = self.config.cgroups.clone();
                     for name in &units {
-                        let entry = self.units.get_mut(name).expect("checked");
-                        for inst in &mut entry.instances {
-                            match inst.pid {
-                                Some(pid) => signal_instance(
-                                    cgroups.as_deref(),
-                                    name,
-                                    inst.index,
-                                    pid,
-                                    signal,
-                                ),
-                                None if inst.spawn_token.is_some() => {
-                                    inst.pending_signal = Some(signal);
-                                }
-                                None => {}
-                            }
+                        for index in 0..self.units[name].instances.len() as u32 {
+                            self.decide(name, index, |inst, _, fx| inst.kill(signal, fx));
                         }
                         self.event(name, None, "killed", format!("{signal} by request"));
                     }

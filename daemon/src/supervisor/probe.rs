@@ -37,6 +37,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::machine::State;
 use super::{Msg, Supervisor, kill_group};
 use crate::process::{Output, Spawned};
 use crate::procstat::ProcStat;
@@ -276,38 +277,16 @@ impl Supervisor {
         }
     }
 
-    /// An instance's process was spawned (and not stopped meanwhile): it is running, or,
-    /// with `[ready]`, starting until its check passes.
-    pub(super) fn spawn_succeeded(&mut self, name: &str, index: u32, pid: i32) {
-        let Some(entry) = self.units.get_mut(name) else {
+    /// An instance's process `run` was spawned (and not stopped meanwhile): its health
+    /// checks begin or, with `[ready]`, its readiness checks.
+    pub(super) fn checks_after_spawn(&mut self, name: &str, index: u32, run: i64) {
+        let Some(unit) = self.units.get(name).map(|e| e.unit.clone()) else {
             return;
         };
-        let unit = entry.unit.clone();
-        let inst = &mut entry.instances[index as usize];
-        let Some(run) = inst.run_id else { return };
-        let checks = &mut inst.checks;
-        checks.ready = unit.ready.as_ref().map(|_| false);
-        checks.healthy = None;
-        checks.health_failures = 0;
-        checks.last_error = None;
-        checks.kill_reason = None;
-        checks.spawned = Some(Instant::now());
         let Some(ready) = &unit.ready else {
-            inst.state = InstanceState::Running;
-            self.event(name, Some(index), "started", format!("pid {pid}"));
             self.arm_health(name, index, run, false);
             return;
         };
-        inst.state = InstanceState::Starting;
-        self.event(
-            name,
-            Some(index),
-            "started",
-            format!(
-                "pid {pid}; starting until ready ({})",
-                ready.check.describe()
-            ),
-        );
         if ready.check == Check::Notify && self.probes.notify_socket.is_none() {
             self.fail_instance(
                 name,
@@ -339,7 +318,9 @@ impl Supervisor {
                 let has_ready = e.unit.ready.is_some();
                 let name = e.unit.name.clone();
                 e.instances.iter_mut().filter_map(move |i| {
-                    let run = i.run_id.filter(|_| i.state == InstanceState::Running)?;
+                    let run = i
+                        .run_id()
+                        .filter(|_| i.wire_state() == InstanceState::Running)?;
                     i.checks.ready = has_ready.then_some(true);
                     Some((name.clone(), i.index, run))
                 })
@@ -372,7 +353,7 @@ impl Supervisor {
             } => {
                 if let (Some(offset), Some(inst)) = (log_offset, self.instance_mut(&unit, instance))
                 {
-                    if inst.run_id == Some(run) {
+                    if inst.run_id() == Some(run) {
                         inst.checks.log_offset = offset;
                     }
                 }
@@ -426,13 +407,13 @@ impl Supervisor {
         else {
             return false;
         };
-        inst.run_id == Some(run)
+        inst.run_id() == Some(run)
             && inst.checks.kill_reason.is_none()
             && match phase {
                 Phase::Ready => {
-                    inst.state == InstanceState::Starting && inst.checks.ready == Some(false)
+                    inst.wire_state() == InstanceState::Starting && inst.checks.ready == Some(false)
                 }
-                Phase::Health => inst.state == InstanceState::Running,
+                Phase::Health => inst.wire_state() == InstanceState::Running,
             }
     }
 
@@ -685,20 +666,9 @@ impl Supervisor {
 
     /// The current run passed its `[ready]` check.
     fn became_ready(&mut self, name: &str, index: u32) {
-        let Some(inst) = self.instance_mut(name, index) else {
-            return;
-        };
-        inst.state = InstanceState::Running;
-        inst.checks.ready = Some(true);
-        inst.checks.last_error = None;
-        let after = inst
-            .checks
-            .spawned
-            .map(|t| format!(" {}ms after the spawn", t.elapsed().as_millis()))
-            .unwrap_or_default();
-        let run = inst.run_id;
-        self.event(name, Some(index), "ready", format!("ready{after}"));
-        if let Some(run) = run {
+        let now = Instant::now();
+        let run = self.decide(name, index, |inst, _, fx| inst.became_ready(now, fx));
+        if let Some(Some(run)) = run {
             self.arm_health(name, index, run, false);
         }
     }
@@ -752,7 +722,7 @@ impl Supervisor {
             entry.unit.ready.as_ref().map(|r| &r.check),
             Some(Check::Notify)
         );
-        let Some(run) = entry.instances.get(index as usize).and_then(|i| i.run_id) else {
+        let Some(run) = entry.instances.get(index as usize).and_then(|i| i.run_id()) else {
             return;
         };
         if wants && self.probe_wanted(&name, index, run, Phase::Ready) {
@@ -773,7 +743,7 @@ impl Supervisor {
         };
         let unit = entry.unit.clone();
         let inst = &mut entry.instances[index as usize];
-        if inst.pid.is_none() {
+        if inst.run().is_none() {
             return;
         }
         inst.checks.kill_reason = Some(reason.clone());
@@ -791,9 +761,8 @@ impl Supervisor {
             .filter(|e| e.unit.max_memory.is_some())
             .flat_map(|e| {
                 e.instances.iter().filter_map(|i| {
-                    let run = i.run_id?;
-                    let pid = i.pid?;
-                    Some((e.unit.name.clone(), i.index, run, pid))
+                    let run = i.run()?;
+                    Some((e.unit.name.clone(), i.index, run.id, run.pid))
                 })
             })
             .collect();
@@ -824,8 +793,8 @@ impl Supervisor {
             let Some(inst) = entry.instances.get(index as usize) else {
                 continue;
             };
-            let live = matches!(inst.state, InstanceState::Running | InstanceState::Starting);
-            if inst.run_id != Some(run) || !live || inst.checks.kill_reason.is_some() {
+            let live = matches!(inst.state, State::Running { .. } | State::Starting { .. });
+            if inst.run_id() != Some(run) || !live || inst.checks.kill_reason.is_some() {
                 continue;
             }
             if bytes > limit {

@@ -50,7 +50,7 @@ impl Supervisor {
         let running = |e: &UnitEntry| {
             e.instances
                 .iter()
-                .filter(|i| i.state.is_active())
+                .filter(|i| i.is_active())
                 .map(|i| i.index)
                 .collect::<Vec<_>>()
         };
@@ -128,18 +128,13 @@ impl Supervisor {
     }
 
     pub(super) fn force_kill_all(&mut self) {
-        let cgroups = self.config.cgroups.clone();
-        for entry in self.units.values_mut() {
-            for inst in &mut entry.instances {
-                if let Some(pid) = inst.pid {
-                    let name = &entry.unit.name;
-                    signal_instance(cgroups.as_deref(), name, inst.index, pid, Signal::SIGKILL);
-                    inst.state = InstanceState::Stopping;
-                } else if inst.state.is_active() {
-                    inst.state = InstanceState::Stopped;
-                }
-                inst.generation += 1;
-            }
+        let all: Vec<(String, u32)> = self
+            .units
+            .values()
+            .flat_map(|e| e.instances.iter().map(|i| (e.unit.name.clone(), i.index)))
+            .collect();
+        for (name, index) in all {
+            self.decide(&name, index, |inst, _, fx| inst.force_kill(fx));
         }
     }
 }

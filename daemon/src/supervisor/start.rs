@@ -42,22 +42,9 @@ impl Supervisor {
             }
         }
         for name in &closure {
-            let Some(entry) = self.units.get_mut(name) else {
-                continue;
-            };
-            for inst in &mut entry.instances {
-                if inst.state.is_active() {
-                    continue;
-                }
-                // An explicit start forgives the past: counters and the start limit reset.
-                inst.state = InstanceState::Starting;
-                inst.reason = None;
-                inst.checks.restarted_for = None;
-                inst.restarts = 0;
-                inst.consecutive_failures = 0;
-                inst.recent_starts.clear();
-                inst.pending_signal = None;
-                inst.generation += 1;
+            let count = self.units.get(name).map_or(0, |e| e.instances.len() as u32);
+            for index in 0..count {
+                self.decide(name, index, |inst, _, fx| inst.start(fx));
             }
         }
         self.pump_starts();
@@ -75,11 +62,7 @@ impl Supervisor {
                 .flat_map(|e| {
                     e.instances
                         .iter()
-                        .filter(|i| {
-                            i.state == InstanceState::Starting
-                                && i.spawn_token.is_none()
-                                && i.pid.is_none()
-                        })
+                        .filter(|i| i.state == State::Waiting)
                         .map(|i| (e.unit.name.clone(), i.index))
                 })
                 .collect();
@@ -91,10 +74,9 @@ impl Supervisor {
                     }
                     Ok(false) => {}
                     Err(reason) => {
-                        let inst = self.instance_mut(&name, index).expect("listed above");
-                        inst.state = InstanceState::Failed;
-                        inst.reason = Some(reason.clone());
-                        self.event(&name, Some(index), "dependency_failed", reason);
+                        self.decide(&name, index, |inst, _, fx| {
+                            inst.dependency_failed(reason, fx);
+                        });
                         changed = true;
                     }
                 }
@@ -113,34 +95,13 @@ impl Supervisor {
 
     /// Spawns one instance now, unless its start limit is used up.
     pub(super) fn spawn_instance(&mut self, name: &str, index: u32) {
-        let Some(entry) = self.units.get_mut(name) else {
-            return;
-        };
-        let unit = entry.unit.clone();
-        // Passed descriptors serve one start: corrald keeps no copy of a client's pipe
-        // open once the process has it (a restart writes to the unit's log instead).
-        let stdio = entry.stdio.take();
-        let inst = &mut entry.instances[index as usize];
-        if let Some(reason) = inst.start_limit_hit(&unit, Instant::now()) {
-            inst.transition(InstanceState::Failed);
-            inst.reason = Some(reason.clone());
-            self.event(name, Some(index), "gave_up", reason);
-            return;
-        }
-        inst.recent_starts.push_back(Instant::now());
         let token = self.tokens.issue((name.to_owned(), index));
-        inst.state = InstanceState::Starting;
-        inst.spawn_token = Some(token);
-        self.checks_before_spawn(name, index);
-        match self.spawn_spec(&unit, index) {
-            Ok(mut spec) => {
-                if let Some(fds) = stdio {
-                    spec.output = Output::Passed(fds);
-                }
-                self.procs.spawn(token, spec)
-            }
-            // Fails like a spawn that failed: the restart policy decides what follows.
-            Err(reason) => self.on_spawned(token, Err(reason)),
+        let now = Instant::now();
+        let used = self.decide(name, index, |inst, unit, fx| {
+            inst.spawn(unit, now, token, fx)
+        });
+        if used != Some(true) {
+            self.tokens.take(token);
         }
     }
 
@@ -203,84 +164,24 @@ impl Supervisor {
         let Some((name, index)) = self.tokens.take(token) else {
             return;
         };
-        let run_id = self.next_run_id;
-        let Some(entry) = self.units.get_mut(&name) else {
-            if let Ok(s) = result {
-                kill_group(s.pid, Signal::SIGKILL);
-            }
-            return;
-        };
-        let unit = entry.unit.clone();
-        let Some(inst) = entry.instances.get_mut(index as usize) else {
-            return;
-        };
-        if inst.spawn_token != Some(token) {
-            if let Ok(s) = result {
-                kill_group(s.pid, Signal::SIGKILL);
-            }
-            return;
-        }
-        inst.spawn_token = None;
-        match result {
-            Ok(spawned) => {
-                self.next_run_id += 1;
-                inst.pid = Some(spawned.pid);
-                inst.started = Some(Instant::now());
-                inst.reason = None; // a start that failed for lack of descriptors, say
-                inst.run_id = Some(run_id);
-                self.by_pid.insert(spawned.pid, (name.clone(), index));
-                self.store.run_started(RunStart {
-                    id: run_id,
-                    unit: name.clone(),
-                    instance: index,
-                    pid: spawned.pid,
-                    start_time: spawned.start_time,
-                    started_at: crate::clock::now_ms(),
-                    restart_count: inst.restarts,
-                    daemon: unit.daemon,
-                });
-                if let Some(signal) = inst.pending_signal.take() {
-                    kill_group(spawned.pid, signal);
-                }
-                if inst.state == InstanceState::Stopping {
-                    // A stop arrived while the spawn was in flight.
-                    let generation = inst.generation;
-                    self.signal_stop(&unit, index, spawned.pid, generation, None);
-                } else {
-                    self.spawn_succeeded(&name, index, spawned.pid);
-                }
-            }
-            Err(reason)
-                if inst.state != InstanceState::Stopping
-                    && self.shutdown.is_none()
-                    && unit.restart != RestartPolicy::No
-                    && crate::fds::names_exhaustion(&reason) =>
-            {
-                // Not the unit's fault: retried with backoff for as long as descriptors
-                // are short, and not counted against its start limit.
-                inst.recent_starts.pop_back();
-                let (delay, generation) = inst.back_off(&unit);
-                let reason = format!("out of file descriptors: {reason}; retrying in {delay:?}");
-                inst.reason = Some(reason.clone());
-                self.event(&name, Some(index), "spawn_failed", reason);
-                self.after(
-                    delay,
-                    Msg::RestartDue {
-                        unit: name,
-                        instance: index,
-                        generation,
-                    },
-                );
-            }
-            Err(reason) => {
-                let was_stopping = inst.state == InstanceState::Stopping;
-                inst.state = if was_stopping {
-                    InstanceState::Stopped
-                } else {
-                    InstanceState::Failed
-                };
-                inst.reason = Some(reason.clone());
-                self.event(&name, Some(index), "spawn_failed", reason);
+        let result = result.map(|s| (s.pid, s.start_time));
+        let (run_id, shutting_down) = (self.next_run_id, self.shutdown.is_some());
+        let clocks = (Instant::now(), crate::clock::now_ms());
+        let decided = self.decide(&name, index, |inst, unit, fx| {
+            inst.spawned(
+                unit,
+                token,
+                result.clone(),
+                run_id,
+                shutting_down,
+                clocks,
+                fx,
+            );
+        });
+        if decided.is_none() {
+            // Its unit was removed meanwhile.
+            if let Ok((pid, _)) = result {
+                kill_group(pid, Signal::SIGKILL);
             }
         }
     }
@@ -305,68 +206,20 @@ impl Supervisor {
             self.cgroups_to_remove.insert((name.clone(), index));
         }
         let shutting_down = self.shutdown.is_some();
-        let Some(entry) = self.units.get_mut(&name) else {
-            return;
-        };
-        let unit = entry.unit.clone();
-        let inst = &mut entry.instances[index as usize];
-        if inst.pid != Some(pid) {
-            return;
-        }
-        inst.pid = None;
-        inst.last_exit = Some(status);
-        // The tick checks only logs of instances with a process: check this one a last
-        // time, so that a stopped instance's log is within its bound too.
-        let rotation = logs::Rotation {
-            path: logs::log_path(&self.config.log_dir, &name, index),
-            max_size: unit.log_max_size,
-            keep: unit.log_keep,
-        };
-        tokio::task::spawn_blocking(move || logs::rotate_all(std::slice::from_ref(&rotation)));
-        if let Some(run_id) = inst.run_id.take() {
-            self.store.run_ended(run_id, Some(status));
-        }
-        let (kind, detail, delay) = match inst.exited(&unit, status, shutting_down, Instant::now())
-        {
-            AfterExit::Stopped => ("stopped", status.to_string(), None),
-            AfterExit::Failed(detail) => ("failed", detail, None),
-            AfterExit::Exited => ("exited", status.to_string(), None),
-            AfterExit::GaveUp(reason) => ("gave_up", format!("{status}; {reason}"), None),
-            AfterExit::Restart { delay, generation } => (
-                "exited",
-                format!("{status}; restarting in {delay:?}"),
-                Some((delay, generation)),
-            ),
-        };
-        self.event(&name, Some(index), kind, detail);
-        let Some((delay, generation)) = delay else {
-            return;
-        };
-        self.after(
-            delay,
-            Msg::RestartDue {
-                unit: name,
-                instance: index,
-                generation,
-            },
-        );
+        let now = Instant::now();
+        self.decide(&name, index, |inst, unit, fx| {
+            inst.exited(unit, pid, status, shutting_down, now, fx)
+        });
     }
 
     pub(super) fn on_restart_due(&mut self, name: &str, index: u32, generation: u64) {
-        let Some(inst) = self.instance_mut(name, index) else {
-            return;
-        };
-        if inst.generation != generation || inst.state != InstanceState::Backoff {
-            return;
+        let token = self.tokens.issue((name.to_owned(), index));
+        let now = Instant::now();
+        let used = self.decide(name, index, |inst, unit, fx| {
+            inst.restart_due(unit, generation, now, token, fx)
+        });
+        if used != Some(true) {
+            self.tokens.take(token);
         }
-        inst.restarts += 1;
-        let restarts = inst.restarts;
-        self.event(
-            name,
-            Some(index),
-            "restarting",
-            format!("restart #{restarts}"),
-        );
-        self.spawn_instance(name, index);
     }
 }
