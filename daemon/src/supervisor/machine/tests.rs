@@ -2,8 +2,11 @@
 //! decisions with a made-up clock and checks the state it reaches and the effects it
 //! asks for.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use super::super::UnitEntry;
 use super::*;
 
 const OK: ExitStatus = ExitStatus {
