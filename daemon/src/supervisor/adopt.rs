@@ -16,8 +16,9 @@ use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use super::effects::signal_instance;
 use super::machine::{Effects, Run, State};
-use super::{Msg, Supervisor, signal_instance};
+use super::{Msg, Supervisor};
 use crate::process::ProcEvent;
 use crate::procstat::ProcStat;
 use crate::store::OpenRun;

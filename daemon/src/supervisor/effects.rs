@@ -3,6 +3,8 @@
 //! store.
 
 use super::machine::{Effect, Effects, Timer};
+use nix::unistd::Pid;
+
 use super::*;
 
 impl Supervisor {
@@ -96,6 +98,30 @@ impl Supervisor {
                 self.procs.spawn(token, spec);
             }
             Err(reason) => self.on_spawned(token, Err(reason)),
+        }
+    }
+}
+
+/// Sends `signal` to an instance's process group and, in cgroup mode, to every process
+/// of its cgroup (those that left the group with `setsid` too); SIGKILL there is
+/// `cgroup.kill`, which no process can escape by forking.
+pub(super) fn signal_instance(
+    cgroups: Option<&cgroup::Cgroups>,
+    unit: &str,
+    index: u32,
+    pid: i32,
+    signal: Signal,
+) {
+    kill_group(pid, signal);
+    let Some(cg) = cgroups else { return };
+    if signal == Signal::SIGKILL {
+        cg.kill(unit, index);
+        return;
+    }
+    for member in cg.pids(unit, index) {
+        match nix::sys::signal::kill(Pid::from_raw(member), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => tracing::warn!("kill({member}, {signal}): {e}"),
         }
     }
 }

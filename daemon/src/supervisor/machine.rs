@@ -8,7 +8,7 @@
 //! backoff, the start limit, stop, kill; dependency gating and the shutdown order for
 //! units) change instance state and return [`Effect`]s: what is to be spawned,
 //! signalled, timed, recorded and logged. The actor carries them out in one place
-//! ([`Supervisor::apply`](super::Supervisor)). The clock is a parameter, so the tests
+//! (`Supervisor::apply`, in `effects.rs`). The clock is a parameter, so the tests
 //! (`machine/tests.rs`) run without processes or waiting.
 
 use std::collections::VecDeque;
@@ -637,12 +637,14 @@ impl Instance {
     }
 
     /// The instance that replaces this one when a reload changes its unit: a fresh
-    /// instance that keeps what `status` shows of this one's past (it has settled).
+    /// instance that keeps what `status` shows of this one's past (it has settled), and
+    /// its generation, so that timers armed for this one stay stale.
     pub(super) fn replaced(&self) -> Instance {
         let mut new = Instance::new(self.index);
         new.state = self.state;
         new.last_exit = self.last_exit;
         new.reason = self.reason.clone();
+        new.generation = self.generation;
         new
     }
 }

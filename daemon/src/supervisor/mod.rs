@@ -1,12 +1,20 @@
 //! The supervisor: owns every unit and instance, and is the only code that changes them.
 //!
 //! It is one tokio task (an actor) fed by one channel of [`Msg`]: client requests,
-//! process events from the [process thread](process), and its own timers. Nothing else
+//! process events from the [process thread](crate::process), and its own timers. Nothing else
 //! holds instance state, so there are no locks and every transition happens in one place.
 //!
-//! Timers carry the instance's `generation` at the time they were armed; any transition
-//! bumps it, so a stale timer (a restart delay for an instance that was stopped meanwhile)
-//! is recognised and ignored.
+//! What happens to an instance is decided by the state machine in `machine.rs` (states
+//! that carry their data, decisions that return effects); `effects.rs` carries the effects
+//! out. The files beside this one follow the actor's concerns: `start.rs` (starts,
+//! dependency gating, spawn outcomes, exits), `stop.rs`, `reload.rs` (and transient
+//! units), `timers.rs` (scheduled units), `shutdown.rs` (the shutdown order), `settle.rs`
+//! (the bookkeeping after every message), `probe.rs` (readiness, health, memory),
+//! `adopt.rs` (recovery after a crash).
+//!
+//! Timers carry the instance's `generation` at the time they were armed; every
+//! transition bumps it, so a stale timer (a restart delay for an instance that was stopped
+//! meanwhile) is recognised and ignored.
 
 mod adopt;
 pub mod cgroup;
@@ -35,7 +43,6 @@ use corral_proto::{
     StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
 };
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::actor::Reply;
@@ -43,6 +50,7 @@ use crate::process::{
     Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned, Tokens, kill_group,
 };
 use crate::store::{self, Event, Store};
+use effects::signal_instance;
 use machine::{Instance, State};
 pub use started::{START_WINDOW, StartFailure};
 
@@ -682,29 +690,5 @@ impl Supervisor {
             .filter(|i| instance.is_none_or(|want| want == *i))
             .map(|i| (i, logs::log_path(&self.config.log_dir, unit, i)))
             .collect())
-    }
-}
-
-/// Sends `signal` to an instance's process group and, in cgroup mode, to every process
-/// of its cgroup (those that left the group with `setsid` too); SIGKILL there is
-/// `cgroup.kill`, which no process can escape by forking.
-fn signal_instance(
-    cgroups: Option<&cgroup::Cgroups>,
-    unit: &str,
-    index: u32,
-    pid: i32,
-    signal: Signal,
-) {
-    kill_group(pid, signal);
-    let Some(cg) = cgroups else { return };
-    if signal == Signal::SIGKILL {
-        cg.kill(unit, index);
-        return;
-    }
-    for member in cg.pids(unit, index) {
-        match nix::sys::signal::kill(Pid::from_raw(member), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => tracing::warn!("kill({member}, {signal}): {e}"),
-        }
     }
 }
