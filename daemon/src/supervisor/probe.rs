@@ -36,11 +36,12 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
 mod io;
+mod memory;
 
 use super::machine::State;
 use super::{Msg, Supervisor, kill_group};
 use crate::process::{Output, Spawned};
-use io::{group_rss, http_get, notify_listener, scan_log};
+use io::{http_get, notify_listener, scan_log};
 
 /// Which check a probe belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -683,66 +684,6 @@ impl Supervisor {
         self.event(name, Some(index), kind, reason);
         self.stop_instance(&unit, index, None, kind);
     }
-
-    /// Every tick: measures the memory of instances with `max_memory`, off the
-    /// supervisor's thread; the result comes back as [`ProbeMsg::Memory`].
-    pub(super) fn check_memory(&self) {
-        let groups: Vec<(String, u32, i64, i32)> = self
-            .units
-            .values()
-            .filter(|e| e.unit.max_memory.is_some())
-            .flat_map(|e| {
-                e.instances.iter().filter_map(|i| {
-                    let run = i.run()?;
-                    Some((e.unit.name.clone(), i.index, run.id, run.pid))
-                })
-            })
-            .collect();
-        if groups.is_empty() {
-            return;
-        }
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let rss = group_rss(groups.iter().map(|g| g.3));
-            let measured = groups
-                .into_iter()
-                .map(|(unit, index, run, pgid)| {
-                    (unit, index, run, rss.get(&pgid).copied().unwrap_or(0))
-                })
-                .collect();
-            let _ = tx.send(Msg::Probe(ProbeMsg::Memory(measured)));
-        });
-    }
-
-    fn on_memory(&mut self, groups: Vec<(String, u32, i64, u64)>) {
-        for (name, index, run, bytes) in groups {
-            let Some(entry) = self.units.get(&name) else {
-                continue;
-            };
-            let Some(limit) = entry.unit.max_memory else {
-                continue;
-            };
-            let Some(inst) = entry.instances.get(index as usize) else {
-                continue;
-            };
-            let live = matches!(inst.state, State::Running { .. } | State::Starting { .. });
-            if inst.run_id() != Some(run) || !live || inst.checks.kill_reason.is_some() {
-                continue;
-            }
-            if bytes > limit {
-                let reason = format!(
-                    "memory: its process group's resident memory {} passed max_memory {}",
-                    mib(bytes),
-                    mib(limit)
-                );
-                self.fail_instance(&name, index, "memory_limit", reason);
-            }
-        }
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn timed_out(timeout: Duration) -> String {
