@@ -258,6 +258,31 @@ def test_a_pool_raises_the_remote_exception_with_its_traceback(corrald):
         assert got == [[1.0, 0.5]]
 
 
+def test_apply_returns_the_value_even_when_the_answer_comes_back_at_once(corrald, monkeypatch):
+    # The worst schedule, made certain: the result's waiting thread runs to the end before
+    # apply_async returns. The answer must still be the value, not a one-item list.
+    import threading
+
+    import corral._pool
+
+    class Eager(threading.Thread):
+        def start(self):
+            super().start()
+            self.join()
+
+    class Threading:
+        Thread = Eager
+
+        def __getattr__(self, name):
+            return getattr(threading, name)
+
+    with Pool(2) as pool:
+        monkeypatch.setattr(corral._pool, "threading", Threading())
+        assert pool.apply(pow, (2, 10)) == 1024
+        assert pool.apply_async(pow, (3, 2)).get(timeout=RUN_TIMEOUT) == 9
+        assert pool.apply(pow, (2, 3)) == 8
+
+
 def test_shared_objects_pickle_by_reference(corrald):
     q, v, a = Queue(), Value("d", 1.5), Array("i", [1, 2, 3])
     q2, v2, a2 = pickle.loads(pickle.dumps((q, v, a)))
