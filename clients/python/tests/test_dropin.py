@@ -378,3 +378,42 @@ def test_maxtasksperchild_replaces_workers(corrald):
     with Pool(1, maxtasksperchild=1) as pool:
         pids = pool.map(_pid, range(3), chunksize=1)
         assert len(set(pids)) == 3, pids
+
+
+def _slow_square(x):
+    import time
+
+    time.sleep(0.05)
+    return x * x
+
+
+def test_a_pool_map_survives_a_restart_of_corrald_while_the_parent_waits(start_corrald):
+    server = start_corrald()
+    n = 120
+    got = {}
+
+    def run():
+        try:
+            got["value"] = pool.map(_slow_square, range(n), chunksize=1)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            got["error"] = e
+
+    with Pool(2) as pool:
+        waiter = threading.Thread(target=run, daemon=True)
+        waiter.start()
+
+        def some_done():
+            jobs = corral.call("pool_list")["jobs"]
+            return jobs and jobs[0]["succeeded"] >= 10 and jobs[0]
+
+        job = wait_for(some_done, RUN_TIMEOUT, "some tasks of the map to be done")
+        assert job["succeeded"] < n, "the map ended before corrald could be restarted"
+        server.stop()
+        server.start()
+        waiter.join(timeout=RUN_TIMEOUT)
+        assert not waiter.is_alive(), "map() still waits after corrald came back"
+        assert "error" not in got, got.get("error")
+        assert got["value"] == [x * x for x in range(n)]
+        # The same job, kept by corrald across its restart, and the same warm Pool.
+        assert [j["job"] for j in corral.call("pool_list")["jobs"]] == [job["job"]]
+        assert pool.map(_slow_square, range(4)) == [0, 1, 4, 9]
