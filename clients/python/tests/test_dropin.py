@@ -417,3 +417,35 @@ def test_a_pool_map_survives_a_restart_of_corrald_while_the_parent_waits(start_c
         # The same job, kept by corrald across its restart, and the same warm Pool.
         assert [j["job"] for j in corral.call("pool_list")["jobs"]] == [job["job"]]
         assert pool.map(_slow_square, range(4)) == [0, 1, 4, 9]
+
+
+def _say(x):
+    print("task", x)
+    print("warn", x, file=sys.stderr)
+    return x
+
+
+def _hello(word):
+    print("init", word)
+
+
+def test_print_in_a_pool_function_reaches_the_parents_stdout(corrald, capfd):
+    with Pool(2, initializer=_hello, initargs=("hi",)) as pool:
+        assert pool.map(_say, range(6), chunksize=2) == list(range(6))
+        assert pool.apply(_say, (9,)) == 9
+        with pytest.raises(ZeroDivisionError):
+            pool.map(_inverse_saying, [0])
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert sorted(line for line in lines if line.startswith("task")) == [
+        "task %d" % x for x in (0, 1, 2, 3, 4, 5, 9)
+    ], out
+    assert "init hi" in lines and "before 0" in lines, out
+    # Each chunk's lines arrive together, in the chunk's order.
+    assert lines.index("task 0") + 1 == lines.index("task 1"), out
+    assert "warn 0" in err.splitlines() and "warn 9" in err.splitlines(), err
+
+
+def _inverse_saying(x):
+    print("before", x)
+    return 1 / x
