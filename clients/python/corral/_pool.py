@@ -603,13 +603,26 @@ def _decode_chunk(outcome: Any) -> List[Any]:
             "a pool worker sent an answer that cannot be read (%s): %r" % (e, outcome[:200]),
             "protocol",
         ) from None
+    _print(answer[-1])
     if answer[0] == "ok":
         return answer[1]
-    _, exc, tb = answer
+    _, exc, tb, _ = answer
     if exc is None:
         exc = CorralError("a pool task failed:\n%s" % tb, "failed")
     exc.__cause__ = RemoteTraceback(tb)
     raise exc
+
+
+def _print(printed: Any) -> None:
+    """Writes what a chunk's tasks printed to this program's stdout and stderr, as
+    multiprocessing's workers, which share the parent's."""
+    for text, stream in zip(printed, (sys.stdout, sys.stderr)):
+        if text and stream is not None:
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 class ApplyResult:
