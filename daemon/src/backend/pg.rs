@@ -649,14 +649,47 @@ async fn keeper(pg: Arc<Pg>, mut closed: tokio::sync::oneshot::Receiver<()>) {
             }
             () = tokio::time::sleep(beat) => {
                 if let Ok(client) = pg.client() {
-                    let _ = client
-                        .execute(
-                            "UPDATE corral_nodes SET heartbeat = now() WHERE name = $1",
-                            &[&pg.settings.node],
-                        )
-                        .await;
+                    renew_and_reap(&pg, &client).await;
                 }
             }
         }
+    }
+}
+
+/// Renews this node's lease, then releases the locks of every node whose lease has
+/// expired (whichever live node notices first does it; the statement is idempotent).
+async fn renew_and_reap(pg: &Pg, client: &Client) {
+    let node = &pg.settings.node;
+    if let Err(e) = client
+        .execute(
+            "UPDATE corral_nodes SET heartbeat = now() WHERE name = $1",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: cannot renew this node's lease: {e}");
+        return;
+    }
+    match client
+        .query(
+            "DELETE FROM corral_locks l USING corral_nodes n
+             WHERE l.node = n.name AND n.name <> $1
+               AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
+             RETURNING l.name, l.node",
+            &[node],
+        )
+        .await
+    {
+        Ok(rows) => {
+            for row in rows {
+                let (lock, holder): (String, String) = (row.get(0), row.get(1));
+                tracing::warn!(
+                    lock = %lock,
+                    node = %holder,
+                    "PostgreSQL backend: released a lock of a node whose lease expired"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("PostgreSQL backend: releasing expired nodes' locks: {e}"),
     }
 }

@@ -16,6 +16,23 @@ fn node(pg: &PgCluster, name: &str) -> TestDaemon {
     d
 }
 
+/// A corrald node on `pg`'s database with a short lease (`[backend] lease`).
+fn node_with_lease(pg: &PgCluster, name: &str, lease: &str) -> TestDaemon {
+    let mut d = TestDaemon::new();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, format!("[backend]\nlease = \"{lease}\"\n")).unwrap();
+    d.extra_args = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--backend".into(),
+        pg.url(),
+        "--node".into(),
+        name.into(),
+    ];
+    d.start();
+    d
+}
+
 /// Runs corrald with `args` and expects it to exit non-zero at start; returns stderr.
 fn start_fails(args: &[&str]) -> String {
     let d = TestDaemon::new();
@@ -250,4 +267,75 @@ fn a_lock_held_on_one_node_is_refused_on_another_until_released() {
     drop(ca);
     let next = waiter.join().unwrap().unwrap();
     assert!(next > token, "token {next} after {token}");
+}
+
+#[test]
+fn kill_9_of_a_node_holding_a_lock_lets_another_node_take_it_after_the_lease() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mut a = node_with_lease(&pg, "a", "1s");
+    let b = node_with_lease(&pg, "b", "1s");
+    let ca = a.client();
+    let guard = ca.lock("leader").acquire(None).unwrap();
+    let token = guard.token();
+    std::mem::forget(guard);
+    a.kill9();
+    drop(ca);
+    // b waits for the lock: it is released once a's lease (1 s) has expired.
+    let cb = b.client();
+    let grant = cb
+        .lock("leader")
+        .acquire(Some(Duration::from_secs(60)))
+        .unwrap();
+    assert!(
+        grant.token() > token,
+        "token {} after {token}",
+        grant.token()
+    );
+    assert_eq!(
+        pg.psql("SELECT node FROM corral_locks WHERE name = 'leader'"),
+        "b"
+    );
+}
+
+#[test]
+fn postgresql_down_answers_backend_unavailable_while_units_keep_running_then_service_resumes() {
+    let Some(mut pg) = PgCluster::start() else {
+        return;
+    };
+    let mut d = TestDaemon::new();
+    d.unit("svc", "command = [\"sleep\", \"1000\"]\n");
+    d.extra_args = vec!["--backend".into(), pg.url(), "--node".into(), "a".into()];
+    d.start();
+    let before = d.wait_state("svc", "running");
+    let pid = before.instances[0].pid;
+    d.ctl_ok(&["queue", "put", "q", "1"]);
+
+    pg.stop();
+    let out = d.ctl(&["--json", "queue", "put", "q", "2"]);
+    assert!(!out.status.success());
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON error");
+    assert_eq!(err["code"], "backend_unavailable", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("retry later"),
+        "{err}"
+    );
+    assert!(!err["message"].as_str().unwrap().contains(PG_PASSWORD));
+    let plain = d.ctl(&["counter", "add", "c", "1"]);
+    assert!(!plain.status.success());
+    // Supervision goes on without the database.
+    let during = d.status("svc");
+    assert_eq!(during.instances[0].state.as_str(), "running");
+    assert_eq!(during.instances[0].pid, pid);
+
+    pg.start_again();
+    corral_tests::wait_for("the backend to come back", || {
+        d.ctl(&["queue", "put", "q", "3"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // Nothing acknowledged was lost; nothing refused was stored.
+    assert_eq!(d.ctl_ok(&["queue", "get", "q"]).trim(), "1");
+    assert_eq!(d.ctl_ok(&["queue", "get", "q"]).trim(), "3");
+    assert_eq!(d.status("svc").instances[0].pid, pid);
 }
