@@ -78,6 +78,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
         )]
         .into(),
         cgroups: Some(true),
+        backend: Default::default(),
     };
     assert_eq!(config, want);
 }
