@@ -1,7 +1,7 @@
 //! The supervisor: owns every unit and instance, and is the only code that changes them.
 //!
 //! It is one tokio task (an actor) fed by one channel of [`Msg`]: client requests,
-//! process events from the [process thread](process), and its own timers. Nothing else
+//! process events from the [process thread](crate::process), and its own timers. Nothing else
 //! holds instance state, so there are no locks and every transition happens in one place.
 //!
 //! Timers carry the instance's `generation` at the time they were armed; any transition
