@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod actor;
+pub mod backend;
 pub mod clock;
 pub mod context;
 pub mod fds;
@@ -81,7 +82,10 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         declared_queues: settings.queues.clone(),
     };
     let policy = access::Policy::new(settings.access.as_ref())?;
-    let store = Store::open(&settings.db_path(), limits)?;
+    let mut store = Store::open(&settings.db_path(), limits)?;
+    if let Some(backend) = settings.backend.clone() {
+        store.attach(backend::pg::Pg::start(backend).await?);
+    }
     let units_count = units.len();
     // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;

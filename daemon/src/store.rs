@@ -323,6 +323,8 @@ pub struct StoredJob {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<Command>,
+    /// The shared backend, when `--backend` is set: coordination operations go there.
+    remote: Option<std::sync::Arc<crate::backend::pg::Pg>>,
 }
 
 impl Store {
@@ -337,7 +339,7 @@ impl Store {
         let epoch = next_epoch(&conn).map_err(sqlite)?;
         let mut snapshot = load_snapshot(&conn).map_err(sqlite)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let store = Store { tx };
+        let store = Store { tx, remote: None };
         let stored = load_sessions(&conn).map_err(sqlite)?;
         snapshot.anon = store.watch_sessions(stored);
         let prims = Primitives::new(limits, snapshot, epoch);
@@ -348,7 +350,16 @@ impl Store {
     /// Applies a coordination operation (queue, counter, array, lock) for `conn`;
     /// `reply` is called once, after the change is committed (or the wait ends).
     pub fn primitive(&self, conn: ConnInfo, op: Op, reply: ReplyFn) {
-        self.send(Command::Primitive { conn, op, reply });
+        match &self.remote {
+            Some(pg) => pg.apply(conn, op, reply),
+            None => self.send(Command::Primitive { conn, op, reply }),
+        }
+    }
+
+    /// Sends coordination operations to a shared backend from now on (call before the
+    /// store is cloned); the supervisor's records stay in SQLite.
+    pub fn attach(&mut self, pg: std::sync::Arc<crate::backend::pg::Pg>) {
+        self.remote = Some(pg);
     }
 
     /// The anonymous sessions of corrald's previous life, with their holders that are
@@ -382,12 +393,18 @@ impl Store {
 
     /// A connection closed: release its locks, drop its waiters.
     pub fn disconnect(&self, conn: u64) {
+        if let Some(pg) = &self.remote {
+            pg.disconnect(conn);
+        }
         self.send(Command::Disconnect(conn));
     }
 
     /// Whether a connection holds a lock or a lease, or has a request waiting (a
     /// connection that does may be silent for as long as it likes).
     pub async fn holds(&self, conn: u64) -> bool {
+        if self.remote.as_ref().is_some_and(|pg| pg.holds(conn)) {
+            return true;
+        }
         let (tx, rx) = oneshot::channel();
         self.send(Command::Holds(conn, tx));
         rx.await.unwrap_or(false)

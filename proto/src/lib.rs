@@ -1441,6 +1441,9 @@ pub enum ErrorCode {
     TooLarge,
     /// Durable storage refused the write (e.g. the disk is full); nothing changed.
     StorageFull,
+    /// The shared backend (PostgreSQL, `corrald --backend`) cannot be reached; nothing
+    /// changed. corrald reconnects by itself: retry later.
+    BackendUnavailable,
 }
 
 /// Result of [`Op::Hello`].
