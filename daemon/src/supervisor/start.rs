@@ -1,5 +1,6 @@
 //! Starting instances: explicit starts, dependency gating (`pump_starts`), spawning and
-//! what a spawn's outcome and a process's exit lead to (the restart policy).
+//! the outcomes of spawns and exits, handed to the state machine (`Instance::spawn`,
+//! `spawned`, `exited`, `restart_due` in `machine.rs`, where the restart policy is).
 
 use super::*;
 
