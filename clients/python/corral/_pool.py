@@ -661,7 +661,8 @@ class ApplyResult:
             self._value = values[0] if self._single and values else values
         except BaseException as e:  # noqa: BLE001 - handed to get()
             self._error = e
-        self._event.set()
+        # The callback runs before the result is ready, as multiprocessing's: once get()
+        # returns, the callback has been called.
         try:
             if self._error is None:
                 if self._callback is not None:
@@ -672,6 +673,7 @@ class ApplyResult:
             import traceback
 
             traceback.print_exc()
+        self._event.set()
 
     def ready(self) -> bool:
         return self._event.is_set()

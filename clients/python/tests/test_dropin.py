@@ -26,7 +26,7 @@ DROPIN = HERE / "dropin"
 RUN_TIMEOUT = 180
 
 
-def run_file(path, cwd, timeout=RUN_TIMEOUT, args=(), unbuffered=False):
+def run_file(path, cwd, timeout=RUN_TIMEOUT, args=(), unbuffered=False, input=None):
     # Buffered output (the default for a pipe), so that each process writes its lines
     # whole: unbuffered, multiprocessing's own children interleave within lines.
     env = child_env()
@@ -36,7 +36,8 @@ def run_file(path, cwd, timeout=RUN_TIMEOUT, args=(), unbuffered=False):
         [sys.executable, str(path), *args],
         cwd=str(cwd),
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if input is None else None,
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -80,9 +81,14 @@ GUIDE_PROGRAMS = sorted(p.name for p in GUIDE.glob("guide_*.py"))
 @pytest.mark.parametrize("name", GUIDE_PROGRAMS)
 def test_guide_example_prints_what_multiprocessing_prints(corrald, tmp_path, name):
     """Examples of the Python documentation's multiprocessing guide (Process, Queue, Pipe,
-    Lock, Value, Array, Pool), with the guard, and one without it."""
-    ours = run_file(GUIDE / name, tmp_path)
-    theirs = run_file(as_multiprocessing(GUIDE / name, tmp_path), tmp_path)
+    Lock, Value, Array, Pool), with the guard, and one without it; guide_8_api.py goes
+    through the rest of the API (SimpleQueue, JoinableQueue, RLock, current_process,
+    parent_process, active_children, terminate, close, imap, starmap_async, callbacks,
+    get(timeout)). The programs get text on stdin, which a child must not see (its stdin
+    is /dev/null, as multiprocessing's)."""
+    stdin = "the parent's stdin\n"
+    ours = run_file(GUIDE / name, tmp_path, input=stdin)
+    theirs = run_file(as_multiprocessing(GUIDE / name, tmp_path), tmp_path, input=stdin)
     assert theirs.returncode == 0, theirs.stderr
     assert ours.returncode == 0, ours.stderr
     assert ours.stderr == ""
