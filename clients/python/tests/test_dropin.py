@@ -450,6 +450,45 @@ def test_a_pool_map_survives_a_restart_of_corrald_while_the_parent_waits(start_c
         assert pool.map(_slow_square, range(4)) == [0, 1, 4, 9]
 
 
+def _stored_items(server, job):
+    import sqlite3
+
+    db = sqlite3.connect("file:%s?mode=ro" % (server.state / "state.db"), uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM pool_items WHERE job = ?", (job,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_an_open_pool_job_drops_the_items_its_client_has_read(start_corrald):
+    """A Pool's one job serves every map: corrald keeps only the items not yet read, in
+    memory (pool_results) and in its database, and the job's counts and indexes go on,
+    also after a restart of corrald."""
+    server = start_corrald()
+    with Pool(2) as pool:
+        for n in range(30):
+            assert pool.map(_slow_square, range(n * 40, n * 40 + 40), chunksize=1) == [
+                x * x for x in range(n * 40, n * 40 + 40)
+            ]
+        job = corral.call("pool_list")["jobs"][0]
+        assert (job["total"], job["succeeded"], job["failed"]) == (1200, 1200, 0)
+        # The last map's 40 items; the 29 before it were read, and dropped.
+        kept = corral.call("pool_results", job=job["job"])["items"]
+        assert [i["index"] for i in kept] == list(range(1160, 1200))
+        assert _stored_items(server, job["job"]) == 40
+        with pytest.raises(ZeroDivisionError):
+            pool.map(_inverse_saying, [0, 1], chunksize=1)
+        server.stop()
+        server.start()
+        assert pool.map(_slow_square, range(5), chunksize=1) == [0, 1, 4, 9, 16]
+        after = corral.call("pool_status", job=job["job"])
+        # (A task's exception is an answer of its worker: the item succeeded.)
+        assert (after["total"], after["succeeded"], after["failed"]) == (1207, 1207, 0)
+        kept = corral.call("pool_results", job=job["job"])["items"]
+        assert [i["index"] for i in kept] == list(range(1202, 1207))
+        assert _stored_items(server, job["job"]) == 5
+
+
 def _say(x):
     print("task", x)
     print("warn", x, file=sys.stderr)
