@@ -337,15 +337,16 @@ class Pool:
         if not callable(func):
             raise TypeError("%r is not callable" % (func,))
         fbytes = _payload.dumps(func, "the pool function %r" % (func,))
+        if not chunks:
+            return []
+        from ._process import _owner_connection
+
+        # The workers start (a first call's) while the tasks are pickled here.
+        job = self._open_job()
         lines: List[str] = []
         for chunk in chunks:
             data = _payload.dumps((mode, fbytes, chunk), "a task of %r" % (func,))
             lines.append(base64.b64encode(data).decode("ascii"))
-        if not lines:
-            return []
-        from ._process import _owner_connection
-
-        job = self._open_job()
         batches: List[_Batch] = []
         batch: List[str] = []
         size = 0
