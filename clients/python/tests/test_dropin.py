@@ -299,6 +299,23 @@ def test_shared_objects_pickle_by_reference(corrald):
     assert v.value == 2.5 and a[:] == [1, 5, 6]
 
 
+def _locked_add(args):
+    lock, value = args
+    with lock:
+        value.value += 1
+    return True
+
+
+def test_a_lock_and_a_value_travel_in_pool_tasks(corrald):
+    """multiprocessing refuses a Lock in a Pool task; corral's pickle by reference."""
+    from corral import Lock
+
+    lock, value = Lock(), Value("i", 0)
+    with Pool(2) as pool:
+        assert pool.map(_locked_add, [(lock, value)] * 20, chunksize=1) == [True] * 20
+    assert value.value == 20
+
+
 def _inverse(x):
     return 1 / x
 

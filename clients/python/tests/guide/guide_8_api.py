@@ -114,5 +114,11 @@ if __name__ == '__main__':
             print('timed out', flush=True)
         print(slow.get(timeout=60), flush=True)
 
+    pool = Pool(2)
+    r = pool.map_async(square, range(3))
+    pool.close()
+    pool.join()
+    print(r.ready(), r.get(), flush=True)
+
     Process(target=late).start()
     print('end', flush=True)
