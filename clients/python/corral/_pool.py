@@ -124,6 +124,9 @@ class Pool:
         self._socket = socket
         self._state = "run"
         self._jobs: Dict[int, bool] = {}  # job id -> finished?
+        # The async results whose callbacks have not run yet: join waits for them, as
+        # multiprocessing's join waits for its result handler.
+        self._async: "weakref.WeakSet[ApplyResult]" = weakref.WeakSet()
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if maxtasksperchild is not None and (
@@ -410,7 +413,9 @@ class Pool:
         error_callback: Optional[Callable[[BaseException], object]] = None,
     ) -> "ApplyResult":
         batches = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
-        return ApplyResult(self, batches, callback, error_callback, single=mode == "apply")
+        result = ApplyResult(self, batches, callback, error_callback, single=mode == "apply")
+        self._async.add(result)
+        return result
 
     def _fiter(
         self,
@@ -572,6 +577,9 @@ class Pool:
             if not finished:
                 _client.call("pool_wait", socket=self._socket, job=job)
                 self._finished(job)
+        # Once join returns, every async result is ready and its callback has run.
+        for result in list(self._async):
+            result.wait()
 
     def __enter__(self) -> "Pool":
         if self._state != "run":

@@ -289,6 +289,26 @@ def test_apply_returns_the_value_even_when_the_answer_comes_back_at_once(corrald
         assert pool.apply(pow, (2, 3)) == 8
 
 
+def test_join_returns_once_every_async_result_is_ready_and_its_callback_has_run(corrald):
+    # As multiprocessing's join waits for its result handler: a slow callback (the
+    # scenario itself, not a wait) must have run when join returns.
+    import time
+
+    called = []
+
+    def slow_callback(value):
+        time.sleep(1.0)
+        called.append(value)
+
+    pool = Pool(2)
+    r = pool.starmap_async(pow, [(2, 2), (3, 2)], callback=slow_callback)
+    pool.close()
+    pool.join()
+    assert r.ready()
+    assert called == [[4, 9]]
+    assert r.get(timeout=0) == [4, 9]
+
+
 def test_shared_objects_pickle_by_reference(corrald):
     q, v, a = Queue(), Value("d", 1.5), Array("i", [1, 2, 3])
     q2, v2, a2 = pickle.loads(pickle.dumps((q, v, a)))
