@@ -148,7 +148,7 @@ fn apply(unit: &mut Unit, sites: &mut DepSites, key: &str, e: &Entry<'_>, sink: 
         "env_file" => unit.env_files = env_files(sink, e),
         "ready" => unit.ready = checks::ready(sink, e),
         "health" => unit.health = checks::health(sink, e),
-        "max_memory" => unit.max_memory = checks::max_memory(sink, e),
+        "max_memory" => unit.max_memory = checks::memory_limit(sink, e),
         "env" | "rlimits" => require_table(sink, e, key),
         // "kind" and "command" were converted before the defaults were set.
         _ => {}

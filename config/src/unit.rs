@@ -215,7 +215,7 @@ impl Check {
             Check::Http(t) if t.url.contains(from) => {
                 let url = put(&t.url);
                 Check::Http(
-                    crate::fields::checks::http_target(&url)
+                    HttpTarget::parse(&url)
                         .map_err(|e| format!("invalid URL `{url}` for the check: {e}"))?,
                 )
             }
@@ -247,6 +247,64 @@ pub struct HttpTarget {
     pub port: u16,
     /// Path and query, at least `/`.
     pub path: String,
+}
+
+impl HttpTarget {
+    /// Splits an `http://` URL into host, port and path.
+    pub(crate) fn parse(url: &str) -> Result<HttpTarget, String> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(if url.starts_with("https://") {
+                "https is not supported: probe the plain HTTP port, e.g. \"http://127.0.0.1:8080/health\"".to_owned()
+            } else {
+                format!("`{url}` does not start with http://")
+            });
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        if path.contains(|c: char| c.is_whitespace() || c.is_control()) || path.contains('#') {
+            return Err("the path must not contain spaces, control characters or `#`".to_owned());
+        }
+        if authority.contains('@') {
+            return Err("user names and passwords in the URL are not supported".to_owned());
+        }
+        let (host, port) = if authority.ends_with(']') || !authority.contains(':') {
+            let host = authority
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(authority);
+            (host.to_owned(), 80)
+        } else {
+            host_port(authority).ok_or_else(|| format!("bad HOST:PORT `{authority}`"))?
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err("the URL has no host".to_owned());
+        }
+        Ok(HttpTarget {
+            url: url.to_owned(),
+            host,
+            port,
+            path,
+        })
+    }
+}
+
+/// `HOST:PORT` (`[V6]:PORT` for an IPv6 address): the host and the port.
+pub(crate) fn host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_owned(), port))
 }
 
 /// Default `interval` of a `[ready]` check.

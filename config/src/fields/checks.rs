@@ -11,7 +11,7 @@ use crate::parse::{Entry, Sink};
 use crate::suggest::did_you_mean;
 use crate::unit::{
     Check, HEALTH_FAILURES, HEALTH_INTERVAL, Health, HttpTarget, PROBE_TIMEOUT, READY_DEADLINE,
-    READY_INTERVAL, Ready,
+    READY_INTERVAL, Ready, host_port,
 };
 
 const READY_KEYS: &[&str] = &[
@@ -124,7 +124,7 @@ fn one_check(sink: &mut Sink<'_>, e: &Entry<'_>, what: &str, kind: &str) -> Opti
         }
         "http" => {
             let url = string(sink, e, "a URL like \"http://127.0.0.1:8080/health\"", what)?;
-            match http_target(&filled(url)).map(|t| HttpTarget {
+            match HttpTarget::parse(&filled(url)).map(|t| HttpTarget {
                 url: url.to_owned(),
                 ..t
             }) {
@@ -180,62 +180,6 @@ fn one_check(sink: &mut Sink<'_>, e: &Entry<'_>, what: &str, kind: &str) -> Opti
 fn filled(text: &str) -> String {
     text.replace(crate::INSTANCE_PLACEHOLDER, "0")
         .replace(crate::ARG_PLACEHOLDER, "1")
-}
-
-/// `HOST:PORT` (`[V6]:PORT` for an IPv6 address): the host and the port.
-pub(crate) fn host_port(addr: &str) -> Option<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.strip_suffix(']')?,
-        None if host.contains(':') => return None,
-        None => host,
-    };
-    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_owned(), port))
-}
-
-/// Splits an `http://` URL into host, port and path.
-pub(crate) fn http_target(url: &str) -> Result<HttpTarget, String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(if url.starts_with("https://") {
-            "https is not supported: probe the plain HTTP port, e.g. \"http://127.0.0.1:8080/health\"".to_owned()
-        } else {
-            format!("`{url}` does not start with http://")
-        });
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let path = if path.starts_with('?') {
-        format!("/{path}")
-    } else {
-        path.to_owned()
-    };
-    if path.contains(|c: char| c.is_whitespace() || c.is_control()) || path.contains('#') {
-        return Err("the path must not contain spaces, control characters or `#`".to_owned());
-    }
-    if authority.contains('@') {
-        return Err("user names and passwords in the URL are not supported".to_owned());
-    }
-    let (host, port) = if authority.ends_with(']') || !authority.contains(':') {
-        let host = authority
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(authority);
-        (host.to_owned(), 80)
-    } else {
-        host_port(authority).ok_or_else(|| format!("bad HOST:PORT `{authority}`"))?
-    };
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err("the URL has no host".to_owned());
-    }
-    Ok(HttpTarget {
-        url: url.to_owned(),
-        host,
-        port,
-        path,
-    })
 }
 
 fn timing(sink: &mut Sink<'_>, e: &Entry<'_>, what: &str) -> Option<Duration> {
@@ -304,7 +248,7 @@ pub(crate) fn health(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<Health> {
 }
 
 /// `max_memory`: a size like `"200M"` or a number of bytes, at least 1 MiB.
-pub(crate) fn max_memory(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<u64> {
+pub(crate) fn memory_limit(sink: &mut Sink<'_>, e: &Entry<'_>) -> Option<u64> {
     let size = match e.value.get_ref() {
         DeValue::String(s) => match parse_size(s) {
             Ok(n) => n,
@@ -369,23 +313,23 @@ mod tests {
 
     #[test]
     fn urls() {
-        let t = http_target("http://127.0.0.1:8080/health?x=1").unwrap();
+        let t = HttpTarget::parse("http://127.0.0.1:8080/health?x=1").unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.path.as_str()),
             ("127.0.0.1", 8080, "/health?x=1")
         );
-        let t = http_target("http://example.test").unwrap();
+        let t = HttpTarget::parse("http://example.test").unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.path.as_str()),
             ("example.test", 80, "/")
         );
-        let t = http_target("http://[::1]:81?q").unwrap();
+        let t = HttpTarget::parse("http://[::1]:81?q").unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.path.as_str()),
             ("::1", 81, "/?q")
         );
         assert!(
-            http_target("https://x/")
+            HttpTarget::parse("https://x/")
                 .unwrap_err()
                 .contains("https is not supported")
         );
@@ -396,7 +340,7 @@ mod tests {
             "http://u@h/",
             "http://h/a b",
         ] {
-            assert!(http_target(bad).is_err(), "{bad}");
+            assert!(HttpTarget::parse(bad).is_err(), "{bad}");
         }
     }
 }
