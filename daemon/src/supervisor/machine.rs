@@ -18,7 +18,6 @@ use corral_config::{RestartPolicy, Unit};
 use corral_proto::{ExitStatus, InstanceState, InstanceStatus};
 use nix::sys::signal::Signal;
 
-use super::probe;
 use crate::store::RunStart;
 
 mod units;
@@ -124,6 +123,32 @@ pub(super) enum Timer {
 /// The effects of one decision.
 pub(super) type Effects = Vec<Effect>;
 
+/// Check state of one instance.
+#[derive(Debug, Default)]
+pub(super) struct InstanceChecks {
+    /// `None` without `[ready]`; else whether the current run has passed it.
+    pub ready: Option<bool>,
+    /// `None` without `[health]` or before its first probe.
+    pub healthy: Option<bool>,
+    /// Failed health probes in a row.
+    pub health_failures: u32,
+    /// Failed health probes since corrald started.
+    pub health_failures_total: u64,
+    /// Why the last probe failed.
+    pub last_error: Option<String>,
+    /// For a `log` check: the log's size when the current run was spawned, then how far
+    /// it has been read.
+    pub log_offset: u64,
+    /// Set when corrald stopped the instance for a failed check: at its exit the restart
+    /// policy applies as after a failure.
+    pub kill_reason: Option<String>,
+    /// Why corrald last restarted the instance for a failed check, until it is started
+    /// again by request: its status's reason when it has no other.
+    pub restarted_for: Option<String>,
+    /// When the current run was spawned.
+    pub spawned: Option<Instant>,
+}
+
 /// One running copy of a unit.
 #[derive(Debug)]
 pub(super) struct Instance {
@@ -137,7 +162,7 @@ pub(super) struct Instance {
     /// Bumped by every [`transition`](Instance::transition): timers carry it.
     pub(super) generation: u64,
     /// Readiness and health of the current run.
-    pub(super) checks: probe::InstanceChecks,
+    pub(super) checks: InstanceChecks,
 }
 
 impl Instance {
@@ -151,7 +176,7 @@ impl Instance {
             last_exit: None,
             reason: None,
             generation: 0,
-            checks: probe::InstanceChecks::default(),
+            checks: InstanceChecks::default(),
         }
     }
 

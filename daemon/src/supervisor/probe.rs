@@ -108,32 +108,6 @@ pub enum ProbeMsg {
     Memory(Vec<(String, u32, i64, u64)>),
 }
 
-/// Check state of one instance.
-#[derive(Debug, Default)]
-pub(super) struct InstanceChecks {
-    /// `None` without `[ready]`; else whether the current run has passed it.
-    pub ready: Option<bool>,
-    /// `None` without `[health]` or before its first probe.
-    pub healthy: Option<bool>,
-    /// Failed health probes in a row.
-    pub health_failures: u32,
-    /// Failed health probes since corrald started.
-    pub health_failures_total: u64,
-    /// Why the last probe failed.
-    pub last_error: Option<String>,
-    /// For a `log` check: the log's size when the current run was spawned, then how far
-    /// it has been read.
-    pub log_offset: u64,
-    /// Set when corrald stopped the instance for a failed check: at its exit the restart
-    /// policy applies as after a failure.
-    pub kill_reason: Option<String>,
-    /// Why corrald last restarted the instance for a failed check, until it is started
-    /// again by request: its status's reason when it has no other.
-    pub restarted_for: Option<String>,
-    /// When the current run was spawned.
-    pub spawned: Option<Instant>,
-}
-
 /// One `exec` probe in flight.
 #[derive(Debug)]
 struct ExecProbe {
