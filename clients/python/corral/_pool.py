@@ -300,11 +300,9 @@ class Pool:
         error_callback: Optional[Callable[[BaseException], object]] = None,
     ) -> "ApplyResult":
         """``apply`` that returns an :class:`ApplyResult` at once."""
-        result = self._fmap(
+        return self._fmap(
             func, [(tuple(args), dict(kwds or {}))], 1, "apply", callback, error_callback
         )
-        result._single = True
-        return result
 
     # -- function form: workers are `python -m corral._worker` of a stream-mode job ---
 
@@ -402,7 +400,7 @@ class Pool:
         error_callback: Optional[Callable[[BaseException], object]] = None,
     ) -> "ApplyResult":
         batches = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
-        return ApplyResult(self, batches, callback, error_callback)
+        return ApplyResult(self, batches, callback, error_callback, single=mode == "apply")
 
     def _fiter(
         self,
@@ -605,13 +603,26 @@ def _decode_chunk(outcome: Any) -> List[Any]:
             "a pool worker sent an answer that cannot be read (%s): %r" % (e, outcome[:200]),
             "protocol",
         ) from None
+    _print(answer[-1])
     if answer[0] == "ok":
         return answer[1]
-    _, exc, tb = answer
+    _, exc, tb, _ = answer
     if exc is None:
         exc = CorralError("a pool task failed:\n%s" % tb, "failed")
     exc.__cause__ = RemoteTraceback(tb)
     raise exc
+
+
+def _print(printed: Any) -> None:
+    """Writes what a chunk's tasks printed to this program's stdout and stderr, as
+    multiprocessing's workers, which share the parent's."""
+    for text, stream in zip(printed, (sys.stdout, sys.stderr)):
+        if text and stream is not None:
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 class ApplyResult:
@@ -625,11 +636,14 @@ class ApplyResult:
         batches: List[_Batch],
         callback: Optional[Callable[[Any], object]] = None,
         error_callback: Optional[Callable[[BaseException], object]] = None,
+        single: bool = False,
     ) -> None:
         self._pool = pool
         self._batches = batches
         self.jobs = sorted({b.job for b in batches})
-        self._single = False
+        # Set before the waiting thread starts: an answer that comes back at once must
+        # still be unwrapped (`apply` returns the value, not a one-item list).
+        self._single = single
         self._callback = callback
         self._error_callback = error_callback
         self._event = threading.Event()

@@ -412,6 +412,10 @@ _OWNERS_LOCK = threading.Lock()
 
 
 def _owner_connection(socket: Optional[str]) -> _client.Connection:
+    # Keyed by the socket's path as resolved now: a CORRAL_SOCKET changed since the
+    # last call names another corrald, which needs an owner connection of its own.
+    if socket is None:
+        socket = _client.socket_path()
     key = (os.getpid(), socket)
     with _OWNERS_LOCK:
         conn = _OWNERS.get(key)

@@ -258,6 +258,31 @@ def test_a_pool_raises_the_remote_exception_with_its_traceback(corrald):
         assert got == [[1.0, 0.5]]
 
 
+def test_apply_returns_the_value_even_when_the_answer_comes_back_at_once(corrald, monkeypatch):
+    # The worst schedule, made certain: the result's waiting thread runs to the end before
+    # apply_async returns. The answer must still be the value, not a one-item list.
+    import threading
+
+    import corral._pool
+
+    class Eager(threading.Thread):
+        def start(self):
+            super().start()
+            self.join()
+
+    class Threading:
+        Thread = Eager
+
+        def __getattr__(self, name):
+            return getattr(threading, name)
+
+    with Pool(2) as pool:
+        monkeypatch.setattr(corral._pool, "threading", Threading())
+        assert pool.apply(pow, (2, 10)) == 1024
+        assert pool.apply_async(pow, (3, 2)).get(timeout=RUN_TIMEOUT) == 9
+        assert pool.apply(pow, (2, 3)) == 8
+
+
 def test_shared_objects_pickle_by_reference(corrald):
     q, v, a = Queue(), Value("d", 1.5), Array("i", [1, 2, 3])
     q2, v2, a2 = pickle.loads(pickle.dumps((q, v, a)))
@@ -378,3 +403,74 @@ def test_maxtasksperchild_replaces_workers(corrald):
     with Pool(1, maxtasksperchild=1) as pool:
         pids = pool.map(_pid, range(3), chunksize=1)
         assert len(set(pids)) == 3, pids
+
+
+def _slow_square(x):
+    import time
+
+    time.sleep(0.05)
+    return x * x
+
+
+def test_a_pool_map_survives_a_restart_of_corrald_while_the_parent_waits(start_corrald):
+    server = start_corrald()
+    n = 120
+    got = {}
+
+    def run():
+        try:
+            got["value"] = pool.map(_slow_square, range(n), chunksize=1)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            got["error"] = e
+
+    with Pool(2) as pool:
+        waiter = threading.Thread(target=run, daemon=True)
+        waiter.start()
+
+        def some_done():
+            jobs = corral.call("pool_list")["jobs"]
+            return jobs and jobs[0]["succeeded"] >= 10 and jobs[0]
+
+        job = wait_for(some_done, RUN_TIMEOUT, "some tasks of the map to be done")
+        assert job["succeeded"] < n, "the map ended before corrald could be restarted"
+        server.stop()
+        server.start()
+        waiter.join(timeout=RUN_TIMEOUT)
+        assert not waiter.is_alive(), "map() still waits after corrald came back"
+        assert "error" not in got, got.get("error")
+        assert got["value"] == [x * x for x in range(n)]
+        # The same job, kept by corrald across its restart, and the same warm Pool.
+        assert [j["job"] for j in corral.call("pool_list")["jobs"]] == [job["job"]]
+        assert pool.map(_slow_square, range(4)) == [0, 1, 4, 9]
+
+
+def _say(x):
+    print("task", x)
+    print("warn", x, file=sys.stderr)
+    return x
+
+
+def _hello(word):
+    print("init", word)
+
+
+def test_print_in_a_pool_function_reaches_the_parents_stdout(corrald, capfd):
+    with Pool(2, initializer=_hello, initargs=("hi",)) as pool:
+        assert pool.map(_say, range(6), chunksize=2) == list(range(6))
+        assert pool.apply(_say, (9,)) == 9
+        with pytest.raises(ZeroDivisionError):
+            pool.map(_inverse_saying, [0])
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert sorted(line for line in lines if line.startswith("task")) == [
+        "task %d" % x for x in (0, 1, 2, 3, 4, 5, 9)
+    ], out
+    assert "init hi" in lines and "before 0" in lines, out
+    # Each chunk's lines arrive together, in the chunk's order.
+    assert lines.index("task 0") + 1 == lines.index("task 1"), out
+    assert "warn 0" in err.splitlines() and "warn 9" in err.splitlines(), err
+
+
+def _inverse_saying(x):
+    print("before", x)
+    return 1 / x
