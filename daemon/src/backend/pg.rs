@@ -12,9 +12,13 @@
 //! - a lock is a row keyed by name with its holder (node, connection) and a fencing token
 //!   from the one sequence `corral_fencing`, so tokens grow across the whole cluster.
 //!
-//! Blocking gets and acquires poll every [`POLL`] until their deadline (cross-node
-//! wake-ups by LISTEN/NOTIFY are not built yet, so a wait costs up to one poll of
-//! latency; lock waiters are not FIFO across nodes yet). Operations this backend does
+//! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put notifies
+//! `q:QUEUE` and a release `l:LOCK` in the same statement (PostgreSQL folds identical
+//! notifications of one transaction into one). A blocked `get` or `acquire` on any node
+//! tries again when its object's notification arrives, and every `[backend] poll`
+//! (default 500 ms) anyway, so a
+//! lost notification (e.g. while the connection was down) only adds latency. Lock
+//! waiters are not FIFO across nodes yet: the first to try after a release wins. Operations this backend does
 //! not support answer a clear `failed` error naming the operation; while the database is
 //! unreachable every operation answers `backend_unavailable` and nothing changes.
 
@@ -33,8 +37,12 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendSettings, redact, schema};
 use crate::primitives::{ConnInfo, Outcome, ReplyFn, check_name, ok};
 
-/// How often a blocked `get` or `acquire` looks again.
-pub const POLL: Duration = Duration::from_millis(100);
+/// The LISTEN/NOTIFY channel; payloads are `q:QUEUE` (a put) and `l:LOCK` (a release).
+pub const CHANNEL: &str = "corral";
+
+/// Payload sent to every waiter of this node after a reconnection (notifications sent
+/// while the connection was down are lost).
+const WAKE_ALL: &str = "*";
 
 /// How long connecting may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +55,10 @@ pub struct Pg {
     client: RwLock<Option<Arc<Client>>>,
     /// Per client connection: its waiters' cancellation and how many locks it holds.
     conns: Mutex<HashMap<u64, ConnState>>,
+    /// Notifications received on [`CHANNEL`], for this node's waiters.
+    wakes: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// This node's blocked requests by notification key (`q:QUEUE`, `l:LOCK`).
+    waiting: Mutex<HashMap<String, usize>>,
 }
 
 #[derive(Default)]
@@ -148,7 +160,8 @@ impl Pg {
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name(format!("corrald {}", settings.node));
-        let (mut client, closed) = connect(&config)
+        let (wakes, _) = tokio::sync::broadcast::channel(1024);
+        let (mut client, closed) = connect(&config, &wakes)
             .await
             .map_err(|e| start_error(&settings.url, e))?;
         schema::migrate(&mut client)
@@ -188,6 +201,8 @@ impl Pg {
             config,
             client: RwLock::new(Some(Arc::new(client))),
             conns: Mutex::new(HashMap::new()),
+            wakes,
+            waiting: Mutex::new(HashMap::new()),
         });
         tokio::spawn(keeper(pg.clone(), closed));
         Ok(pg)
@@ -242,8 +257,9 @@ impl Pg {
             let conn = conn as i64;
             if let Err(e) = client
                 .execute(
-                    "DELETE FROM corral_locks WHERE node = $1 AND conn = $2",
-                    &[&pg.settings.node, &conn],
+                    "WITH gone AS (DELETE FROM corral_locks WHERE node = $1 AND conn = $2 RETURNING name)
+                     SELECT pg_notify($3, 'l:' || name) FROM gone",
+                    &[&pg.settings.node, &conn, &CHANNEL],
                 )
                 .await
             {
@@ -280,8 +296,10 @@ impl Pg {
                 let row = client
                     .query_one(
                         "WITH put AS (INSERT INTO corral_queue_items (queue, value) VALUES ($1, $2) RETURNING id)
-                         SELECT count(*) + 1 FROM corral_queue_items WHERE queue = $1",
-                        &[&queue, &text],
+                         SELECT (SELECT count(*) + 1 FROM corral_queue_items WHERE queue = $1),
+                                pg_notify($3, 'q:' || $1)::text
+                         FROM put",
+                        &[&queue, &text, &CHANNEL],
                     )
                     .await
                     .map_err(|e| self.sql_error(name, e))?;
@@ -310,7 +328,9 @@ impl Pg {
                 }
                 let deadline = deadline(block, timeout_ms);
                 let found = self
-                    .wait(conn.id, deadline, &gone, || self.take(&queue, count, &gone))
+                    .wait(conn.id, &format!("q:{queue}"), deadline, &gone, || {
+                        self.take(&queue, count, &gone)
+                    })
                     .await?;
                 match found {
                     Some(items) => ok(QueueGetResult {
@@ -337,6 +357,7 @@ impl Pg {
                     .await
                     .map_err(|e| self.sql_error(name, e))?
                     .get(0);
+                let waiting_getters = self.waiting_on(&format!("q:{queue}"));
                 ok(corral_proto::QueueInfo {
                     queue,
                     depth: depth as usize,
@@ -346,7 +367,7 @@ impl Pg {
                     dead_letter: None,
                     put_total: 0,
                     got_total: 0,
-                    waiting_getters: 0,
+                    waiting_getters,
                     waiting_putters: 0,
                 })
             }
@@ -408,7 +429,7 @@ impl Pg {
                 check_name("lock", &lock)?;
                 let deadline = deadline(block, timeout_ms);
                 let granted = self
-                    .wait(conn.id, deadline, &gone, || {
+                    .wait(conn.id, &format!("l:{lock}"), deadline, &gone, || {
                         self.try_lock(&lock, conn, &gone)
                     })
                     .await?;
@@ -429,8 +450,9 @@ impl Pg {
                 let id = conn.id as i64;
                 let n = client
                     .execute(
-                        "DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3",
-                        &[&lock, &self.settings.node, &id],
+                        "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
+                         SELECT pg_notify($4, 'l:' || name) FROM gone",
+                        &[&lock, &self.settings.node, &id, &CHANNEL],
                     )
                     .await
                     .map_err(|e| self.sql_error(name, e))?;
@@ -447,11 +469,13 @@ impl Pg {
         }
     }
 
-    /// Polls `attempt` until it finds something, the deadline passes (`None`: one
-    /// attempt), or the connection closes.
+    /// Tries `attempt` until it finds something, the deadline passes (`None`: one
+    /// attempt), or the connection closes: again whenever a notification `key` (or
+    /// [`WAKE_ALL`]) arrives, and every `poll` of the settings in any case.
     async fn wait<T, F, Fut>(
         &self,
         conn: u64,
+        key: &str,
         deadline: Option<Instant>,
         cancel: &CancellationToken,
         mut attempt: F,
@@ -460,6 +484,8 @@ impl Pg {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, ErrorBody>>,
     {
+        // Subscribed before the first attempt: a put committed after it is not missed.
+        let mut wakes = self.wakes.subscribe();
         if let Some(found) = attempt().await? {
             return Ok(Some(found));
         }
@@ -467,15 +493,35 @@ impl Pg {
             return Ok(None);
         };
         self.with_conn(conn, |s| s.waiting += 1);
+        *self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default() += 1;
         let result = loop {
             let now = Instant::now();
             if now >= deadline {
                 break Ok(None);
             }
-            let nap = POLL.min(deadline - now);
+            let nap = self.settings.poll.min(deadline - now);
+            let woken = async {
+                loop {
+                    match wakes.recv().await {
+                        Ok(got) if &*got == key || &*got == WAKE_ALL => return,
+                        Ok(_) => {}
+                        // Missed some: one of them may have been ours.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => break Ok(None),
                 () = tokio::time::sleep(nap) => {}
+                () = woken => {}
             }
             match attempt().await {
                 Ok(Some(found)) => break Ok(Some(found)),
@@ -486,7 +532,26 @@ impl Pg {
             }
         };
         self.with_conn(conn, |s| s.waiting = s.waiting.saturating_sub(1));
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = waiting.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    waiting.remove(key);
+                }
+            }
+        }
         result
+    }
+
+    /// How many requests of this node wait on `key`.
+    fn waiting_on(&self, key: &str) -> usize {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Takes up to `count` items, oldest first; `None` if the queue is empty. Items taken
@@ -524,6 +589,13 @@ impl Pg {
                     .await
                     .map_err(|e| self.sql_error("queue_get", e))?;
             }
+            // Another waiter may take them now.
+            let _ = client
+                .execute(
+                    "SELECT pg_notify($1, 'q:' || $2::text)",
+                    &[&CHANNEL, &queue],
+                )
+                .await;
             return Ok(None);
         }
         let items = rows
@@ -558,8 +630,9 @@ impl Pg {
             // Granted to a connection that closed meanwhile: release at once.
             client
                 .execute(
-                    "DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3",
-                    &[&lock, &self.settings.node, &id],
+                    "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
+                     SELECT pg_notify($4, 'l:' || name) FROM gone",
+                    &[&lock, &self.settings.node, &id, &CHANNEL],
                 )
                 .await
                 .map_err(|e| self.sql_error("lock_acquire", e))?;
@@ -615,17 +688,34 @@ fn unavailable(url: &str) -> ErrorBody {
     )
 }
 
+/// Connects and LISTENs on [`CHANNEL`]; the connection's task forwards notifications to
+/// `wakes` and fires the returned receiver when the connection ends.
 async fn connect(
     config: &Config,
+    wakes: &tokio::sync::broadcast::Sender<Arc<str>>,
 ) -> Result<(Client, tokio::sync::oneshot::Receiver<()>), tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let wakes = wakes.clone();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL backend: connection lost: {e}");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if n.channel() == CHANNEL {
+                        let _ = wakes.send(Arc::from(n.payload()));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!("PostgreSQL backend: connection lost: {e}");
+                    break;
+                }
+                None => break,
+            }
         }
         let _ = tx.send(());
     });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     Ok((client, rx))
 }
 
@@ -639,10 +729,12 @@ async fn keeper(pg: Arc<Pg>, mut closed: tokio::sync::oneshot::Receiver<()>) {
                 tracing::warn!(url = %redact(&pg.settings.url), "PostgreSQL backend: unreachable; reconnecting");
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Ok((client, rx)) = connect(&pg.config).await {
+                    if let Ok((client, rx)) = connect(&pg.config, &pg.wakes).await {
                         closed = rx;
                         *pg.client.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(client));
                         tracing::info!("PostgreSQL backend: reconnected");
+                        // Notifications sent while we were away are lost: everyone looks.
+                        let _ = pg.wakes.send(Arc::from(WAKE_ALL));
                         break;
                     }
                 }
@@ -672,11 +764,13 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
     }
     match client
         .query(
-            "DELETE FROM corral_locks l USING corral_nodes n
-             WHERE l.node = n.name AND n.name <> $1
-               AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
-             RETURNING l.name, l.node",
-            &[node],
+            "WITH gone AS (
+                 DELETE FROM corral_locks l USING corral_nodes n
+                 WHERE l.node = n.name AND n.name <> $1
+                   AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
+                 RETURNING l.name, l.node)
+             SELECT name, node, pg_notify($2, 'l:' || name)::text FROM gone",
+            &[node, &CHANNEL],
         )
         .await
     {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use corral_client::Client;
 use corral_proto::ErrorCode;
-use corral_tests::{PG_PASSWORD, PgCluster, TestDaemon};
+use corral_tests::{PG_PASSWORD, PgCluster, TestDaemon, wait_for};
 
 /// A corrald node on `pg`'s database.
 fn node(pg: &PgCluster, name: &str) -> TestDaemon {
@@ -18,9 +18,14 @@ fn node(pg: &PgCluster, name: &str) -> TestDaemon {
 
 /// A corrald node on `pg`'s database with a short lease (`[backend] lease`).
 fn node_with_lease(pg: &PgCluster, name: &str, lease: &str) -> TestDaemon {
+    node_with_config(pg, name, &format!("[backend]\nlease = \"{lease}\"\n"))
+}
+
+/// A corrald node on `pg`'s database with this `corral.toml`.
+fn node_with_config(pg: &PgCluster, name: &str, toml: &str) -> TestDaemon {
     let mut d = TestDaemon::new();
     let config = d.path("corral.toml");
-    std::fs::write(&config, format!("[backend]\nlease = \"{lease}\"\n")).unwrap();
+    std::fs::write(&config, toml).unwrap();
     d.extra_args = vec![
         "--config".into(),
         config.display().to_string(),
@@ -227,18 +232,28 @@ fn a_put_on_one_node_is_got_once_on_another_and_wakes_a_blocked_get() {
     let mut sorted = got.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, (0..items).collect::<Vec<_>>(), "each item once");
+}
 
-    // A get blocked on B is answered by a put on A.
+#[test]
+fn a_get_blocked_on_one_node_is_woken_by_the_notification_of_a_put_on_another() {
+    let Some(pg) = PgCluster::start() else { return };
+    // Polling every ten minutes: within the test's deadline only LISTEN/NOTIFY can wake.
+    let slow = "[backend]\npoll = \"10m\"\n";
+    let a = node_with_config(&pg, "a", slow);
+    let b = node_with_config(&pg, "b", slow);
     let socket = b.socket();
     let waiter = std::thread::spawn(move || {
         Client::connect_to(&socket)
             .unwrap()
             .queue("wake")
-            .get::<String>(Some(Duration::from_secs(60)))
+            .get::<String>(Some(Duration::from_secs(120)))
     });
-    std::thread::sleep(Duration::from_millis(200)); // let the get start waiting
+    wait_for("the get on b to wait", || {
+        (b.client().queue("wake").info().unwrap().waiting_getters == 1).then_some(())
+    });
     a.client().queue("wake").put("hello").unwrap();
     assert_eq!(waiter.join().unwrap().unwrap(), "hello");
+    assert_eq!(a.client().queue("wake").len().unwrap(), 0, "got once");
 }
 
 #[test]
