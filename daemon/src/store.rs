@@ -362,6 +362,11 @@ impl Store {
         self.remote = Some(pg);
     }
 
+    /// This node's name, with a shared backend.
+    pub fn node(&self) -> Option<&str> {
+        self.remote.as_deref().map(|pg| pg.node())
+    }
+
     /// The anonymous sessions of corrald's previous life, with their holders that are
     /// still alive watched again; a session with none left ends in the first batch.
     fn watch_sessions(&self, stored: StoredSessions) -> anon::Sessions {

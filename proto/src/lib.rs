@@ -1200,6 +1200,9 @@ pub struct LockHolder {
     pub held_ms: u64,
     /// The grant's fencing token.
     pub token: u64,
+    /// The node whose client holds it, with a shared backend (`corrald --backend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One lock in [`LockStatusResult`].

@@ -17,8 +17,14 @@
 //! notifications of one transaction into one). A blocked `get` or `acquire` on any node
 //! tries again when its object's notification arrives, and every `[backend] poll`
 //! (default 500 ms) anyway, so a
-//! lost notification (e.g. while the connection was down) only adds latency. Lock
-//! waiters are not FIFO across nodes yet: the first to try after a release wins. Operations this backend does
+//! lost notification (e.g. while the connection was down) only adds latency. A lock's
+//! waiters stand in line in `corral_lock_waiters` (FIFO by id, across the nodes): a grant
+//! goes to the first of the line, or to a newcomer only when nobody waits.
+//!
+//! Leases: the keeper renews this node's row of `corral_nodes` every lease/3 and
+//! releases the locks and waiters of nodes whose lease has expired. A node that has not
+//! renewed its own lease for a whole lease gives up its locks itself (the watchdog): its
+//! clients are told by the answer to their `release`. Operations this backend does
 //! not support answer a clear `failed` error naming the operation; while the database is
 //! unreachable every operation answers `backend_unavailable` and nothing changes.
 
@@ -59,13 +65,32 @@ pub struct Pg {
     wakes: tokio::sync::broadcast::Sender<Arc<str>>,
     /// This node's blocked requests by notification key (`q:QUEUE`, `l:LOCK`).
     waiting: Mutex<HashMap<String, usize>>,
+    /// Deletions to retry once the database is back.
+    stale: Mutex<Vec<Stale>>,
+    /// When this node last renewed its lease.
+    renewed: Mutex<Instant>,
 }
 
 #[derive(Default)]
 struct ConnState {
     cancel: CancellationToken,
-    locks: usize,
+    /// The locks it holds.
+    locks: std::collections::BTreeSet<String>,
+    /// Locks it held when this node's lease expired: released, and said so to it.
+    lost: std::collections::BTreeSet<String>,
     waiting: usize,
+}
+
+/// Rows of this node that a statement failed to delete (the database was away): deleted
+/// at the next heartbeat that reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stale {
+    /// Every lock of a closed connection.
+    Locks(u64),
+    /// One lock of a connection.
+    Lock(u64, String),
+    /// A lock waiter's place.
+    Waiter(i64),
 }
 
 /// Why the backend could not start.
@@ -182,7 +207,17 @@ impl Pg {
                 )
                 .await?;
             client
-                .execute("DELETE FROM corral_locks WHERE node = $1", &[&settings.node])
+                .execute(
+                    "WITH gone AS (DELETE FROM corral_locks WHERE node = $1 RETURNING name)
+                     SELECT pg_notify($2, 'l:' || name) FROM gone",
+                    &[&settings.node, &CHANNEL],
+                )
+                .await?;
+            client
+                .execute(
+                    "DELETE FROM corral_lock_waiters WHERE node = $1",
+                    &[&settings.node],
+                )
                 .await?;
             client.batch_execute("COMMIT").await
         }
@@ -203,8 +238,11 @@ impl Pg {
             conns: Mutex::new(HashMap::new()),
             wakes,
             waiting: Mutex::new(HashMap::new()),
+            stale: Mutex::new(Vec::new()),
+            renewed: Mutex::new(Instant::now()),
         });
         tokio::spawn(keeper(pg.clone(), closed));
+        tokio::spawn(watchdog(pg.clone()));
         Ok(pg)
     }
 
@@ -248,24 +286,60 @@ impl Pg {
             return;
         };
         state.cancel.cancel();
-        if state.locks == 0 {
+        if state.locks.is_empty() {
             return;
         }
         let pg = self.clone();
         tokio::spawn(async move {
-            let Ok(client) = pg.client() else { return };
-            let conn = conn as i64;
-            if let Err(e) = client
-                .execute(
-                    "WITH gone AS (DELETE FROM corral_locks WHERE node = $1 AND conn = $2 RETURNING name)
-                     SELECT pg_notify($3, 'l:' || name) FROM gone",
-                    &[&pg.settings.node, &conn, &CHANNEL],
-                )
-                .await
-            {
+            if let Err(e) = pg.delete_stale(&Stale::Locks(conn)).await {
                 tracing::warn!("PostgreSQL backend: releasing a closed connection's locks: {e}");
+                pg.stale_later(Stale::Locks(conn));
             }
         });
+    }
+
+    /// Deletes a row of this node (and notifies the lock's waiters).
+    async fn delete_stale(&self, stale: &Stale) -> Result<u64, ErrorBody> {
+        let client = self.client()?;
+        let node = &self.settings.node;
+        let done = match stale {
+            Stale::Locks(conn) => {
+                client
+                    .execute(
+                        "WITH gone AS (DELETE FROM corral_locks WHERE node = $1 AND conn = $2 RETURNING name)
+                         SELECT pg_notify($3, 'l:' || name) FROM gone",
+                        &[node, &(*conn as i64), &CHANNEL],
+                    )
+                    .await
+            }
+            Stale::Lock(conn, lock) => {
+                client
+                    .execute(
+                        "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
+                         SELECT pg_notify($4, 'l:' || name) FROM gone",
+                        &[lock, node, &(*conn as i64), &CHANNEL],
+                    )
+                    .await
+            }
+            // The waiters behind it may be first now.
+            Stale::Waiter(id) => {
+                client
+                    .execute(
+                        "WITH gone AS (DELETE FROM corral_lock_waiters WHERE id = $1 RETURNING name)
+                         SELECT pg_notify($2, 'l:' || name) FROM gone",
+                        &[id, &CHANNEL],
+                    )
+                    .await
+            }
+        };
+        done.map_err(|e| self.sql_error("release", e))
+    }
+
+    fn stale_later(&self, stale: Stale) {
+        self.stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stale);
     }
 
     /// Whether a connection holds a lock or has a request waiting.
@@ -274,7 +348,7 @@ impl Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
-            .is_some_and(|s| s.locks > 0 || s.waiting > 0)
+            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0)
     }
 
     /// Changes the state of a connection still open (one that closed has none).
@@ -428,11 +502,16 @@ impl Pg {
             } => {
                 check_name("lock", &lock)?;
                 let deadline = deadline(block, timeout_ms);
-                let granted = self
-                    .wait(conn.id, &format!("l:{lock}"), deadline, &gone, || {
-                        self.try_lock(&lock, conn, &gone)
-                    })
-                    .await?;
+                let granted = match self.try_lock(&lock, conn, &gone, None).await? {
+                    Some(token) => Some(token),
+                    None => {
+                        self.not_mine(&lock, conn).await?;
+                        match deadline {
+                            None => None,
+                            Some(_) => self.wait_in_line(&lock, conn, deadline, &gone).await?,
+                        }
+                    }
+                };
                 match granted {
                     Some(token) => ok(LockGrant { lock, token }),
                     None if deadline.is_none() => Err(ErrorBody::new(
@@ -446,25 +525,39 @@ impl Pg {
                 }
             }
             Op::LockRelease { lock } => {
-                let client = self.client()?;
-                let id = conn.id as i64;
-                let n = client
-                    .execute(
-                        "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
-                         SELECT pg_notify($4, 'l:' || name) FROM gone",
-                        &[&lock, &self.settings.node, &id, &CHANNEL],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?;
-                if n == 0 {
+                let mut lost = false;
+                let mut held = false;
+                self.with_conn(conn.id, |s| {
+                    lost = s.lost.remove(&lock);
+                    held = s.locks.remove(&lock);
+                });
+                if lost {
+                    return Err(ErrorBody::new(
+                        ErrorCode::NotHeld,
+                        format!(
+                            "lock `{lock}` was lost: node `{}` could not renew its lease in PostgreSQL within {:?}, so the lock was released for the other nodes",
+                            self.settings.node, self.settings.lease
+                        ),
+                    ));
+                }
+                if !held {
                     return Err(ErrorBody::new(
                         ErrorCode::NotHeld,
                         format!("this connection does not hold lock `{lock}`"),
                     ));
                 }
-                self.with_conn(conn.id, |s| s.locks = s.locks.saturating_sub(1));
-                ok(serde_json::json!({}))
+                let stale = Stale::Lock(conn.id, lock);
+                match self.delete_stale(&stale).await {
+                    Ok(_) => ok(serde_json::json!({})),
+                    // Not held any more for this connection; the row goes when the
+                    // database is back (or with this node's lease).
+                    Err(e) => {
+                        self.stale_later(stale);
+                        Err(e)
+                    }
+                }
             }
+            Op::LockStatus { lock } => self.lock_status(lock.as_deref()).await,
             _ => Err(unsupported(name)),
         }
     }
@@ -605,11 +698,15 @@ impl Pg {
         Ok(Some(items))
     }
 
+    /// Takes `lock` if it is free and no waiter of any node is ahead: with no place in
+    /// line (`waiter: None`), none at all; with one, none with a smaller id. A grant
+    /// gives up the place in the same statement.
     async fn try_lock(
         &self,
         lock: &str,
         conn: ConnInfo,
         gone: &CancellationToken,
+        waiter: Option<i64>,
     ) -> Result<Option<u64>, ErrorBody> {
         let client = self.client()?;
         let id = conn.id as i64;
@@ -617,10 +714,16 @@ impl Pg {
         let uid = conn.uid.map(|u| u as i32);
         let row = client
             .query_opt(
-                "INSERT INTO corral_locks (name, node, conn, pid, uid, token)
-                 VALUES ($1, $2, $3, $4, $5, nextval('corral_fencing'))
-                 ON CONFLICT (name) DO NOTHING RETURNING token",
-                &[&lock, &self.settings.node, &id, &pid, &uid],
+                "WITH granted AS (
+                     INSERT INTO corral_locks (name, node, conn, pid, uid, token)
+                     SELECT $1, $2, $3, $4, $5, nextval('corral_fencing')
+                     WHERE NOT EXISTS (SELECT 1 FROM corral_lock_waiters w
+                                       WHERE w.name = $1 AND ($6::bigint IS NULL OR w.id < $6))
+                     ON CONFLICT (name) DO NOTHING RETURNING token),
+                 done AS (DELETE FROM corral_lock_waiters
+                          WHERE id = $6 AND EXISTS (SELECT 1 FROM granted))
+                 SELECT token FROM granted",
+                &[&lock, &self.settings.node, &id, &pid, &uid, &waiter],
             )
             .await
             .map_err(|e| self.sql_error("lock_acquire", e))?;
@@ -638,8 +741,103 @@ impl Pg {
                 .map_err(|e| self.sql_error("lock_acquire", e))?;
             return Ok(None);
         }
-        self.with_conn(conn.id, |s| s.locks += 1);
+        self.with_conn(conn.id, |s| {
+            s.locks.insert(lock.to_string());
+        });
         Ok(Some(token as u64))
+    }
+
+    /// Refuses a second acquire of a lock this connection holds (locks are not
+    /// re-entrant; waiting would wait for itself).
+    async fn not_mine(&self, lock: &str, conn: ConnInfo) -> Result<(), ErrorBody> {
+        let mut mine = false;
+        self.with_conn(conn.id, |s| mine = s.locks.contains(lock));
+        if mine {
+            return Err(ErrorBody::new(
+                ErrorCode::Failed,
+                format!("this connection already holds lock `{lock}` (locks are not re-entrant)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes a place in `lock`'s line (a row of `corral_lock_waiters`: FIFO across the
+    /// nodes) and waits for its turn; the place is given up however the wait ends.
+    async fn wait_in_line(
+        &self,
+        lock: &str,
+        conn: ConnInfo,
+        deadline: Option<Instant>,
+        gone: &CancellationToken,
+    ) -> Result<Option<u64>, ErrorBody> {
+        let client = self.client()?;
+        let place: i64 = client
+            .query_one(
+                "INSERT INTO corral_lock_waiters (name, node, conn) VALUES ($1, $2, $3) RETURNING id",
+                &[&lock, &self.settings.node, &(conn.id as i64)],
+            )
+            .await
+            .map_err(|e| self.sql_error("lock_acquire", e))?
+            .get(0);
+        let granted = self
+            .wait(conn.id, &format!("l:{lock}"), deadline, gone, || {
+                self.try_lock(lock, conn, gone, Some(place))
+            })
+            .await;
+        if !matches!(granted, Ok(Some(_))) {
+            let stale = Stale::Waiter(place);
+            if self.delete_stale(&stale).await.is_err() {
+                self.stale_later(stale);
+            }
+        }
+        granted
+    }
+
+    /// Holders and waiters (of every node) of one lock or of all.
+    async fn lock_status(&self, lock: Option<&str>) -> Outcome {
+        let client = self.client()?;
+        let rows = client
+            .query(
+                "SELECT n.name, l.pid, l.uid, l.token, l.node,
+                        (SELECT count(*) FROM corral_lock_waiters w WHERE w.name = n.name),
+                        (extract(epoch FROM l.acquired_at) * 1000)::bigint,
+                        (extract(epoch FROM now() - l.acquired_at) * 1000)::bigint
+                 FROM (SELECT name FROM corral_locks UNION SELECT name FROM corral_lock_waiters) n
+                 LEFT JOIN corral_locks l ON l.name = n.name
+                 WHERE $1::text IS NULL OR n.name = $1
+                 ORDER BY n.name",
+                &[&lock],
+            )
+            .await
+            .map_err(|e| self.sql_error("lock_status", e))?;
+        let mut locks: Vec<corral_proto::LockInfo> = rows
+            .iter()
+            .map(|r| {
+                let token: Option<i64> = r.get(3);
+                corral_proto::LockInfo {
+                    lock: r.get(0),
+                    holder: token.map(|token| corral_proto::LockHolder {
+                        pid: r.get::<_, Option<i32>>(1).map(|p| p as u32),
+                        uid: r.get::<_, Option<i32>>(2).map(|u| u as u32),
+                        unit: None,
+                        instance: None,
+                        token: token as u64,
+                        node: r.get(4),
+                        since_ms: r.get::<_, Option<i64>>(6).unwrap_or(0),
+                        held_ms: r.get::<_, Option<i64>>(7).unwrap_or(0).max(0) as u64,
+                    }),
+                    waiters: r.get::<_, i64>(5) as usize,
+                }
+            })
+            .collect();
+        if let (Some(lock), true) = (lock, locks.is_empty()) {
+            locks.push(corral_proto::LockInfo {
+                lock: lock.to_string(),
+                holder: None,
+                waiters: 0,
+            });
+        }
+        ok(corral_proto::LockStatusResult { locks })
     }
 
     fn sql_error(&self, op: &str, e: tokio_postgres::Error) -> ErrorBody {
@@ -673,7 +871,7 @@ fn unsupported(op: &str) -> ErrorBody {
         ErrorCode::Failed,
         format!(
             "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queue put/get/len, counter get/set/add and lock acquire/release are"
+             queue put/get/len, counter get/set/add and lock acquire/release/status are"
         ),
     )
 }
@@ -752,6 +950,22 @@ async fn keeper(pg: Arc<Pg>, mut closed: tokio::sync::oneshot::Receiver<()>) {
 /// expired (whichever live node notices first does it; the statement is idempotent).
 async fn renew_and_reap(pg: &Pg, client: &Client) {
     let node = &pg.settings.node;
+    // First the rows that should be gone (locks lost with the lease, releases that
+    // failed): once the lease is renewed, no other node would delete them.
+    let stale = std::mem::take(&mut *pg.stale.lock().unwrap_or_else(|e| e.into_inner()));
+    for (i, row) in stale.iter().enumerate() {
+        if let Err(e) = pg.delete_stale(row).await {
+            tracing::warn!(
+                "PostgreSQL backend: cannot delete this node's stale rows: {}",
+                e.message
+            );
+            let mut later = pg.stale.lock().unwrap_or_else(|e| e.into_inner());
+            later.extend(stale[i..].iter().cloned());
+            return;
+        }
+    }
+    // Taken before the statement: the database's heartbeat is no earlier than this.
+    let started = Instant::now();
     if let Err(e) = client
         .execute(
             "UPDATE corral_nodes SET heartbeat = now() WHERE name = $1",
@@ -761,6 +975,21 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
     {
         tracing::warn!("PostgreSQL backend: cannot renew this node's lease: {e}");
         return;
+    }
+    *pg.renewed.lock().unwrap_or_else(|e| e.into_inner()) = started;
+    if let Err(e) = client
+        .execute(
+            "WITH gone AS (
+                 DELETE FROM corral_lock_waiters w USING corral_nodes n
+                 WHERE w.node = n.name AND n.name <> $1
+                   AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
+                 RETURNING w.name)
+             SELECT pg_notify($2, 'l:' || name) FROM gone",
+            &[node, &CHANNEL],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: dropping expired nodes' lock waiters: {e}");
     }
     match client
         .query(
@@ -785,5 +1014,43 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
             }
         }
         Err(e) => tracing::warn!("PostgreSQL backend: releasing expired nodes' locks: {e}"),
+    }
+}
+
+/// Once this node has gone a lease without renewing it, the other nodes may release its
+/// locks at any moment: its clients lose them now (a later `release` says so), and the
+/// rows are deleted when the database is back. Checked every lease/6.
+async fn watchdog(pg: Arc<Pg>) {
+    let lease = pg.settings.lease;
+    loop {
+        tokio::time::sleep(lease / 6).await;
+        let renewed = *pg.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if renewed.elapsed() < lease {
+            continue;
+        }
+        let mut lost = Vec::new();
+        {
+            let mut conns = pg.conns.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, state) in conns.iter_mut() {
+                for lock in std::mem::take(&mut state.locks) {
+                    lost.push(Stale::Lock(*id, lock.clone()));
+                    state.lost.insert(lock);
+                }
+            }
+        }
+        for row in &lost {
+            if let Stale::Lock(conn, lock) = row {
+                tracing::warn!(
+                    lock = %lock,
+                    conn,
+                    node = %pg.settings.node,
+                    "PostgreSQL backend: lock lost: this node could not renew its lease in time"
+                );
+            }
+        }
+        pg.stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(lost);
     }
 }

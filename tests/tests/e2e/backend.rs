@@ -60,7 +60,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "1");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "2");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -169,7 +169,11 @@ fn nodes_starting_together_migrate_once() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(pg.psql("SELECT count(*) FROM corral_schema"), "1");
+    // One row per migration: each ran once.
+    assert_eq!(
+        pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
+        "1,2"
+    );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),
         "a,b,c"
@@ -282,6 +286,79 @@ fn a_lock_held_on_one_node_is_refused_on_another_until_released() {
     drop(ca);
     let next = waiter.join().unwrap().unwrap();
     assert!(next > token, "token {next} after {token}");
+}
+
+#[test]
+fn lock_waiters_on_different_nodes_are_served_first_come_first_served_when_notified() {
+    let Some(pg) = PgCluster::start() else { return };
+    // Polling every ten minutes: within the test's deadline only LISTEN/NOTIFY can wake.
+    let slow = "[backend]\npoll = \"10m\"\n";
+    let a = node_with_config(&pg, "a", slow);
+    let b = node_with_config(&pg, "b", slow);
+    let holder = a.client();
+    let guard = holder.lock("line").acquire(None).unwrap();
+    let first_token = guard.token();
+    let order = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        // Waiters join the line alternately on b and a; each holds the lock briefly.
+        let nodes = [&b, &a, &b, &a];
+        for (i, d) in nodes.into_iter().enumerate() {
+            let socket = d.socket();
+            let order = &order;
+            s.spawn(move || {
+                let c = Client::connect_to(&socket).unwrap();
+                let g = c
+                    .lock("line")
+                    .acquire(Some(Duration::from_secs(120)))
+                    .unwrap();
+                order.lock().unwrap().push((i, g.token()));
+            });
+            wait_for("the waiter to join the line", || {
+                let waiters = a.client().lock("line").status().unwrap().waiters;
+                (waiters == i + 1).then_some(())
+            });
+        }
+        let status = b.client().lock("line").status().unwrap();
+        let h = status.holder.expect("held");
+        assert_eq!(h.node.as_deref(), Some("a"), "{h:?}");
+        assert_eq!(h.token, first_token);
+        drop(guard);
+    });
+    let order = order.into_inner().unwrap();
+    let served: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(served, vec![0, 1, 2, 3], "FIFO across nodes: {order:?}");
+    let tokens: Vec<u64> = order.iter().map(|(_, t)| *t).collect();
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]) && tokens[0] > first_token,
+        "tokens grow: {first_token} then {tokens:?}"
+    );
+}
+
+#[test]
+fn a_node_that_cannot_renew_its_lease_loses_its_locks_and_says_so() {
+    let Some(mut pg) = PgCluster::start() else {
+        return;
+    };
+    let a = node_with_lease(&pg, "a", "1s");
+    let b = node_with_lease(&pg, "b", "1s");
+    let ca = a.client();
+    let guard = ca.lock("job").acquire(None).unwrap();
+    let token = guard.token();
+    pg.stop();
+    // A lease without renewing it: a's watchdog gives the lock up (and logs it).
+    wait_for("a to give up its lock", || {
+        a.stderr().contains("lock lost").then_some(())
+    });
+    pg.start_again();
+    let cb = b.client();
+    let next = wait_for("b to get the lock", || {
+        let g = cb.lock("job").try_acquire().ok()??;
+        Some(g.token())
+    });
+    assert!(next > token, "token {next} after {token}");
+    let lost = guard.release().unwrap_err();
+    assert_eq!(lost.code(), Some(ErrorCode::NotHeld));
+    assert!(lost.to_string().contains("lost"), "{lost}");
 }
 
 #[test]

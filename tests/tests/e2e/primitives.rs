@@ -37,6 +37,8 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_killed_lock_holder_hands_the_lock_to_the_next_waiter,
+    lock_status_names_the_supervised_holder,
     a_supervised_process_puts_on_a_queue_and_corralctl_gets_it,
     a_shared_value_incremented_by_a_process_reads_one,
     corralctl_queue_put_reads_stdin_one_item_per_line,
@@ -264,9 +266,10 @@ fn a_bounded_queue_refuses_or_waits_when_full() {
     assert_eq!(q.get_many::<i64>(10, None).unwrap(), vec![2, 3]);
 }
 
-#[test]
-fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter() {
-    let mut d = TestDaemon::new();
+fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     // A process group of its own, so that the test can kill corralctl and the `sleep` it
     // runs together, and nothing else.
@@ -306,9 +309,10 @@ fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter() {
     });
 }
 
-#[test]
-fn lock_status_names_the_supervised_holder() {
-    let mut d = TestDaemon::new();
+fn lock_status_names_the_supervised_holder(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.unit(
         "holder",
         &format!(
