@@ -362,6 +362,18 @@ impl Store {
         self.remote = Some(pg);
     }
 
+    /// The nodes of the shared backend (none without one).
+    pub async fn nodes(&self) -> crate::primitives::Outcome {
+        match &self.remote {
+            Some(pg) => pg.nodes().await,
+            None => crate::primitives::ok(corral_proto::NodesResult {
+                backend: None,
+                node: None,
+                nodes: Vec::new(),
+            }),
+        }
+    }
+
     /// This node's name, with a shared backend.
     pub fn node(&self) -> Option<&str> {
         self.remote.as_deref().map(|pg| pg.node())

@@ -251,6 +251,47 @@ impl Pg {
         &self.settings.node
     }
 
+    /// Every node of the database with its heartbeat and what it holds.
+    pub async fn nodes(&self) -> Outcome {
+        let client = self.client()?;
+        let rows = client
+            .query(
+                "SELECT n.name,
+                        (extract(epoch FROM n.started_at) * 1000)::bigint,
+                        (extract(epoch FROM n.heartbeat) * 1000)::bigint,
+                        (extract(epoch FROM now() - n.heartbeat) * 1000)::bigint,
+                        n.lease_ms,
+                        ARRAY(SELECT l.name FROM corral_locks l WHERE l.node = n.name ORDER BY l.name),
+                        (SELECT count(*) FROM corral_lock_waiters w WHERE w.node = n.name)
+                 FROM corral_nodes n ORDER BY n.name",
+                &[],
+            )
+            .await
+            .map_err(|e| self.sql_error("nodes", e))?;
+        let nodes = rows
+            .iter()
+            .map(|r| {
+                let age = r.get::<_, i64>(3).max(0) as u64;
+                let lease = r.get::<_, i64>(4).max(0) as u64;
+                corral_proto::NodeInfo {
+                    node: r.get(0),
+                    started_ms: r.get(1),
+                    heartbeat_ms: r.get(2),
+                    heartbeat_age_ms: age,
+                    lease_ms: lease,
+                    alive: age < lease,
+                    locks: r.get(5),
+                    lock_waiters: r.get::<_, i64>(6) as usize,
+                }
+            })
+            .collect();
+        ok(corral_proto::NodesResult {
+            backend: Some(redact(&self.settings.url)),
+            node: Some(self.settings.node.clone()),
+            nodes,
+        })
+    }
+
     fn client(&self) -> Result<Arc<Client>, ErrorBody> {
         self.client
             .read()
@@ -444,6 +485,64 @@ impl Pg {
                     waiting_getters,
                     waiting_putters: 0,
                 })
+            }
+            Op::QueueList {} => {
+                let client = self.client()?;
+                let rows = client
+                    .query(
+                        "SELECT queue, count(*) FROM corral_queue_items GROUP BY queue ORDER BY queue",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| self.sql_error(name, e))?;
+                let mut depths: std::collections::BTreeMap<String, usize> = rows
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
+                    .collect();
+                // Empty queues with getters waiting here are listed too.
+                for key in self
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                {
+                    if let Some(queue) = key.strip_prefix("q:") {
+                        depths.entry(queue.to_string()).or_default();
+                    }
+                }
+                let queues = depths
+                    .into_iter()
+                    .map(|(queue, depth)| {
+                        let waiting_getters = self.waiting_on(&format!("q:{queue}"));
+                        corral_proto::QueueInfo {
+                            queue,
+                            depth,
+                            in_flight: 0,
+                            maxsize: None,
+                            max_deliveries: None,
+                            dead_letter: None,
+                            put_total: 0,
+                            got_total: 0,
+                            waiting_getters,
+                            waiting_putters: 0,
+                        }
+                    })
+                    .collect();
+                ok(corral_proto::QueueListResult { queues })
+            }
+            Op::CounterList {} => {
+                let client = self.client()?;
+                let counters = client
+                    .query("SELECT name, value FROM corral_counters ORDER BY name", &[])
+                    .await
+                    .map_err(|e| self.sql_error(name, e))?
+                    .iter()
+                    .map(|r| CounterValue {
+                        counter: r.get(0),
+                        value: r.get(1),
+                    })
+                    .collect();
+                ok(corral_proto::CounterListResult { counters })
             }
             Op::CounterGet { counter } => {
                 let client = self.client()?;
@@ -871,7 +970,7 @@ fn unsupported(op: &str) -> ErrorBody {
         ErrorCode::Failed,
         format!(
             "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queue put/get/len, counter get/set/add and lock acquire/release/status are"
+             queue put/get/len/list, counter get/set/add/list and lock acquire/release/status are"
         ),
     )
 }

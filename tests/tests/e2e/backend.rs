@@ -369,6 +369,21 @@ fn kill_9_of_a_node_holding_a_lock_lets_another_node_take_it_after_the_lease() {
     let ca = a.client();
     let guard = ca.lock("leader").acquire(None).unwrap();
     let token = guard.token();
+    // Every node sees both, and what a holds.
+    let nodes = b.client().nodes().unwrap();
+    assert_eq!(nodes.node.as_deref(), Some("b"));
+    let listed: Vec<(&str, bool, &[String])> = nodes
+        .nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.alive, n.locks.as_slice()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a", true, &["leader".to_string()][..]),
+            ("b", true, &[][..])
+        ]
+    );
     std::mem::forget(guard);
     a.kill9();
     drop(ca);
@@ -387,6 +402,54 @@ fn kill_9_of_a_node_holding_a_lock_lets_another_node_take_it_after_the_lease() {
         pg.psql("SELECT node FROM corral_locks WHERE name = 'leader'"),
         "b"
     );
+    // corralctl nodes: a's lease has expired, b holds the lock now.
+    let table = b.ctl_ok(&["nodes"]);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+            .to_string()
+    };
+    assert!(row("a").contains("expired"), "{table}");
+    assert!(
+        row("b").contains("alive") && row("b").contains("leader"),
+        "{table}"
+    );
+    assert!(!table.contains(PG_PASSWORD), "password hidden: {table}");
+}
+
+#[test]
+fn api_nodes_and_the_dashboard_list_the_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let port = corral_tests::free_port();
+    let mut a = TestDaemon::new();
+    a.http = format!("127.0.0.1:{port}");
+    a.extra_args = vec!["--backend".into(), pg.url(), "--node".into(), "web1".into()];
+    a.start();
+    let _b = node(&pg, "web2");
+    let ca = a.client();
+    let _guard = ca.lock("db").acquire(None).unwrap();
+    let (code, body) = corral_tests::http(port, "GET", "/api/nodes", &[]);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["node"], "web1", "{v}");
+    assert_eq!(v["nodes"][0]["node"], "web1", "{v}");
+    assert_eq!(v["nodes"][0]["locks"], serde_json::json!(["db"]), "{v}");
+    assert_eq!(v["nodes"][1]["node"], "web2", "{v}");
+    assert!(!body.contains(PG_PASSWORD), "password hidden: {body}");
+    let (code, page) = corral_tests::http(port, "GET", "/", &[]);
+    assert_eq!(code, 200);
+    assert!(page.contains("Nodes") && page.contains("web2"), "{page}");
+}
+
+#[test]
+fn without_a_backend_corralctl_nodes_says_there_is_none() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let out = d.ctl_ok(&["nodes"]);
+    assert!(out.contains("no shared backend"), "{out}");
+    assert!(d.client().nodes().unwrap().nodes.is_empty());
 }
 
 #[test]
