@@ -15,6 +15,7 @@
 //! No module imports from this file: it only wires the tasks together in [`run`].
 
 pub mod access;
+pub mod actor;
 pub mod backend;
 pub mod clock;
 pub mod context;
@@ -26,6 +27,7 @@ pub mod notify;
 pub mod pidwatch;
 pub mod pool;
 pub mod primitives;
+pub mod process;
 pub mod procstat;
 pub mod replies;
 pub mod server;
@@ -41,9 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 use context::Context;
 pub use lifecycle::Lifecycle;
+use process::{Owner, ProcessThread};
 pub use settings::{Overrides, Settings};
 use store::Store;
-use supervisor::process::{Owner, ProcessThread};
 use supervisor::{Supervisor, SupervisorConfig};
 
 /// Runs corrald until a shutdown completes. Start-up errors (an unreadable units

@@ -1,5 +1,5 @@
 //! The PostgreSQL backend: queues, counters and locks in tables shared by every corrald
-//! node on the same database (see [`super::schema`] for the tables).
+//! node on the same database (see `backend::schema` for the tables).
 //!
 //! [`Pg`] owns the connection (one `tokio_postgres::Client`, whose concurrent queries are
 //! pipelined on one socket) and a keeper task that reconnects when it drops and renews

@@ -23,19 +23,17 @@ use corral_proto::{
     ErrorBody, ErrorCode, ExitStatus, InstanceState, InstanceStatus, JobState, PoolBatch, PoolItem,
     PoolJob, PoolListResult, PoolResults, UnitStatus,
 };
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::actor::Reply;
 use crate::clock::now_ms;
+use crate::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Tokens, kill_group};
 use crate::store::{Store, StoredJob};
-use crate::supervisor::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec};
 
 /// Most bytes of stdout (and of stderr) kept per exec item.
 const OUTPUT_CAP: usize = 1 << 20;
-
-type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
 
 /// How a job runs: what the client submitted, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,12 +160,7 @@ pub struct PoolHandle {
 impl PoolHandle {
     /// Sends a request built around a fresh reply channel and awaits the answer.
     pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> PoolRequest) -> Result<T, ErrorBody> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down");
-        self.tx
-            .send(PoolMsg::Request(make(tx)))
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        crate::actor::ask(&self.tx, |reply| PoolMsg::Request(make(reply))).await
     }
 
     /// Runs jobs until `timeout` from now, then stops what is left (to resume at next start).
@@ -345,8 +338,7 @@ pub struct PoolManager {
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
     /// Spawn tokens: exec items and stream workers waiting for their pid.
-    tokens: HashMap<u64, Spawning>,
-    next_token: u64,
+    tokens: Tokens<Spawning>,
     /// Exec item processes.
     pids: HashMap<i32, (u64, usize)>,
     /// Stream worker processes.
@@ -408,8 +400,7 @@ impl PoolManager {
         let mut mgr = PoolManager {
             jobs: BTreeMap::new(),
             next_job: stored.iter().map(|j| j.id).max().unwrap_or(0) + 1,
-            tokens: HashMap::new(),
-            next_token: 1,
+            tokens: Tokens::default(),
             pids: HashMap::new(),
             worker_pids: HashMap::new(),
             next_worker: 1,
@@ -845,18 +836,11 @@ fn spawn_spec(
 
 impl PoolManager {
     fn token(&mut self, what: Spawning) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
-        self.tokens.insert(token, what);
-        token
+        self.tokens.issue(what)
     }
 
-    fn on_spawned(
-        &mut self,
-        token: u64,
-        result: Result<crate::supervisor::process::Spawned, String>,
-    ) {
-        match self.tokens.remove(&token) {
+    fn on_spawned(&mut self, token: u64, result: Result<crate::process::Spawned, String>) {
+        match self.tokens.take(token) {
             Some(Spawning::Item { job, index }) => self.item_spawned(job, index, result),
             Some(Spawning::Worker { job, worker }) => self.worker_spawned(job, worker, result),
             None => {
@@ -871,7 +855,7 @@ impl PoolManager {
         &mut self,
         id: u64,
         index: usize,
-        result: Result<crate::supervisor::process::Spawned, String>,
+        result: Result<crate::process::Spawned, String>,
     ) {
         let Some(item) = self.jobs.get_mut(&id).and_then(|j| j.items.get_mut(index)) else {
             if let Ok(s) = result {
@@ -1221,11 +1205,7 @@ impl PoolManager {
     }
 
     fn after(&self, delay: Duration, msg: PoolMsg) {
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(msg);
-        });
+        crate::actor::after(&self.tx, delay, msg);
     }
 }
 
@@ -1286,10 +1266,6 @@ fn read_capped(path: &std::path::Path) -> (String, bool) {
         ));
     }
     (text, cut)
-}
-
-fn kill_group(pgid: i32, signal: Signal) {
-    let _ = killpg(Pid::from_raw(pgid), signal);
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::Msg;
-use super::process::ProcEvent;
+use crate::process::ProcEvent;
 use crate::procstat::ProcStat;
 
 /// A pidfd for `pid`, if that pid is still the process that started at `start_time`.

@@ -37,8 +37,8 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::process::{Output, Spawned};
 use super::{Msg, Supervisor, kill_group};
+use crate::process::{Output, Spawned};
 use crate::procstat::ProcStat;
 
 /// Which check a probe belongs to.
@@ -534,8 +534,7 @@ impl Supervisor {
         argv: Vec<String>,
         timeout: Duration,
     ) {
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.tokens.fresh();
         let stderr =
             super::logs::log_path(&self.config.log_dir, &unit.name, index).with_extension("check");
         self.probes.exec.insert(
