@@ -940,7 +940,12 @@ impl Pg {
     }
 
     fn sql_error(&self, op: &str, e: tokio_postgres::Error) -> ErrorBody {
-        if e.is_closed() || e.as_db_error().is_none() {
+        // Connection exceptions (08…) and operator intervention (57…: the server shutting
+        // down or starting up) mean the database is away, not that it refused this.
+        let away = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57"));
+        if e.is_closed() || e.as_db_error().is_none() || away {
             return unavailable(&self.settings.url);
         }
         ErrorBody::new(

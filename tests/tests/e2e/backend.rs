@@ -102,7 +102,9 @@ fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     assert!(again.token() > first_token, "fencing tokens grow");
 
     // What the backend does not do yet is a clear error, never a wrong answer.
-    let unsupported = c.counters().unwrap_err();
+    assert_eq!(c.counters().unwrap().len(), 1, "listed");
+    let unsupported = c.array("temps").create_f64(3, None).unwrap_err();
+    assert_eq!(unsupported.code(), Some(ErrorCode::Failed));
     assert!(
         unsupported
             .to_string()
@@ -493,4 +495,105 @@ fn postgresql_down_answers_backend_unavailable_while_units_keep_running_then_ser
     assert_eq!(d.ctl_ok(&["queue", "get", "q"]).trim(), "1");
     assert_eq!(d.ctl_ok(&["queue", "get", "q"]).trim(), "3");
     assert_eq!(d.status("svc").instances[0].pid, pid);
+}
+
+#[test]
+fn postgresql_restarted_under_load_loses_nothing_acknowledged_and_service_resumes() {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(mut pg) = PgCluster::start() else {
+        return;
+    };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let acked_puts = Mutex::new(BTreeSet::new());
+    let tried_puts = Mutex::new(BTreeSet::new());
+    let (acked_adds, tried_adds) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let acked_total = AtomicUsize::new(0);
+    let restarted = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (t, d) in [&a, &b, &a, &b].into_iter().enumerate() {
+            let socket = d.socket();
+            let (acked_puts, tried_puts) = (&acked_puts, &tried_puts);
+            let (acked_adds, tried_adds) = (&acked_adds, &tried_adds);
+            let (acked_total, restarted) = (&acked_total, &restarted);
+            s.spawn(move || {
+                let c = Client::connect_to(&socket).unwrap();
+                let mut after_restart = 0;
+                let mut attempt = 0u64;
+                let started = std::time::Instant::now();
+                // Each attempt puts a value of its own, so a put that committed but whose
+                // answer was lost shows up as tried, never as a duplicate.
+                while after_restart < 20 {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(120),
+                        "service did not resume after the restart"
+                    );
+                    attempt += 1;
+                    let value = format!("{t}-{attempt}");
+                    tried_puts.lock().unwrap().insert(value.clone());
+                    tried_adds.fetch_add(1, Ordering::SeqCst);
+                    let put = c.queue("load").put(&value);
+                    let add = c.counter("load").add(1);
+                    for result in [put.as_ref().err(), add.as_ref().err()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        assert_eq!(
+                            result.code(),
+                            Some(ErrorCode::BackendUnavailable),
+                            "only backend_unavailable while the server restarts: {result}"
+                        );
+                    }
+                    if put.is_ok() {
+                        acked_puts.lock().unwrap().insert(value);
+                        acked_total.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if add.is_ok() {
+                        acked_adds.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if put.is_err() || add.is_err() {
+                        // Back off while the server is away, as a client would.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    if restarted.load(Ordering::SeqCst) && put.is_ok() && add.is_ok() {
+                        after_restart += 1;
+                    }
+                }
+            });
+        }
+        wait_for("some load before the restart", || {
+            (acked_total.load(Ordering::SeqCst) >= 40).then_some(())
+        });
+        pg.restart();
+        restarted.store(true, Ordering::SeqCst);
+    });
+    let acked = acked_puts.into_inner().unwrap();
+    let tried = tried_puts.into_inner().unwrap();
+    let c = b.client();
+    let mut got: Vec<String> = Vec::new();
+    while let Ok(items) = c
+        .queue("load")
+        .get_many::<String>(1000, Some(Duration::ZERO))
+    {
+        if items.is_empty() {
+            break;
+        }
+        got.extend(items);
+    }
+    let got_set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len(), "no item delivered twice");
+    let missing: Vec<_> = acked.difference(&got_set).collect();
+    assert!(missing.is_empty(), "acknowledged puts lost: {missing:?}");
+    assert!(got_set.is_subset(&tried), "only items that were put");
+    let total = c.counter("load").get().unwrap() as usize;
+    let (ok, tried_n) = (
+        acked_adds.load(Ordering::SeqCst),
+        tried_adds.load(Ordering::SeqCst),
+    );
+    assert!(
+        ok <= total && total <= tried_n,
+        "counter {total}: between {ok} acknowledged and {tried_n} tried adds"
+    );
 }
