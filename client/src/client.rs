@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use corral_proto::{
     ArrayInfo, ArrayListResult, CounterListResult, CounterValue, HelloResult, LockInfo,
-    LockStatusResult, LogLine, LogsResult, Op, PROTOCOL_VERSION, QueueInfo, QueueListResult,
-    ReloadResult, Request, Response, RunResult, StatusResult, UnitsResult, WaitResult,
+    LockStatusResult, LogLine, LogsResult, NodesResult, Op, PROTOCOL_VERSION, QueueInfo,
+    QueueListResult, ReloadResult, Request, Response, RunResult, StatusResult, UnitsResult,
+    WaitResult,
 };
 use serde::de::DeserializeOwned;
 
@@ -467,6 +468,13 @@ impl Client {
     pub fn queues(&self) -> Result<Vec<QueueInfo>, Error> {
         let result: QueueListResult = self.call(Op::QueueList {})?;
         Ok(result.queues)
+    }
+
+    /// The corrald nodes sharing this one's backend (`corrald --backend`), with their
+    /// heartbeats and the locks they hold; without a backend, `backend` is `None` and
+    /// there are no nodes.
+    pub fn nodes(&self) -> Result<NodesResult, Error> {
+        self.call(Op::Nodes {})
     }
 
     /// A handle on the counter `name` (0 until first set).

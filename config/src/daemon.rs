@@ -94,6 +94,10 @@ pub struct BackendConfig {
     /// (default 10s): past it, other nodes release its locks.
     #[serde(default, deserialize_with = "opt_duration")]
     pub lease: Option<Duration>,
+    /// How often a blocked get or acquire looks again when no notification woke it, as a
+    /// duration string (default 500ms): what a lost notification costs at most.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub poll: Option<Duration>,
 }
 
 /// The `[access]` table: who may do what. Principals are `"*"` (anyone),
@@ -293,8 +297,7 @@ mod tests {
 
     #[test]
     fn backend_table() {
-        let text =
-            "[backend]\nurl = \"postgres://corral@db:5432/corral\"\nnode = \"a\"\nlease = \"4s\"\n";
+        let text = "[backend]\nurl = \"postgres://corral@db:5432/corral\"\nnode = \"a\"\nlease = \"4s\"\npoll = \"1s\"\n";
         let c = parse_daemon_config(Path::new("corral.toml"), text).unwrap();
         assert_eq!(
             c.backend.url.as_deref(),
@@ -302,6 +305,7 @@ mod tests {
         );
         assert_eq!(c.backend.node.as_deref(), Some("a"));
         assert_eq!(c.backend.lease, Some(Duration::from_secs(4)));
+        assert_eq!(c.backend.poll, Some(Duration::from_secs(1)));
         let bad = "[backend]\nurl = \"postgres://x\"\nleese = \"4s\"\n";
         let e = parse_daemon_config(Path::new("corral.toml"), bad)
             .unwrap_err()

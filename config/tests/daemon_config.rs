@@ -82,6 +82,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             url: Some("postgres://corral:PASSWORD@db.example:5432/corral".into()),
             node: Some("web1".into()),
             lease: Some(Duration::from_secs(10)),
+            poll: Some(Duration::from_millis(500)),
         },
     };
     assert_eq!(config, want);

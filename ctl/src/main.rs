@@ -185,6 +185,10 @@ enum Command {
     /// Parallel maps of a command over many inputs, results in input order (like Pool.map).
     #[command(subcommand, after_help = EXIT_CODES)]
     Pool(PoolCommand),
+    /// The corrald nodes sharing this one's PostgreSQL backend (corrald --backend): last
+    /// heartbeat, lease, and the locks each holds.
+    #[command(after_help = EXIT_CODES)]
+    Nodes,
     /// A live view of units, queues and pool jobs in the terminal; q quits.
     ///
     /// Refreshes every --interval with the state of every unit's instances, each queue's
@@ -618,6 +622,7 @@ fn main() -> ExitCode {
         Command::Event(command) => commands::sync::event(&client, &out, command),
         Command::Pool(command) => pool(&client, &out, command),
         Command::Top { once, interval } => commands::top::top(&client, &out, once, interval),
+        Command::Nodes => commands::system::nodes(&client, &out),
         Command::Completions { .. } | Command::Man => unreachable!("answered before connecting"),
     };
     match result {

@@ -261,7 +261,16 @@ fn resolve_backend(
     if lease < Duration::from_millis(300) {
         anyhow::bail!("backend.lease must be at least 300ms (the default is 10s)");
     }
-    Ok(Some(crate::backend::BackendSettings { url, node, lease }))
+    let poll = file.poll.unwrap_or(crate::backend::DEFAULT_POLL);
+    if poll < Duration::from_millis(10) {
+        anyhow::bail!("backend.poll must be at least 10ms (the default is 500ms)");
+    }
+    Ok(Some(crate::backend::BackendSettings {
+        url,
+        node,
+        lease,
+        poll,
+    }))
 }
 
 fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {

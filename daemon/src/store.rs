@@ -367,6 +367,23 @@ impl Store {
         self.remote = Some(pg);
     }
 
+    /// The nodes of the shared backend (none without one).
+    pub async fn nodes(&self) -> crate::primitives::Outcome {
+        match &self.remote {
+            Some(pg) => pg.nodes().await,
+            None => crate::primitives::ok(corral_proto::NodesResult {
+                backend: None,
+                node: None,
+                nodes: Vec::new(),
+            }),
+        }
+    }
+
+    /// This node's name, with a shared backend.
+    pub fn node(&self) -> Option<&str> {
+        self.remote.as_deref().map(|pg| pg.node())
+    }
+
     /// The anonymous sessions of corrald's previous life, with their holders that are
     /// still alive watched again; a session with none left ends in the first batch.
     fn watch_sessions(&self, stored: StoredSessions) -> anon::Sessions {

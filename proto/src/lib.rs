@@ -633,6 +633,10 @@ pub enum Op {
         /// Its name.
         name: String,
     },
+
+    /// The corrald nodes sharing this one's backend (`corrald --backend`), with their
+    /// last heartbeat and what they hold. Result: [`NodesResult`].
+    Nodes {},
 }
 
 /// What an operation needs from the `[access]` policy of `corral.toml`.
@@ -807,6 +811,8 @@ impl Op {
             // the session, which needs the right to delete it.
             Op::AnonHold { .. } => spec(Anon, Use),
             Op::AnonAdd { name, .. } => uses(Anon, name),
+
+            Op::Nodes {} => spec(Daemon, Read),
         }
     }
 
@@ -1206,6 +1212,9 @@ pub struct LockHolder {
     pub held_ms: u64,
     /// The grant's fencing token.
     pub token: u64,
+    /// The node whose client holds it, with a shared backend (`corrald --backend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One lock in [`LockStatusResult`].
@@ -1218,6 +1227,41 @@ pub struct LockInfo {
     pub holder: Option<LockHolder>,
     /// Clients waiting.
     pub waiters: usize,
+}
+
+/// Result of [`Op::Nodes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesResult {
+    /// The shared backend's URL, password hidden; `None`: this corrald keeps its
+    /// queues, counters and locks to itself (SQLite) and `nodes` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// This node's name, with a backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Every node registered in the backend, by name.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// One node of [`NodesResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name (`corrald --node`).
+    pub node: String,
+    /// When it last started, unix ms.
+    pub started_ms: i64,
+    /// Its last heartbeat, unix ms (the database's clock).
+    pub heartbeat_ms: i64,
+    /// How long ago that was, ms.
+    pub heartbeat_age_ms: u64,
+    /// Its lease: past this without a heartbeat, its locks are released.
+    pub lease_ms: u64,
+    /// Whether its lease is current.
+    pub alive: bool,
+    /// The locks its clients hold.
+    pub locks: Vec<String>,
+    /// How many of its clients wait for a lock.
+    pub lock_waiters: usize,
 }
 
 /// Result of [`Op::LockStatus`].

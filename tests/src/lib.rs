@@ -19,7 +19,7 @@ use corral_client::Client;
 mod pg;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-pub use pg::{PG_PASSWORD, PgCluster, pg_bin_dir};
+pub use pg::{Backend, BackendDaemon, PG_PASSWORD, PgCluster, pg_bin_dir};
 
 /// Generous deadline for anything a test waits for: CI runs on 2 busy cores.
 pub const DEADLINE: Duration = Duration::from_secs(30);

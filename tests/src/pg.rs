@@ -271,3 +271,56 @@ impl Drop for PgCluster {
         self.stop();
     }
 }
+
+/// Which backend a conformance test runs its corrald on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The local SQLite state database (the default).
+    Sqlite,
+    /// A [`PgCluster`] of the test's own (`corrald --backend URL --node test`).
+    Postgres,
+}
+
+/// A [`crate::TestDaemon`] on one [`Backend`], with its PostgreSQL cluster when it has
+/// one (stopped after the daemon: fields drop in order). Derefs to the daemon.
+pub struct BackendDaemon {
+    /// The daemon, not started yet.
+    pub daemon: crate::TestDaemon,
+    /// The cluster behind it.
+    pub pg: Option<PgCluster>,
+}
+
+impl Backend {
+    /// A daemon (not started) on this backend, or `None` when PostgreSQL cannot run here
+    /// (the reason is printed; the test then passes without checking anything).
+    pub fn daemon(self) -> Option<BackendDaemon> {
+        let mut daemon = crate::TestDaemon::new();
+        let pg = match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let pg = PgCluster::start()?;
+                daemon.extra_args.extend([
+                    "--backend".into(),
+                    pg.url(),
+                    "--node".into(),
+                    "test".into(),
+                ]);
+                Some(pg)
+            }
+        };
+        Some(BackendDaemon { daemon, pg })
+    }
+}
+
+impl std::ops::Deref for BackendDaemon {
+    type Target = crate::TestDaemon;
+    fn deref(&self) -> &crate::TestDaemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for BackendDaemon {
+    fn deref_mut(&mut self) -> &mut crate::TestDaemon {
+        &mut self.daemon
+    }
+}

@@ -163,9 +163,13 @@ fn status_table(locks: &[LockInfo]) -> String {
     table(&["LOCK", "HOLDER", "HELD-FOR", "WAITERS", "TOKEN"], &rows)
 }
 
-/// `1234 (web.0)`: the pid, and the unit instance it belongs to when known.
+/// `1234 (web.0)`: the pid, and the unit instance it belongs to when known; `1234@web1`
+/// for a holder on node `web1` of a shared backend.
 fn holder(h: &LockHolder) -> String {
-    let pid = h.pid.map_or("?".into(), |p| p.to_string());
+    let mut pid = h.pid.map_or("?".into(), |p| p.to_string());
+    if let Some(node) = &h.node {
+        pid = format!("{pid}@{node}");
+    }
     match (&h.unit, h.instance) {
         (Some(unit), Some(i)) => format!("{pid} ({unit}.{i})"),
         (Some(unit), None) => format!("{pid} ({unit})"),
@@ -186,6 +190,7 @@ mod tests {
             since_ms: 0,
             held_ms: 192_000,
             token: 42,
+            node: None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use corral_client::proto::{Op, ShutdownPlan, ShutdownProgress};
 use corral_client::{Client, Error};
 
-use crate::output::{Output, table};
+use crate::output::{Output, human_duration, table};
 
 pub fn shutdown(
     client: &Client,
@@ -81,4 +81,50 @@ fn print_plan(client: &Client, out: &Output) -> Result<ExitCode, Error> {
         )
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `corralctl nodes`: the nodes of the shared backend.
+pub fn nodes(client: &Client, out: &Output) -> Result<ExitCode, Error> {
+    let result = client.nodes()?;
+    if out.json {
+        out.print_json(&result);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(backend) = &result.backend else {
+        println!(
+            "this corrald has no shared backend: its queues, counters and locks are its own \
+             (start it with --backend postgres://USER:PASSWORD@HOST:PORT/DATABASE to share them)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "backend {backend}, this node: {}",
+        result.node.as_deref().unwrap_or("?")
+    );
+    print!("{}", nodes_table(&result.nodes));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn nodes_table(nodes: &[corral_client::proto::NodeInfo]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                if n.alive { "alive" } else { "expired" }.to_string(),
+                format!("{} ago", human_duration(n.heartbeat_age_ms)),
+                human_duration(n.lease_ms),
+                if n.locks.is_empty() {
+                    "-".to_string()
+                } else {
+                    n.locks.join(",")
+                },
+                n.lock_waiters.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["NODE", "STATE", "HEARTBEAT", "LEASE", "LOCKS", "WAITING"],
+        &rows,
+    )
 }

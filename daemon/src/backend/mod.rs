@@ -21,10 +21,15 @@ pub struct BackendSettings {
     pub node: String,
     /// How long a node's lease lasts without a heartbeat.
     pub lease: Duration,
+    /// How often a blocked get or acquire looks again without a notification.
+    pub poll: Duration,
 }
 
 /// Default node lease.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// Default polling fallback of blocked gets and acquires.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
 
 /// The host name, the default node name (`/proc/sys/kernel/hostname`, else `localhost`).
 pub fn host_name() -> String {

@@ -12,9 +12,19 @@
 //! - a lock is a row keyed by name with its holder (node, connection) and a fencing token
 //!   from the one sequence `corral_fencing`, so tokens grow across the whole cluster.
 //!
-//! Blocking gets and acquires poll every [`POLL`] until their deadline (cross-node
-//! wake-ups by LISTEN/NOTIFY are not built yet, so a wait costs up to one poll of
-//! latency; lock waiters are not FIFO across nodes yet). Operations this backend does
+//! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put notifies
+//! `q:QUEUE` and a release `l:LOCK` in the same statement (PostgreSQL folds identical
+//! notifications of one transaction into one). A blocked `get` or `acquire` on any node
+//! tries again when its object's notification arrives, and every `[backend] poll`
+//! (default 500 ms) anyway, so a
+//! lost notification (e.g. while the connection was down) only adds latency. A lock's
+//! waiters stand in line in `corral_lock_waiters` (FIFO by id, across the nodes): a grant
+//! goes to the first of the line, or to a newcomer only when nobody waits.
+//!
+//! Leases: the keeper renews this node's row of `corral_nodes` every lease/3 and
+//! releases the locks and waiters of nodes whose lease has expired. A node that has not
+//! renewed its own lease for a whole lease gives up its locks itself (the watchdog): its
+//! clients are told by the answer to their `release`. Operations this backend does
 //! not support answer a clear `failed` error naming the operation; while the database is
 //! unreachable every operation answers `backend_unavailable` and nothing changes.
 
@@ -33,8 +43,12 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendSettings, redact, schema};
 use crate::primitives::{ConnInfo, Outcome, ReplyFn, check_name, ok};
 
-/// How often a blocked `get` or `acquire` looks again.
-pub const POLL: Duration = Duration::from_millis(100);
+/// The LISTEN/NOTIFY channel; payloads are `q:QUEUE` (a put) and `l:LOCK` (a release).
+pub const CHANNEL: &str = "corral";
+
+/// Payload sent to every waiter of this node after a reconnection (notifications sent
+/// while the connection was down are lost).
+const WAKE_ALL: &str = "*";
 
 /// How long connecting may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,13 +61,36 @@ pub struct Pg {
     client: RwLock<Option<Arc<Client>>>,
     /// Per client connection: its waiters' cancellation and how many locks it holds.
     conns: Mutex<HashMap<u64, ConnState>>,
+    /// Notifications received on [`CHANNEL`], for this node's waiters.
+    wakes: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// This node's blocked requests by notification key (`q:QUEUE`, `l:LOCK`).
+    waiting: Mutex<HashMap<String, usize>>,
+    /// Deletions to retry once the database is back.
+    stale: Mutex<Vec<Stale>>,
+    /// When this node last renewed its lease.
+    renewed: Mutex<Instant>,
 }
 
 #[derive(Default)]
 struct ConnState {
     cancel: CancellationToken,
-    locks: usize,
+    /// The locks it holds.
+    locks: std::collections::BTreeSet<String>,
+    /// Locks it held when this node's lease expired: released, and said so to it.
+    lost: std::collections::BTreeSet<String>,
     waiting: usize,
+}
+
+/// Rows of this node that a statement failed to delete (the database was away): deleted
+/// at the next heartbeat that reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stale {
+    /// Every lock of a closed connection.
+    Locks(u64),
+    /// One lock of a connection.
+    Lock(u64, String),
+    /// A lock waiter's place.
+    Waiter(i64),
 }
 
 /// Why the backend could not start.
@@ -148,7 +185,8 @@ impl Pg {
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name(format!("corrald {}", settings.node));
-        let (mut client, closed) = connect(&config)
+        let (wakes, _) = tokio::sync::broadcast::channel(1024);
+        let (mut client, closed) = connect(&config, &wakes)
             .await
             .map_err(|e| start_error(&settings.url, e))?;
         schema::migrate(&mut client)
@@ -169,7 +207,17 @@ impl Pg {
                 )
                 .await?;
             client
-                .execute("DELETE FROM corral_locks WHERE node = $1", &[&settings.node])
+                .execute(
+                    "WITH gone AS (DELETE FROM corral_locks WHERE node = $1 RETURNING name)
+                     SELECT pg_notify($2, 'l:' || name) FROM gone",
+                    &[&settings.node, &CHANNEL],
+                )
+                .await?;
+            client
+                .execute(
+                    "DELETE FROM corral_lock_waiters WHERE node = $1",
+                    &[&settings.node],
+                )
                 .await?;
             client.batch_execute("COMMIT").await
         }
@@ -188,14 +236,60 @@ impl Pg {
             config,
             client: RwLock::new(Some(Arc::new(client))),
             conns: Mutex::new(HashMap::new()),
+            wakes,
+            waiting: Mutex::new(HashMap::new()),
+            stale: Mutex::new(Vec::new()),
+            renewed: Mutex::new(Instant::now()),
         });
         tokio::spawn(keeper(pg.clone(), closed));
+        tokio::spawn(watchdog(pg.clone()));
         Ok(pg)
     }
 
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.settings.node
+    }
+
+    /// Every node of the database with its heartbeat and what it holds.
+    pub async fn nodes(&self) -> Outcome {
+        let client = self.client()?;
+        let rows = client
+            .query(
+                "SELECT n.name,
+                        (extract(epoch FROM n.started_at) * 1000)::bigint,
+                        (extract(epoch FROM n.heartbeat) * 1000)::bigint,
+                        (extract(epoch FROM now() - n.heartbeat) * 1000)::bigint,
+                        n.lease_ms,
+                        ARRAY(SELECT l.name FROM corral_locks l WHERE l.node = n.name ORDER BY l.name),
+                        (SELECT count(*) FROM corral_lock_waiters w WHERE w.node = n.name)
+                 FROM corral_nodes n ORDER BY n.name",
+                &[],
+            )
+            .await
+            .map_err(|e| self.sql_error("nodes", e))?;
+        let nodes = rows
+            .iter()
+            .map(|r| {
+                let age = r.get::<_, i64>(3).max(0) as u64;
+                let lease = r.get::<_, i64>(4).max(0) as u64;
+                corral_proto::NodeInfo {
+                    node: r.get(0),
+                    started_ms: r.get(1),
+                    heartbeat_ms: r.get(2),
+                    heartbeat_age_ms: age,
+                    lease_ms: lease,
+                    alive: age < lease,
+                    locks: r.get(5),
+                    lock_waiters: r.get::<_, i64>(6) as usize,
+                }
+            })
+            .collect();
+        ok(corral_proto::NodesResult {
+            backend: Some(redact(&self.settings.url)),
+            node: Some(self.settings.node.clone()),
+            nodes,
+        })
     }
 
     fn client(&self) -> Result<Arc<Client>, ErrorBody> {
@@ -233,23 +327,60 @@ impl Pg {
             return;
         };
         state.cancel.cancel();
-        if state.locks == 0 {
+        if state.locks.is_empty() {
             return;
         }
         let pg = self.clone();
         tokio::spawn(async move {
-            let Ok(client) = pg.client() else { return };
-            let conn = conn as i64;
-            if let Err(e) = client
-                .execute(
-                    "DELETE FROM corral_locks WHERE node = $1 AND conn = $2",
-                    &[&pg.settings.node, &conn],
-                )
-                .await
-            {
+            if let Err(e) = pg.delete_stale(&Stale::Locks(conn)).await {
                 tracing::warn!("PostgreSQL backend: releasing a closed connection's locks: {e}");
+                pg.stale_later(Stale::Locks(conn));
             }
         });
+    }
+
+    /// Deletes a row of this node (and notifies the lock's waiters).
+    async fn delete_stale(&self, stale: &Stale) -> Result<u64, ErrorBody> {
+        let client = self.client()?;
+        let node = &self.settings.node;
+        let done = match stale {
+            Stale::Locks(conn) => {
+                client
+                    .execute(
+                        "WITH gone AS (DELETE FROM corral_locks WHERE node = $1 AND conn = $2 RETURNING name)
+                         SELECT pg_notify($3, 'l:' || name) FROM gone",
+                        &[node, &(*conn as i64), &CHANNEL],
+                    )
+                    .await
+            }
+            Stale::Lock(conn, lock) => {
+                client
+                    .execute(
+                        "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
+                         SELECT pg_notify($4, 'l:' || name) FROM gone",
+                        &[lock, node, &(*conn as i64), &CHANNEL],
+                    )
+                    .await
+            }
+            // The waiters behind it may be first now.
+            Stale::Waiter(id) => {
+                client
+                    .execute(
+                        "WITH gone AS (DELETE FROM corral_lock_waiters WHERE id = $1 RETURNING name)
+                         SELECT pg_notify($2, 'l:' || name) FROM gone",
+                        &[id, &CHANNEL],
+                    )
+                    .await
+            }
+        };
+        done.map_err(|e| self.sql_error("release", e))
+    }
+
+    fn stale_later(&self, stale: Stale) {
+        self.stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stale);
     }
 
     /// Whether a connection holds a lock or has a request waiting.
@@ -258,7 +389,7 @@ impl Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
-            .is_some_and(|s| s.locks > 0 || s.waiting > 0)
+            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0)
     }
 
     /// Changes the state of a connection still open (one that closed has none).
@@ -280,8 +411,10 @@ impl Pg {
                 let row = client
                     .query_one(
                         "WITH put AS (INSERT INTO corral_queue_items (queue, value) VALUES ($1, $2) RETURNING id)
-                         SELECT count(*) + 1 FROM corral_queue_items WHERE queue = $1",
-                        &[&queue, &text],
+                         SELECT (SELECT count(*) + 1 FROM corral_queue_items WHERE queue = $1),
+                                pg_notify($3, 'q:' || $1)::text
+                         FROM put",
+                        &[&queue, &text, &CHANNEL],
                     )
                     .await
                     .map_err(|e| self.sql_error(name, e))?;
@@ -310,7 +443,9 @@ impl Pg {
                 }
                 let deadline = deadline(block, timeout_ms);
                 let found = self
-                    .wait(conn.id, deadline, &gone, || self.take(&queue, count, &gone))
+                    .wait(conn.id, &format!("q:{queue}"), deadline, &gone, || {
+                        self.take(&queue, count, &gone)
+                    })
                     .await?;
                 match found {
                     Some(items) => ok(QueueGetResult {
@@ -337,6 +472,7 @@ impl Pg {
                     .await
                     .map_err(|e| self.sql_error(name, e))?
                     .get(0);
+                let waiting_getters = self.waiting_on(&format!("q:{queue}"));
                 ok(corral_proto::QueueInfo {
                     queue,
                     depth: depth as usize,
@@ -346,9 +482,67 @@ impl Pg {
                     dead_letter: None,
                     put_total: 0,
                     got_total: 0,
-                    waiting_getters: 0,
+                    waiting_getters,
                     waiting_putters: 0,
                 })
+            }
+            Op::QueueList {} => {
+                let client = self.client()?;
+                let rows = client
+                    .query(
+                        "SELECT queue, count(*) FROM corral_queue_items GROUP BY queue ORDER BY queue",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| self.sql_error(name, e))?;
+                let mut depths: std::collections::BTreeMap<String, usize> = rows
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
+                    .collect();
+                // Empty queues with getters waiting here are listed too.
+                for key in self
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                {
+                    if let Some(queue) = key.strip_prefix("q:") {
+                        depths.entry(queue.to_string()).or_default();
+                    }
+                }
+                let queues = depths
+                    .into_iter()
+                    .map(|(queue, depth)| {
+                        let waiting_getters = self.waiting_on(&format!("q:{queue}"));
+                        corral_proto::QueueInfo {
+                            queue,
+                            depth,
+                            in_flight: 0,
+                            maxsize: None,
+                            max_deliveries: None,
+                            dead_letter: None,
+                            put_total: 0,
+                            got_total: 0,
+                            waiting_getters,
+                            waiting_putters: 0,
+                        }
+                    })
+                    .collect();
+                ok(corral_proto::QueueListResult { queues })
+            }
+            Op::CounterList {} => {
+                let client = self.client()?;
+                let counters = client
+                    .query("SELECT name, value FROM corral_counters ORDER BY name", &[])
+                    .await
+                    .map_err(|e| self.sql_error(name, e))?
+                    .iter()
+                    .map(|r| CounterValue {
+                        counter: r.get(0),
+                        value: r.get(1),
+                    })
+                    .collect();
+                ok(corral_proto::CounterListResult { counters })
             }
             Op::CounterGet { counter } => {
                 let client = self.client()?;
@@ -407,11 +601,16 @@ impl Pg {
             } => {
                 check_name("lock", &lock)?;
                 let deadline = deadline(block, timeout_ms);
-                let granted = self
-                    .wait(conn.id, deadline, &gone, || {
-                        self.try_lock(&lock, conn, &gone)
-                    })
-                    .await?;
+                let granted = match self.try_lock(&lock, conn, &gone, None).await? {
+                    Some(token) => Some(token),
+                    None => {
+                        self.not_mine(&lock, conn).await?;
+                        match deadline {
+                            None => None,
+                            Some(_) => self.wait_in_line(&lock, conn, deadline, &gone).await?,
+                        }
+                    }
+                };
                 match granted {
                     Some(token) => ok(LockGrant { lock, token }),
                     None if deadline.is_none() => Err(ErrorBody::new(
@@ -425,33 +624,50 @@ impl Pg {
                 }
             }
             Op::LockRelease { lock } => {
-                let client = self.client()?;
-                let id = conn.id as i64;
-                let n = client
-                    .execute(
-                        "DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3",
-                        &[&lock, &self.settings.node, &id],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?;
-                if n == 0 {
+                let mut lost = false;
+                let mut held = false;
+                self.with_conn(conn.id, |s| {
+                    lost = s.lost.remove(&lock);
+                    held = s.locks.remove(&lock);
+                });
+                if lost {
+                    return Err(ErrorBody::new(
+                        ErrorCode::NotHeld,
+                        format!(
+                            "lock `{lock}` was lost: node `{}` could not renew its lease in PostgreSQL within {:?}, so the lock was released for the other nodes",
+                            self.settings.node, self.settings.lease
+                        ),
+                    ));
+                }
+                if !held {
                     return Err(ErrorBody::new(
                         ErrorCode::NotHeld,
                         format!("this connection does not hold lock `{lock}`"),
                     ));
                 }
-                self.with_conn(conn.id, |s| s.locks = s.locks.saturating_sub(1));
-                ok(serde_json::json!({}))
+                let stale = Stale::Lock(conn.id, lock);
+                match self.delete_stale(&stale).await {
+                    Ok(_) => ok(serde_json::json!({})),
+                    // Not held any more for this connection; the row goes when the
+                    // database is back (or with this node's lease).
+                    Err(e) => {
+                        self.stale_later(stale);
+                        Err(e)
+                    }
+                }
             }
+            Op::LockStatus { lock } => self.lock_status(lock.as_deref()).await,
             _ => Err(unsupported(name)),
         }
     }
 
-    /// Polls `attempt` until it finds something, the deadline passes (`None`: one
-    /// attempt), or the connection closes.
+    /// Tries `attempt` until it finds something, the deadline passes (`None`: one
+    /// attempt), or the connection closes: again whenever a notification `key` (or
+    /// [`WAKE_ALL`]) arrives, and every `poll` of the settings in any case.
     async fn wait<T, F, Fut>(
         &self,
         conn: u64,
+        key: &str,
         deadline: Option<Instant>,
         cancel: &CancellationToken,
         mut attempt: F,
@@ -460,6 +676,8 @@ impl Pg {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, ErrorBody>>,
     {
+        // Subscribed before the first attempt: a put committed after it is not missed.
+        let mut wakes = self.wakes.subscribe();
         if let Some(found) = attempt().await? {
             return Ok(Some(found));
         }
@@ -467,15 +685,35 @@ impl Pg {
             return Ok(None);
         };
         self.with_conn(conn, |s| s.waiting += 1);
+        *self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default() += 1;
         let result = loop {
             let now = Instant::now();
             if now >= deadline {
                 break Ok(None);
             }
-            let nap = POLL.min(deadline - now);
+            let nap = self.settings.poll.min(deadline - now);
+            let woken = async {
+                loop {
+                    match wakes.recv().await {
+                        Ok(got) if &*got == key || &*got == WAKE_ALL => return,
+                        Ok(_) => {}
+                        // Missed some: one of them may have been ours.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => break Ok(None),
                 () = tokio::time::sleep(nap) => {}
+                () = woken => {}
             }
             match attempt().await {
                 Ok(Some(found)) => break Ok(Some(found)),
@@ -486,7 +724,26 @@ impl Pg {
             }
         };
         self.with_conn(conn, |s| s.waiting = s.waiting.saturating_sub(1));
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = waiting.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    waiting.remove(key);
+                }
+            }
+        }
         result
+    }
+
+    /// How many requests of this node wait on `key`.
+    fn waiting_on(&self, key: &str) -> usize {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Takes up to `count` items, oldest first; `None` if the queue is empty. Items taken
@@ -524,6 +781,13 @@ impl Pg {
                     .await
                     .map_err(|e| self.sql_error("queue_get", e))?;
             }
+            // Another waiter may take them now.
+            let _ = client
+                .execute(
+                    "SELECT pg_notify($1, 'q:' || $2::text)",
+                    &[&CHANNEL, &queue],
+                )
+                .await;
             return Ok(None);
         }
         let items = rows
@@ -533,11 +797,15 @@ impl Pg {
         Ok(Some(items))
     }
 
+    /// Takes `lock` if it is free and no waiter of any node is ahead: with no place in
+    /// line (`waiter: None`), none at all; with one, none with a smaller id. A grant
+    /// gives up the place in the same statement.
     async fn try_lock(
         &self,
         lock: &str,
         conn: ConnInfo,
         gone: &CancellationToken,
+        waiter: Option<i64>,
     ) -> Result<Option<u64>, ErrorBody> {
         let client = self.client()?;
         let id = conn.id as i64;
@@ -545,10 +813,16 @@ impl Pg {
         let uid = conn.uid.map(|u| u as i32);
         let row = client
             .query_opt(
-                "INSERT INTO corral_locks (name, node, conn, pid, uid, token)
-                 VALUES ($1, $2, $3, $4, $5, nextval('corral_fencing'))
-                 ON CONFLICT (name) DO NOTHING RETURNING token",
-                &[&lock, &self.settings.node, &id, &pid, &uid],
+                "WITH granted AS (
+                     INSERT INTO corral_locks (name, node, conn, pid, uid, token)
+                     SELECT $1, $2, $3, $4, $5, nextval('corral_fencing')
+                     WHERE NOT EXISTS (SELECT 1 FROM corral_lock_waiters w
+                                       WHERE w.name = $1 AND ($6::bigint IS NULL OR w.id < $6))
+                     ON CONFLICT (name) DO NOTHING RETURNING token),
+                 done AS (DELETE FROM corral_lock_waiters
+                          WHERE id = $6 AND EXISTS (SELECT 1 FROM granted))
+                 SELECT token FROM granted",
+                &[&lock, &self.settings.node, &id, &pid, &uid, &waiter],
             )
             .await
             .map_err(|e| self.sql_error("lock_acquire", e))?;
@@ -558,19 +832,120 @@ impl Pg {
             // Granted to a connection that closed meanwhile: release at once.
             client
                 .execute(
-                    "DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3",
-                    &[&lock, &self.settings.node, &id],
+                    "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
+                     SELECT pg_notify($4, 'l:' || name) FROM gone",
+                    &[&lock, &self.settings.node, &id, &CHANNEL],
                 )
                 .await
                 .map_err(|e| self.sql_error("lock_acquire", e))?;
             return Ok(None);
         }
-        self.with_conn(conn.id, |s| s.locks += 1);
+        self.with_conn(conn.id, |s| {
+            s.locks.insert(lock.to_string());
+        });
         Ok(Some(token as u64))
     }
 
+    /// Refuses a second acquire of a lock this connection holds (locks are not
+    /// re-entrant; waiting would wait for itself).
+    async fn not_mine(&self, lock: &str, conn: ConnInfo) -> Result<(), ErrorBody> {
+        let mut mine = false;
+        self.with_conn(conn.id, |s| mine = s.locks.contains(lock));
+        if mine {
+            return Err(ErrorBody::new(
+                ErrorCode::Failed,
+                format!("this connection already holds lock `{lock}` (locks are not re-entrant)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes a place in `lock`'s line (a row of `corral_lock_waiters`: FIFO across the
+    /// nodes) and waits for its turn; the place is given up however the wait ends.
+    async fn wait_in_line(
+        &self,
+        lock: &str,
+        conn: ConnInfo,
+        deadline: Option<Instant>,
+        gone: &CancellationToken,
+    ) -> Result<Option<u64>, ErrorBody> {
+        let client = self.client()?;
+        let place: i64 = client
+            .query_one(
+                "INSERT INTO corral_lock_waiters (name, node, conn) VALUES ($1, $2, $3) RETURNING id",
+                &[&lock, &self.settings.node, &(conn.id as i64)],
+            )
+            .await
+            .map_err(|e| self.sql_error("lock_acquire", e))?
+            .get(0);
+        let granted = self
+            .wait(conn.id, &format!("l:{lock}"), deadline, gone, || {
+                self.try_lock(lock, conn, gone, Some(place))
+            })
+            .await;
+        if !matches!(granted, Ok(Some(_))) {
+            let stale = Stale::Waiter(place);
+            if self.delete_stale(&stale).await.is_err() {
+                self.stale_later(stale);
+            }
+        }
+        granted
+    }
+
+    /// Holders and waiters (of every node) of one lock or of all.
+    async fn lock_status(&self, lock: Option<&str>) -> Outcome {
+        let client = self.client()?;
+        let rows = client
+            .query(
+                "SELECT n.name, l.pid, l.uid, l.token, l.node,
+                        (SELECT count(*) FROM corral_lock_waiters w WHERE w.name = n.name),
+                        (extract(epoch FROM l.acquired_at) * 1000)::bigint,
+                        (extract(epoch FROM now() - l.acquired_at) * 1000)::bigint
+                 FROM (SELECT name FROM corral_locks UNION SELECT name FROM corral_lock_waiters) n
+                 LEFT JOIN corral_locks l ON l.name = n.name
+                 WHERE $1::text IS NULL OR n.name = $1
+                 ORDER BY n.name",
+                &[&lock],
+            )
+            .await
+            .map_err(|e| self.sql_error("lock_status", e))?;
+        let mut locks: Vec<corral_proto::LockInfo> = rows
+            .iter()
+            .map(|r| {
+                let token: Option<i64> = r.get(3);
+                corral_proto::LockInfo {
+                    lock: r.get(0),
+                    holder: token.map(|token| corral_proto::LockHolder {
+                        pid: r.get::<_, Option<i32>>(1).map(|p| p as u32),
+                        uid: r.get::<_, Option<i32>>(2).map(|u| u as u32),
+                        unit: None,
+                        instance: None,
+                        token: token as u64,
+                        node: r.get(4),
+                        since_ms: r.get::<_, Option<i64>>(6).unwrap_or(0),
+                        held_ms: r.get::<_, Option<i64>>(7).unwrap_or(0).max(0) as u64,
+                    }),
+                    waiters: r.get::<_, i64>(5) as usize,
+                }
+            })
+            .collect();
+        if let (Some(lock), true) = (lock, locks.is_empty()) {
+            locks.push(corral_proto::LockInfo {
+                lock: lock.to_string(),
+                holder: None,
+                waiters: 0,
+            });
+        }
+        ok(corral_proto::LockStatusResult { locks })
+    }
+
     fn sql_error(&self, op: &str, e: tokio_postgres::Error) -> ErrorBody {
-        if e.is_closed() || e.as_db_error().is_none() {
+        // Connection exceptions (08…) and operator intervention (57…: the server shutting
+        // down or starting up) mean the database is away, not that it refused this.
+        let away = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57"));
+        if e.is_closed() || e.as_db_error().is_none() || away {
             return unavailable(&self.settings.url);
         }
         ErrorBody::new(
@@ -600,7 +975,7 @@ fn unsupported(op: &str) -> ErrorBody {
         ErrorCode::Failed,
         format!(
             "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queue put/get/len, counter get/set/add and lock acquire/release are"
+             queue put/get/len/list, counter get/set/add/list and lock acquire/release/status are"
         ),
     )
 }
@@ -615,17 +990,34 @@ fn unavailable(url: &str) -> ErrorBody {
     )
 }
 
+/// Connects and LISTENs on [`CHANNEL`]; the connection's task forwards notifications to
+/// `wakes` and fires the returned receiver when the connection ends.
 async fn connect(
     config: &Config,
+    wakes: &tokio::sync::broadcast::Sender<Arc<str>>,
 ) -> Result<(Client, tokio::sync::oneshot::Receiver<()>), tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let wakes = wakes.clone();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL backend: connection lost: {e}");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if n.channel() == CHANNEL {
+                        let _ = wakes.send(Arc::from(n.payload()));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!("PostgreSQL backend: connection lost: {e}");
+                    break;
+                }
+                None => break,
+            }
         }
         let _ = tx.send(());
     });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     Ok((client, rx))
 }
 
@@ -639,10 +1031,12 @@ async fn keeper(pg: Arc<Pg>, mut closed: tokio::sync::oneshot::Receiver<()>) {
                 tracing::warn!(url = %redact(&pg.settings.url), "PostgreSQL backend: unreachable; reconnecting");
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Ok((client, rx)) = connect(&pg.config).await {
+                    if let Ok((client, rx)) = connect(&pg.config, &pg.wakes).await {
                         closed = rx;
                         *pg.client.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(client));
                         tracing::info!("PostgreSQL backend: reconnected");
+                        // Notifications sent while we were away are lost: everyone looks.
+                        let _ = pg.wakes.send(Arc::from(WAKE_ALL));
                         break;
                     }
                 }
@@ -660,6 +1054,22 @@ async fn keeper(pg: Arc<Pg>, mut closed: tokio::sync::oneshot::Receiver<()>) {
 /// expired (whichever live node notices first does it; the statement is idempotent).
 async fn renew_and_reap(pg: &Pg, client: &Client) {
     let node = &pg.settings.node;
+    // First the rows that should be gone (locks lost with the lease, releases that
+    // failed): once the lease is renewed, no other node would delete them.
+    let stale = std::mem::take(&mut *pg.stale.lock().unwrap_or_else(|e| e.into_inner()));
+    for (i, row) in stale.iter().enumerate() {
+        if let Err(e) = pg.delete_stale(row).await {
+            tracing::warn!(
+                "PostgreSQL backend: cannot delete this node's stale rows: {}",
+                e.message
+            );
+            let mut later = pg.stale.lock().unwrap_or_else(|e| e.into_inner());
+            later.extend(stale[i..].iter().cloned());
+            return;
+        }
+    }
+    // Taken before the statement: the database's heartbeat is no earlier than this.
+    let started = Instant::now();
     if let Err(e) = client
         .execute(
             "UPDATE corral_nodes SET heartbeat = now() WHERE name = $1",
@@ -670,13 +1080,30 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
         tracing::warn!("PostgreSQL backend: cannot renew this node's lease: {e}");
         return;
     }
+    *pg.renewed.lock().unwrap_or_else(|e| e.into_inner()) = started;
+    if let Err(e) = client
+        .execute(
+            "WITH gone AS (
+                 DELETE FROM corral_lock_waiters w USING corral_nodes n
+                 WHERE w.node = n.name AND n.name <> $1
+                   AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
+                 RETURNING w.name)
+             SELECT pg_notify($2, 'l:' || name) FROM gone",
+            &[node, &CHANNEL],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: dropping expired nodes' lock waiters: {e}");
+    }
     match client
         .query(
-            "DELETE FROM corral_locks l USING corral_nodes n
-             WHERE l.node = n.name AND n.name <> $1
-               AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
-             RETURNING l.name, l.node",
-            &[node],
+            "WITH gone AS (
+                 DELETE FROM corral_locks l USING corral_nodes n
+                 WHERE l.node = n.name AND n.name <> $1
+                   AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
+                 RETURNING l.name, l.node)
+             SELECT name, node, pg_notify($2, 'l:' || name)::text FROM gone",
+            &[node, &CHANNEL],
         )
         .await
     {
@@ -691,5 +1118,43 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
             }
         }
         Err(e) => tracing::warn!("PostgreSQL backend: releasing expired nodes' locks: {e}"),
+    }
+}
+
+/// Once this node has gone a lease without renewing it, the other nodes may release its
+/// locks at any moment: its clients lose them now (a later `release` says so), and the
+/// rows are deleted when the database is back. Checked every lease/6.
+async fn watchdog(pg: Arc<Pg>) {
+    let lease = pg.settings.lease;
+    loop {
+        tokio::time::sleep(lease / 6).await;
+        let renewed = *pg.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if renewed.elapsed() < lease {
+            continue;
+        }
+        let mut lost = Vec::new();
+        {
+            let mut conns = pg.conns.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, state) in conns.iter_mut() {
+                for lock in std::mem::take(&mut state.locks) {
+                    lost.push(Stale::Lock(*id, lock.clone()));
+                    state.lost.insert(lock);
+                }
+            }
+        }
+        for row in &lost {
+            if let Stale::Lock(conn, lock) = row {
+                tracing::warn!(
+                    lock = %lock,
+                    conn,
+                    node = %pg.settings.node,
+                    "PostgreSQL backend: lock lost: this node could not renew its lease in time"
+                );
+            }
+        }
+        pg.stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(lost);
     }
 }

@@ -8,7 +8,7 @@
 use tokio_postgres::Client;
 
 /// Schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Advisory lock key taken by migrations (`corral` in ASCII).
 const MIGRATION_LOCK: i64 = 0x636f_7272_616c;
@@ -43,6 +43,16 @@ const MIGRATIONS: &[&str] = &[
          lease_ms bigint NOT NULL,
          started_at timestamptz NOT NULL DEFAULT now()
      );",
+    // 2: each lock's line of waiters, across the nodes (FIFO by id).
+    "CREATE TABLE corral_lock_waiters (
+         id bigserial PRIMARY KEY,
+         name text NOT NULL,
+         node text NOT NULL,
+         conn bigint NOT NULL,
+         since timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE INDEX corral_lock_waiters_name ON corral_lock_waiters (name, id);
+     CREATE INDEX corral_lock_waiters_node ON corral_lock_waiters (node);",
 ];
 
 /// Why [`migrate`] refused.

@@ -20,13 +20,16 @@ pub async fn status(ctx: &Context, conn: ConnInfo, lock: Option<String>) -> Outc
     let mut result: LockStatusResult = serde_json::from_value(value).map_err(|e| {
         corral_proto::ErrorBody::new(corral_proto::ErrorCode::Internal, e.to_string())
     })?;
-    // A holder belongs to an instance when it is in that instance's process group.
+    // A holder belongs to an instance when it is in that instance's process group (on
+    // this node: a holder of another node has its pid there).
+    let here = ctx.store.node();
     let groups: Vec<i32> = result
         .locks
         .iter()
         .map(|l| {
             l.holder
                 .as_ref()
+                .filter(|h| h.node.is_none() || h.node.as_deref() == here)
                 .and_then(|h| h.pid)
                 .and_then(|pid| ProcStat::read(pid as i32))
                 .map(|s| s.pgrp)

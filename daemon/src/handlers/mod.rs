@@ -265,6 +265,7 @@ pub async fn dispatch(
         Op::PoolList {} => pool::list(ctx).await,
         Op::PoolCancel { job } => pool::cancel(ctx, job).await,
         Op::Hello { version, client } => system::hello(version, client),
+        Op::Nodes {} => ctx.store.nodes().await,
         Op::Shutdown { plan: true, .. } => system::plan(ctx).await,
         Op::Shutdown { wait, .. } => {
             tokio::spawn(system::shutdown(ctx.clone(), id, wait, replies.clone()));

@@ -341,6 +341,9 @@
       var h = l.holder || {};
       var who = h.unit ? h.unit + "." + h.instance : (h.pid ? "pid " + h.pid : "-");
       return [l.lock, who, dur(h.held_ms), l.waiters]; }));
+    fill("nodes", ((s.nodes || {}).nodes || []).map(function (n) {
+      return [n.node, n.alive ? "alive" : "expired", dur(n.heartbeat_age_ms) + " ago", dur(n.lease_ms),
+        n.locks.join(", "), n.lock_waiters]; }));
     fill("pools", ((s.pools || {}).jobs || []).map(function (j) {
       var p = document.createElement("progress");
       p.max = Math.max(1, j.total); p.value = j.succeeded + j.failed;

@@ -100,6 +100,7 @@ pub async fn serve(
             "/api/locks",
             get(|s: Shared| primitive(s, Op::LockStatus { lock: None })),
         )
+        .route("/api/nodes", get(api_nodes))
         .route("/api/pools", get(api_pools))
         .route("/api/pools/{id}", get(api_pool))
         .route("/api/events", get(api_events))
@@ -178,6 +179,10 @@ async fn primitive_value(ctx: &Context, op: Op) -> Result<Value, ErrorBody> {
 
 async fn primitive(State(ctx): Shared, op: Op) -> Response {
     reply(primitive_value(&ctx, op).await)
+}
+
+async fn api_nodes(State(ctx): Shared) -> Response {
+    reply(ctx.store.nodes().await)
 }
 
 async fn api_status(State(ctx): Shared) -> Response {
@@ -334,6 +339,8 @@ pub(crate) struct Snapshot {
     pub counters: Option<CounterListResult>,
     pub arrays: Option<ArrayListResult>,
     pub locks: Option<LockStatusResult>,
+    /// The nodes of the shared backend (`corrald --backend`).
+    pub nodes: Option<corral_proto::NodesResult>,
     pub pools: Option<PoolListResult>,
     /// The latest events (15).
     pub events: Vec<SnapshotEvent>,
@@ -362,6 +369,12 @@ pub(crate) async fn snapshot(ctx: &Context) -> Snapshot {
     let counters = primitive_typed(ctx, Op::CounterList {}).await;
     let arrays = primitive_typed(ctx, Op::ArrayList {}).await;
     let locks = primitive_typed(ctx, Op::LockStatus { lock: None }).await;
+    let nodes = ctx
+        .store
+        .nodes()
+        .await
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok());
     let pools = ctx.pool.ask(PoolRequest::List).await.ok();
     let rows = ctx
         .store
@@ -392,6 +405,7 @@ pub(crate) async fn snapshot(ctx: &Context) -> Snapshot {
         counters,
         arrays,
         locks,
+        nodes,
         pools,
         events,
     }

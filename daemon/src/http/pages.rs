@@ -355,6 +355,25 @@ pub fn dashboard(snap: &Snapshot, controls: bool) -> String {
             })
             .collect(),
     ));
+    body.push_str(&section(
+        "Nodes",
+        "nodes",
+        &["node", "state", "heartbeat", "lease", "locks", "waiting"],
+        snap.nodes
+            .iter()
+            .flat_map(|n| &n.nodes)
+            .map(|n| {
+                vec![
+                    cell(&n.node),
+                    cell(if n.alive { "alive" } else { "expired" }),
+                    cell(&format!("{} ago", duration_ms(Some(n.heartbeat_age_ms)))),
+                    cell(&duration_ms(Some(n.lease_ms))),
+                    cell(&n.locks.join(", ")),
+                    cell(&n.lock_waiters.to_string()),
+                ]
+            })
+            .collect(),
+    ));
     let mut pool_head = vec![
         "job", "name", "state", "progress", "ok", "failed", "running", "total", "items/s",
     ];
@@ -589,6 +608,7 @@ mod tests {
             counters: None,
             arrays: None,
             locks: None,
+            nodes: None,
             pools: None,
             events: Vec::new(),
         };

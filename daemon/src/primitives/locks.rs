@@ -199,6 +199,7 @@ impl Primitives {
                 since_ms: h.since_ms,
                 held_ms: h.since.elapsed().as_millis() as u64,
                 token: h.token,
+                node: None,
             }),
             waiters: state
                 .waiters

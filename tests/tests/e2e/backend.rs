@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use corral_client::Client;
 use corral_proto::ErrorCode;
-use corral_tests::{PG_PASSWORD, PgCluster, TestDaemon};
+use corral_tests::{PG_PASSWORD, PgCluster, TestDaemon, wait_for};
 
 /// A corrald node on `pg`'s database.
 fn node(pg: &PgCluster, name: &str) -> TestDaemon {
@@ -18,9 +18,14 @@ fn node(pg: &PgCluster, name: &str) -> TestDaemon {
 
 /// A corrald node on `pg`'s database with a short lease (`[backend] lease`).
 fn node_with_lease(pg: &PgCluster, name: &str, lease: &str) -> TestDaemon {
+    node_with_config(pg, name, &format!("[backend]\nlease = \"{lease}\"\n"))
+}
+
+/// A corrald node on `pg`'s database with this `corral.toml`.
+fn node_with_config(pg: &PgCluster, name: &str, toml: &str) -> TestDaemon {
     let mut d = TestDaemon::new();
     let config = d.path("corral.toml");
-    std::fs::write(&config, format!("[backend]\nlease = \"{lease}\"\n")).unwrap();
+    std::fs::write(&config, toml).unwrap();
     d.extra_args = vec![
         "--config".into(),
         config.display().to_string(),
@@ -55,7 +60,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "1");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "2");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -97,7 +102,9 @@ fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     assert!(again.token() > first_token, "fencing tokens grow");
 
     // What the backend does not do yet is a clear error, never a wrong answer.
-    let unsupported = c.counters().unwrap_err();
+    assert_eq!(c.counters().unwrap().len(), 1, "listed");
+    let unsupported = c.array("temps").create_f64(3, None).unwrap_err();
+    assert_eq!(unsupported.code(), Some(ErrorCode::Failed));
     assert!(
         unsupported
             .to_string()
@@ -164,7 +171,11 @@ fn nodes_starting_together_migrate_once() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(pg.psql("SELECT count(*) FROM corral_schema"), "1");
+    // One row per migration: each ran once.
+    assert_eq!(
+        pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
+        "1,2"
+    );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),
         "a,b,c"
@@ -227,18 +238,28 @@ fn a_put_on_one_node_is_got_once_on_another_and_wakes_a_blocked_get() {
     let mut sorted = got.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, (0..items).collect::<Vec<_>>(), "each item once");
+}
 
-    // A get blocked on B is answered by a put on A.
+#[test]
+fn a_get_blocked_on_one_node_is_woken_by_the_notification_of_a_put_on_another() {
+    let Some(pg) = PgCluster::start() else { return };
+    // Polling every ten minutes: within the test's deadline only LISTEN/NOTIFY can wake.
+    let slow = "[backend]\npoll = \"10m\"\n";
+    let a = node_with_config(&pg, "a", slow);
+    let b = node_with_config(&pg, "b", slow);
     let socket = b.socket();
     let waiter = std::thread::spawn(move || {
         Client::connect_to(&socket)
             .unwrap()
             .queue("wake")
-            .get::<String>(Some(Duration::from_secs(60)))
+            .get::<String>(Some(Duration::from_secs(120)))
     });
-    std::thread::sleep(Duration::from_millis(200)); // let the get start waiting
+    wait_for("the get on b to wait", || {
+        (b.client().queue("wake").info().unwrap().waiting_getters == 1).then_some(())
+    });
     a.client().queue("wake").put("hello").unwrap();
     assert_eq!(waiter.join().unwrap().unwrap(), "hello");
+    assert_eq!(a.client().queue("wake").len().unwrap(), 0, "got once");
 }
 
 #[test]
@@ -270,6 +291,79 @@ fn a_lock_held_on_one_node_is_refused_on_another_until_released() {
 }
 
 #[test]
+fn lock_waiters_on_different_nodes_are_served_first_come_first_served_when_notified() {
+    let Some(pg) = PgCluster::start() else { return };
+    // Polling every ten minutes: within the test's deadline only LISTEN/NOTIFY can wake.
+    let slow = "[backend]\npoll = \"10m\"\n";
+    let a = node_with_config(&pg, "a", slow);
+    let b = node_with_config(&pg, "b", slow);
+    let holder = a.client();
+    let guard = holder.lock("line").acquire(None).unwrap();
+    let first_token = guard.token();
+    let order = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        // Waiters join the line alternately on b and a; each holds the lock briefly.
+        let nodes = [&b, &a, &b, &a];
+        for (i, d) in nodes.into_iter().enumerate() {
+            let socket = d.socket();
+            let order = &order;
+            s.spawn(move || {
+                let c = Client::connect_to(&socket).unwrap();
+                let g = c
+                    .lock("line")
+                    .acquire(Some(Duration::from_secs(120)))
+                    .unwrap();
+                order.lock().unwrap().push((i, g.token()));
+            });
+            wait_for("the waiter to join the line", || {
+                let waiters = a.client().lock("line").status().unwrap().waiters;
+                (waiters == i + 1).then_some(())
+            });
+        }
+        let status = b.client().lock("line").status().unwrap();
+        let h = status.holder.expect("held");
+        assert_eq!(h.node.as_deref(), Some("a"), "{h:?}");
+        assert_eq!(h.token, first_token);
+        drop(guard);
+    });
+    let order = order.into_inner().unwrap();
+    let served: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(served, vec![0, 1, 2, 3], "FIFO across nodes: {order:?}");
+    let tokens: Vec<u64> = order.iter().map(|(_, t)| *t).collect();
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]) && tokens[0] > first_token,
+        "tokens grow: {first_token} then {tokens:?}"
+    );
+}
+
+#[test]
+fn a_node_that_cannot_renew_its_lease_loses_its_locks_and_says_so() {
+    let Some(mut pg) = PgCluster::start() else {
+        return;
+    };
+    let a = node_with_lease(&pg, "a", "1s");
+    let b = node_with_lease(&pg, "b", "1s");
+    let ca = a.client();
+    let guard = ca.lock("job").acquire(None).unwrap();
+    let token = guard.token();
+    pg.stop();
+    // A lease without renewing it: a's watchdog gives the lock up (and logs it).
+    wait_for("a to give up its lock", || {
+        a.stderr().contains("lock lost").then_some(())
+    });
+    pg.start_again();
+    let cb = b.client();
+    let next = wait_for("b to get the lock", || {
+        let g = cb.lock("job").try_acquire().ok()??;
+        Some(g.token())
+    });
+    assert!(next > token, "token {next} after {token}");
+    let lost = guard.release().unwrap_err();
+    assert_eq!(lost.code(), Some(ErrorCode::NotHeld));
+    assert!(lost.to_string().contains("lost"), "{lost}");
+}
+
+#[test]
 fn kill_9_of_a_node_holding_a_lock_lets_another_node_take_it_after_the_lease() {
     let Some(pg) = PgCluster::start() else { return };
     let mut a = node_with_lease(&pg, "a", "1s");
@@ -277,6 +371,21 @@ fn kill_9_of_a_node_holding_a_lock_lets_another_node_take_it_after_the_lease() {
     let ca = a.client();
     let guard = ca.lock("leader").acquire(None).unwrap();
     let token = guard.token();
+    // Every node sees both, and what a holds.
+    let nodes = b.client().nodes().unwrap();
+    assert_eq!(nodes.node.as_deref(), Some("b"));
+    let listed: Vec<(&str, bool, &[String])> = nodes
+        .nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.alive, n.locks.as_slice()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a", true, &["leader".to_string()][..]),
+            ("b", true, &[][..])
+        ]
+    );
     std::mem::forget(guard);
     a.kill9();
     drop(ca);
@@ -295,6 +404,54 @@ fn kill_9_of_a_node_holding_a_lock_lets_another_node_take_it_after_the_lease() {
         pg.psql("SELECT node FROM corral_locks WHERE name = 'leader'"),
         "b"
     );
+    // corralctl nodes: a's lease has expired, b holds the lock now.
+    let table = b.ctl_ok(&["nodes"]);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+            .to_string()
+    };
+    assert!(row("a").contains("expired"), "{table}");
+    assert!(
+        row("b").contains("alive") && row("b").contains("leader"),
+        "{table}"
+    );
+    assert!(!table.contains(PG_PASSWORD), "password hidden: {table}");
+}
+
+#[test]
+fn api_nodes_and_the_dashboard_list_the_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let port = corral_tests::free_port();
+    let mut a = TestDaemon::new();
+    a.http = format!("127.0.0.1:{port}");
+    a.extra_args = vec!["--backend".into(), pg.url(), "--node".into(), "web1".into()];
+    a.start();
+    let _b = node(&pg, "web2");
+    let ca = a.client();
+    let _guard = ca.lock("db").acquire(None).unwrap();
+    let (code, body) = corral_tests::http(port, "GET", "/api/nodes", &[]);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["node"], "web1", "{v}");
+    assert_eq!(v["nodes"][0]["node"], "web1", "{v}");
+    assert_eq!(v["nodes"][0]["locks"], serde_json::json!(["db"]), "{v}");
+    assert_eq!(v["nodes"][1]["node"], "web2", "{v}");
+    assert!(!body.contains(PG_PASSWORD), "password hidden: {body}");
+    let (code, page) = corral_tests::http(port, "GET", "/", &[]);
+    assert_eq!(code, 200);
+    assert!(page.contains("Nodes") && page.contains("web2"), "{page}");
+}
+
+#[test]
+fn without_a_backend_corralctl_nodes_says_there_is_none() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let out = d.ctl_ok(&["nodes"]);
+    assert!(out.contains("no shared backend"), "{out}");
+    assert!(d.client().nodes().unwrap().nodes.is_empty());
 }
 
 #[test]
@@ -338,4 +495,105 @@ fn postgresql_down_answers_backend_unavailable_while_units_keep_running_then_ser
     assert_eq!(d.ctl_ok(&["queue", "get", "q"]).trim(), "1");
     assert_eq!(d.ctl_ok(&["queue", "get", "q"]).trim(), "3");
     assert_eq!(d.status("svc").instances[0].pid, pid);
+}
+
+#[test]
+fn postgresql_restarted_under_load_loses_nothing_acknowledged_and_service_resumes() {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(mut pg) = PgCluster::start() else {
+        return;
+    };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let acked_puts = Mutex::new(BTreeSet::new());
+    let tried_puts = Mutex::new(BTreeSet::new());
+    let (acked_adds, tried_adds) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let acked_total = AtomicUsize::new(0);
+    let restarted = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (t, d) in [&a, &b, &a, &b].into_iter().enumerate() {
+            let socket = d.socket();
+            let (acked_puts, tried_puts) = (&acked_puts, &tried_puts);
+            let (acked_adds, tried_adds) = (&acked_adds, &tried_adds);
+            let (acked_total, restarted) = (&acked_total, &restarted);
+            s.spawn(move || {
+                let c = Client::connect_to(&socket).unwrap();
+                let mut after_restart = 0;
+                let mut attempt = 0u64;
+                let started = std::time::Instant::now();
+                // Each attempt puts a value of its own, so a put that committed but whose
+                // answer was lost shows up as tried, never as a duplicate.
+                while after_restart < 20 {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(120),
+                        "service did not resume after the restart"
+                    );
+                    attempt += 1;
+                    let value = format!("{t}-{attempt}");
+                    tried_puts.lock().unwrap().insert(value.clone());
+                    tried_adds.fetch_add(1, Ordering::SeqCst);
+                    let put = c.queue("load").put(&value);
+                    let add = c.counter("load").add(1);
+                    for result in [put.as_ref().err(), add.as_ref().err()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        assert_eq!(
+                            result.code(),
+                            Some(ErrorCode::BackendUnavailable),
+                            "only backend_unavailable while the server restarts: {result}"
+                        );
+                    }
+                    if put.is_ok() {
+                        acked_puts.lock().unwrap().insert(value);
+                        acked_total.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if add.is_ok() {
+                        acked_adds.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if put.is_err() || add.is_err() {
+                        // Back off while the server is away, as a client would.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    if restarted.load(Ordering::SeqCst) && put.is_ok() && add.is_ok() {
+                        after_restart += 1;
+                    }
+                }
+            });
+        }
+        wait_for("some load before the restart", || {
+            (acked_total.load(Ordering::SeqCst) >= 40).then_some(())
+        });
+        pg.restart();
+        restarted.store(true, Ordering::SeqCst);
+    });
+    let acked = acked_puts.into_inner().unwrap();
+    let tried = tried_puts.into_inner().unwrap();
+    let c = b.client();
+    let mut got: Vec<String> = Vec::new();
+    while let Ok(items) = c
+        .queue("load")
+        .get_many::<String>(1000, Some(Duration::ZERO))
+    {
+        if items.is_empty() {
+            break;
+        }
+        got.extend(items);
+    }
+    let got_set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len(), "no item delivered twice");
+    let missing: Vec<_> = acked.difference(&got_set).collect();
+    assert!(missing.is_empty(), "acknowledged puts lost: {missing:?}");
+    assert!(got_set.is_subset(&tried), "only items that were put");
+    let total = c.counter("load").get().unwrap() as usize;
+    let (ok, tried_n) = (
+        acked_adds.load(Ordering::SeqCst),
+        tried_adds.load(Ordering::SeqCst),
+    );
+    assert!(
+        ok <= total && total <= tried_n,
+        "counter {total}: between {ok} acknowledged and {tried_n} tried adds"
+    );
 }

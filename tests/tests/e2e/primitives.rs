@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use corral_client::Client;
-use corral_tests::{TestDaemon, bin, wait_for};
+use corral_tests::{Backend, TestDaemon, bin, wait_for};
 use serde_json::{Value, json};
 
 fn code(reply: &Value) -> &str {
@@ -17,9 +17,41 @@ fn ctl_path() -> String {
     bin("corralctl").display().to_string()
 }
 
-#[test]
-fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it() {
-    let mut d = TestDaemon::new();
+/// The conformance suite: each named test (a function taking a [`Backend`]) runs once on
+/// SQLite (`sqlite::NAME`) and once on a PostgreSQL cluster of its own (`postgres::NAME`).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(corral_tests::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(corral_tests::Backend::Postgres)
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_blocked_get_is_woken_by_a_put,
+    a_killed_lock_holder_hands_the_lock_to_the_next_waiter,
+    lock_status_names_the_supervised_holder,
+    a_supervised_process_puts_on_a_queue_and_corralctl_gets_it,
+    a_shared_value_incremented_by_a_process_reads_one,
+    corralctl_queue_put_reads_stdin_one_item_per_line,
+    three_processes_under_one_lock_never_overlap,
+    fifty_clients_adding_a_thousand_times_count_exactly,
+    ten_producers_and_ten_consumers_deliver_every_item_exactly_once,
+);
+
+fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.unit(
         "worker",
         &format!(
@@ -40,9 +72,10 @@ command = ["{}", "queue", "put", "results", "Data from process"]
     assert_eq!(d.ctl_ok(&["queue", "len", "results"]).trim(), "0");
 }
 
-#[test]
-fn a_shared_value_incremented_by_a_process_reads_one() {
-    let mut d = TestDaemon::new();
+fn a_shared_value_incremented_by_a_process_reads_one(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.unit(
         "increment",
         &format!(
@@ -57,9 +90,10 @@ fn a_shared_value_incremented_by_a_process_reads_one() {
     assert_eq!(d.ctl_ok(&["counter", "get", "num"]).trim(), "1");
 }
 
-#[test]
-fn three_processes_under_one_lock_never_overlap() {
-    let mut d = TestDaemon::new();
+fn three_processes_under_one_lock_never_overlap(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     let times = d.path("times");
     std::fs::create_dir(&times).unwrap();
     d.unit(
@@ -99,9 +133,10 @@ command = ["{ctl}", "lock", "run", "printer", "--", "/bin/sh", "-c",
     }
 }
 
-#[test]
-fn fifty_clients_adding_a_thousand_times_count_exactly() {
-    let mut d = TestDaemon::new();
+fn fifty_clients_adding_a_thousand_times_count_exactly(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let socket = d.socket();
     std::thread::scope(|s| {
@@ -119,9 +154,10 @@ fn fifty_clients_adding_a_thousand_times_count_exactly() {
     assert_eq!(d.client().counter("hits").get().unwrap(), 50_000);
 }
 
-#[test]
-fn ten_producers_and_ten_consumers_deliver_every_item_exactly_once() {
-    let mut d = TestDaemon::new();
+fn ten_producers_and_ten_consumers_deliver_every_item_exactly_once(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let socket = d.socket();
     let received: Vec<Vec<i64>> = std::thread::scope(|s| {
@@ -179,9 +215,10 @@ fn ten_producers_and_ten_consumers_deliver_every_item_exactly_once() {
     }
 }
 
-#[test]
-fn a_blocked_get_is_woken_by_a_put() {
-    let mut d = TestDaemon::new();
+fn a_blocked_get_is_woken_by_a_put(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let socket = d.socket();
     let getter = std::thread::spawn(move || {
@@ -231,9 +268,10 @@ fn a_bounded_queue_refuses_or_waits_when_full() {
     assert_eq!(q.get_many::<i64>(10, None).unwrap(), vec![2, 3]);
 }
 
-#[test]
-fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter() {
-    let mut d = TestDaemon::new();
+fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     // A process group of its own, so that the test can kill corralctl and the `sleep` it
     // runs together, and nothing else.
@@ -273,9 +311,10 @@ fn a_killed_lock_holder_hands_the_lock_to_the_next_waiter() {
     });
 }
 
-#[test]
-fn lock_status_names_the_supervised_holder() {
-    let mut d = TestDaemon::new();
+fn lock_status_names_the_supervised_holder(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.unit(
         "holder",
         &format!(
@@ -467,9 +506,10 @@ fn bad_input_gets_clear_errors() {
     );
 }
 
-#[test]
-fn corralctl_queue_put_reads_stdin_one_item_per_line() {
-    let mut d = TestDaemon::new();
+fn corralctl_queue_put_reads_stdin_one_item_per_line(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let mut child = std::process::Command::new(bin("corralctl"))
         .arg("--socket")
