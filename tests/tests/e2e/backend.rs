@@ -55,7 +55,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "1");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "2");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -164,7 +164,7 @@ fn nodes_starting_together_migrate_once() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(pg.psql("SELECT count(*) FROM corral_schema"), "1");
+    assert_eq!(pg.psql("SELECT count(*) FROM corral_schema"), "2");
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),
         "a,b,c"
