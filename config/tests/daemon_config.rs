@@ -83,6 +83,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             node: Some("web1".into()),
             lease: Some(Duration::from_secs(10)),
         },
+        pool_slots: Some(8),
     };
     assert_eq!(config, want);
 }

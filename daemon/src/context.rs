@@ -18,6 +18,8 @@ pub struct Context {
     pub store: Store,
     /// The pool-job manager.
     pub pool: pool::PoolHandle,
+    /// With a shared backend: pool jobs run by every node (`pool::nodes`).
+    pub cluster: Option<std::sync::Arc<pool::nodes::ClusterPool>>,
     /// Cancelled to ask for a clean shutdown (by a signal or the `shutdown` op).
     pub request_shutdown: CancellationToken,
     /// Cancelled once every instance is down, before connections are closed.

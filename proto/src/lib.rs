@@ -970,6 +970,9 @@ pub struct PoolItem {
     pub started_ms: i64,
     /// Ended at, unix ms.
     pub ended_ms: i64,
+    /// The node that ran it, with a shared backend (`corrald --backend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Result of [`Op::PoolAppend`]: where the appended inputs are in the job.

@@ -13,6 +13,7 @@
 //! corrald, unfinished jobs resume with their unfinished items. Processes are spawned and
 //! reaped by the supervisor's process thread ([`Owner::Pool`] routes their events here).
 
+pub mod nodes;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -809,7 +810,7 @@ impl PoolManager {
 }
 
 /// How to start one item (exec) or worker (stream) of a job.
-fn spawn_spec(
+pub(crate) fn spawn_spec(
     socket: &std::path::Path,
     spec: &JobSpec,
     argv: Vec<String>,
@@ -991,6 +992,7 @@ impl PoolManager {
             attempts: item.attempts,
             started_ms,
             ended_ms: now_ms(),
+            node: None,
         };
         self.store.pool_item_done(
             id,
@@ -1249,7 +1251,7 @@ fn slot_files(dir: &std::path::Path, slot: usize) -> (PathBuf, PathBuf) {
 }
 
 /// A file's text, cut at [`OUTPUT_CAP`] with the cut marked.
-fn read_capped(path: &std::path::Path) -> (String, bool) {
+pub(crate) fn read_capped(path: &std::path::Path) -> (String, bool) {
     use std::io::Read;
     let Ok(file) = std::fs::File::open(path) else {
         return (String::new(), false);

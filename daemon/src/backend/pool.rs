@@ -1,0 +1,373 @@
+//! The SQL of pool jobs shared by the nodes of a PostgreSQL backend (tables
+//! `corral_pool_jobs` and `corral_pool_items`, schema version 2); `pool::nodes` runs
+//! them.
+//!
+//! An item moves `pending` → `running` (claimed by one node, `attempt + 1`) → `done`
+//! (its result), or back to `pending` (a failure with retries left, a node whose lease
+//! expired, a node that stopped). Every write of a result names the attempt it answers
+//! (`WHERE attempt = $n AND state = 'running' AND node = $me`): an answer from an attempt
+//! that was superseded changes nothing, so each item's result is recorded once.
+
+use corral_proto::{JobState, PoolItem, PoolJob};
+use tokio_postgres::{Client, Error};
+
+/// Channel of the `NOTIFY` sent when there is new work (a job submitted, an item put
+/// back) or a job ended; no payload, at most one per statement.
+pub const CHANNEL: &str = "corral_pool";
+
+/// An item claimed by this node.
+#[derive(Debug)]
+pub struct Claimed {
+    /// Job id.
+    pub job: u64,
+    /// Item index.
+    pub index: usize,
+    /// The input.
+    pub input: String,
+    /// This claim's attempt number (fences its result).
+    pub attempt: u32,
+    /// The job's settings (`JobSpec` as JSON).
+    pub spec: String,
+}
+
+/// A job as submitted.
+pub struct NewJob<'a> {
+    /// Its name.
+    pub name: Option<&'a str>,
+    /// `JobSpec` as JSON.
+    pub spec: &'a str,
+    /// Most items at once across nodes (`-j`).
+    pub workers: usize,
+    /// Extra attempts of a failed item.
+    pub retries: u32,
+    /// The inputs.
+    pub inputs: &'a [String],
+    /// The submitting node.
+    pub node: &'a str,
+}
+
+/// Stores a job and its items in one statement (all or nothing) and wakes the claimers.
+pub async fn submit(client: &Client, job: NewJob<'_>) -> Result<u64, Error> {
+    let total = job.inputs.len() as i32;
+    let workers = job.workers.min(i32::MAX as usize) as i32;
+    let retries = job.retries.min(i32::MAX as u32) as i32;
+    let row = client
+        .query_one(
+            "WITH j AS (
+                 INSERT INTO corral_pool_jobs (name, spec, total, workers, retries, submitted_by)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id),
+             ins AS (
+                 INSERT INTO corral_pool_items (job, idx, input)
+                 SELECT j.id, (t.n - 1)::integer, t.input
+                 FROM j, unnest($7::text[]) WITH ORDINALITY AS t(input, n))
+             SELECT id, pg_notify($8, '') FROM j",
+            &[
+                &job.name,
+                &job.spec,
+                &total,
+                &workers,
+                &retries,
+                &job.node,
+                &job.inputs,
+                &CHANNEL,
+            ],
+        )
+        .await?;
+    let id: i64 = row.get(0);
+    Ok(id as u64)
+}
+
+/// Whether this node's lease is current: a node whose lease expired claims nothing (its
+/// claims may already have been taken over).
+pub async fn lease_current(client: &Client, node: &str) -> Result<bool, Error> {
+    let row = client
+        .query_opt(
+            "SELECT heartbeat >= now() - lease_ms * interval '1 millisecond'
+             FROM corral_nodes WHERE name = $1",
+            &[&node],
+        )
+        .await?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
+/// Claims up to `free` pending items for `node`, jobs oldest first and items in index
+/// order, each job's running items kept within its `workers`. One transaction per job,
+/// holding its row (`FOR UPDATE SKIP LOCKED`: a job another node is claiming from is
+/// skipped this round), so the `workers` cap holds across nodes.
+pub async fn claim(client: &mut Client, node: &str, free: usize) -> Result<Vec<Claimed>, Error> {
+    let jobs = client
+        .query(
+            "SELECT id FROM corral_pool_jobs WHERE state = 'running' ORDER BY id",
+            &[],
+        )
+        .await?;
+    let mut claimed = Vec::new();
+    for row in jobs {
+        let room = free.saturating_sub(claimed.len());
+        if room == 0 {
+            break;
+        }
+        let id: i64 = row.get(0);
+        let tx = client.transaction().await?;
+        let Some(job) = tx
+            .query_opt(
+                "SELECT workers, spec FROM corral_pool_jobs
+                 WHERE id = $1 AND state = 'running' FOR UPDATE SKIP LOCKED",
+                &[&id],
+            )
+            .await?
+        else {
+            continue;
+        };
+        let workers: i32 = job.get(0);
+        let spec: String = job.get(1);
+        let running: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM corral_pool_items WHERE job = $1 AND state = 'running'",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        let take = (workers as i64 - running).min(room as i64);
+        if take <= 0 {
+            continue;
+        }
+        let rows = tx
+            .query(
+                "UPDATE corral_pool_items i
+                 SET state = 'running', node = $2, attempt = i.attempt + 1, claimed_at = now()
+                 FROM (SELECT idx FROM corral_pool_items
+                       WHERE job = $1 AND state = 'pending'
+                       ORDER BY idx LIMIT $3 FOR UPDATE SKIP LOCKED) p
+                 WHERE i.job = $1 AND i.idx = p.idx
+                 RETURNING i.idx, i.input, i.attempt",
+                &[&id, &node, &take],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut rows: Vec<(i32, String, i32)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        claimed.extend(rows.into_iter().map(|(idx, input, attempt)| Claimed {
+            job: id as u64,
+            index: idx as usize,
+            input,
+            attempt: attempt as u32,
+            spec: spec.clone(),
+        }));
+    }
+    Ok(claimed)
+}
+
+/// What became of a recorded attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The item's result.
+    Done,
+    /// A failure with retries left: the item is pending again.
+    Retry,
+    /// The attempt had been superseded (its claim was taken over): nothing changed.
+    Stale,
+}
+
+/// Records the end of attempt `result.attempts` of an item claimed by `node`; with
+/// `final_failure`, a failure that a retry would not cure (the command cannot start).
+/// A finished item that was the job's last finishes the job.
+pub async fn record(
+    client: &Client,
+    job: u64,
+    node: &str,
+    result: &PoolItem,
+    final_failure: bool,
+) -> Result<Recorded, Error> {
+    let id = job as i64;
+    let idx = result.index as i32;
+    let attempt = result.attempts as i32;
+    let text = serde_json::to_string(result).expect("items serialize");
+    let exit_code = result.exit.and_then(|e| e.code);
+    let row = client
+        .query_opt(
+            "UPDATE corral_pool_items i SET
+                 failures = i.failures + CASE WHEN $4 THEN 0 ELSE 1 END,
+                 state = CASE WHEN $4 OR $8 OR i.failures + 1 > j.retries
+                              THEN 'done' ELSE 'pending' END,
+                 ok = $4, exit_code = $5,
+                 result = CASE WHEN $4 OR $8 OR i.failures + 1 > j.retries THEN $6 END,
+                 finished_at = now()
+             FROM corral_pool_jobs j
+             WHERE j.id = i.job AND i.job = $1 AND i.idx = $2 AND i.attempt = $3
+               AND i.state = 'running' AND i.node = $7
+             RETURNING i.state",
+            &[
+                &id,
+                &idx,
+                &attempt,
+                &result.ok,
+                &exit_code,
+                &text,
+                &node,
+                &final_failure,
+            ],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Recorded::Stale);
+    };
+    let state: String = row.get(0);
+    if state != "done" {
+        return Ok(Recorded::Retry);
+    }
+    client
+        .execute(
+            "UPDATE corral_pool_jobs SET state = 'finished', finished_at = now()
+             WHERE id = $1 AND state = 'running'
+               AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'running')
+             RETURNING pg_notify($2, '')",
+            &[&id, &CHANNEL],
+        )
+        .await?;
+    Ok(Recorded::Done)
+}
+
+/// Puts back the items claimed by nodes whose lease has expired (any live node may do
+/// it, twice is harmless); returns how many.
+pub async fn rescue(client: &Client, node: &str) -> Result<u64, Error> {
+    let rows = client
+        .query(
+            "WITH freed AS (
+                 UPDATE corral_pool_items SET state = 'pending', node = NULL
+                 WHERE state = 'running' AND node IN (
+                     SELECT name FROM corral_nodes
+                     WHERE name <> $1 AND heartbeat < now() - lease_ms * interval '1 millisecond')
+                 RETURNING job)
+             SELECT count(*), pg_notify($2, '') FROM freed HAVING count(*) > 0",
+            &[&node, &CHANNEL],
+        )
+        .await?;
+    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+}
+
+/// Puts back every item `node` holds (it starts, or stops): they run again, here or
+/// elsewhere, as a new attempt.
+pub async fn release(client: &Client, node: &str) -> Result<u64, Error> {
+    let n = client
+        .execute(
+            "UPDATE corral_pool_items SET state = 'pending', node = NULL
+             WHERE state = 'running' AND node = $1",
+            &[&node],
+        )
+        .await?;
+    if n > 0 {
+        client
+            .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+            .await?;
+    }
+    Ok(n)
+}
+
+/// A job's progress, `None` if there is no such job.
+pub async fn job(client: &Client, id: u64) -> Result<Option<PoolJob>, Error> {
+    let rows = client
+        .query(&format!("{JOB_SELECT} WHERE j.id = $1"), &[&(id as i64)])
+        .await?;
+    Ok(rows.first().map(job_info))
+}
+
+/// Every job, oldest first.
+pub async fn jobs(client: &Client) -> Result<Vec<PoolJob>, Error> {
+    let rows = client
+        .query(&format!("{JOB_SELECT} ORDER BY j.id"), &[])
+        .await?;
+    Ok(rows.iter().map(job_info).collect())
+}
+
+const JOB_SELECT: &str = "SELECT j.id, j.name, j.spec, j.total, j.workers, j.state,
+         (extract(epoch FROM j.created_at) * 1000)::bigint,
+         (extract(epoch FROM j.finished_at) * 1000)::bigint,
+         (SELECT count(*) FROM corral_pool_items i WHERE i.job = j.id AND i.state = 'done' AND i.ok),
+         (SELECT count(*) FROM corral_pool_items i WHERE i.job = j.id AND i.state = 'done' AND NOT i.ok),
+         (SELECT count(*) FROM corral_pool_items i WHERE i.job = j.id AND i.state = 'running')
+     FROM corral_pool_jobs j";
+
+fn job_info(row: &tokio_postgres::Row) -> PoolJob {
+    let spec: String = row.get(2);
+    let command = serde_json::from_str::<serde_json::Value>(&spec)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["command"].clone()).ok())
+        .unwrap_or_default();
+    let total = row.get::<_, i32>(3) as usize;
+    let succeeded = row.get::<_, i64>(8) as usize;
+    let failed = row.get::<_, i64>(9) as usize;
+    let running = row.get::<_, i64>(10) as usize;
+    PoolJob {
+        job: row.get::<_, i64>(0) as u64,
+        name: row.get(1),
+        command,
+        mode: "exec".into(),
+        workers: row.get::<_, i32>(4) as usize,
+        state: JobState::parse(row.get(5)),
+        open: false,
+        total,
+        succeeded,
+        failed,
+        running,
+        pending: total.saturating_sub(succeeded + failed + running),
+        created_ms: row.get(6),
+        finished_ms: row.get(7),
+    }
+}
+
+/// The finished items of `job` from index `from` (below `end`) in index order, up to
+/// `limit` of them.
+pub async fn results(
+    client: &Client,
+    job: u64,
+    from: usize,
+    end: usize,
+    limit: i64,
+) -> Result<Vec<PoolItem>, Error> {
+    let rows = client
+        .query(
+            "SELECT result FROM corral_pool_items
+             WHERE job = $1 AND idx >= $2 AND idx < $3 AND state = 'done'
+             ORDER BY idx LIMIT $4",
+            &[&(job as i64), &(from as i32), &(end as i32), &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok())
+        .collect())
+}
+
+/// Cancels a running job: its pending items are not claimed any more. Returns whether
+/// it was running.
+pub async fn cancel(client: &Client, job: u64) -> Result<bool, Error> {
+    let n = client
+        .execute(
+            "UPDATE corral_pool_jobs SET state = 'cancelled', finished_at = now()
+             WHERE id = $1 AND state = 'running'",
+            &[&(job as i64)],
+        )
+        .await?;
+    if n > 0 {
+        client
+            .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+            .await?;
+    }
+    Ok(n > 0)
+}
+
+/// Of `jobs`, those no longer running (cancelled): their items here are stopped.
+pub async fn ended(client: &Client, jobs: &[i64]) -> Result<Vec<u64>, Error> {
+    let rows = client
+        .query(
+            "SELECT id FROM corral_pool_jobs WHERE id = ANY($1) AND state <> 'running'",
+            &[&jobs],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+}

@@ -1,0 +1,163 @@
+//! Pool jobs across nodes: several real corrald nodes on one test PostgreSQL
+//! (`PgCluster`), each claiming items of a job submitted on any of them.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+
+use corral_tests::{PgCluster, TestDaemon, bin, wait_for};
+use serde_json::Value;
+
+/// A node with `pool_slots = 2` and a 2 s lease (so a dead node's claims move soon).
+fn node(pg: &PgCluster, name: &str) -> TestDaemon {
+    let mut d = TestDaemon::new();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, "pool_slots = 2\n[backend]\nlease = \"2s\"\n").unwrap();
+    d.extra_args = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--backend".into(),
+        pg.url(),
+        "--node".into(),
+        name.into(),
+    ];
+    d.start();
+    d
+}
+
+/// `pool map --json` arguments: 300 items of `sleep 0.05; echo $CORRAL_NODE N`.
+fn map_args() -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--json",
+        "pool",
+        "map",
+        "-j",
+        "6",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.05; echo $CORRAL_NODE {}",
+        ":::",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend((0..300).map(|n| n.to_string()));
+    args
+}
+
+/// Checks 300 records: in input order, each once, each ok, its output naming the node
+/// its record names. Returns the nodes that ran items.
+fn check_records(stdout: &str) -> BTreeSet<String> {
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 300, "{stdout}");
+    let mut nodes = BTreeSet::new();
+    for (n, r) in records.iter().enumerate() {
+        assert_eq!(r["index"], n, "results in input order: {r}");
+        assert_eq!(r["ok"], true, "{r}");
+        let node = r["node"].as_str().expect("the record names its node");
+        assert_eq!(
+            r["stdout"].as_str().unwrap(),
+            format!("{node} {n}\n"),
+            "CORRAL_NODE is the node of the record"
+        );
+        nodes.insert(node.to_string());
+    }
+    nodes
+}
+
+#[test]
+fn three_nodes_share_a_job_and_return_its_results_in_order() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let c = node(&pg, "c");
+    let args = map_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nodes = check_records(&a.ctl_ok(&args));
+    assert_eq!(
+        nodes,
+        ["a", "b", "c"].map(String::from).into(),
+        "every node ran some"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_pool_items WHERE state = 'done' AND attempt = 1"),
+        "300",
+        "each item ran once"
+    );
+
+    // Any node sees the job: status, list, results.
+    let status: Value =
+        serde_json::from_str(&b.ctl_ok(&["--json", "pool", "status", "1"])).unwrap();
+    assert_eq!(status["state"], "finished", "{status}");
+    assert_eq!(status["succeeded"], 300, "{status}");
+    assert_eq!(status["total"], 300, "{status}");
+    let list = c.ctl_ok(&["pool", "list"]);
+    assert!(list.contains("finished"), "{list}");
+    let results: Value =
+        serde_json::from_str(&c.ctl_ok(&["--json", "pool", "results", "1"])).unwrap();
+    assert_eq!(results["items"].as_array().unwrap().len(), 300, "{results}");
+
+    // What does not run across nodes yet says so, and changes nothing.
+    let stream = b.ctl(&["pool", "map", "--stream", "--", "cat", ":::", "x"]);
+    assert!(!stream.status.success());
+    let err = String::from_utf8_lossy(&stream.stderr);
+    assert!(err.contains("not supported across nodes yet"), "{err}");
+    assert_eq!(pg.psql("SELECT count(*) FROM corral_pool_jobs"), "1");
+}
+
+#[test]
+fn a_node_killed_mid_job_loses_nothing_and_the_job_completes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let _b = node(&pg, "b");
+    let mut c = node(&pg, "c");
+    let submitter = Command::new(bin("corralctl"))
+        .arg("--socket")
+        .arg(a.socket())
+        .args(map_args())
+        .env_remove("CORRAL_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run corralctl");
+    wait_for("node c to have run items", || {
+        let n: u64 = pg
+            .psql("SELECT count(*) FROM corral_pool_items WHERE node = 'c' AND state = 'done'")
+            .parse()
+            .unwrap_or(0);
+        (n >= 10).then_some(())
+    });
+    c.kill9();
+    let out = submitter.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_records(&stdout);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_pool_items WHERE job = 1 AND state = 'done'"),
+        "300",
+        "every result recorded once"
+    );
+    assert_eq!(
+        pg.psql("SELECT state FROM corral_pool_jobs WHERE id = 1"),
+        "finished"
+    );
+    // c's claims at its death were taken over as new attempts by the living nodes.
+    let moved: u64 = pg
+        .psql(
+            "SELECT count(*) FROM corral_pool_items
+             WHERE job = 1 AND attempt > 1 AND node IN ('a', 'b')",
+        )
+        .parse()
+        .unwrap();
+    assert!(moved >= 1, "no item of the killed node was claimed again");
+    let status: Value =
+        serde_json::from_str(&a.ctl_ok(&["--json", "pool", "status", "1"])).unwrap();
+    assert_eq!(status["succeeded"], 300, "{status}");
+}
