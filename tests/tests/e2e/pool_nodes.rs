@@ -161,3 +161,106 @@ fn a_node_killed_mid_job_loses_nothing_and_the_job_completes() {
         serde_json::from_str(&a.ctl_ok(&["--json", "pool", "status", "1"])).unwrap();
     assert_eq!(status["succeeded"], 300, "{status}");
 }
+
+#[test]
+fn a_node_frozen_past_its_lease_loses_its_items_and_its_late_answers_are_discarded() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    // b takes two items that outlast its freeze; a runs the rest.
+    let job: Value = serde_json::from_str(&a.ctl_ok(&[
+        "--json",
+        "pool",
+        "map",
+        "--detach",
+        "-j",
+        "4",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.5; echo {}",
+        ":::",
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+    ]))
+    .unwrap();
+    assert_eq!(job["job"], 1, "{job}");
+    wait_for("node b to claim items", || {
+        let n: u64 = pg
+            .psql("SELECT count(*) FROM corral_pool_items WHERE node = 'b' AND state = 'running'")
+            .parse()
+            .unwrap_or(0);
+        (n >= 1).then_some(())
+    });
+    b.signal(nix::sys::signal::Signal::SIGSTOP);
+    // Past b's lease, a puts b's items back and runs them again (attempt 2).
+    a.ctl_ok(&["pool", "wait", "1"]);
+    b.signal(nix::sys::signal::Signal::SIGCONT);
+    let results: Value =
+        serde_json::from_str(&a.ctl_ok(&["--json", "pool", "results", "1"])).unwrap();
+    let items = results["items"].as_array().unwrap();
+    assert_eq!(items.len(), 8, "{results}");
+    for (n, item) in items.iter().enumerate() {
+        assert_eq!(item["stdout"], format!("{n}\n"), "{item}");
+    }
+    let retaken = pg.psql(
+        "SELECT count(*) FROM corral_pool_items WHERE job = 1 AND attempt > 1 AND node = 'a'",
+    );
+    assert_ne!(retaken, "0", "b's claims were taken over");
+    // b, thawed, finds its attempts superseded: nothing it answers is recorded.
+    wait_for("b to discard its superseded answers", || {
+        b.stderr()
+            .contains("superseded attempt ended; its result is discarded")
+            .then_some(())
+    });
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM corral_pool_items WHERE job = 1 AND node = 'b' AND attempt > 1"
+        ),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_pool_items WHERE job = 1 AND state = 'done'"),
+        "8"
+    );
+    let status: Value =
+        serde_json::from_str(&b.ctl_ok(&["--json", "pool", "status", "1"])).unwrap();
+    assert_eq!(status["succeeded"], 8, "{status}");
+}
+
+#[test]
+fn retries_count_attempts_across_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let _b = node(&pg, "b");
+    let out = a.ctl(&[
+        "--json",
+        "pool",
+        "map",
+        "--retries",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+        ":::",
+        "x",
+        "y",
+    ]);
+    assert!(!out.status.success(), "failed items fail the map");
+    assert_eq!(
+        pg.psql("SELECT string_agg(failures::text || '/' || attempt::text, ',') FROM corral_pool_items WHERE job = 1"),
+        "3/3,3/3",
+        "1 attempt + 2 retries per item, wherever they ran"
+    );
+    let status: Value =
+        serde_json::from_str(&a.ctl_ok(&["--json", "pool", "status", "1"])).unwrap();
+    assert_eq!(status["failed"], 2, "{status}");
+    assert_eq!(status["state"], "finished", "{status}");
+}
