@@ -15,6 +15,9 @@ use tokio_postgres::{Client, Error};
 /// back) or a job ended; no payload, at most one per statement.
 pub const CHANNEL: &str = "corral_pool";
 
+/// Listens on [`CHANNEL`].
+pub const LISTEN: &str = "LISTEN corral_pool";
+
 /// An item claimed by this node.
 #[derive(Debug)]
 pub struct Claimed {

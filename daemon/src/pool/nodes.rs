@@ -155,9 +155,7 @@ impl ClusterPool {
             .await
             .map_err(unreachable)?;
         let freed = async {
-            claimer
-                .batch_execute(&format!("LISTEN {}", sql::CHANNEL))
-                .await?;
+            claimer.batch_execute(sql::LISTEN).await?;
             sql::release(&claimer, &settings.node).await
         }
         .await
@@ -571,11 +569,7 @@ impl Claimer {
             else {
                 continue;
             };
-            if client
-                .batch_execute(&format!("LISTEN {}", sql::CHANNEL))
-                .await
-                .is_ok()
-            {
+            if client.batch_execute(sql::LISTEN).await.is_ok() {
                 self.client = client;
                 tracing::info!("pool: reconnected to the shared backend");
                 return;
