@@ -264,3 +264,58 @@ fn retries_count_attempts_across_nodes() {
     assert_eq!(status["failed"], 2, "{status}");
     assert_eq!(status["state"], "finished", "{status}");
 }
+
+#[test]
+fn the_python_pool_maps_a_command_over_the_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let _b = node(&pg, "b");
+    let script = r#"
+import json, sys
+from corral import Pool
+with Pool(4, socket=sys.argv[1]) as p:
+    out = p.map("sh -c 'sleep 0.05; echo $CORRAL_NODE {}'", range(40))
+print(json.dumps(out))
+try:
+    with Pool(2, socket=sys.argv[1]) as p:
+        p.map(abs, [-1, -2])
+    print("no error")
+except Exception as e:
+    print("error:", e)
+"#;
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(a.socket())
+        .env("PYTHONPATH", python)
+        .env_remove("CORRAL_SOCKET")
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    let results: Vec<String> = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(results.len(), 40);
+    let mut nodes = BTreeSet::new();
+    for (n, r) in results.iter().enumerate() {
+        let (node, value) = r.split_once(' ').expect("NODE N");
+        assert_eq!(value, n.to_string(), "in input order");
+        nodes.insert(node.to_string());
+    }
+    assert_eq!(
+        nodes,
+        ["a", "b"].map(String::from).into(),
+        "both nodes ran some"
+    );
+    // The function form needs stream mode, not across nodes yet: an error that says so.
+    let function = lines.next().unwrap();
+    assert!(
+        function.contains("not supported across nodes yet"),
+        "{function}"
+    );
+}
