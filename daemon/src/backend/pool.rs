@@ -279,6 +279,17 @@ pub async fn job(client: &Client, id: u64) -> Result<Option<PoolJob>, Error> {
     Ok(rows.first().map(job_info))
 }
 
+/// A job's state alone (what a waiter polls: no count over its items).
+pub async fn state(client: &Client, id: u64) -> Result<Option<JobState>, Error> {
+    let row = client
+        .query_opt(
+            "SELECT state FROM corral_pool_jobs WHERE id = $1",
+            &[&(id as i64)],
+        )
+        .await?;
+    Ok(row.map(|r| JobState::parse(r.get(0))))
+}
+
 /// Every job, oldest first.
 pub async fn jobs(client: &Client) -> Result<Vec<PoolJob>, Error> {
     let rows = client

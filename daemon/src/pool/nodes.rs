@@ -337,8 +337,11 @@ impl ClusterPool {
         loop {
             // Registered before looking, so a NOTIFY during the look is not missed.
             let woken = self.wake.notified();
-            let job = self.status(id).await?;
             let client = self.client()?;
+            let state = sql::state(&client, id)
+                .await
+                .map_err(|e| self.sql_error("pool_wait", e))?
+                .ok_or_else(|| unknown_job(id))?;
             while next < end {
                 let page = sql::results(&client, id, next, end, RESULTS_PAGE)
                     .await
@@ -357,7 +360,9 @@ impl ClusterPool {
                     break;
                 }
             }
-            if next >= end || job.state != JobState::Running && next >= job_done_prefix(&job) {
+            // A cancelled job has no more items coming; a finished one's were all read
+            // (its state was read before its results).
+            if next >= end || state != JobState::Running {
                 return self.status(id).await;
             }
             if events.as_ref().is_some_and(|e| e.is_closed()) {
@@ -382,15 +387,6 @@ impl ClusterPool {
         if let Some(stopped) = stopped {
             let _ = stopped.await;
         }
-    }
-}
-
-/// A job that ended other than by finishing (cancelled) has no more items coming: a
-/// waiter stops at once. A finished job has all its items.
-fn job_done_prefix(job: &PoolJob) -> usize {
-    match job.state {
-        JobState::Finished => job.total,
-        _ => 0,
     }
 }
 
@@ -642,6 +638,9 @@ async fn run_item(
         .timeout_ms
         .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
     let (mut timed_out, mut killed) = (false, false);
+    // Stopped (cancel, shutdown) like an instance: the job's stop signal, SIGKILL after
+    // its stop timeout.
+    let mut kill_at = None;
     tokio::pin!(exited);
     let status = loop {
         tokio::select! {
@@ -652,6 +651,14 @@ async fn run_item(
             }
             () = kill.cancelled(), if !killed => {
                 killed = true;
+                kill_group(pid, Signal::try_from(spec.stop_signal).unwrap_or(Signal::SIGTERM));
+                kill_group(pid, Signal::SIGCONT);
+                kill_at = Some(
+                    tokio::time::Instant::now() + Duration::from_millis(spec.stop_timeout_ms),
+                );
+            }
+            () = sleep_until(kill_at), if kill_at.is_some() => {
+                kill_at = None;
                 kill_group(pid, Signal::SIGKILL);
             }
         }

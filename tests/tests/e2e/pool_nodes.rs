@@ -319,3 +319,55 @@ except Exception as e:
         "{function}"
     );
 }
+
+#[test]
+fn a_job_cancelled_from_another_node_stops_on_every_node() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let mut args = vec![
+        "--json",
+        "pool",
+        "map",
+        "--detach",
+        "-j",
+        "4",
+        "--",
+        "sh",
+        "-c",
+        "sleep 30; echo {}",
+        ":::",
+    ];
+    let inputs: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+    args.extend(inputs.iter().map(String::as_str));
+    a.ctl_ok(&args);
+    wait_for("both nodes to run items", || {
+        (pg.psql("SELECT count(DISTINCT node) FROM corral_pool_items WHERE state = 'running'")
+            == "2")
+            .then_some(())
+    });
+    let cancelled: Value =
+        serde_json::from_str(&b.ctl_ok(&["--json", "pool", "cancel", "1"])).unwrap();
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    // Each node kills its running items; nothing is claimed after the cancel.
+    wait_for("the running items to be stopped", || {
+        (pg.psql("SELECT count(*) FROM corral_pool_items WHERE state = 'running'") == "0")
+            .then_some(())
+    });
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_pool_items WHERE state = 'done' AND NOT ok"),
+        "4",
+        "the four running items ended as cancelled"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_pool_items WHERE attempt = 0"),
+        "16",
+        "the others never started"
+    );
+    let wait = a.ctl(&["pool", "wait", "1"]);
+    assert!(!wait.status.success(), "a cancelled job's wait says so");
+    let status: Value =
+        serde_json::from_str(&a.ctl_ok(&["--json", "pool", "status", "1"])).unwrap();
+    assert_eq!(status["state"], "cancelled", "{status}");
+    assert_eq!(status["running"], 0, "{status}");
+}
