@@ -371,3 +371,47 @@ fn a_job_cancelled_from_another_node_stops_on_every_node() {
     assert_eq!(status["state"], "cancelled", "{status}");
     assert_eq!(status["running"], 0, "{status}");
 }
+
+#[test]
+fn a_node_that_stops_puts_its_items_back_at_once_and_the_job_completes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let mut b = node(&pg, "b");
+    let mut args = vec![
+        "--json",
+        "pool",
+        "map",
+        "--detach",
+        "-j",
+        "4",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.3; echo {}",
+        ":::",
+    ];
+    let inputs: Vec<String> = (0..30).map(|n| n.to_string()).collect();
+    args.extend(inputs.iter().map(String::as_str));
+    a.ctl_ok(&args);
+    wait_for("node b to run items", || {
+        (pg.psql("SELECT count(*) FROM corral_pool_items WHERE node = 'b' AND state = 'running'")
+            != "0")
+            .then_some(())
+    });
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(b.wait_exit(), Some(0));
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_pool_items WHERE node = 'b' AND state = 'running'"),
+        "0",
+        "b put its claims back as it stopped, without waiting for its lease"
+    );
+    a.ctl_ok(&["pool", "wait", "1"]);
+    let results: Value =
+        serde_json::from_str(&a.ctl_ok(&["--json", "pool", "results", "1"])).unwrap();
+    let items = results["items"].as_array().unwrap();
+    assert_eq!(items.len(), 30, "{results}");
+    for (n, item) in items.iter().enumerate() {
+        assert_eq!(item["ok"], true, "{item}");
+        assert_eq!(item["stdout"], format!("{n}\n"), "{item}");
+    }
+}
