@@ -314,6 +314,22 @@ pub fn status(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error
         out.print_json(&info);
     } else {
         print!("{}", job_table(std::slice::from_ref(&info)));
+        if !info.nodes.is_empty() {
+            let rows: Vec<Vec<String>> = info
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.node.clone(),
+                        n.running.to_string(),
+                        n.succeeded.to_string(),
+                        n.failed.to_string(),
+                    ]
+                })
+                .collect();
+            println!();
+            print!("{}", table(&["NODE", "RUNNING", "OK", "FAILED"], &rows));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

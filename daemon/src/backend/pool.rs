@@ -8,7 +8,7 @@
 //! (`WHERE attempt = $n AND state = 'running' AND node = $me`): an answer from an attempt
 //! that was superseded changes nothing, so each item's result is recorded once.
 
-use corral_proto::{JobState, PoolItem, PoolJob};
+use corral_proto::{JobState, PoolItem, PoolJob, PoolNodeShare};
 use tokio_postgres::{Client, Error};
 
 /// Channel of the `NOTIFY` sent when there is new work (a job submitted, an item put
@@ -331,7 +331,32 @@ fn job_info(row: &tokio_postgres::Row) -> PoolJob {
         pending: total.saturating_sub(succeeded + failed + running),
         created_ms: row.get(6),
         finished_ms: row.get(7),
+        nodes: Vec::new(),
     }
+}
+
+/// Each node's share of a job: its running, succeeded and failed items.
+pub async fn shares(client: &Client, job: u64) -> Result<Vec<PoolNodeShare>, Error> {
+    let rows = client
+        .query(
+            "SELECT node,
+                    count(*) FILTER (WHERE state = 'running'),
+                    count(*) FILTER (WHERE state = 'done' AND ok),
+                    count(*) FILTER (WHERE state = 'done' AND NOT ok)
+             FROM corral_pool_items WHERE job = $1 AND node IS NOT NULL
+             GROUP BY node ORDER BY node",
+            &[&(job as i64)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PoolNodeShare {
+            node: r.get(0),
+            running: r.get::<_, i64>(1) as usize,
+            succeeded: r.get::<_, i64>(2) as usize,
+            failed: r.get::<_, i64>(3) as usize,
+        })
+        .collect())
 }
 
 /// The finished items of `job` from index `from` (below `end`) in index order, up to

@@ -255,7 +255,7 @@ pub async fn wait(
 
 pub async fn status(ctx: &Context, job: u64) -> Outcome {
     if let Some(cluster) = &ctx.cluster {
-        return ok(cluster.status(job).await?);
+        return ok(cluster.status_by_node(job).await?);
     }
     ok(ctx.pool.ask(|r| PoolRequest::Status(job, r)).await?)
 }

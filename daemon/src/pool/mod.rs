@@ -320,6 +320,7 @@ impl Job {
             pending: self.items.len() - self.n_ok - self.n_failed - self.n_running,
             created_ms: self.created_ms,
             finished_ms: self.finished_ms,
+            nodes: Vec::new(),
         }
     }
 

@@ -274,6 +274,16 @@ impl ClusterPool {
             .ok_or_else(|| unknown_job(id))
     }
 
+    /// A job's progress with each node's share.
+    pub async fn status_by_node(&self, id: u64) -> Result<PoolJob, ErrorBody> {
+        let mut job = self.status(id).await?;
+        let client = self.client()?;
+        job.nodes = sql::shares(&client, id)
+            .await
+            .map_err(|e| self.sql_error("pool_status", e))?;
+        Ok(job)
+    }
+
     /// A job's finished items.
     pub async fn results(&self, id: u64) -> Result<PoolResults, ErrorBody> {
         let job = self.status(id).await?;

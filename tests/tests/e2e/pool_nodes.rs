@@ -93,6 +93,17 @@ fn three_nodes_share_a_job_and_return_its_results_in_order() {
     assert_eq!(status["state"], "finished", "{status}");
     assert_eq!(status["succeeded"], 300, "{status}");
     assert_eq!(status["total"], 300, "{status}");
+    let shares = status["nodes"].as_array().expect("each node's share");
+    let names: Vec<&str> = shares.iter().map(|s| s["node"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c"], "{status}");
+    let ran: u64 = shares
+        .iter()
+        .map(|s| s["succeeded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(ran, 300, "the shares add up: {status}");
+    assert!(shares.iter().all(|s| s["succeeded"].as_u64() > Some(0)));
+    let text = c.ctl_ok(&["pool", "status", "1"]);
+    assert!(text.contains("NODE") && text.contains("RUNNING"), "{text}");
     let list = c.ctl_ok(&["pool", "list"]);
     assert!(list.contains("finished"), "{list}");
     let results: Value =
