@@ -111,57 +111,78 @@ pub async fn claim(client: &mut Client, node: &str, free: usize) -> Result<Vec<C
             break;
         }
         let id: i64 = row.get(0);
-        let tx = client.transaction().await?;
-        let Some(job) = tx
-            .query_opt(
-                "SELECT workers, spec FROM corral_pool_jobs
-                 WHERE id = $1 AND state = 'running' FOR UPDATE SKIP LOCKED",
-                &[&id],
-            )
-            .await?
-        else {
-            continue;
-        };
-        let workers: i32 = job.get(0);
-        let spec: String = job.get(1);
-        let running: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM corral_pool_items WHERE job = $1 AND state = 'running'",
-                &[&id],
-            )
-            .await?
-            .get(0);
-        let take = (workers as i64 - running).min(room as i64);
-        if take <= 0 {
-            continue;
+        match claim_from(client, node, id, room).await {
+            Ok(more) => claimed.extend(more),
+            // What was claimed from earlier jobs is committed: it must run.
+            Err(e) if !claimed.is_empty() => {
+                tracing::warn!("pool: claiming from job {id} failed: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
         }
-        let rows = tx
-            .query(
-                "UPDATE corral_pool_items i
-                 SET state = 'running', node = $2, attempt = i.attempt + 1, claimed_at = now()
-                 FROM (SELECT idx FROM corral_pool_items
-                       WHERE job = $1 AND state = 'pending'
-                       ORDER BY idx LIMIT $3 FOR UPDATE SKIP LOCKED) p
-                 WHERE i.job = $1 AND i.idx = p.idx
-                 RETURNING i.idx, i.input, i.attempt",
-                &[&id, &node, &take],
-            )
-            .await?;
-        tx.commit().await?;
-        let mut rows: Vec<(i32, String, i32)> = rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        rows.sort_by_key(|r| r.0);
-        claimed.extend(rows.into_iter().map(|(idx, input, attempt)| Claimed {
+    }
+    Ok(claimed)
+}
+
+/// Claims up to `room` items of job `id` (see [`claim`]).
+async fn claim_from(
+    client: &mut Client,
+    node: &str,
+    id: i64,
+    room: usize,
+) -> Result<Vec<Claimed>, Error> {
+    let tx = client.transaction().await?;
+    let Some(job) = tx
+        .query_opt(
+            "SELECT workers, spec FROM corral_pool_jobs
+             WHERE id = $1 AND state = 'running' FOR UPDATE SKIP LOCKED",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let workers: i32 = job.get(0);
+    let spec: String = job.get(1);
+    let running: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM corral_pool_items WHERE job = $1 AND state = 'running'",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    let take = (workers as i64 - running).min(room as i64);
+    if take <= 0 {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .query(
+            "UPDATE corral_pool_items i
+             SET state = 'running', node = $2, attempt = i.attempt + 1, claimed_at = now()
+             FROM (SELECT idx FROM corral_pool_items
+                   WHERE job = $1 AND state = 'pending'
+                   ORDER BY idx LIMIT $3 FOR UPDATE SKIP LOCKED) p
+             WHERE i.job = $1 AND i.idx = p.idx
+             RETURNING i.idx, i.input, i.attempt",
+            &[&id, &node, &take],
+        )
+        .await?;
+    tx.commit().await?;
+    let mut rows: Vec<(i32, String, i32)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    Ok(rows
+        .into_iter()
+        .map(|(idx, input, attempt)| Claimed {
             job: id as u64,
             index: idx as usize,
             input,
             attempt: attempt as u32,
             spec: spec.clone(),
-        }));
-    }
-    Ok(claimed)
+        })
+        .collect())
 }
 
 /// What became of a recorded attempt.
@@ -251,6 +272,27 @@ pub async fn rescue(client: &Client, node: &str) -> Result<u64, Error> {
         )
         .await?;
     Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+}
+
+/// Puts back the items the database says `node` runs but `node` does not (a claim whose
+/// commit succeeded but whose answer was lost with the connection); `running` lists
+/// what it does run, as (job, index).
+pub async fn release_unknown(
+    client: &Client,
+    node: &str,
+    running: &[(u64, usize)],
+) -> Result<u64, Error> {
+    let jobs: Vec<i64> = running.iter().map(|(j, _)| *j as i64).collect();
+    let idxs: Vec<i32> = running.iter().map(|(_, i)| *i as i32).collect();
+    let n = client
+        .execute(
+            "UPDATE corral_pool_items SET state = 'pending', node = NULL
+             WHERE state = 'running' AND node = $1
+               AND (job, idx) NOT IN (SELECT * FROM unnest($2::bigint[], $3::integer[]))",
+            &[&node, &jobs, &idxs],
+        )
+        .await?;
+    Ok(n)
 }
 
 /// Puts back every item `node` holds (it starts, or stops): they run again, here or

@@ -505,6 +505,14 @@ impl Claimer {
                     "pool: put back the items of nodes whose lease expired"
                 );
             }
+            let running: Vec<(u64, usize)> = self.live.keys().copied().collect();
+            let unknown = sql::release_unknown(&self.client, &node, &running).await?;
+            if unknown > 0 {
+                tracing::warn!(
+                    items = unknown,
+                    "pool: put back items claimed for this node whose claim it never heard of"
+                );
+            }
         }
         if !self.live.is_empty() {
             let mut jobs: Vec<i64> = self.live.keys().map(|(j, _)| *j as i64).collect();
