@@ -746,3 +746,43 @@ async fn connect(
     });
     Ok((client, rx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Spawned;
+
+    #[tokio::test]
+    async fn the_router_hands_a_spawn_and_then_its_exit_to_the_task_that_asked() {
+        let router = Router::default();
+        let (token, spawned, exited) = router.expect();
+        let (other, other_spawned, _other_exited) = router.expect();
+        assert_ne!(token, other, "tokens are not reused");
+        router.route(ProcEvent::Spawned {
+            token,
+            result: Ok(Spawned {
+                pid: 4242,
+                start_time: 0,
+                pipes: None,
+            }),
+        });
+        let status = ExitStatus {
+            code: Some(3),
+            signal: None,
+        };
+        router.route(ProcEvent::Exited { pid: 4242, status });
+        assert_eq!(spawned.await.unwrap(), Ok(4242));
+        assert_eq!(exited.await.unwrap(), status);
+        // A process that could not start: its error, and no exit is ever waited for.
+        router.route(ProcEvent::Spawned {
+            token: other,
+            result: Err("command not found".into()),
+        });
+        assert_eq!(
+            other_spawned.await.unwrap(),
+            Err("command not found".to_string())
+        );
+        let state = router.inner.lock().unwrap();
+        assert!(state.spawning.is_empty() && state.running.is_empty());
+    }
+}
