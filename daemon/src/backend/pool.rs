@@ -196,64 +196,99 @@ pub enum Recorded {
     Stale,
 }
 
-/// Records the end of attempt `result.attempts` of an item claimed by `node`; with
-/// `final_failure`, a failure that a retry would not cure (the command cannot start).
-/// A finished item that was the job's last finishes the job.
+/// One attempt's end, to record.
+pub struct Ended<'a> {
+    /// Job id.
+    pub job: u64,
+    /// The attempt's result (`attempts` is the attempt number it answers).
+    pub result: &'a PoolItem,
+    /// A failure that a retry would not cure (the command cannot start, cancelled).
+    pub final_failure: bool,
+}
+
+/// Records the ends of attempts of items claimed by `node`, all in one statement (one
+/// commit however many); returns what became of each, in order. A finished item that
+/// was its job's last finishes the job.
 pub async fn record(
     client: &Client,
-    job: u64,
     node: &str,
-    result: &PoolItem,
-    final_failure: bool,
-) -> Result<Recorded, Error> {
-    let id = job as i64;
-    let idx = result.index as i32;
-    let attempt = result.attempts as i32;
-    let text = serde_json::to_string(result).expect("items serialize");
-    let exit_code = result.exit.and_then(|e| e.code);
-    let row = client
-        .query_opt(
-            "UPDATE corral_pool_items i SET
-                 failures = i.failures + CASE WHEN $4 THEN 0 ELSE 1 END,
-                 state = CASE WHEN $4 OR $8 OR i.failures + 1 > j.retries
-                              THEN 'done' ELSE 'pending' END,
-                 ok = $4, exit_code = $5,
-                 result = CASE WHEN $4 OR $8 OR i.failures + 1 > j.retries THEN $6 END,
-                 finished_at = now()
-             FROM corral_pool_jobs j
-             WHERE j.id = i.job AND i.job = $1 AND i.idx = $2 AND i.attempt = $3
-               AND i.state = 'running' AND i.node = $7
-             RETURNING i.state",
+    ended: &[Ended<'_>],
+) -> Result<Vec<Recorded>, Error> {
+    if ended.is_empty() {
+        return Ok(Vec::new());
+    }
+    let jobs: Vec<i64> = ended.iter().map(|e| e.job as i64).collect();
+    let idxs: Vec<i32> = ended.iter().map(|e| e.result.index as i32).collect();
+    let attempts: Vec<i32> = ended.iter().map(|e| e.result.attempts as i32).collect();
+    let oks: Vec<bool> = ended.iter().map(|e| e.result.ok).collect();
+    let codes: Vec<Option<i32>> = ended
+        .iter()
+        .map(|e| e.result.exit.and_then(|x| x.code))
+        .collect();
+    let texts: Vec<String> = ended
+        .iter()
+        .map(|e| serde_json::to_string(e.result).expect("items serialize"))
+        .collect();
+    let finals: Vec<bool> = ended.iter().map(|e| e.final_failure).collect();
+    let rows = client
+        .query(
+            "WITH r AS (
+                 SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[],
+                                      $4::boolean[], $5::integer[], $6::text[], $7::boolean[])
+                     AS r(job, idx, attempt, ok, exit_code, result, final)),
+             u AS (
+                 UPDATE corral_pool_items i SET
+                     failures = i.failures + CASE WHEN r.ok THEN 0 ELSE 1 END,
+                     state = CASE WHEN r.ok OR r.final OR i.failures + 1 > j.retries
+                                  THEN 'done' ELSE 'pending' END,
+                     ok = r.ok, exit_code = r.exit_code,
+                     result = CASE WHEN r.ok OR r.final OR i.failures + 1 > j.retries
+                                   THEN r.result END,
+                     finished_at = now()
+                 FROM r, corral_pool_jobs j
+                 WHERE j.id = i.job AND i.job = r.job AND i.idx = r.idx
+                   AND i.attempt = r.attempt AND i.state = 'running' AND i.node = $8
+                 RETURNING i.job, i.idx, i.state)
+             SELECT job, idx, state FROM u",
             &[
-                &id,
-                &idx,
-                &attempt,
-                &result.ok,
-                &exit_code,
-                &text,
-                &node,
-                &final_failure,
+                &jobs, &idxs, &attempts, &oks, &codes, &texts, &finals, &node,
             ],
         )
         .await?;
-    let Some(row) = row else {
-        return Ok(Recorded::Stale);
-    };
-    let state: String = row.get(0);
-    if state != "done" {
-        return Ok(Recorded::Retry);
+    let mut outcome = std::collections::HashMap::new();
+    let mut done_jobs = Vec::new();
+    for row in &rows {
+        let (job, idx, state): (i64, i32, String) = (row.get(0), row.get(1), row.get(2));
+        if state == "done" {
+            done_jobs.push(job);
+        }
+        outcome.insert((job, idx), state);
     }
-    client
-        .execute(
-            "UPDATE corral_pool_jobs SET state = 'finished', finished_at = now()
-             WHERE id = $1 AND state = 'running'
-               AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'pending')
-               AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'running')
-             RETURNING pg_notify($2, '')",
-            &[&id, &CHANNEL],
+    done_jobs.sort_unstable();
+    done_jobs.dedup();
+    for id in done_jobs {
+        client
+            .execute(
+                "UPDATE corral_pool_jobs SET state = 'finished', finished_at = now()
+                 WHERE id = $1 AND state = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'pending')
+                   AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'running')
+                 RETURNING pg_notify($2, '')",
+                &[&id, &CHANNEL],
+            )
+            .await?;
+    }
+    Ok(jobs
+        .iter()
+        .zip(&idxs)
+        .map(
+            |(job, idx)| match outcome.get(&(*job, *idx)).map(String::as_str) {
+                Some("done") => Recorded::Done,
+                Some(_) => Recorded::Retry,
+                None => Recorded::Stale,
+            },
         )
-        .await?;
-    Ok(Recorded::Done)
+        .collect())
 }
 
 /// Puts back the items claimed by nodes whose lease has expired (any live node may do

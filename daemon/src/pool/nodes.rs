@@ -185,6 +185,8 @@ impl ClusterPool {
             live: HashMap::new(),
             unrecorded: Vec::new(),
             last_rescue: None,
+            last_checks: None,
+            lease_ok: false,
         };
         tokio::spawn(async move {
             claimer_task.run().await;
@@ -437,6 +439,10 @@ struct Claimer {
     /// Ends not recorded yet (the database was away): recorded first when it is back.
     unrecorded: Vec<Finished>,
     last_rescue: Option<Instant>,
+    /// When the lease and cancelled jobs were last looked at.
+    last_checks: Option<Instant>,
+    /// Whether this node's lease was current then.
+    lease_ok: bool,
 }
 
 impl Claimer {
@@ -514,8 +520,16 @@ impl Claimer {
                 );
             }
         }
-        if !self.live.is_empty() {
+        // A round runs at each item's end: the checks that need no answer that soon run
+        // once per POLL.
+        let checks_due = self.last_checks.is_none_or(|t| t.elapsed() >= POLL);
+        if checks_due {
+            self.last_checks = Some(Instant::now());
+            self.lease_ok = sql::lease_current(&self.client, &node).await?;
+        }
+        if checks_due && !self.live.is_empty() {
             let mut jobs: Vec<i64> = self.live.keys().map(|(j, _)| *j as i64).collect();
+            jobs.sort_unstable();
             jobs.dedup();
             for ended in sql::ended(&self.client, &jobs).await? {
                 for ((job, _), kill) in &self.live {
@@ -526,7 +540,7 @@ impl Claimer {
             }
         }
         let free = self.exec.slots.saturating_sub(self.live.len());
-        if free == 0 || !sql::lease_current(&self.client, &node).await? {
+        if free == 0 || !self.lease_ok {
             return Ok(());
         }
         for claimed in sql::claim(&mut self.client, &node, free).await? {
@@ -536,17 +550,22 @@ impl Claimer {
     }
 
     async fn record_all(&mut self) -> Result<(), tokio_postgres::Error> {
+        if self.unrecorded.is_empty() {
+            return Ok(());
+        }
         let node = self.pool.settings.node.clone();
-        while let Some(done) = self.unrecorded.first() {
-            let key = (done.job, done.item.index);
-            let outcome = sql::record(
-                &self.client,
-                done.job,
-                &node,
-                &done.item,
-                done.final_failure,
-            )
-            .await?;
+        let ended: Vec<sql::Ended> = self
+            .unrecorded
+            .iter()
+            .map(|done| sql::Ended {
+                job: done.job,
+                result: &done.item,
+                final_failure: done.final_failure,
+            })
+            .collect();
+        let outcomes = sql::record(&self.client, &node, &ended).await?;
+        drop(ended);
+        for (done, outcome) in self.unrecorded.drain(..).zip(outcomes) {
             if outcome == Recorded::Stale {
                 tracing::info!(
                     job = done.job,
@@ -555,8 +574,7 @@ impl Claimer {
                     "pool: a superseded attempt ended; its result is discarded"
                 );
             }
-            self.live.remove(&key);
-            self.unrecorded.remove(0);
+            self.live.remove(&(done.job, done.item.index));
         }
         Ok(())
     }

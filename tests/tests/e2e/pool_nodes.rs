@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
 use corral_tests::{PgCluster, TestDaemon, bin, wait_for};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// A node with `pool_slots = 2` and a 2 s lease (so a dead node's claims move soon).
@@ -141,6 +142,18 @@ fn a_node_killed_mid_job_loses_nothing_and_the_job_completes() {
             .unwrap_or(0);
         (n >= 10).then_some(())
     });
+    // Killed while it holds claims: frozen first (it cannot record or claim meanwhile),
+    // killed once the database shows it holding items.
+    wait_for("node c to be frozen holding claims", || {
+        c.signal(Signal::SIGSTOP);
+        let held = pg
+            .psql("SELECT count(*) FROM corral_pool_items WHERE node = 'c' AND state = 'running'");
+        if held != "0" {
+            return Some(());
+        }
+        c.signal(Signal::SIGCONT);
+        None
+    });
     c.kill9();
     let out = submitter.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -209,10 +222,10 @@ fn a_node_frozen_past_its_lease_loses_its_items_and_its_late_answers_are_discard
             .unwrap_or(0);
         (n >= 1).then_some(())
     });
-    b.signal(nix::sys::signal::Signal::SIGSTOP);
+    b.signal(Signal::SIGSTOP);
     // Past b's lease, a puts b's items back and runs them again (attempt 2).
     a.ctl_ok(&["pool", "wait", "1"]);
-    b.signal(nix::sys::signal::Signal::SIGCONT);
+    b.signal(Signal::SIGCONT);
     let results: Value =
         serde_json::from_str(&a.ctl_ok(&["--json", "pool", "results", "1"])).unwrap();
     let items = results["items"].as_array().unwrap();
@@ -409,7 +422,7 @@ fn a_node_that_stops_puts_its_items_back_at_once_and_the_job_completes() {
             != "0")
             .then_some(())
     });
-    b.signal(nix::sys::signal::Signal::SIGTERM);
+    b.signal(Signal::SIGTERM);
     assert_eq!(b.wait_exit(), Some(0));
     assert_eq!(
         pg.psql("SELECT count(*) FROM corral_pool_items WHERE node = 'b' AND state = 'running'"),
