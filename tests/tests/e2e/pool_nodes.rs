@@ -4,12 +4,19 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
-use corral_tests::{PgCluster, TestDaemon, bin, wait_for};
+use corral_tests::{PgCluster, TestDaemon, bin, free_port, http, wait_for};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// A node with `pool_slots = 2` and a 2 s lease (so a dead node's claims move soon).
 fn node(pg: &PgCluster, name: &str) -> TestDaemon {
+    let mut d = configured(pg, name);
+    d.start();
+    d
+}
+
+/// [`node`], not started yet.
+fn configured(pg: &PgCluster, name: &str) -> TestDaemon {
     let mut d = TestDaemon::new();
     let config = d.path("corral.toml");
     std::fs::write(&config, "pool_slots = 2\n[backend]\nlease = \"2s\"\n").unwrap();
@@ -21,7 +28,6 @@ fn node(pg: &PgCluster, name: &str) -> TestDaemon {
         "--node".into(),
         name.into(),
     ];
-    d.start();
     d
 }
 
@@ -72,7 +78,10 @@ fn check_records(stdout: &str) -> BTreeSet<String> {
 fn three_nodes_share_a_job_and_return_its_results_in_order() {
     let Some(pg) = PgCluster::start() else { return };
     let a = node(&pg, "a");
-    let b = node(&pg, "b");
+    let mut b = configured(&pg, "b");
+    let port = free_port();
+    b.http = format!("127.0.0.1:{port}");
+    b.start();
     let c = node(&pg, "c");
     let args = map_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -103,6 +112,12 @@ fn three_nodes_share_a_job_and_return_its_results_in_order() {
         .sum();
     assert_eq!(ran, 300, "the shares add up: {status}");
     assert!(shares.iter().all(|s| s["succeeded"].as_u64() > Some(0)));
+    // The HTTP API of another node serves the database's jobs too.
+    let (code, body) = http(port, "GET", "/api/pools/1", &[]);
+    assert_eq!(code, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["succeeded"], 300, "{api}");
+    assert_eq!(api["nodes"].as_array().map(Vec::len), Some(3), "{api}");
     let text = c.ctl_ok(&["pool", "status", "1"]);
     assert!(text.contains("NODE") && text.contains("RUNNING"), "{text}");
     let list = c.ctl_ok(&["pool", "list"]);
