@@ -127,6 +127,9 @@ fn main() -> anyhow::Result<()> {
     if wanted("python") {
         eprintln!("running the Python client's workloads ...");
         reports.extend(workloads::python_reports(&env, rounds, window));
+    }
+    // `--only drop-in` (or `python`) runs these.
+    if wanted("python drop-in") {
         eprintln!("running the multiprocessing drop-in workloads ...");
         reports.extend(workloads::dropin_reports(&env, rounds));
     }

@@ -230,6 +230,11 @@ enum Command {
         first: usize,
         inputs: Vec<String>,
     },
+    PoolItemsReleased {
+        job: u64,
+        spec: String,
+        before: usize,
+    },
     LoadPoolJobs(oneshot::Sender<Vec<StoredJob>>),
     History(History, oneshot::Sender<HistoryRows>),
 }
@@ -429,6 +434,13 @@ impl Store {
             first,
             inputs,
         });
+    }
+
+    /// Forgets the items of a pool job before index `before` (an open job's client has
+    /// read their results), and records its settings, which say where its items now
+    /// start, with it.
+    pub fn pool_items_released(&self, job: u64, spec: String, before: usize) {
+        self.send(Command::PoolItemsReleased { job, spec, before });
     }
 
     /// Records the end of a pool job.
@@ -742,6 +754,7 @@ fn changes_visible_state(cmd: &Command) -> bool {
         | Command::PoolJobCreated(_)
         | Command::PoolItemDone { .. }
         | Command::PoolJobUpdated { .. }
+        | Command::PoolItemsReleased { .. }
         | Command::PoolJobEnded { .. } => true,
         Command::Sync(_)
         | Command::Holds(..)
@@ -929,6 +942,7 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         | Command::PoolJobCreated(_)
         | Command::PoolItemDone { .. }
         | Command::PoolJobUpdated { .. }
+        | Command::PoolItemsReleased { .. }
         | Command::PoolJobEnded { .. } => {}
     }
 }
@@ -1018,6 +1032,13 @@ fn apply_one(
             for (n, input) in inputs.iter().enumerate() {
                 insert.execute(params![job as i64, (first + n) as i64, input])?;
             }
+        }
+        Command::PoolItemsReleased { job, spec, before } => {
+            // With the settings that say where the items now start, in one transaction.
+            tx.prepare_cached("UPDATE pool_jobs SET spec = ?2 WHERE id = ?1")?
+                .execute(params![job as i64, spec])?;
+            tx.prepare_cached("DELETE FROM pool_items WHERE job = ?1 AND idx < ?2")?
+                .execute(params![job as i64, before as i64])?;
         }
         Command::PoolJobEnded {
             job,

@@ -4,13 +4,23 @@
 //! process events from the [process thread](crate::process), and its own timers. Nothing else
 //! holds instance state, so there are no locks and every transition happens in one place.
 //!
-//! Timers carry the instance's `generation` at the time they were armed; any transition
-//! bumps it, so a stale timer (a restart delay for an instance that was stopped meanwhile)
-//! is recognised and ignored.
+//! What happens to an instance is decided by the state machine in `machine.rs` (states
+//! that carry their data, decisions that return effects); `effects.rs` carries the effects
+//! out. The files beside this one follow the actor's concerns: `start.rs` (starts,
+//! dependency gating, spawn outcomes, exits), `stop.rs`, `reload.rs` (and transient
+//! units), `timers.rs` (scheduled units), `shutdown.rs` (the shutdown order), `settle.rs`
+//! (the bookkeeping after every message), `probe.rs` (readiness, health, memory),
+//! `adopt.rs` (recovery after a crash).
+//!
+//! Timers carry the instance's `generation` at the time they were armed; every
+//! transition bumps it, so a stale timer (a restart delay for an instance that was stopped
+//! meanwhile) is recognised and ignored.
 
 mod adopt;
 pub mod cgroup;
+mod effects;
 pub mod logs;
+mod machine;
 mod probe;
 mod reload;
 mod schedule;
@@ -21,27 +31,27 @@ mod started;
 mod stop;
 mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use corral_config::{NotLoaded, RestartPolicy, Unit, UnitKind};
+use corral_config::{NotLoaded, Unit, UnitKind};
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, InstanceExit, InstanceState, InstanceStatus, PlanStep,
-    ReloadResult, ShutdownPlan, StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult,
-    WaitResult,
+    ErrorBody, ErrorCode, ExitStatus, InstanceExit, PlanStep, ReloadResult, ShutdownPlan,
+    StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
 };
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::actor::Reply;
 use crate::process::{
     Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned, Tokens, kill_group,
 };
-use crate::store::{self, Event, OpenRun, RunStart, Store};
+use crate::store::{self, Event, Store};
+use effects::signal_instance;
+use machine::{Instance, State};
 pub use started::{START_WINDOW, StartFailure};
 
 /// Everything the supervisor task reacts to.
@@ -170,93 +180,6 @@ fn not_found(unit: &str) -> ErrorBody {
     )
 }
 
-/// One running copy of a unit.
-#[derive(Debug)]
-struct Instance {
-    index: u32,
-    state: InstanceState,
-    pid: Option<i32>,
-    /// Set while a spawn request is in flight.
-    spawn_token: Option<u64>,
-    started: Option<Instant>,
-    run_id: Option<i64>,
-    restarts: u32,
-    consecutive_failures: u32,
-    recent_starts: VecDeque<Instant>,
-    last_exit: Option<ExitStatus>,
-    reason: Option<String>,
-    generation: u64,
-    /// A signal asked for (`kill`) while the spawn was in flight: sent once the pid is known.
-    pending_signal: Option<Signal>,
-    /// Readiness and health of the current run.
-    checks: probe::InstanceChecks,
-}
-
-impl Instance {
-    fn new(index: u32) -> Instance {
-        Instance {
-            index,
-            state: InstanceState::Inactive,
-            pid: None,
-            spawn_token: None,
-            started: None,
-            run_id: None,
-            restarts: 0,
-            consecutive_failures: 0,
-            recent_starts: VecDeque::new(),
-            last_exit: None,
-            reason: None,
-            generation: 0,
-            pending_signal: None,
-            checks: probe::InstanceChecks::default(),
-        }
-    }
-
-    /// Into `Backoff` before a restart by policy: the delay (doubled with each
-    /// consecutive failure, up to the unit's max) and the generation its
-    /// `Msg::RestartDue` must carry.
-    fn back_off(&mut self, unit: &Unit) -> (Duration, u64) {
-        let delay = backoff(
-            unit.restart_delay,
-            unit.restart_delay_max,
-            self.consecutive_failures,
-        );
-        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        self.state = InstanceState::Backoff;
-        self.generation += 1;
-        (delay, self.generation)
-    }
-
-    fn status(&self) -> InstanceStatus {
-        InstanceStatus {
-            instance: self.index,
-            state: self.state,
-            pid: self.pid.map(|p| p as u32),
-            uptime_ms: self
-                .pid
-                .and(self.started)
-                .map(|t| t.elapsed().as_millis() as u64),
-            restarts: self.restarts,
-            last_exit: self.last_exit,
-            reason: self
-                .reason
-                .clone()
-                .or_else(|| self.checks.restarted_for.clone()),
-            ready: self.checks.ready.filter(|_| self.pid.is_some()),
-            healthy: self.checks.healthy.filter(|_| self.pid.is_some()),
-            health_failures: self.checks.health_failures,
-            health_failures_total: self.checks.health_failures_total,
-            check_error: self
-                .checks
-                .last_error
-                .clone()
-                .filter(|_| self.pid.is_some()),
-            cgroup_cpu_usec: None,
-            cgroup_memory_bytes: None,
-        }
-    }
-}
-
 /// What to do with a unit once all its instances have settled.
 #[derive(Debug)]
 enum Pending {
@@ -300,7 +223,7 @@ impl UnitEntry {
     }
 
     fn settled(&self) -> bool {
-        self.instances.iter().all(|i| !i.state.is_active())
+        self.instances.iter().all(|i| !i.is_active())
     }
 
     fn status(&self) -> UnitStatus {
@@ -311,7 +234,10 @@ impl UnitEntry {
             transient: self.transient,
             loaded: true,
             errors: Vec::new(),
-            instances: self.instances.iter().map(Instance::status).collect(),
+            instances: {
+                let now = Instant::now();
+                self.instances.iter().map(|i| i.status(now)).collect()
+            },
         }
     }
 }
@@ -487,83 +413,6 @@ impl Supervisor {
         Ok((SupervisorHandle { tx }, task))
     }
 
-    /// Adopts the live instances of corrald's previous life, records the dead ones, and
-    /// starts again what their restart policy says (see [`adopt`]).
-    fn recover(&mut self, runs: Vec<OpenRun>) {
-        let (mut adopted, mut dead, mut restart, mut stray) = (vec![], vec![], vec![], vec![]);
-        for run in runs {
-            let label = format!("{}.{} (pid {})", run.unit, run.instance, run.pid);
-            let pidfd = adopt::open_if_same(run.pid, run.start_time);
-            let slot = self
-                .units
-                .get_mut(&run.unit)
-                .and_then(|e| e.instances.get_mut(run.instance as usize));
-            match (slot, pidfd) {
-                (Some(inst), Some(fd)) if inst.pid.is_none() => {
-                    inst.state = InstanceState::Running;
-                    inst.pid = Some(run.pid);
-                    inst.run_id = Some(run.id);
-                    inst.restarts = run.restart_count;
-                    let age = Duration::from_millis(
-                        (crate::clock::now_ms() - run.started_at).max(0) as u64,
-                    );
-                    inst.started = Instant::now().checked_sub(age).or(Some(Instant::now()));
-                    self.by_pid
-                        .insert(run.pid, (run.unit.clone(), run.instance));
-                    adopt::watch(fd, run.pid, self.tx.clone());
-                    adopted.push(label);
-                }
-                (_, Some(_)) => {
-                    // Alive, but its unit (or that instance) is no longer configured.
-                    let cgroups = self.config.cgroups.as_deref();
-                    signal_instance(cgroups, &run.unit, run.instance, run.pid, Signal::SIGTERM);
-                    self.store.run_ended(run.id, None);
-                    stray.push(label);
-                }
-                (slot, None) => {
-                    self.store.run_ended(run.id, None);
-                    dead.push(label);
-                    let Some(inst) = slot else { continue };
-                    inst.last_exit = Some(ExitStatus {
-                        code: None,
-                        signal: None,
-                    });
-                    inst.restarts = run.restart_count;
-                    let entry = &self.units[&run.unit];
-                    let again = matches!(
-                        entry.unit.restart,
-                        RestartPolicy::Always | RestartPolicy::OnFailure
-                    );
-                    let inst = &mut self.units.get_mut(&run.unit).expect("looked up").instances
-                        [run.instance as usize];
-                    if again {
-                        restart.push(run.unit.clone());
-                    } else {
-                        inst.state = InstanceState::Exited;
-                    }
-                }
-            }
-        }
-        if adopted.is_empty() && dead.is_empty() && stray.is_empty() {
-            return;
-        }
-        restart.sort();
-        restart.dedup();
-        self.event_global(
-            "recovered",
-            format!(
-                "adopted: [{}]; found dead: [{}]; restarting: [{}]; stopped, no longer configured: [{}]",
-                adopted.join(", "),
-                dead.join(", "),
-                restart.join(", "),
-                stray.join(", ")
-            ),
-        );
-        if let Err(e) = self.start_units(&restart) {
-            tracing::error!("recovery: {e}");
-        }
-    }
-
     fn start_autostart(&mut self) {
         let mut names: Vec<String> = self
             .units
@@ -698,23 +547,9 @@ impl Supervisor {
             Request::Kill(units, signal, reply) => {
                 let _ = reply.send(self.check_known(&units).map(|()| {
                     let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
-                    let cgroups = self.config.cgroups.clone();
                     for name in &units {
-                        let entry = self.units.get_mut(name).expect("checked");
-                        for inst in &mut entry.instances {
-                            match inst.pid {
-                                Some(pid) => signal_instance(
-                                    cgroups.as_deref(),
-                                    name,
-                                    inst.index,
-                                    pid,
-                                    signal,
-                                ),
-                                None if inst.spawn_token.is_some() => {
-                                    inst.pending_signal = Some(signal);
-                                }
-                                None => {}
-                            }
+                        for index in 0..self.units[name].instances.len() as u32 {
+                            self.decide(name, index, |inst, _, fx| inst.kill(signal, fx));
                         }
                         self.event(name, None, "killed", format!("{signal} by request"));
                     }
@@ -855,70 +690,5 @@ impl Supervisor {
             .filter(|i| instance.is_none_or(|want| want == *i))
             .map(|i| (i, logs::log_path(&self.config.log_dir, unit, i)))
             .collect())
-    }
-}
-
-/// `Some(reason)` when starting now would exceed the unit's start limit.
-fn start_limit_hit(unit: &Unit, inst: &mut Instance) -> Option<String> {
-    let now = Instant::now();
-    while inst
-        .recent_starts
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > unit.start_limit_interval)
-    {
-        inst.recent_starts.pop_front();
-    }
-    (inst.recent_starts.len() >= unit.start_limit_burst as usize).then(|| {
-        format!(
-            "start limit hit: {} starts within {:?}; `corralctl start {}` tries again",
-            inst.recent_starts.len(),
-            unit.start_limit_interval,
-            unit.name
-        )
-    })
-}
-
-/// `base * 2^failures`, capped at `max`.
-fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
-    let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(max).min(max)
-}
-
-/// Sends `signal` to an instance's process group and, in cgroup mode, to every process
-/// of its cgroup (those that left the group with `setsid` too); SIGKILL there is
-/// `cgroup.kill`, which no process can escape by forking.
-fn signal_instance(
-    cgroups: Option<&cgroup::Cgroups>,
-    unit: &str,
-    index: u32,
-    pid: i32,
-    signal: Signal,
-) {
-    kill_group(pid, signal);
-    let Some(cg) = cgroups else { return };
-    if signal == Signal::SIGKILL {
-        cg.kill(unit, index);
-        return;
-    }
-    for member in cg.pids(unit, index) {
-        match nix::sys::signal::kill(Pid::from_raw(member), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => tracing::warn!("kill({member}, {signal}): {e}"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let ms = Duration::from_millis;
-        assert_eq!(backoff(ms(100), ms(1000), 0), ms(100));
-        assert_eq!(backoff(ms(100), ms(1000), 1), ms(200));
-        assert_eq!(backoff(ms(100), ms(1000), 3), ms(800));
-        assert_eq!(backoff(ms(100), ms(1000), 4), ms(1000));
-        assert_eq!(backoff(ms(100), ms(1000), 200), ms(1000));
     }
 }

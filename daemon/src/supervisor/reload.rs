@@ -1,5 +1,6 @@
 //! Reload (changed units replaced once they have settled) and transient `run` units.
 
+use super::machine::ReloadAction;
 use super::*;
 
 impl Supervisor {
@@ -29,19 +30,14 @@ impl Supervisor {
         let mut to_start = Vec::new();
         for (name, unit) in new {
             let unit = Arc::new(unit);
-            match self.units.get_mut(&name) {
-                Some(entry) if !entry.transient && *entry.unit == *unit => {
-                    result.unchanged.push(name);
-                }
-                Some(entry) => {
-                    let was_active = !entry.settled();
-                    entry.pending = Some(Pending::Replace {
-                        unit,
-                        start: was_active,
-                    });
-                    if was_active {
-                        self.stop_unit(&name, None, "reload");
-                    }
+            let action = self
+                .units
+                .get(&name)
+                .map(|e| machine::reload_action(e, &unit));
+            match action {
+                Some(ReloadAction::Unchanged) => result.unchanged.push(name),
+                Some(ReloadAction::Replace { restart }) => {
+                    self.replace(&name, unit, restart);
                     result.changed.push(name);
                 }
                 None => {
@@ -99,19 +95,28 @@ impl Supervisor {
                     self.stop_unit(&name, None, "reload");
                     result.removed.push(name);
                 }
-                Some(unit) if unit == *entry.unit => result.unchanged.push(name),
-                Some(unit) => {
-                    let was_active = !entry.settled();
-                    entry.pending = Some(Pending::Replace {
-                        unit: Arc::new(unit),
-                        start: was_active,
-                    });
-                    if was_active {
-                        self.stop_unit(&name, None, "reload");
+                Some(unit) => match machine::reload_action(entry, &unit) {
+                    ReloadAction::Unchanged => result.unchanged.push(name),
+                    ReloadAction::Replace { restart } => {
+                        self.replace(&name, Arc::new(unit), restart);
+                        result.changed.push(name);
                     }
-                    result.changed.push(name);
-                }
+                },
             }
+        }
+    }
+
+    /// Swaps in a changed definition of `name` once the unit has settled; with
+    /// `restart`, it is stopped first and started again with it.
+    fn replace(&mut self, name: &str, unit: Arc<Unit>, restart: bool) {
+        if let Some(entry) = self.units.get_mut(name) {
+            entry.pending = Some(Pending::Replace {
+                unit,
+                start: restart,
+            });
+        }
+        if restart {
+            self.stop_unit(name, None, "reload");
         }
     }
 

@@ -13,7 +13,7 @@ impl Supervisor {
                 let running = units
                     .get(name)
                     .and_then(|e| e.instances.get(*index as usize))
-                    .is_some_and(|i| i.pid.is_some() || i.spawn_token.is_some());
+                    .is_some_and(Instance::has_process);
                 !running && !cg.remove(name, *index)
             });
         }
@@ -26,7 +26,7 @@ impl Supervisor {
                 e.instances
                     .iter()
                     .enumerate()
-                    .filter(|(_, inst)| inst.pid.is_some())
+                    .filter(|(_, inst)| inst.run().is_some())
                     .map(|(i, _)| logs::Rotation {
                         path: logs::log_path(&self.config.log_dir, &e.unit.name, i as u32),
                         max_size: e.unit.log_max_size,
@@ -80,7 +80,7 @@ impl Supervisor {
                 units
                     .get(unit)
                     .and_then(|e| e.instances.first())
-                    .is_none_or(|i| i.pid.is_some() || !i.state.is_active())
+                    .is_none_or(|i| i.run().is_some() || !i.is_active())
             });
         self.pid_waiters = waiting;
         for (unit, reply) in ready {
@@ -88,7 +88,7 @@ impl Supervisor {
                 .units
                 .get(&unit)
                 .and_then(|e| e.instances.first())
-                .and_then(|i| i.pid)
+                .and_then(Instance::pid)
                 .map(|p| p as u32);
             let _ = reply.send(Ok(pid));
         }
@@ -181,10 +181,8 @@ impl Supervisor {
                     let mut fresh = UnitEntry::new(unit, false);
                     fresh.template = entry.template.take();
                     // Keep the history of instances that still exist.
-                    for (old, new) in entry.instances.drain(..).zip(fresh.instances.iter_mut()) {
-                        new.last_exit = old.last_exit;
-                        new.state = old.state;
-                        new.reason = old.reason;
+                    for (old, new) in entry.instances.iter().zip(fresh.instances.iter_mut()) {
+                        *new = old.replaced();
                     }
                     *entry = fresh;
                     if start {
@@ -226,7 +224,7 @@ impl Supervisor {
                             .iter()
                             .map(|i| InstanceExit {
                                 instance: i.index,
-                                state: i.state,
+                                state: i.wire_state(),
                                 exit: i.last_exit,
                                 reason: i.reason.clone(),
                             })

@@ -18,9 +18,7 @@ impl Supervisor {
         }
     }
 
-    /// One step of the shutdown order: daemon units at once (with `daemon_grace`), tasks
-    /// once they finish or the deadline passes; then services, each once nothing that
-    /// depends on it is still active (reverse dependency order).
+    /// One step of the shutdown order (decided by [`machine::shutdown_step`]).
     pub(super) fn pump_shutdown(&mut self) {
         let Some(shutdown) = &self.shutdown else {
             return;
@@ -33,24 +31,9 @@ impl Supervisor {
             .filter(|e| !e.settled())
             .map(|e| e.unit.clone())
             .collect();
-        // Services go last: tasks may still need them, and daemon units die first.
-        let first_phase_busy = active.iter().any(|u| u.daemon || u.kind == UnitKind::Task);
-        for unit in &active {
-            let go = if unit.daemon {
-                Some(Some(grace.min(unit.stop_timeout)))
-            } else if unit.kind == UnitKind::Task {
-                tasks_expired.then_some(None)
-            } else {
-                let has_active_dependent = active.iter().any(|other| {
-                    other.name != unit.name
-                        && (other.after.contains(&unit.name) || other.requires.contains(&unit.name))
-                });
-                (!first_phase_busy && !has_active_dependent).then_some(None)
-            };
-            if let Some(timeout) = go {
-                for index in 0..unit.instances {
-                    self.stop_instance(unit, index, timeout, "shutdown");
-                }
+        for (unit, timeout) in machine::shutdown_step(&active, tasks_expired, grace) {
+            for index in 0..unit.instances {
+                self.stop_instance(&unit, index, timeout, "shutdown");
             }
         }
         if self.units.values().all(UnitEntry::settled) {
@@ -67,7 +50,7 @@ impl Supervisor {
         let running = |e: &UnitEntry| {
             e.instances
                 .iter()
-                .filter(|i| i.state.is_active())
+                .filter(|i| i.is_active())
                 .map(|i| i.index)
                 .collect::<Vec<_>>()
         };
@@ -145,18 +128,13 @@ impl Supervisor {
     }
 
     pub(super) fn force_kill_all(&mut self) {
-        let cgroups = self.config.cgroups.clone();
-        for entry in self.units.values_mut() {
-            for inst in &mut entry.instances {
-                if let Some(pid) = inst.pid {
-                    let name = &entry.unit.name;
-                    signal_instance(cgroups.as_deref(), name, inst.index, pid, Signal::SIGKILL);
-                    inst.state = InstanceState::Stopping;
-                } else if inst.state.is_active() {
-                    inst.state = InstanceState::Stopped;
-                }
-                inst.generation += 1;
-            }
+        let all: Vec<(String, u32)> = self
+            .units
+            .values()
+            .flat_map(|e| e.instances.iter().map(|i| (e.unit.name.clone(), i.index)))
+            .collect();
+        for (name, index) in all {
+            self.decide(&name, index, |inst, _, fx| inst.force_kill(fx));
         }
     }
 }

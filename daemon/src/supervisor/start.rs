@@ -1,5 +1,6 @@
 //! Starting instances: explicit starts, dependency gating (`pump_starts`), spawning and
-//! what a spawn's outcome and a process's exit lead to (the restart policy).
+//! the outcomes of spawns and exits, handed to the state machine (`Instance::spawn`,
+//! `spawned`, `exited`, `restart_due` in `machine.rs`, where the restart policy is).
 
 use super::*;
 
@@ -42,22 +43,9 @@ impl Supervisor {
             }
         }
         for name in &closure {
-            let Some(entry) = self.units.get_mut(name) else {
-                continue;
-            };
-            for inst in &mut entry.instances {
-                if inst.state.is_active() {
-                    continue;
-                }
-                // An explicit start forgives the past: counters and the start limit reset.
-                inst.state = InstanceState::Starting;
-                inst.reason = None;
-                inst.checks.restarted_for = None;
-                inst.restarts = 0;
-                inst.consecutive_failures = 0;
-                inst.recent_starts.clear();
-                inst.pending_signal = None;
-                inst.generation += 1;
+            let count = self.units.get(name).map_or(0, |e| e.instances.len() as u32);
+            for index in 0..count {
+                self.decide(name, index, |inst, _, fx| inst.start(fx));
             }
         }
         self.pump_starts();
@@ -75,26 +63,21 @@ impl Supervisor {
                 .flat_map(|e| {
                     e.instances
                         .iter()
-                        .filter(|i| {
-                            i.state == InstanceState::Starting
-                                && i.spawn_token.is_none()
-                                && i.pid.is_none()
-                        })
+                        .filter(|i| i.state == State::Waiting)
                         .map(|i| (e.unit.name.clone(), i.index))
                 })
                 .collect();
             for (name, index) in waiting {
-                match self.deps_ready(&name) {
+                match machine::deps_ready(&self.units, &name) {
                     Ok(true) => {
                         self.spawn_instance(&name, index);
                         changed = true;
                     }
                     Ok(false) => {}
                     Err(reason) => {
-                        let inst = self.instance_mut(&name, index).expect("listed above");
-                        inst.state = InstanceState::Failed;
-                        inst.reason = Some(reason.clone());
-                        self.event(&name, Some(index), "dependency_failed", reason);
+                        self.decide(&name, index, |inst, _, fx| {
+                            inst.dependency_failed(reason, fx);
+                        });
                         changed = true;
                     }
                 }
@@ -105,52 +88,6 @@ impl Supervisor {
         }
     }
 
-    /// Ok(true): may start now. Ok(false): wait. Err: a requirement failed.
-    pub(super) fn deps_ready(&self, name: &str) -> Result<bool, String> {
-        let unit = &self.units[name].unit;
-        for dep in &unit.requires {
-            let Some(d) = self.units.get(dep) else {
-                return Err(format!("required unit `{dep}` does not exist"));
-            };
-            for i in &d.instances {
-                match (d.unit.kind, i.state) {
-                    (_, InstanceState::Failed) => {
-                        let why = i.reason.as_ref().map(|r| format!(": {r}"));
-                        return Err(format!(
-                            "required unit `{dep}` failed{}",
-                            why.unwrap_or_default()
-                        ));
-                    }
-                    (UnitKind::Service, InstanceState::Running) => {}
-                    (UnitKind::Task, InstanceState::Exited)
-                        if i.last_exit.is_some_and(|e| e.success()) => {}
-                    (UnitKind::Task, InstanceState::Exited) => {
-                        return Err(format!("required task `{dep}` exited unsuccessfully"));
-                    }
-                    (_, s) if s.is_active() => return Ok(false),
-                    (_, s) => {
-                        return Err(format!("required unit `{dep}` is {}", s.as_str()));
-                    }
-                }
-            }
-        }
-        for dep in unit.after.iter().filter(|d| !unit.requires.contains(d)) {
-            let Some(d) = self.units.get(dep) else {
-                continue;
-            };
-            let busy = d.instances.iter().any(|i| match i.state {
-                InstanceState::Starting | InstanceState::Backoff => true,
-                // "after a task" means after it has finished.
-                InstanceState::Running | InstanceState::Stopping => d.unit.kind == UnitKind::Task,
-                _ => false,
-            });
-            if busy {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     pub(super) fn instance_mut(&mut self, unit: &str, index: u32) -> Option<&mut Instance> {
         self.units
             .get_mut(unit)
@@ -159,34 +96,13 @@ impl Supervisor {
 
     /// Spawns one instance now, unless its start limit is used up.
     pub(super) fn spawn_instance(&mut self, name: &str, index: u32) {
-        let Some(entry) = self.units.get_mut(name) else {
-            return;
-        };
-        let unit = entry.unit.clone();
-        // Passed descriptors serve one start: corrald keeps no copy of a client's pipe
-        // open once the process has it (a restart writes to the unit's log instead).
-        let stdio = entry.stdio.take();
-        let inst = &mut entry.instances[index as usize];
-        if let Some(reason) = start_limit_hit(&unit, inst) {
-            inst.state = InstanceState::Failed;
-            inst.reason = Some(reason.clone());
-            self.event(name, Some(index), "gave_up", reason);
-            return;
-        }
-        inst.recent_starts.push_back(Instant::now());
         let token = self.tokens.issue((name.to_owned(), index));
-        inst.state = InstanceState::Starting;
-        inst.spawn_token = Some(token);
-        self.checks_before_spawn(name, index);
-        match self.spawn_spec(&unit, index) {
-            Ok(mut spec) => {
-                if let Some(fds) = stdio {
-                    spec.output = Output::Passed(fds);
-                }
-                self.procs.spawn(token, spec)
-            }
-            // Fails like a spawn that failed: the restart policy decides what follows.
-            Err(reason) => self.on_spawned(token, Err(reason)),
+        let now = Instant::now();
+        let used = self.decide(name, index, |inst, unit, fx| {
+            inst.spawn(unit, now, token, fx)
+        });
+        if used != Some(true) {
+            self.tokens.take(token);
         }
     }
 
@@ -249,84 +165,24 @@ impl Supervisor {
         let Some((name, index)) = self.tokens.take(token) else {
             return;
         };
-        let run_id = self.next_run_id;
-        let Some(entry) = self.units.get_mut(&name) else {
-            if let Ok(s) = result {
-                kill_group(s.pid, Signal::SIGKILL);
-            }
-            return;
-        };
-        let unit = entry.unit.clone();
-        let Some(inst) = entry.instances.get_mut(index as usize) else {
-            return;
-        };
-        if inst.spawn_token != Some(token) {
-            if let Ok(s) = result {
-                kill_group(s.pid, Signal::SIGKILL);
-            }
-            return;
-        }
-        inst.spawn_token = None;
-        match result {
-            Ok(spawned) => {
-                self.next_run_id += 1;
-                inst.pid = Some(spawned.pid);
-                inst.started = Some(Instant::now());
-                inst.reason = None; // a start that failed for lack of descriptors, say
-                inst.run_id = Some(run_id);
-                self.by_pid.insert(spawned.pid, (name.clone(), index));
-                self.store.run_started(RunStart {
-                    id: run_id,
-                    unit: name.clone(),
-                    instance: index,
-                    pid: spawned.pid,
-                    start_time: spawned.start_time,
-                    started_at: crate::clock::now_ms(),
-                    restart_count: inst.restarts,
-                    daemon: unit.daemon,
-                });
-                if let Some(signal) = inst.pending_signal.take() {
-                    kill_group(spawned.pid, signal);
-                }
-                if inst.state == InstanceState::Stopping {
-                    // A stop arrived while the spawn was in flight.
-                    let generation = inst.generation;
-                    self.signal_stop(&unit, index, spawned.pid, generation, None);
-                } else {
-                    self.spawn_succeeded(&name, index, spawned.pid);
-                }
-            }
-            Err(reason)
-                if inst.state != InstanceState::Stopping
-                    && self.shutdown.is_none()
-                    && unit.restart != RestartPolicy::No
-                    && crate::fds::names_exhaustion(&reason) =>
-            {
-                // Not the unit's fault: retried with backoff for as long as descriptors
-                // are short, and not counted against its start limit.
-                inst.recent_starts.pop_back();
-                let (delay, generation) = inst.back_off(&unit);
-                let reason = format!("out of file descriptors: {reason}; retrying in {delay:?}");
-                inst.reason = Some(reason.clone());
-                self.event(&name, Some(index), "spawn_failed", reason);
-                self.after(
-                    delay,
-                    Msg::RestartDue {
-                        unit: name,
-                        instance: index,
-                        generation,
-                    },
-                );
-            }
-            Err(reason) => {
-                let was_stopping = inst.state == InstanceState::Stopping;
-                inst.state = if was_stopping {
-                    InstanceState::Stopped
-                } else {
-                    InstanceState::Failed
-                };
-                inst.reason = Some(reason.clone());
-                self.event(&name, Some(index), "spawn_failed", reason);
+        let result = result.map(|s| (s.pid, s.start_time));
+        let (run_id, shutting_down) = (self.next_run_id, self.shutdown.is_some());
+        let clocks = (Instant::now(), crate::clock::now_ms());
+        let decided = self.decide(&name, index, |inst, unit, fx| {
+            inst.spawned(
+                unit,
+                token,
+                result.clone(),
+                run_id,
+                shutting_down,
+                clocks,
+                fx,
+            );
+        });
+        if decided.is_none() {
+            // Its unit was removed meanwhile.
+            if let Ok((pid, _)) = result {
+                kill_group(pid, Signal::SIGKILL);
             }
         }
     }
@@ -351,98 +207,20 @@ impl Supervisor {
             self.cgroups_to_remove.insert((name.clone(), index));
         }
         let shutting_down = self.shutdown.is_some();
-        let Some(entry) = self.units.get_mut(&name) else {
-            return;
-        };
-        let unit = entry.unit.clone();
-        let inst = &mut entry.instances[index as usize];
-        if inst.pid != Some(pid) {
-            return;
-        }
-        inst.pid = None;
-        inst.last_exit = Some(status);
-        // The tick checks only logs of instances with a process: check this one a last
-        // time, so that a stopped instance's log is within its bound too.
-        let rotation = logs::Rotation {
-            path: logs::log_path(&self.config.log_dir, &name, index),
-            max_size: unit.log_max_size,
-            keep: unit.log_keep,
-        };
-        tokio::task::spawn_blocking(move || logs::rotate_all(std::slice::from_ref(&rotation)));
-        let ran_for = inst.started.map_or(Duration::ZERO, |t| t.elapsed());
-        if let Some(run_id) = inst.run_id.take() {
-            self.store.run_ended(run_id, Some(status));
-        }
-        // Stopped by corrald for a failed check: restarted as after a failure.
-        let failed_check = inst.checks.kill_reason.take();
-        if inst.state == InstanceState::Stopping && failed_check.is_none() {
-            inst.state = InstanceState::Stopped;
-            inst.generation += 1;
-            self.event(&name, Some(index), "stopped", status.to_string());
-            return;
-        }
-        let restart = !shutting_down
-            && match unit.restart {
-                RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => !status.success() || failed_check.is_some(),
-                RestartPolicy::No => false,
-            };
-        if let (Some(why), false) = (&failed_check, restart) {
-            inst.state = InstanceState::Failed;
-            inst.generation += 1;
-            self.event(&name, Some(index), "failed", format!("{status}; {why}"));
-            return;
-        }
-        if let Some(why) = failed_check {
-            // Shown as the reason while the next runs go well (a spawn clears `reason`).
-            inst.checks.restarted_for = Some(why);
-        }
-        if !restart {
-            inst.state = InstanceState::Exited;
-            self.event(&name, Some(index), "exited", status.to_string());
-            return;
-        }
-        if ran_for >= unit.restart_delay_max.max(Duration::from_secs(1)) {
-            inst.consecutive_failures = 0; // it ran long enough to count as healthy
-        }
-        if let Some(reason) = start_limit_hit(&unit, inst) {
-            inst.state = InstanceState::Failed;
-            inst.reason = Some(reason.clone());
-            self.event(&name, Some(index), "gave_up", format!("{status}; {reason}"));
-            return;
-        }
-        let (delay, generation) = inst.back_off(&unit);
-        self.event(
-            &name,
-            Some(index),
-            "exited",
-            format!("{status}; restarting in {delay:?}"),
-        );
-        self.after(
-            delay,
-            Msg::RestartDue {
-                unit: name,
-                instance: index,
-                generation,
-            },
-        );
+        let now = Instant::now();
+        self.decide(&name, index, |inst, unit, fx| {
+            inst.exited(unit, pid, status, shutting_down, now, fx)
+        });
     }
 
     pub(super) fn on_restart_due(&mut self, name: &str, index: u32, generation: u64) {
-        let Some(inst) = self.instance_mut(name, index) else {
-            return;
-        };
-        if inst.generation != generation || inst.state != InstanceState::Backoff {
-            return;
+        let token = self.tokens.issue((name.to_owned(), index));
+        let now = Instant::now();
+        let used = self.decide(name, index, |inst, unit, fx| {
+            inst.restart_due(unit, generation, now, token, fx)
+        });
+        if used != Some(true) {
+            self.tokens.take(token);
         }
-        inst.restarts += 1;
-        let restarts = inst.restarts;
-        self.event(
-            name,
-            Some(index),
-            "restarting",
-            format!("restart #{restarts}"),
-        );
-        self.spawn_instance(name, index);
     }
 }
