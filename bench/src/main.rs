@@ -12,6 +12,7 @@ mod daemon;
 mod floor;
 mod peers;
 mod pool;
+mod pool_nodes;
 mod soak;
 mod workloads;
 
@@ -148,6 +149,8 @@ fn main() -> anyhow::Result<()> {
     if wanted("pool") {
         eprintln!("running pool workloads ...");
         reports.extend(pool::reports(&env, rounds, args.quick));
+        eprintln!("running pool workloads across nodes ...");
+        reports.extend(pool_nodes::report(dir.path(), rounds, args.quick));
     }
     env.stop();
     print!("{}", markdown(&reports, rounds, window));

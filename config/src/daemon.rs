@@ -80,6 +80,9 @@ pub struct DaemonConfig {
     /// SQLite state database.
     #[serde(default)]
     pub backend: BackendConfig,
+    /// With a shared backend: how many pool items this node runs at once, across all
+    /// jobs (default: its CPU count).
+    pub pool_slots: Option<usize>,
 }
 
 /// The `[backend]` table of `corral.toml`: a PostgreSQL database shared by corrald nodes.

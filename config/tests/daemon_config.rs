@@ -84,6 +84,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             lease: Some(Duration::from_secs(10)),
             poll: Some(Duration::from_millis(500)),
         },
+        pool_slots: Some(8),
     };
     assert_eq!(config, want);
 }

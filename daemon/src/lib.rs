@@ -131,8 +131,10 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     // One process thread starts processes and reaps for everyone; each event goes to its owner.
     let (sup_tx, sup_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pool_tx, pool_rx) = tokio::sync::mpsc::unbounded_channel();
+    let cluster_router = Arc::new(pool::nodes::Router::default());
     let procs = {
         let (sup_tx, pool_tx) = (sup_tx.clone(), pool_tx.clone());
+        let cluster_router = cluster_router.clone();
         ProcessThread::start(move |owner, event| match owner {
             Owner::Supervisor => {
                 let _ = sup_tx.send(supervisor::Msg::Proc(event));
@@ -140,6 +142,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
             Owner::Pool => {
                 let _ = pool_tx.send(pool::PoolMsg::Proc(event));
             }
+            Owner::Cluster => cluster_router.route(event),
         })?
     };
     let (supervisor, sup_task) = Supervisor::start(
@@ -156,6 +159,26 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         log_dir: settings.log_dir.clone(),
         socket: settings.socket.clone(),
     };
+    let cluster = match &settings.backend {
+        Some(backend) => {
+            let dir = settings
+                .state_dir
+                .join("pool-nodes")
+                .join(std::process::id().to_string());
+            let _ = std::fs::remove_dir_all(settings.state_dir.join("pool-nodes"));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let exec = pool::nodes::Executor {
+                procs: procs.clone(),
+                router: cluster_router,
+                dir,
+                socket: settings.socket.clone(),
+                slots: settings.pool_slots,
+            };
+            Some(pool::nodes::ClusterPool::start(backend.clone(), exec).await?)
+        }
+        None => None,
+    };
     let pool =
         pool::PoolManager::start(pool_paths, store.clone(), procs, (pool_tx, pool_rx)).await?;
     let ctx = Arc::new(Context {
@@ -163,6 +186,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         supervisor: supervisor.clone(),
         store: store.clone(),
         pool: pool.clone(),
+        cluster: cluster.clone(),
         request_shutdown: lifecycle.shutdown.clone(),
         all_stopped: CancellationToken::new(),
         started: std::time::Instant::now(),
@@ -197,7 +221,12 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
     let everything = async {
         tokio::join!(
             supervisor.shutdown(),
-            pool.shutdown(settings.shutdown_timeout)
+            pool.shutdown(settings.shutdown_timeout),
+            async {
+                if let Some(cluster) = &cluster {
+                    cluster.shutdown().await;
+                }
+            }
         );
     };
     tokio::pin!(everything);

@@ -53,6 +53,8 @@ pub struct Settings {
     pub cgroups: bool,
     /// The shared PostgreSQL backend (`--backend`, `[backend]`); `None`: SQLite.
     pub backend: Option<crate::backend::BackendSettings>,
+    /// With a shared backend: pool items this node runs at once (`pool_slots`).
+    pub pool_slots: usize,
 }
 
 /// What one HTTP client may hold: a connection slot, for a bounded time.
@@ -228,6 +230,13 @@ impl Settings {
             enable: file.enable.clone(),
             cgroups: file.cgroups.unwrap_or(true),
             backend: resolve_backend(flags, &file.backend)?,
+            pool_slots: match file.pool_slots {
+                Some(0) => {
+                    anyhow::bail!("pool_slots must be at least 1 (the default is the CPU count)")
+                }
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
         })
     }
 

@@ -952,6 +952,22 @@ pub struct PoolJob {
     /// Ended at, unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<i64>,
+    /// With a shared backend, in `pool_status`: each node's share of the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<PoolNodeShare>,
+}
+
+/// One node's share of a pool job run across nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolNodeShare {
+    /// The node's name.
+    pub node: String,
+    /// Items it runs now.
+    pub running: usize,
+    /// Items it ran that succeeded.
+    pub succeeded: usize,
+    /// Items it ran that failed.
+    pub failed: usize,
 }
 
 /// One item's outcome.
@@ -982,6 +998,9 @@ pub struct PoolItem {
     pub started_ms: i64,
     /// Ended at, unix ms.
     pub ended_ms: i64,
+    /// The node that ran it, with a shared backend (`corrald --backend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Result of [`Op::PoolAppend`]: where the appended inputs are in the job.

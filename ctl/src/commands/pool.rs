@@ -137,7 +137,7 @@ fn follow(client: &Client, out: &Output, job: PoolJob) -> Result<ExitCode, Error
 
 /// One line of `pool map --json`.
 fn item_record(item: &PoolItem) -> serde_json::Value {
-    serde_json::json!({
+    let mut record = serde_json::json!({
         "index": item.index,
         "input": item.input,
         "ok": item.ok,
@@ -148,7 +148,12 @@ fn item_record(item: &PoolItem) -> serde_json::Value {
         "truncated": item.truncated,
         "attempts": item.attempts,
         "duration_ms": item.ended_ms - item.started_ms,
-    })
+    });
+    // With a shared backend: the node that ran it.
+    if let Some(node) = &item.node {
+        record["node"] = node.as_str().into();
+    }
+    record
 }
 
 fn report(job: &PoolJob, failed: &[PoolItem]) -> Result<ExitCode, Error> {
@@ -309,6 +314,22 @@ pub fn status(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error
         out.print_json(&info);
     } else {
         print!("{}", job_table(std::slice::from_ref(&info)));
+        if !info.nodes.is_empty() {
+            let rows: Vec<Vec<String>> = info
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.node.clone(),
+                        n.running.to_string(),
+                        n.succeeded.to_string(),
+                        n.failed.to_string(),
+                    ]
+                })
+                .collect();
+            println!();
+            print!("{}", table(&["NODE", "RUNNING", "OK", "FAILED"], &rows));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 //! task; the supervisor's records (runs, events, pool jobs) stay in the node's own SQLite.
 
 pub mod pg;
+pub mod pool;
 mod schema;
 
 use std::time::Duration;

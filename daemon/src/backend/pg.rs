@@ -127,7 +127,8 @@ pub enum StartError {
         reason: String,
     },
     /// The schema could not be brought up to date, or is newer than this code.
-    #[error("PostgreSQL at {url}: {source}")]
+    // The source is not in the message: `{:#}` prints the chain once.
+    #[error("PostgreSQL at {url}")]
     Schema {
         /// The URL, password hidden.
         url: String,
@@ -135,7 +136,7 @@ pub enum StartError {
         source: schema::MigrateError,
     },
     /// A start-up statement failed.
-    #[error("PostgreSQL at {url}: {source}")]
+    #[error("PostgreSQL at {url}")]
     Sql {
         /// The URL, password hidden.
         url: String,

@@ -7,8 +7,8 @@
 
 use tokio_postgres::Client;
 
-/// Schema version this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+/// Schema version this code writes and reads: one per migration.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Advisory lock key taken by migrations (`corral` in ASCII).
 const MIGRATION_LOCK: i64 = 0x636f_7272_616c;
@@ -53,6 +53,41 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX corral_lock_waiters_name ON corral_lock_waiters (name, id);
      CREATE INDEX corral_lock_waiters_node ON corral_lock_waiters (node);",
+    // 3: pool jobs across nodes (see `backend::pool`). An item is `pending`, `running`
+    // (claimed by `node` for attempt `attempt`) or `done` (its `result`); the partial
+    // indexes hold only pending and running items, so a recorded item leaves the claim
+    // path and only its result row remains.
+    "CREATE TABLE corral_pool_jobs (
+         id bigserial PRIMARY KEY,
+         name text,
+         spec text NOT NULL,
+         total integer NOT NULL,
+         workers integer NOT NULL,
+         retries integer NOT NULL,
+         state text NOT NULL DEFAULT 'running',
+         submitted_by text NOT NULL,
+         created_at timestamptz NOT NULL DEFAULT now(),
+         finished_at timestamptz
+     );
+     CREATE INDEX corral_pool_jobs_running ON corral_pool_jobs (id) WHERE state = 'running';
+     CREATE TABLE corral_pool_items (
+         job bigint NOT NULL REFERENCES corral_pool_jobs (id) ON DELETE CASCADE,
+         idx integer NOT NULL,
+         input text NOT NULL,
+         state text NOT NULL DEFAULT 'pending',
+         node text,
+         attempt integer NOT NULL DEFAULT 0,
+         failures integer NOT NULL DEFAULT 0,
+         ok boolean,
+         exit_code integer,
+         result text,
+         claimed_at timestamptz,
+         finished_at timestamptz,
+         PRIMARY KEY (job, idx)
+     );
+     CREATE INDEX corral_pool_items_pending ON corral_pool_items (job, idx) WHERE state = 'pending';
+     CREATE INDEX corral_pool_items_running ON corral_pool_items (node, job) WHERE state = 'running';
+     CREATE INDEX corral_pool_items_running_job ON corral_pool_items (job) WHERE state = 'running';",
 ];
 
 /// Why [`migrate`] refused.
@@ -67,7 +102,7 @@ pub enum MigrateError {
         found: i32,
     },
     /// A statement failed.
-    #[error("schema migration failed: {0}")]
+    #[error("schema migration failed")]
     Sql(#[from] tokio_postgres::Error),
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::{Outcome, ok};
 use crate::context::Context;
 pub use crate::pool::Wait;
+use crate::pool::nodes::not_across_nodes;
 use crate::pool::{JobSpec, PoolRequest};
 use crate::replies::Replies;
 use crate::supervisor::Request;
@@ -42,6 +43,17 @@ pub struct Submit {
 
 pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
     let bad = |m: String| Err(ErrorBody::new(ErrorCode::BadRequest, m));
+    if ctx.cluster.is_some() {
+        if s.pool.is_some() {
+            return Err(not_across_nodes("a named pool (--pool)"));
+        }
+        if s.stream || s.open {
+            return Err(not_across_nodes("stream mode (and open jobs)"));
+        }
+        // The job outlives its submitter's node: the submitting connection still cancels
+        // it when it closes, but no node watches a client process of another.
+        s.owner = None;
+    }
     if let Some(name) = s.pool.take() {
         if !s.command.is_empty() {
             return bad(format!("give either --pool {name} or a command, not both"));
@@ -135,6 +147,9 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
     };
     let name = s.name;
     let inputs = s.inputs;
+    if let Some(cluster) = &ctx.cluster {
+        return ok(cluster.submit(name, spec, inputs).await?);
+    }
     let job = ctx
         .pool
         .ask(|r| PoolRequest::Submit(name, Box::new(spec), inputs, r))
@@ -151,6 +166,9 @@ pub async fn append(
     inputs: Vec<String>,
     release_before: Option<usize>,
 ) -> Outcome {
+    if ctx.cluster.is_some() {
+        return Err(not_across_nodes("an open job (pool_append)"));
+    }
     if inputs.iter().any(|i| i.contains('\n')) {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,
@@ -168,6 +186,9 @@ pub async fn append(
 
 /// `pool_close`: an open job takes no more inputs.
 pub async fn close(ctx: &Context, job: u64) -> Outcome {
+    if ctx.cluster.is_some() {
+        return Err(not_across_nodes("an open job (pool_close)"));
+    }
     let job = ctx.pool.ask(|r| PoolRequest::Close(job, r)).await?;
     ctx.store.sync().await?;
     ok(job)
@@ -188,7 +209,16 @@ pub async fn wait(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let events = results.then_some(tx);
     let pool = ctx.pool.clone();
-    let done = pool.ask(move |r| PoolRequest::Wait(target, events, r));
+    let cluster = ctx.cluster.clone();
+    let done = async move {
+        match cluster {
+            Some(cluster) => cluster.wait(target, events).await,
+            None => {
+                pool.ask(move |r| PoolRequest::Wait(target, events, r))
+                    .await
+            }
+        }
+    };
     tokio::pin!(done);
     let expired = async {
         match timeout {
@@ -232,18 +262,30 @@ pub async fn wait(
 }
 
 pub async fn status(ctx: &Context, job: u64) -> Outcome {
+    if let Some(cluster) = &ctx.cluster {
+        return ok(cluster.status_by_node(job).await?);
+    }
     ok(ctx.pool.ask(|r| PoolRequest::Status(job, r)).await?)
 }
 
 pub async fn results(ctx: &Context, job: u64) -> Outcome {
+    if let Some(cluster) = &ctx.cluster {
+        return ok(cluster.results(job).await?);
+    }
     ok(ctx.pool.ask(|r| PoolRequest::Results(job, r)).await?)
 }
 
 pub async fn list(ctx: &Context) -> Outcome {
+    if let Some(cluster) = &ctx.cluster {
+        return ok(cluster.list().await?);
+    }
     ok(ctx.pool.ask(PoolRequest::List).await?)
 }
 
 pub async fn cancel(ctx: &Context, job: u64) -> Outcome {
+    if let Some(cluster) = &ctx.cluster {
+        return ok(cluster.cancel(job).await?);
+    }
     let job = ctx.pool.ask(|r| PoolRequest::Cancel(job, r)).await?;
     ctx.store.sync().await?;
     ok(job)

@@ -225,12 +225,7 @@ async fn sample(ctx: &Context, prev: &mut Previous) -> Vec<(Key, f64)> {
     }
     prev.queues = seen;
 
-    let jobs = ctx
-        .pool
-        .ask(crate::pool::PoolRequest::List)
-        .await
-        .map(|l| l.jobs)
-        .unwrap_or_default();
+    let jobs = ctx.pool_list().await.map(|l| l.jobs).unwrap_or_default();
     let mut seen = HashMap::new();
     for j in jobs {
         // A finished job gets one last point, then no more.

@@ -37,7 +37,6 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::pool::PoolRequest;
 use crate::primitives::ConnInfo;
 use crate::store::History;
 use crate::supervisor::Request;
@@ -315,16 +314,11 @@ async fn api_unit(State(ctx): Shared, Path(name): Path<String>) -> Response {
 }
 
 async fn api_pools(State(ctx): Shared) -> Response {
-    reply(ctx.pool.ask(PoolRequest::List).await.map(|l| json!(l)))
+    reply(ctx.pool_list().await.map(|l| json!(l)))
 }
 
 async fn api_pool(State(ctx): Shared, Path(id): Path<u64>) -> Response {
-    reply(
-        ctx.pool
-            .ask(|r| PoolRequest::Status(id, r))
-            .await
-            .map(|j| json!(j)),
-    )
+    reply(ctx.pool_status(id).await.map(|j| json!(j)))
 }
 
 /// Everything the dashboard shows, typed; serialized at the edge (the page's
@@ -375,7 +369,7 @@ pub(crate) async fn snapshot(ctx: &Context) -> Snapshot {
         .await
         .ok()
         .and_then(|v| serde_json::from_value(v).ok());
-    let pools = ctx.pool.ask(PoolRequest::List).await.ok();
+    let pools = ctx.pool_list().await.ok();
     let rows = ctx
         .store
         .history(History::Events {
@@ -627,7 +621,7 @@ async fn post_cancel(State(ctx): Shared, headers: HeaderMap, Path(id): Path<u64>
     if let Err(e) = authorized(&ctx, &headers) {
         return error(e);
     }
-    let result = ctx.pool.ask(|r| PoolRequest::Cancel(id, r)).await;
+    let result = ctx.pool_cancel(id).await;
     let synced = ctx.store.sync().await;
     let result = result.and_then(|j| synced.map(|()| j));
     reply(result.map(|j| json!(j)))

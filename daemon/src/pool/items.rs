@@ -111,6 +111,7 @@ mod tests {
                     attempts: 1,
                     started_ms: 0,
                     ended_ms: 0,
+                    node: None,
                 })
             } else {
                 ItemState::Pending

@@ -14,6 +14,7 @@
 //! reaped by the supervisor's process thread ([`Owner::Pool`] routes their events here).
 
 mod items;
+pub mod nodes;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -342,6 +343,7 @@ impl Job {
             pending: self.items.len() - self.n_ok - self.n_failed - self.n_running,
             created_ms: self.created_ms,
             finished_ms: self.finished_ms,
+            nodes: Vec::new(),
         }
     }
 
@@ -858,7 +860,7 @@ impl PoolManager {
 }
 
 /// How to start one item (exec) or worker (stream) of a job.
-fn spawn_spec(
+pub(crate) fn spawn_spec(
     socket: &std::path::Path,
     spec: &JobSpec,
     argv: Vec<String>,
@@ -1040,6 +1042,7 @@ impl PoolManager {
             attempts: item.attempts,
             started_ms,
             ended_ms: now_ms(),
+            node: None,
         };
         self.store.pool_item_done(
             id,
@@ -1318,7 +1321,7 @@ fn slot_files(dir: &std::path::Path, slot: usize) -> (PathBuf, PathBuf) {
 }
 
 /// A file's text, cut at [`OUTPUT_CAP`] with the cut marked.
-fn read_capped(path: &std::path::Path) -> (String, bool) {
+pub(crate) fn read_capped(path: &std::path::Path) -> (String, bool) {
     use std::io::Read;
     let Ok(file) = std::fs::File::open(path) else {
         return (String::new(), false);

@@ -96,6 +96,8 @@ pub enum Owner {
     Supervisor,
     /// A pool item or worker.
     Pool,
+    /// An item of a pool job shared by the nodes of a backend (`pool::nodes`).
+    Cluster,
 }
 
 /// A started process.
@@ -378,7 +380,7 @@ impl Starter {
         // Only instances are adopted after a restart, by pid and start time.
         let start_time = match spec.owner {
             Owner::Supervisor => process_start_time(pid).unwrap_or(0),
-            Owner::Pool => 0,
+            Owner::Pool | Owner::Cluster => 0,
         };
         Ok(Spawned {
             pid,

@@ -17,6 +17,7 @@ mod notify;
 mod packaging;
 mod packaging_booted;
 mod pool;
+mod pool_nodes;
 mod primitives;
 mod protocol;
 mod reload;
