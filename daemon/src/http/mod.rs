@@ -174,6 +174,7 @@ async fn primitive_value(ctx: &Context, op: Op) -> Result<Value, ErrorBody> {
     );
     rx.await
         .map_err(|_| ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down"))?
+        .map(|reply| reply.to_value())
 }
 
 async fn primitive(State(ctx): Shared, op: Op) -> Response {
