@@ -433,6 +433,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn answers_split_across_reads_come_out_whole_and_in_order() {
+        let mut partial = Vec::new();
+        let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            split_lines(&mut partial, b"1\n4\r\n9", false),
+            some(&["1", "4"])
+        );
+        assert_eq!(partial, b"9");
+        assert_eq!(split_lines(&mut partial, b"", false), some(&[]));
+        assert_eq!(
+            split_lines(&mut partial, b"6\n25\n", false),
+            some(&["96", "25"])
+        );
+        assert!(partial.is_empty());
+        // At the end of the stream, a last line without its newline is an answer too.
+        assert_eq!(split_lines(&mut partial, b"36", false), some(&[]));
+        assert_eq!(split_lines(&mut partial, b"", true), some(&["36"]));
+        // A line that is not UTF-8 is reported as such (the worker is broken).
+        assert_eq!(
+            split_lines(&mut partial, b"\xff\n49\n", false),
+            vec![None, Some("49".to_string())]
+        );
+    }
+
+    #[test]
     fn a_dead_workers_error_quotes_the_end_of_its_stderr() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("pool-1.0.log");
