@@ -126,6 +126,9 @@ fn main() -> anyhow::Result<()> {
     if wanted("python") {
         eprintln!("running the Python client's workloads ...");
         reports.extend(workloads::python_reports(&env, rounds, window));
+    }
+    // `--only drop-in` (or `python`) runs these.
+    if wanted("python drop-in") {
         eprintln!("running the multiprocessing drop-in workloads ...");
         reports.extend(workloads::dropin_reports(&env, rounds));
     }
@@ -270,6 +273,15 @@ fn targets(reports: &[Report]) -> Vec<(String, String)> {
         corral("pool exec")
             .zip(median_of(reports, "pool exec", "xargs"))
             .map(|(c, x)| (x / c, x / c <= 1.2)),
+    );
+    // Times in ms: corral's over multiprocessing's, lower is better.
+    check(
+        "python drop-in Pool(4).map: corral's time ÷ multiprocessing's ≤ 3".into(),
+        ratio("python drop-in Pool(4).map", "multiprocessing").map(|r| (r, r <= 3.0)),
+    );
+    check(
+        "python drop-in Process start+join: corral's time ÷ multiprocessing spawn's ≤ 1.5".into(),
+        ratio("python drop-in Process start+join", "multiprocessing").map(|r| (r, r <= 1.5)),
     );
     check(
         "idle RSS with 200 processes < 10 MB".into(),

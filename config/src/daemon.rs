@@ -76,6 +76,24 @@ pub struct DaemonConfig {
     /// Each instance in a cgroup of its own where a writable cgroup v2 hierarchy exists
     /// (default true); false keeps to process groups.
     pub cgroups: Option<bool>,
+    /// Where queues, counters, arrays and locks live (`[backend]`); absent: the local
+    /// SQLite state database.
+    #[serde(default)]
+    pub backend: BackendConfig,
+}
+
+/// The `[backend]` table of `corral.toml`: a PostgreSQL database shared by corrald nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// PostgreSQL connection URI (`postgres://user:password@host:port/db`); absent: SQLite.
+    pub url: Option<String>,
+    /// This node's name among the nodes of the database (default: the host name).
+    pub node: Option<String>,
+    /// How long a node's lease lasts without a heartbeat, as a duration string
+    /// (default 10s): past it, other nodes release its locks.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub lease: Option<Duration>,
 }
 
 /// The `[access]` table: who may do what. Principals are `"*"` (anyone),
@@ -271,5 +289,24 @@ mod tests {
         assert!(parse_octal_mode("0689").is_err());
         assert!(parse_octal_mode("").is_err());
         assert!(parse_octal_mode("rw").is_err());
+    }
+
+    #[test]
+    fn backend_table() {
+        let text =
+            "[backend]\nurl = \"postgres://corral@db:5432/corral\"\nnode = \"a\"\nlease = \"4s\"\n";
+        let c = parse_daemon_config(Path::new("corral.toml"), text).unwrap();
+        assert_eq!(
+            c.backend.url.as_deref(),
+            Some("postgres://corral@db:5432/corral")
+        );
+        assert_eq!(c.backend.node.as_deref(), Some("a"));
+        assert_eq!(c.backend.lease, Some(Duration::from_secs(4)));
+        let bad = "[backend]\nurl = \"postgres://x\"\nleese = \"4s\"\n";
+        let e = parse_daemon_config(Path::new("corral.toml"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("corral.toml:3:1"), "{e}");
+        assert!(e.contains("leese"), "{e}");
     }
 }

@@ -62,8 +62,8 @@ mod unit;
 mod validate;
 
 pub use daemon::{
-    AccessConfig, DaemonConfig, HttpConfig, NameRule, QueueConfig, load_daemon_config,
-    parse_daemon_config,
+    AccessConfig, BackendConfig, DaemonConfig, HttpConfig, NameRule, QueueConfig,
+    load_daemon_config, parse_daemon_config,
 };
 pub use duration::{format_duration, parse_duration, parse_size};
 pub use envfile::{EnvFile, MAX_ENV_FILE, env_name_problem, parse_env_file, read_env_files};

@@ -78,6 +78,11 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
         )]
         .into(),
         cgroups: Some(true),
+        backend: corral_config::BackendConfig {
+            url: Some("postgres://corral:PASSWORD@db.example:5432/corral".into()),
+            node: Some("web1".into()),
+            lease: Some(Duration::from_secs(10)),
+        },
     };
     assert_eq!(config, want);
 }

@@ -15,6 +15,8 @@
 //! No module imports from this file: it only wires the tasks together in [`run`].
 
 pub mod access;
+pub mod actor;
+pub mod backend;
 pub mod clock;
 pub mod context;
 pub mod fds;
@@ -25,6 +27,7 @@ pub mod notify;
 pub mod pidwatch;
 pub mod pool;
 pub mod primitives;
+pub mod process;
 pub mod procstat;
 pub mod replies;
 pub mod server;
@@ -40,9 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 use context::Context;
 pub use lifecycle::Lifecycle;
+use process::{Owner, ProcessThread};
 pub use settings::{Overrides, Settings};
 use store::Store;
-use supervisor::process::{Owner, ProcessThread};
 use supervisor::{Supervisor, SupervisorConfig};
 
 /// Runs corrald until a shutdown completes. Start-up errors (an unreadable units
@@ -79,7 +82,10 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         declared_queues: settings.queues.clone(),
     };
     let policy = access::Policy::new(settings.access.as_ref())?;
-    let store = Store::open(&settings.db_path(), limits)?;
+    let mut store = Store::open(&settings.db_path(), limits)?;
+    if let Some(backend) = settings.backend.clone() {
+        store.attach(backend::pg::Pg::start(backend).await?);
+    }
     let units_count = units.len();
     // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;

@@ -29,6 +29,13 @@ struct Cli {
     /// HTTP status address (IP:PORT), or `off`.
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Keep queues, counters and locks in this PostgreSQL database, shared with the other
+    /// corrald nodes using it (postgres://USER:PASSWORD@HOST:PORT/DATABASE).
+    #[arg(long, value_name = "URL", env = "CORRAL_BACKEND")]
+    backend: Option<String>,
+    /// This node's name among the nodes of the backend (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// Use per-user (XDG) default paths even when running as root.
     #[arg(long)]
     user: bool,
@@ -73,6 +80,8 @@ fn main() -> ExitCode {
         log_dir: cli.log_dir,
         http: cli.http,
         user_mode: cli.user,
+        backend: cli.backend,
+        node: cli.node,
     };
     let settings = match Settings::resolve(&overrides, &file_config) {
         Ok(s) => s,

@@ -51,6 +51,8 @@ pub struct Settings {
     pub enable: std::collections::BTreeMap<String, Vec<String>>,
     /// Whether instances get cgroups of their own where the kernel allows.
     pub cgroups: bool,
+    /// The shared PostgreSQL backend (`--backend`, `[backend]`); `None`: SQLite.
+    pub backend: Option<crate::backend::BackendSettings>,
 }
 
 /// What one HTTP client may hold: a connection slot, for a bounded time.
@@ -96,6 +98,10 @@ pub struct Overrides {
     pub http: Option<String>,
     /// `--user`: use per-user (XDG) default paths even as root.
     pub user_mode: bool,
+    /// `--backend`
+    pub backend: Option<String>,
+    /// `--node`
+    pub node: Option<String>,
 }
 
 /// Default paths for a system service (root) or a user session.
@@ -221,6 +227,7 @@ impl Settings {
             access: file.access.clone(),
             enable: file.enable.clone(),
             cgroups: file.cgroups.unwrap_or(true),
+            backend: resolve_backend(flags, &file.backend)?,
         })
     }
 
@@ -228,6 +235,33 @@ impl Settings {
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("state.db")
     }
+}
+
+fn resolve_backend(
+    flags: &Overrides,
+    file: &corral_config::BackendConfig,
+) -> anyhow::Result<Option<crate::backend::BackendSettings>> {
+    let Some(url) = flags.backend.clone().or_else(|| file.url.clone()) else {
+        if flags.node.is_some() {
+            anyhow::bail!("--node names this node of a shared backend: give --backend URL too");
+        }
+        return Ok(None);
+    };
+    let node = flags
+        .node
+        .clone()
+        .or_else(|| file.node.clone())
+        .unwrap_or_else(crate::backend::host_name);
+    if node.is_empty() || node.len() > 200 || node.chars().any(char::is_control) {
+        anyhow::bail!(
+            "invalid node name {node:?}: give a non-empty name of at most 200 characters (--node NAME)"
+        );
+    }
+    let lease = file.lease.unwrap_or(crate::backend::DEFAULT_LEASE);
+    if lease < Duration::from_millis(300) {
+        anyhow::bail!("backend.lease must be at least 300ms (the default is 10s)");
+    }
+    Ok(Some(crate::backend::BackendSettings { url, node, lease }))
 }
 
 fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {

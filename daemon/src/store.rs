@@ -230,6 +230,11 @@ enum Command {
         first: usize,
         inputs: Vec<String>,
     },
+    PoolItemsReleased {
+        job: u64,
+        spec: String,
+        before: usize,
+    },
     LoadPoolJobs(oneshot::Sender<Vec<StoredJob>>),
     History(History, oneshot::Sender<HistoryRows>),
 }
@@ -323,6 +328,8 @@ pub struct StoredJob {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<Command>,
+    /// The shared backend, when `--backend` is set: coordination operations go there.
+    remote: Option<std::sync::Arc<crate::backend::pg::Pg>>,
 }
 
 impl Store {
@@ -337,7 +344,7 @@ impl Store {
         let epoch = next_epoch(&conn).map_err(sqlite)?;
         let mut snapshot = load_snapshot(&conn).map_err(sqlite)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let store = Store { tx };
+        let store = Store { tx, remote: None };
         let stored = load_sessions(&conn).map_err(sqlite)?;
         snapshot.anon = store.watch_sessions(stored);
         let prims = Primitives::new(limits, snapshot, epoch);
@@ -348,7 +355,16 @@ impl Store {
     /// Applies a coordination operation (queue, counter, array, lock) for `conn`;
     /// `reply` is called once, after the change is committed (or the wait ends).
     pub fn primitive(&self, conn: ConnInfo, op: Op, reply: ReplyFn) {
-        self.send(Command::Primitive { conn, op, reply });
+        match &self.remote {
+            Some(pg) => pg.apply(conn, op, reply),
+            None => self.send(Command::Primitive { conn, op, reply }),
+        }
+    }
+
+    /// Sends coordination operations to a shared backend from now on (call before the
+    /// store is cloned); the supervisor's records stay in SQLite.
+    pub fn attach(&mut self, pg: std::sync::Arc<crate::backend::pg::Pg>) {
+        self.remote = Some(pg);
     }
 
     /// The anonymous sessions of corrald's previous life, with their holders that are
@@ -382,12 +398,18 @@ impl Store {
 
     /// A connection closed: release its locks, drop its waiters.
     pub fn disconnect(&self, conn: u64) {
+        if let Some(pg) = &self.remote {
+            pg.disconnect(conn);
+        }
         self.send(Command::Disconnect(conn));
     }
 
     /// Whether a connection holds a lock or a lease, or has a request waiting (a
     /// connection that does may be silent for as long as it likes).
     pub async fn holds(&self, conn: u64) -> bool {
+        if self.remote.as_ref().is_some_and(|pg| pg.holds(conn)) {
+            return true;
+        }
         let (tx, rx) = oneshot::channel();
         self.send(Command::Holds(conn, tx));
         rx.await.unwrap_or(false)
@@ -417,6 +439,13 @@ impl Store {
             first,
             inputs,
         });
+    }
+
+    /// Forgets the items of a pool job before index `before` (an open job's client has
+    /// read their results), and records its settings, which say where its items now
+    /// start, with it.
+    pub fn pool_items_released(&self, job: u64, spec: String, before: usize) {
+        self.send(Command::PoolItemsReleased { job, spec, before });
     }
 
     /// Records the end of a pool job.
@@ -742,6 +771,7 @@ fn changes_visible_state(cmd: &Command) -> bool {
         | Command::PoolJobCreated(_)
         | Command::PoolItemDone { .. }
         | Command::PoolJobUpdated { .. }
+        | Command::PoolItemsReleased { .. }
         | Command::PoolJobEnded { .. } => true,
         Command::Sync(_)
         | Command::Holds(..)
@@ -952,6 +982,7 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         | Command::PoolJobCreated(_)
         | Command::PoolItemDone { .. }
         | Command::PoolJobUpdated { .. }
+        | Command::PoolItemsReleased { .. }
         | Command::PoolJobEnded { .. } => {}
     }
 }
@@ -1044,6 +1075,13 @@ fn apply_one(
             for (n, input) in inputs.iter().enumerate() {
                 insert.execute(params![job as i64, (first + n) as i64, input])?;
             }
+        }
+        Command::PoolItemsReleased { job, spec, before } => {
+            // With the settings that say where the items now start, in one transaction.
+            tx.prepare_cached("UPDATE pool_jobs SET spec = ?2 WHERE id = ?1")?
+                .execute(params![job as i64, spec])?;
+            tx.prepare_cached("DELETE FROM pool_items WHERE job = ?1 AND idx < ?2")?
+                .execute(params![job as i64, before as i64])?;
         }
         Command::PoolJobEnded {
             job,

@@ -450,6 +450,12 @@ pub enum Op {
         /// [`Op::PoolSubmit`]): how a client binds its job again after a restart of corrald.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cancel_on_disconnect: bool,
+        /// The client has read the results of every item before this index: corrald
+        /// drops those items (inputs and results, in memory and in its database) once
+        /// they are done, so a job that serves many calls stays bounded. A wait for
+        /// results of dropped items is refused; their counts stay in the job's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release_before: Option<usize>,
     },
     /// No more inputs for an open job: it ends once its items are done (its workers
     /// then get EOF on stdin). Result: [`PoolJob`].
@@ -1487,6 +1493,9 @@ pub enum ErrorCode {
     TooLarge,
     /// Durable storage refused the write (e.g. the disk is full); nothing changed.
     StorageFull,
+    /// The shared backend (PostgreSQL, `corrald --backend`) cannot be reached; nothing
+    /// changed. corrald reconnects by itself: retry later.
+    BackendUnavailable,
 }
 
 /// Result of [`Op::Hello`].

@@ -15,8 +15,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_client::Client;
+
+mod pg;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+pub use pg::{PG_PASSWORD, PgCluster, pg_bin_dir};
 
 /// Generous deadline for anything a test waits for: CI runs on 2 busy cores.
 pub const DEADLINE: Duration = Duration::from_secs(30);

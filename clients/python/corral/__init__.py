@@ -20,42 +20,72 @@ program. Needs cloudpickle. Every object talks to corrald over its Unix socket:
 ``$CORRAL_SOCKET``, else the default socket (see :func:`socket_path`).
 """
 
-import builtins
-from typing import Any, Dict, List, Optional
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from ._client import PROTOCOL_VERSION, Connection, call, socket_path
-from ._lock import Lock, RLock
-from ._pipe import JoinableQueue, Pipe, PipeConnection, SimpleQueue
-from ._sync import BoundedSemaphore, Event, Semaphore
-from ._pool import AsyncResult, Pool, PoolIterator
-from ._process import Process, active_children, current_process, parent_process
-from ._queue import Message, Queue
-from ._shared import Array, SharedValue, Value
-from .errors import (
-    CorralConnectionError,
-    CorralError,
-    CorralPermissionError,
-    Empty,
-    Full,
-    InvalidArgument,
-    Locked,
-    NotFound,
-    NotHeld,
-    OutOfRange,
-    Overflow,
-    PoolItemError,
-    ShuttingDown,
-    Timeout,
-)
+if TYPE_CHECKING:
+    from ._client import PROTOCOL_VERSION, Connection, call, socket_path
+    from ._lock import Lock, RLock
+    from ._mp import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
+    from ._pipe import JoinableQueue, Pipe, PipeConnection, SimpleQueue
+    from ._pool import AsyncResult, Pool, PoolIterator
+    from ._process import Process, active_children, current_process, parent_process
+    from ._queue import Message, Queue
+    from ._shared import Array, SharedValue, Value
+    from ._sync import BoundedSemaphore, Event, Semaphore
+    from .errors import (
+        CorralConnectionError,
+        CorralError,
+        CorralPermissionError,
+        Empty,
+        Full,
+        InvalidArgument,
+        Locked,
+        NotFound,
+        NotHeld,
+        OutOfRange,
+        Overflow,
+        PoolItemError,
+        ShuttingDown,
+        Timeout,
+    )
 
-from multiprocessing import AuthenticationError, BufferTooShort, ProcessError  # noqa: E402
-from multiprocessing import TimeoutError as _mp_TimeoutError  # noqa: E402
+# Where each name of the API lives. They are imported on first use (PEP 562), so that a
+# Pool worker or a child, which imports this package first, loads only what it runs:
+# interpreter start-up is most of what a Pool's first map costs.
+_LAZY: Dict[str, str] = {}
+for _module, _names in (
+    ("_client", "PROTOCOL_VERSION Connection call socket_path"),
+    ("_lock", "Lock RLock"),
+    ("_mp", "AuthenticationError BufferTooShort ProcessError TimeoutError"),
+    ("_pipe", "JoinableQueue Pipe PipeConnection SimpleQueue"),
+    ("_pool", "AsyncResult Pool PoolIterator"),
+    ("_process", "Process active_children current_process parent_process"),
+    ("_queue", "Message Queue"),
+    ("_shared", "Array SharedValue Value"),
+    ("_sync", "BoundedSemaphore Event Semaphore"),
+    (
+        "errors",
+        "CorralConnectionError CorralError CorralPermissionError Empty Full InvalidArgument "
+        "Locked NotFound NotHeld OutOfRange Overflow PoolItemError ShuttingDown Timeout",
+    ),
+):
+    for _name in _names.split():
+        _LAZY[_name] = _module
+del _module, _names, _name
 
 
-class TimeoutError(_mp_TimeoutError, builtins.TimeoutError):  # noqa: A001
-    """``AsyncResult.get(timeout)`` ran out of time: a ``multiprocessing.TimeoutError``
-    (so ``except multiprocessing.TimeoutError`` catches it) and a builtin
-    ``TimeoutError``."""
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'corral' has no attribute %r" % (name,))
+    value = getattr(import_module("." + module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __version__ = "0.1.0"
@@ -166,5 +196,7 @@ def cpu_count() -> int:
 
 def status(unit: Optional[str] = None, socket: Optional[str] = None) -> Any:
     """corrald's ``status``: units and their instances (one unit if ``unit`` is given)."""
+    from ._client import call
+
     fields: Dict[str, Any] = {} if unit is None else {"unit": unit}
     return call("status", socket=socket, **fields)

@@ -23,7 +23,7 @@ from typing import (
     cast,
 )
 
-from . import _client, _payload
+from . import _client, _mp, _payload
 from ._process import Command, split_command
 from ._queue import timeout_ms
 from .errors import CorralConnectionError, CorralError, PoolItemError, Timeout
@@ -135,6 +135,12 @@ class Pool:
         self._payload: Optional[str] = None  # the pickled function of the last function-form job
         self._payloads: Dict[int, str] = {}  # job id -> payload file, removed when the job is over
         self._open: Optional[int] = None  # the open job of the function form (its workers)
+        # Batches of the open job read to the end (first -> count), and the index before
+        # which every answer has been read: sent with the next pool_append, so corrald
+        # drops those items and the job stays bounded however many maps it serves.
+        self._read: Dict[int, int] = {}
+        self._read_before = 0
+        self._read_lock = threading.Lock()
         self._maxtasks = maxtasksperchild
         self._pid = os.getpid()
         _POOLS.add(self)
@@ -300,11 +306,9 @@ class Pool:
         error_callback: Optional[Callable[[BaseException], object]] = None,
     ) -> "ApplyResult":
         """``apply`` that returns an :class:`ApplyResult` at once."""
-        result = self._fmap(
+        return self._fmap(
             func, [(tuple(args), dict(kwds or {}))], 1, "apply", callback, error_callback
         )
-        result._single = True
-        return result
 
     # -- function form: workers are `python -m corral._worker` of a stream-mode job ---
 
@@ -333,15 +337,16 @@ class Pool:
         if not callable(func):
             raise TypeError("%r is not callable" % (func,))
         fbytes = _payload.dumps(func, "the pool function %r" % (func,))
+        if not chunks:
+            return []
+        from ._process import _owner_connection
+
+        # The workers start (a first call's) while the tasks are pickled here.
+        job = self._open_job()
         lines: List[str] = []
         for chunk in chunks:
             data = _payload.dumps((mode, fbytes, chunk), "a task of %r" % (func,))
             lines.append(base64.b64encode(data).decode("ascii"))
-        if not lines:
-            return []
-        from ._process import _owner_connection
-
-        job = self._open_job()
         batches: List[_Batch] = []
         batch: List[str] = []
         size = 0
@@ -352,9 +357,12 @@ class Pool:
                 continue
             # Through this program's owner connection: corrald cancels the job when it
             # closes (this program exited or was killed).
-            got = _owner_connection(self._socket).request(
-                "pool_append", {"job": job, "inputs": batch, "cancel_on_disconnect": True}
-            )
+            fields: Dict[str, Any] = {
+                "job": job, "inputs": batch, "cancel_on_disconnect": True
+            }
+            if self._read_before:
+                fields["release_before"] = self._read_before
+            got = _owner_connection(self._socket).request("pool_append", fields)
             batches.append(_Batch(job, got["first"], got["count"]))
             batch, size = ([line], len(line) + 4) if line is not None else ([], 0)
         return batches
@@ -402,7 +410,7 @@ class Pool:
         error_callback: Optional[Callable[[BaseException], object]] = None,
     ) -> "ApplyResult":
         batches = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
-        return ApplyResult(self, batches, callback, error_callback)
+        return ApplyResult(self, batches, callback, error_callback, single=mode == "apply")
 
     def _fiter(
         self,
@@ -411,10 +419,15 @@ class Pool:
         chunksize: Optional[int],
         mode: str,
     ) -> Outcomes:
-        for batch in self._fsubmit(func, self._chunks(iterable, chunksize), mode):
-            for outcome in self._batch_results(batch):
-                for value in _decode_chunk(outcome):
-                    yield value
+        batches = self._fsubmit(func, self._chunks(iterable, chunksize), mode)
+        try:
+            for batch in batches:
+                for outcome in self._batch_results(batch):
+                    for value in _decode_chunk(outcome):
+                        yield value
+        finally:
+            for batch in batches:
+                self._batch_read(batch)
 
     def _done(self, job: int) -> None:
         self._finished(job)
@@ -434,6 +447,23 @@ class Pool:
         """The answers of one batch of the open job, in order. A wait cut short (corrald
         restarted) is taken up again from the next answer: the job and the answers
         recorded so far are corrald's, kept across its restart."""
+        try:
+            for outcome in self._batch_answers(batch):
+                yield outcome
+        finally:
+            # Read, or given up (an imap left early): corrald may drop it either way.
+            self._batch_read(batch)
+
+    def _batch_read(self, batch: "_Batch") -> None:
+        """No more waits for this batch's answers (read, or given up)."""
+        if batch.job != self._open or batch.first < self._read_before:
+            return
+        with self._read_lock:
+            self._read[batch.first] = batch.count
+            while self._read_before in self._read:
+                self._read_before += self._read.pop(self._read_before)
+
+    def _batch_answers(self, batch: "_Batch") -> Outcomes:
         seen = 0
         deadline: Optional[float] = None
         while seen < batch.count:
@@ -605,13 +635,26 @@ def _decode_chunk(outcome: Any) -> List[Any]:
             "a pool worker sent an answer that cannot be read (%s): %r" % (e, outcome[:200]),
             "protocol",
         ) from None
+    _print(answer[-1])
     if answer[0] == "ok":
         return answer[1]
-    _, exc, tb = answer
+    _, exc, tb, _ = answer
     if exc is None:
         exc = CorralError("a pool task failed:\n%s" % tb, "failed")
     exc.__cause__ = RemoteTraceback(tb)
     raise exc
+
+
+def _print(printed: Any) -> None:
+    """Writes what a chunk's tasks printed to this program's stdout and stderr, as
+    multiprocessing's workers, which share the parent's."""
+    for text, stream in zip(printed, (sys.stdout, sys.stderr)):
+        if text and stream is not None:
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 class ApplyResult:
@@ -625,11 +668,14 @@ class ApplyResult:
         batches: List[_Batch],
         callback: Optional[Callable[[Any], object]] = None,
         error_callback: Optional[Callable[[BaseException], object]] = None,
+        single: bool = False,
     ) -> None:
         self._pool = pool
         self._batches = batches
         self.jobs = sorted({b.job for b in batches})
-        self._single = False
+        # Set before the waiting thread starts: an answer that comes back at once must
+        # still be unwrapped (`apply` returns the value, not a one-item list).
+        self._single = single
         self._callback = callback
         self._error_callback = error_callback
         self._event = threading.Event()
@@ -647,7 +693,12 @@ class ApplyResult:
             self._value = values[0] if self._single and values else values
         except BaseException as e:  # noqa: BLE001 - handed to get()
             self._error = e
-        self._event.set()
+        finally:
+            # The batches after a failed task are not waited for.
+            for batch in self._batches:
+                self._pool._batch_read(batch)
+        # The callback runs before the result is ready, as multiprocessing's: once get()
+        # returns, the callback has been called.
         try:
             if self._error is None:
                 if self._callback is not None:
@@ -658,6 +709,7 @@ class ApplyResult:
             import traceback
 
             traceback.print_exc()
+        self._event.set()
 
     def ready(self) -> bool:
         return self._event.is_set()
@@ -674,7 +726,7 @@ class ApplyResult:
         """The result (raises the task's exception); ``corral.TimeoutError`` if it is
         not ready after ``timeout`` seconds."""
         if not self._event.wait(timeout):
-            from . import TimeoutError as _TimeoutError
+            from ._mp import TimeoutError as _TimeoutError
 
             raise _TimeoutError("the pool job %s is still running" % self.jobs)
         if self._error is not None:
@@ -749,7 +801,7 @@ class AsyncResult:
             return []
         self.wait(timeout)
         if not self.ready():
-            raise TimeoutError("pool job %d is still running" % self.job)
+            raise _mp.TimeoutError("pool job %d is still running" % self.job)
         self._pool._finished(self.job)
         results = _client.call("pool_results", socket=self._pool._socket, job=self.job)
         items = results.get("items", [])

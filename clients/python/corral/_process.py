@@ -141,12 +141,15 @@ class Process:
         self._pid: Optional[int] = None
         self._exitcode: Optional[int] = None
         self._settled = False
+        self._closed = False
         self._payload: Optional[str] = None
         self.failure_reason: Optional[str] = None
         self._parent_pid: Optional[int] = os.getpid()
 
     # What travels to a function-form child: everything but the parent's bookkeeping.
-    _RUNTIME = ("_started", "_pid", "_exitcode", "_settled", "_payload", "failure_reason")
+    _RUNTIME = (
+        "_started", "_pid", "_exitcode", "_settled", "_closed", "_payload", "failure_reason"
+    )
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
@@ -160,6 +163,7 @@ class Process:
         self._pid = os.getpid()
         self._exitcode = None
         self._settled = False
+        self._closed = False
         self._payload = None
         self.failure_reason = None
 
@@ -185,6 +189,7 @@ class Process:
 
     def start(self) -> None:
         """Starts the child (returns once corrald has started it)."""
+        self._check_closed()
         if self._started:
             raise AssertionError("cannot start a process twice")
         if self._parent_pid != os.getpid() and _CURRENT[0] is self:
@@ -264,7 +269,12 @@ class Process:
         self.start()
         self.join()
 
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise ValueError("process object is closed")
+
     def _check_started(self) -> None:
+        self._check_closed()
         if not self._started:
             raise AssertionError("can only use a started process")
 
@@ -313,6 +323,7 @@ class Process:
 
     def is_alive(self) -> bool:
         """Whether it is still running (or starting, or stopping)."""
+        self._check_closed()
         if not self._started or self._settled:
             return False
         self._poll()
@@ -321,6 +332,7 @@ class Process:
     @property
     def exitcode(self) -> Optional[int]:
         """None while it runs; then the exit code, or -SIGNAL if a signal killed it."""
+        self._check_closed()
         if not self._started:
             return None
         self._poll()
@@ -329,6 +341,7 @@ class Process:
     @property
     def pid(self) -> Optional[int]:
         """The pid of its main process (also its process group); None before start."""
+        self._check_closed()
         if self._started and self._pid is None and not self._settled:
             self._poll()
         return self._pid
@@ -373,11 +386,18 @@ class Process:
         return [entry["line"] for entry in result.get("lines", [])]
 
     def close(self) -> None:
-        """As multiprocessing: ``ValueError`` if it is still running; else nothing to
-        release."""
+        """As multiprocessing: ``ValueError`` if it is still running; then most of its
+        methods and properties raise ``ValueError`` (it is forgotten by
+        ``active_children`` and the join at exit)."""
+        if self._closed:
+            return
         if self._started and not self._settled and self.is_alive():
             raise ValueError("Cannot close a process while it is still running. "
                              "You should first call join() or terminate().")
+        self._closed = True
+        with _DAEMONS_LOCK:
+            _CHILDREN.discard(self)
+            _DAEMONS.discard(self)
 
 
 def _remove(path: str) -> None:
@@ -412,6 +432,10 @@ _OWNERS_LOCK = threading.Lock()
 
 
 def _owner_connection(socket: Optional[str]) -> _client.Connection:
+    # Keyed by the socket's path as resolved now: a CORRAL_SOCKET changed since the
+    # last call names another corrald, which needs an owner connection of its own.
+    if socket is None:
+        socket = _client.socket_path()
     key = (os.getpid(), socket)
     with _OWNERS_LOCK:
         conn = _OWNERS.get(key)
@@ -491,7 +515,10 @@ def active_children() -> List[Process]:
     pid = os.getpid()
     with _DAEMONS_LOCK:
         mine = [p for p in list(_DAEMONS) + list(_CHILDREN) if p._parent_pid == pid]
-    return [p for p in mine if p.is_alive()]
+    alive = [p for p in mine if p.is_alive()]
+    with _DAEMONS_LOCK:
+        _CHILDREN.difference_update(p for p in mine if p._settled)
+    return alive
 
 
 def _in_child(header: Dict[str, Any]) -> None:
@@ -543,6 +570,9 @@ def _daemons_started(process: Process) -> None:
 
 def _children_started(process: Process) -> None:
     with _DAEMONS_LOCK:
+        # Those known to have ended need no join at exit (a program that starts many
+        # children keeps only the running ones here).
+        _CHILDREN.difference_update([p for p in _CHILDREN if p._settled])
         _CHILDREN.add(process)
         _hook()
 

@@ -26,7 +26,7 @@ DROPIN = HERE / "dropin"
 RUN_TIMEOUT = 180
 
 
-def run_file(path, cwd, timeout=RUN_TIMEOUT, args=(), unbuffered=False):
+def run_file(path, cwd, timeout=RUN_TIMEOUT, args=(), unbuffered=False, input=None):
     # Buffered output (the default for a pipe), so that each process writes its lines
     # whole: unbuffered, multiprocessing's own children interleave within lines.
     env = child_env()
@@ -36,7 +36,8 @@ def run_file(path, cwd, timeout=RUN_TIMEOUT, args=(), unbuffered=False):
         [sys.executable, str(path), *args],
         cwd=str(cwd),
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if input is None else None,
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -80,9 +81,14 @@ GUIDE_PROGRAMS = sorted(p.name for p in GUIDE.glob("guide_*.py"))
 @pytest.mark.parametrize("name", GUIDE_PROGRAMS)
 def test_guide_example_prints_what_multiprocessing_prints(corrald, tmp_path, name):
     """Examples of the Python documentation's multiprocessing guide (Process, Queue, Pipe,
-    Lock, Value, Array, Pool), with the guard, and one without it."""
-    ours = run_file(GUIDE / name, tmp_path)
-    theirs = run_file(as_multiprocessing(GUIDE / name, tmp_path), tmp_path)
+    Lock, Value, Array, Pool), with the guard, and one without it; guide_8_api.py goes
+    through the rest of the API (SimpleQueue, JoinableQueue, RLock, current_process,
+    parent_process, active_children, terminate, close, imap, starmap_async, callbacks,
+    get(timeout)). The programs get text on stdin, which a child must not see (its stdin
+    is /dev/null, as multiprocessing's)."""
+    stdin = "the parent's stdin\n"
+    ours = run_file(GUIDE / name, tmp_path, input=stdin)
+    theirs = run_file(as_multiprocessing(GUIDE / name, tmp_path), tmp_path, input=stdin)
     assert theirs.returncode == 0, theirs.stderr
     assert ours.returncode == 0, ours.stderr
     assert ours.stderr == ""
@@ -258,6 +264,31 @@ def test_a_pool_raises_the_remote_exception_with_its_traceback(corrald):
         assert got == [[1.0, 0.5]]
 
 
+def test_apply_returns_the_value_even_when_the_answer_comes_back_at_once(corrald, monkeypatch):
+    # The worst schedule, made certain: the result's waiting thread runs to the end before
+    # apply_async returns. The answer must still be the value, not a one-item list.
+    import threading
+
+    import corral._pool
+
+    class Eager(threading.Thread):
+        def start(self):
+            super().start()
+            self.join()
+
+    class Threading:
+        Thread = Eager
+
+        def __getattr__(self, name):
+            return getattr(threading, name)
+
+    with Pool(2) as pool:
+        monkeypatch.setattr(corral._pool, "threading", Threading())
+        assert pool.apply(pow, (2, 10)) == 1024
+        assert pool.apply_async(pow, (3, 2)).get(timeout=RUN_TIMEOUT) == 9
+        assert pool.apply(pow, (2, 3)) == 8
+
+
 def test_shared_objects_pickle_by_reference(corrald):
     q, v, a = Queue(), Value("d", 1.5), Array("i", [1, 2, 3])
     q2, v2, a2 = pickle.loads(pickle.dumps((q, v, a)))
@@ -266,6 +297,23 @@ def test_shared_objects_pickle_by_reference(corrald):
     a2[1:3] = [5, 6]
     assert q.get(timeout=30) == (1, "x")
     assert v.value == 2.5 and a[:] == [1, 5, 6]
+
+
+def _locked_add(args):
+    lock, value = args
+    with lock:
+        value.value += 1
+    return True
+
+
+def test_a_lock_and_a_value_travel_in_pool_tasks(corrald):
+    """multiprocessing refuses a Lock in a Pool task; corral's pickle by reference."""
+    from corral import Lock
+
+    lock, value = Lock(), Value("i", 0)
+    with Pool(2) as pool:
+        assert pool.map(_locked_add, [(lock, value)] * 20, chunksize=1) == [True] * 20
+    assert value.value == 20
 
 
 def _inverse(x):
@@ -378,3 +426,113 @@ def test_maxtasksperchild_replaces_workers(corrald):
     with Pool(1, maxtasksperchild=1) as pool:
         pids = pool.map(_pid, range(3), chunksize=1)
         assert len(set(pids)) == 3, pids
+
+
+def _slow_square(x):
+    import time
+
+    time.sleep(0.05)
+    return x * x
+
+
+def test_a_pool_map_survives_a_restart_of_corrald_while_the_parent_waits(start_corrald):
+    server = start_corrald()
+    n = 120
+    got = {}
+
+    def run():
+        try:
+            got["value"] = pool.map(_slow_square, range(n), chunksize=1)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            got["error"] = e
+
+    with Pool(2) as pool:
+        waiter = threading.Thread(target=run, daemon=True)
+        waiter.start()
+
+        def some_done():
+            jobs = corral.call("pool_list")["jobs"]
+            return jobs and jobs[0]["succeeded"] >= 10 and jobs[0]
+
+        job = wait_for(some_done, RUN_TIMEOUT, "some tasks of the map to be done")
+        assert job["succeeded"] < n, "the map ended before corrald could be restarted"
+        server.stop()
+        server.start()
+        waiter.join(timeout=RUN_TIMEOUT)
+        assert not waiter.is_alive(), "map() still waits after corrald came back"
+        assert "error" not in got, got.get("error")
+        assert got["value"] == [x * x for x in range(n)]
+        # The same job, kept by corrald across its restart, and the same warm Pool.
+        assert [j["job"] for j in corral.call("pool_list")["jobs"]] == [job["job"]]
+        assert pool.map(_slow_square, range(4)) == [0, 1, 4, 9]
+
+
+def _stored_items(server, job):
+    import sqlite3
+
+    db = sqlite3.connect("file:%s?mode=ro" % (server.state / "state.db"), uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM pool_items WHERE job = ?", (job,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_an_open_pool_job_drops_the_items_its_client_has_read(start_corrald):
+    """A Pool's one job serves every map: corrald keeps only the items not yet read, in
+    memory (pool_results) and in its database, and the job's counts and indexes go on,
+    also after a restart of corrald."""
+    server = start_corrald()
+    with Pool(2) as pool:
+        for n in range(30):
+            assert pool.map(_slow_square, range(n * 40, n * 40 + 40), chunksize=1) == [
+                x * x for x in range(n * 40, n * 40 + 40)
+            ]
+        job = corral.call("pool_list")["jobs"][0]
+        assert (job["total"], job["succeeded"], job["failed"]) == (1200, 1200, 0)
+        # The last map's 40 items; the 29 before it were read, and dropped.
+        kept = corral.call("pool_results", job=job["job"])["items"]
+        assert [i["index"] for i in kept] == list(range(1160, 1200))
+        assert _stored_items(server, job["job"]) == 40
+        with pytest.raises(ZeroDivisionError):
+            pool.map(_inverse_saying, [0, 1], chunksize=1)
+        server.stop()
+        server.start()
+        assert pool.map(_slow_square, range(5), chunksize=1) == [0, 1, 4, 9, 16]
+        after = corral.call("pool_status", job=job["job"])
+        # (A task's exception is an answer of its worker: the item succeeded.)
+        assert (after["total"], after["succeeded"], after["failed"]) == (1207, 1207, 0)
+        kept = corral.call("pool_results", job=job["job"])["items"]
+        assert [i["index"] for i in kept] == list(range(1202, 1207))
+        assert _stored_items(server, job["job"]) == 5
+
+
+def _say(x):
+    print("task", x)
+    print("warn", x, file=sys.stderr)
+    return x
+
+
+def _hello(word):
+    print("init", word)
+
+
+def test_print_in_a_pool_function_reaches_the_parents_stdout(corrald, capfd):
+    with Pool(2, initializer=_hello, initargs=("hi",)) as pool:
+        assert pool.map(_say, range(6), chunksize=2) == list(range(6))
+        assert pool.apply(_say, (9,)) == 9
+        with pytest.raises(ZeroDivisionError):
+            pool.map(_inverse_saying, [0])
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert sorted(line for line in lines if line.startswith("task")) == [
+        "task %d" % x for x in (0, 1, 2, 3, 4, 5, 9)
+    ], out
+    assert "init hi" in lines and "before 0" in lines, out
+    # Each chunk's lines arrive together, in the chunk's order.
+    assert lines.index("task 0") + 1 == lines.index("task 1"), out
+    assert "warn 0" in err.splitlines() and "warn 9" in err.splitlines(), err
+
+
+def _inverse_saying(x):
+    print("before", x)
+    return 1 / x

@@ -227,8 +227,9 @@ pub async fn dispatch(
             job,
             inputs,
             cancel_on_disconnect,
+            release_before,
         } => {
-            let outcome = pool::append(ctx, job, conn.peer.run_as(), inputs).await;
+            let outcome = pool::append(ctx, job, conn.peer.run_as(), inputs, release_before).await;
             if cancel_on_disconnect && outcome.is_ok() {
                 conn.bound.add_job(job);
             }

@@ -130,19 +130,27 @@ pub async fn submit(ctx: &Context, mut s: Submit) -> Outcome {
         open: s.open,
         max_items_per_worker: s.max_items_per_worker,
         owner: s.owner,
+        released: 0,
+        released_failed: 0,
     };
     let name = s.name;
     let inputs = s.inputs;
     let job = ctx
         .pool
-        .ask(|r| PoolRequest::Submit(name, spec, inputs, r))
+        .ask(|r| PoolRequest::Submit(name, Box::new(spec), inputs, r))
         .await?;
     ctx.store.sync().await?;
     ok(job)
 }
 
 /// `pool_append`: a batch of inputs for an open job, run as `run_as` (the submitter's uid).
-pub async fn append(ctx: &Context, job: u64, run_as: Option<u32>, inputs: Vec<String>) -> Outcome {
+pub async fn append(
+    ctx: &Context,
+    job: u64,
+    run_as: Option<u32>,
+    inputs: Vec<String>,
+    release_before: Option<usize>,
+) -> Outcome {
     if inputs.iter().any(|i| i.contains('\n')) {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,
@@ -152,7 +160,7 @@ pub async fn append(ctx: &Context, job: u64, run_as: Option<u32>, inputs: Vec<St
     let user = run_as.map(|uid| uid.to_string());
     let batch = ctx
         .pool
-        .ask(|r| PoolRequest::Append(job, user, inputs, r))
+        .ask(|r| PoolRequest::Append(job, user, inputs, release_before, r))
         .await?;
     ctx.store.sync().await?;
     ok(batch)

@@ -13,6 +13,7 @@
 //! corrald, unfinished jobs resume with their unfinished items. Processes are spawned and
 //! reaped by the supervisor's process thread ([`Owner::Pool`] routes their events here).
 
+mod items;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,19 +24,18 @@ use corral_proto::{
     ErrorBody, ErrorCode, ExitStatus, InstanceState, InstanceStatus, JobState, PoolBatch, PoolItem,
     PoolJob, PoolListResult, PoolResults, UnitStatus,
 };
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use self::items::Items;
+use crate::actor::Reply;
 use crate::clock::now_ms;
+use crate::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Tokens, kill_group};
 use crate::store::{Store, StoredJob};
-use crate::supervisor::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec};
 
 /// Most bytes of stdout (and of stderr) kept per exec item.
 const OUTPUT_CAP: usize = 1 << 20;
-
-type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
 
 /// How a job runs: what the client submitted, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +75,13 @@ pub struct JobSpec {
     /// closed that connection, the job is cancelled once this process is gone.
     #[serde(default)]
     pub owner: Option<(i32, u64)>,
+    /// Open job: its items before this index were read by its client and dropped
+    /// (`release_before` of `pool_append`); the stored items start here.
+    #[serde(default)]
+    pub released: usize,
+    /// How many of the released items had failed (the job's counts include them).
+    #[serde(default)]
+    pub released_failed: usize,
 }
 
 fn default_stop_signal() -> i32 {
@@ -88,9 +95,16 @@ fn default_stop_timeout_ms() -> u64 {
 /// Requests from handlers.
 pub enum PoolRequest {
     /// A new job.
-    Submit(Option<String>, JobSpec, Vec<String>, Reply<PoolJob>),
-    /// More inputs for an open job, from this uid (None: root).
-    Append(u64, Option<String>, Vec<String>, Reply<PoolBatch>),
+    Submit(Option<String>, Box<JobSpec>, Vec<String>, Reply<PoolJob>),
+    /// More inputs for an open job, from this uid (None: root); the client has read
+    /// every result before the index given (`release_before`).
+    Append(
+        u64,
+        Option<String>,
+        Vec<String>,
+        Option<usize>,
+        Reply<PoolBatch>,
+    ),
     /// No more inputs for an open job.
     Close(u64, Reply<PoolJob>),
     /// Wait for the end of a job, or of its items `from..from + count`; with
@@ -161,12 +175,7 @@ pub struct PoolHandle {
 impl PoolHandle {
     /// Sends a request built around a fresh reply channel and awaits the answer.
     pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> PoolRequest) -> Result<T, ErrorBody> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down");
-        self.tx
-            .send(PoolMsg::Request(make(tx)))
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        crate::actor::ask(&self.tx, |reply| PoolMsg::Request(make(reply))).await
     }
 
     /// Runs jobs until `timeout` from now, then stops what is left (to resume at next start).
@@ -217,7 +226,7 @@ struct Job {
     id: u64,
     name: Option<String>,
     spec: JobSpec,
-    items: Vec<Item>,
+    items: Items,
     state: JobState,
     created_ms: i64,
     finished_ms: Option<i64>,
@@ -231,6 +240,9 @@ struct Job {
     n_running: usize,
     n_ok: usize,
     n_failed: usize,
+    /// The client has read every result before this index (`release_before`): the
+    /// finished items before it are dropped.
+    release_wanted: usize,
 }
 
 impl Job {
@@ -243,6 +255,7 @@ impl Job {
         created_ms: i64,
     ) -> Job {
         let respawns = respawn_budget(&spec);
+        let items = Items::new(spec.released, items);
         let mut job = Job {
             id,
             name,
@@ -258,8 +271,11 @@ impl Job {
             n_running: 0,
             n_ok: 0,
             n_failed: 0,
+            release_wanted: 0,
         };
-        for (index, item) in job.items.iter().enumerate() {
+        job.n_failed = job.spec.released_failed;
+        job.n_ok = job.spec.released - job.spec.released_failed;
+        for (index, item) in job.items.indexed() {
             match &item.state {
                 ItemState::Pending => job.queue.push_back(index),
                 ItemState::Done(r) if r.ok => job.n_ok += 1,
@@ -344,8 +360,7 @@ pub struct PoolManager {
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
     /// Spawn tokens: exec items and stream workers waiting for their pid.
-    tokens: HashMap<u64, Spawning>,
-    next_token: u64,
+    tokens: Tokens<Spawning>,
     /// Exec item processes.
     pids: HashMap<i32, (u64, usize)>,
     /// Stream worker processes.
@@ -407,8 +422,7 @@ impl PoolManager {
         let mut mgr = PoolManager {
             jobs: BTreeMap::new(),
             next_job: stored.iter().map(|j| j.id).max().unwrap_or(0) + 1,
-            tokens: HashMap::new(),
-            next_token: 1,
+            tokens: Tokens::default(),
             pids: HashMap::new(),
             worker_pids: HashMap::new(),
             next_worker: 1,
@@ -546,7 +560,7 @@ impl PoolManager {
     fn on_request(&mut self, req: PoolRequest) {
         match req {
             PoolRequest::Submit(name, spec, inputs, reply) => {
-                let _ = reply.send(self.submit(name, spec, inputs));
+                let _ = reply.send(self.submit(name, *spec, inputs));
             }
             PoolRequest::Wait(wait, events, reply) => {
                 let id = wait.job;
@@ -556,6 +570,10 @@ impl PoolManager {
                 };
                 let total = job.items.len();
                 let end = wait.count.map(|n| wait.from.saturating_add(n));
+                if events.is_some() && wait.from < job.items.base() {
+                    let _ = reply.send(Err(released(id, wait.from, job.items.base())));
+                    return;
+                }
                 if wait.from > total || end.is_some_and(|e| e > total) {
                     let _ = reply.send(Err(ErrorBody::new(
                         ErrorCode::BadRequest,
@@ -575,8 +593,8 @@ impl PoolManager {
                 });
                 self.notify(id);
             }
-            PoolRequest::Append(id, user, inputs, reply) => {
-                let _ = reply.send(self.append(id, user, inputs));
+            PoolRequest::Append(id, user, inputs, release_before, reply) => {
+                let _ = reply.send(self.append(id, user, inputs, release_before));
             }
             PoolRequest::Close(id, reply) => {
                 let _ = reply.send(self.close(id));
@@ -655,6 +673,7 @@ impl PoolManager {
         id: u64,
         user: Option<String>,
         inputs: Vec<String>,
+        release_before: Option<usize>,
     ) -> Result<PoolBatch, ErrorBody> {
         let job = self.jobs.get_mut(&id).ok_or_else(|| unknown_job(id))?;
         if job.spec.user != user {
@@ -679,6 +698,10 @@ impl PoolManager {
         }
         let first = job.items.len();
         let count = inputs.len();
+        // Never past what was there before this batch: its own items are unread.
+        job.release_wanted = job
+            .release_wanted
+            .max(release_before.unwrap_or(0).min(first));
         self.store.pool_job_updated(
             id,
             serde_json::to_string(&job.spec).expect("job specs serialize"),
@@ -694,11 +717,28 @@ impl PoolManager {
             });
         }
         self.pump(id);
+        self.release(id);
         Ok(PoolBatch {
             job: id,
             first,
             count,
         })
+    }
+
+    /// Drops the finished items of a job that its client has read (`release_before`),
+    /// from memory and from the store.
+    fn release(&mut self, id: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let (dropped, failed) = job.items.release(job.release_wanted);
+        if dropped == 0 {
+            return;
+        }
+        job.spec.released = job.items.base();
+        job.spec.released_failed += failed;
+        let spec = serde_json::to_string(&job.spec).expect("job specs serialize");
+        self.store.pool_items_released(id, spec, job.items.base());
     }
 
     /// Closes an open job: it ends once its items are done.
@@ -843,18 +883,11 @@ fn spawn_spec(
 
 impl PoolManager {
     fn token(&mut self, what: Spawning) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
-        self.tokens.insert(token, what);
-        token
+        self.tokens.issue(what)
     }
 
-    fn on_spawned(
-        &mut self,
-        token: u64,
-        result: Result<crate::supervisor::process::Spawned, String>,
-    ) {
-        match self.tokens.remove(&token) {
+    fn on_spawned(&mut self, token: u64, result: Result<crate::process::Spawned, String>) {
+        match self.tokens.take(token) {
             Some(Spawning::Item { job, index }) => self.item_spawned(job, index, result),
             Some(Spawning::Worker { job, worker }) => self.worker_spawned(job, worker, result),
             None => {
@@ -869,7 +902,7 @@ impl PoolManager {
         &mut self,
         id: u64,
         index: usize,
-        result: Result<crate::supervisor::process::Spawned, String>,
+        result: Result<crate::process::Spawned, String>,
     ) {
         let Some(item) = self.jobs.get_mut(&id).and_then(|j| j.items.get_mut(index)) else {
             if let Ok(s) = result {
@@ -1082,6 +1115,14 @@ impl PoolManager {
         let mut info = None;
         let mut still = Vec::new();
         for mut w in std::mem::take(&mut job.watchers) {
+            if w.next < job.items.base() {
+                if w.events.is_some() {
+                    // Read by the job's client meanwhile, and dropped.
+                    let _ = w.reply.send(Err(released(id, w.next, job.items.base())));
+                    continue;
+                }
+                w.next = job.items.base();
+            }
             let end = w.end.unwrap_or(job.items.len());
             while w.next < end {
                 let Some(ItemState::Done(result)) = job.items.get(w.next).map(|i| &i.state) else {
@@ -1106,6 +1147,9 @@ impl PoolManager {
             }
         }
         job.watchers = still;
+        if job.release_wanted > job.items.base() {
+            self.release(id);
+        }
     }
 
     fn finish_if_done(&mut self, id: u64) {
@@ -1160,8 +1204,7 @@ impl PoolManager {
                         .collect()
                 } else {
                     j.items
-                        .iter()
-                        .enumerate()
+                        .indexed()
                         .filter_map(|(n, i)| match i.state {
                             ItemState::Running {
                                 pid: Some(pid),
@@ -1261,12 +1304,18 @@ impl PoolManager {
     }
 
     fn after(&self, delay: Duration, msg: PoolMsg) {
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(msg);
-        });
+        crate::actor::after(&self.tx, delay, msg);
     }
+}
+
+fn released(id: u64, from: usize, base: usize) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::BadRequest,
+        format!(
+            "pool job {id} is open and its client has read the results before item {base}: \
+             they were dropped, so no results from item {from} (wait from {base} on)"
+        ),
+    )
 }
 
 fn unknown_job(id: u64) -> ErrorBody {
@@ -1326,10 +1375,6 @@ fn read_capped(path: &std::path::Path) -> (String, bool) {
         ));
     }
     (text, cut)
-}
-
-fn kill_group(pgid: i32, signal: Signal) {
-    let _ = killpg(Pid::from_raw(pgid), signal);
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use corral_proto::ExitStatus;
 
 use super::{PoolManager, PoolMsg, Spawning};
-use crate::supervisor::process::{Output, Spawned};
+use crate::process::{Output, Spawned};
 
 /// Items in flight per worker.
 pub const DEPTH: usize = 64;
@@ -77,10 +77,7 @@ impl PoolManager {
                 Output::Pipes { stderr: log },
                 0,
             );
-            let token = self.next_token;
-            self.next_token += 1;
-            self.tokens
-                .insert(token, Spawning::Worker { job: id, worker });
+            let token = self.tokens.issue(Spawning::Worker { job: id, worker });
             self.procs.spawn(token, spec);
         }
         if pending > 0 && self.jobs[&id].workers.is_empty() {

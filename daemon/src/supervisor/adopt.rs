@@ -8,13 +8,100 @@
 //! so their exit is noticed through a pidfd rather than `waitpid`; its status is unknown.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
+use corral_config::RestartPolicy;
+use corral_proto::ExitStatus;
+use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use super::Msg;
-use super::process::ProcEvent;
+use super::effects::signal_instance;
+use super::machine::{Effects, Run, State};
+use super::{Msg, Supervisor};
+use crate::process::ProcEvent;
 use crate::procstat::ProcStat;
+use crate::store::OpenRun;
+
+impl Supervisor {
+    /// Adopts the live instances of corrald's previous life, records the dead ones, and
+    /// starts again what their restart policy says.
+    pub(super) fn recover(&mut self, runs: Vec<OpenRun>) {
+        let (mut adopted, mut dead, mut restart, mut stray) = (vec![], vec![], vec![], vec![]);
+        for run in runs {
+            let label = format!("{}.{} (pid {})", run.unit, run.instance, run.pid);
+            let pidfd = open_if_same(run.pid, run.start_time);
+            let entry = self.units.get_mut(&run.unit);
+            let again = entry.as_ref().is_some_and(|e| {
+                matches!(
+                    e.unit.restart,
+                    RestartPolicy::Always | RestartPolicy::OnFailure
+                )
+            });
+            let slot = entry.and_then(|e| e.instances.get_mut(run.instance as usize));
+            let mut fx = Effects::new();
+            match (slot, pidfd) {
+                (Some(inst), Some(fd)) if inst.run().is_none() => {
+                    let age = Duration::from_millis(
+                        (crate::clock::now_ms() - run.started_at).max(0) as u64,
+                    );
+                    let since = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                    let adopted_run = Run {
+                        pid: run.pid,
+                        id: run.id,
+                        since,
+                    };
+                    inst.adopt(adopted_run, run.restart_count, &mut fx);
+                    self.by_pid
+                        .insert(run.pid, (run.unit.clone(), run.instance));
+                    watch(fd, run.pid, self.tx.clone());
+                    adopted.push(label);
+                }
+                (_, Some(_)) => {
+                    // Alive, but its unit (or that instance) is no longer configured.
+                    let cgroups = self.config.cgroups.as_deref();
+                    signal_instance(cgroups, &run.unit, run.instance, run.pid, Signal::SIGTERM);
+                    self.store.run_ended(run.id, None);
+                    stray.push(label);
+                }
+                (slot, None) => {
+                    self.store.run_ended(run.id, None);
+                    dead.push(label);
+                    let Some(inst) = slot else { continue };
+                    inst.last_exit = Some(ExitStatus {
+                        code: None,
+                        signal: None,
+                    });
+                    inst.restarts = run.restart_count;
+                    if again {
+                        restart.push(run.unit.clone());
+                    } else {
+                        inst.transition(State::Exited, None, &mut fx);
+                    }
+                }
+            }
+            self.apply(&run.unit, run.instance, fx);
+        }
+        if adopted.is_empty() && dead.is_empty() && stray.is_empty() {
+            return;
+        }
+        restart.sort();
+        restart.dedup();
+        self.event_global(
+            "recovered",
+            format!(
+                "adopted: [{}]; found dead: [{}]; restarting: [{}]; stopped, no longer configured: [{}]",
+                adopted.join(", "),
+                dead.join(", "),
+                restart.join(", "),
+                stray.join(", ")
+            ),
+        );
+        if let Err(e) = self.start_units(&restart) {
+            tracing::error!("recovery: {e}");
+        }
+    }
+}
 
 /// A pidfd for `pid`, if that pid is still the process that started at `start_time`.
 pub fn open_if_same(pid: i32, start_time: u64) -> Option<OwnedFd> {

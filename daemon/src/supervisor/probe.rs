@@ -16,7 +16,7 @@
 //! `failed`). The reason stays in the instance's status and is recorded as an event.
 //!
 //! Probes never block the supervisor: `exec` probes are processes started and reaped by
-//! the [process thread](super::process) like instances (in a process group of their own,
+//! the [process thread](crate::process) like instances (in a process group of their own,
 //! with the instance's user, environment and working directory); `http`, `tcp` and `log`
 //! probes run in tasks that report back with a [`ProbeMsg`]. Each message carries the run
 //! id of the instance's process, so an outcome about an earlier run is ignored.
@@ -27,19 +27,21 @@
 //! is in.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral_config::{Check, Unit};
 use corral_proto::{ExitStatus, InstanceState};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::process::{Output, Spawned};
+mod io;
+mod memory;
+
+use super::machine::State;
 use super::{Msg, Supervisor, kill_group};
-use crate::procstat::ProcStat;
+use crate::process::{Output, Spawned};
+use io::{http_get, notify_listener, scan_log};
 
 /// Which check a probe belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,74 +177,6 @@ impl Probes {
     }
 }
 
-/// Binds `@corral-notify-PID-N` with `SO_PASSCRED` and forwards what arrives.
-fn notify_listener(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<String> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    // The pid and the time: abstract names are shared by everything in the network
-    // namespace, also by corralds in other pid namespaces.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let name = format!("corral-notify-{}-{nanos:x}", std::process::id());
-    let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)?;
-    sock.set_nonblocking(true)?;
-    let sock = tokio::net::UnixDatagram::from_std(sock)?;
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            if sock.readable().await.is_err() {
-                return;
-            }
-            let got = sock.try_io(tokio::io::Interest::READABLE, || {
-                recv_with_pid(&sock, &mut buf).map_err(std::io::Error::from)
-            });
-            let (len, pid) = match got {
-                Ok(x) => x,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    tracing::warn!("notify socket: {e}");
-                    continue;
-                }
-            };
-            let Some(pid) = pid else { continue };
-            // Read the group now: a short-lived sender (systemd-notify) is soon gone.
-            let pgid = ProcStat::read(pid).map(|s| s.pgrp);
-            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-            if tx
-                .send(Msg::Probe(ProbeMsg::Notify { pid, pgid, text }))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    Ok(format!("@{name}"))
-}
-
-/// One datagram into `buf`: its length and the sender's pid.
-fn recv_with_pid(
-    sock: &tokio::net::UnixDatagram,
-    buf: &mut [u8],
-) -> nix::Result<(usize, Option<i32>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
-    use std::os::fd::AsRawFd;
-    let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<UnixAddr>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-    )?;
-    let pid = msg.cmsgs()?.find_map(|c| match c {
-        ControlMessageOwned::ScmCredentials(creds) => Some(creds.pid()),
-        _ => None,
-    });
-    Ok((msg.bytes.min(iov[0].len()), pid))
-}
-
 impl Supervisor {
     /// Right before an instance is spawned: where a `log` check starts reading.
     pub(super) fn checks_before_spawn(&mut self, name: &str, index: u32) {
@@ -276,38 +210,16 @@ impl Supervisor {
         }
     }
 
-    /// An instance's process was spawned (and not stopped meanwhile): it is running, or,
-    /// with `[ready]`, starting until its check passes.
-    pub(super) fn spawn_succeeded(&mut self, name: &str, index: u32, pid: i32) {
-        let Some(entry) = self.units.get_mut(name) else {
+    /// An instance's process `run` was spawned (and not stopped meanwhile): its health
+    /// checks begin or, with `[ready]`, its readiness checks.
+    pub(super) fn checks_after_spawn(&mut self, name: &str, index: u32, run: i64) {
+        let Some(unit) = self.units.get(name).map(|e| e.unit.clone()) else {
             return;
         };
-        let unit = entry.unit.clone();
-        let inst = &mut entry.instances[index as usize];
-        let Some(run) = inst.run_id else { return };
-        let checks = &mut inst.checks;
-        checks.ready = unit.ready.as_ref().map(|_| false);
-        checks.healthy = None;
-        checks.health_failures = 0;
-        checks.last_error = None;
-        checks.kill_reason = None;
-        checks.spawned = Some(Instant::now());
         let Some(ready) = &unit.ready else {
-            inst.state = InstanceState::Running;
-            self.event(name, Some(index), "started", format!("pid {pid}"));
             self.arm_health(name, index, run, false);
             return;
         };
-        inst.state = InstanceState::Starting;
-        self.event(
-            name,
-            Some(index),
-            "started",
-            format!(
-                "pid {pid}; starting until ready ({})",
-                ready.check.describe()
-            ),
-        );
         if ready.check == Check::Notify && self.probes.notify_socket.is_none() {
             self.fail_instance(
                 name,
@@ -339,7 +251,9 @@ impl Supervisor {
                 let has_ready = e.unit.ready.is_some();
                 let name = e.unit.name.clone();
                 e.instances.iter_mut().filter_map(move |i| {
-                    let run = i.run_id.filter(|_| i.state == InstanceState::Running)?;
+                    let run = i
+                        .run_id()
+                        .filter(|_| i.wire_state() == InstanceState::Running)?;
                     i.checks.ready = has_ready.then_some(true);
                     Some((name.clone(), i.index, run))
                 })
@@ -372,7 +286,7 @@ impl Supervisor {
             } => {
                 if let (Some(offset), Some(inst)) = (log_offset, self.instance_mut(&unit, instance))
                 {
-                    if inst.run_id == Some(run) {
+                    if inst.run_id() == Some(run) {
                         inst.checks.log_offset = offset;
                     }
                 }
@@ -426,13 +340,13 @@ impl Supervisor {
         else {
             return false;
         };
-        inst.run_id == Some(run)
+        inst.run_id() == Some(run)
             && inst.checks.kill_reason.is_none()
             && match phase {
                 Phase::Ready => {
-                    inst.state == InstanceState::Starting && inst.checks.ready == Some(false)
+                    inst.wire_state() == InstanceState::Starting && inst.checks.ready == Some(false)
                 }
-                Phase::Health => inst.state == InstanceState::Running,
+                Phase::Health => inst.wire_state() == InstanceState::Running,
             }
     }
 
@@ -534,8 +448,7 @@ impl Supervisor {
         argv: Vec<String>,
         timeout: Duration,
     ) {
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.tokens.fresh();
         let stderr =
             super::logs::log_path(&self.config.log_dir, &unit.name, index).with_extension("check");
         self.probes.exec.insert(
@@ -686,20 +599,9 @@ impl Supervisor {
 
     /// The current run passed its `[ready]` check.
     fn became_ready(&mut self, name: &str, index: u32) {
-        let Some(inst) = self.instance_mut(name, index) else {
-            return;
-        };
-        inst.state = InstanceState::Running;
-        inst.checks.ready = Some(true);
-        inst.checks.last_error = None;
-        let after = inst
-            .checks
-            .spawned
-            .map(|t| format!(" {}ms after the spawn", t.elapsed().as_millis()))
-            .unwrap_or_default();
-        let run = inst.run_id;
-        self.event(name, Some(index), "ready", format!("ready{after}"));
-        if let Some(run) = run {
+        let now = Instant::now();
+        let run = self.decide(name, index, |inst, _, fx| inst.became_ready(now, fx));
+        if let Some(Some(run)) = run {
             self.arm_health(name, index, run, false);
         }
     }
@@ -753,7 +655,7 @@ impl Supervisor {
             entry.unit.ready.as_ref().map(|r| &r.check),
             Some(Check::Notify)
         );
-        let Some(run) = entry.instances.get(index as usize).and_then(|i| i.run_id) else {
+        let Some(run) = entry.instances.get(index as usize).and_then(|i| i.run_id()) else {
             return;
         };
         if wants && self.probe_wanted(&name, index, run, Phase::Ready) {
@@ -774,7 +676,7 @@ impl Supervisor {
         };
         let unit = entry.unit.clone();
         let inst = &mut entry.instances[index as usize];
-        if inst.pid.is_none() {
+        if inst.run().is_none() {
             return;
         }
         inst.checks.kill_reason = Some(reason.clone());
@@ -782,67 +684,6 @@ impl Supervisor {
         self.event(name, Some(index), kind, reason);
         self.stop_instance(&unit, index, None, kind);
     }
-
-    /// Every tick: measures the memory of instances with `max_memory`, off the
-    /// supervisor's thread; the result comes back as [`ProbeMsg::Memory`].
-    pub(super) fn check_memory(&self) {
-        let groups: Vec<(String, u32, i64, i32)> = self
-            .units
-            .values()
-            .filter(|e| e.unit.max_memory.is_some())
-            .flat_map(|e| {
-                e.instances.iter().filter_map(|i| {
-                    let run = i.run_id?;
-                    let pid = i.pid?;
-                    Some((e.unit.name.clone(), i.index, run, pid))
-                })
-            })
-            .collect();
-        if groups.is_empty() {
-            return;
-        }
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let rss = group_rss(groups.iter().map(|g| g.3));
-            let measured = groups
-                .into_iter()
-                .map(|(unit, index, run, pgid)| {
-                    (unit, index, run, rss.get(&pgid).copied().unwrap_or(0))
-                })
-                .collect();
-            let _ = tx.send(Msg::Probe(ProbeMsg::Memory(measured)));
-        });
-    }
-
-    fn on_memory(&mut self, groups: Vec<(String, u32, i64, u64)>) {
-        for (name, index, run, bytes) in groups {
-            let Some(entry) = self.units.get(&name) else {
-                continue;
-            };
-            let Some(limit) = entry.unit.max_memory else {
-                continue;
-            };
-            let Some(inst) = entry.instances.get(index as usize) else {
-                continue;
-            };
-            let live = matches!(inst.state, InstanceState::Running | InstanceState::Starting);
-            if inst.run_id != Some(run) || !live || inst.checks.kill_reason.is_some() {
-                continue;
-            }
-            if bytes > limit {
-                let reason = format!(
-                    "memory: its process group's resident memory {} passed max_memory {}",
-                    mib(bytes),
-                    mib(limit)
-                );
-                self.fail_instance(&name, index, "memory_limit", reason);
-            }
-        }
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn timed_out(timeout: Duration) -> String {
@@ -850,145 +691,4 @@ fn timed_out(timeout: Duration) -> String {
         "timed out after {}",
         corral_config::format_duration(timeout)
     )
-}
-
-/// Resident memory by process group, for the groups asked about, from one pass over
-/// `/proc`.
-fn group_rss(pgids: impl Iterator<Item = i32>) -> HashMap<i32, u64> {
-    let mut sums: HashMap<i32, u64> = pgids.map(|g| (g, 0)).collect();
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |p| p as u64);
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return sums;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = ProcStat::read(pid) {
-            if let Some(sum) = sums.get_mut(&stat.pgrp) {
-                *sum += stat.rss_pages * page;
-            }
-        }
-    }
-    sums
-}
-
-/// The longest piece of a log read per probe.
-const LOG_CHUNK: u64 = 1 << 20;
-
-/// Looks for a line matching `pattern` in `path` from `offset`: the outcome, and the
-/// offset to go on from (the start of an unfinished last line).
-fn scan_log(path: &Path, offset: u64, pattern: &str) -> (Result<(), String>, u64) {
-    let regex = match regex::Regex::new(pattern) {
-        Ok(r) => r,
-        Err(e) => return (Err(format!("bad pattern: {e}")), offset),
-    };
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return (Err("no log yet".into()), offset);
-    };
-    let len = file.metadata().map_or(0, |m| m.len());
-    // Rotated (copied, then truncated) since the last look: read from the start.
-    let offset = if len < offset { 0 } else { offset };
-    let mut buf = Vec::new();
-    if file.seek(SeekFrom::Start(offset)).is_err()
-        || file.take(LOG_CHUNK).read_to_end(&mut buf).is_err()
-    {
-        return (Err("cannot read the log".into()), offset);
-    }
-    let complete = match buf.iter().rposition(|b| *b == b'\n') {
-        Some(end) => end + 1,
-        // One very long line without its end: take it as it is.
-        None if buf.len() as u64 >= LOG_CHUNK => buf.len(),
-        None => 0,
-    };
-    let text = String::from_utf8_lossy(&buf[..complete]);
-    let next = offset + complete as u64;
-    match text.lines().any(|l| regex.is_match(l)) {
-        true => (Ok(()), next),
-        false => (Err("no line of its output matched yet".into()), next),
-    }
-}
-
-/// A GET of `target` over HTTP/1.1: Ok for a 2xx status.
-async fn http_get(target: &corral_config::HttpTarget) -> Result<(), String> {
-    let mut stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
-    let host = if target.host.contains(':') {
-        format!("[{}]:{}", target.host, target.port)
-    } else {
-        format!("{}:{}", target.host, target.port)
-    };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: corrald\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        target.path
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("cannot send the request: {e}"))?;
-    // The status line is all that matters; it must come within the first 4 KiB.
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 1024];
-    while !head.contains(&b'\n') && head.len() < 4096 {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("cannot read the answer: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let line = line.lines().next().unwrap_or("");
-    let status = line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse::<u16>().ok());
-    match status {
-        Some(code) if (200..300).contains(&code) => Ok(()),
-        Some(code) => Err(format!("{} answered {code}", target.url)),
-        None => Err(format!(
-            "{} did not answer HTTP: {:?}",
-            target.url,
-            line.chars().take(80).collect::<String>()
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_scanning_goes_on_from_the_last_complete_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("u.0.log");
-        std::fs::write(&path, "old: listening on 1\n").unwrap();
-        let start = std::fs::metadata(&path).unwrap().len();
-        // What was there before the spawn does not count.
-        let (outcome, offset) = scan_log(&path, start, r"listening on \d+");
-        assert!(outcome.is_err());
-        assert_eq!(offset, start);
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str("booting\nlistening on 8");
-        std::fs::write(&path, &text).unwrap();
-        let (outcome, offset) = scan_log(&path, start, r"listening on \d+");
-        assert!(outcome.is_err(), "an unfinished line is not looked at yet");
-        assert_eq!(offset, start + "booting\n".len() as u64);
-        text.push_str("080\n");
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(scan_log(&path, offset, r"listening on \d+").0, Ok(()));
-        // Truncated by rotation: from the start again.
-        std::fs::write(&path, "listening on 9\n").unwrap();
-        assert_eq!(scan_log(&path, offset, r"listening on 9").0, Ok(()));
-    }
 }

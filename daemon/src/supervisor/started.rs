@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral_config::UnitKind;
-use corral_proto::InstanceState;
 
-use super::Instance;
+use super::machine::{Instance, State};
 
 /// How long a process must run before its start counts as a success.
 pub const START_WINDOW: Duration = Duration::from_secs(1);
@@ -64,24 +63,20 @@ pub(super) fn progress(
         .last_exit
         .map_or_else(|| "exited".to_owned(), |e| format!("exited ({e})"));
     match inst.state {
-        InstanceState::Running if ready_check => Progress::Done,
-        InstanceState::Running => match inst.started {
-            Some(t) if now.duration_since(t) >= START_WINDOW => Progress::Done,
-            Some(t) => Progress::Pending(Some(t + START_WINDOW)),
-            // Not expected (a running instance has a start time); never wait on it.
-            None => Progress::Done,
-        },
-        InstanceState::Starting => Progress::Pending(None),
-        InstanceState::Exited
-            if kind == UnitKind::Task && inst.last_exit.is_some_and(|e| e.success()) =>
-        {
+        State::Running { .. } if ready_check => Progress::Done,
+        State::Running { run } if now.saturating_duration_since(run.since) >= START_WINDOW => {
             Progress::Done
         }
-        InstanceState::Exited if kind == UnitKind::Task => Progress::Failed(exit),
-        InstanceState::Exited => Progress::Failed(format!(
+        State::Running { run } => Progress::Pending(Some(run.since + START_WINDOW)),
+        State::Waiting | State::Spawning { .. } | State::Starting { .. } => Progress::Pending(None),
+        State::Exited if kind == UnitKind::Task && inst.last_exit.is_some_and(|e| e.success()) => {
+            Progress::Done
+        }
+        State::Exited if kind == UnitKind::Task => Progress::Failed(exit),
+        State::Exited => Progress::Failed(format!(
             "{exit} {within}; a service is expected to keep running"
         )),
-        InstanceState::Backoff => match (&inst.reason, ready_check) {
+        State::Backoff { .. } => match (&inst.reason, ready_check) {
             (Some(reason), true) => Progress::Failed(format!(
                 "{reason}; corrald restarts it by its restart policy"
             )),
@@ -89,10 +84,10 @@ pub(super) fn progress(
                 "{exit} {within}; corrald restarts it by its restart policy"
             )),
         },
-        InstanceState::Failed => {
+        State::Failed => {
             Progress::Failed(inst.reason.clone().unwrap_or_else(|| "failed".to_owned()))
         }
-        InstanceState::Stopping | InstanceState::Stopped | InstanceState::Inactive => {
+        State::Stopping { .. } | State::Aborting { .. } | State::Stopped | State::Inactive => {
             Progress::Failed("stopped before it had started".to_owned())
         }
     }
@@ -108,10 +103,23 @@ fn humanize(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::machine::Run;
     use super::*;
     use corral_proto::ExitStatus;
 
-    fn instance(state: InstanceState, exit: Option<i32>) -> Instance {
+    fn run(since: Instant) -> Run {
+        Run {
+            pid: 42,
+            id: 1,
+            since,
+        }
+    }
+
+    fn running(since: Instant) -> State {
+        State::Running { run: run(since) }
+    }
+
+    fn instance(state: State, exit: Option<i32>) -> Instance {
         let mut inst = Instance::new(0);
         inst.state = state;
         inst.last_exit = exit.map(|code| ExitStatus {
@@ -124,8 +132,7 @@ mod tests {
     #[test]
     fn a_running_instance_has_started_once_it_has_run_for_the_window() {
         let now = Instant::now();
-        let mut inst = instance(InstanceState::Running, None);
-        inst.started = Some(now);
+        let inst = instance(running(now), None);
         assert_eq!(
             progress(UnitKind::Service, false, &inst, now),
             Progress::Pending(Some(now + START_WINDOW))
@@ -138,7 +145,7 @@ mod tests {
             progress(UnitKind::Task, false, &inst, now + START_WINDOW),
             Progress::Done
         );
-        let starting = instance(InstanceState::Starting, None);
+        let starting = instance(State::Waiting, None);
         assert_eq!(
             progress(UnitKind::Service, false, &starting, now),
             Progress::Pending(None)
@@ -148,33 +155,31 @@ mod tests {
     #[test]
     fn with_a_ready_check_running_means_started_and_a_failed_check_is_the_reason() {
         let now = Instant::now();
-        let mut inst = instance(InstanceState::Running, None);
-        inst.started = Some(now);
+        let inst = instance(running(now), None);
         // Ready (running) counts at once: no start window on top of the check.
         assert_eq!(
             progress(UnitKind::Service, true, &inst, now),
             Progress::Done
         );
-        let mut waiting = instance(InstanceState::Starting, None);
-        waiting.pid = Some(42);
+        let waiting = instance(State::Starting { run: run(now) }, None);
         assert_eq!(
             progress(UnitKind::Service, true, &waiting, now),
             Progress::Pending(None)
         );
         // Stopped for missing its deadline: the reason, not "stopped before it had started".
-        let mut killed = instance(InstanceState::Stopping, None);
+        let mut killed = instance(State::Stopping { run: run(now) }, None);
         killed.checks.kill_reason = Some("not ready within 1s (tcp x:1)".into());
         assert_eq!(
             progress(UnitKind::Service, true, &killed, now),
             Progress::Failed("not ready within 1s (tcp x:1)".into())
         );
-        let mut looping = instance(InstanceState::Backoff, Some(1));
+        let mut looping = instance(State::Backoff { until: now }, Some(1));
         looping.reason = Some("not ready within 1s (tcp x:1)".into());
         let Progress::Failed(why) = progress(UnitKind::Service, true, &looping, now) else {
             panic!("an instance in backoff has not started");
         };
         assert!(why.starts_with("not ready within 1s"), "{why}");
-        let exited = instance(InstanceState::Exited, Some(0));
+        let exited = instance(State::Exited, Some(0));
         let Progress::Failed(why) = progress(UnitKind::Service, true, &exited, now) else {
             panic!("a service that exits has not started");
         };
@@ -184,29 +189,29 @@ mod tests {
     #[test]
     fn an_exit_is_a_failed_start_except_a_tasks_exit_0() {
         let now = Instant::now();
-        let ok = instance(InstanceState::Exited, Some(0));
+        let ok = instance(State::Exited, Some(0));
         assert_eq!(progress(UnitKind::Task, false, &ok, now), Progress::Done);
         let Progress::Failed(why) = progress(UnitKind::Service, false, &ok, now) else {
             panic!("a service that exits has not started");
         };
         assert!(why.contains("exited (exit 0)"), "{why}");
-        let bad = instance(InstanceState::Exited, Some(3));
+        let bad = instance(State::Exited, Some(3));
         assert_eq!(
             progress(UnitKind::Task, false, &bad, now),
             Progress::Failed("exited (exit 3)".into())
         );
-        let looping = instance(InstanceState::Backoff, Some(1));
+        let looping = instance(State::Backoff { until: now }, Some(1));
         let Progress::Failed(why) = progress(UnitKind::Service, false, &looping, now) else {
             panic!("an instance in backoff has not started");
         };
         assert!(why.contains("exited (exit 1) within 1s"), "{why}");
-        let mut failed = instance(InstanceState::Failed, None);
+        let mut failed = instance(State::Failed, None);
         failed.reason = Some("command not found: nope".into());
         assert_eq!(
             progress(UnitKind::Service, false, &failed, now),
             Progress::Failed("command not found: nope".into())
         );
-        let stopped = instance(InstanceState::Stopped, None);
+        let stopped = instance(State::Stopped, None);
         assert!(matches!(
             progress(UnitKind::Service, false, &stopped, now),
             Progress::Failed(_)

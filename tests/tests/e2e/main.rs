@@ -3,6 +3,7 @@
 
 mod access;
 mod acked;
+mod backend;
 mod bounds;
 mod browser;
 mod cgroups;

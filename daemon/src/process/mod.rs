@@ -1,4 +1,7 @@
-//! The process thread: the one place that starts processes and the one place that reaps.
+//! The process service, shared by the supervisor and the pool: the process thread (the
+//! one place that starts processes and the one place that reaps), the spawner, group
+//! signalling ([`kill_group`]) and the spawn tokens by which each owner matches a
+//! spawn's outcome to what it started ([`Tokens`]).
 //!
 //! Two facts shape this module:
 //! - `PR_SET_PDEATHSIG` fires when the *thread* that started a child exits, so
@@ -25,11 +28,16 @@ use std::sync::mpsc;
 use corral_config::Rlimits;
 use corral_proto::ExitStatus;
 use nix::libc;
+use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid};
 
-use super::spawn::{self, SpawnError, Spawner};
+mod spawn;
+mod tokens;
+
 use crate::procstat::process_start_time;
+use spawn::{SpawnError, Spawner};
+pub use tokens::Tokens;
 
 /// Everything needed to start one instance.
 #[derive(Debug, Clone)]
@@ -400,4 +408,12 @@ fn rlimit_list(limits: &Rlimits) -> Vec<(libc::c_int, u64, u64)> {
     .into_iter()
     .filter_map(|(resource, limit)| limit.map(|l| (resource as libc::c_int, l.soft, l.hard)))
     .collect()
+}
+
+/// Sends `signal` to a whole process group; a group that is already gone is not an error.
+pub fn kill_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!("killpg({pgid}, {signal}): {e}"),
+    }
 }
