@@ -71,7 +71,13 @@ impl Replies {
     /// Queues a reply, waiting first while the connection has too much outstanding.
     /// Returns false once the client is gone.
     pub async fn send(&self, response: Response) -> bool {
-        let frame = bounded_frame(&response);
+        self.send_frame(response.id, response.to_frame()).await
+    }
+
+    /// [`Replies::send`] for a reply already serialized ([`corral_proto::ok_frame`] and
+    /// its siblings) to the request `id`.
+    pub async fn send_frame(&self, id: u64, frame: Vec<u8>) -> bool {
+        let frame = bounded_frame(id, frame);
         match self.room(frame.len()).await {
             Some(room) => self.push(frame, room),
             None => false,
@@ -93,11 +99,11 @@ impl Replies {
         }
     }
 
-    /// Queues a reply for which room was reserved. Never blocks. A reply larger than
+    /// Queues a reply (a frame, to the request `id`) for which room was reserved. Never blocks. A reply larger than
     /// its room takes more of the budget; if the budget has no more, the client is not
     /// reading and the connection is dropped.
-    pub fn send_with(&self, response: Response, room: Room) -> bool {
-        let frame = bounded_frame(&response);
+    pub fn send_with(&self, id: u64, frame: Vec<u8>, room: Room) -> bool {
+        let frame = bounded_frame(id, frame);
         match self.fit(room, frame.len()) {
             Some(room) => self.push(frame, room),
             None => {
@@ -146,8 +152,7 @@ impl Replies {
 }
 
 /// A reply's frame, or a `too_large` error in its place when it passes [`MAX_REPLY_BYTES`].
-fn bounded_frame(response: &Response) -> Vec<u8> {
-    let frame = response.to_frame();
+fn bounded_frame(id: u64, frame: Vec<u8>) -> Vec<u8> {
     if frame.len() <= MAX_REPLY_BYTES {
         return frame;
     }
@@ -158,5 +163,5 @@ fn bounded_frame(response: &Response) -> Vec<u8> {
             frame.len()
         ),
     );
-    Response::err(response.id, error).to_frame()
+    corral_proto::err_frame(id, &error)
 }

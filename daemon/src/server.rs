@@ -354,21 +354,28 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
     let mut half_closed = false;
     let mut idle = false;
     let mut ending = Ending::Gone;
+    // One timer for the connection's life, not one per request: a request only notes
+    // when it came, and the timer, when it fires early, is set again from that.
+    let idle_after = idle_timeout.unwrap_or(Duration::from_secs(3600));
+    let idle_timer = tokio::time::sleep(idle_after);
+    tokio::pin!(idle_timer);
+    let mut last_request = tokio::time::Instant::now();
     loop {
-        let idle_timer = async {
-            match idle_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
         // `FrameReader::next` is cancel-safe: the idle timer may interrupt it.
         let frame = tokio::select! {
             frame = frames.next() => frame,
-            () = idle_timer => {
+            () = &mut idle_timer, if idle_timeout.is_some() => {
+                let due = last_request + idle_after;
+                if due > tokio::time::Instant::now() {
+                    idle_timer.as_mut().reset(due);
+                    continue;
+                }
                 if replies.is_idle() && !ctx.store.holds(conn.id()).await {
                     idle = true;
                     break;
                 }
+                last_request = tokio::time::Instant::now();
+                idle_timer.as_mut().reset(last_request + idle_after);
                 continue;
             }
             () = dropped.cancelled() => break,
@@ -400,6 +407,7 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, shutdown: Cance
             // An I/O error: the client is gone. A half frame is dropped.
             Err(_) => break,
         }
+        last_request = tokio::time::Instant::now();
     }
     drop(replies);
     let mut written = false;
@@ -608,12 +616,18 @@ async fn within(
     stall: Option<Duration>,
     step: impl Future<Output = std::io::Result<()>>,
 ) -> std::io::Result<()> {
-    match stall {
-        None => step.await,
-        Some(t) => tokio::time::timeout(t, step)
-            .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+    let Some(t) = stall else {
+        return step.await;
+    };
+    // Most writes complete at once (a copy into the buffer, or a socket with room): no
+    // timer for those.
+    let mut step = std::pin::pin!(step);
+    if let Some(done) = futures_util::FutureExt::now_or_never(step.as_mut()) {
+        return done;
     }
+    tokio::time::timeout(t, step)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// The read half of a connection, read with `recvmsg` so that descriptors passed along

@@ -216,8 +216,8 @@ enum Command {
     PoolJobCreated(StoredJob),
     PoolItemDone {
         job: u64,
-        index: usize,
-        result: String,
+        /// Each item's index and result.
+        items: Vec<(usize, String)>,
     },
     PoolJobEnded {
         job: u64,
@@ -439,7 +439,12 @@ impl Store {
 
     /// Records one finished pool item.
     pub fn pool_item_done(&self, job: u64, index: usize, result: String) {
-        self.send(Command::PoolItemDone { job, index, result });
+        self.pool_items_done(job, vec![(index, result)]);
+    }
+
+    /// Records the results of several items of a job at once (a stream worker's batch).
+    pub fn pool_items_done(&self, job: u64, items: Vec<(usize, String)>) {
+        self.send(Command::PoolItemDone { job, items });
     }
 
     /// Records a change of an open pool job: its settings, and inputs appended from
@@ -626,6 +631,12 @@ struct Checkpoints {
     commits: u32,
     last: Instant,
     wal: PathBuf,
+    /// The WAL file's length at the last checkpoint. The file keeps its largest length
+    /// when SQLite starts writing it over from the start, so only growth past this says
+    /// that the WAL holds more than before (SQLite's own checkpoint at 1,000 pages leaves
+    /// it just past `MAX_WAL_BYTES`, and comparing the length alone made every later
+    /// commit checkpoint: three fsyncs per counter add).
+    wal_len: u64,
 }
 
 impl Checkpoints {
@@ -641,6 +652,7 @@ impl Checkpoints {
             commits: 0,
             last: Instant::now(),
             wal: wal.into(),
+            wal_len: 0,
         }
     }
 
@@ -649,10 +661,14 @@ impl Checkpoints {
         if self.commits == 0 {
             return;
         }
+        let wal_len = || std::fs::metadata(&self.wal).map_or(0, |m| m.len());
         let due = self.commits >= Self::EVERY_COMMITS
             || self.last.elapsed() >= Self::EVERY
             // One stat per batch that wrote: next to its commit, nothing.
-            || (wrote && std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > Self::MAX_WAL_BYTES));
+            || (wrote && {
+                let len = wal_len();
+                len > Self::MAX_WAL_BYTES && len > self.wal_len
+            });
         if !due {
             return;
         }
@@ -661,6 +677,7 @@ impl Checkpoints {
         }
         self.commits = 0;
         self.last = Instant::now();
+        self.wal_len = wal_len();
     }
 }
 
@@ -902,6 +919,29 @@ fn apply(
     fx: &mut Effects,
     totals: &mut LazyTotals,
 ) -> rusqlite::Result<()> {
+    // A batch of coordination operations alone is applied in memory first: one that
+    // changed nothing durable (reads, locks) needs no transaction at all.
+    if batch.iter().all(|c| matches!(c, Command::Primitive { .. })) {
+        for cmd in batch.drain(..) {
+            if let Command::Primitive { conn, op, reply } = cmd {
+                prims.apply(conn, op, reply, &mut fx.changes, &mut fx.outbox);
+            }
+        }
+        prims.expire_leases(Instant::now(), &mut fx.changes, &mut fx.outbox);
+        if fx.changes.is_empty() && !totals.is_due() {
+            return Ok(());
+        }
+        // BEGIN and COMMIT as cached statements: parsing them again for every batch
+        // cost more than the row writes. On an error the caller restores memory from
+        // the database.
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        let written = write_changes(conn, prims, &fx.changes, totals)
+            .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+        if written.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return written;
+    }
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -1032,9 +1072,12 @@ fn apply_one(
                 insert.execute(params![job.id as i64, index as i64, input])?;
             }
         }
-        Command::PoolItemDone { job, index, result } => {
-            tx.prepare_cached("UPDATE pool_items SET result = ?3 WHERE job = ?1 AND idx = ?2")?
-                .execute(params![job as i64, index as i64, result])?;
+        Command::PoolItemDone { job, items } => {
+            let mut stmt =
+                tx.prepare_cached("UPDATE pool_items SET result = ?3 WHERE job = ?1 AND idx = ?2")?;
+            for (index, result) in items {
+                stmt.execute(params![job as i64, index as i64, result])?;
+            }
         }
         Command::PoolJobUpdated {
             job,
@@ -1135,7 +1178,7 @@ impl LazyTotals {
 /// Writes what a batch changed in the coordination state. Counters, arrays and queue
 /// rows are written once per batch with their final value, however often they changed.
 fn write_changes(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     prims: &Primitives,
     changes: &Changes,
     totals: &mut LazyTotals,
@@ -1245,11 +1288,7 @@ fn write_changes(
 }
 
 /// Writes the semaphores and events a batch changed.
-fn write_syncs(
-    tx: &rusqlite::Transaction<'_>,
-    prims: &Primitives,
-    changes: &Changes,
-) -> rusqlite::Result<()> {
+fn write_syncs(tx: &Connection, prims: &Primitives, changes: &Changes) -> rusqlite::Result<()> {
     for name in &changes.semaphores {
         match prims.semaphore(name) {
             Some(s) => {
@@ -1290,7 +1329,7 @@ fn write_syncs(
 
 /// Rewrites one anonymous session's rows (none once it has ended).
 fn write_session(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     token: &str,
     session: Option<&anon::Session>,
 ) -> rusqlite::Result<()> {
@@ -1670,7 +1709,7 @@ mod tests {
                 let _ = tx.send(outcome);
             }),
         );
-        let got = rx.await.unwrap().expect("leased");
+        let got = rx.await.unwrap().expect("leased").to_value();
         assert_eq!(got["items"], serde_json::json!(["a", "b"]));
         assert_eq!(got["leases"][0]["deliveries"], 1);
         store.sync().await.unwrap();

@@ -1419,10 +1419,56 @@ impl Response {
     }
 }
 
+/// The frame of a success reply, serialized straight from `result`: what
+/// `Response::ok(id, result).to_frame()` says, without building the intermediate
+/// `serde_json::Value` (the daemon's hot path).
+pub fn ok_frame(id: u64, result: &impl Serialize) -> Vec<u8> {
+    to_frame(&Parts {
+        id,
+        result: Some(result),
+        error: None,
+        event: None,
+    })
+}
+
+/// The frame of a failure reply: what `Response::err(id, error).to_frame()` says.
+pub fn err_frame(id: u64, error: &ErrorBody) -> Vec<u8> {
+    to_frame(&Parts::<()> {
+        id,
+        result: None,
+        error: Some(error),
+        event: None,
+    })
+}
+
+/// The frame of a streamed item: what `Response::event(id, event).to_frame()` says,
+/// without the intermediate `serde_json::Value`.
+pub fn event_frame(id: u64, event: &impl Serialize) -> Vec<u8> {
+    to_frame(&Parts {
+        id,
+        result: None,
+        error: None,
+        event: Some(event),
+    })
+}
+
+/// A [`Response`] by reference, for the `*_frame` functions.
+#[derive(Serialize)]
+struct Parts<'a, T: Serialize> {
+    id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ErrorBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a T>,
+}
+
 /// Serializes a message as one frame (JSON plus `\n`).
 pub fn to_frame(message: &impl Serialize) -> Vec<u8> {
     // Serializing our own types to a Vec cannot fail: no maps with non-string keys.
-    let mut frame = serde_json::to_vec(message).expect("protocol types serialize");
+    let mut frame = Vec::with_capacity(128);
+    serde_json::to_writer(&mut frame, message).expect("protocol types serialize");
     frame.push(b'\n');
     frame
 }

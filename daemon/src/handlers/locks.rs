@@ -17,7 +17,7 @@ pub async fn status(ctx: &Context, conn: ConnInfo, lock: Option<String>) -> Outc
     });
     ctx.store.primitive(conn, Op::LockStatus { lock }, reply);
     let value = rx.await.map_err(|_| gone())??;
-    let mut result: LockStatusResult = serde_json::from_value(value).map_err(|e| {
+    let mut result: LockStatusResult = serde_json::from_str(value.json()).map_err(|e| {
         corral_proto::ErrorBody::new(corral_proto::ErrorCode::Internal, e.to_string())
     })?;
     // A holder belongs to an instance when it is in that instance's process group (on

@@ -216,8 +216,7 @@ pub async fn dispatch(
                 if let Some(job) = outcome
                     .as_ref()
                     .ok()
-                    .and_then(|v| v.get("job"))
-                    .and_then(|j| j.as_u64())
+                    .and_then(|v| v.to_value().get("job").and_then(|j| j.as_u64()))
                 {
                     conn.bound.add_job(job);
                 }
@@ -360,7 +359,7 @@ pub async fn dispatch(
             return forward(ctx, conn.info, id, op, replies).await;
         }
     };
-    replies.send(into_response(id, reply)).await
+    replies.send_frame(id, into_frame(id, reply)).await
 }
 
 pub use crate::primitives::Outcome;
@@ -377,7 +376,7 @@ async fn forward(ctx: &Context, conn: ConnInfo, id: u64, op: Op, replies: &Repli
     };
     let replies = replies.clone();
     let reply = Box::new(move |outcome: Outcome| {
-        replies.send_with(into_response(id, outcome), room);
+        replies.send_with(id, into_frame(id, outcome), room);
     });
     ctx.store.primitive(conn, op, reply);
     true
@@ -406,17 +405,15 @@ fn reply_estimate(op: &Op, max_item_bytes: usize) -> usize {
     }
 }
 
-fn into_response(id: u64, outcome: Outcome) -> Response {
+/// The reply frame of an outcome, serialized once (its result is JSON already).
+fn into_frame(id: u64, outcome: Outcome) -> Vec<u8> {
     match outcome {
-        Ok(value) => Response::ok(id, value),
-        Err(error) => Response::err(id, error),
+        Ok(value) => value.frame(id),
+        Err(error) => corral_proto::err_frame(id, &error),
     }
 }
 
-/// Serializes a result for [`Outcome`].
-pub fn ok(value: impl serde::Serialize) -> Outcome {
-    Ok(serde_json::to_value(value).expect("protocol types serialize"))
-}
+pub use crate::primitives::ok;
 
 /// Runs a long operation in its own task; its reply is written when it completes.
 fn spawn(
@@ -428,7 +425,7 @@ fn spawn(
     let replies = replies.clone();
     tokio::spawn(async move {
         tokio::select! {
-            outcome = task => { replies.send(into_response(id, outcome)).await; }
+            outcome = task => { replies.send_frame(id, into_frame(id, outcome)).await; }
             _ = replies.closed() => {}
         }
     });

@@ -231,7 +231,7 @@ pub async fn wait(
         tokio::select! {
             biased;
             Some(item) = rx.recv() => {
-                if !replies.send(Response::event(id, item)).await {
+                if !replies.send_frame(id, corral_proto::event_frame(id, &item)).await {
                     return;
                 }
             }
@@ -250,7 +250,10 @@ pub async fn wait(
     };
     // Items sent before the job's end are still queued: deliver them first.
     while let Ok(item) = rx.try_recv() {
-        if !replies.send(Response::event(id, item)).await {
+        if !replies
+            .send_frame(id, corral_proto::event_frame(id, &item))
+            .await
+        {
             return;
         }
     }

@@ -174,6 +174,7 @@ async fn primitive_value(ctx: &Context, op: Op) -> Result<Value, ErrorBody> {
     );
     rx.await
         .map_err(|_| ErrorBody::new(ErrorCode::ShuttingDown, "corrald is shutting down"))?
+        .map(|reply| reply.to_value())
 }
 
 async fn primitive(State(ctx): Shared, op: Op) -> Response {
@@ -181,7 +182,7 @@ async fn primitive(State(ctx): Shared, op: Op) -> Response {
 }
 
 async fn api_nodes(State(ctx): Shared) -> Response {
-    reply(ctx.store.nodes().await)
+    reply(ctx.store.nodes().await.map(|r| r.to_value()))
 }
 
 async fn api_status(State(ctx): Shared) -> Response {
@@ -368,7 +369,7 @@ pub(crate) async fn snapshot(ctx: &Context) -> Snapshot {
         .nodes()
         .await
         .ok()
-        .and_then(|v| serde_json::from_value(v).ok());
+        .and_then(|r| serde_json::from_str(r.json()).ok());
     let pools = ctx.pool_list().await.ok();
     let rows = ctx
         .store

@@ -149,12 +149,11 @@ pub enum PoolMsg {
         index: usize,
         attempt: u32,
     },
-    /// A stream worker answered the item `index`.
-    Answer {
+    /// A stream worker answered these items (index, line), in order.
+    Answers {
         job: u64,
         worker: u64,
-        index: usize,
-        line: String,
+        answers: Vec<(usize, String)>,
     },
     /// A stream worker's pipes closed.
     WorkerGone { job: u64, worker: u64 },
@@ -524,12 +523,11 @@ impl PoolManager {
                 index,
                 attempt,
             } => self.on_timeout(job, index, attempt),
-            PoolMsg::Answer {
+            PoolMsg::Answers {
                 job,
                 worker,
-                index,
-                line,
-            } => self.on_answer(job, worker, index, line),
+                answers,
+            } => self.on_answers(job, worker, answers),
             PoolMsg::WorkerGone { job, worker } => self.on_worker_gone(job, worker),
             PoolMsg::Shutdown(deadline, done) => {
                 match &mut self.shutdown {
@@ -1055,6 +1053,47 @@ impl PoolManager {
         self.check_shutdown();
     }
 
+    /// [`PoolManager::finish_item`] for a batch of a stream worker's answers (each a
+    /// success): every item recorded, then one store command for them all, and the
+    /// watchers told, the job pumped and shutdown checked once.
+    fn finish_answers(&mut self, id: u64, answers: Vec<(usize, String)>) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let ended_ms = now_ms();
+        let mut stored = Vec::with_capacity(answers.len());
+        for (index, stdout) in answers {
+            let item = &job.items[index];
+            let started_ms = match &item.state {
+                ItemState::Running { started_ms, .. } => *started_ms,
+                _ => ended_ms,
+            };
+            let result = PoolItem {
+                index,
+                input: item.input.clone(),
+                ok: true,
+                exit: None,
+                stdout,
+                stderr: String::new(),
+                error: None,
+                truncated: false,
+                attempts: item.attempts,
+                node: None,
+                started_ms,
+                ended_ms,
+            };
+            stored.push((
+                index,
+                serde_json::to_string(&result).expect("items serialize"),
+            ));
+            job.complete(index, result);
+        }
+        self.store.pool_items_done(id, stored);
+        self.notify(id);
+        self.pump(id);
+        self.check_shutdown();
+    }
+
     fn on_timeout(&mut self, id: u64, index: usize, attempt: u32) {
         let Some(item) = self.jobs.get_mut(&id).and_then(|j| j.items.get_mut(index)) else {
             return;
@@ -1076,9 +1115,10 @@ impl PoolManager {
             return;
         };
         let ended = job.state != JobState::Running;
-        let info = job.info();
+        // Made only when a watcher is answered: most calls answer none.
+        let mut info = None;
         let mut still = Vec::new();
-        for mut w in job.watchers.drain(..) {
+        for mut w in std::mem::take(&mut job.watchers) {
             if w.next < job.items.base() {
                 if w.events.is_some() {
                     // Read by the job's client meanwhile, and dropped.
@@ -1104,6 +1144,7 @@ impl PoolManager {
                         || w.next >= job.items.len()
                         || job.state == JobState::Cancelled)
             {
+                let info = info.get_or_insert_with(|| job.info());
                 let _ = w.reply.send(Ok(info.clone()));
             } else {
                 still.push(w);

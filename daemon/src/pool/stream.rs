@@ -183,7 +183,9 @@ impl PoolManager {
         }
     }
 
-    pub(super) fn on_answer(&mut self, id: u64, worker: u64, index: usize, line: String) {
+    /// A batch of a worker's answers, in order: each item recorded, then the job's
+    /// watchers told, its results stored and the worker refilled once for them all.
+    pub(super) fn on_answers(&mut self, id: u64, worker: u64, answers: Vec<(usize, String)>) {
         let Some(w) = self
             .jobs
             .get_mut(&id)
@@ -191,13 +193,15 @@ impl PoolManager {
         else {
             return;
         };
-        if w.in_flight.front() == Some(&index) {
-            w.in_flight.pop_front();
+        for (index, _) in &answers {
+            if w.in_flight.front() == Some(index) {
+                w.in_flight.pop_front();
+            }
         }
         // Progress: the job's workers may die again that many times before it gives up.
         let job = self.jobs.get_mut(&id).expect("looked up");
         job.respawns = super::respawn_budget(&job.spec);
-        self.finish_item(id, index, None, line, String::new(), false, None, true);
+        self.finish_answers(id, answers);
         self.feed_if_running(id);
     }
 
@@ -345,31 +349,76 @@ async fn run_worker(
         let _ = w.shutdown().await; // EOF on the worker's stdin
     };
     let writer = tokio::spawn(writer);
-    let mut lines = BufReader::new(stdout).lines();
+    // Every answer already in the pipe is read at once and handed over as one batch: the
+    // manager records them, stores them in one command and refills the worker once.
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut partial: Vec<u8> = Vec::new();
     let mut in_flight: VecDeque<usize> = VecDeque::new();
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                while let Ok(index) = sent_rx.try_recv() {
-                    in_flight.push_back(index);
-                }
-                let Some(index) = in_flight.pop_front() else {
-                    continue;
-                };
-                let _ = tx.send(PoolMsg::Answer {
-                    job,
-                    worker,
-                    index,
-                    line,
-                });
-            }
-            Ok(None) | Err(_) => {
-                writer.abort();
-                gone(&tx);
-                return;
+        let (lines, used, end) = match reader.fill_buf().await {
+            // At the end of its stdout, the last line may lack its newline.
+            Ok([]) => (split_lines(&mut partial, b"", true), 0, true),
+            // A broken pipe: a line cut short is no answer.
+            Err(_) => (Vec::new(), 0, true),
+            Ok(buf) => (split_lines(&mut partial, buf, false), buf.len(), false),
+        };
+        reader.consume(used);
+        while let Ok(index) = sent_rx.try_recv() {
+            in_flight.push_back(index);
+        }
+        let mut answers = Vec::with_capacity(lines.len());
+        let mut broken = false;
+        for line in lines {
+            // Not UTF-8: the worker is broken (as at the end of its stdout).
+            let Some(line) = line else {
+                broken = true;
+                break;
+            };
+            if let Some(index) = in_flight.pop_front() {
+                answers.push((index, line));
             }
         }
+        if !answers.is_empty() {
+            let _ = tx.send(PoolMsg::Answers {
+                job,
+                worker,
+                answers,
+            });
+        }
+        if end || broken {
+            writer.abort();
+            gone(&tx);
+            return;
+        }
     }
+}
+
+/// The complete lines of `partial` followed by `buf`, without their `\n` (or `\r\n`),
+/// each `None` if it is not UTF-8; what follows the last newline stays in `partial`
+/// (at the `end` of the stream, it is a line of its own too).
+fn split_lines(partial: &mut Vec<u8>, buf: &[u8], end: bool) -> Vec<Option<String>> {
+    let mut lines = Vec::new();
+    let mut take = |bytes: &[u8]| {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        lines.push(String::from_utf8(bytes.to_vec()).ok());
+    };
+    let mut rest = buf;
+    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        if partial.is_empty() {
+            take(&rest[..i]);
+        } else {
+            partial.extend_from_slice(&rest[..i]);
+            take(partial);
+            partial.clear();
+        }
+        rest = &rest[i + 1..];
+    }
+    partial.extend_from_slice(rest);
+    if end && !partial.is_empty() {
+        take(partial);
+        partial.clear();
+    }
+    lines
 }
 
 async fn write_line(w: &mut BufWriter<pipe::Sender>, input: &str) -> bool {
@@ -379,6 +428,31 @@ async fn write_line(w: &mut BufWriter<pipe::Sender>, input: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_split_across_reads_come_out_whole_and_in_order() {
+        let mut partial = Vec::new();
+        let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            split_lines(&mut partial, b"1\n4\r\n9", false),
+            some(&["1", "4"])
+        );
+        assert_eq!(partial, b"9");
+        assert_eq!(split_lines(&mut partial, b"", false), some(&[]));
+        assert_eq!(
+            split_lines(&mut partial, b"6\n25\n", false),
+            some(&["96", "25"])
+        );
+        assert!(partial.is_empty());
+        // At the end of the stream, a last line without its newline is an answer too.
+        assert_eq!(split_lines(&mut partial, b"36", false), some(&[]));
+        assert_eq!(split_lines(&mut partial, b"", true), some(&["36"]));
+        // A line that is not UTF-8 is reported as such (the worker is broken).
+        assert_eq!(
+            split_lines(&mut partial, b"\xff\n49\n", false),
+            vec![None, Some("49".to_string())]
+        );
+    }
 
     #[test]
     fn a_dead_workers_error_quotes_the_end_of_its_stderr() {

@@ -30,7 +30,45 @@ pub use queues::{Item, Queue, check_dead_letter};
 pub use syncs::SemaphoreState;
 
 /// What a reply carries: a result value, or an error.
-pub type Outcome = Result<serde_json::Value, ErrorBody>;
+pub type Outcome = Result<Reply, ErrorBody>;
+
+/// A result already serialized to JSON: written into its reply frame as it is, so that a
+/// reply costs one serialization (no `serde_json::Value` tree built and walked first).
+#[derive(Debug, Clone)]
+pub struct Reply(String);
+
+impl Reply {
+    /// Serializes `value`.
+    pub fn new(value: impl serde::Serialize) -> Reply {
+        Reply(serde_json::to_string(&value).expect("protocol types serialize"))
+    }
+
+    /// A result whose JSON text is already made; the caller vouches that it is valid.
+    pub(crate) fn from_json(json: String) -> Reply {
+        Reply(json)
+    }
+
+    /// The result's JSON text.
+    pub fn json(&self) -> &str {
+        &self.0
+    }
+
+    /// The result parsed back into a value, for code that edits or inspects it.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).expect("a reply is valid JSON")
+    }
+
+    /// The reply frame answering request `id`: what `Response::ok(id, result)` frames.
+    pub fn frame(&self, id: u64) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(self.0.len() + 32);
+        frame.extend_from_slice(b"{\"id\":");
+        frame.extend_from_slice(id.to_string().as_bytes());
+        frame.extend_from_slice(b",\"result\":");
+        frame.extend_from_slice(self.0.as_bytes());
+        frame.extend_from_slice(b"}\n");
+        frame
+    }
+}
 
 /// Where a reply goes. Called exactly once, after the batch is committed.
 pub type ReplyFn = Box<dyn FnOnce(Outcome) + Send>;
@@ -564,7 +602,7 @@ struct Cx<'a> {
 
 /// Serializes a result for [`Outcome`].
 pub fn ok(value: impl serde::Serialize) -> Outcome {
-    Ok(serde_json::to_value(value).expect("protocol types serialize"))
+    Ok(Reply::new(value))
 }
 
 /// Names of queues, counters, arrays and locks: 1 to 200 characters of letters, digits

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use corral_proto::{
     DEFAULT_VISIBILITY_MS, ErrorBody, ErrorCode, Lease, MAX_GET_BYTES, Op, QueueAckResult,
-    QueueGetResult, QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
+    QueueInfo, QueueListResult, QueuePutResult, RemovedResult,
 };
 
 use super::{
@@ -404,7 +404,7 @@ impl Primitives {
                         seq: item.seq,
                     });
                 }
-                items.push(parse_item(item.value));
+                items.push(raw_item(item.value));
             }
             q.got_total += n as u64;
             if ranged {
@@ -414,10 +414,11 @@ impl Primitives {
                 });
             }
             cx.changes.queue_stats.insert(name.to_owned());
-            return ok(QueueGetResult {
+            return Ok(GetReply {
                 items,
                 leases: Vec::new(),
-            });
+            }
+            .into_reply());
         };
         let deadline = Instant::now().checked_add(spec.visibility);
         let mut leases = Vec::with_capacity(n);
@@ -434,10 +435,7 @@ impl Primitives {
                 id,
                 deliveries: item.deliveries,
             });
-            items.push(
-                serde_json::from_str(&item.value)
-                    .unwrap_or_else(|_| serde_json::Value::String(item.value.clone())),
-            );
+            items.push(raw_item(item.value.clone()));
             self.leases.insert(
                 id,
                 LeaseRecord {
@@ -454,7 +452,7 @@ impl Primitives {
             q.leased.insert(item.seq, (id, item));
         }
         self.compact_lease_deadlines();
-        ok(QueueGetResult { items, leases })
+        Ok(GetReply { items, leases }.into_reply())
     }
 
     /// Moves poison items at the head of the queue (delivered `max_deliveries` times, e.g.
@@ -679,9 +677,43 @@ impl Primitives {
 /// The longest lease: an item is never held away from other consumers for longer.
 const MAX_VISIBILITY_MS: u64 = 24 * 3600 * 1000;
 
-fn parse_item(text: String) -> serde_json::Value {
-    // Stored items were serialized from valid JSON values.
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+/// [`corral_proto::QueueGetResult`] written with each item as its stored JSON text, instead of parsing
+/// every item into a value and serializing it again.
+struct GetReply {
+    items: Vec<String>,
+    leases: Vec<Lease>,
+}
+
+impl GetReply {
+    fn into_reply(self) -> super::Reply {
+        let mut json =
+            String::with_capacity(self.items.iter().map(|i| i.len() + 1).sum::<usize>() + 16);
+        json.push_str("{\"items\":[");
+        for (n, item) in self.items.iter().enumerate() {
+            if n > 0 {
+                json.push(',');
+            }
+            json.push_str(item);
+        }
+        json.push(']');
+        if !self.leases.is_empty() {
+            json.push_str(",\"leases\":");
+            json.push_str(&serde_json::to_string(&self.leases).expect("leases serialize"));
+        }
+        json.push('}');
+        super::Reply::from_json(json)
+    }
+}
+
+/// A stored item as JSON for a reply. Stored items were serialized from valid JSON
+/// values (compact: no newline, which would end the reply's frame); anything else (a
+/// damaged row) goes out as a JSON string.
+fn raw_item(text: String) -> String {
+    if !text.contains('\n') && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
+        text
+    } else {
+        serde_json::to_string(&text).expect("a string serializes")
+    }
 }
 
 fn lease_spec(
@@ -787,7 +819,7 @@ mod tests {
     #[test]
     fn a_failed_commit_keeps_earlier_leases_and_forgets_its_own() {
         let mut p = prims(&[0, 0]);
-        let first = get_ack(&mut p).unwrap();
+        let first = get_ack(&mut p).unwrap().to_value();
         let first_id = first["leases"][0]["id"].as_u64().unwrap();
         // The first lease was committed (deliveries 1 on disk); the second get's batch fails.
         let _second = get_ack(&mut p).unwrap();
@@ -803,7 +835,7 @@ mod tests {
                 ids: vec![first_id],
             },
         );
-        assert_eq!(acked.unwrap()["count"], 1);
+        assert_eq!(acked.unwrap().to_value()["count"], 1);
     }
 
     #[test]
@@ -820,7 +852,7 @@ mod tests {
                 },
             )
             .unwrap();
-            let id = get_ack(&mut p).unwrap()["leases"][0]["id"]
+            let id = get_ack(&mut p).unwrap().to_value()["leases"][0]["id"]
                 .as_u64()
                 .unwrap();
             run(
@@ -844,10 +876,10 @@ mod tests {
     fn returned_items_go_back_in_position_order_and_poison_is_swept() {
         let mut p = prims(&[0, 0, 5]);
         p.queues.get_mut("q").unwrap().max_deliveries = Some(5);
-        let a = get_ack(&mut p).unwrap()["leases"][0]["id"]
+        let a = get_ack(&mut p).unwrap().to_value()["leases"][0]["id"]
             .as_u64()
             .unwrap();
-        let b = get_ack(&mut p).unwrap()["leases"][0]["id"]
+        let b = get_ack(&mut p).unwrap().to_value()["leases"][0]["id"]
             .as_u64()
             .unwrap();
         for id in [b, a] {
