@@ -473,19 +473,7 @@ impl Pg {
                     .await
                     .map_err(|e| self.sql_error(name, e))?
                     .get(0);
-                let waiting_getters = self.waiting_on(&format!("q:{queue}"));
-                ok(corral_proto::QueueInfo {
-                    queue,
-                    depth: depth as usize,
-                    in_flight: 0,
-                    maxsize: None,
-                    max_deliveries: None,
-                    dead_letter: None,
-                    put_total: 0,
-                    got_total: 0,
-                    waiting_getters,
-                    waiting_putters: 0,
-                })
+                ok(self.queue_info(queue, depth as usize))
             }
             Op::QueueList {} => {
                 let client = self.client()?;
@@ -513,21 +501,7 @@ impl Pg {
                 }
                 let queues = depths
                     .into_iter()
-                    .map(|(queue, depth)| {
-                        let waiting_getters = self.waiting_on(&format!("q:{queue}"));
-                        corral_proto::QueueInfo {
-                            queue,
-                            depth,
-                            in_flight: 0,
-                            maxsize: None,
-                            max_deliveries: None,
-                            dead_letter: None,
-                            put_total: 0,
-                            got_total: 0,
-                            waiting_getters,
-                            waiting_putters: 0,
-                        }
-                    })
+                    .map(|(queue, depth)| self.queue_info(queue, depth))
                     .collect();
                 ok(corral_proto::QueueListResult { queues })
             }
@@ -735,6 +709,24 @@ impl Pg {
             }
         }
         result
+    }
+
+    /// What `queue info` says of a queue on PostgreSQL: its depth and this node's waiting
+    /// getters (no in-flight items, limits or totals are kept there yet).
+    fn queue_info(&self, queue: String, depth: usize) -> corral_proto::QueueInfo {
+        let waiting_getters = self.waiting_on(&format!("q:{queue}"));
+        corral_proto::QueueInfo {
+            queue,
+            depth,
+            in_flight: 0,
+            maxsize: None,
+            max_deliveries: None,
+            dead_letter: None,
+            put_total: 0,
+            got_total: 0,
+            waiting_getters,
+            waiting_putters: 0,
+        }
     }
 
     /// How many requests of this node wait on `key`.

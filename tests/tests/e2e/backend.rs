@@ -21,8 +21,8 @@ fn node_with_lease(pg: &PgCluster, name: &str, lease: &str) -> TestDaemon {
     node_with_config(pg, name, &format!("[backend]\nlease = \"{lease}\"\n"))
 }
 
-/// A corrald node on `pg`'s database with this `corral.toml`.
-fn node_with_config(pg: &PgCluster, name: &str, toml: &str) -> TestDaemon {
+/// A corrald node on `pg`'s database with this `corral.toml`, not started yet.
+pub(crate) fn configured_node(pg: &PgCluster, name: &str, toml: &str) -> TestDaemon {
     let mut d = TestDaemon::new();
     let config = d.path("corral.toml");
     std::fs::write(&config, toml).unwrap();
@@ -34,6 +34,12 @@ fn node_with_config(pg: &PgCluster, name: &str, toml: &str) -> TestDaemon {
         "--node".into(),
         name.into(),
     ];
+    d
+}
+
+/// [`configured_node`], started.
+fn node_with_config(pg: &PgCluster, name: &str, toml: &str) -> TestDaemon {
+    let mut d = configured_node(pg, name, toml);
     d.start();
     d
 }

@@ -17,18 +17,7 @@ fn node(pg: &PgCluster, name: &str) -> TestDaemon {
 
 /// [`node`], not started yet.
 fn configured(pg: &PgCluster, name: &str) -> TestDaemon {
-    let mut d = TestDaemon::new();
-    let config = d.path("corral.toml");
-    std::fs::write(&config, "pool_slots = 2\n[backend]\nlease = \"2s\"\n").unwrap();
-    d.extra_args = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--backend".into(),
-        pg.url(),
-        "--node".into(),
-        name.into(),
-    ];
-    d
+    crate::backend::configured_node(pg, name, "pool_slots = 2\n[backend]\nlease = \"2s\"\n")
 }
 
 /// `pool map --json` arguments: 300 items of `sleep 0.05; echo $CORRAL_NODE N`.
