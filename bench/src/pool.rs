@@ -39,7 +39,19 @@ fn corral_job(
     inputs: Vec<String>,
     stream: bool,
 ) -> anyhow::Result<Duration> {
-    let client = Client::connect_to(&env.corral_socket)?;
+    timed_job(&env.corral_socket, command, inputs, 4, stream)
+}
+
+/// Submits a pool job of at most `workers` at once to the corrald at `socket` and waits
+/// for every result; returns the wall time.
+pub(crate) fn timed_job(
+    socket: &std::path::Path,
+    command: Vec<String>,
+    inputs: Vec<String>,
+    workers: usize,
+    stream: bool,
+) -> anyhow::Result<Duration> {
+    let client = Client::connect_to(socket)?;
     let n = inputs.len();
     let start = Instant::now();
     let job: PoolJob = client.call(Op::PoolSubmit {
@@ -47,7 +59,7 @@ fn corral_job(
         pool: None,
         command,
         inputs,
-        workers: Some(4),
+        workers: Some(workers),
         retries: 0,
         timeout_ms: None,
         stream,

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corral_client::Client;
-use corral_client::proto::{Op, PoolJob};
 use corral_tests::PgCluster;
 
 use crate::peers::{dies_with_bench, sibling_binary, wait_until};
@@ -47,40 +46,8 @@ fn start_node(dir: &Path, pg: &PgCluster, name: &str) -> anyhow::Result<Node> {
 /// One job of `items` × `true` submitted on `node` (no -j cap: every node's slots),
 /// waited for with every result; its wall time.
 fn job(node: &Node, items: usize) -> anyhow::Result<Duration> {
-    let client = Client::connect_to(&node.socket)?;
-    let start = Instant::now();
-    let job: PoolJob = client.call(Op::PoolSubmit {
-        name: Some("bench".into()),
-        pool: None,
-        command: vec!["true".into()],
-        inputs: (0..items).map(|i| i.to_string()).collect(),
-        workers: Some(1024),
-        retries: 0,
-        timeout_ms: None,
-        stream: false,
-        working_dir: None,
-        env: Default::default(),
-        cancel_on_disconnect: false,
-        open: false,
-        max_items_per_worker: None,
-    })?;
-    let mut received = 0;
-    let end: PoolJob = client.call_streaming(
-        Op::PoolWait {
-            job: job.job,
-            results: true,
-            timeout_ms: None,
-            from: None,
-            count: None,
-        },
-        |_| received += 1,
-    )?;
-    let took = start.elapsed();
-    anyhow::ensure!(
-        end.succeeded == items && received == items,
-        "job ended with {end:?}"
-    );
-    Ok(took)
+    let inputs = (0..items).map(|i| i.to_string()).collect();
+    crate::pool::timed_job(&node.socket, vec!["true".into()], inputs, 1024, false)
 }
 
 /// Items per second over 1, 2 and 3 nodes; `None` (said on stderr) without PostgreSQL.
