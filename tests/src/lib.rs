@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use corral_client::Client;
 
+mod netns;
 mod pg;
+pub use netns::NetLab;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 pub use pg::{Backend, BackendDaemon, PG_PASSWORD, PgCluster, pg_bin_dir};
@@ -58,6 +60,9 @@ pub struct TestDaemon {
     pub extra_args: Vec<String>,
     /// `--http` value (default `off`).
     pub http: String,
+    /// A program and arguments that corrald and `ctl`'s corralctl run under, which must
+    /// exec them in place (`ip netns exec NS`, for [`NetLab`]); empty by default.
+    pub wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -73,6 +78,7 @@ impl TestDaemon {
             dir,
             extra_args: Vec::new(),
             http: "off".into(),
+            wrapper: Vec::new(),
             child: None,
         }
     }
@@ -115,7 +121,7 @@ impl TestDaemon {
 
     /// The command that starts corrald on this directory.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("corrald"));
+        let mut cmd = self.wrapped(bin("corrald"));
         cmd.arg("--units")
             .arg(self.units_dir())
             .arg("--state")
@@ -136,6 +142,18 @@ impl TestDaemon {
                     .expect("stderr file"),
             );
         cmd
+    }
+
+    /// A command for `program`, under [`TestDaemon::wrapper`] if there is one.
+    fn wrapped(&self, program: PathBuf) -> Command {
+        match self.wrapper.split_first() {
+            None => Command::new(program),
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(program);
+                cmd
+            }
+        }
     }
 
     /// Starts corrald and waits until its socket answers `hello`.
@@ -203,7 +221,7 @@ impl TestDaemon {
 
     /// Runs `corralctl --socket S ARGS...` and returns its output.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("corralctl"))
+        self.wrapped(bin("corralctl"))
             .arg("--socket")
             .arg(self.socket())
             .args(args)

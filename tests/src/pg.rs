@@ -23,6 +23,8 @@ pub struct PgCluster {
     bin: PathBuf,
     owner: Option<(u32, u32)>,
     running: bool,
+    /// `listen_addresses`: 127.0.0.1, and a bridge's address for [`PgCluster::start_on`].
+    listen: String,
 }
 
 /// Directory of Debian's PostgreSQL server binaries (the newest version installed).
@@ -54,6 +56,16 @@ impl PgCluster {
     /// Starts a new cluster, or returns `None` after printing why it cannot (no
     /// PostgreSQL installed and `scripts/test` could not install it): the caller skips.
     pub fn start() -> Option<PgCluster> {
+        PgCluster::start_listening(None)
+    }
+
+    /// Like [`PgCluster::start`], listening on `addr` too and accepting password logins
+    /// from `cidr` (`pg_hba.conf`): for nodes in other network namespaces.
+    pub fn start_on(addr: &str, cidr: &str) -> Option<PgCluster> {
+        PgCluster::start_listening(Some((addr, cidr)))
+    }
+
+    fn start_listening(extra: Option<(&str, &str)>) -> Option<PgCluster> {
         let Some(bin) = pg_bin_dir() else {
             eprintln!(
                 "skipped: PostgreSQL's server is not installed (no /usr/lib/postgresql/*/bin/initdb); \
@@ -91,6 +103,10 @@ impl PgCluster {
             bin,
             owner,
             running: false,
+            listen: match extra {
+                Some((addr, _)) => format!("127.0.0.1,{addr}"),
+                None => "127.0.0.1".into(),
+            },
         };
         let data = cluster.data_dir();
         let pwfile = cluster.dir.path().join("pwfile");
@@ -115,6 +131,12 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((_, cidr)) = extra {
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            text.push_str(&format!("host all all {cidr} scram-sha-256\n"));
+            std::fs::write(&hba, text).expect("write pg_hba.conf");
+        }
         // A port picked free may be taken by another test before the server binds it:
         // try a few.
         for _ in 0..5 {
@@ -157,7 +179,8 @@ impl PgCluster {
         let data = self.data_dir();
         let log = self.dir.path().join("pg.log");
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            "-c listen_addresses={} -p {} -k {} -c fsync=off -c max_connections=200",
+            self.listen,
             self.port,
             self.socket_dir().display()
         );
@@ -218,6 +241,15 @@ impl PgCluster {
     /// A connection URI for database `postgres` as the superuser, with its password.
     pub fn url(&self) -> String {
         self.url_with("postgres", PG_PASSWORD)
+    }
+
+    /// A connection URI as the superuser to the server at `host` (an address it
+    /// listens on, see [`PgCluster::start_on`]).
+    pub fn url_at(&self, host: &str) -> String {
+        format!(
+            "postgres://postgres:{PG_PASSWORD}@{host}:{}/postgres",
+            self.port
+        )
     }
 
     /// A connection URI with another user and password (for refused credentials).

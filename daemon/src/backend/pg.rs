@@ -183,8 +183,17 @@ impl Pg {
             url: redact(&settings.url),
             reason: e.to_string(),
         })?;
+        // A link that stops carrying packets (a partition, not a closed socket) fails the
+        // connection within a lease instead of TCP's minutes of retransmissions: its
+        // statements answer `backend_unavailable` and the keeper reconnects.
+        let probe = (settings.lease / 3).max(Duration::from_secs(1));
         config
             .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(settings.lease)
+            .keepalives(true)
+            .keepalives_idle(probe)
+            .keepalives_interval(probe)
+            .keepalives_retries(3)
             .application_name(format!("corrald {}", settings.node));
         let (wakes, _) = tokio::sync::broadcast::channel(1024);
         let (mut client, closed) = connect(&config, &wakes)

@@ -11,6 +11,7 @@ mod checks;
 mod cli;
 mod examples;
 mod faults;
+mod hosts;
 mod http;
 mod lifecycle;
 mod notify;
