@@ -88,6 +88,85 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX corral_pool_items_pending ON corral_pool_items (job, idx) WHERE state = 'pending';
      CREATE INDEX corral_pool_items_running ON corral_pool_items (node, job) WHERE state = 'running';
      CREATE INDEX corral_pool_items_running_job ON corral_pool_items (job) WHERE state = 'running';",
+    // 4: counters' compare-and-swap (one function, so the read and the write are one
+    // statement under the row's lock) and fixed-length arrays: one row per array (its
+    // kind, `i64` or `f64`, and length) and one per element (`i` or `f` by kind), so an
+    // element's add is one row's update whatever the array's length.
+    "CREATE FUNCTION corral_counter_cas(n text, expected bigint, replacement bigint,
+                                        OUT swapped boolean, OUT val bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         LOOP
+             SELECT value INTO val FROM corral_counters WHERE name = n FOR UPDATE;
+             IF FOUND THEN
+                 swapped := val = expected;
+                 IF swapped THEN
+                     UPDATE corral_counters SET value = replacement WHERE name = n;
+                     val := replacement;
+                 END IF;
+                 RETURN;
+             END IF;
+             -- A counter never set is 0.
+             IF expected <> 0 THEN
+                 swapped := false;
+                 val := 0;
+                 RETURN;
+             END IF;
+             INSERT INTO corral_counters (name, value) VALUES (n, replacement)
+             ON CONFLICT (name) DO NOTHING;
+             IF FOUND THEN
+                 swapped := true;
+                 val := replacement;
+                 RETURN;
+             END IF;
+             -- Another node created it meanwhile: look again, under its lock.
+         END LOOP;
+     END $$;
+     CREATE TABLE corral_arrays (
+         name text PRIMARY KEY,
+         kind text NOT NULL CHECK (kind IN ('i64', 'f64')),
+         length integer NOT NULL
+     );
+     CREATE TABLE corral_array_items (
+         name text NOT NULL REFERENCES corral_arrays (name) ON DELETE CASCADE,
+         idx integer NOT NULL,
+         i bigint,
+         f double precision,
+         PRIMARY KEY (name, idx)
+     );
+     -- Creates array n (elements from ivals or fvals, by kind) unless it exists; with
+     -- `overwrite`, an existing array of the same shape takes the values. Returns the
+     -- shape found or made and whether the values were written.
+     CREATE FUNCTION corral_array_create(n text, k text, len integer, ivals bigint[],
+                                         fvals double precision[], overwrite boolean,
+                                         OUT kind text, OUT length integer, OUT written boolean)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         LOOP
+             SELECT a.kind, a.length INTO kind, length FROM corral_arrays a
+             WHERE a.name = n FOR UPDATE;
+             IF FOUND THEN
+                 written := overwrite AND kind = k AND length = len;
+                 IF written THEN
+                     UPDATE corral_array_items t SET i = v.i, f = v.f
+                     FROM unnest(ivals, fvals) WITH ORDINALITY AS v(i, f, o)
+                     WHERE t.name = n AND t.idx = v.o - 1;
+                 END IF;
+                 RETURN;
+             END IF;
+             INSERT INTO corral_arrays (name, kind, length) VALUES (n, k, len)
+             ON CONFLICT (name) DO NOTHING;
+             IF FOUND THEN
+                 INSERT INTO corral_array_items (name, idx, i, f)
+                 SELECT n, v.o - 1, v.i, v.f
+                 FROM unnest(ivals, fvals) WITH ORDINALITY AS v(i, f, o);
+                 kind := k;
+                 length := len;
+                 written := true;
+                 RETURN;
+             END IF;
+         END LOOP;
+     END $$;",
 ];
 
 /// Why [`migrate`] refused.

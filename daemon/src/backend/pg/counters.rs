@@ -1,4 +1,5 @@
-//! Counters on PostgreSQL: get, set, add (exact across nodes) and list.
+//! Counters on PostgreSQL: get, set, add (exact across nodes), compare-and-swap, list and
+//! delete.
 
 use super::*;
 
@@ -23,6 +24,7 @@ impl Pg {
                 ok(corral_proto::CounterListResult { counters })
             }
             Op::CounterGet { counter } => {
+                check_name("counter", &counter)?;
                 let client = self.client()?;
                 let value: i64 = client
                     .query_opt(
@@ -71,6 +73,39 @@ impl Pg {
                     }
                     Err(e) => Err(self.sql_error(name, e)),
                 }
+            }
+            // One statement: `corral_counter_cas` (schema 4) reads and writes under the
+            // row's lock.
+            Op::CounterCas {
+                counter,
+                expected,
+                new,
+            } => {
+                check_name("counter", &counter)?;
+                let client = self.client()?;
+                let row = client
+                    .query_one(
+                        "SELECT swapped, val FROM corral_counter_cas($1, $2, $3)",
+                        &[&counter, &expected, &new],
+                    )
+                    .await
+                    .map_err(|e| self.sql_error(name, e))?;
+                ok(corral_proto::CasResult {
+                    counter,
+                    swapped: row.get(0),
+                    value: row.get(1),
+                })
+            }
+            Op::CounterDelete { counter } => {
+                check_name("counter", &counter)?;
+                let client = self.client()?;
+                let removed = client
+                    .execute("DELETE FROM corral_counters WHERE name = $1", &[&counter])
+                    .await
+                    .map_err(|e| self.sql_error(name, e))?;
+                ok(corral_proto::RemovedResult {
+                    removed: removed as usize,
+                })
             }
             _ => Err(unsupported(name)),
         }

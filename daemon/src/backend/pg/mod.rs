@@ -28,6 +28,7 @@
 //! not support answer a clear `failed` error naming the operation; while the database is
 //! unreachable every operation answers `backend_unavailable` and nothing changes.
 
+mod arrays;
 mod counters;
 mod locks;
 mod queues;
@@ -424,7 +425,15 @@ impl Pg {
             Op::CounterList {}
             | Op::CounterGet { .. }
             | Op::CounterSet { .. }
-            | Op::CounterAdd { .. } => self.counter_op(op).await,
+            | Op::CounterAdd { .. }
+            | Op::CounterCas { .. }
+            | Op::CounterDelete { .. } => self.counter_op(op).await,
+            Op::ArrayCreate { .. }
+            | Op::ArrayGet { .. }
+            | Op::ArraySet { .. }
+            | Op::ArrayAdd { .. }
+            | Op::ArrayList {}
+            | Op::ArrayDelete { .. } => self.array_op(op).await,
             Op::LockAcquire { .. } | Op::LockRelease { .. } | Op::LockStatus { .. } => {
                 self.lock_op(conn, op, &gone).await
             }
@@ -553,7 +562,7 @@ fn unsupported(op: &str) -> ErrorBody {
         ErrorCode::Failed,
         format!(
             "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queue put/get/len/list, counter get/set/add/list and lock acquire/release/status are"
+             queue put/get/len/list, counters, arrays and lock acquire/release/status are"
         ),
     )
 }
