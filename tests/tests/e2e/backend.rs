@@ -66,7 +66,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "4");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "5");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -180,7 +180,7 @@ fn nodes_starting_together_migrate_once() {
     // One row per migration: each ran once.
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
-        "1,2,3"
+        "1,2,3,4,5"
     );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),

@@ -49,6 +49,10 @@ on_both_backends!(
     compare_and_swap_elects_one_leader_among_racing_clients,
     arrays_create_read_write_add_and_refuse_bad_input,
     twenty_clients_adding_to_one_array_element_count_exactly,
+    a_bounded_queue_refuses_or_waits_when_full,
+    acknowledged_gets_ack_nack_and_give_back_what_a_closed_connection_or_a_timeout_held,
+    a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries,
+    purge_and_delete_empty_a_queue_and_delete_ends_its_waiters,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -241,9 +245,10 @@ fn a_blocked_get_is_woken_by_a_put(backend: Backend) {
     assert_eq!(getter.join().unwrap(), "hello");
 }
 
-#[test]
-fn a_bounded_queue_refuses_or_waits_when_full() {
-    let mut d = TestDaemon::new();
+fn a_bounded_queue_refuses_or_waits_when_full(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let client = d.client();
     let q = client.queue("small");
@@ -694,4 +699,156 @@ fn twenty_clients_adding_to_one_array_element_count_exactly(backend: Backend) {
     let tally = client.array("tally");
     assert_eq!(tally.get_i64(1).unwrap(), 1000);
     assert_eq!(tally.get_i64(0).unwrap(), 0);
+}
+
+fn acknowledged_gets_ack_nack_and_give_back_what_a_closed_connection_or_a_timeout_held(
+    backend: Backend,
+) {
+    use corral_proto::ErrorCode;
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let c = d.client();
+    let q = c.queue("jobs");
+    for v in ["a", "b", "c", "d"] {
+        q.put(v).unwrap();
+    }
+    let minute = Duration::from_secs(60);
+    let a = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!((a.value.as_str(), a.deliveries()), ("a", 1));
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (3, 1));
+    // A nack puts it back at the head at once, for a second delivery under a new lease.
+    let first_lease = a.id();
+    a.nack().unwrap();
+    let a = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!((a.value.as_str(), a.deliveries()), ("a", 2));
+    assert_ne!(a.id(), first_lease);
+    let stale = q.ack(&[first_lease]).unwrap_err();
+    assert_eq!(stale.code(), Some(ErrorCode::NotHeld), "{stale}");
+    // Acking several leases is all or nothing.
+    let b = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!(b.value, "b");
+    let err = q
+        .ack(&[a.id(), b.id(), a.id() + b.id() + 1000])
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotHeld), "{err}");
+    assert_eq!(q.info().unwrap().in_flight, 2, "nothing was acked");
+    assert_eq!(q.ack(&[a.id(), b.id(), b.id()]).unwrap(), 2);
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (2, 0));
+    // A connection that closes gives its leased items back, at their place.
+    {
+        let other = d.client();
+        let taken = other.queue("jobs").get_ack::<String>(None, minute).unwrap();
+        assert_eq!(taken.value, "c");
+    }
+    wait_for("the closed connection's item to come back", || {
+        (q.info().unwrap().depth == 2).then_some(())
+    });
+    let c_again = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!((c_again.value.as_str(), c_again.deliveries()), ("c", 2));
+    // A lease whose visibility timeout passes is delivered again (to a blocked get).
+    let short = q
+        .get_ack::<String>(None, Duration::from_millis(200))
+        .unwrap();
+    assert_eq!(short.value, "d");
+    let again = q
+        .get_ack::<String>(Some(Duration::from_secs(60)), minute)
+        .unwrap();
+    assert_eq!((again.value.as_str(), again.deliveries()), ("d", 2));
+    let late = short.ack().unwrap_err();
+    assert_eq!(late.code(), Some(ErrorCode::NotHeld), "{late}");
+    again.ack().unwrap();
+    c_again.ack().unwrap();
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (0, 0));
+    // Bad requests are refused as on every backend.
+    let mut raw = d.raw();
+    let cases = [
+        (
+            r#"{"id":1,"op":"queue_ack","queue":"jobs","ids":[]}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":2,"op":"queue_get","queue":"jobs","visibility_ms":5}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":3,"op":"queue_get","queue":"jobs","ack":true,"visibility_ms":0}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":4,"op":"queue_nack","queue":"jobs","ids":[123456789]}"#,
+            "not_held",
+        ),
+    ];
+    for (request, expected) in cases {
+        let reply = raw.roundtrip(request);
+        assert_eq!(code(&reply), expected, "{request} -> {reply}");
+    }
+}
+
+fn a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let c = d.client();
+    let q = c.queue("work");
+    let info = q.declare_dead_letter(None, Some(2), None).unwrap();
+    assert_eq!(info.max_deliveries, Some(2));
+    assert_eq!(info.dead_letter.as_deref(), Some("work.dead"));
+    q.put("poison").unwrap();
+    q.put("fine").unwrap();
+    let minute = Duration::from_secs(60);
+    for n in 1..=2 {
+        let got = q.get_ack::<String>(None, minute).unwrap();
+        assert_eq!((got.value.as_str(), got.deliveries()), ("poison", n));
+        got.nack().unwrap();
+    }
+    // Delivered twice and returned: in the dead-letter queue, not back.
+    let next = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!(next.value, "fine");
+    next.ack().unwrap();
+    assert_eq!(q.info().unwrap().depth, 0);
+    let dead = c.queue("work.dead");
+    assert_eq!(dead.get::<String>(None).unwrap(), "poison");
+}
+
+fn purge_and_delete_empty_a_queue_and_delete_ends_its_waiters(backend: Backend) {
+    use corral_proto::ErrorCode;
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let c = d.client();
+    let q = c.queue("old");
+    for n in 0..3 {
+        q.put(n).unwrap();
+    }
+    let leased = q.get_ack::<i64>(None, Duration::from_secs(60)).unwrap();
+    assert_eq!(q.purge().unwrap(), 3, "waiting and in-flight items");
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (0, 0));
+    let err = leased.ack().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotHeld), "{err}");
+    // A getter blocked on a queue that is deleted is told so.
+    let socket = d.socket();
+    let getter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client
+            .queue("old")
+            .get::<i64>(Some(Duration::from_secs(60)))
+            .unwrap_err()
+    });
+    wait_for("the getter to wait", || {
+        (q.info().unwrap().waiting_getters == 1).then_some(())
+    });
+    assert!(q.delete().unwrap());
+    let err = getter.join().unwrap();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    assert!(!q.delete().unwrap());
+    assert!(c.queues().unwrap().iter().all(|i| i.queue != "old"));
 }

@@ -1,19 +1,23 @@
-//! The PostgreSQL backend: queues, counters and locks in tables shared by every corrald
-//! node on the same database (see `backend::schema` for the tables).
+//! The PostgreSQL backend: queues, counters, arrays and locks in tables shared by every
+//! corrald node on the same database (see `backend::schema` for the tables and the SQL
+//! functions that keep an operation that reads and writes one statement).
 //!
 //! [`Pg`] owns the connection (one `tokio_postgres::Client`, whose concurrent queries are
 //! pipelined on one socket) and a keeper task that reconnects when it drops and renews
 //! this node's lease. Each operation runs as its own task and is answered once its
 //! statement has committed (every statement is its own transaction):
 //! - a `get` is `DELETE … WHERE id IN (SELECT … ORDER BY id FOR UPDATE SKIP LOCKED
-//!   LIMIT n) RETURNING`: at most once across nodes, oldest first;
+//!   LIMIT n) RETURNING`: at most once across nodes, oldest first; an acknowledged get
+//!   sets the items' lease instead, and a return (nack, visibility timeout, the holder's
+//!   connection or node gone) clears it;
 //! - a counter `add` is one `INSERT … ON CONFLICT DO UPDATE SET value = value + delta`,
 //!   exact whatever node it reaches (overflow is PostgreSQL's `numeric_value_out_of_range`);
 //! - a lock is a row keyed by name with its holder (node, connection) and a fencing token
 //!   from the one sequence `corral_fencing`, so tokens grow across the whole cluster.
 //!
-//! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put notifies
-//! `q:QUEUE` and a release `l:LOCK` in the same statement (PostgreSQL folds identical
+//! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put (or a
+//! return) notifies `q:QUEUE`, a get or ack of a bounded queue `p:QUEUE` (its putters),
+//! a queue's delete `d:QUEUE` (its waiters end) and a release `l:LOCK` in the same statement (PostgreSQL folds identical
 //! notifications of one transaction into one). A blocked `get` or `acquire` on any node
 //! tries again when its object's notification arrives, and every `[backend] poll`
 //! (default 500 ms) anyway, so a
@@ -22,7 +26,8 @@
 //! goes to the first of the line, or to a newcomer only when nobody waits.
 //!
 //! Leases: the keeper renews this node's row of `corral_nodes` every lease/3 and
-//! releases the locks and waiters of nodes whose lease has expired. A node that has not
+//! releases the locks, waiters and leased items of nodes whose lease has expired, and the
+//! leased items whose visibility timeout passed. A node that has not
 //! renewed its own lease for a whole lease gives up its locks itself (the watchdog): its
 //! clients are told by the answer to their `release`. Operations this backend does
 //! not support answer a clear `failed` error naming the operation; while the database is
@@ -84,6 +89,8 @@ struct ConnState {
     /// Locks it held when this node's lease expired: released, and said so to it.
     lost: std::collections::BTreeSet<String>,
     waiting: usize,
+    /// It was given leases (acknowledged gets not detached): they go back when it closes.
+    leases: bool,
 }
 
 /// Rows of this node that a statement failed to delete (the database was away): deleted
@@ -96,6 +103,8 @@ enum Stale {
     Lock(u64, String),
     /// A lock waiter's place.
     Waiter(i64),
+    /// The leases of a closed connection (their items go back).
+    Leases(u64),
 }
 
 /// Why the backend could not start.
@@ -234,6 +243,16 @@ impl Pg {
                     &[&settings.node],
                 )
                 .await?;
+            // Leases of its connections of a previous life (detached ones last their
+            // visibility).
+            client
+                .execute(
+                    "SELECT corral_queue_return(ARRAY(
+                         SELECT lease FROM corral_queue_items
+                         WHERE lease IS NOT NULL AND lease_node = $1 AND lease_conn IS NOT NULL))",
+                    &[&settings.node],
+                )
+                .await?;
             client.batch_execute("COMMIT").await
         }
         .await;
@@ -342,14 +361,25 @@ impl Pg {
             return;
         };
         state.cancel.cancel();
-        if state.locks.is_empty() {
+        let mut rows = Vec::new();
+        if !state.locks.is_empty() {
+            rows.push(Stale::Locks(conn));
+        }
+        if state.leases {
+            rows.push(Stale::Leases(conn));
+        }
+        if rows.is_empty() {
             return;
         }
         let pg = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = pg.delete_stale(&Stale::Locks(conn)).await {
-                tracing::warn!("PostgreSQL backend: releasing a closed connection's locks: {e}");
-                pg.stale_later(Stale::Locks(conn));
+            for row in rows {
+                if let Err(e) = pg.delete_stale(&row).await {
+                    tracing::warn!(
+                        "PostgreSQL backend: releasing a closed connection's locks or leases: {e}"
+                    );
+                    pg.stale_later(row);
+                }
             }
         });
     }
@@ -374,6 +404,16 @@ impl Pg {
                         "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
                          SELECT pg_notify($4, 'l:' || name) FROM gone",
                         &[lock, node, &(*conn as i64), &CHANNEL],
+                    )
+                    .await
+            }
+            Stale::Leases(conn) => {
+                client
+                    .execute(
+                        "SELECT corral_queue_return(ARRAY(
+                             SELECT lease FROM corral_queue_items
+                             WHERE lease IS NOT NULL AND lease_node = $1 AND lease_conn = $2))",
+                        &[node, &(*conn as i64)],
                     )
                     .await
             }
@@ -404,7 +444,7 @@ impl Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
-            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0)
+            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0 || s.leases)
     }
 
     /// Changes the state of a connection still open (one that closed has none).
@@ -419,9 +459,15 @@ impl Pg {
         let name = op.name();
         let name = name.as_str();
         match op {
-            Op::QueuePut { .. } | Op::QueueGet { .. } | Op::QueueLen { .. } | Op::QueueList {} => {
-                self.queue_op(conn, op, &gone).await
-            }
+            Op::QueuePut { .. }
+            | Op::QueueGet { .. }
+            | Op::QueueLen { .. }
+            | Op::QueueList {}
+            | Op::QueueDeclare { .. }
+            | Op::QueueAck { .. }
+            | Op::QueueNack { .. }
+            | Op::QueuePurge { .. }
+            | Op::QueueDelete { .. } => self.queue_op(conn, op, &gone).await,
             Op::CounterList {}
             | Op::CounterGet { .. }
             | Op::CounterSet { .. }
@@ -458,6 +504,9 @@ impl Pg {
     {
         // Subscribed before the first attempt: a put committed after it is not missed.
         let mut wakes = self.wakes.subscribe();
+        // A queue's getters and putters end when it is deleted (`d:QUEUE`).
+        let queue = key.strip_prefix("q:").or_else(|| key.strip_prefix("p:"));
+        let deleted = queue.map(|q| format!("d:{q}"));
         if let Some(found) = attempt().await? {
             return Ok(Some(found));
         }
@@ -480,10 +529,11 @@ impl Pg {
             let woken = async {
                 loop {
                     match wakes.recv().await {
-                        Ok(got) if &*got == key || &*got == WAKE_ALL => return,
+                        Ok(got) if deleted.as_deref() == Some(&*got) => return true,
+                        Ok(got) if &*got == key || &*got == WAKE_ALL => return false,
                         Ok(_) => {}
                         // Missed some: one of them may have been ours.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return false,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             std::future::pending::<()>().await
                         }
@@ -493,7 +543,12 @@ impl Pg {
             tokio::select! {
                 () = cancel.cancelled() => break Ok(None),
                 () = tokio::time::sleep(nap) => {}
-                () = woken => {}
+                deleted = woken => if deleted {
+                    break Err(ErrorBody::new(
+                        ErrorCode::NotFound,
+                        format!("queue `{}` was deleted", queue.unwrap_or_default()),
+                    ));
+                }
             }
             match attempt().await {
                 Ok(Some(found)) => break Ok(Some(found)),
@@ -562,7 +617,7 @@ fn unsupported(op: &str) -> ErrorBody {
         ErrorCode::Failed,
         format!(
             "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queue put/get/len/list, counters, arrays and lock acquire/release/status are"
+             queues, counters, arrays and lock acquire/release/status are"
         ),
     )
 }
@@ -705,6 +760,21 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
             }
         }
         Err(e) => tracing::warn!("PostgreSQL backend: releasing expired nodes' locks: {e}"),
+    }
+    // Leases past their visibility timeout, and those of expired nodes' connections.
+    if let Err(e) = client
+        .execute(
+            "SELECT corral_queue_return(ARRAY(
+                 SELECT i.lease FROM corral_queue_items i
+                 WHERE i.lease IS NOT NULL AND (i.lease_until < now() OR (
+                     i.lease_conn IS NOT NULL AND i.lease_node <> $1 AND i.lease_node IN (
+                         SELECT n.name FROM corral_nodes n
+                         WHERE n.heartbeat < now() - n.lease_ms * interval '1 millisecond')))))",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: returning expired leases: {e}");
     }
 }
 
