@@ -39,8 +39,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use corral_config::{NotLoaded, Unit, UnitKind};
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, PlanStep, ReloadResult, ShutdownPlan, StatusResult,
-    TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
+    ErrorBody, ErrorCode, ExitStatus, PlanStep, ReloadResult, RunParent, ShutdownPlan,
+    StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
 };
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
@@ -108,7 +108,7 @@ pub enum Request {
     /// Replace the unit set (already validated).
     Reload(BTreeMap<String, Unit>, Reply<ReloadResult>),
     /// Add and start a transient unit; with descriptors, they are its stdout and stderr.
-    Run(Box<Unit>, Option<[OwnedFd; 2]>, Reply<String>),
+    Run(Box<Transient>, Reply<String>),
     /// Log files of a unit's instances.
     LogPaths(String, Option<u32>, Reply<Vec<(u32, PathBuf)>>),
     /// Begin the shutdown sequence; answered when every instance is down.
@@ -200,6 +200,18 @@ struct UnitEntry {
     template: Option<String>,
     /// A transient unit's stdout and stderr passed by its client (instead of its log).
     stdio: Option<Arc<[OwnedFd; 2]>>,
+    /// A transient unit's parent program (`run`'s `parent`), for `status`.
+    parent: Option<RunParent>,
+}
+
+/// A transient unit to add and start ([`Request::Run`]).
+pub struct Transient {
+    /// Its definition (an empty name: `run-N`).
+    pub unit: Unit,
+    /// Its stdout and stderr, passed by the client (instead of its log file).
+    pub stdio: Option<[OwnedFd; 2]>,
+    /// The program it was started for.
+    pub parent: Option<RunParent>,
 }
 
 impl UnitEntry {
@@ -219,6 +231,7 @@ impl UnitEntry {
             settled_at: None,
             template: None,
             stdio: None,
+            parent: None,
         }
     }
 
@@ -234,6 +247,7 @@ impl UnitEntry {
             transient: self.transient,
             loaded: true,
             errors: Vec::new(),
+            parent: self.parent.clone(),
             instances: {
                 let now = Instant::now();
                 self.instances.iter().map(|i| i.status(now)).collect()
@@ -251,6 +265,7 @@ fn not_loaded_status(bad: &NotLoaded) -> UnitStatus {
         transient: false,
         loaded: false,
         errors: bad.errors.iter().map(ToString::to_string).collect(),
+        parent: None,
         instances: Vec::new(),
     }
 }
@@ -511,10 +526,10 @@ impl Supervisor {
             Request::Reload(units, reply) => {
                 let _ = reply.send(self.refuse_if_shutting_down().map(|()| self.reload(units)));
             }
-            Request::Run(unit, stdio, reply) => {
+            Request::Run(transient, reply) => {
                 let _ = reply.send(
                     self.refuse_if_shutting_down()
-                        .and_then(|()| self.run(*unit, stdio)),
+                        .and_then(|()| self.run(*transient)),
                 );
             }
             Request::LogPaths(unit, instance, reply) => {
