@@ -41,6 +41,17 @@ struct Args {
     /// Internal: be the round-trip floor's echo server on this socket.
     #[arg(long, value_name = "SOCKET", hide = true)]
     echo_server: Option<PathBuf>,
+    /// Run the corral side of the workload named WORKLOAD (exactly, e.g. "counter add, 1
+    /// client") `--count` times, one client, against the corrald already listening on
+    /// `--socket`, then exit: a fixed load for profiling corrald (see `bench/callgrind`).
+    #[arg(long, value_name = "WORKLOAD", requires = "socket")]
+    drive: Option<String>,
+    /// Operations for `--drive`.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// corrald's socket, for `--drive`.
+    #[arg(long, value_name = "SOCKET")]
+    socket: Option<PathBuf>,
 }
 
 /// One measurement.
@@ -99,6 +110,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(path) = &args.echo_server {
         return floor::echo_server(path);
+    }
+    if let (Some(name), Some(socket)) = (&args.drive, &args.socket) {
+        return workloads::drive(name, socket, args.count);
     }
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
     let window = if args.quick {

@@ -142,6 +142,20 @@ fn redis_lock(r: &mut Redis, _: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the corral operation of the workload called `name` `count` times from one client
+/// on `socket`: a fixed amount of work, so that profiles of corrald compare.
+pub fn drive(name: &str, socket: &std::path::Path, count: u64) -> anyhow::Result<()> {
+    let Some(w) = all().into_iter().find(|w| w.name == name) else {
+        let names: Vec<_> = all().iter().map(|w| w.name).collect();
+        anyhow::bail!("no workload is called {name:?}; there are {names:?}");
+    };
+    let client = Client::connect_to(socket)?;
+    for i in 0..count {
+        (w.corral)(&client, i)?;
+    }
+    Ok(())
+}
+
 /// Runs a workload `rounds` times on every system, alternating.
 pub fn run(w: &Workload, env: &mut Environment, rounds: usize, window: Duration) -> Report {
     let mut corral = Series {

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod request;
+
 /// Version of this protocol; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -44,7 +46,10 @@ pub const MAX_ARRAY_SLICE: usize = 65_536;
 pub const MAX_GET_BYTES: usize = 1 << 20;
 
 /// One request: an id echoed in the reply, and the operation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Deserialized by hand (see `request.rs`): `id` and `op` are taken from the object and
+/// the op's fields go straight from the parser to the variant, with no buffering.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Request {
     /// Chosen by the client; echoed in every reply to this request.
     pub id: u64,
@@ -53,6 +58,45 @@ pub struct Request {
     pub op: Op,
 }
 
+/// Declares [`Op`] and, from the same list of variants, the private `OpFields`: the
+/// same variants and fields, externally tagged, whose derived code reads a variant's
+/// fields from any map. [`Request`]'s Deserialize hands it the request's own map, so no
+/// request is buffered (an internally tagged enum collects every field first).
+macro_rules! declare_ops {
+    (
+        $(#[$meta:meta])*
+        pub enum Op {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident {
+                    $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)?
+                }
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum Op {
+            $( $(#[$vmeta])* $variant { $( $(#[$fmeta])* $field: $ty ),* } ),*
+        }
+
+        /// [`Op`], externally tagged, for [`Request`]'s Deserialize.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        enum OpFields {
+            $( $(#[$vmeta])* $variant { $( $(#[$fmeta])* $field: $ty ),* } ),*
+        }
+
+        impl From<OpFields> for Op {
+            fn from(fields: OpFields) -> Op {
+                match fields {
+                    $( OpFields::$variant { $($field),* } => Op::$variant { $($field),* } ),*
+                }
+            }
+        }
+    };
+}
+
+declare_ops! {
 /// Every operation the daemon understands, tagged by `"op"` on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -647,6 +691,7 @@ pub enum Op {
     /// The corrald nodes sharing this one's backend (`corrald --backend`), with their
     /// last heartbeat and what they hold. Result: [`NodesResult`].
     Nodes {},
+}
 }
 
 /// What an operation needs from the `[access]` policy of `corral.toml`.
