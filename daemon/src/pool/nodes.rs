@@ -460,7 +460,15 @@ impl Claimer {
             while let Ok(done) = done_rx.try_recv() {
                 self.unrecorded.push(done);
             }
-            if let Err(e) = self.round(&done_tx).await {
+            let (began, ended) = (Instant::now(), self.unrecorded.len());
+            let round = self.round(&done_tx).await;
+            tracing::debug!(
+                ended,
+                running = self.live.len(),
+                took_us = began.elapsed().as_micros() as u64,
+                "pool: claimer round"
+            );
+            if let Err(e) = round {
                 tracing::warn!("pool: claiming or recording across nodes failed: {e}");
                 if self.client.is_closed() {
                     self.reconnect().await;
