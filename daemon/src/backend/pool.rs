@@ -139,7 +139,7 @@ const CLAIM: &str = "WITH lease AS (
      FROM c JOIN corral_pool_jobs j ON j.id = c.job
      ORDER BY c.job, c.idx";
 
-/// Claims up to `free` pending items for `node` (see [`CLAIM`]) in one transaction of
+/// Claims up to `free` pending items for `node` (the `CLAIM` statement) in one transaction of
 /// one statement under the claim lock, its four messages sent at once: one round trip.
 pub async fn claim(
     client: &Client,
