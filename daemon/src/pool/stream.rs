@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use corral_proto::ExitStatus;
 
-use super::{PoolManager, PoolMsg, Spawning};
+use super::{PoolManager, PoolMsg, Proc};
 use crate::process::{Output, Spawned};
 
 /// Items in flight per worker.
@@ -77,7 +77,7 @@ impl PoolManager {
                 Output::Pipes { stderr: log },
                 0,
             );
-            let token = self.tokens.issue(Spawning::Worker { job: id, worker });
+            let token = self.owners.issue(Proc::Worker { job: id, worker });
             self.procs.spawn(token, spec);
         }
         if pending > 0 && self.jobs[&id].workers.is_empty() {
@@ -160,7 +160,8 @@ impl PoolManager {
                     return;
                 };
                 slot.pid = Some(spawned.pid);
-                self.worker_pids.insert(spawned.pid, (id, worker));
+                self.owners
+                    .running(spawned.pid, Proc::Worker { job: id, worker });
                 let Some((stdin, stdout)) = spawned.pipes else {
                     return;
                 };
@@ -223,7 +224,7 @@ impl PoolManager {
             return;
         };
         if let Some(pid) = w.pid {
-            self.worker_pids.remove(&pid);
+            self.owners.exited(pid);
             super::kill_group(pid, nix::sys::signal::Signal::SIGKILL);
         }
         // Workers answer in order, so the oldest unanswered item is the one the worker was

@@ -96,13 +96,14 @@ impl Supervisor {
 
     /// Spawns one instance now, unless its start limit is used up.
     pub(super) fn spawn_instance(&mut self, name: &str, index: u32) {
-        let token = self.tokens.issue((name.to_owned(), index));
+        let unit = name.to_owned();
+        let token = self.owners.issue(Proc::Instance { unit, index });
         let now = Instant::now();
         let used = self.decide(name, index, |inst, unit, fx| {
             inst.spawn(unit, now, token, fx)
         });
         if used != Some(true) {
-            self.tokens.take(token);
+            self.owners.spawned(token);
         }
     }
 
@@ -159,11 +160,10 @@ impl Supervisor {
     }
 
     pub(super) fn on_spawned(&mut self, token: u64, result: Result<Spawned, String>) {
-        if self.probe_spawned(token, &result) {
-            return;
-        }
-        let Some((name, index)) = self.tokens.take(token) else {
-            return;
+        let (name, index) = match self.owners.spawned(token) {
+            Some(Proc::Instance { unit, index }) => (unit, index),
+            Some(Proc::Probe { .. }) => return self.probe_spawned(token, result),
+            None => return,
         };
         let result = result.map(|s| (s.pid, s.start_time));
         let (run_id, shutting_down) = (self.next_run_id, self.shutdown.is_some());
@@ -188,11 +188,11 @@ impl Supervisor {
     }
 
     pub(super) fn on_exited(&mut self, pid: i32, status: ExitStatus) {
-        if self.probe_exited(pid, status) {
-            return;
-        }
-        let Some((name, index)) = self.by_pid.remove(&pid) else {
-            return; // an orphaned grandchild re-parented to us: reaped, nothing to track
+        let (name, index) = match self.owners.exited(pid) {
+            Some(Proc::Instance { unit, index }) => (unit, index),
+            Some(Proc::Probe { token }) => return self.probe_exited(token, pid, status),
+            // An orphaned grandchild re-parented to us: reaped, nothing to track.
+            None => return,
         };
         // The group (and the cgroup) outlives its leader only by accident: clear out what
         // is left of it, `setsid` or not.
@@ -214,13 +214,14 @@ impl Supervisor {
     }
 
     pub(super) fn on_restart_due(&mut self, name: &str, index: u32, generation: u64) {
-        let token = self.tokens.issue((name.to_owned(), index));
+        let unit = name.to_owned();
+        let token = self.owners.issue(Proc::Instance { unit, index });
         let now = Instant::now();
         let used = self.decide(name, index, |inst, unit, fx| {
             inst.restart_due(unit, generation, now, token, fx)
         });
         if used != Some(true) {
-            self.tokens.take(token);
+            self.owners.spawned(token);
         }
     }
 }
