@@ -51,7 +51,7 @@ use crate::process::{
 };
 use crate::store::{self, Event, Store};
 use effects::signal_instance;
-use machine::{Instance, State, Wait, WaiterId, Waiters};
+use machine::{Instance, SpawnOutcome, State, Wait, WaiterId, Waiters};
 pub use started::{START_WINDOW, StartFailure};
 
 /// Everything the supervisor task reacts to.
@@ -537,7 +537,8 @@ impl Supervisor {
                 let _ = reply.send(self.check_known(&units).map(|()| {
                     let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
                     for name in &units {
-                        for index in 0..self.units[name].instances.len() as u32 {
+                        let count = self.units.get(name).map_or(0, |e| e.instances.len());
+                        for index in 0..count as u32 {
                             self.decide(name, index, |inst, _, fx| inst.kill(signal, fx));
                         }
                         self.event(name, None, "killed", format!("{signal} by request"));

@@ -399,7 +399,10 @@ impl Supervisor {
             }
             Check::Log(pattern) => {
                 let path = super::logs::log_path(&self.config.log_dir, name, index);
-                let offset = entry.instances[index as usize].checks.log_offset;
+                let offset = entry
+                    .instances
+                    .get(index as usize)
+                    .map_or(0, |i| i.checks.log_offset);
                 tokio::task::spawn_blocking(move || {
                     let (outcome, offset) = scan_log(&path, offset, &pattern);
                     report(outcome, Some(offset));
@@ -514,10 +517,13 @@ impl Supervisor {
         if !self.probe_wanted(name, index, run, phase) {
             return;
         }
-        let unit = self.units[name].unit.clone();
-        let inst = self
-            .instance_mut(name, index)
-            .expect("checked by probe_wanted");
+        let Some(entry) = self.units.get_mut(name) else {
+            return;
+        };
+        let unit = entry.unit.clone();
+        let Some(inst) = entry.instances.get_mut(index as usize) else {
+            return;
+        };
         match (phase, outcome) {
             (Phase::Ready, Ok(())) => self.became_ready(name, index),
             (Phase::Ready, Err(e)) => {
@@ -589,7 +595,9 @@ impl Supervisor {
         let Some(ready) = entry.unit.ready.clone() else {
             return;
         };
-        let inst = &entry.instances[index as usize];
+        let Some(inst) = entry.instances.get(index as usize) else {
+            return;
+        };
         let last = inst
             .checks
             .last_error
@@ -646,7 +654,9 @@ impl Supervisor {
             return;
         };
         let unit = entry.unit.clone();
-        let inst = &mut entry.instances[index as usize];
+        let Some(inst) = entry.instances.get_mut(index as usize) else {
+            return;
+        };
         if inst.run().is_none() {
             return;
         }

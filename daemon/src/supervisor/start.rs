@@ -19,10 +19,11 @@ impl Supervisor {
             self.instantiate(name)?;
         }
         self.check_known(names)?;
-        if let Some(pool) = names
-            .iter()
-            .find(|n| self.units[*n].unit.kind == UnitKind::Pool)
-        {
+        if let Some(pool) = names.iter().find(|n| {
+            self.units
+                .get(*n)
+                .is_some_and(|e| e.unit.kind == UnitKind::Pool)
+        }) {
             return Err(ErrorBody::new(
                 ErrorCode::BadRequest,
                 format!(
@@ -165,23 +166,21 @@ impl Supervisor {
             Some(Proc::Probe { .. }) => return self.probe_spawned(token, result),
             None => return,
         };
-        let result = result.map(|s| (s.pid, s.start_time));
-        let (run_id, shutting_down) = (self.next_run_id, self.shutdown.is_some());
-        let clocks = (Instant::now(), crate::clock::now_ms());
+        let pid = result.as_ref().ok().map(|s| s.pid);
+        let outcome = SpawnOutcome {
+            token,
+            result: result.map(|s| (s.pid, s.start_time)),
+            run_id: self.next_run_id,
+            shutting_down: self.shutdown.is_some(),
+            now: Instant::now(),
+            wall_ms: crate::clock::now_ms(),
+        };
         let decided = self.decide(&name, index, |inst, unit, fx| {
-            inst.spawned(
-                unit,
-                token,
-                result.clone(),
-                run_id,
-                shutting_down,
-                clocks,
-                fx,
-            );
+            inst.spawned(unit, outcome, fx);
         });
         if decided.is_none() {
             // Its unit was removed meanwhile.
-            if let Ok((pid, _)) = result {
+            if let Some(pid) = pid {
                 kill_group(pid, Signal::SIGKILL);
             }
         }
