@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::items::Items;
 use crate::actor::Reply;
 use crate::clock::now_ms;
-use crate::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Tokens, kill_group};
+use crate::process::{Output, Owner, Owners, ProcEvent, ProcessThread, SpawnSpec, kill_group};
 use crate::store::{Store, StoredJob};
 
 /// Most bytes of stdout (and of stderr) kept per exec item.
@@ -361,12 +361,9 @@ fn respawn_budget(spec: &JobSpec) -> usize {
 pub struct PoolManager {
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
-    /// Spawn tokens: exec items and stream workers waiting for their pid.
-    tokens: Tokens<Spawning>,
-    /// Exec item processes.
-    pids: HashMap<i32, (u64, usize)>,
-    /// Stream worker processes.
-    worker_pids: HashMap<i32, (u64, u64)>,
+    /// Exec items and stream workers: by spawn token while waiting for their pid, then
+    /// by pid.
+    owners: Owners<Proc>,
     next_worker: u64,
     /// Output-file slots of running exec items, and the free ones.
     slots: HashMap<(u64, usize), usize>,
@@ -385,8 +382,11 @@ pub struct PoolManager {
     shutdown: Option<(Instant, Vec<oneshot::Sender<()>>)>,
 }
 
-enum Spawning {
+/// What a process of the pool (or its spawn in flight) is for.
+enum Proc {
+    /// An exec job's item.
     Item { job: u64, index: usize },
+    /// A stream job's worker.
     Worker { job: u64, worker: u64 },
 }
 
@@ -424,9 +424,7 @@ impl PoolManager {
         let mut mgr = PoolManager {
             jobs: BTreeMap::new(),
             next_job: stored.iter().map(|j| j.id).max().unwrap_or(0) + 1,
-            tokens: Tokens::default(),
-            pids: HashMap::new(),
-            worker_pids: HashMap::new(),
+            owners: Owners::default(),
             next_worker: 1,
             slots: HashMap::new(),
             free_slots: Vec::new(),
@@ -552,7 +550,7 @@ impl PoolManager {
             PoolMsg::Kill(pid) => {
                 self.stopping.remove(&pid);
                 // Until it is reaped (and forgotten) the pid cannot belong to anyone else.
-                if self.pids.contains_key(&pid) || self.worker_pids.contains_key(&pid) {
+                if self.owners.pid(pid).is_some() {
                     kill_group(pid, Signal::SIGKILL);
                 }
             }
@@ -829,7 +827,7 @@ impl PoolManager {
                 index,
             );
             let timeout = job.spec.timeout_ms;
-            let token = self.token(Spawning::Item { job: id, index });
+            let token = self.token(Proc::Item { job: id, index });
             self.procs.spawn(token, spec);
             if let Some(ms) = timeout {
                 self.after(
@@ -884,14 +882,14 @@ pub(crate) fn spawn_spec(
 }
 
 impl PoolManager {
-    fn token(&mut self, what: Spawning) -> u64 {
-        self.tokens.issue(what)
+    fn token(&mut self, what: Proc) -> u64 {
+        self.owners.issue(what)
     }
 
     fn on_spawned(&mut self, token: u64, result: Result<crate::process::Spawned, String>) {
-        match self.tokens.take(token) {
-            Some(Spawning::Item { job, index }) => self.item_spawned(job, index, result),
-            Some(Spawning::Worker { job, worker }) => self.worker_spawned(job, worker, result),
+        match self.owners.spawned(token) {
+            Some(Proc::Item { job, index }) => self.item_spawned(job, index, result),
+            Some(Proc::Worker { job, worker }) => self.worker_spawned(job, worker, result),
             None => {
                 if let Ok(s) = result {
                     kill_group(s.pid, Signal::SIGKILL);
@@ -916,7 +914,8 @@ impl PoolManager {
             Ok(spawned) => {
                 if let ItemState::Running { pid, .. } = &mut item.state {
                     *pid = Some(spawned.pid);
-                    self.pids.insert(spawned.pid, (id, index));
+                    self.owners
+                        .running(spawned.pid, Proc::Item { job: id, index });
                 } else {
                     kill_group(spawned.pid, Signal::SIGKILL); // cancelled meanwhile
                 }
@@ -930,24 +929,25 @@ impl PoolManager {
     }
 
     fn on_exited(&mut self, pid: i32, status: ExitStatus) {
-        if let Some((job, worker)) = self.worker_pids.remove(&pid) {
-            // Its answers may still sit in the pipe: the worker's task reports it gone
-            // (WorkerGone) at end of stream, after forwarding them. Killing the group makes
-            // sure that end comes.
-            kill_group(pid, Signal::SIGKILL);
-            if let Some(w) = self
-                .jobs
-                .get_mut(&job)
-                .and_then(|j| j.workers.get_mut(&worker))
-            {
-                w.pid = None;
-                w.exit = Some(status);
+        let (id, index) = match self.owners.exited(pid) {
+            Some(Proc::Item { job, index }) => (job, index),
+            Some(Proc::Worker { job, worker }) => {
+                // Its answers may still sit in the pipe: the worker's task reports it gone
+                // (WorkerGone) at end of stream, after forwarding them. Killing the group
+                // makes sure that end comes.
+                kill_group(pid, Signal::SIGKILL);
+                if let Some(w) = self
+                    .jobs
+                    .get_mut(&job)
+                    .and_then(|j| j.workers.get_mut(&worker))
+                {
+                    w.pid = None;
+                    w.exit = Some(status);
+                }
+                self.check_shutdown();
+                return;
             }
-            self.check_shutdown();
-            return;
-        }
-        let Some((id, index)) = self.pids.remove(&pid) else {
-            return;
+            None => return,
         };
         kill_group(pid, Signal::SIGKILL); // what is left of the item's group
         let (stdout, stderr, truncated) = self.take_output(id, index);
@@ -1298,7 +1298,7 @@ impl PoolManager {
             .jobs
             .values()
             .any(|j| j.running() > 0 || j.workers.values().any(|w| w.pid.is_some()))
-            || !self.tokens.is_empty();
+            || self.owners.spawning();
         if !busy {
             if let Some((_, waiting)) = &mut self.shutdown {
                 for done in waiting.drain(..) {

@@ -118,6 +118,23 @@ pub(super) enum Effect {
     ReplyTo { waiter: WaiterId, answer: Answer },
 }
 
+/// What the spawn of `token` reported, with what taking it in needs.
+#[derive(Debug, Clone)]
+pub(super) struct SpawnOutcome {
+    /// The token the spawn was asked for with.
+    pub(super) token: u64,
+    /// The process's pid and start time (`/proc/PID/stat` ticks), or why there is none.
+    pub(super) result: Result<(i32, u64), String>,
+    /// The id its run gets.
+    pub(super) run_id: i64,
+    /// Whether corrald is shutting down (a spawn that failed is not retried then).
+    pub(super) shutting_down: bool,
+    /// The clock, when the outcome arrived.
+    pub(super) now: Instant,
+    /// The wall clock then, in milliseconds since the epoch (for the run's record).
+    pub(super) wall_ms: i64,
+}
+
 /// The timers of an instance, each stale once the generation has moved on, and the
 /// waiters' wake-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,19 +322,16 @@ impl Instance {
         true
     }
 
-    /// The outcome of the spawn of `token`: the process's pid and start time, or why
-    /// there is none. `run_id` is the id its run gets; `wall_ms` the wall clock.
-    #[allow(clippy::too_many_arguments)] // the outcome and the clocks, each needed
-    pub(super) fn spawned(
-        &mut self,
-        unit: &Unit,
-        token: u64,
-        result: Result<(i32, u64), String>,
-        run_id: i64,
-        shutting_down: bool,
-        (now, wall_ms): (Instant, i64),
-        fx: &mut Effects,
-    ) {
+    /// The outcome of a spawn (see [`SpawnOutcome`]).
+    pub(super) fn spawned(&mut self, unit: &Unit, outcome: SpawnOutcome, fx: &mut Effects) {
+        let SpawnOutcome {
+            token,
+            result,
+            run_id,
+            shutting_down,
+            now,
+            wall_ms,
+        } = outcome;
         let (aborting, signal) = match self.state {
             State::Spawning { token: t, signal } if t == token => (false, signal),
             State::Aborting { token: t, signal } if t == token => (true, signal),
