@@ -1,6 +1,7 @@
 //! Starting instances: explicit starts, dependency gating (`pump_starts`), spawning and
 //! the outcomes of spawns and exits, handed to the state machine (`Instance::spawn`,
-//! `spawned`, `exited`, `restart_due` in `machine.rs`, where the restart policy is).
+//! `spawned` in `machine.rs`; `exited`, `restart_due` in `machine/restart.rs`, where the
+//! restart policy is).
 
 use super::*;
 
