@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import corral
-from conftest import child_env, wait_for
+from conftest import REPO, child_env, wait_for
 from corral import Array, Pool, Process, Queue, Value
 
 HERE = Path(__file__).resolve().parent
@@ -181,6 +181,57 @@ def test_anonymous_objects_outlive_a_parent_killed_with_sigkill_until_its_child_
     assert len(_existing(names)) == 7
     os.kill(child, signal.SIGKILL)
     wait_for(lambda: not _existing(names), 60, "the anonymous objects to be removed")
+
+
+def test_anonymous_queues_stay_for_a_child_whose_parent_is_killed_right_after_start(
+    corrald, tmp_path
+):
+    # Not run_file: the child keeps the parent's stdout open after the parent's death.
+    parent = subprocess.Popen(
+        [sys.executable, str(DROPIN / "anonymous_then_die.py")], cwd=str(tmp_path),
+        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    line = parent.stdout.readline()
+    assert parent.wait(timeout=RUN_TIMEOUT) == -signal.SIGKILL
+    requests, answers, child = line.split()
+    assert requests.startswith("py-anon-") and answers.startswith("py-anon-"), line
+    # The parent is gone; the child still uses both queues.
+    Queue(requests).put("ping")
+    assert Queue(answers).get(timeout=RUN_TIMEOUT) == "ping back"
+    Queue(requests).put("bye")
+    wait_for(lambda: not os.path.exists("/proc/%s" % child), 60, "the child to exit")
+    wait_for(lambda: not _existing([requests, answers]), 60, "the queues to be removed")
+    parent.stdout.close()
+
+
+def test_status_lists_a_child_under_the_program_that_made_it(corrald, tmp_path):
+    program = DROPIN / "child_then_wait.py"
+    parent = subprocess.Popen(
+        [sys.executable, str(program)], env=child_env(), cwd=str(tmp_path),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        unit, pid = parent.stdout.readline().split()
+        status = corral.call("status", unit=unit)["units"][0]
+        assert status["parent"]["pid"] == parent.pid, status
+        assert program.name in status["parent"]["label"], status
+        assert status["instances"][0]["pid"] == int(pid)
+        ctl = REPO / "target" / "debug" / "corralctl"
+        table = subprocess.run(
+            [str(ctl), "--socket", str(corrald.socket), "status"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.splitlines()
+        at = next(n for n, line in enumerate(table) if line.split()[0] == unit)
+        # The row above the child's names its parent program, by label and pid.
+        above = table[at - 1]
+        assert program.name in above and str(parent.pid) in above, table
+        assert table[at].startswith("  ") and not above.startswith(" "), table
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "0"
+    finally:
+        parent.kill()
+        parent.wait(timeout=60)
 
 
 def test_float_values_add_exactly_under_their_lock(corrald, tmp_path):
