@@ -56,7 +56,7 @@ const EXIT_CODES: &str = exit_codes!();
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show units and their instances.
+    /// Show units and their instances (a transient task under the program that started it).
     Status {
         /// Only this unit.
         unit: Option<String>,
