@@ -86,7 +86,7 @@ pub fn report(dir: &Path, rounds: usize, quick: bool) -> Option<Report> {
     }
     Some(Report {
         workload: format!("pool exec across nodes: {items} × true"),
-        note: "items/s over the whole job submitted on the first node, with 1, 2 and 3 nodes on one PostgreSQL (all on this machine; each node runs pool_slots = its CPU count at once): claims in index order with FOR UPDATE SKIP LOCKED, one fenced UPDATE per result, results streamed back in order".into(),
+        note: "items/s over the whole job submitted on the first node, with 1, 2 and 3 nodes on one PostgreSQL (all on this machine; each node runs pool_slots = its CPU count at once): each round of a node's claimer records what ended (one fenced UPDATE per batch) and claims its free slots (one statement, in index order with FOR UPDATE SKIP LOCKED) in one round trip, results streamed back in order".into(),
         unit: "items/s".into(),
         series,
     })

@@ -425,6 +425,8 @@ impl Client {
             daemon: false,
             stdio_fds: false,
             stop_on_disconnect: false,
+            parent: None,
+            anon_session: None,
         })
     }
 

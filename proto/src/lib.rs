@@ -223,6 +223,16 @@ pub enum Op {
         /// was killed.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         stop_on_disconnect: bool,
+        /// The program that asks, kept with the transient unit and shown with it by
+        /// `status` (children listed under their parent): its pid (default: the process
+        /// that sent the request) and a label such as its command line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<RunParent>,
+        /// An anonymous session ([`Op::AnonHold`]) the process holds from before it is
+        /// spawned until it exits, as if it had called `anon_hold` with its pid first:
+        /// the session's objects outlive the client even if it dies right after `run`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        anon_session: Option<String>,
     },
     /// Stop corrald by its lifecycle rules. Result: `{}` once shutdown has begun; with
     /// `wait`, [`ShutdownProgress`] events while units stop and `{"stopped": true}` once
@@ -1765,6 +1775,9 @@ pub struct UnitStatus {
     /// Why the unit is not loaded: each error as `file:line:column: message`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// For a transient unit started with `run`'s `parent`: the program that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<RunParent>,
     /// Its instances, by number.
     pub instances: Vec<InstanceStatus>,
 }
@@ -1885,6 +1898,22 @@ pub struct ReloadResult {
     /// Units left as they were.
     pub unchanged: Vec<String>,
 }
+
+/// The program a transient unit was started for ([`Op::Run`]'s `parent`, and
+/// [`UnitStatus::parent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunParent {
+    /// Its pid. In `run`, absent means the process that sent the request (its
+    /// `SO_PEERCRED` pid); in `status` it is always there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// What to call it, e.g. its command line (at most [`MAX_PARENT_LABEL`] bytes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+}
+
+/// The longest [`RunParent::label`] `run` accepts, in bytes.
+pub const MAX_PARENT_LABEL: usize = 1024;
 
 /// Result of [`Op::Run`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,8 +5,10 @@ started are gone — exited, or killed, even with ``kill -9``.
 The session is a token chosen here (or inherited from a parent through
 ``CORRAL_ANON_SESSION``, so that a child's own anonymous objects join its parent's
 session). corrald watches the session's holders: each process that makes an anonymous
-object holds it for its own pid, and ``Process.start`` holds it for each child's pid
-(``anon_hold``); every anonymous object is tied to it (``anon_add``). When the last
+object holds it for its own pid (``anon_hold``), and each child ``Process.start`` starts
+holds it from before it is spawned (``run``'s ``anon_session``: corrald makes the child a
+holder itself, so a parent killed right after ``start()`` leaves nothing unheld); every
+anonymous object is tied to it (``anon_add``). When the last
 holder exits, corrald deletes the objects. Nothing is left to the program's ``atexit``.
 """
 
@@ -16,9 +18,8 @@ import uuid
 from typing import Dict, Optional
 
 from . import _client
-from .errors import NotFound
 
-__all__ = ["ENV", "name", "session", "made", "child_started"]
+__all__ = ["ENV", "name", "session", "made"]
 
 ENV = "CORRAL_ANON_SESSION"
 
@@ -58,11 +59,3 @@ def made(kind: str, object_name: str, socket: Optional[str]) -> None:
     _hold_here(socket)
     _client.call("anon_add", socket=socket, session=session(), kind=kind, name=object_name)
 
-
-def child_started(pid: int, socket: Optional[str]) -> None:
-    """Makes the child ``pid`` a holder of the session: the objects outlive this
-    program while the child runs."""
-    try:
-        _client.call("anon_hold", socket=socket, session=session(), pid=int(pid))
-    except NotFound:
-        pass  # the child has exited already: it holds nothing

@@ -208,6 +208,8 @@ class Process:
         fields: Dict[str, Any] = {
             "command": self._argv,
             "working_dir": self.cwd or os.getcwd(),
+            "parent": _parent_field(),
+            "anon_session": _anon.session(),
         }
         if self.name is not None:
             fields["name"] = self.name
@@ -223,10 +225,10 @@ class Process:
         self._parent_pid = os.getpid()
         self.name = self.unit = result["unit"]
         # corrald answers `run` once the process runs, with its pid (absent if it could
-        # not be started; _poll then finds the reason).
+        # not be started; _poll then finds the reason). The process holds the anonymous
+        # session from before its spawn (`anon_session`).
         if result.get("pid"):
             self._pid = result["pid"]
-            _anon.child_started(self._pid, self._socket)
 
     def _start_function(self) -> None:
         body = _payload.dumps(self, "the process %s (its target or arguments)" % self.name)
@@ -236,6 +238,8 @@ class Process:
             "working_dir": self.cwd or os.getcwd(),
             "env": dict(_payload.child_env(self.env), **{_anon.ENV: _anon.session()}),
             "stdio_fds": True,
+            "parent": _parent_field(),
+            "anon_session": _anon.session(),
         }
         if self.daemon:
             fields["daemon"] = True
@@ -257,7 +261,6 @@ class Process:
         self.unit = result["unit"]
         if result.get("pid"):
             self._pid = result["pid"]
-            _anon.child_started(self._pid, self._socket)
 
     def run(self) -> None:
         """Function form: calls ``target(*args, **kwargs)`` (in the child, or here if
@@ -398,6 +401,24 @@ class Process:
         with _DAEMONS_LOCK:
             _CHILDREN.discard(self)
             _DAEMONS.discard(self)
+
+
+# The longest parent label sent to corrald (it accepts 1024 bytes).
+_LABEL_CHARS = 200
+
+
+def _parent_field() -> Dict[str, Any]:
+    """``run``'s ``parent``: this program, for ``corralctl status`` to list its children
+    under (its command line; in a child of a corral program, its Process name)."""
+    me = _CURRENT[0]
+    if me is not None:
+        label = "%s (%s)" % (me.name, os.path.basename(sys.executable))
+    else:
+        argv = [os.path.basename(sys.executable)] + [a for a in sys.argv if a]
+        label = shlex.join(argv)
+    if len(label) > _LABEL_CHARS:
+        label = label[: _LABEL_CHARS - 3] + "..."
+    return {"pid": os.getpid(), "label": label}
 
 
 def _remove(path: str) -> None:

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
-use corral_client::proto::{ExitStatus, LogLine, Op, RunResult, StatusResult};
+use corral_client::proto::{
+    ExitStatus, LogLine, Op, RunParent, RunResult, StatusResult, UnitStatus,
+};
 use corral_client::{Client, Error};
 
 use crate::args::{Timeout, Wait};
@@ -23,11 +25,30 @@ pub fn status(client: &Client, out: &Output, unit: Option<&str>) -> Result<ExitC
 fn status_table(status: &StatusResult) -> String {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    for unit in &status.units {
+    for (depth, entry) in by_parent(&status.units) {
+        let indent = "  ".repeat(depth);
+        let unit = match entry {
+            Entry::Unit(unit) => unit,
+            Entry::Program(parent) => {
+                rows.push(vec![
+                    format!("{indent}{}", program_label(parent)),
+                    "-".into(),
+                    "-".into(),
+                    parent.pid.map_or("-".into(), |p| p.to_string()),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "parent program of the tasks below".into(),
+                ]);
+                continue;
+            }
+        };
+        let name = format!("{indent}{}", unit.name);
         if !unit.loaded {
             let first = unit.errors.first().cloned().unwrap_or_default();
             rows.push(vec![
-                unit.name.clone(),
+                name.clone(),
                 "-".into(),
                 "not-loaded".into(),
                 "-".into(),
@@ -43,7 +64,7 @@ fn status_table(status: &StatusResult) -> String {
         }
         for i in &unit.instances {
             rows.push(vec![
-                unit.name.clone(),
+                name.clone(),
                 i.instance.to_string(),
                 i.state.as_str().to_string(),
                 i.pid.map_or("-".into(), |p| p.to_string()),
@@ -81,6 +102,93 @@ fn status_table(status: &StatusResult) -> String {
         }
     }
     text
+}
+
+/// A row of `status`: a unit, or a program that started transient units (`run` with a
+/// `parent`) and is not itself an instance of a unit.
+enum Entry<'a> {
+    Unit(&'a UnitStatus),
+    Program(&'a RunParent),
+}
+
+/// The units in `status`'s order, each transient unit moved under its parent: under the
+/// unit whose instance has the parent's pid (a child's child), or under a row of the
+/// parent program, after the first unit that names it. Each with its depth.
+fn by_parent(units: &[UnitStatus]) -> Vec<(usize, Entry<'_>)> {
+    let mut by_pid: BTreeMap<u32, usize> = BTreeMap::new();
+    for (n, unit) in units.iter().enumerate() {
+        for pid in unit.instances.iter().filter_map(|i| i.pid) {
+            by_pid.entry(pid).or_insert(n);
+        }
+    }
+    // Each unit's place: under a unit, under a program (by pid), or at the top.
+    let mut under_unit: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut under_program: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let mut top = Vec::new();
+    for (n, unit) in units.iter().enumerate() {
+        match unit.parent.as_ref().and_then(|p| p.pid) {
+            Some(pid) => match by_pid.get(&pid) {
+                Some(&parent) if parent != n => under_unit.entry(parent).or_default().push(n),
+                _ => {
+                    let members = under_program.entry(pid).or_default();
+                    if members.is_empty() {
+                        top.push(n);
+                    }
+                    members.push(n);
+                }
+            },
+            None => top.push(n),
+        }
+    }
+    fn walk<'a>(
+        units: &'a [UnitStatus],
+        n: usize,
+        depth: usize,
+        under_unit: &BTreeMap<usize, Vec<usize>>,
+        seen: &mut [bool],
+        out: &mut Vec<(usize, Entry<'a>)>,
+    ) {
+        if std::mem::replace(&mut seen[n], true) {
+            return;
+        }
+        out.push((depth, Entry::Unit(&units[n])));
+        for &child in under_unit.get(&n).into_iter().flatten() {
+            walk(units, child, depth + 1, under_unit, seen, out);
+        }
+    }
+    let mut seen = vec![false; units.len()];
+    let mut out = Vec::with_capacity(units.len());
+    for n in top {
+        let program = units[n].parent.as_ref().filter(|p| p.pid.is_some());
+        match program.and_then(|p| Some((p, under_program.get(&p.pid?)?))) {
+            Some((parent, members)) => {
+                out.push((0, Entry::Program(parent)));
+                for &m in members {
+                    walk(units, m, 1, &under_unit, &mut seen, &mut out);
+                }
+            }
+            None => walk(units, n, 0, &under_unit, &mut seen, &mut out),
+        }
+    }
+    // Units whose parents are each other (a pid reused) have no top: shown at the end.
+    for n in 0..units.len() {
+        walk(units, n, 0, &under_unit, &mut seen, &mut out);
+    }
+    out
+}
+
+/// A parent program as `status` names it: its label, shortened, or its pid.
+fn program_label(parent: &RunParent) -> String {
+    const LONGEST: usize = 40;
+    if parent.label.is_empty() {
+        return parent.pid.map_or("?".into(), |p| format!("pid {p}"));
+    }
+    if parent.label.chars().count() <= LONGEST {
+        return parent.label.clone();
+    }
+    let mut short: String = parent.label.chars().take(LONGEST - 1).collect();
+    short.push('…');
+    short
 }
 
 /// Readiness and health in a word: `not ready`, `ready`, `healthy`, `failing 2`, or `-`
@@ -262,6 +370,8 @@ pub fn run(
         daemon,
         stdio_fds: false,
         stop_on_disconnect: false,
+        parent: None,
+        anon_session: None,
     };
     let stdout = std::io::stdout();
     let result: RunResult = client.call_streaming(op, |event| {
@@ -307,4 +417,66 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, Error> {
 
 fn refs(items: &[String]) -> Vec<&str> {
     items.iter().map(String::as_str).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str, pid: u32, parent: Option<(u32, &str)>) -> UnitStatus {
+        let mut json = serde_json::json!({
+            "name": name, "kind": "task", "daemon": false, "transient": parent.is_some(),
+            "instances": [{"instance": 0, "state": "running", "pid": pid, "restarts": 0}],
+        });
+        if let Some((pid, label)) = parent {
+            json["parent"] = serde_json::json!({"pid": pid, "label": label});
+        }
+        serde_json::from_value(json).expect("a unit status")
+    }
+
+    #[test]
+    fn status_lists_children_under_their_parent() {
+        let status = StatusResult {
+            units: vec![
+                unit("run-1", 501, Some((500, "python3 demo.py"))),
+                unit("run-2", 502, Some((500, "python3 demo.py"))),
+                unit("run-3", 503, Some((501, "python3 -c child"))),
+                unit("run-4", 504, Some((700, ""))),
+                unit("web", 100, None),
+            ],
+            supervision: String::new(),
+        };
+        let text = status_table(&status);
+        let firsts: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(
+            firsts,
+            ["python3", "run-1", "run-3", "run-2", "pid", "run-4", "web"],
+            "{text}"
+        );
+        let indents: Vec<usize> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.len() - l.trim_start().len())
+            .collect();
+        assert_eq!(indents, [0, 2, 4, 2, 0, 2, 0], "{text}");
+        assert!(text.contains("python3 demo.py"), "{text}");
+        assert!(text.contains("pid 700"), "{text}");
+    }
+
+    #[test]
+    fn parents_of_each_other_are_still_shown() {
+        let status = StatusResult {
+            units: vec![
+                unit("run-1", 501, Some((502, ""))),
+                unit("run-2", 502, Some((501, ""))),
+            ],
+            supervision: String::new(),
+        };
+        let text = status_table(&status);
+        assert!(text.contains("run-1") && text.contains("run-2"), "{text}");
+    }
 }

@@ -9,7 +9,8 @@
 //! that was superseded changes nothing, so each item's result is recorded once.
 
 use corral_proto::{JobState, PoolItem, PoolJob, PoolNodeShare};
-use tokio_postgres::{Client, Error};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Error, Statement};
 
 /// Channel of the `NOTIFY` sent when there is new work (a job submitted, an item put
 /// back) or a job ended; no payload, at most one per statement.
@@ -80,107 +81,92 @@ pub async fn submit(client: &Client, job: NewJob<'_>) -> Result<u64, Error> {
     Ok(id as u64)
 }
 
-/// Whether this node's lease is current: a node whose lease expired claims nothing (its
-/// claims may already have been taken over).
-pub async fn lease_current(client: &Client, node: &str) -> Result<bool, Error> {
-    let row = client
-        .query_opt(
-            "SELECT heartbeat >= now() - lease_ms * interval '1 millisecond'
-             FROM corral_nodes WHERE name = $1",
-            &[&node],
-        )
-        .await?;
-    Ok(row.is_some_and(|r| r.get(0)))
+/// The statements of a node's claimer, prepared once per connection (a claim or a
+/// record is then a single round trip, with no parse or plan of its own).
+pub struct Statements {
+    claim: Statement,
+    record: Statement,
+    finish: Statement,
 }
 
-/// Claims up to `free` pending items for `node`, jobs oldest first and items in index
-/// order, each job's running items kept within its `workers`. One transaction per job,
-/// holding its row (`FOR UPDATE SKIP LOCKED`: a job another node is claiming from is
-/// skipped this round), so the `workers` cap holds across nodes.
-pub async fn claim(client: &mut Client, node: &str, free: usize) -> Result<Vec<Claimed>, Error> {
-    let jobs = client
-        .query(
-            "SELECT id FROM corral_pool_jobs WHERE state = 'running' ORDER BY id",
-            &[],
-        )
-        .await?;
-    let mut claimed = Vec::new();
-    for row in jobs {
-        let room = free.saturating_sub(claimed.len());
-        if room == 0 {
-            break;
-        }
-        let id: i64 = row.get(0);
-        match claim_from(client, node, id, room).await {
-            Ok(more) => claimed.extend(more),
-            // What was claimed from earlier jobs is committed: it must run.
-            Err(e) if !claimed.is_empty() => {
-                tracing::warn!("pool: claiming from job {id} failed: {e}");
-                break;
-            }
-            Err(e) => return Err(e),
-        }
+impl Statements {
+    /// Prepares them on `client` (the claimer's connection; again after a reconnect).
+    pub async fn prepare(client: &Client) -> Result<Statements, Error> {
+        let (claim, record, finish) = futures_util::try_join!(
+            client.prepare(CLAIM),
+            client.prepare(RECORD),
+            client.prepare(FINISH),
+        )?;
+        Ok(Statements {
+            claim,
+            record,
+            finish,
+        })
     }
-    Ok(claimed)
 }
 
-/// Claims up to `room` items of job `id` (see [`claim`]).
-async fn claim_from(
-    client: &mut Client,
+/// Serializes the claims of all nodes (a transaction-scoped advisory lock, so a claim
+/// counts the running items of every claim committed before it); `lock_timeout` bounds
+/// the wait for a node that holds it and went silent.
+const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '5s';
+     SELECT pg_advisory_xact_lock(7165064483209144428)";
+
+/// Claims up to `$2` pending items for node `$1` if its lease is current (a node whose
+/// lease expired claims nothing: its claims may already have been taken over): running
+/// jobs oldest first, items in index order, each job's running items kept within its
+/// `workers`.
+const CLAIM: &str = "WITH lease AS (
+         SELECT 1 FROM corral_nodes
+         WHERE name = $1 AND heartbeat >= now() - lease_ms * interval '1 millisecond'),
+     j AS (
+         SELECT j.id, j.workers - (SELECT count(*) FROM corral_pool_items r
+                                   WHERE r.job = j.id AND r.state = 'running') AS room
+         FROM corral_pool_jobs j
+         WHERE j.state = 'running' AND EXISTS (SELECT 1 FROM lease)),
+     pick AS (
+         SELECT p.job, p.idx FROM j, LATERAL (
+             SELECT i.job, i.idx FROM corral_pool_items i
+             WHERE i.job = j.id AND i.state = 'pending'
+             ORDER BY i.idx LIMIT greatest(least(j.room, $2), 0)
+             FOR UPDATE SKIP LOCKED) p
+         ORDER BY p.job, p.idx LIMIT $2),
+     c AS (
+         UPDATE corral_pool_items i
+         SET state = 'running', node = $1, attempt = i.attempt + 1, claimed_at = now()
+         FROM pick WHERE i.job = pick.job AND i.idx = pick.idx
+         RETURNING i.job, i.idx, i.input, i.attempt)
+     SELECT c.job, c.idx, c.input, c.attempt, j.spec
+     FROM c JOIN corral_pool_jobs j ON j.id = c.job
+     ORDER BY c.job, c.idx";
+
+/// Claims up to `free` pending items for `node` (see [`CLAIM`]) in one transaction of
+/// one statement under the claim lock, its four messages sent at once: one round trip.
+pub async fn claim(
+    client: &Client,
+    st: &Statements,
     node: &str,
-    id: i64,
-    room: usize,
+    free: usize,
 ) -> Result<Vec<Claimed>, Error> {
-    let tx = client.transaction().await?;
-    let Some(job) = tx
-        .query_opt(
-            "SELECT workers, spec FROM corral_pool_jobs
-             WHERE id = $1 AND state = 'running' FOR UPDATE SKIP LOCKED",
-            &[&id],
-        )
-        .await?
-    else {
-        return Ok(Vec::new());
-    };
-    let workers: i32 = job.get(0);
-    let spec: String = job.get(1);
-    let running: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM corral_pool_items WHERE job = $1 AND state = 'running'",
-            &[&id],
-        )
-        .await?
-        .get(0);
-    let take = (workers as i64 - running).min(room as i64);
-    if take <= 0 {
-        return Ok(Vec::new());
-    }
-    let rows = tx
-        .query(
-            "UPDATE corral_pool_items i
-             SET state = 'running', node = $2, attempt = i.attempt + 1, claimed_at = now()
-             FROM (SELECT idx FROM corral_pool_items
-                   WHERE job = $1 AND state = 'pending'
-                   ORDER BY idx LIMIT $3 FOR UPDATE SKIP LOCKED) p
-             WHERE i.job = $1 AND i.idx = p.idx
-             RETURNING i.idx, i.input, i.attempt",
-            &[&id, &node, &take],
-        )
-        .await?;
-    tx.commit().await?;
-    let mut rows: Vec<(i32, String, i32)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    rows.sort_by_key(|r| r.0);
+    let free = free.min(i32::MAX as usize) as i64;
+    // Sent in this order on the first poll (pipelined); a failed step aborts the
+    // transaction and its COMMIT rolls back.
+    let params: [&(dyn ToSql + Sync); 2] = [&node, &free];
+    let (begin, rows, commit) = futures_util::join!(
+        client.batch_execute(CLAIM_BEGIN),
+        client.query(&st.claim, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begin?;
+    let rows = rows?;
+    commit?;
     Ok(rows
-        .into_iter()
-        .map(|(idx, input, attempt)| Claimed {
-            job: id as u64,
-            index: idx as usize,
-            input,
-            attempt: attempt as u32,
-            spec: spec.clone(),
+        .iter()
+        .map(|r| Claimed {
+            job: r.get::<_, i64>(0) as u64,
+            index: r.get::<_, i32>(1) as usize,
+            input: r.get(2),
+            attempt: r.get::<_, i32>(3) as u32,
+            spec: r.get(4),
         })
         .collect())
 }
@@ -206,11 +192,43 @@ pub struct Ended<'a> {
     pub final_failure: bool,
 }
 
+/// Records attempts' ends (`$1`..`$7` as arrays, one element per end) of items
+/// claimed by node `$8`, each fenced by its attempt; returns the items it changed.
+const RECORD: &str = "WITH r AS (
+         SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[],
+                              $4::boolean[], $5::integer[], $6::text[], $7::boolean[])
+             AS r(job, idx, attempt, ok, exit_code, result, final)),
+     u AS (
+         UPDATE corral_pool_items i SET
+             failures = i.failures + CASE WHEN r.ok THEN 0 ELSE 1 END,
+             state = CASE WHEN r.ok OR r.final OR i.failures + 1 > j.retries
+                          THEN 'done' ELSE 'pending' END,
+             ok = r.ok, exit_code = r.exit_code,
+             result = CASE WHEN r.ok OR r.final OR i.failures + 1 > j.retries
+                           THEN r.result END,
+             finished_at = now()
+         FROM r, corral_pool_jobs j
+         WHERE j.id = i.job AND i.job = r.job AND i.idx = r.idx
+           AND i.attempt = r.attempt AND i.state = 'running' AND i.node = $8
+         RETURNING i.job, i.idx, i.state)
+     SELECT job, idx, state FROM u";
+
+/// Finishes those of jobs `$1` that have no pending or running item left, and notifies.
+/// A statement of its own, after [`RECORD`]'s commit: it sees every record committed
+/// before it, so of two nodes recording a job's last items at once, the later finishes
+/// the job.
+const FINISH: &str = "UPDATE corral_pool_jobs j SET state = 'finished', finished_at = now()
+     WHERE j.id = ANY($1) AND j.state = 'running'
+       AND NOT EXISTS (SELECT 1 FROM corral_pool_items i WHERE i.job = j.id AND i.state = 'pending')
+       AND NOT EXISTS (SELECT 1 FROM corral_pool_items i WHERE i.job = j.id AND i.state = 'running')
+     RETURNING pg_notify($2, '')";
+
 /// Records the ends of attempts of items claimed by `node`, all in one statement (one
-/// commit however many); returns what became of each, in order. A finished item that
-/// was its job's last finishes the job.
+/// commit however many), and finishes the jobs whose last item this was, the two
+/// statements sent at once (one round trip); returns what became of each end, in order.
 pub async fn record(
     client: &Client,
+    st: &Statements,
     node: &str,
     ended: &[Ended<'_>],
 ) -> Result<Vec<Recorded>, Error> {
@@ -230,53 +248,23 @@ pub async fn record(
         .map(|e| serde_json::to_string(e.result).expect("items serialize"))
         .collect();
     let finals: Vec<bool> = ended.iter().map(|e| e.final_failure).collect();
-    let rows = client
-        .query(
-            "WITH r AS (
-                 SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[],
-                                      $4::boolean[], $5::integer[], $6::text[], $7::boolean[])
-                     AS r(job, idx, attempt, ok, exit_code, result, final)),
-             u AS (
-                 UPDATE corral_pool_items i SET
-                     failures = i.failures + CASE WHEN r.ok THEN 0 ELSE 1 END,
-                     state = CASE WHEN r.ok OR r.final OR i.failures + 1 > j.retries
-                                  THEN 'done' ELSE 'pending' END,
-                     ok = r.ok, exit_code = r.exit_code,
-                     result = CASE WHEN r.ok OR r.final OR i.failures + 1 > j.retries
-                                   THEN r.result END,
-                     finished_at = now()
-                 FROM r, corral_pool_jobs j
-                 WHERE j.id = i.job AND i.job = r.job AND i.idx = r.idx
-                   AND i.attempt = r.attempt AND i.state = 'running' AND i.node = $8
-                 RETURNING i.job, i.idx, i.state)
-             SELECT job, idx, state FROM u",
-            &[
-                &jobs, &idxs, &attempts, &oks, &codes, &texts, &finals, &node,
-            ],
-        )
-        .await?;
+    let mut job_ids = jobs.clone();
+    job_ids.sort_unstable();
+    job_ids.dedup();
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &jobs, &idxs, &attempts, &oks, &codes, &texts, &finals, &node,
+    ];
+    let finish: [&(dyn ToSql + Sync); 2] = [&job_ids, &CHANNEL];
+    let (rows, finished) = futures_util::join!(
+        client.query(&st.record, &params),
+        client.execute(&st.finish, &finish),
+    );
+    let rows = rows?;
+    finished?;
     let mut outcome = std::collections::HashMap::new();
-    let mut done_jobs = Vec::new();
     for row in &rows {
         let (job, idx, state): (i64, i32, String) = (row.get(0), row.get(1), row.get(2));
-        if state == "done" {
-            done_jobs.push(job);
-        }
         outcome.insert((job, idx), state);
-    }
-    done_jobs.sort_unstable();
-    done_jobs.dedup();
-    for id in done_jobs {
-        client
-            .execute(
-                "UPDATE corral_pool_jobs SET state = 'finished', finished_at = now()
-                 WHERE id = $1 AND state = 'running'
-                   AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'pending')
-                   AND NOT EXISTS (SELECT 1 FROM corral_pool_items WHERE job = $1 AND state = 'running')
-                 RETURNING pg_notify($2, '')",
-                &[&id, &CHANNEL],
-            )
-            .await?;
     }
     Ok(jobs
         .iter()
@@ -289,6 +277,22 @@ pub async fn record(
             },
         )
         .collect())
+}
+
+/// Finishes every running job with no pending or running item left: one whose last
+/// record committed but whose finishing statement was lost with the connection.
+/// Returns how many.
+pub async fn finish_stragglers(client: &Client) -> Result<u64, Error> {
+    client
+        .execute(
+            "UPDATE corral_pool_jobs j SET state = 'finished', finished_at = now()
+             WHERE j.state = 'running'
+               AND NOT EXISTS (SELECT 1 FROM corral_pool_items i WHERE i.job = j.id AND i.state = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM corral_pool_items i WHERE i.job = j.id AND i.state = 'running')
+             RETURNING pg_notify($1, '')",
+            &[&CHANNEL],
+        )
+        .await
 }
 
 /// Puts back the items claimed by nodes whose lease has expired (any live node may do

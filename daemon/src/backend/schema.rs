@@ -88,6 +88,239 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX corral_pool_items_pending ON corral_pool_items (job, idx) WHERE state = 'pending';
      CREATE INDEX corral_pool_items_running ON corral_pool_items (node, job) WHERE state = 'running';
      CREATE INDEX corral_pool_items_running_job ON corral_pool_items (job) WHERE state = 'running';",
+    // 4: counters' compare-and-swap (one function, so the read and the write are one
+    // statement under the row's lock) and fixed-length arrays: one row per array (its
+    // kind, `i64` or `f64`, and length) and one per element (`i` or `f` by kind), so an
+    // element's add is one row's update whatever the array's length.
+    "CREATE FUNCTION corral_counter_cas(n text, expected bigint, replacement bigint,
+                                        OUT swapped boolean, OUT val bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         LOOP
+             SELECT value INTO val FROM corral_counters WHERE name = n FOR UPDATE;
+             IF FOUND THEN
+                 swapped := val = expected;
+                 IF swapped THEN
+                     UPDATE corral_counters SET value = replacement WHERE name = n;
+                     val := replacement;
+                 END IF;
+                 RETURN;
+             END IF;
+             -- A counter never set is 0.
+             IF expected <> 0 THEN
+                 swapped := false;
+                 val := 0;
+                 RETURN;
+             END IF;
+             INSERT INTO corral_counters (name, value) VALUES (n, replacement)
+             ON CONFLICT (name) DO NOTHING;
+             IF FOUND THEN
+                 swapped := true;
+                 val := replacement;
+                 RETURN;
+             END IF;
+             -- Another node created it meanwhile: look again, under its lock.
+         END LOOP;
+     END $$;
+     CREATE TABLE corral_arrays (
+         name text PRIMARY KEY,
+         kind text NOT NULL CHECK (kind IN ('i64', 'f64')),
+         length integer NOT NULL
+     );
+     CREATE TABLE corral_array_items (
+         name text NOT NULL REFERENCES corral_arrays (name) ON DELETE CASCADE,
+         idx integer NOT NULL,
+         i bigint,
+         f double precision,
+         PRIMARY KEY (name, idx)
+     );
+     -- Creates array n (elements from ivals or fvals, by kind) unless it exists; with
+     -- `overwrite`, an existing array of the same shape takes the values. Returns the
+     -- shape found or made and whether the values were written.
+     CREATE FUNCTION corral_array_create(n text, k text, len integer, ivals bigint[],
+                                         fvals double precision[], overwrite boolean,
+                                         OUT kind text, OUT length integer, OUT written boolean)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         LOOP
+             SELECT a.kind, a.length INTO kind, length FROM corral_arrays a
+             WHERE a.name = n FOR UPDATE;
+             IF FOUND THEN
+                 written := overwrite AND kind = k AND length = len;
+                 IF written THEN
+                     UPDATE corral_array_items t SET i = v.i, f = v.f
+                     FROM unnest(ivals, fvals) WITH ORDINALITY AS v(i, f, o)
+                     WHERE t.name = n AND t.idx = v.o - 1;
+                 END IF;
+                 RETURN;
+             END IF;
+             INSERT INTO corral_arrays (name, kind, length) VALUES (n, k, len)
+             ON CONFLICT (name) DO NOTHING;
+             IF FOUND THEN
+                 INSERT INTO corral_array_items (name, idx, i, f)
+                 SELECT n, v.o - 1, v.i, v.f
+                 FROM unnest(ivals, fvals) WITH ORDINALITY AS v(i, f, o);
+                 kind := k;
+                 length := len;
+                 written := true;
+                 RETURN;
+             END IF;
+         END LOOP;
+     END $$;",
+    // 5: acknowledged gets and declared queues. A leased item stays in
+    // `corral_queue_items` with its lease (id from `corral_leases`, never reused), holder
+    // (node, connection; no connection when detached) and deadline; returning it clears
+    // the lease, so it is waiting again at its place (its id). `corral_queues` holds what
+    // `queue declare` said. The functions keep each operation one statement: a bounded
+    // put counts under the queue row's lock; a return moves poison to the dead-letter
+    // queue; an ack or nack of several leases is all or nothing. They notify the channel
+    // `corral` (`q:QUEUE` an item is waiting, `p:QUEUE` a bounded queue has room).
+    "ALTER TABLE corral_queue_items
+         ADD COLUMN deliveries integer NOT NULL DEFAULT 0,
+         ADD COLUMN lease bigint,
+         ADD COLUMN lease_node text,
+         ADD COLUMN lease_conn bigint,
+         ADD COLUMN lease_until timestamptz;
+     CREATE UNIQUE INDEX corral_queue_items_lease ON corral_queue_items (lease)
+         WHERE lease IS NOT NULL;
+     CREATE INDEX corral_queue_items_waiting ON corral_queue_items (queue, id)
+         WHERE lease IS NULL;
+     CREATE INDEX corral_queue_items_leased_by ON corral_queue_items (lease_node, lease_conn)
+         WHERE lease IS NOT NULL;
+     CREATE INDEX corral_queue_items_lease_until ON corral_queue_items (lease_until)
+         WHERE lease IS NOT NULL;
+     CREATE SEQUENCE corral_leases;
+     CREATE TABLE corral_queues (
+         name text PRIMARY KEY,
+         maxsize integer,
+         max_deliveries integer,
+         dead_letter text
+     );
+     -- Puts v on q unless q is bounded and full (then -1); else the waiting depth.
+     CREATE FUNCTION corral_queue_put(q text, v text) RETURNS bigint
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         m integer;
+     BEGIN
+         SELECT maxsize INTO m FROM corral_queues WHERE name = q AND maxsize IS NOT NULL
+         FOR UPDATE;
+         IF m IS NOT NULL
+            AND (SELECT count(*) FROM corral_queue_items WHERE queue = q) >= m THEN
+             RETURN -1;
+         END IF;
+         INSERT INTO corral_queue_items (queue, value) VALUES (q, v);
+         PERFORM pg_notify('corral', 'q:' || q);
+         RETURN (SELECT count(*) FROM corral_queue_items WHERE queue = q AND lease IS NULL);
+     END $$;
+     -- Takes up to n waiting items of q, oldest first, at most once across nodes.
+     CREATE FUNCTION corral_queue_take(q text, n integer)
+         RETURNS TABLE (item bigint, val text)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         RETURN QUERY
+             DELETE FROM corral_queue_items WHERE id IN (
+                 SELECT id FROM corral_queue_items WHERE queue = q AND lease IS NULL
+                 ORDER BY id FOR UPDATE SKIP LOCKED LIMIT n)
+             RETURNING id, value;
+         IF FOUND AND EXISTS (SELECT 1 FROM corral_queues
+                              WHERE name = q AND maxsize IS NOT NULL) THEN
+             PERFORM pg_notify('corral', 'p:' || q);
+         END IF;
+     END $$;
+     -- Ends the given leases without an ack: each item waits again at its place, or
+     -- goes to the dead-letter queue once delivered max_deliveries times.
+     CREATE FUNCTION corral_queue_return(leases bigint[]) RETURNS integer
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         r record;
+         n integer := 0;
+     BEGIN
+         FOR r IN
+             SELECT i.id, i.queue, i.value, i.deliveries, c.max_deliveries,
+                    coalesce(c.dead_letter, i.queue || '.dead') AS dead
+             FROM corral_queue_items i LEFT JOIN corral_queues c ON c.name = i.queue
+             WHERE i.lease = ANY(leases) ORDER BY i.id FOR UPDATE OF i
+         LOOP
+             n := n + 1;
+             IF r.max_deliveries IS NOT NULL AND r.deliveries >= r.max_deliveries THEN
+                 DELETE FROM corral_queue_items WHERE id = r.id;
+                 INSERT INTO corral_queue_items (queue, value) VALUES (r.dead, r.value);
+                 PERFORM pg_notify('corral', 'q:' || r.dead);
+                 PERFORM pg_notify('corral', 'p:' || r.queue);
+             ELSE
+                 UPDATE corral_queue_items
+                 SET lease = NULL, lease_node = NULL, lease_conn = NULL, lease_until = NULL
+                 WHERE id = r.id;
+                 PERFORM pg_notify('corral', 'q:' || r.queue);
+             END IF;
+         END LOOP;
+         RETURN n;
+     END $$;
+     -- Leases up to n waiting items of q for vis_ms to (node, conn), oldest first, after
+     -- returning q's expired leases and moving waiting poison to the dead-letter queue.
+     CREATE FUNCTION corral_queue_lease(q text, n integer, node text, conn bigint,
+                                        vis_ms bigint)
+         RETURNS TABLE (item bigint, val text, lease_id bigint, delivered integer)
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         m integer;
+         dead text;
+     BEGIN
+         PERFORM corral_queue_return(ARRAY(
+             SELECT i.lease FROM corral_queue_items i
+             WHERE i.queue = q AND i.lease IS NOT NULL AND i.lease_until < now()));
+         SELECT c.max_deliveries, coalesce(c.dead_letter, q || '.dead') INTO m, dead
+         FROM corral_queues c WHERE c.name = q;
+         IF m IS NOT NULL THEN
+             WITH poison AS (
+                 DELETE FROM corral_queue_items i
+                 WHERE i.queue = q AND i.lease IS NULL AND i.deliveries >= m
+                 RETURNING i.id, i.value)
+             INSERT INTO corral_queue_items (queue, value)
+             SELECT dead, p.value FROM poison p ORDER BY p.id;
+             IF FOUND THEN
+                 PERFORM pg_notify('corral', 'q:' || dead);
+             END IF;
+         END IF;
+         RETURN QUERY
+             UPDATE corral_queue_items i
+             SET lease = nextval('corral_leases'), lease_node = node, lease_conn = conn,
+                 lease_until = now() + vis_ms * interval '1 millisecond',
+                 deliveries = i.deliveries + 1
+             WHERE i.id IN (
+                 SELECT w.id FROM corral_queue_items w WHERE w.queue = q AND w.lease IS NULL
+                 ORDER BY w.id FOR UPDATE SKIP LOCKED LIMIT n)
+             RETURNING i.id, i.value, i.lease, i.deliveries;
+     END $$;
+     -- Acks (removes) or nacks (returns) every lease of q in `leases`, or none: returns
+     -- the ids that are not held (then nothing changed).
+     CREATE FUNCTION corral_queue_ack(q text, leases bigint[], nack boolean)
+         RETURNS bigint[]
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         wanted bigint[] := ARRAY(SELECT DISTINCT x FROM unnest(leases) x);
+         held bigint[];
+         missing bigint[];
+     BEGIN
+         PERFORM 1 FROM corral_queue_items i WHERE i.queue = q AND i.lease = ANY(wanted)
+         FOR UPDATE;
+         held := ARRAY(SELECT i.lease FROM corral_queue_items i
+                       WHERE i.queue = q AND i.lease = ANY(wanted));
+         missing := ARRAY(SELECT x FROM unnest(wanted) x WHERE x <> ALL(held) ORDER BY x);
+         IF cardinality(missing) > 0 THEN
+             RETURN missing;
+         END IF;
+         IF nack THEN
+             PERFORM corral_queue_return(wanted);
+         ELSE
+             DELETE FROM corral_queue_items i WHERE i.queue = q AND i.lease = ANY(wanted);
+             IF EXISTS (SELECT 1 FROM corral_queues
+                        WHERE name = q AND maxsize IS NOT NULL) THEN
+                 PERFORM pg_notify('corral', 'p:' || q);
+             END IF;
+         END IF;
+         RETURN missing;
+     END $$;",
 ];
 
 /// Why [`migrate`] refused.

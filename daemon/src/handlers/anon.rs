@@ -39,3 +39,78 @@ pub async fn hold_for(
     };
     super::forward(ctx, holder, id, op, replies).await
 }
+
+/// The hold `run` with `anon_session` makes for the process it starts: taken before the
+/// spawn by a stand-in holder (so the session's objects cannot end while the process
+/// starts, even if its client dies meanwhile), then carried by the process itself, as
+/// `anon_hold` with its pid would (watched through a pidfd, durable as pid and start
+/// time).
+pub struct ChildHold {
+    holder: ConnInfo,
+    session: String,
+}
+
+impl ChildHold {
+    /// Holds `session` for a process not spawned yet.
+    pub async fn take(
+        ctx: &Context,
+        asker: ConnInfo,
+        session: String,
+    ) -> Result<ChildHold, ErrorBody> {
+        let holder = ConnInfo {
+            id: next_conn_id(),
+            pid: None,
+            uid: asker.uid,
+        };
+        let op = Op::AnonHold {
+            session: session.clone(),
+            pid: None,
+        };
+        apply(ctx, holder, op).await?;
+        Ok(ChildHold { holder, session })
+    }
+
+    /// The process runs as `pid` (None: it did not start): from now on it holds the
+    /// session until it exits.
+    pub async fn spawned(self, ctx: &Context, pid: Option<u32>) {
+        let ChildHold { holder, session } = self;
+        let Some(pid) = pid else {
+            ctx.store.disconnect(holder.id);
+            return;
+        };
+        let store = ctx.store.clone();
+        let watched = crate::pidwatch::open(pid, None)
+            .and_then(|w| w.on_exit(move || store.disconnect(holder.id)));
+        if let Err(e) = watched {
+            // Most likely it has exited already: it holds nothing any more.
+            tracing::debug!("process {pid} of anonymous session {session}: {e}");
+            ctx.store.disconnect(holder.id);
+            return;
+        }
+        let holder = ConnInfo {
+            pid: Some(pid),
+            ..holder
+        };
+        let op = Op::AnonHold {
+            session,
+            pid: Some(pid),
+        };
+        if let Err(e) = apply(ctx, holder, op).await {
+            tracing::warn!("recording process {pid} as an anonymous session's holder: {e}");
+        }
+    }
+}
+
+/// Applies a coordination operation for `conn` and waits for its outcome.
+async fn apply(ctx: &Context, conn: ConnInfo, op: Op) -> Result<(), ErrorBody> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ctx.store.primitive(
+        conn,
+        op,
+        Box::new(move |outcome| {
+            let _ = tx.send(outcome.map(|_| ()));
+        }),
+    );
+    rx.await
+        .map_err(|_| ErrorBody::new(ErrorCode::Internal, "the store has stopped"))?
+}

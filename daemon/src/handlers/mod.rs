@@ -319,7 +319,19 @@ pub async fn dispatch(
             daemon,
             stdio_fds,
             stop_on_disconnect,
+            parent,
+            anon_session,
         } => {
+            if let Some(session) = &anon_session {
+                // The hold `run` makes for the process is the one `anon_hold` would.
+                let hold = Op::AnonHold {
+                    session: session.clone(),
+                    pid: None,
+                };
+                if let Err(denied) = ctx.policy.check(&conn.peer, &hold) {
+                    return replies.send(Response::err(id, denied)).await;
+                }
+            }
             let stdio = if stdio_fds {
                 match conn.take_stdio() {
                     Some(fds) => Some(fds),
@@ -344,6 +356,12 @@ pub async fn dispatch(
                 daemon,
                 stdio,
                 owner: stop_on_disconnect.then(|| conn.bound.clone()),
+                parent: parent.map(|p| corral_proto::RunParent {
+                    pid: p.pid.or(conn.info.pid),
+                    label: p.label,
+                }),
+                anon_session,
+                asker: conn.info,
             };
             let task = units::run(ctx.clone(), id, spec, wait, replies.clone());
             tokio::spawn(task);

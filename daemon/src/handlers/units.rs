@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_config::Unit;
-use corral_proto::{ErrorBody, ErrorCode, LogLine, Response, RunResult};
+use corral_proto::{ErrorBody, ErrorCode, LogLine, MAX_PARENT_LABEL, Response, RunResult};
 
 use super::{Outcome, ok};
 use crate::context::Context;
 use crate::replies::Replies;
 use crate::supervisor::logs::{Follower, tail_lines};
-use crate::supervisor::{Request, StartFailure};
+use crate::supervisor::{Request, StartFailure, Transient};
 
 /// Scheduled units with their last and next runs.
 pub async fn timers(ctx: &Context) -> Outcome {
@@ -263,15 +263,36 @@ pub struct RunSpec {
     pub stdio: Option<[OwnedFd; 2]>,
     /// The connection whose closing stops the unit.
     pub owner: Option<super::BoundUnits>,
+    /// The program it is started for (its pid filled in from the connection if absent).
+    pub parent: Option<corral_proto::RunParent>,
+    /// An anonymous session the process holds from before its spawn until it exits.
+    pub anon_session: Option<String>,
+    /// Who asked.
+    pub asker: crate::primitives::ConnInfo,
 }
 
 /// `run`: start a transient task; with `wait`, stream its output and answer with its exit.
 pub async fn run(ctx: Arc<Context>, id: u64, mut spec: RunSpec, wait: bool, replies: Replies) {
     let owner = spec.owner.take();
+    // Held before the spawn, so that no moment exists where the process runs and holds
+    // nothing (its client may die right after asking).
+    let hold = match spec.anon_session.take() {
+        Some(session) => match super::anon::ChildHold::take(&ctx, spec.asker, session).await {
+            Ok(hold) => Some(hold),
+            Err(e) => {
+                replies.send(Response::err(id, e)).await;
+                return;
+            }
+        },
+        None => None,
+    };
     let outcome = start_transient(&ctx, spec).await;
     let unit = match outcome {
         Ok(unit) => unit,
         Err(e) => {
+            if let Some(hold) = hold {
+                hold.spawned(&ctx, None).await;
+            }
             replies.send(Response::err(id, e)).await;
             return;
         }
@@ -281,14 +302,20 @@ pub async fn run(ctx: Arc<Context>, id: u64, mut spec: RunSpec, wait: bool, repl
             super::stop_bound(&ctx, vec![unit.clone()]);
         }
     }
-    if !wait {
-        // Answer once the process runs, so the client can know its pid (`Process.pid`).
-        let pid = ctx
-            .supervisor
+    let pid = if !wait || hold.is_some() {
+        // Once the process runs: its pid for the client (`Process.pid`) and the hold.
+        ctx.supervisor
             .ask(|r| Request::FirstPid(unit.clone(), r))
             .await
             .ok()
-            .flatten();
+            .flatten()
+    } else {
+        None
+    };
+    if let Some(hold) = hold {
+        hold.spawned(&ctx, pid).await;
+    }
+    if !wait {
         let result = RunResult {
             unit,
             exit: None,
@@ -349,7 +376,10 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
         working_dir,
         daemon,
         stdio,
+        parent,
         owner: _,
+        anon_session: _,
+        asker: _,
     } = spec;
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
     if command.first().is_none_or(|p| p.is_empty()) {
@@ -363,6 +393,12 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
                 "invalid unit name `{n}`: use letters, digits and `_ - . @`, not starting with `.`"
             )));
         }
+    }
+    if let Some(p) = parent.as_ref().filter(|p| p.label.len() > MAX_PARENT_LABEL) {
+        return Err(bad(format!(
+            "parent label is {} bytes; at most {MAX_PARENT_LABEL} are accepted",
+            p.label.len()
+        )));
     }
     // The rule unit files follow, so a name that no unit could set is refused here too.
     for (key, value) in &env {
@@ -394,7 +430,14 @@ async fn start_transient(ctx: &Context, spec: RunSpec) -> Result<String, ErrorBo
     }
     let unit = ctx
         .supervisor
-        .ask(|r| Request::Run(Box::new(unit), stdio, r))
+        .ask(|r| {
+            let transient = Transient {
+                unit,
+                stdio,
+                parent,
+            };
+            Request::Run(Box::new(transient), r)
+        })
         .await?;
     ctx.store.sync().await?;
     Ok(unit)

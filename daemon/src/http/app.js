@@ -292,9 +292,15 @@
     var span = el("span", { "class": "state " + state }, state);
     return { node: span };
   }
-  function link(name) {
+  function link(name, parent) {
     var a = el("a", { href: "/units/" + encodeURIComponent(name) }, name);
-    return { node: a };
+    if (!parent) return { node: a };
+    // A transient unit started by a program (run's parent): name that program.
+    var span = el("span", {}, "");
+    span.appendChild(a);
+    span.appendChild(el("span", { "class": "muted" },
+      " of " + (parent.label || "") + (parent.pid ? " (pid " + parent.pid + ")" : "")));
+    return { node: span };
   }
   // Readiness and health in a word, as the server-rendered page shows them.
   function checks(i) {
@@ -314,7 +320,7 @@
       }
       u.instances.forEach(function (i, n) {
         var st = i.pid ? (s.processes || {})[String(i.pid)] : null;
-        var row = [link(u.name), i.instance, badge(i.state), i.pid, dur(i.uptime_ms), i.restarts,
+        var row = [link(u.name, u.parent), i.instance, badge(i.state), i.pid, dur(i.uptime_ms), i.restarts,
           exit(i.last_exit), st ? st.cpu_pct + "%" : "-",
           st ? (st.rss_bytes / 1048576).toFixed(1) + " MiB" : "-", checks(i),
           i.reason || (i.check_error ? "check: " + i.check_error : "")];

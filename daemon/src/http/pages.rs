@@ -176,6 +176,15 @@ fn checks_text(i: &InstanceStatus) -> String {
     }
 }
 
+/// After a transient unit's name: the program that started it (`run`'s `parent`).
+fn parent_note(parent: Option<&corral_proto::RunParent>) -> String {
+    let Some(p) = parent else {
+        return String::new();
+    };
+    let pid = p.pid.map_or(String::new(), |pid| format!(" (pid {pid})"));
+    format!(" <span class=\"muted\">of {}{pid}</span>", esc(&p.label))
+}
+
 /// The reason, or else why the last check failed.
 fn reason_text(i: &InstanceStatus) -> String {
     match (&i.reason, &i.check_error) {
@@ -221,9 +230,10 @@ pub fn dashboard(snap: &Snapshot, controls: bool) -> String {
             let state = i.state.as_str();
             rows.push(vec![
                 format!(
-                    "<a href=\"/units/{}\">{}</a>",
+                    "<a href=\"/units/{}\">{}</a>{}",
                     esc(&urlencode(name)),
-                    esc(name)
+                    esc(name),
+                    parent_note(u.parent.as_ref())
                 ),
                 cell(&i.instance.to_string()),
                 format!("<span class=\"state {0}\">{0}</span>", esc(state)),
@@ -600,7 +610,7 @@ mod tests {
 
     #[test]
     fn unit_names_are_escaped_in_the_dashboard() {
-        let status = json!({"units": [{"name": "x<script>", "kind": "service", "daemon": false, "transient": false, "instances": [{"instance": 0, "state": "running", "restarts": 0}]}]});
+        let status = json!({"units": [{"name": "x<script>", "kind": "service", "daemon": false, "transient": true, "parent": {"pid": 7, "label": "<b>prog"}, "instances": [{"instance": 0, "state": "running", "restarts": 0}]}]});
         let snap = Snapshot {
             status: Some(serde_json::from_value(status).unwrap()),
             processes: BTreeMap::new(),
@@ -615,5 +625,6 @@ mod tests {
         let html = dashboard(&snap, true);
         assert!(!html.contains("x<script>"));
         assert!(html.contains("x&lt;script&gt;"));
+        assert!(html.contains("of &lt;b&gt;prog (pid 7)"), "{html}");
     }
 }

@@ -1226,6 +1226,7 @@ impl PoolManager {
                     transient: true,
                     loaded: true,
                     errors: Vec::new(),
+                    parent: None,
                     instances,
                 }
             })

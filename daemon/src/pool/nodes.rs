@@ -154,9 +154,10 @@ impl ClusterPool {
         let (claimer, _) = connect(&config, Some(wake.clone()))
             .await
             .map_err(unreachable)?;
-        let freed = async {
+        let (freed, statements) = async {
             claimer.batch_execute(sql::LISTEN).await?;
-            sql::release(&claimer, &settings.node).await
+            let statements = sql::Statements::prepare(&claimer).await?;
+            Ok((sql::release(&claimer, &settings.node).await?, statements))
         }
         .await
         .map_err(|source| StartError::Sql {
@@ -181,12 +182,12 @@ impl ClusterPool {
         let claimer_task = Claimer {
             pool: pool.clone(),
             client: claimer,
+            statements,
             exec: Arc::new(exec),
             live: HashMap::new(),
             unrecorded: Vec::new(),
             last_rescue: None,
             last_checks: None,
-            lease_ok: false,
         };
         tokio::spawn(async move {
             claimer_task.run().await;
@@ -433,16 +434,16 @@ struct Finished {
 struct Claimer {
     pool: Arc<ClusterPool>,
     client: Client,
+    /// Its statements, prepared on `client`.
+    statements: sql::Statements,
     exec: Arc<Executor>,
     /// Running items: their kill switch.
     live: HashMap<(u64, usize), CancellationToken>,
     /// Ends not recorded yet (the database was away): recorded first when it is back.
     unrecorded: Vec<Finished>,
     last_rescue: Option<Instant>,
-    /// When the lease and cancelled jobs were last looked at.
+    /// When cancelled jobs were last looked at.
     last_checks: Option<Instant>,
-    /// Whether this node's lease was current then.
-    lease_ok: bool,
 }
 
 impl Claimer {
@@ -459,7 +460,15 @@ impl Claimer {
             while let Ok(done) = done_rx.try_recv() {
                 self.unrecorded.push(done);
             }
-            if let Err(e) = self.round(&done_tx).await {
+            let (began, ended) = (Instant::now(), self.unrecorded.len());
+            let round = self.round(&done_tx).await;
+            tracing::debug!(
+                ended,
+                running = self.live.len(),
+                took_us = began.elapsed().as_micros() as u64,
+                "pool: claimer round"
+            );
+            if let Err(e) = round {
                 tracing::warn!("pool: claiming or recording across nodes failed: {e}");
                 if self.client.is_closed() {
                     self.reconnect().await;
@@ -493,13 +502,13 @@ impl Claimer {
     }
 
     /// Records what ended, puts back dead nodes' items, stops items of cancelled jobs,
-    /// claims what fits.
+    /// claims what fits. The record and the claim go out together: a round whose
+    /// periodic checks are not due is one round trip to the database.
     async fn round(
         &mut self,
         done_tx: &mpsc::UnboundedSender<Finished>,
     ) -> Result<(), tokio_postgres::Error> {
         self.pool.keep_shared().await;
-        self.record_all().await?;
         let node = self.pool.settings.node.clone();
         let lease = self.pool.settings.lease;
         if self.last_rescue.is_none_or(|t| t.elapsed() >= lease / 3) {
@@ -519,15 +528,12 @@ impl Claimer {
                     "pool: put back items claimed for this node whose claim it never heard of"
                 );
             }
+            sql::finish_stragglers(&self.client).await?;
         }
         // A round runs at each item's end: the checks that need no answer that soon run
         // once per POLL.
-        let checks_due = self.last_checks.is_none_or(|t| t.elapsed() >= POLL);
-        if checks_due {
+        if self.last_checks.is_none_or(|t| t.elapsed() >= POLL) && !self.live.is_empty() {
             self.last_checks = Some(Instant::now());
-            self.lease_ok = sql::lease_current(&self.client, &node).await?;
-        }
-        if checks_due && !self.live.is_empty() {
             let mut jobs: Vec<i64> = self.live.keys().map(|(j, _)| *j as i64).collect();
             jobs.sort_unstable();
             jobs.dedup();
@@ -539,20 +545,46 @@ impl Claimer {
                 }
             }
         }
-        let free = self.exec.slots.saturating_sub(self.live.len());
-        if free == 0 || !self.lease_ok {
-            return Ok(());
+        // The items that ended are still claimed (in `live`) until recorded, but their
+        // slots are free: the record commits before the claim counts running items.
+        let busy = self.live.len().saturating_sub(self.unrecorded.len());
+        let free = self.exec.slots.saturating_sub(busy);
+        let ended: Vec<sql::Ended> = self
+            .unrecorded
+            .iter()
+            .map(|done| sql::Ended {
+                job: done.job,
+                result: &done.item,
+                final_failure: done.final_failure,
+            })
+            .collect();
+        let (recorded, claimed) = futures_util::join!(
+            async {
+                match ended.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => sql::record(&self.client, &self.statements, &node, &ended).await,
+                }
+            },
+            async {
+                match free {
+                    0 => Ok(Vec::new()),
+                    _ => sql::claim(&self.client, &self.statements, &node, free).await,
+                }
+            },
+        );
+        drop(ended);
+        // Recorded ends leave `live` before the claimed items enter it: an item that
+        // failed with retries left may be claimed again in the same round.
+        let recorded = recorded.map(|outcomes| self.recorded(outcomes));
+        // What was claimed is committed: it runs even if the record failed.
+        for c in claimed? {
+            self.start(c, done_tx.clone());
         }
-        for claimed in sql::claim(&mut self.client, &node, free).await? {
-            self.start(claimed, done_tx.clone());
-        }
-        Ok(())
+        recorded
     }
 
+    /// Records what ended (when stopping).
     async fn record_all(&mut self) -> Result<(), tokio_postgres::Error> {
-        if self.unrecorded.is_empty() {
-            return Ok(());
-        }
         let node = self.pool.settings.node.clone();
         let ended: Vec<sql::Ended> = self
             .unrecorded
@@ -563,8 +595,17 @@ impl Claimer {
                 final_failure: done.final_failure,
             })
             .collect();
-        let outcomes = sql::record(&self.client, &node, &ended).await?;
+        let outcomes = sql::record(&self.client, &self.statements, &node, &ended).await?;
         drop(ended);
+        self.recorded(outcomes);
+        Ok(())
+    }
+
+    /// Forgets the recorded ends, given what became of each.
+    fn recorded(&mut self, outcomes: Vec<Recorded>) {
+        if outcomes.is_empty() {
+            return;
+        }
         for (done, outcome) in self.unrecorded.drain(..).zip(outcomes) {
             if outcome == Recorded::Stale {
                 tracing::info!(
@@ -576,7 +617,6 @@ impl Claimer {
             }
             self.live.remove(&(done.job, done.item.index));
         }
-        Ok(())
     }
 
     fn start(&mut self, claimed: Claimed, done_tx: mpsc::UnboundedSender<Finished>) {
@@ -601,8 +641,12 @@ impl Claimer {
             else {
                 continue;
             };
-            if client.batch_execute(sql::LISTEN).await.is_ok() {
+            if client.batch_execute(sql::LISTEN).await.is_err() {
+                continue;
+            }
+            if let Ok(statements) = sql::Statements::prepare(&client).await {
                 self.client = client;
+                self.statements = statements;
                 tracing::info!("pool: reconnected to the shared backend");
                 return;
             }

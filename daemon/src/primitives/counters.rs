@@ -156,7 +156,7 @@ impl ArrayData {
     }
 }
 
-fn as_i64(array: &str, n: &Number) -> Result<i64, ErrorBody> {
+pub(crate) fn as_i64(array: &str, n: &Number) -> Result<i64, ErrorBody> {
     n.as_i64().ok_or_else(|| {
         ErrorBody::new(
             ErrorCode::TypeMismatch,
@@ -165,11 +165,11 @@ fn as_i64(array: &str, n: &Number) -> Result<i64, ErrorBody> {
     })
 }
 
-fn as_f64(n: &Number) -> f64 {
+pub(crate) fn as_f64(n: &Number) -> f64 {
     n.as_f64().unwrap_or(f64::NAN)
 }
 
-fn finite(array: &str, x: f64) -> Result<f64, ErrorBody> {
+pub(crate) fn finite(array: &str, x: f64) -> Result<f64, ErrorBody> {
     if x.is_finite() {
         Ok(x)
     } else {
@@ -180,7 +180,7 @@ fn finite(array: &str, x: f64) -> Result<f64, ErrorBody> {
     }
 }
 
-fn not_found(array: &str) -> ErrorBody {
+pub(crate) fn not_found(array: &str) -> ErrorBody {
     ErrorBody::new(
         ErrorCode::NotFound,
         format!(
@@ -204,7 +204,7 @@ fn check_index(array: &str, data: &ArrayData, index: usize) -> Result<(), ErrorB
     }
 }
 
-fn create(
+pub(crate) fn create(
     array: &str,
     kind: ArrayKind,
     length: usize,
@@ -368,7 +368,7 @@ pub(super) fn array_op(
 }
 
 /// The reply to `array_create`: the array, or the first slice of a long one.
-fn whole(array: &str, data: &ArrayData) -> Outcome {
+pub(crate) fn whole(array: &str, data: &ArrayData) -> Outcome {
     let end = data.len().min(MAX_ARRAY_SLICE);
     ok(ArrayValue {
         array: array.to_owned(),

@@ -12,7 +12,7 @@
 //! Nothing here speaks SQL: changes are recorded in [`Changes`], which the store writes.
 
 pub mod anon;
-mod counters;
+pub(crate) mod counters;
 mod locks;
 mod queues;
 mod syncs;

@@ -1,8 +1,8 @@
 //! The runner: carries out the [`Effect`]s the state machine ([`machine`]) decides, the
 //! only place where an instance's decisions spawn, signal, arm timers and write to the
-//! store.
+//! store, and where waiting requests are answered.
 
-use super::machine::{Effect, Effects, Timer};
+use super::machine::{Answer, Effect, Effects, Timer, WaiterId};
 use nix::unistd::Pid;
 
 use super::*;
@@ -50,6 +50,10 @@ impl Supervisor {
                             instance,
                             generation,
                         },
+                        Timer::Wake { at } => {
+                            self.wake(at, delay);
+                            continue;
+                        }
                     };
                     self.after(delay, msg);
                 }
@@ -75,6 +79,76 @@ impl Supervisor {
                     }
                 }
                 Effect::Checks { run } => self.checks_after_spawn(name, index, run),
+                Effect::ReplyTo { waiter, answer } => self.reply_to(waiter, answer),
+            }
+        }
+    }
+
+    /// Carries out `fx` of a decision about the waiters, which concerns no one instance:
+    /// answers and the wake-up of `start --wait`.
+    pub(super) fn apply_to_waiters(&mut self, fx: Effects) {
+        for effect in fx {
+            match effect {
+                Effect::ReplyTo { waiter, answer } => self.reply_to(waiter, answer),
+                Effect::Timer {
+                    delay,
+                    timer: Timer::Wake { at },
+                } => self.wake(at, delay),
+                Effect::Changed => crate::version::state_changed(),
+                other => {
+                    tracing::error!("not carried out, it needs an instance: {other:?}");
+                }
+            }
+        }
+    }
+
+    /// Arms a [`Msg::Wake`] `delay` from now (`at`), unless one is due by then.
+    fn wake(&mut self, at: Instant, delay: Duration) {
+        if self.wake_at.is_none_or(|w| w > at) {
+            self.wake_at = Some(at);
+            self.after(delay, Msg::Wake);
+        }
+    }
+
+    /// Sends `answer` on the reply channel of `waiter`.
+    fn reply_to(&mut self, waiter: WaiterId, answer: Answer) {
+        let Some(reply) = self.replies.remove(&waiter) else {
+            tracing::error!("waiter {waiter} has no reply channel; not sent: {answer:?}");
+            return;
+        };
+        match (reply, answer) {
+            (WaiterReply::Units(reply), Answer::Units(units)) => {
+                let _ = reply.send(Ok(UnitsResult { units }));
+            }
+            (WaiterReply::Units(reply), Answer::StartUnits(units)) => {
+                let _ = reply.send(
+                    self.refuse_if_shutting_down()
+                        .and_then(|()| self.start_units(&units))
+                        .map(|units| UnitsResult { units }),
+                );
+            }
+            (WaiterReply::Exits(reply), Answer::Exits(result)) => {
+                let _ = reply.send(result);
+            }
+            (WaiterReply::Pid(reply), Answer::Pid(pid)) => {
+                let _ = reply.send(Ok(pid));
+            }
+            (WaiterReply::Started(reply), Answer::Started(failed)) => {
+                let log_dir = &self.config.log_dir;
+                let failures = failed
+                    .into_iter()
+                    .map(|(unit, instance, reason)| StartFailure {
+                        log: logs::log_path(log_dir, &unit, instance),
+                        unit,
+                        instance,
+                        reason,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(failures));
+            }
+            (_, answer) => {
+                // Its channel is dropped: the client hears that the request was lost.
+                tracing::error!("waiter {waiter}: {answer:?} does not answer its request");
             }
         }
     }

@@ -7,7 +7,10 @@
 //! state changed. The decisions (start, spawn outcome, exit and the restart policy,
 //! backoff, the start limit, stop, kill; dependency gating and the shutdown order for
 //! units) change instance state and return [`Effect`]s: what is to be spawned,
-//! signalled, timed, recorded and logged. The actor carries them out in one place
+//! signalled, timed, recorded and logged. Which waiting requests (`stop`, `restart`,
+//! `wait`, `start --wait`, `run`'s first pid) a state satisfies is decided too
+//! (`machine/waiters.rs`), and answering them is an effect as well
+//! ([`Effect::ReplyTo`]). The actor carries effects out in one place
 //! (`Supervisor::apply`, in `effects.rs`). The clock is a parameter, so the tests
 //! (`machine/tests.rs`) run without processes or waiting.
 
@@ -21,7 +24,9 @@ use nix::sys::signal::Signal;
 use crate::store::RunStart;
 
 mod units;
+mod waiters;
 pub(super) use units::{ReloadAction, deps_ready, reload_action, shutdown_step};
+pub(super) use waiters::{Answer, Wait, WaiterId, Waiters};
 
 /// One process of an instance: what identifies it and when it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +94,7 @@ impl State {
 }
 
 /// What a decision leaves for the actor to do, in order.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub(super) enum Effect {
     /// Record and log an event of the instance (and mark the state changed).
     Event { kind: &'static str, detail: String },
@@ -109,15 +114,21 @@ pub(super) enum Effect {
     RunEnded { run: i64, status: ExitStatus },
     /// The process is there and stays: its readiness and health checks begin.
     Checks { run: i64 },
+    /// Answer a waiting request (see [`Waiters`]).
+    ReplyTo { waiter: WaiterId, answer: Answer },
 }
 
-/// The timers of an instance, each stale once the generation has moved on.
+/// The timers of an instance, each stale once the generation has moved on, and the
+/// waiters' wake-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Timer {
     /// The backoff is over: spawn again.
     Restart { generation: u64 },
     /// The stop timeout has passed: SIGKILL.
     StopTimeout { generation: u64 },
+    /// A start window of a `start --wait` ends `at`: look at the waiters again (of the
+    /// supervisor as a whole, not of one instance).
+    Wake { at: Instant },
 }
 
 /// The effects of one decision.

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use corral_config::{NotLoaded, Unit, UnitKind};
 use corral_proto::{
-    ErrorBody, ErrorCode, ExitStatus, InstanceExit, PlanStep, ReloadResult, ShutdownPlan,
+    ErrorBody, ErrorCode, ExitStatus, PlanStep, ReloadResult, RunParent, ShutdownPlan,
     StatusResult, TimerStatus, TimersResult, UnitStatus, UnitsResult, WaitResult,
 };
 use nix::sys::signal::Signal;
@@ -51,7 +51,7 @@ use crate::process::{
 };
 use crate::store::{self, Event, Store};
 use effects::signal_instance;
-use machine::{Instance, State};
+use machine::{Instance, State, Wait, WaiterId, Waiters};
 pub use started::{START_WINDOW, StartFailure};
 
 /// Everything the supervisor task reacts to.
@@ -108,7 +108,7 @@ pub enum Request {
     /// Replace the unit set (already validated).
     Reload(BTreeMap<String, Unit>, Reply<ReloadResult>),
     /// Add and start a transient unit; with descriptors, they are its stdout and stderr.
-    Run(Box<Unit>, Option<[OwnedFd; 2]>, Reply<String>),
+    Run(Box<Transient>, Reply<String>),
     /// Log files of a unit's instances.
     LogPaths(String, Option<u32>, Reply<Vec<(u32, PathBuf)>>),
     /// Begin the shutdown sequence; answered when every instance is down.
@@ -200,6 +200,18 @@ struct UnitEntry {
     template: Option<String>,
     /// A transient unit's stdout and stderr passed by its client (instead of its log).
     stdio: Option<Arc<[OwnedFd; 2]>>,
+    /// A transient unit's parent program (`run`'s `parent`), for `status`.
+    parent: Option<RunParent>,
+}
+
+/// A transient unit to add and start ([`Request::Run`]).
+pub struct Transient {
+    /// Its definition (an empty name: `run-N`).
+    pub unit: Unit,
+    /// Its stdout and stderr, passed by the client (instead of its log file).
+    pub stdio: Option<[OwnedFd; 2]>,
+    /// The program it was started for.
+    pub parent: Option<RunParent>,
 }
 
 impl UnitEntry {
@@ -219,6 +231,7 @@ impl UnitEntry {
             settled_at: None,
             template: None,
             stdio: None,
+            parent: None,
         }
     }
 
@@ -234,6 +247,7 @@ impl UnitEntry {
             transient: self.transient,
             loaded: true,
             errors: Vec::new(),
+            parent: self.parent.clone(),
             instances: {
                 let now = Instant::now();
                 self.instances.iter().map(|i| i.status(now)).collect()
@@ -251,6 +265,7 @@ fn not_loaded_status(bad: &NotLoaded) -> UnitStatus {
         transient: false,
         loaded: false,
         errors: bad.errors.iter().map(ToString::to_string).collect(),
+        parent: None,
         instances: Vec::new(),
     }
 }
@@ -263,25 +278,16 @@ fn kind_name(kind: UnitKind) -> &'static str {
     }
 }
 
-enum Then {
-    ReplyUnits(Reply<UnitsResult>, Vec<String>),
-    StartThenReply(Reply<UnitsResult>, Vec<String>),
-    ReplyWait(Reply<WaitResult>),
-}
-
-/// A `start --wait`: answered once every instance of `units` has started or failed.
-struct StartWaiter {
-    units: Vec<String>,
-    reply: Reply<Vec<StartFailure>>,
-    /// Instances seen failing: a failure stands even if the restart policy runs the
-    /// instance again meanwhile.
-    failed: BTreeMap<(String, u32), StartFailure>,
-}
-
-/// Fires once every unit in `units` has settled.
-struct Waiter {
-    units: Vec<String>,
-    then: Then,
+/// The reply channel of a waiting request ([`machine::Waiters`] holds what it waits for).
+enum WaiterReply {
+    /// `stop` and `restart`.
+    Units(Reply<UnitsResult>),
+    /// `wait`.
+    Exits(Reply<WaitResult>),
+    /// `run`'s first pid.
+    Pid(Reply<Option<u32>>),
+    /// `start --wait`.
+    Started(Reply<Vec<StartFailure>>),
 }
 
 struct Shutdown {
@@ -301,9 +307,10 @@ pub struct Supervisor {
     tokens: Tokens<(String, u32)>,
     next_run_id: i64,
     next_transient: u64,
-    waiters: Vec<Waiter>,
-    pid_waiters: Vec<(String, Reply<Option<u32>>)>,
-    start_waiters: Vec<StartWaiter>,
+    /// Requests answered by a later change of state: what each waits for.
+    waiters: Waiters,
+    /// Their reply channels, by waiter.
+    replies: HashMap<WaiterId, WaiterReply>,
     /// When a [`Msg::Wake`] is due, if one is.
     wake_at: Option<Instant>,
     shutdown: Option<Shutdown>,
@@ -354,9 +361,8 @@ impl Supervisor {
             tokens: Tokens::default(),
             next_run_id,
             next_transient: 1,
-            waiters: Vec::new(),
-            pid_waiters: Vec::new(),
-            start_waiters: Vec::new(),
+            waiters: Waiters::default(),
+            replies: HashMap::new(),
             wake_at: None,
             shutdown: None,
             store,
@@ -478,11 +484,11 @@ impl Supervisor {
                     }));
             }
             Request::Started(units, reply) => match self.check_known(&units) {
-                Ok(()) => self.start_waiters.push(StartWaiter {
-                    units,
-                    reply,
-                    failed: BTreeMap::new(),
-                }),
+                Ok(()) => {
+                    let failed = BTreeMap::new();
+                    let wait = Wait::Started { units, failed };
+                    self.wait_for(wait, WaiterReply::Started(reply));
+                }
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -495,10 +501,7 @@ impl Supervisor {
                 for name in &units {
                     self.stop_unit(name, None, "request");
                 }
-                self.waiters.push(Waiter {
-                    units: units.clone(),
-                    then: Then::ReplyUnits(reply, units),
-                });
+                self.wait_for(Wait::Stopped(units), WaiterReply::Units(reply));
             }
             Request::Restart(units, reply) => {
                 if let Err(e) = self
@@ -511,28 +514,22 @@ impl Supervisor {
                 for name in &units {
                     self.stop_unit(name, None, "restart");
                 }
-                self.waiters.push(Waiter {
-                    units: units.clone(),
-                    then: Then::StartThenReply(reply, units),
-                });
+                self.wait_for(Wait::Restart(units), WaiterReply::Units(reply));
             }
             Request::Wait(unit, reply) => {
                 if !self.units.contains_key(&unit) {
                     let _ = reply.send(Err(self.unknown(&unit)));
                     return;
                 }
-                self.waiters.push(Waiter {
-                    units: vec![unit],
-                    then: Then::ReplyWait(reply),
-                });
+                self.wait_for(Wait::Settled(unit), WaiterReply::Exits(reply));
             }
             Request::Reload(units, reply) => {
                 let _ = reply.send(self.refuse_if_shutting_down().map(|()| self.reload(units)));
             }
-            Request::Run(unit, stdio, reply) => {
+            Request::Run(transient, reply) => {
                 let _ = reply.send(
                     self.refuse_if_shutting_down()
-                        .and_then(|()| self.run(*unit, stdio)),
+                        .and_then(|()| self.run(*transient)),
                 );
             }
             Request::LogPaths(unit, instance, reply) => {
@@ -560,7 +557,7 @@ impl Supervisor {
                 if !self.units.contains_key(&unit) {
                     let _ = reply.send(Err(self.unknown(&unit)));
                 } else {
-                    self.pid_waiters.push((unit, reply));
+                    self.wait_for(Wait::FirstPid(unit), WaiterReply::Pid(reply));
                 }
             }
             Request::Plan(reply) => {
@@ -571,6 +568,12 @@ impl Supervisor {
                 let _ = reply.send(Ok(owners));
             }
         }
+    }
+
+    /// Keeps a request waiting for `wait`; [`Waiters`] decides when it is answered.
+    fn wait_for(&mut self, wait: Wait, reply: WaiterReply) {
+        let id = self.waiters.add(wait);
+        self.replies.insert(id, reply);
     }
 
     fn refuse_if_shutting_down(&self) -> Result<(), ErrorBody> {

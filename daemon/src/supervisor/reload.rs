@@ -120,11 +120,12 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn run(
-        &mut self,
-        mut unit: Unit,
-        stdio: Option<[OwnedFd; 2]>,
-    ) -> Result<String, ErrorBody> {
+    pub(super) fn run(&mut self, transient: Transient) -> Result<String, ErrorBody> {
+        let Transient {
+            mut unit,
+            stdio,
+            parent,
+        } = transient;
         if unit.name.is_empty() {
             while self
                 .units
@@ -152,6 +153,7 @@ impl Supervisor {
         }
         let mut entry = UnitEntry::new(Arc::new(unit), true);
         entry.stdio = stdio.map(Arc::new);
+        entry.parent = parent;
         self.units.insert(name.clone(), entry);
         self.start_units(std::slice::from_ref(&name))?;
         self.prune_transient();

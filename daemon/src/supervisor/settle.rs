@@ -1,6 +1,7 @@
 //! Bookkeeping after every message: the tick, answering waiters, applying pending reloads,
 //! timers and events.
 
+use super::machine::Effects;
 use super::*;
 
 impl Supervisor {
@@ -62,104 +63,23 @@ impl Supervisor {
                 _ => {}
             }
         }
-        let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|w| {
-                w.units
-                    .iter()
-                    .all(|u| self.units.get(u).is_none_or(UnitEntry::settled))
-            });
-        self.waiters = waiting;
-        for waiter in ready {
-            self.fire(waiter);
-        }
-        let units = &self.units;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pid_waiters)
-            .into_iter()
-            .partition(|(unit, _)| {
-                units
-                    .get(unit)
-                    .and_then(|e| e.instances.first())
-                    .is_none_or(|i| i.run().is_some() || !i.is_active())
-            });
-        self.pid_waiters = waiting;
-        for (unit, reply) in ready {
-            let pid = self
-                .units
-                .get(&unit)
-                .and_then(|e| e.instances.first())
-                .and_then(Instance::pid)
-                .map(|p| p as u32);
-            let _ = reply.send(Ok(pid));
-        }
-        self.answer_start_waiters(now);
+        self.answer_waiters(now);
     }
 
-    /// Answers the `start --wait` waiters whose instances have all started or failed;
-    /// arms a [`Msg::Wake`] for the earliest start window still running.
-    pub(super) fn answer_start_waiters(&mut self, now: Instant) {
-        if self.start_waiters.is_empty() {
-            return;
-        }
-        let mut wake: Option<Instant> = None;
-        let mut waiting = Vec::new();
-        for mut waiter in std::mem::take(&mut self.start_waiters) {
-            let mut pending = false;
-            for name in &waiter.units {
-                let Some(entry) = self.units.get(name) else {
-                    waiter
-                        .failed
-                        .entry((name.clone(), 0))
-                        .or_insert_with(|| StartFailure {
-                            unit: name.clone(),
-                            instance: 0,
-                            reason: "the unit was removed (reload)".into(),
-                            log: logs::log_path(&self.config.log_dir, name, 0),
-                        });
-                    continue;
-                };
-                for inst in &entry.instances {
-                    let key = (name.clone(), inst.index);
-                    if waiter.failed.contains_key(&key) {
-                        continue;
-                    }
-                    match started::progress(entry.unit.kind, entry.unit.ready.is_some(), inst, now)
-                    {
-                        started::Progress::Done => {}
-                        started::Progress::Pending(at) => {
-                            pending = true;
-                            if let Some(at) = at {
-                                wake = Some(wake.map_or(at, |w| w.min(at)));
-                            }
-                        }
-                        started::Progress::Failed(reason) => {
-                            let log = logs::log_path(&self.config.log_dir, name, inst.index);
-                            waiter.failed.insert(
-                                key,
-                                StartFailure {
-                                    unit: name.clone(),
-                                    instance: inst.index,
-                                    reason,
-                                    log,
-                                },
-                            );
-                        }
-                    }
-                }
-            }
-            if pending {
-                waiting.push(waiter);
-            } else {
-                let _ = waiter.reply.send(Ok(waiter.failed.into_values().collect()));
-            }
-        }
-        self.start_waiters = waiting;
-        if let Some(at) = wake {
-            if self.wake_at.is_none_or(|w| w > at) {
-                self.wake_at = Some(at);
-                self.after(at.saturating_duration_since(now), Msg::Wake);
-            }
-        }
+    /// Answers the waiters the state now satisfies: those of `stop`, `restart` and
+    /// `wait`, then those for a first pid, then those of `start --wait`. Each decision's
+    /// answers are carried out before the next is decided (so the start that answers a
+    /// `restart` is seen by the others).
+    fn answer_waiters(&mut self, now: Instant) {
+        let mut fx = Effects::new();
+        self.waiters.settled(&self.units, &mut fx);
+        self.apply_to_waiters(fx);
+        let mut fx = Effects::new();
+        self.waiters.first_pids(&self.units, &mut fx);
+        self.apply_to_waiters(fx);
+        let mut fx = Effects::new();
+        self.waiters.started(&self.units, now, &mut fx);
+        self.apply_to_waiters(fx);
     }
 
     pub(super) fn apply_pending(&mut self) {
@@ -198,44 +118,6 @@ impl Supervisor {
         if !to_start.is_empty() {
             if let Err(e) = self.start_units(&to_start) {
                 tracing::error!("reload: {e}");
-            }
-        }
-    }
-
-    pub(super) fn fire(&mut self, waiter: Waiter) {
-        match waiter.then {
-            Then::ReplyUnits(reply, units) => {
-                let _ = reply.send(Ok(UnitsResult { units }));
-            }
-            Then::StartThenReply(reply, units) => {
-                let _ = reply.send(
-                    self.refuse_if_shutting_down()
-                        .and_then(|()| self.start_units(&units))
-                        .map(|units| UnitsResult { units }),
-                );
-            }
-            Then::ReplyWait(reply) => {
-                let name = &waiter.units[0];
-                let result = match self.units.get(name) {
-                    Some(entry) => Ok(WaitResult {
-                        unit: name.clone(),
-                        instances: entry
-                            .instances
-                            .iter()
-                            .map(|i| InstanceExit {
-                                instance: i.index,
-                                state: i.wire_state(),
-                                exit: i.last_exit,
-                                reason: i.reason.clone(),
-                            })
-                            .collect(),
-                    }),
-                    None => Err(ErrorBody::new(
-                        ErrorCode::NotFound,
-                        format!("unit `{name}` was removed while waiting"),
-                    )),
-                };
-                let _ = reply.send(result);
             }
         }
     }

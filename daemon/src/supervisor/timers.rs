@@ -159,7 +159,11 @@ impl Supervisor {
                         copy.name
                     ),
                 );
-                match self.run(copy, None) {
+                match self.run(Transient {
+                    unit: copy,
+                    stdio: None,
+                    parent: None,
+                }) {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::warn!("scheduled run of {name}: {e}");

@@ -66,7 +66,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "3");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "5");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -109,7 +109,7 @@ fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
 
     // What the backend does not do yet is a clear error, never a wrong answer.
     assert_eq!(c.counters().unwrap().len(), 1, "listed");
-    let unsupported = c.array("temps").create_f64(3, None).unwrap_err();
+    let unsupported = c.semaphore("slots").create(2, None).unwrap_err();
     assert_eq!(unsupported.code(), Some(ErrorCode::Failed));
     assert!(
         unsupported
@@ -180,7 +180,7 @@ fn nodes_starting_together_migrate_once() {
     // One row per migration: each ran once.
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
-        "1,2,3"
+        "1,2,3,4,5"
     );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),

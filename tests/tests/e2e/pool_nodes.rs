@@ -267,6 +267,10 @@ fn retries_count_attempts_across_nodes() {
     let Some(pg) = PgCluster::start() else { return };
     let a = node(&pg, "a");
     let _b = node(&pg, "b");
+    // Each attempt outlasts a third of the lease, so each retry (claimed again in the
+    // round that recorded its failure) is running when the claimer checks its claims
+    // against the database: a retry it had lost track of would be put back, one
+    // attempt too many.
     let out = a.ctl(&[
         "--json",
         "pool",
@@ -276,7 +280,7 @@ fn retries_count_attempts_across_nodes() {
         "--",
         "sh",
         "-c",
-        "exit 3",
+        "sleep 0.7; exit 3",
         ":::",
         "x",
         "y",

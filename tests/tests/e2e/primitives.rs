@@ -46,6 +46,13 @@ on_both_backends!(
     three_processes_under_one_lock_never_overlap,
     fifty_clients_adding_a_thousand_times_count_exactly,
     ten_producers_and_ten_consumers_deliver_every_item_exactly_once,
+    compare_and_swap_elects_one_leader_among_racing_clients,
+    arrays_create_read_write_add_and_refuse_bad_input,
+    twenty_clients_adding_to_one_array_element_count_exactly,
+    a_bounded_queue_refuses_or_waits_when_full,
+    acknowledged_gets_ack_nack_and_give_back_what_a_closed_connection_or_a_timeout_held,
+    a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries,
+    purge_and_delete_empty_a_queue_and_delete_ends_its_waiters,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -238,9 +245,10 @@ fn a_blocked_get_is_woken_by_a_put(backend: Backend) {
     assert_eq!(getter.join().unwrap(), "hello");
 }
 
-#[test]
-fn a_bounded_queue_refuses_or_waits_when_full() {
-    let mut d = TestDaemon::new();
+fn a_bounded_queue_refuses_or_waits_when_full(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let client = d.client();
     let q = client.queue("small");
@@ -534,4 +542,313 @@ fn corralctl_queue_put_reads_stdin_one_item_per_line(backend: Backend) {
     let json: Value =
         serde_json::from_str(&d.ctl_ok(&["--json", "counter", "add", "n", "-5"])).unwrap();
     assert_eq!(json["value"], -5);
+}
+
+fn compare_and_swap_elects_one_leader_among_racing_clients(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let socket = d.socket();
+    // Ten clients race to swap the never-set counter (0) to their own number: one wins.
+    let racers: Vec<_> = (1..=10)
+        .map(|me| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let client = Client::connect_to(&socket).unwrap();
+                client.counter("leader").compare_and_swap(0, me).unwrap()
+            })
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let winners: Vec<_> = results.iter().filter(|r| r.swapped).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let leader = winners[0].value;
+    for r in &results {
+        assert_eq!(
+            r.value, leader,
+            "every loser is told the winner: {results:?}"
+        );
+    }
+    let c = d.client();
+    assert_eq!(c.counter("leader").get().unwrap(), leader);
+    let wrong = c
+        .counter("leader")
+        .compare_and_swap(leader + 1, 99)
+        .unwrap();
+    assert!(!wrong.swapped);
+    assert_eq!(wrong.value, leader);
+    // A counter never set is 0: only `expected: 0` swaps it, and a refused swap makes none.
+    assert!(!c.counter("fresh").compare_and_swap(5, 6).unwrap().swapped);
+    assert!(c.counters().unwrap().iter().all(|v| v.counter != "fresh"));
+    assert!(c.counter("leader").delete().unwrap());
+    assert!(!c.counter("leader").delete().unwrap());
+    assert_eq!(c.counter("leader").get().unwrap(), 0);
+    assert_eq!(
+        d.ctl_ok(&["counter", "cas", "leader", "0", "7"]).trim(),
+        "7"
+    );
+}
+
+fn arrays_create_read_write_add_and_refuse_bad_input(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let c = d.client();
+    let temps = c.array("temps");
+    let made = temps.create_f64(3, Some(&[1.5, -2.0, 0.0])).unwrap();
+    assert_eq!(made.length, 3);
+    assert_eq!(temps.get_f64(1).unwrap(), -2.0);
+    assert_eq!(temps.add_f64(1, 0.5).unwrap(), -1.5);
+    temps.set_f64(2, 4.25).unwrap();
+    let all = temps.get_all().unwrap();
+    let values: Vec<f64> = all.values.iter().map(|n| n.as_f64().unwrap()).collect();
+    assert_eq!(values, vec![1.5, -1.5, 4.25]);
+    // Creating again with the same shape keeps the values; another shape is refused.
+    assert_eq!(temps.create_f64(3, None).unwrap().values, all.values);
+    let err = temps.create_i64(3, None).unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(corral_proto::ErrorCode::TypeMismatch),
+        "{err}"
+    );
+
+    let hits = c.array("hits");
+    hits.create_i64(4, None).unwrap();
+    assert_eq!(hits.add_i64(3, 5).unwrap(), 5);
+    hits.set_i64(0, i64::MAX).unwrap();
+    let err = hits.add_i64(0, 1).unwrap_err();
+    assert_eq!(err.code(), Some(corral_proto::ErrorCode::Overflow), "{err}");
+    assert_eq!(
+        hits.get_i64(0).unwrap(),
+        i64::MAX,
+        "an overflow changes nothing"
+    );
+    let slice = hits.get_slice(2, 2).unwrap();
+    assert_eq!(slice.offset, 2);
+    assert_eq!(slice.length, 4);
+    assert_eq!(slice.values, vec![serde_json::Number::from(0), 5.into()]);
+
+    let mut raw = d.raw();
+    let cases = [
+        (
+            r#"{"id":1,"op":"array_set","array":"hits","index":4,"value":1}"#,
+            "out_of_range",
+        ),
+        (
+            r#"{"id":2,"op":"array_set","array":"hits","index":0,"value":1.5}"#,
+            "type_mismatch",
+        ),
+        (r#"{"id":3,"op":"array_get","array":"none"}"#, "not_found"),
+        (
+            r#"{"id":4,"op":"array_get","array":"hits","offset":5}"#,
+            "out_of_range",
+        ),
+        (
+            r#"{"id":5,"op":"array_create","array":"z","kind":"i64","length":0}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":6,"op":"array_create","array":"z","kind":"i64","length":2,"values":[1]}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":7,"op":"array_add","array":"temps","index":0,"delta":1e308}"#,
+            "<none>",
+        ),
+        (
+            r#"{"id":8,"op":"array_add","array":"temps","index":0,"delta":1e308}"#,
+            "overflow",
+        ),
+    ];
+    for (request, expected) in cases {
+        let reply = raw.roundtrip(request);
+        assert_eq!(code(&reply), expected, "{request} -> {reply}");
+    }
+    let names: Vec<_> = c.arrays().unwrap().into_iter().map(|a| a.array).collect();
+    assert_eq!(names, vec!["hits", "temps"]);
+    assert!(hits.delete().unwrap());
+    assert!(!hits.delete().unwrap());
+    let err = hits.get_i64(0).unwrap_err();
+    assert_eq!(err.code(), Some(corral_proto::ErrorCode::NotFound), "{err}");
+}
+
+fn twenty_clients_adding_to_one_array_element_count_exactly(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    d.client().array("tally").create_i64(2, None).unwrap();
+    let socket = d.socket();
+    let adders: Vec<_> = (0..20)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let client = Client::connect_to(&socket).unwrap();
+                for _ in 0..50 {
+                    client.array("tally").add_i64(1, 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for a in adders {
+        a.join().unwrap();
+    }
+    let client = d.client();
+    let tally = client.array("tally");
+    assert_eq!(tally.get_i64(1).unwrap(), 1000);
+    assert_eq!(tally.get_i64(0).unwrap(), 0);
+}
+
+fn acknowledged_gets_ack_nack_and_give_back_what_a_closed_connection_or_a_timeout_held(
+    backend: Backend,
+) {
+    use corral_proto::ErrorCode;
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let c = d.client();
+    let q = c.queue("jobs");
+    for v in ["a", "b", "c", "d"] {
+        q.put(v).unwrap();
+    }
+    let minute = Duration::from_secs(60);
+    let a = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!((a.value.as_str(), a.deliveries()), ("a", 1));
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (3, 1));
+    // A nack puts it back at the head at once, for a second delivery under a new lease.
+    let first_lease = a.id();
+    a.nack().unwrap();
+    let a = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!((a.value.as_str(), a.deliveries()), ("a", 2));
+    assert_ne!(a.id(), first_lease);
+    let stale = q.ack(&[first_lease]).unwrap_err();
+    assert_eq!(stale.code(), Some(ErrorCode::NotHeld), "{stale}");
+    // Acking several leases is all or nothing.
+    let b = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!(b.value, "b");
+    let err = q
+        .ack(&[a.id(), b.id(), a.id() + b.id() + 1000])
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotHeld), "{err}");
+    assert_eq!(q.info().unwrap().in_flight, 2, "nothing was acked");
+    assert_eq!(q.ack(&[a.id(), b.id(), b.id()]).unwrap(), 2);
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (2, 0));
+    // A connection that closes gives its leased items back, at their place.
+    {
+        let other = d.client();
+        let taken = other.queue("jobs").get_ack::<String>(None, minute).unwrap();
+        assert_eq!(taken.value, "c");
+    }
+    wait_for("the closed connection's item to come back", || {
+        (q.info().unwrap().depth == 2).then_some(())
+    });
+    let c_again = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!((c_again.value.as_str(), c_again.deliveries()), ("c", 2));
+    // A lease whose visibility timeout passes is delivered again (to a blocked get).
+    let short = q
+        .get_ack::<String>(None, Duration::from_millis(200))
+        .unwrap();
+    assert_eq!(short.value, "d");
+    let again = q
+        .get_ack::<String>(Some(Duration::from_secs(60)), minute)
+        .unwrap();
+    assert_eq!((again.value.as_str(), again.deliveries()), ("d", 2));
+    let late = short.ack().unwrap_err();
+    assert_eq!(late.code(), Some(ErrorCode::NotHeld), "{late}");
+    again.ack().unwrap();
+    c_again.ack().unwrap();
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (0, 0));
+    // Bad requests are refused as on every backend.
+    let mut raw = d.raw();
+    let cases = [
+        (
+            r#"{"id":1,"op":"queue_ack","queue":"jobs","ids":[]}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":2,"op":"queue_get","queue":"jobs","visibility_ms":5}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":3,"op":"queue_get","queue":"jobs","ack":true,"visibility_ms":0}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"id":4,"op":"queue_nack","queue":"jobs","ids":[123456789]}"#,
+            "not_held",
+        ),
+    ];
+    for (request, expected) in cases {
+        let reply = raw.roundtrip(request);
+        assert_eq!(code(&reply), expected, "{request} -> {reply}");
+    }
+}
+
+fn a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let c = d.client();
+    let q = c.queue("work");
+    let info = q.declare_dead_letter(None, Some(2), None).unwrap();
+    assert_eq!(info.max_deliveries, Some(2));
+    assert_eq!(info.dead_letter.as_deref(), Some("work.dead"));
+    q.put("poison").unwrap();
+    q.put("fine").unwrap();
+    let minute = Duration::from_secs(60);
+    for n in 1..=2 {
+        let got = q.get_ack::<String>(None, minute).unwrap();
+        assert_eq!((got.value.as_str(), got.deliveries()), ("poison", n));
+        got.nack().unwrap();
+    }
+    // Delivered twice and returned: in the dead-letter queue, not back.
+    let next = q.get_ack::<String>(None, minute).unwrap();
+    assert_eq!(next.value, "fine");
+    next.ack().unwrap();
+    assert_eq!(q.info().unwrap().depth, 0);
+    let dead = c.queue("work.dead");
+    assert_eq!(dead.get::<String>(None).unwrap(), "poison");
+}
+
+fn purge_and_delete_empty_a_queue_and_delete_ends_its_waiters(backend: Backend) {
+    use corral_proto::ErrorCode;
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let c = d.client();
+    let q = c.queue("old");
+    for n in 0..3 {
+        q.put(n).unwrap();
+    }
+    let leased = q.get_ack::<i64>(None, Duration::from_secs(60)).unwrap();
+    assert_eq!(q.purge().unwrap(), 3, "waiting and in-flight items");
+    let info = q.info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (0, 0));
+    let err = leased.ack().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotHeld), "{err}");
+    // A getter blocked on a queue that is deleted is told so.
+    let socket = d.socket();
+    let getter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client
+            .queue("old")
+            .get::<i64>(Some(Duration::from_secs(60)))
+            .unwrap_err()
+    });
+    wait_for("the getter to wait", || {
+        (q.info().unwrap().waiting_getters == 1).then_some(())
+    });
+    assert!(q.delete().unwrap());
+    let err = getter.join().unwrap();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    assert!(!q.delete().unwrap());
+    assert!(c.queues().unwrap().iter().all(|i| i.queue != "old"));
 }

@@ -209,3 +209,131 @@ fn run_writes_to_passed_descriptors_and_stops_when_its_connection_closes() {
     let status = d.wait_state(&unit, "stopped");
     assert!(status.instances[0].last_exit.is_some(), "{status:?}");
 }
+
+/// `run` with `parent`: the transient unit keeps the program that made it (its pid
+/// defaults to the asking process), and `corralctl status` lists it under that program,
+/// a child's child under the child; a label over the limit is refused.
+#[test]
+fn run_keeps_its_parent_and_status_lists_children_under_it() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let mut c = d.raw();
+    let first = json!({
+        "id": 1, "op": "run", "command": ["sleep", "600"], "stop_on_disconnect": true,
+        "parent": {"label": "python3 demo.py"},
+    });
+    let first = c.roundtrip(&first.to_string());
+    let child = first["result"]["unit"].as_str().unwrap().to_owned();
+    let child_pid = first["result"]["pid"].as_u64().unwrap();
+    let nested = json!({
+        "id": 2, "op": "run", "command": ["sleep", "600"], "stop_on_disconnect": true,
+        "parent": {"pid": child_pid, "label": "Process-1"},
+    });
+    let second = c.roundtrip(&nested.to_string());
+    let grandchild = second["result"]["unit"].as_str().unwrap().to_owned();
+    let unrelated = d.ctl_ok(&["run", "--name", "alone", "--", "sleep", "600"]);
+    assert!(unrelated.contains("alone"), "{unrelated}");
+
+    let status = d.status(&child);
+    let parent = status.parent.expect("the parent is kept");
+    assert_eq!(parent.pid, Some(std::process::id()), "the asker's pid");
+    assert_eq!(parent.label, "python3 demo.py");
+    assert_eq!(
+        d.status(&grandchild).parent.unwrap().pid,
+        Some(child_pid as u32)
+    );
+    assert!(d.status("alone").parent.is_none());
+
+    let table = d.ctl_ok(&["status"]);
+    let lines: Vec<&str> = table.lines().collect();
+    let at = |name: &str| {
+        lines
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{table}"))
+    };
+    let program = lines
+        .iter()
+        .position(|l| l.starts_with("python3 demo.py"))
+        .unwrap_or_else(|| panic!("no row for the parent program in\n{table}"));
+    assert!(
+        lines[program].contains(&std::process::id().to_string()),
+        "{table}"
+    );
+    assert_eq!(at(&child), program + 1, "{table}");
+    assert_eq!(at(&grandchild), program + 2, "{table}");
+    assert!(lines[at(&child)].starts_with("  "), "{table}");
+    assert!(lines[at(&grandchild)].starts_with("    "), "{table}");
+    assert!(!lines[at("alone")].starts_with(' '), "{table}");
+
+    let long = json!({
+        "id": 3, "op": "run", "command": ["true"],
+        "parent": {"label": "x".repeat(corral_proto::MAX_PARENT_LABEL + 1)},
+    });
+    assert_eq!(code(&c.roundtrip(&long.to_string())), "bad_request");
+    d.ctl_ok(&["stop", "alone"]);
+}
+
+/// `run` with `anon_session`: the process holds the session from before its spawn, so
+/// the session's objects stay while it runs after every other holder is gone, and are
+/// removed once it exits.
+#[test]
+fn run_holds_the_anonymous_session_for_the_process() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let session = "s-run-0123456789abcdef";
+    let mut parent = d.raw();
+    parent.roundtrip(&json!({"id": 1, "op": "anon_hold", "session": session}).to_string());
+    parent.roundtrip(r#"{"id":2,"op":"queue_declare","queue":"anon-q"}"#);
+    let added = parent.roundtrip(
+        &json!({"id": 3, "op": "anon_add", "session": session, "kind": "queue", "name": "anon-q"})
+            .to_string(),
+    );
+    assert_eq!(added["result"]["holders"], 1, "{added}");
+    let run = json!({
+        "id": 4, "op": "run", "command": ["sleep", "600"], "anon_session": session,
+    });
+    let reply = parent.roundtrip(&run.to_string());
+    let unit = reply["result"]["unit"].as_str().unwrap().to_owned();
+    let pid = reply["result"]["pid"].as_i64().expect("a pid") as i32;
+    drop(parent);
+
+    // The parent's hold ends with its connection; the child's stays.
+    let mut other = d.raw();
+    let held = |c: &mut corral_tests::RawConn| {
+        let add = json!({"id": 5, "op": "anon_add", "session": session, "kind": "queue", "name": "anon-q"});
+        c.roundtrip(&add.to_string())
+    };
+    corral_tests::wait_for("the parent's hold to end", || {
+        (held(&mut other)["result"]["holders"] == 1).then_some(())
+    });
+    let info = other.roundtrip(r#"{"id":6,"op":"queue_put","queue":"anon-q","value":1}"#);
+    assert!(
+        info.get("result").is_some(),
+        "the queue is still there: {info}"
+    );
+
+    d.ctl_ok(&["stop", &unit]);
+    assert!(!corral_tests::alive(pid));
+    corral_tests::wait_for("the session's queue to be removed", || {
+        let list = d.ctl_ok(&["queue", "list"]);
+        (!list.contains("anon-q")).then_some(())
+    });
+    assert_eq!(
+        code(&held(&mut other)),
+        "not_found",
+        "the session has ended"
+    );
+
+    // A session nobody else holds: the process alone keeps it.
+    let run = json!({
+        "id": 7, "op": "run", "command": ["sleep", "600"], "anon_session": "s-alone-0123456789",
+    });
+    let reply = other.roundtrip(&run.to_string());
+    let unit = reply["result"]["unit"].as_str().unwrap().to_owned();
+    let add = json!({"id": 8, "op": "anon_add", "session": "s-alone-0123456789", "kind": "counter", "name": "c"});
+    assert_eq!(other.roundtrip(&add.to_string())["result"]["holders"], 1);
+    let bad = json!({"id": 9, "op": "run", "command": ["true"], "anon_session": "bad token!"});
+    assert_eq!(code(&other.roundtrip(&bad.to_string())), "bad_request");
+    d.ctl_ok(&["stop", &unit]);
+}

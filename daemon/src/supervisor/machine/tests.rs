@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::super::UnitEntry;
+use super::super::{START_WINDOW, UnitEntry};
 use super::*;
 
 const OK: ExitStatus = ExitStatus {
@@ -736,4 +736,177 @@ fn shutdown_stops_daemons_first_then_waits_for_tasks_then_services_dependents_fi
         ["web"]
     );
     assert_eq!(names(&shutdown_step(&active(&["db"]), true, grace)), ["db"]);
+}
+
+/// The answers among `fx`, by waiter.
+fn answers(fx: &Effects) -> Vec<(WaiterId, &Answer)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::ReplyTo { waiter, answer } => Some((*waiter, answer)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn settled(waiters: &mut Waiters, units: &BTreeMap<String, UnitEntry>) -> Effects {
+    let mut fx = Effects::new();
+    waiters.settled(units, &mut fx);
+    fx
+}
+
+#[test]
+fn a_stop_is_answered_once_all_its_units_are_down_and_a_restart_then_starts_them() {
+    let mut units = entries(units(&[
+        ("a", "command = [\"a\"]"),
+        ("b", "command = [\"b\"]"),
+    ]));
+    set(&mut units, "a", State::Running { run: a_run() });
+    set(&mut units, "b", State::Stopping { run: a_run() });
+    let mut waiters = Waiters::default();
+    let stop = waiters.add(Wait::Stopped(vec!["a".into(), "b".into()]));
+    let restart = waiters.add(Wait::Restart(vec!["a".into()]));
+    assert!(settled(&mut waiters, &units).is_empty());
+    set(&mut units, "a", State::Stopped);
+    let fx = settled(&mut waiters, &units);
+    assert_eq!(
+        answers(&fx),
+        [(restart, &Answer::StartUnits(vec!["a".into()]))]
+    );
+    set(&mut units, "b", State::Exited);
+    let fx = settled(&mut waiters, &units);
+    let both = Answer::Units(vec!["a".into(), "b".into()]);
+    assert_eq!(answers(&fx), [(stop, &both)]);
+    // Each is answered once.
+    assert_eq!(waiters.len(), 0);
+    assert!(settled(&mut waiters, &units).is_empty());
+}
+
+#[test]
+fn a_wait_reports_how_the_instances_ended_or_that_the_unit_was_removed() {
+    let mut units = entries(units(&[("u", "command = [\"u\"]\ninstances = 2")]));
+    for inst in &mut units.get_mut("u").unwrap().instances {
+        inst.state = State::Backoff {
+            until: Instant::now(),
+        };
+    }
+    let mut waiters = Waiters::default();
+    let first = waiters.add(Wait::Settled("u".into()));
+    // Backoff is not settled: the restart policy will run it again.
+    assert!(settled(&mut waiters, &units).is_empty());
+    let entry = units.get_mut("u").unwrap();
+    entry.instances[0].state = State::Exited;
+    entry.instances[0].last_exit = Some(OK);
+    entry.instances[1].state = State::Failed;
+    entry.instances[1].last_exit = Some(FAIL);
+    entry.instances[1].reason = Some("start limit hit".into());
+    let fx = settled(&mut waiters, &units);
+    let [(waiter, Answer::Exits(Ok(result)))] = answers(&fx)[..] else {
+        panic!("one wait answered: {fx:?}");
+    };
+    assert_eq!(waiter, first);
+    let ended: Vec<_> = result
+        .instances
+        .iter()
+        .map(|i| (i.instance, i.state, i.exit, i.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            (0, InstanceState::Exited, Some(OK), None),
+            (
+                1,
+                InstanceState::Failed,
+                Some(FAIL),
+                Some("start limit hit")
+            ),
+        ]
+    );
+    // A unit removed by a reload while waited for: answered, with why.
+    let second = waiters.add(Wait::Settled("u".into()));
+    units.remove("u");
+    let fx = settled(&mut waiters, &units);
+    let [(waiter, Answer::Exits(Err(e)))] = answers(&fx)[..] else {
+        panic!("one wait answered: {fx:?}");
+    };
+    assert_eq!(waiter, second);
+    assert!(e.message.contains("removed"), "{}", e.message);
+}
+
+#[test]
+fn a_first_pid_is_answered_once_there_is_a_process_or_none_will_come() {
+    let mut units = entries(units(&[("u", "command = [\"u\"]")]));
+    let mut waiters = Waiters::default();
+    let first_pids = |waiters: &mut Waiters, units: &BTreeMap<String, UnitEntry>| {
+        let mut fx = Effects::new();
+        waiters.first_pids(units, &mut fx);
+        fx
+    };
+    set(&mut units, "u", State::Waiting);
+    let running = waiters.add(Wait::FirstPid("u".into()));
+    assert!(first_pids(&mut waiters, &units).is_empty());
+    set(&mut units, "u", State::Starting { run: a_run() });
+    let fx = first_pids(&mut waiters, &units);
+    assert_eq!(answers(&fx), [(running, &Answer::Pid(Some(1)))]);
+    // One that failed to spawn is answered without a pid.
+    set(
+        &mut units,
+        "u",
+        State::Spawning {
+            token: 1,
+            signal: None,
+        },
+    );
+    let failed = waiters.add(Wait::FirstPid("u".into()));
+    assert!(first_pids(&mut waiters, &units).is_empty());
+    set(&mut units, "u", State::Failed);
+    let fx = first_pids(&mut waiters, &units);
+    assert_eq!(answers(&fx), [(failed, &Answer::Pid(None))]);
+    // The other kinds of waiter are not this decision's.
+    waiters.add(Wait::Settled("u".into()));
+    assert!(first_pids(&mut waiters, &units).is_empty());
+    assert_eq!(waiters.len(), 1);
+}
+
+#[test]
+fn start_wait_keeps_a_failure_and_wakes_at_the_end_of_the_start_window() {
+    let mut units = entries(units(&[("u", "command = [\"u\"]\ninstances = 2")]));
+    let t0 = Instant::now();
+    let mut waiters = Waiters::default();
+    let waiter = waiters.add(Wait::Started {
+        units: vec!["u".into(), "gone".into()],
+        failed: BTreeMap::new(),
+    });
+    let started = |waiters: &mut Waiters, units: &BTreeMap<String, UnitEntry>, now| {
+        let mut fx = Effects::new();
+        waiters.started(units, now, &mut fx);
+        fx
+    };
+    let run = Run {
+        pid: 10,
+        id: 1,
+        since: t0,
+    };
+    let entry = units.get_mut("u").unwrap();
+    entry.instances[0].state = State::Running { run };
+    entry.instances[1].state = State::Backoff { until: t0 };
+    entry.instances[1].last_exit = Some(FAIL);
+    // Instance 0 is within its start window: a wake-up at its end, no answer yet.
+    let fx = started(&mut waiters, &units, t0 + ms(200));
+    let wake = Effect::Timer {
+        delay: START_WINDOW - ms(200),
+        timer: Timer::Wake {
+            at: t0 + START_WINDOW,
+        },
+    };
+    assert_eq!(fx, [wake]);
+    // Instance 1 runs again by its restart policy: its failure stands.
+    units.get_mut("u").unwrap().instances[1].state = State::Running { run };
+    let fx = started(&mut waiters, &units, t0 + START_WINDOW);
+    let [(id, Answer::Started(failed))] = answers(&fx)[..] else {
+        panic!("answered: {fx:?}");
+    };
+    assert_eq!(id, waiter);
+    let failed: Vec<_> = failed.iter().map(|(u, i, _)| (u.as_str(), *i)).collect();
+    assert_eq!(failed, [("gone", 0), ("u", 1)]);
+    assert_eq!(waiters.len(), 0);
 }

@@ -1,19 +1,23 @@
-//! The PostgreSQL backend: queues, counters and locks in tables shared by every corrald
-//! node on the same database (see `backend::schema` for the tables).
+//! The PostgreSQL backend: queues, counters, arrays and locks in tables shared by every
+//! corrald node on the same database (see `backend::schema` for the tables and the SQL
+//! functions that keep an operation that reads and writes one statement).
 //!
 //! [`Pg`] owns the connection (one `tokio_postgres::Client`, whose concurrent queries are
 //! pipelined on one socket) and a keeper task that reconnects when it drops and renews
 //! this node's lease. Each operation runs as its own task and is answered once its
 //! statement has committed (every statement is its own transaction):
 //! - a `get` is `DELETE … WHERE id IN (SELECT … ORDER BY id FOR UPDATE SKIP LOCKED
-//!   LIMIT n) RETURNING`: at most once across nodes, oldest first;
+//!   LIMIT n) RETURNING`: at most once across nodes, oldest first; an acknowledged get
+//!   sets the items' lease instead, and a return (nack, visibility timeout, the holder's
+//!   connection or node gone) clears it;
 //! - a counter `add` is one `INSERT … ON CONFLICT DO UPDATE SET value = value + delta`,
 //!   exact whatever node it reaches (overflow is PostgreSQL's `numeric_value_out_of_range`);
 //! - a lock is a row keyed by name with its holder (node, connection) and a fencing token
 //!   from the one sequence `corral_fencing`, so tokens grow across the whole cluster.
 //!
-//! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put notifies
-//! `q:QUEUE` and a release `l:LOCK` in the same statement (PostgreSQL folds identical
+//! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put (or a
+//! return) notifies `q:QUEUE`, a get or ack of a bounded queue `p:QUEUE` (its putters),
+//! a queue's delete `d:QUEUE` (its waiters end) and a release `l:LOCK` in the same statement (PostgreSQL folds identical
 //! notifications of one transaction into one). A blocked `get` or `acquire` on any node
 //! tries again when its object's notification arrives, and every `[backend] poll`
 //! (default 500 ms) anyway, so a
@@ -22,11 +26,17 @@
 //! goes to the first of the line, or to a newcomer only when nobody waits.
 //!
 //! Leases: the keeper renews this node's row of `corral_nodes` every lease/3 and
-//! releases the locks and waiters of nodes whose lease has expired. A node that has not
+//! releases the locks, waiters and leased items of nodes whose lease has expired, and the
+//! leased items whose visibility timeout passed. A node that has not
 //! renewed its own lease for a whole lease gives up its locks itself (the watchdog): its
 //! clients are told by the answer to their `release`. Operations this backend does
 //! not support answer a clear `failed` error naming the operation; while the database is
 //! unreachable every operation answers `backend_unavailable` and nothing changes.
+
+mod arrays;
+mod counters;
+mod locks;
+mod queues;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -79,6 +89,8 @@ struct ConnState {
     /// Locks it held when this node's lease expired: released, and said so to it.
     lost: std::collections::BTreeSet<String>,
     waiting: usize,
+    /// It was given leases (acknowledged gets not detached): they go back when it closes.
+    leases: bool,
 }
 
 /// Rows of this node that a statement failed to delete (the database was away): deleted
@@ -91,6 +103,8 @@ enum Stale {
     Lock(u64, String),
     /// A lock waiter's place.
     Waiter(i64),
+    /// The leases of a closed connection (their items go back).
+    Leases(u64),
 }
 
 /// Why the backend could not start.
@@ -229,6 +243,16 @@ impl Pg {
                     &[&settings.node],
                 )
                 .await?;
+            // Leases of its connections of a previous life (detached ones last their
+            // visibility).
+            client
+                .execute(
+                    "SELECT corral_queue_return(ARRAY(
+                         SELECT lease FROM corral_queue_items
+                         WHERE lease IS NOT NULL AND lease_node = $1 AND lease_conn IS NOT NULL))",
+                    &[&settings.node],
+                )
+                .await?;
             client.batch_execute("COMMIT").await
         }
         .await;
@@ -337,14 +361,25 @@ impl Pg {
             return;
         };
         state.cancel.cancel();
-        if state.locks.is_empty() {
+        let mut rows = Vec::new();
+        if !state.locks.is_empty() {
+            rows.push(Stale::Locks(conn));
+        }
+        if state.leases {
+            rows.push(Stale::Leases(conn));
+        }
+        if rows.is_empty() {
             return;
         }
         let pg = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = pg.delete_stale(&Stale::Locks(conn)).await {
-                tracing::warn!("PostgreSQL backend: releasing a closed connection's locks: {e}");
-                pg.stale_later(Stale::Locks(conn));
+            for row in rows {
+                if let Err(e) = pg.delete_stale(&row).await {
+                    tracing::warn!(
+                        "PostgreSQL backend: releasing a closed connection's locks or leases: {e}"
+                    );
+                    pg.stale_later(row);
+                }
             }
         });
     }
@@ -369,6 +404,16 @@ impl Pg {
                         "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
                          SELECT pg_notify($4, 'l:' || name) FROM gone",
                         &[lock, node, &(*conn as i64), &CHANNEL],
+                    )
+                    .await
+            }
+            Stale::Leases(conn) => {
+                client
+                    .execute(
+                        "SELECT corral_queue_return(ARRAY(
+                             SELECT lease FROM corral_queue_items
+                             WHERE lease IS NOT NULL AND lease_node = $1 AND lease_conn = $2))",
+                        &[node, &(*conn as i64)],
                     )
                     .await
             }
@@ -399,7 +444,7 @@ impl Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
-            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0)
+            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0 || s.leases)
     }
 
     /// Changes the state of a connection still open (one that closed has none).
@@ -414,233 +459,30 @@ impl Pg {
         let name = op.name();
         let name = name.as_str();
         match op {
-            Op::QueuePut { queue, value, .. } => {
-                check_name("queue", &queue)?;
-                let text = value.to_string();
-                let client = self.client()?;
-                let row = client
-                    .query_one(
-                        "WITH put AS (INSERT INTO corral_queue_items (queue, value) VALUES ($1, $2) RETURNING id)
-                         SELECT (SELECT count(*) + 1 FROM corral_queue_items WHERE queue = $1),
-                                pg_notify($3, 'q:' || $1)::text
-                         FROM put",
-                        &[&queue, &text, &CHANNEL],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?;
-                let depth: i64 = row.get(0);
-                ok(QueuePutResult {
-                    depth: depth as usize,
-                })
+            Op::QueuePut { .. }
+            | Op::QueueGet { .. }
+            | Op::QueueLen { .. }
+            | Op::QueueList {}
+            | Op::QueueDeclare { .. }
+            | Op::QueueAck { .. }
+            | Op::QueueNack { .. }
+            | Op::QueuePurge { .. }
+            | Op::QueueDelete { .. } => self.queue_op(conn, op, &gone).await,
+            Op::CounterList {}
+            | Op::CounterGet { .. }
+            | Op::CounterSet { .. }
+            | Op::CounterAdd { .. }
+            | Op::CounterCas { .. }
+            | Op::CounterDelete { .. } => self.counter_op(op).await,
+            Op::ArrayCreate { .. }
+            | Op::ArrayGet { .. }
+            | Op::ArraySet { .. }
+            | Op::ArrayAdd { .. }
+            | Op::ArrayList {}
+            | Op::ArrayDelete { .. } => self.array_op(op).await,
+            Op::LockAcquire { .. } | Op::LockRelease { .. } | Op::LockStatus { .. } => {
+                self.lock_op(conn, op, &gone).await
             }
-            Op::QueueGet {
-                queue,
-                count,
-                timeout_ms,
-                block,
-                ack,
-                ..
-            } => {
-                if ack {
-                    return Err(unsupported("queue_get with ack"));
-                }
-                check_name("queue", &queue)?;
-                if count == 0 {
-                    return Err(ErrorBody::new(
-                        ErrorCode::BadRequest,
-                        "count must be at least 1",
-                    ));
-                }
-                let deadline = deadline(block, timeout_ms);
-                let found = self
-                    .wait(conn.id, &format!("q:{queue}"), deadline, &gone, || {
-                        self.take(&queue, count, &gone)
-                    })
-                    .await?;
-                match found {
-                    Some(items) => ok(QueueGetResult {
-                        items,
-                        leases: Vec::new(),
-                    }),
-                    None if deadline.is_none() => Err(ErrorBody::new(
-                        ErrorCode::Empty,
-                        format!("queue `{queue}` is empty"),
-                    )),
-                    None => Err(ErrorBody::new(
-                        ErrorCode::Empty,
-                        format!("no item arrived in queue `{queue}` before the timeout"),
-                    )),
-                }
-            }
-            Op::QueueLen { queue } => {
-                let client = self.client()?;
-                let depth: i64 = client
-                    .query_one(
-                        "SELECT count(*) FROM corral_queue_items WHERE queue = $1",
-                        &[&queue],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?
-                    .get(0);
-                ok(self.queue_info(queue, depth as usize))
-            }
-            Op::QueueList {} => {
-                let client = self.client()?;
-                let rows = client
-                    .query(
-                        "SELECT queue, count(*) FROM corral_queue_items GROUP BY queue ORDER BY queue",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?;
-                let mut depths: std::collections::BTreeMap<String, usize> = rows
-                    .iter()
-                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
-                    .collect();
-                // Empty queues with getters waiting here are listed too.
-                for key in self
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .keys()
-                {
-                    if let Some(queue) = key.strip_prefix("q:") {
-                        depths.entry(queue.to_string()).or_default();
-                    }
-                }
-                let queues = depths
-                    .into_iter()
-                    .map(|(queue, depth)| self.queue_info(queue, depth))
-                    .collect();
-                ok(corral_proto::QueueListResult { queues })
-            }
-            Op::CounterList {} => {
-                let client = self.client()?;
-                let counters = client
-                    .query("SELECT name, value FROM corral_counters ORDER BY name", &[])
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?
-                    .iter()
-                    .map(|r| CounterValue {
-                        counter: r.get(0),
-                        value: r.get(1),
-                    })
-                    .collect();
-                ok(corral_proto::CounterListResult { counters })
-            }
-            Op::CounterGet { counter } => {
-                let client = self.client()?;
-                let value: i64 = client
-                    .query_opt(
-                        "SELECT value FROM corral_counters WHERE name = $1",
-                        &[&counter],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?
-                    .map_or(0, |r| r.get(0));
-                ok(CounterValue { counter, value })
-            }
-            Op::CounterSet { counter, value } => {
-                check_name("counter", &counter)?;
-                let client = self.client()?;
-                client
-                    .execute(
-                        "INSERT INTO corral_counters (name, value) VALUES ($1, $2)
-                         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                        &[&counter, &value],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error(name, e))?;
-                ok(CounterValue { counter, value })
-            }
-            Op::CounterAdd { counter, delta } => {
-                check_name("counter", &counter)?;
-                let client = self.client()?;
-                let row = client
-                    .query_one(
-                        "INSERT INTO corral_counters (name, value) VALUES ($1, $2)
-                         ON CONFLICT (name) DO UPDATE SET value = corral_counters.value + EXCLUDED.value
-                         RETURNING value",
-                        &[&counter, &delta],
-                    )
-                    .await;
-                match row {
-                    Ok(row) => ok(CounterValue {
-                        counter,
-                        value: row.get(0),
-                    }),
-                    Err(e) if e.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) => {
-                        Err(ErrorBody::new(
-                            ErrorCode::Overflow,
-                            format!("counter `{counter}` + {delta} does not fit in 64 bits"),
-                        ))
-                    }
-                    Err(e) => Err(self.sql_error(name, e)),
-                }
-            }
-            Op::LockAcquire {
-                lock,
-                timeout_ms,
-                block,
-            } => {
-                check_name("lock", &lock)?;
-                let deadline = deadline(block, timeout_ms);
-                let granted = match self.try_lock(&lock, conn, &gone, None).await? {
-                    Some(token) => Some(token),
-                    None => {
-                        self.not_mine(&lock, conn).await?;
-                        match deadline {
-                            None => None,
-                            Some(_) => self.wait_in_line(&lock, conn, deadline, &gone).await?,
-                        }
-                    }
-                };
-                match granted {
-                    Some(token) => ok(LockGrant { lock, token }),
-                    None if deadline.is_none() => Err(ErrorBody::new(
-                        ErrorCode::Locked,
-                        format!("lock `{lock}` is held by another client"),
-                    )),
-                    None => Err(ErrorBody::new(
-                        ErrorCode::Timeout,
-                        format!("lock `{lock}` was not released before the timeout"),
-                    )),
-                }
-            }
-            Op::LockRelease { lock } => {
-                let mut lost = false;
-                let mut held = false;
-                self.with_conn(conn.id, |s| {
-                    lost = s.lost.remove(&lock);
-                    held = s.locks.remove(&lock);
-                });
-                if lost {
-                    return Err(ErrorBody::new(
-                        ErrorCode::NotHeld,
-                        format!(
-                            "lock `{lock}` was lost: node `{}` could not renew its lease in PostgreSQL within {:?}, so the lock was released for the other nodes",
-                            self.settings.node, self.settings.lease
-                        ),
-                    ));
-                }
-                if !held {
-                    return Err(ErrorBody::new(
-                        ErrorCode::NotHeld,
-                        format!("this connection does not hold lock `{lock}`"),
-                    ));
-                }
-                let stale = Stale::Lock(conn.id, lock);
-                match self.delete_stale(&stale).await {
-                    Ok(_) => ok(serde_json::json!({})),
-                    // Not held any more for this connection; the row goes when the
-                    // database is back (or with this node's lease).
-                    Err(e) => {
-                        self.stale_later(stale);
-                        Err(e)
-                    }
-                }
-            }
-            Op::LockStatus { lock } => self.lock_status(lock.as_deref()).await,
             _ => Err(unsupported(name)),
         }
     }
@@ -662,6 +504,9 @@ impl Pg {
     {
         // Subscribed before the first attempt: a put committed after it is not missed.
         let mut wakes = self.wakes.subscribe();
+        // A queue's getters and putters end when it is deleted (`d:QUEUE`).
+        let queue = key.strip_prefix("q:").or_else(|| key.strip_prefix("p:"));
+        let deleted = queue.map(|q| format!("d:{q}"));
         if let Some(found) = attempt().await? {
             return Ok(Some(found));
         }
@@ -684,10 +529,11 @@ impl Pg {
             let woken = async {
                 loop {
                     match wakes.recv().await {
-                        Ok(got) if &*got == key || &*got == WAKE_ALL => return,
+                        Ok(got) if deleted.as_deref() == Some(&*got) => return true,
+                        Ok(got) if &*got == key || &*got == WAKE_ALL => return false,
                         Ok(_) => {}
                         // Missed some: one of them may have been ours.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return false,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             std::future::pending::<()>().await
                         }
@@ -697,7 +543,12 @@ impl Pg {
             tokio::select! {
                 () = cancel.cancelled() => break Ok(None),
                 () = tokio::time::sleep(nap) => {}
-                () = woken => {}
+                deleted = woken => if deleted {
+                    break Err(ErrorBody::new(
+                        ErrorCode::NotFound,
+                        format!("queue `{}` was deleted", queue.unwrap_or_default()),
+                    ));
+                }
             }
             match attempt().await {
                 Ok(Some(found)) => break Ok(Some(found)),
@@ -720,24 +571,6 @@ impl Pg {
         result
     }
 
-    /// What `queue info` says of a queue on PostgreSQL: its depth and this node's waiting
-    /// getters (no in-flight items, limits or totals are kept there yet).
-    fn queue_info(&self, queue: String, depth: usize) -> corral_proto::QueueInfo {
-        let waiting_getters = self.waiting_on(&format!("q:{queue}"));
-        corral_proto::QueueInfo {
-            queue,
-            depth,
-            in_flight: 0,
-            maxsize: None,
-            max_deliveries: None,
-            dead_letter: None,
-            put_total: 0,
-            got_total: 0,
-            waiting_getters,
-            waiting_putters: 0,
-        }
-    }
-
     /// How many requests of this node wait on `key`.
     fn waiting_on(&self, key: &str) -> usize {
         self.waiting
@@ -746,199 +579,6 @@ impl Pg {
             .get(key)
             .copied()
             .unwrap_or(0)
-    }
-
-    /// Takes up to `count` items, oldest first; `None` if the queue is empty. Items taken
-    /// for a connection that closed meanwhile are put back with their ids (their place).
-    async fn take(
-        &self,
-        queue: &str,
-        count: usize,
-        gone: &CancellationToken,
-    ) -> Result<Option<Vec<serde_json::Value>>, ErrorBody> {
-        let client = self.client()?;
-        let limit = count.min(1000) as i64;
-        let rows = client
-            .query(
-                "DELETE FROM corral_queue_items WHERE id IN (
-                     SELECT id FROM corral_queue_items WHERE queue = $1
-                     ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $2)
-                 RETURNING id, value",
-                &[&queue, &limit],
-            )
-            .await
-            .map_err(|e| self.sql_error("queue_get", e))?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let mut rows: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        rows.sort_by_key(|(id, _)| *id);
-        if gone.is_cancelled() {
-            for (id, text) in &rows {
-                client
-                    .execute(
-                        "INSERT INTO corral_queue_items (id, queue, value) VALUES ($1, $2, $3)",
-                        &[id, &queue, text],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error("queue_get", e))?;
-            }
-            // Another waiter may take them now.
-            let _ = client
-                .execute(
-                    "SELECT pg_notify($1, 'q:' || $2::text)",
-                    &[&CHANNEL, &queue],
-                )
-                .await;
-            return Ok(None);
-        }
-        let items = rows
-            .into_iter()
-            .map(|(_, text)| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
-            .collect();
-        Ok(Some(items))
-    }
-
-    /// Takes `lock` if it is free and no waiter of any node is ahead: with no place in
-    /// line (`waiter: None`), none at all; with one, none with a smaller id. A grant
-    /// gives up the place in the same statement.
-    async fn try_lock(
-        &self,
-        lock: &str,
-        conn: ConnInfo,
-        gone: &CancellationToken,
-        waiter: Option<i64>,
-    ) -> Result<Option<u64>, ErrorBody> {
-        let client = self.client()?;
-        let id = conn.id as i64;
-        let pid = conn.pid.map(|p| p as i32);
-        let uid = conn.uid.map(|u| u as i32);
-        let row = client
-            .query_opt(
-                "WITH granted AS (
-                     INSERT INTO corral_locks (name, node, conn, pid, uid, token)
-                     SELECT $1, $2, $3, $4, $5, nextval('corral_fencing')
-                     WHERE NOT EXISTS (SELECT 1 FROM corral_lock_waiters w
-                                       WHERE w.name = $1 AND ($6::bigint IS NULL OR w.id < $6))
-                     ON CONFLICT (name) DO NOTHING RETURNING token),
-                 done AS (DELETE FROM corral_lock_waiters
-                          WHERE id = $6 AND EXISTS (SELECT 1 FROM granted))
-                 SELECT token FROM granted",
-                &[&lock, &self.settings.node, &id, &pid, &uid, &waiter],
-            )
-            .await
-            .map_err(|e| self.sql_error("lock_acquire", e))?;
-        let Some(row) = row else { return Ok(None) };
-        let token: i64 = row.get(0);
-        if gone.is_cancelled() {
-            // Granted to a connection that closed meanwhile: release at once.
-            client
-                .execute(
-                    "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
-                     SELECT pg_notify($4, 'l:' || name) FROM gone",
-                    &[&lock, &self.settings.node, &id, &CHANNEL],
-                )
-                .await
-                .map_err(|e| self.sql_error("lock_acquire", e))?;
-            return Ok(None);
-        }
-        self.with_conn(conn.id, |s| {
-            s.locks.insert(lock.to_string());
-        });
-        Ok(Some(token as u64))
-    }
-
-    /// Refuses a second acquire of a lock this connection holds (locks are not
-    /// re-entrant; waiting would wait for itself).
-    async fn not_mine(&self, lock: &str, conn: ConnInfo) -> Result<(), ErrorBody> {
-        let mut mine = false;
-        self.with_conn(conn.id, |s| mine = s.locks.contains(lock));
-        if mine {
-            return Err(ErrorBody::new(
-                ErrorCode::Failed,
-                format!("this connection already holds lock `{lock}` (locks are not re-entrant)"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Takes a place in `lock`'s line (a row of `corral_lock_waiters`: FIFO across the
-    /// nodes) and waits for its turn; the place is given up however the wait ends.
-    async fn wait_in_line(
-        &self,
-        lock: &str,
-        conn: ConnInfo,
-        deadline: Option<Instant>,
-        gone: &CancellationToken,
-    ) -> Result<Option<u64>, ErrorBody> {
-        let client = self.client()?;
-        let place: i64 = client
-            .query_one(
-                "INSERT INTO corral_lock_waiters (name, node, conn) VALUES ($1, $2, $3) RETURNING id",
-                &[&lock, &self.settings.node, &(conn.id as i64)],
-            )
-            .await
-            .map_err(|e| self.sql_error("lock_acquire", e))?
-            .get(0);
-        let granted = self
-            .wait(conn.id, &format!("l:{lock}"), deadline, gone, || {
-                self.try_lock(lock, conn, gone, Some(place))
-            })
-            .await;
-        if !matches!(granted, Ok(Some(_))) {
-            let stale = Stale::Waiter(place);
-            if self.delete_stale(&stale).await.is_err() {
-                self.stale_later(stale);
-            }
-        }
-        granted
-    }
-
-    /// Holders and waiters (of every node) of one lock or of all.
-    async fn lock_status(&self, lock: Option<&str>) -> Outcome {
-        let client = self.client()?;
-        let rows = client
-            .query(
-                "SELECT n.name, l.pid, l.uid, l.token, l.node,
-                        (SELECT count(*) FROM corral_lock_waiters w WHERE w.name = n.name),
-                        (extract(epoch FROM l.acquired_at) * 1000)::bigint,
-                        (extract(epoch FROM now() - l.acquired_at) * 1000)::bigint
-                 FROM (SELECT name FROM corral_locks UNION SELECT name FROM corral_lock_waiters) n
-                 LEFT JOIN corral_locks l ON l.name = n.name
-                 WHERE $1::text IS NULL OR n.name = $1
-                 ORDER BY n.name",
-                &[&lock],
-            )
-            .await
-            .map_err(|e| self.sql_error("lock_status", e))?;
-        let mut locks: Vec<corral_proto::LockInfo> = rows
-            .iter()
-            .map(|r| {
-                let token: Option<i64> = r.get(3);
-                corral_proto::LockInfo {
-                    lock: r.get(0),
-                    holder: token.map(|token| corral_proto::LockHolder {
-                        pid: r.get::<_, Option<i32>>(1).map(|p| p as u32),
-                        uid: r.get::<_, Option<i32>>(2).map(|u| u as u32),
-                        unit: None,
-                        instance: None,
-                        token: token as u64,
-                        node: r.get(4),
-                        since_ms: r.get::<_, Option<i64>>(6).unwrap_or(0),
-                        held_ms: r.get::<_, Option<i64>>(7).unwrap_or(0).max(0) as u64,
-                    }),
-                    waiters: r.get::<_, i64>(5) as usize,
-                }
-            })
-            .collect();
-        if let (Some(lock), true) = (lock, locks.is_empty()) {
-            locks.push(corral_proto::LockInfo {
-                lock: lock.to_string(),
-                holder: None,
-                waiters: 0,
-            });
-        }
-        ok(corral_proto::LockStatusResult { locks })
     }
 
     fn sql_error(&self, op: &str, e: tokio_postgres::Error) -> ErrorBody {
@@ -977,7 +617,7 @@ fn unsupported(op: &str) -> ErrorBody {
         ErrorCode::Failed,
         format!(
             "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queue put/get/len/list, counter get/set/add/list and lock acquire/release/status are"
+             queues, counters, arrays and lock acquire/release/status are"
         ),
     )
 }
@@ -1120,6 +760,21 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
             }
         }
         Err(e) => tracing::warn!("PostgreSQL backend: releasing expired nodes' locks: {e}"),
+    }
+    // Leases past their visibility timeout, and those of expired nodes' connections.
+    if let Err(e) = client
+        .execute(
+            "SELECT corral_queue_return(ARRAY(
+                 SELECT i.lease FROM corral_queue_items i
+                 WHERE i.lease IS NOT NULL AND (i.lease_until < now() OR (
+                     i.lease_conn IS NOT NULL AND i.lease_node <> $1 AND i.lease_node IN (
+                         SELECT n.name FROM corral_nodes n
+                         WHERE n.heartbeat < now() - n.lease_ms * interval '1 millisecond')))))",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: returning expired leases: {e}");
     }
 }
 
