@@ -115,6 +115,8 @@ pub(super) async fn serve(
     let mut totals = LazyTotals::default();
     // A failed commit not yet reported to a sync (see `Store::sync`).
     let mut lost = None;
+    // One for every batch, emptied after each: its lists keep their memory.
+    let mut fx = Effects::default();
     loop {
         // Sleep until a command arrives, the next waiter times out, or queue totals are due.
         let deadline = [prims.next_deadline(), totals.due()]
@@ -138,6 +140,7 @@ pub(super) async fn serve(
                 &path,
                 &mut totals,
                 &mut lost,
+                &mut fx,
             );
             return;
         }
@@ -164,6 +167,7 @@ pub(super) async fn serve(
             &path,
             &mut totals,
             &mut lost,
+            &mut fx,
         );
         checkpoints.after_batch(&conn, wrote, &path);
     }
@@ -228,13 +232,14 @@ struct Effects {
     changes: Changes,
     outbox: Outbox,
     /// Supervisor records and replies to queries, run after the commit.
-    after_commit: Vec<Box<dyn FnOnce()>>,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
     /// `sync`s, answered after the commit with whether it (and every commit since the
     /// previous sync) happened.
     syncs: Vec<oneshot::Sender<Result<(), ErrorBody>>>,
 }
 
-/// Applies and commits one batch; true if it wrote anything.
+/// Applies and commits one batch; true if it wrote anything. `fx` is empty before and
+/// after.
 fn run_batch(
     conn: &mut Connection,
     prims: &mut Primitives,
@@ -242,8 +247,8 @@ fn run_batch(
     path: &Path,
     totals: &mut LazyTotals,
     lost: &mut Option<ErrorBody>,
+    fx: &mut Effects,
 ) -> bool {
-    let mut fx = Effects::default();
     let wrote = batch.iter().any(changes_visible_state);
     if wrote || prims.leases_due(Instant::now()) {
         crate::version::state_changed();
@@ -257,12 +262,12 @@ fn run_batch(
     let result = if batch.is_empty() && !totals.is_due() && !prims.leases_due(Instant::now()) {
         Ok(())
     } else {
-        apply(conn, prims, batch, &mut fx, totals)
+        apply(conn, prims, batch, fx, totals)
     };
     prims.expire(Instant::now(), &mut fx.outbox);
     match result {
         Ok(()) => {
-            for (reply, outcome, _) in fx.outbox.replies {
+            for (reply, outcome, _) in fx.outbox.replies.drain(..) {
                 reply(outcome);
             }
         }
@@ -278,18 +283,19 @@ fn run_batch(
                 Err(e) => tracing::error!("cannot reload state after a failed write: {e}"),
             }
             let error = storage_error(&e);
-            for (reply, outcome, durable) in fx.outbox.replies {
+            for (reply, outcome, durable) in fx.outbox.replies.drain(..) {
                 reply(if durable { Err(error.clone()) } else { outcome });
             }
             *lost = Some(sync_error(&e));
         }
     }
-    for f in fx.after_commit {
+    fx.changes.clear();
+    for f in fx.after_commit.drain(..) {
         f();
     }
     if !fx.syncs.is_empty() {
         let answer = lost.take().map_or(Ok(()), Err);
-        for sync in fx.syncs {
+        for sync in fx.syncs.drain(..) {
             let _ = sync.send(answer.clone());
         }
     }
