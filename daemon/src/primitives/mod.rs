@@ -60,9 +60,11 @@ impl Reply {
 
     /// The reply frame answering request `id`: what `Response::ok(id, result)` frames.
     pub fn frame(&self, id: u64) -> Vec<u8> {
-        let mut frame = Vec::with_capacity(self.0.len() + 32);
+        use std::io::Write as _;
+        let mut frame = Vec::with_capacity(self.0.len() + 48);
         frame.extend_from_slice(b"{\"id\":");
-        frame.extend_from_slice(id.to_string().as_bytes());
+        // Into the frame itself: no string made for the number.
+        let _ = write!(frame, "{id}");
         frame.extend_from_slice(b",\"result\":");
         frame.extend_from_slice(self.0.as_bytes());
         frame.extend_from_slice(b"}\n");
@@ -145,6 +147,26 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Empties every list, keeping the memory: the store reuses one `Changes` for
+    /// every batch.
+    pub fn clear(&mut self) {
+        self.queue_items.clear();
+        self.queues.clear();
+        self.queue_stats.clear();
+        self.counters.clear();
+        self.arrays.clear();
+        self.semaphores.clear();
+        self.events.clear();
+        self.anon.clear();
+    }
+
+    /// Notes that the totals of queue `name` moved (allocates its name once per batch).
+    pub fn queue_stat(&mut self, name: &str) {
+        if !self.queue_stats.contains(name) {
+            self.queue_stats.insert(name.to_owned());
+        }
+    }
+
     /// Whether anything needs writing.
     pub fn is_empty(&self) -> bool {
         self.queue_items.is_empty()

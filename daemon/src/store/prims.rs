@@ -96,19 +96,22 @@ pub(super) fn write_changes(
     }
     let mut rows: Vec<&String> = changes.queues.iter().collect();
     for name in &changes.queue_stats {
-        if totals.on_disk.contains(name) {
-            totals.pending.insert(name.clone());
-        } else {
+        if !totals.on_disk.contains(name) {
             rows.push(name);
+        } else if !totals.pending.contains(name) {
+            totals.pending.insert(name.clone());
         }
     }
     let flush = totals.is_due();
-    let pending = std::mem::take(&mut totals.pending);
-    if flush {
-        rows.extend(pending.iter().filter(|n| !changes.queues.contains(*n)));
+    // Taken only when written: the set keeps its memory between batches otherwise.
+    let pending = if flush {
         totals.last = Some(Instant::now());
         totals.now = false;
-    }
+        std::mem::take(&mut totals.pending)
+    } else {
+        HashSet::new()
+    };
+    rows.extend(pending.iter().filter(|n| !changes.queues.contains(*n)));
     for name in rows {
         totals.pending.remove(name);
         match prims.queue(name) {
@@ -135,9 +138,6 @@ pub(super) fn write_changes(
                 totals.on_disk.remove(name);
             }
         }
-    }
-    if !flush {
-        totals.pending.extend(pending);
     }
     for name in &changes.counters {
         match prims.counter(name) {

@@ -2,6 +2,8 @@
 //! released after each commit.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use corral_proto::{ErrorBody, ErrorCode, Op};
@@ -23,16 +25,20 @@ use crate::primitives::{Changes, Outbox, Primitives};
 /// Every [`Checkpoints::EVERY_COMMITS`] commits, every [`Checkpoints::EVERY`], and as soon
 /// as the WAL passes [`Checkpoints::MAX_WAL_BYTES`]: a burst of large items would otherwise
 /// write hundreds of megabytes within one second (and refill a disk just freed).
+///
+/// The WAL's size is told by SQLite's WAL hook after each commit (the frames it holds),
+/// not by the file: no `stat` per commit.
 struct Checkpoints {
     commits: u32,
     last: Instant,
-    wal: PathBuf,
-    /// The WAL file's length at the last checkpoint. The file keeps its largest length
-    /// when SQLite starts writing it over from the start, so only growth past this says
-    /// that the WAL holds more than before (SQLite's own checkpoint at 1,000 pages leaves
-    /// it just past `MAX_WAL_BYTES`, and comparing the length alone made every later
-    /// commit checkpoint: three fsyncs per counter add).
-    wal_len: u64,
+    /// Frames in the WAL after the last commit, set by the WAL hook.
+    frames: Arc<AtomicU32>,
+    /// Frames the WAL kept after the last checkpoint (0 once it was copied back whole,
+    /// as the next commit then starts it over). Only growth past this says that the WAL
+    /// holds more than before: a checkpoint that cannot finish (a reader in the way)
+    /// must not be retried after every commit (three fsyncs per counter add).
+    frames_kept: u32,
+    page_size: u64,
 }
 
 impl Checkpoints {
@@ -41,15 +47,32 @@ impl Checkpoints {
     /// The WAL size past which the next batch is followed by a checkpoint.
     const MAX_WAL_BYTES: u64 = 4 * 1024 * 1024;
 
-    fn new(db: &Path) -> Checkpoints {
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
+    fn new(conn: &mut Connection) -> Checkpoints {
+        let frames = Arc::new(AtomicU32::new(0));
+        let seen = frames.clone();
+        // Replaces SQLite's own checkpointing hook, which `open_connection` turned off.
+        let hooked = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            seen.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }));
+        if let Err(e) = hooked {
+            tracing::warn!("no WAL hook ({e}): the WAL is checkpointed by commits and time only");
+        }
+        let page_size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+            .map_or(4096, |n| n as u64);
         Checkpoints {
             commits: 0,
             last: Instant::now(),
-            wal: wal.into(),
-            wal_len: 0,
+            frames,
+            frames_kept: 0,
+            page_size,
         }
+    }
+
+    /// Bytes of the WAL's frames (a frame is a page and a 24-byte header).
+    fn wal_bytes(&self, frames: u32) -> u64 {
+        u64::from(frames) * (self.page_size + 24)
     }
 
     fn after_batch(&mut self, conn: &Connection, wrote: bool, path: &Path) {
@@ -57,23 +80,27 @@ impl Checkpoints {
         if self.commits == 0 {
             return;
         }
-        let wal_len = || std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        let frames = self.frames.load(Ordering::Relaxed);
         let due = self.commits >= Self::EVERY_COMMITS
             || self.last.elapsed() >= Self::EVERY
-            // One stat per batch that wrote: next to its commit, nothing.
-            || (wrote && {
-                let len = wal_len();
-                len > Self::MAX_WAL_BYTES && len > self.wal_len
-            });
+            || (wrote && self.wal_bytes(frames) > Self::MAX_WAL_BYTES && frames > self.frames_kept);
         if !due {
             return;
         }
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!("checkpoint of {}: {e}", path.display());
-        }
+        // (busy, frames in the WAL, frames copied back)
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        self.frames_kept = match done {
+            Ok((log, copied)) if log == copied => 0,
+            Ok((log, _)) => u32::try_from(log).unwrap_or(u32::MAX),
+            Err(e) => {
+                tracing::warn!("checkpoint of {}: {e}", path.display());
+                frames
+            }
+        };
         self.commits = 0;
         self.last = Instant::now();
-        self.wal_len = wal_len();
     }
 }
 
@@ -84,10 +111,12 @@ pub(super) async fn serve(
     mut prims: Primitives,
 ) {
     let mut batch = Vec::new();
-    let mut checkpoints = Checkpoints::new(&path);
+    let mut checkpoints = Checkpoints::new(&mut conn);
     let mut totals = LazyTotals::default();
     // A failed commit not yet reported to a sync (see `Store::sync`).
     let mut lost = None;
+    // One for every batch, emptied after each: its lists keep their memory.
+    let mut fx = Effects::default();
     loop {
         // Sleep until a command arrives, the next waiter times out, or queue totals are due.
         let deadline = [prims.next_deadline(), totals.due()]
@@ -111,6 +140,7 @@ pub(super) async fn serve(
                 &path,
                 &mut totals,
                 &mut lost,
+                &mut fx,
             );
             return;
         }
@@ -137,6 +167,7 @@ pub(super) async fn serve(
             &path,
             &mut totals,
             &mut lost,
+            &mut fx,
         );
         checkpoints.after_batch(&conn, wrote, &path);
     }
@@ -201,13 +232,14 @@ struct Effects {
     changes: Changes,
     outbox: Outbox,
     /// Supervisor records and replies to queries, run after the commit.
-    after_commit: Vec<Box<dyn FnOnce()>>,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
     /// `sync`s, answered after the commit with whether it (and every commit since the
     /// previous sync) happened.
     syncs: Vec<oneshot::Sender<Result<(), ErrorBody>>>,
 }
 
-/// Applies and commits one batch; true if it wrote anything.
+/// Applies and commits one batch; true if it wrote anything. `fx` is empty before and
+/// after.
 fn run_batch(
     conn: &mut Connection,
     prims: &mut Primitives,
@@ -215,8 +247,8 @@ fn run_batch(
     path: &Path,
     totals: &mut LazyTotals,
     lost: &mut Option<ErrorBody>,
+    fx: &mut Effects,
 ) -> bool {
-    let mut fx = Effects::default();
     let wrote = batch.iter().any(changes_visible_state);
     if wrote || prims.leases_due(Instant::now()) {
         crate::version::state_changed();
@@ -230,12 +262,12 @@ fn run_batch(
     let result = if batch.is_empty() && !totals.is_due() && !prims.leases_due(Instant::now()) {
         Ok(())
     } else {
-        apply(conn, prims, batch, &mut fx, totals)
+        apply(conn, prims, batch, fx, totals)
     };
     prims.expire(Instant::now(), &mut fx.outbox);
     match result {
         Ok(()) => {
-            for (reply, outcome, _) in fx.outbox.replies {
+            for (reply, outcome, _) in fx.outbox.replies.drain(..) {
                 reply(outcome);
             }
         }
@@ -251,18 +283,19 @@ fn run_batch(
                 Err(e) => tracing::error!("cannot reload state after a failed write: {e}"),
             }
             let error = storage_error(&e);
-            for (reply, outcome, durable) in fx.outbox.replies {
+            for (reply, outcome, durable) in fx.outbox.replies.drain(..) {
                 reply(if durable { Err(error.clone()) } else { outcome });
             }
             *lost = Some(sync_error(&e));
         }
     }
-    for f in fx.after_commit {
+    fx.changes.clear();
+    for f in fx.after_commit.drain(..) {
         f();
     }
     if !fx.syncs.is_empty() {
         let answer = lost.take().map_or(Ok(()), Err);
-        for sync in fx.syncs {
+        for sync in fx.syncs.drain(..) {
             let _ = sync.send(answer.clone());
         }
     }

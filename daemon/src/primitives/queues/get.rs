@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use corral_proto::{ErrorBody, ErrorCode, Lease, MAX_GET_BYTES};
 
-use super::{LeaseSpec, Queue};
+use super::{LeaseSpec, queue_of};
 use crate::primitives::{
     Cx, ItemChange, LeaseRecord, Outcome, Primitives, Reply, ReplyFn, WaitKind, check_name,
 };
@@ -26,9 +26,7 @@ impl Primitives {
             let error = ErrorBody::new(ErrorCode::BadRequest, "count must be at least 1");
             return cx.out.durable(reply, Err(error));
         }
-        self.queues
-            .entry(name.clone())
-            .or_insert_with(|| Queue::new(None));
+        queue_of(&mut self.queues, &name);
         if lease.is_some() {
             self.sweep_poison(&name, cx);
             self.serve_putters(&name, cx);
@@ -111,7 +109,7 @@ impl Primitives {
                     up_to: last,
                 });
             }
-            cx.changes.queue_stats.insert(name.to_owned());
+            cx.changes.queue_stat(name);
             return Ok(GetReply {
                 items,
                 leases: Vec::new(),

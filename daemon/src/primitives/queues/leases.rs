@@ -111,7 +111,7 @@ impl Primitives {
                 seq: record.seq,
             });
         }
-        cx.changes.queue_stats.insert(name.to_owned());
+        cx.changes.queue_stat(name);
         self.serve_putters(name, cx);
         ok(QueueAckResult { count })
     }

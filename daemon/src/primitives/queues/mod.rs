@@ -125,6 +125,15 @@ impl Queue {
     }
 }
 
+/// Queue `name`, created empty and unbounded if it does not exist (its name is copied
+/// only then).
+pub(super) fn queue_of<'a>(queues: &'a mut BTreeMap<String, Queue>, name: &str) -> &'a mut Queue {
+    if !queues.contains_key(name) {
+        queues.insert(name.to_owned(), Queue::new(None));
+    }
+    queues.get_mut(name).expect("inserted above")
+}
+
 fn check_maxsize(maxsize: Option<usize>) -> Result<(), ErrorBody> {
     if maxsize == Some(0) {
         return Err(ErrorBody::new(
@@ -250,7 +259,7 @@ impl Primitives {
         cx.changes.queue_items.push(ItemChange::Clear {
             queue: name.to_owned(),
         });
-        cx.changes.queue_stats.insert(name.to_owned());
+        cx.changes.queue_stat(name);
         self.serve_putters(name, cx);
         ok(RemovedResult { removed })
     }

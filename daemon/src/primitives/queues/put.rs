@@ -2,7 +2,7 @@
 
 use corral_proto::{ErrorBody, ErrorCode, QueuePutResult};
 
-use super::{Item, Queue};
+use super::{Item, queue_of};
 use crate::primitives::{Cx, ItemChange, Primitives, ReplyFn, WaitKind, check_name, ok};
 
 impl Primitives {
@@ -29,10 +29,7 @@ impl Primitives {
             );
             return cx.out.durable(reply, Err(error));
         }
-        let q = self
-            .queues
-            .entry(name.clone())
-            .or_insert_with(|| Queue::new(None));
+        let q = queue_of(&mut self.queues, &name);
         // FIFO fairness: a putter does not overtake putters already waiting for room.
         let must_wait = q.full() || q.putters.iter().any(|id| self.waiters.contains_key(id));
         if !must_wait {
@@ -78,7 +75,7 @@ impl Primitives {
             seq,
             value: text.clone(),
         });
-        cx.changes.queue_stats.insert(name.to_owned());
+        cx.changes.queue_stat(name);
         q.items.push_back(Item {
             seq,
             value: text,
