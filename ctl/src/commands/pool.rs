@@ -1,4 +1,4 @@
-//! `pool map|list|status|results|wait|cancel`: parallel maps run by corrald.
+//! `pool map|list|status|results|wait|cancel|rm`: parallel maps run by corrald.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -375,6 +375,19 @@ pub fn wait(
     } else {
         ExitCode::from(1)
     })
+}
+
+pub fn remove(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
+    let info: PoolJob = client.call(Op::PoolRemove { job })?;
+    if out.json {
+        out.print_json(&info);
+    } else {
+        println!(
+            "pool job {} removed ({}: {} ok, {} failed of {})",
+            info.job, info.state, info.succeeded, info.failed, info.total
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn cancel(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {

@@ -27,7 +27,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::{JobSpec, Wait, read_capped, spawn_spec, substitute};
-use crate::backend::pool::{self as sql, Claimed, NewJob, Recorded};
+use crate::backend::pool::{self as sql, Claimed, NewJob, Recorded, Removal};
 use crate::backend::{BackendSettings, redact};
 use crate::clock::now_ms;
 use crate::process::{Output, Owner, ProcEvent, ProcessThread, kill_group};
@@ -115,6 +115,8 @@ pub struct Executor {
     pub socket: PathBuf,
     /// Items run at once on this node.
     pub slots: usize,
+    /// Finished jobs older than this are removed (`pool_keep`).
+    pub keep: Duration,
 }
 
 /// This node's part in pool jobs shared by the nodes of a backend. Shared by `Arc`.
@@ -187,6 +189,7 @@ impl ClusterPool {
             live: HashMap::new(),
             unrecorded: Vec::new(),
             last_rescue: None,
+            last_expiry: None,
             last_checks: None,
         };
         tokio::spawn(async move {
@@ -313,6 +316,21 @@ impl ClusterPool {
             .await
             .map_err(|e| self.sql_error("pool_list", e))?;
         Ok(PoolListResult { jobs })
+    }
+
+    /// Removes a finished or cancelled job and its items from the database, once no node
+    /// runs any of its items; answers the job as it was.
+    pub async fn remove(&self, id: u64) -> Result<PoolJob, ErrorBody> {
+        let job = self.status(id).await?;
+        let client = self.client()?;
+        match sql::remove(&client, id)
+            .await
+            .map_err(|e| self.sql_error("pool_remove", e))?
+        {
+            Removal::Removed => Ok(job),
+            Removal::Running(n) => Err(super::still_running(id, n)),
+            Removal::Unknown => Err(unknown_job(id)),
+        }
     }
 
     /// Cancels a job on every node.
@@ -442,6 +460,8 @@ struct Claimer {
     /// Ends not recorded yet (the database was away): recorded first when it is back.
     unrecorded: Vec<Finished>,
     last_rescue: Option<Instant>,
+    /// When jobs older than `pool_keep` were last looked for.
+    last_expiry: Option<Instant>,
     /// When cancelled jobs were last looked at.
     last_checks: Option<Instant>,
 }
@@ -529,6 +549,20 @@ impl Claimer {
                 );
             }
             sql::finish_stragglers(&self.client).await?;
+        }
+        let keep = self.exec.keep;
+        if self
+            .last_expiry
+            .is_none_or(|t| t.elapsed() >= super::expiry_interval(keep))
+        {
+            self.last_expiry = Some(Instant::now());
+            let removed = sql::expire(&self.client, keep).await?;
+            if removed > 0 {
+                tracing::info!(
+                    jobs = removed,
+                    "pool: removed finished jobs older than pool_keep"
+                );
+            }
         }
         // A round runs at each item's end: the checks that need no answer that soon run
         // once per POLL.

@@ -447,3 +447,52 @@ fn a_node_that_stops_puts_its_items_back_at_once_and_the_job_completes() {
         assert_eq!(item["stdout"], format!("{n}\n"), "{item}");
     }
 }
+
+#[test]
+fn pool_rm_and_pool_keep_remove_finished_jobs_from_the_database() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let go = a.path("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo {{}}",
+        go.display()
+    );
+    let job = a
+        .ctl_ok(&[
+            "pool", "map", "--detach", "--", "sh", "-c", &script, ":::", "1", "2", "3",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(job, "1");
+    let refused = b.ctl(&["pool", "rm", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("pool job 1 is still running"), "{stderr}");
+    std::fs::write(&go, "").unwrap();
+    b.ctl_ok(&["pool", "wait", "1"]);
+    let removed = b.ctl_ok(&["pool", "rm", "1"]);
+    assert!(
+        removed.contains("pool job 1 removed (finished: 3 ok"),
+        "{removed}"
+    );
+    assert_eq!(
+        pg.psql("SELECT (SELECT count(*) FROM corral_pool_jobs)::text || '/' || (SELECT count(*) FROM corral_pool_items)::text"),
+        "0/0",
+        "the job and its items are gone from the database"
+    );
+    let gone = a.ctl(&["pool", "status", "1"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no pool job 1"));
+    // A node with a short pool_keep removes finished jobs, whoever ran them.
+    let mut c = crate::backend::configured_node(
+        &pg,
+        "c",
+        "pool_slots = 2\npool_keep = \"1s\"\n[backend]\nlease = \"2s\"\n",
+    );
+    c.start();
+    a.ctl_ok(&["pool", "map", "--", "true", ":::", "x", "y"]);
+    wait_for("node c removes the finished job", || {
+        (pg.psql("SELECT count(*) FROM corral_pool_jobs") == "0").then_some(())
+    });
+    assert_eq!(pg.psql("SELECT count(*) FROM corral_pool_items"), "0");
+}
