@@ -109,6 +109,24 @@ fn three_nodes_share_a_job_and_return_its_results_in_order() {
     assert_eq!(api["nodes"].as_array().map(Vec::len), Some(3), "{api}");
     let text = c.ctl_ok(&["pool", "status", "1"]);
     assert!(text.contains("NODE") && text.contains("RUNNING"), "{text}");
+    // Each node's rate: the items it finished over the job's run time.
+    let seconds = (status["finished_ms"].as_i64().unwrap() - status["created_ms"].as_i64().unwrap())
+        as f64
+        / 1000.0;
+    assert!(text.contains("ITEMS/S"), "{text}");
+    for share in shares {
+        let name = share["node"].as_str().unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("a row for node {name}: {text}"));
+        let rate: f64 = row.split_whitespace().last().unwrap().parse().unwrap();
+        let done = share["succeeded"].as_f64().unwrap() + share["failed"].as_f64().unwrap();
+        assert!(
+            rate > 0.0 && (rate * seconds - done).abs() <= 0.05 * seconds + 1.0,
+            "node {name}: {rate} items/s over {seconds} s for {done} items: {text}"
+        );
+    }
     let list = c.ctl_ok(&["pool", "list"]);
     assert!(list.contains("finished"), "{list}");
     let results: Value =
