@@ -13,6 +13,7 @@
 //! corrald, unfinished jobs resume with their unfinished items. Processes are spawned and
 //! reaped by the supervisor's process thread ([`Owner::Pool`] routes their events here).
 
+pub mod guard;
 mod items;
 pub mod nodes;
 mod stream;

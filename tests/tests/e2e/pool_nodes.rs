@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
-use corral_tests::{PgCluster, TestDaemon, bin, free_port, http, wait_for};
+use corral_tests::{PgCluster, TestDaemon, bin, free_port, group_members, http, wait_for};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -513,4 +513,54 @@ fn pool_rm_and_pool_keep_remove_finished_jobs_from_the_database() {
         (pg.psql("SELECT count(*) FROM corral_pool_jobs") == "0").then_some(())
     });
     assert_eq!(pg.psql("SELECT count(*) FROM corral_pool_items"), "0");
+}
+
+#[test]
+fn a_node_killed_with_kill_9_leaves_no_item_process_running() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mut a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let go = a.path("go");
+    let dir = a.path("");
+    // Each item's shell writes its pid (its process group's id) and waits in a child
+    // process (`sleep`), as a real command's children would; for 30 s at most, so a
+    // failed run of this test leaves nothing behind for long.
+    let script = format!(
+        "echo $$ >> {dir}/pids.$CORRAL_NODE; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; \
+         do sleep 0.05; i=$((i+1)); done; echo {{}}",
+        dir = dir.display(),
+        go = go.display()
+    );
+    let job = a
+        .ctl_ok(&[
+            "pool", "map", "--detach", "-j", "4", "--", "sh", "-c", &script, ":::", "0", "1", "2",
+            "3",
+        ])
+        .trim()
+        .to_owned();
+    let groups = |node: &str| -> Vec<i32> {
+        std::fs::read_to_string(dir.join(format!("pids.{node}")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    wait_for("both nodes to run two items", || {
+        (groups("a").len() == 2 && groups("b").len() == 2).then_some(())
+    });
+    let on_a = groups("a");
+    assert!(on_a.iter().all(|g| !group_members(*g).is_empty()));
+    a.kill9();
+    wait_for("the killed node's item processes to be gone", || {
+        on_a.iter()
+            .all(|g| group_members(*g).is_empty())
+            .then_some(())
+    });
+    for g in groups("b") {
+        assert!(!group_members(g).is_empty(), "node b's item {g} runs on");
+    }
+    // Node b takes the items over once a's lease expires, and the job completes.
+    std::fs::write(&go, "").unwrap();
+    b.ctl_ok(&["pool", "wait", &job]);
+    assert_eq!(b.ctl_ok(&["pool", "results", &job]), "0\n1\n2\n3\n");
 }
