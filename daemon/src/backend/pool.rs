@@ -106,9 +106,12 @@ impl Statements {
 }
 
 /// Serializes the claims of all nodes (a transaction-scoped advisory lock, so a claim
-/// counts the running items of every claim committed before it); `lock_timeout` bounds
-/// the wait for a node that holds it and went silent.
+/// counts the running items of every claim committed before it). The whole transaction
+/// is sent at once, but a node frozen between two of its messages would hold the lock:
+/// `idle_in_transaction_session_timeout` ends such a session (and its transaction), and
+/// `lock_timeout` bounds the others' wait meanwhile.
 const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '5s';
+     SET LOCAL idle_in_transaction_session_timeout = '5s';
      SELECT pg_advisory_xact_lock(7165064483209144428)";
 
 /// Claims up to `$2` pending items for node `$1` if its lease is current (a node whose
