@@ -275,6 +275,11 @@ enum PoolCommand {
         /// Job id.
         job: u64,
     },
+    /// Remove a finished or cancelled job and its results (a running job is refused).
+    Rm {
+        /// Job id.
+        job: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -661,6 +666,7 @@ fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<E
         PoolCommand::Results { job } => pool::results(client, out, job),
         PoolCommand::Wait { job, timeout } => pool::wait(client, out, job, timeout),
         PoolCommand::Cancel { job } => pool::cancel(client, out, job),
+        PoolCommand::Rm { job } => pool::remove(client, out, job),
     }
 }
 

@@ -158,6 +158,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         dir: settings.state_dir.join("pool"),
         log_dir: settings.log_dir.clone(),
         socket: settings.socket.clone(),
+        keep: settings.pool_keep,
     };
     let cluster = match &settings.backend {
         Some(backend) => {
@@ -174,6 +175,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
                 dir,
                 socket: settings.socket.clone(),
                 slots: settings.pool_slots,
+                keep: settings.pool_keep,
             };
             Some(pool::nodes::ClusterPool::start(backend.clone(), exec).await?)
         }

@@ -13,6 +13,7 @@
 //! corrald, unfinished jobs resume with their unfinished items. Processes are spawned and
 //! reaped by the supervisor's process thread ([`Owner::Pool`] routes their events here).
 
+pub mod guard;
 mod items;
 pub mod nodes;
 mod stream;
@@ -123,6 +124,8 @@ pub enum PoolRequest {
     List(Reply<PoolListResult>),
     /// Stop a job.
     Cancel(u64, Reply<PoolJob>),
+    /// Remove a finished job and its items (`pool rm`); answers the job as it was.
+    Remove(u64, Reply<PoolJob>),
     /// The processes of running jobs, as `status` shows them.
     Processes(Reply<Vec<UnitStatus>>),
 }
@@ -380,6 +383,28 @@ pub struct PoolManager {
     log_dir: PathBuf,
     socket: PathBuf,
     shutdown: Option<(Instant, Vec<oneshot::Sender<()>>)>,
+    /// Finished jobs older than this are removed (`pool_keep`).
+    keep: Duration,
+    /// When they were last looked for.
+    last_expiry: Option<Instant>,
+}
+
+/// How often finished jobs older than `keep` are looked for: half of it, between a
+/// second and a minute.
+pub fn expiry_interval(keep: Duration) -> Duration {
+    (keep / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// The refusal of `pool rm` for a job that still runs.
+pub fn still_running(id: u64, running: usize) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Failed,
+        format!(
+            "pool job {id} is still running ({running} items running): only a finished or \
+             cancelled job can be removed; cancel it first (`corralctl pool cancel {id}`) or \
+             wait for it (`corralctl pool wait {id}`)"
+        ),
+    )
 }
 
 /// What a process of the pool (or its spawn in flight) is for.
@@ -390,7 +415,8 @@ enum Proc {
     Worker { job: u64, worker: u64 },
 }
 
-/// Where the manager keeps item output files and worker logs.
+/// Where the manager keeps item output files and worker logs, and how long it keeps
+/// finished jobs.
 pub struct PoolPaths {
     /// Item output files.
     pub dir: PathBuf,
@@ -398,6 +424,8 @@ pub struct PoolPaths {
     pub log_dir: PathBuf,
     /// The control socket (for `CORRAL_SOCKET`).
     pub socket: PathBuf,
+    /// Finished jobs older than this are removed (`pool_keep`).
+    pub keep: Duration,
 }
 
 impl PoolManager {
@@ -420,10 +448,10 @@ impl PoolManager {
         }
         let dir = paths.dir.join(std::process::id().to_string());
         std::fs::create_dir_all(&dir)?;
-        let stored = store.load_pool_jobs().await;
+        let (stored, max_id) = store.load_pool_jobs().await;
         let mut mgr = PoolManager {
             jobs: BTreeMap::new(),
-            next_job: stored.iter().map(|j| j.id).max().unwrap_or(0) + 1,
+            next_job: max_id + 1,
             owners: Owners::default(),
             next_worker: 1,
             slots: HashMap::new(),
@@ -438,6 +466,8 @@ impl PoolManager {
             log_dir: paths.log_dir,
             socket: paths.socket,
             shutdown: None,
+            keep: paths.keep,
+            last_expiry: None,
         };
         for job in stored {
             mgr.restore(job);
@@ -546,6 +576,7 @@ impl PoolManager {
             PoolMsg::Tick => {
                 self.cancel_orphans();
                 self.check_shutdown();
+                self.expire();
             }
             PoolMsg::Kill(pid) => {
                 self.stopping.remove(&pid);
@@ -621,6 +652,9 @@ impl PoolManager {
             }
             PoolRequest::Cancel(id, reply) => {
                 let _ = reply.send(self.cancel(id));
+            }
+            PoolRequest::Remove(id, reply) => {
+                let _ = reply.send(self.remove(id));
             }
             PoolRequest::Processes(reply) => {
                 let _ = reply.send(Ok(self.processes()));
@@ -753,6 +787,55 @@ impl PoolManager {
             self.notify(id);
         }
         Ok(self.jobs[&id].info())
+    }
+
+    /// Removes a finished or cancelled job whose processes have all ended, with its
+    /// items.
+    fn remove(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {
+        let job = self.jobs.get(&id).ok_or_else(|| unknown_job(id))?;
+        if job.state == JobState::Running || job.running() > 0 || !job.workers.is_empty() {
+            return Err(still_running(id, job.running()));
+        }
+        let info = job.info();
+        self.jobs.remove(&id);
+        self.store.pool_jobs_removed(vec![id]);
+        Ok(info)
+    }
+
+    /// Removes the finished jobs older than `keep`, every [`expiry_interval`] (those in
+    /// memory, and those of the database no longer loaded).
+    fn expire(&mut self) {
+        if self
+            .last_expiry
+            .is_some_and(|t| t.elapsed() < expiry_interval(self.keep))
+        {
+            return;
+        }
+        self.last_expiry = Some(Instant::now());
+        let before_ms = now_ms() - self.keep.as_millis().min(i64::MAX as u128) as i64;
+        let mut spare = Vec::new();
+        let mut expired = Vec::new();
+        for job in self.jobs.values() {
+            if job.state == JobState::Running || job.finished_ms.is_none_or(|t| t >= before_ms) {
+                continue;
+            }
+            if job.running() > 0 || !job.workers.is_empty() {
+                spare.push(job.id);
+            } else {
+                expired.push(job.id);
+            }
+        }
+        for id in &expired {
+            self.jobs.remove(id);
+        }
+        if !expired.is_empty() {
+            tracing::info!(
+                jobs = expired.len(),
+                "pool: removed finished jobs older than pool_keep"
+            );
+            crate::version::state_changed();
+        }
+        self.store.pool_jobs_expired(before_ms, spare);
     }
 
     /// Cancels the running jobs whose owner process is gone (see [`JobSpec::owner`]).
