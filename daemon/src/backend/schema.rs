@@ -321,6 +321,134 @@ const MIGRATIONS: &[&str] = &[
          END IF;
          RETURN missing;
      END $$;",
+    // 6: semaphores (free permits, bound) with their line of waiters across the nodes
+    // (FIFO by id; a release hands its permit to the first waiter, `granted`, instead of
+    // the free count, as on SQLite) and events. The functions keep each acquire, release
+    // and leaving of the line one statement under the semaphore's row lock, and notify
+    // `s:NAME` when a waiter may go.
+    "CREATE TABLE corral_semaphores (
+         name text PRIMARY KEY,
+         value bigint NOT NULL CHECK (value >= 0),
+         bound bigint
+     );
+     CREATE TABLE corral_semaphore_waiters (
+         id bigserial PRIMARY KEY,
+         name text NOT NULL,
+         node text NOT NULL,
+         conn bigint NOT NULL,
+         granted boolean NOT NULL DEFAULT false,
+         since timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE INDEX corral_semaphore_waiters_name ON corral_semaphore_waiters (name, id);
+     CREATE INDEX corral_semaphore_waiters_node ON corral_semaphore_waiters (node);
+     CREATE TABLE corral_events (
+         name text PRIMARY KEY,
+         is_set boolean NOT NULL
+     );
+     -- Takes a permit of n: a newcomer (place NULL) only with none in line; a waiter at
+     -- `place` once granted one, or when first in line with a permit free. status is
+     -- 'ok' (val: free permits after), 'none' (no permit yet) or 'missing'.
+     CREATE FUNCTION corral_semaphore_acquire(n text, place bigint,
+                                              OUT status text, OUT val bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         SELECT s.value INTO val FROM corral_semaphores s WHERE s.name = n FOR UPDATE;
+         IF NOT FOUND THEN
+             status := 'missing';
+             RETURN;
+         END IF;
+         status := 'ok';
+         IF place IS NOT NULL THEN
+             DELETE FROM corral_semaphore_waiters w WHERE w.id = place AND w.granted;
+             IF FOUND THEN
+                 RETURN;
+             END IF;
+         END IF;
+         IF val > 0 AND NOT EXISTS (
+             SELECT 1 FROM corral_semaphore_waiters w
+             WHERE w.name = n AND (place IS NULL OR w.id < place)) THEN
+             UPDATE corral_semaphores s SET value = s.value - 1 WHERE s.name = n
+             RETURNING s.value INTO val;
+             DELETE FROM corral_semaphore_waiters w WHERE w.id = place;
+             RETURN;
+         END IF;
+         status := 'none';
+     END $$;
+     -- Gives one permit to the first waiter in line not yet granted one, else to the free
+     -- count. status is 'ok' (val: free permits after), 'missing', 'bound' (val: the free
+     -- permits, at the bound) or 'full' (no more fits).
+     CREATE FUNCTION corral_semaphore_release(n text, OUT status text, OUT val bigint)
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         b bigint;
+         w bigint;
+     BEGIN
+         SELECT s.value, s.bound INTO val, b FROM corral_semaphores s WHERE s.name = n
+         FOR UPDATE;
+         IF NOT FOUND THEN
+             status := 'missing';
+             RETURN;
+         END IF;
+         UPDATE corral_semaphore_waiters SET granted = true
+         WHERE id = (SELECT x.id FROM corral_semaphore_waiters x
+                     WHERE x.name = n AND NOT x.granted ORDER BY x.id LIMIT 1)
+         RETURNING id INTO w;
+         IF w IS NOT NULL THEN
+             PERFORM pg_notify('corral', 's:' || n);
+             status := 'ok';
+             RETURN;
+         END IF;
+         IF b IS NOT NULL AND val >= b THEN
+             status := 'bound';
+             RETURN;
+         END IF;
+         IF val = 9223372036854775807 THEN
+             status := 'full';
+             RETURN;
+         END IF;
+         UPDATE corral_semaphores s SET value = s.value + 1 WHERE s.name = n
+         RETURNING s.value INTO val;
+         PERFORM pg_notify('corral', 's:' || n);
+         status := 'ok';
+     END $$;
+     -- Takes the given places out of their lines; a permit granted to one and not taken
+     -- goes to the next waiter (or the free count). Returns how many places were left.
+     CREATE FUNCTION corral_semaphore_leave(places bigint[]) RETURNS integer
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         r record;
+         n integer := 0;
+         g boolean;
+     BEGIN
+         -- The semaphore's row is locked first, as by acquire and release.
+         FOR r IN SELECT w.id, w.name FROM corral_semaphore_waiters w
+                  WHERE w.id = ANY(places) ORDER BY w.id
+         LOOP
+             PERFORM 1 FROM corral_semaphores s WHERE s.name = r.name FOR UPDATE;
+             DELETE FROM corral_semaphore_waiters w WHERE w.id = r.id
+             RETURNING w.granted INTO g;
+             IF FOUND THEN
+                 n := n + 1;
+                 IF g THEN
+                     PERFORM corral_semaphore_release(r.name);
+                 END IF;
+                 PERFORM pg_notify('corral', 's:' || r.name);
+             END IF;
+         END LOOP;
+         RETURN n;
+     END $$;
+     -- Deletes semaphore n and its line; its waiters are told (they find it missing).
+     CREATE FUNCTION corral_semaphore_delete(n text) RETURNS integer
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         removed integer;
+     BEGIN
+         DELETE FROM corral_semaphores s WHERE s.name = n;
+         GET DIAGNOSTICS removed = ROW_COUNT;
+         DELETE FROM corral_semaphore_waiters w WHERE w.name = n;
+         PERFORM pg_notify('corral', 's:' || n);
+         RETURN removed;
+     END $$;",
 ];
 
 /// Why [`migrate`] refused.

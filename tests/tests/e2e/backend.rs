@@ -66,7 +66,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "5");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "6");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -109,7 +109,7 @@ fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
 
     // What the backend does not do yet is a clear error, never a wrong answer.
     assert_eq!(c.counters().unwrap().len(), 1, "listed");
-    let unsupported = c.semaphore("slots").create(2, None).unwrap_err();
+    let unsupported = c.anon_hold("session", None).map(|_| ()).unwrap_err();
     assert_eq!(unsupported.code(), Some(ErrorCode::Failed));
     assert!(
         unsupported
@@ -180,7 +180,7 @@ fn nodes_starting_together_migrate_once() {
     // One row per migration: each ran once.
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
-        "1,2,3,4,5"
+        "1,2,3,4,5,6"
     );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),
@@ -266,6 +266,50 @@ fn a_get_blocked_on_one_node_is_woken_by_the_notification_of_a_put_on_another() 
     a.client().queue("wake").put("hello").unwrap();
     assert_eq!(waiter.join().unwrap().unwrap(), "hello");
     assert_eq!(a.client().queue("wake").len().unwrap(), 0, "got once");
+}
+
+#[test]
+fn semaphore_and_event_waits_on_one_node_are_woken_by_the_notification_of_another() {
+    let Some(pg) = PgCluster::start() else { return };
+    // Polling every ten minutes: within the test's deadline only LISTEN/NOTIFY can wake.
+    let slow = "[backend]\npoll = \"10m\"\n";
+    let a = node_with_config(&pg, "a", slow);
+    let b = node_with_config(&pg, "b", slow);
+    let ca = a.client();
+    ca.semaphore("slots").create(0, Some(2)).unwrap();
+    let socket = b.socket();
+    let acquirer = std::thread::spawn(move || {
+        let c = Client::connect_to(&socket).unwrap();
+        c.semaphore("slots").acquire(Some(Duration::from_secs(120)))
+    });
+    let socket = b.socket();
+    let event_waiter = std::thread::spawn(move || {
+        let c = Client::connect_to(&socket).unwrap();
+        c.event("ready").wait(Some(Duration::from_secs(120)))
+    });
+    // The line is shared: node a sees node b's waiter.
+    wait_for("the acquire on b to wait", || {
+        (ca.semaphore("slots").get().unwrap().waiters == 1).then_some(())
+    });
+    wait_for("the event wait on b to wait", || {
+        let events = b.client().events().unwrap();
+        events
+            .iter()
+            .any(|e| e.event == "ready" && e.waiters == 1)
+            .then_some(())
+    });
+    assert_eq!(
+        ca.semaphore("slots").release().unwrap(),
+        0,
+        "handed to b's waiter"
+    );
+    assert_eq!(acquirer.join().unwrap().unwrap(), 0);
+    ca.event("ready").set().unwrap();
+    assert!(event_waiter.join().unwrap().unwrap());
+    assert_eq!(
+        pg.psql("SELECT value FROM corral_semaphores WHERE name = 'slots'"),
+        "0"
+    );
 }
 
 #[test]

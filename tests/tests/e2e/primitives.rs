@@ -53,6 +53,9 @@ on_both_backends!(
     acknowledged_gets_ack_nack_and_give_back_what_a_closed_connection_or_a_timeout_held,
     a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries,
     purge_and_delete_empty_a_queue_and_delete_ends_its_waiters,
+    semaphore_waiters_are_woken_by_releases_first_come_first_served,
+    a_bounded_semaphore_refuses_a_release_past_its_bound_and_bad_requests,
+    event_waits_are_woken_by_set_and_answered_by_delete,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -851,4 +854,148 @@ fn purge_and_delete_empty_a_queue_and_delete_ends_its_waiters(backend: Backend) 
     assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
     assert!(!q.delete().unwrap());
     assert!(c.queues().unwrap().iter().all(|i| i.queue != "old"));
+}
+
+fn semaphore_waiters_are_woken_by_releases_first_come_first_served(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let client = d.client();
+    let sem = client.semaphore("fifo");
+    assert_eq!(sem.create(1, None).unwrap().value, 1);
+    assert_eq!(sem.acquire(None).unwrap(), 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for n in 0..3 {
+        let socket = d.socket();
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            let client = Client::connect_to(&socket).unwrap();
+            client
+                .semaphore("fifo")
+                .acquire(Some(Duration::from_secs(120)))
+                .unwrap();
+            tx.send(n).unwrap();
+            // Hold the connection until told, as a permit is not bound to it anyway.
+        }));
+        wait_for("the waiter to queue", || {
+            (sem.get().unwrap().waiters == n + 1).then_some(())
+        });
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        // The permit goes to the first waiter, not to the free count.
+        assert_eq!(sem.release().unwrap(), 0);
+        order.push(rx.recv_timeout(Duration::from_secs(60)).unwrap());
+    }
+    assert_eq!(order, vec![0, 1, 2]);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let value = sem.get().unwrap();
+    assert_eq!((value.value, value.waiters), (0, 0));
+    sem.release().unwrap();
+    assert_eq!(sem.get().unwrap().value, 1);
+    // A waiter whose wait times out leaves the line.
+    assert!(sem.try_acquire().unwrap());
+    let err = sem.acquire(Some(Duration::from_millis(50))).unwrap_err();
+    assert_eq!(err.code(), Some(corral_proto::ErrorCode::Timeout), "{err}");
+    assert_eq!(sem.get().unwrap().waiters, 0);
+    // A semaphore deleted under a waiter ends its wait with not_found.
+    let socket = d.socket();
+    let waiter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client
+            .semaphore("fifo")
+            .acquire(Some(Duration::from_secs(120)))
+            .unwrap_err()
+    });
+    wait_for("the waiter to queue", || {
+        (sem.get().unwrap().waiters == 1).then_some(())
+    });
+    assert!(sem.delete().unwrap());
+    let err = waiter.join().unwrap();
+    assert_eq!(err.code(), Some(corral_proto::ErrorCode::NotFound), "{err}");
+    assert!(client.semaphores().unwrap().is_empty());
+}
+
+fn a_bounded_semaphore_refuses_a_release_past_its_bound_and_bad_requests(backend: Backend) {
+    use corral_proto::ErrorCode;
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let client = d.client();
+    let sem = client.semaphore("bounded");
+    sem.create(1, Some(1)).unwrap();
+    let err = sem.release().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Overflow), "{err}");
+    assert!(sem.try_acquire().unwrap());
+    assert!(!sem.try_acquire().unwrap(), "no permit left");
+    sem.release().unwrap();
+    // Created again with the same bound: left as it is; with another bound: refused.
+    assert_eq!(sem.create(0, Some(1)).unwrap().value, 1);
+    let err = sem.create(1, None).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TypeMismatch), "{err}");
+    let err = client.semaphore("never").acquire(None).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    let err = client.semaphore("never").release().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    let err = client.semaphore("x").create(3, Some(2)).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    let listed: Vec<_> = client
+        .semaphores()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.semaphore, s.value, s.bound))
+        .collect();
+    assert_eq!(listed, vec![("bounded".to_string(), 1, Some(1))]);
+}
+
+fn event_waits_are_woken_by_set_and_answered_by_delete(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let client = d.client();
+    let event = client.event("go");
+    assert!(!event.is_set().unwrap());
+    assert!(!event.wait(Some(Duration::from_millis(20))).unwrap());
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let socket = d.socket();
+        waiters.push(std::thread::spawn(move || {
+            let client = Client::connect_to(&socket).unwrap();
+            client.event("go").wait(Some(Duration::from_secs(120)))
+        }));
+    }
+    wait_for("both waiters to wait", || {
+        let e = client.events().unwrap();
+        e.iter()
+            .any(|e| e.event == "go" && e.waiters == 2)
+            .then_some(())
+    });
+    event.set().unwrap();
+    for w in waiters {
+        assert!(w.join().unwrap().unwrap());
+    }
+    assert!(event.wait(None).unwrap(), "a set event does not block");
+    event.clear().unwrap();
+    assert!(!event.is_set().unwrap());
+    // A waiter of an event that is deleted is answered: not set.
+    let socket = d.socket();
+    let waiter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client.event("go").wait(Some(Duration::from_secs(120)))
+    });
+    wait_for("the waiter to wait", || {
+        let e = client.events().unwrap();
+        e.iter()
+            .any(|e| e.event == "go" && e.waiters == 1)
+            .then_some(())
+    });
+    assert!(event.delete().unwrap());
+    assert!(!waiter.join().unwrap().unwrap());
+    assert!(!event.delete().unwrap());
 }

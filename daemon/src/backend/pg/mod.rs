@@ -1,5 +1,5 @@
-//! The PostgreSQL backend: queues, counters, arrays and locks in tables shared by every
-//! corrald node on the same database (see `backend::schema` for the tables and the SQL
+//! The PostgreSQL backend: queues, counters, arrays, locks, semaphores and events in
+//! tables shared by every corrald node on the same database (see `backend::schema` for the tables and the SQL
 //! functions that keep an operation that reads and writes one statement).
 //!
 //! [`Pg`] owns the connection (one `tokio_postgres::Client`, whose concurrent queries are
@@ -17,17 +17,18 @@
 //!
 //! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put (or a
 //! return) notifies `q:QUEUE`, a get or ack of a bounded queue `p:QUEUE` (its putters),
-//! a queue's delete `d:QUEUE` (its waiters end) and a release `l:LOCK` in the same statement (PostgreSQL folds identical
-//! notifications of one transaction into one). A blocked `get` or `acquire` on any node
-//! tries again when its object's notification arrives, and every `[backend] poll`
-//! (default 500 ms) anyway, so a
-//! lost notification (e.g. while the connection was down) only adds latency. A lock's
-//! waiters stand in line in `corral_lock_waiters` (FIFO by id, across the nodes): a grant
-//! goes to the first of the line, or to a newcomer only when nobody waits.
+//! a queue's delete `d:QUEUE` (its waiters end), a semaphore's release `s:NAME`, an
+//! event's set `e:NAME` (its delete `d:e:NAME`) and a lock's release `l:LOCK`, in the
+//! same statement (PostgreSQL folds identical notifications of one transaction into
+//! one). A blocked request on any node tries again when its object's notification
+//! arrives, and every `[backend] poll` (default 500 ms) anyway, so a lost notification
+//! (e.g. while the connection was down) only adds latency. A lock's waiters stand in
+//! line in `corral_lock_waiters` (FIFO by id, across the nodes): a grant goes to the
+//! first of the line, or to a newcomer only when nobody waits; a semaphore's likewise.
 //!
 //! Leases: the keeper renews this node's row of `corral_nodes` every lease/3 and
-//! releases the locks, waiters and leased items of nodes whose lease has expired, and the
-//! leased items whose visibility timeout passed. A node that has not
+//! releases the locks, lock and semaphore waiters and leased items of nodes whose lease
+//! has expired, and the leased items whose visibility timeout passed. A node that has not
 //! renewed its own lease for a whole lease gives up its locks itself (the watchdog): its
 //! clients are told by the answer to their `release`. Operations this backend does
 //! not support answer a clear `failed` error naming the operation; while the database is
@@ -37,6 +38,7 @@ mod arrays;
 mod counters;
 mod locks;
 mod queues;
+mod syncs;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -105,6 +107,8 @@ enum Stale {
     Waiter(i64),
     /// The leases of a closed connection (their items go back).
     Leases(u64),
+    /// A semaphore waiter's place.
+    SemaphoreWaiter(i64),
 }
 
 /// Why the backend could not start.
@@ -240,6 +244,14 @@ impl Pg {
             client
                 .execute(
                     "DELETE FROM corral_lock_waiters WHERE node = $1",
+                    &[&settings.node],
+                )
+                .await?;
+            // Its semaphore waiters of a previous life (a permit granted to one goes on).
+            client
+                .execute(
+                    "SELECT corral_semaphore_leave(ARRAY(
+                         SELECT id FROM corral_semaphore_waiters WHERE node = $1))",
                     &[&settings.node],
                 )
                 .await?;
@@ -417,6 +429,11 @@ impl Pg {
                     )
                     .await
             }
+            Stale::SemaphoreWaiter(id) => {
+                client
+                    .execute("SELECT corral_semaphore_leave(ARRAY[$1::bigint])", &[id])
+                    .await
+            }
             // The waiters behind it may be first now.
             Stale::Waiter(id) => {
                 client
@@ -483,6 +500,18 @@ impl Pg {
             Op::LockAcquire { .. } | Op::LockRelease { .. } | Op::LockStatus { .. } => {
                 self.lock_op(conn, op, &gone).await
             }
+            Op::SemaphoreCreate { .. }
+            | Op::SemaphoreAcquire { .. }
+            | Op::SemaphoreRelease { .. }
+            | Op::SemaphoreGet { .. }
+            | Op::SemaphoreList {}
+            | Op::SemaphoreDelete { .. }
+            | Op::EventSet { .. }
+            | Op::EventClear { .. }
+            | Op::EventGet { .. }
+            | Op::EventWait { .. }
+            | Op::EventList {}
+            | Op::EventDelete { .. } => self.sync_op(conn, op, &gone).await,
             _ => Err(unsupported(name)),
         }
     }
@@ -504,9 +533,13 @@ impl Pg {
     {
         // Subscribed before the first attempt: a put committed after it is not missed.
         let mut wakes = self.wakes.subscribe();
-        // A queue's getters and putters end when it is deleted (`d:QUEUE`).
+        // A queue's getters and putters end when it is deleted (`d:QUEUE`: `not_found`),
+        // an event's waiters when it is (`d:e:EVENT`: not set, as at the timeout).
         let queue = key.strip_prefix("q:").or_else(|| key.strip_prefix("p:"));
-        let deleted = queue.map(|q| format!("d:{q}"));
+        let deleted = match queue {
+            Some(q) => Some(format!("d:{q}")),
+            None => key.starts_with("e:").then(|| format!("d:{key}")),
+        };
         if let Some(found) = attempt().await? {
             return Ok(Some(found));
         }
@@ -544,10 +577,13 @@ impl Pg {
                 () = cancel.cancelled() => break Ok(None),
                 () = tokio::time::sleep(nap) => {}
                 deleted = woken => if deleted {
-                    break Err(ErrorBody::new(
-                        ErrorCode::NotFound,
-                        format!("queue `{}` was deleted", queue.unwrap_or_default()),
-                    ));
+                    break match queue {
+                        Some(queue) => Err(ErrorBody::new(
+                            ErrorCode::NotFound,
+                            format!("queue `{queue}` was deleted"),
+                        )),
+                        None => Ok(None),
+                    };
                 }
             }
             match attempt().await {
@@ -617,7 +653,7 @@ fn unsupported(op: &str) -> ErrorBody {
         ErrorCode::Failed,
         format!(
             "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queues, counters, arrays and lock acquire/release/status are"
+             queues, counters, arrays, locks, semaphores and events are"
         ),
     )
 }
@@ -760,6 +796,18 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
             }
         }
         Err(e) => tracing::warn!("PostgreSQL backend: releasing expired nodes' locks: {e}"),
+    }
+    if let Err(e) = client
+        .execute(
+            "SELECT corral_semaphore_leave(ARRAY(
+                 SELECT w.id FROM corral_semaphore_waiters w JOIN corral_nodes n ON n.name = w.node
+                 WHERE n.name <> $1
+                   AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'))",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: dropping expired nodes' semaphore waiters: {e}");
     }
     // Leases past their visibility timeout, and those of expired nodes' connections.
     if let Err(e) = client
