@@ -449,6 +449,102 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_notify('corral', 's:' || n);
          RETURN removed;
      END $$;",
+    // 7: anonymous sessions. A session's row is locked by every hold, add and release,
+    // so the last holder to go (on whatever node) is the one that sees none left and
+    // deletes the session's objects, as their delete operations do.
+    "CREATE TABLE corral_anon_sessions (
+         session text PRIMARY KEY
+     );
+     CREATE TABLE corral_anon_holders (
+         session text NOT NULL REFERENCES corral_anon_sessions (session) ON DELETE CASCADE,
+         node text NOT NULL,
+         conn bigint NOT NULL,
+         pid integer,
+         start_time bigint,
+         PRIMARY KEY (session, node, conn)
+     );
+     CREATE INDEX corral_anon_holders_conn ON corral_anon_holders (node, conn);
+     CREATE TABLE corral_anon_objects (
+         session text NOT NULL REFERENCES corral_anon_sessions (session) ON DELETE CASCADE,
+         kind text NOT NULL,
+         name text NOT NULL,
+         PRIMARY KEY (session, kind, name)
+     );
+     -- Holds session s for (nd, c), a process (p, st) or a connection (p NULL).
+     CREATE FUNCTION corral_anon_hold(s text, nd text, c bigint, p integer, st bigint,
+                                      OUT holders bigint, OUT objects bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         INSERT INTO corral_anon_sessions (session) VALUES (s) ON CONFLICT DO NOTHING;
+         PERFORM 1 FROM corral_anon_sessions x WHERE x.session = s FOR UPDATE;
+         INSERT INTO corral_anon_holders (session, node, conn, pid, start_time)
+         VALUES (s, nd, c, p, st) ON CONFLICT DO NOTHING;
+         holders := (SELECT count(*) FROM corral_anon_holders h WHERE h.session = s);
+         objects := (SELECT count(*) FROM corral_anon_objects o WHERE o.session = s);
+     END $$;
+     -- Ties object (k, n) to session s; holders is 0 (and nothing changed) when nobody
+     -- holds it.
+     CREATE FUNCTION corral_anon_add(s text, k text, n text,
+                                     OUT holders bigint, OUT objects bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         PERFORM 1 FROM corral_anon_sessions x WHERE x.session = s FOR UPDATE;
+         holders := (SELECT count(*) FROM corral_anon_holders h WHERE h.session = s);
+         IF holders > 0 THEN
+             INSERT INTO corral_anon_objects (session, kind, name) VALUES (s, k, n)
+             ON CONFLICT DO NOTHING;
+         END IF;
+         objects := (SELECT count(*) FROM corral_anon_objects o WHERE o.session = s);
+     END $$;
+     -- Deletes one object as its delete operation does (waiters are told).
+     CREATE FUNCTION corral_anon_delete_object(k text, n text) RETURNS void
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         CASE k
+             WHEN 'queue' THEN
+                 DELETE FROM corral_queue_items WHERE queue = n;
+                 DELETE FROM corral_queues WHERE name = n;
+                 PERFORM pg_notify('corral', 'd:' || n);
+             WHEN 'counter' THEN
+                 DELETE FROM corral_counters WHERE name = n;
+             WHEN 'array' THEN
+                 DELETE FROM corral_arrays WHERE name = n;
+             WHEN 'semaphore' THEN
+                 PERFORM corral_semaphore_delete(n);
+             WHEN 'event' THEN
+                 DELETE FROM corral_events WHERE name = n;
+                 PERFORM pg_notify('corral', 'd:e:' || n);
+             ELSE
+                 NULL;
+         END CASE;
+     END $$;
+     -- Ends the holds of connection c of node nd (every hold of nd when c is NULL);
+     -- each session left without a holder ends with its objects. Returns how many ended.
+     CREATE FUNCTION corral_anon_release(nd text, c bigint) RETURNS integer
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         s text;
+         o record;
+         ended integer := 0;
+     BEGIN
+         FOR s IN SELECT DISTINCT h.session FROM corral_anon_holders h
+                  WHERE h.node = nd AND (c IS NULL OR h.conn = c) ORDER BY 1
+         LOOP
+             PERFORM 1 FROM corral_anon_sessions x WHERE x.session = s FOR UPDATE;
+             DELETE FROM corral_anon_holders h
+             WHERE h.session = s AND h.node = nd AND (c IS NULL OR h.conn = c);
+             IF NOT EXISTS (SELECT 1 FROM corral_anon_holders h WHERE h.session = s) THEN
+                 FOR o IN SELECT a.kind, a.name FROM corral_anon_objects a
+                          WHERE a.session = s ORDER BY a.kind, a.name
+                 LOOP
+                     PERFORM corral_anon_delete_object(o.kind, o.name);
+                 END LOOP;
+                 DELETE FROM corral_anon_sessions x WHERE x.session = s;
+                 ended := ended + 1;
+             END IF;
+         END LOOP;
+         RETURN ended;
+     END $$;",
 ];
 
 /// Why [`migrate`] refused.

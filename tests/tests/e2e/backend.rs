@@ -66,7 +66,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "6");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "7");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -107,16 +107,7 @@ fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let again = other.lock("deploy").try_acquire().unwrap().expect("free");
     assert!(again.token() > first_token, "fencing tokens grow");
 
-    // What the backend does not do yet is a clear error, never a wrong answer.
     assert_eq!(c.counters().unwrap().len(), 1, "listed");
-    let unsupported = c.anon_hold("session", None).map(|_| ()).unwrap_err();
-    assert_eq!(unsupported.code(), Some(ErrorCode::Failed));
-    assert!(
-        unsupported
-            .to_string()
-            .contains("not supported by the PostgreSQL backend"),
-        "{unsupported}"
-    );
 }
 
 #[test]
@@ -180,7 +171,7 @@ fn nodes_starting_together_migrate_once() {
     // One row per migration: each ran once.
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
-        "1,2,3,4,5,6"
+        "1,2,3,4,5,6,7"
     );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),
@@ -310,6 +301,50 @@ fn semaphore_and_event_waits_on_one_node_are_woken_by_the_notification_of_anothe
         pg.psql("SELECT value FROM corral_semaphores WHERE name = 'slots'"),
         "0"
     );
+}
+
+#[test]
+fn anonymous_holds_survive_kill_9_of_their_node_and_end_with_their_process() {
+    use corral_proto::AnonKind;
+    use std::os::unix::process::CommandExt;
+    let Some(pg) = PgCluster::start() else { return };
+    let mut a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let mut program = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let ca = a.client();
+    ca.anon_hold("s-restart", Some(program.id())).unwrap();
+    ca.anon_hold("s-conn", None).unwrap();
+    for (session, counter) in [("s-restart", "kept"), ("s-conn", "dropped")] {
+        ca.counter(counter).add(1).unwrap();
+        ca.anon_add(session, AnonKind::Counter, counter).unwrap();
+    }
+    drop(ca);
+    wait_for("the connection's session to end", || {
+        let names: Vec<_> = b.client().counters().unwrap();
+        names.iter().all(|c| c.counter != "dropped").then_some(())
+    });
+    // kill -9 of node a and a restart: its process holder, still alive, holds on.
+    a.kill9();
+    a.start();
+    assert_eq!(b.client().counter("kept").get().unwrap(), 1);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_anon_holders WHERE node = 'a'"),
+        "1"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(program.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    program.wait().unwrap();
+    wait_for("the process's session to end", || {
+        let counters = b.client().counters().unwrap();
+        counters.iter().all(|c| c.counter != "kept").then_some(())
+    });
 }
 
 #[test]

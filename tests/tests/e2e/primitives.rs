@@ -56,6 +56,7 @@ on_both_backends!(
     semaphore_waiters_are_woken_by_releases_first_come_first_served,
     a_bounded_semaphore_refuses_a_release_past_its_bound_and_bad_requests,
     event_waits_are_woken_by_set_and_answered_by_delete,
+    anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -998,4 +999,97 @@ fn event_waits_are_woken_by_set_and_answered_by_delete(backend: Backend) {
     assert!(event.delete().unwrap());
     assert!(!waiter.join().unwrap().unwrap());
     assert!(!event.delete().unwrap());
+}
+
+/// The anonymous objects of every kind, tied to `session`.
+fn make_anonymous(client: &Client, session: &str) {
+    use corral_proto::AnonKind;
+    client.queue("anon-q").put(json!(1)).unwrap();
+    client.counter("anon-c").add(1).unwrap();
+    client.array("anon-a").create_f64(2, None).unwrap();
+    client.semaphore("anon-s").create(1, None).unwrap();
+    client.event("anon-e").set().unwrap();
+    for (kind, name) in [
+        (AnonKind::Queue, "anon-q"),
+        (AnonKind::Counter, "anon-c"),
+        (AnonKind::Array, "anon-a"),
+        (AnonKind::Semaphore, "anon-s"),
+        (AnonKind::Event, "anon-e"),
+    ] {
+        client.anon_add(session, kind, name).unwrap();
+    }
+}
+
+/// How many of the objects of [`make_anonymous`] still exist.
+fn anonymous_left(client: &Client) -> usize {
+    let queues = client.queues().unwrap();
+    let counters = client.counters().unwrap();
+    let arrays = client.arrays().unwrap();
+    let sems = client.semaphores().unwrap();
+    let events = client.events().unwrap();
+    usize::from(queues.iter().any(|q| q.queue == "anon-q"))
+        + usize::from(counters.iter().any(|c| c.counter == "anon-c"))
+        + usize::from(arrays.iter().any(|a| a.array == "anon-a"))
+        + usize::from(sems.iter().any(|s| s.semaphore == "anon-s"))
+        + usize::from(events.iter().any(|e| e.event == "anon-e"))
+}
+
+fn anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone(
+    backend: Backend,
+) {
+    use corral_proto::{AnonKind, ErrorCode};
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let session = "s-0123456789abcdef";
+    let mut program = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    {
+        // Two holders: this connection, which closes first, and a process.
+        let client = d.client();
+        client.anon_hold(session, None).unwrap();
+        let held = client.anon_hold(session, Some(program.id())).unwrap();
+        assert_eq!(held.holders, 2);
+        make_anonymous(&client, session);
+    }
+    let client = d.client();
+    assert_eq!(anonymous_left(&client), 5, "the process still holds them");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(program.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    program.wait().unwrap();
+    wait_for("the anonymous objects to be removed", || {
+        (anonymous_left(&client) == 0).then_some(())
+    });
+    // A session held by a connection alone ends with it.
+    {
+        let holder = d.client();
+        holder.anon_hold("s-two", None).unwrap();
+        holder.counter("anon-two").add(1).unwrap();
+        holder
+            .anon_add("s-two", AnonKind::Counter, "anon-two")
+            .unwrap();
+    }
+    wait_for("the connection's object to be removed", || {
+        let counters = client.counters().unwrap();
+        counters
+            .iter()
+            .all(|c| c.counter != "anon-two")
+            .then_some(())
+    });
+    let err = client
+        .anon_add("nobody-holds-this", AnonKind::Queue, "q")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    let err = client.anon_hold("bad token!", None).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    // A named object is untouched.
+    client.counter("named").add(1).unwrap();
+    assert_eq!(client.counter("named").get().unwrap(), 1);
 }

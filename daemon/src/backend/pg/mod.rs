@@ -34,6 +34,7 @@
 //! not support answer a clear `failed` error naming the operation; while the database is
 //! unreachable every operation answers `backend_unavailable` and nothing changes.
 
+mod anon;
 mod arrays;
 mod counters;
 mod locks;
@@ -93,6 +94,8 @@ struct ConnState {
     waiting: usize,
     /// It was given leases (acknowledged gets not detached): they go back when it closes.
     leases: bool,
+    /// It holds anonymous sessions: its holds end when it closes.
+    anon: bool,
 }
 
 /// Rows of this node that a statement failed to delete (the database was away): deleted
@@ -109,6 +112,8 @@ enum Stale {
     Leases(u64),
     /// A semaphore waiter's place.
     SemaphoreWaiter(i64),
+    /// The anonymous-session holds of a closed connection (or exited process).
+    Anon(u64),
 }
 
 /// Why the backend could not start.
@@ -287,6 +292,10 @@ impl Pg {
             stale: Mutex::new(Vec::new()),
             renewed: Mutex::new(Instant::now()),
         });
+        pg.rewatch_anon().await.map_err(|source| StartError::Sql {
+            url: redact(&pg.settings.url),
+            source,
+        })?;
         tokio::spawn(keeper(pg.clone(), closed));
         tokio::spawn(watchdog(pg.clone()));
         Ok(pg)
@@ -380,6 +389,9 @@ impl Pg {
         if state.leases {
             rows.push(Stale::Leases(conn));
         }
+        if state.anon {
+            rows.push(Stale::Anon(conn));
+        }
         if rows.is_empty() {
             return;
         }
@@ -429,6 +441,14 @@ impl Pg {
                     )
                     .await
             }
+            Stale::Anon(conn) => {
+                client
+                    .execute(
+                        "SELECT corral_anon_release($1, $2)",
+                        &[node, &(*conn as i64)],
+                    )
+                    .await
+            }
             Stale::SemaphoreWaiter(id) => {
                 client
                     .execute("SELECT corral_semaphore_leave(ARRAY[$1::bigint])", &[id])
@@ -461,7 +481,7 @@ impl Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
-            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0 || s.leases)
+            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0 || s.leases || s.anon)
     }
 
     /// Changes the state of a connection still open (one that closed has none).
@@ -512,6 +532,7 @@ impl Pg {
             | Op::EventWait { .. }
             | Op::EventList {}
             | Op::EventDelete { .. } => self.sync_op(conn, op, &gone).await,
+            Op::AnonHold { .. } | Op::AnonAdd { .. } => self.anon_op(conn, op).await,
             _ => Err(unsupported(name)),
         }
     }
@@ -652,8 +673,8 @@ fn unsupported(op: &str) -> ErrorBody {
     ErrorBody::new(
         ErrorCode::Failed,
         format!(
-            "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queues, counters, arrays, locks, semaphores and events are"
+            "{op} is not supported by the PostgreSQL backend (corrald --backend); \
+             queues, counters, arrays, locks, semaphores, events and anonymous sessions are"
         ),
     )
 }
@@ -808,6 +829,18 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
         .await
     {
         tracing::warn!("PostgreSQL backend: dropping expired nodes' semaphore waiters: {e}");
+    }
+    if let Err(e) = client
+        .execute(
+            "SELECT corral_anon_release(n.name, NULL) FROM corral_nodes n
+             WHERE n.name <> $1
+               AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
+               AND EXISTS (SELECT 1 FROM corral_anon_holders h WHERE h.node = n.name)",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: ending expired nodes' anonymous holds: {e}");
     }
     // Leases past their visibility timeout, and those of expired nodes' connections.
     if let Err(e) = client
