@@ -57,6 +57,7 @@ on_both_backends!(
     a_bounded_semaphore_refuses_a_release_past_its_bound_and_bad_requests,
     event_waits_are_woken_by_set_and_answered_by_delete,
     anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone,
+    bad_input_gets_clear_errors,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -433,9 +434,10 @@ fn queue_totals_survive_a_clean_restart_and_items_stay_exact_after_kill_9() {
     assert_eq!(items, vec![json!(2), json!(3), json!(4), json!(5)]);
 }
 
-#[test]
-fn bad_input_gets_clear_errors() {
-    let mut d = TestDaemon::new();
+fn bad_input_gets_clear_errors(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let mut c = d.raw();
     let cases = [
@@ -798,6 +800,14 @@ fn a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries(backend: Bac
     let Some(mut d) = backend.daemon() else {
         return;
     };
+    // A queue declared in corral.toml, with a dead-letter queue of its own.
+    std::fs::write(
+        d.path("corral.toml"),
+        "[queues.configured]\nmax_deliveries = 1\ndead_letter = \"configured-failed\"\n",
+    )
+    .unwrap();
+    let config = d.path("corral.toml").display().to_string();
+    d.extra_args.extend(["--config".into(), config]);
     d.start();
     let c = d.client();
     let q = c.queue("work");
@@ -819,6 +829,19 @@ fn a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries(backend: Bac
     assert_eq!(q.info().unwrap().depth, 0);
     let dead = c.queue("work.dead");
     assert_eq!(dead.get::<String>(None).unwrap(), "poison");
+    // The declared queue's item, its lease passing once, is dead-lettered.
+    let configured = c.queue("configured");
+    assert_eq!(configured.info().unwrap().max_deliveries, Some(1));
+    configured.put(7).unwrap();
+    let _lost = configured
+        .get_ack::<u32>(None, Duration::from_millis(100))
+        .unwrap();
+    let failed: u32 = c
+        .queue("configured-failed")
+        .get(Some(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(failed, 7);
+    assert_eq!(configured.info().unwrap().in_flight, 0);
 }
 
 fn purge_and_delete_empty_a_queue_and_delete_ends_its_waiters(backend: Backend) {

@@ -69,6 +69,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The PostgreSQL backend of one node. Shared by `Arc`.
 pub struct Pg {
     settings: BackendSettings,
+    /// The item size limit and the queues `corral.toml` declares.
+    limits: crate::primitives::Limits,
     config: Config,
     /// The live connection; `None` while the database is unreachable.
     client: RwLock<Option<Arc<Client>>>,
@@ -199,9 +201,14 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 }
 
 impl Pg {
-    /// Connects, migrates the schema, registers this node and starts the keeper task.
-    /// Errors name the URL with its password hidden and say what to do.
-    pub async fn start(settings: BackendSettings) -> Result<Arc<Pg>, StartError> {
+    /// Connects, migrates the schema, registers this node, declares the queues of
+    /// `limits` (what `corral.toml` says wins over what is stored, as on SQLite) and
+    /// starts the keeper task. Errors name the URL with its password hidden and say what
+    /// to do.
+    pub async fn start(
+        settings: BackendSettings,
+        limits: crate::primitives::Limits,
+    ) -> Result<Arc<Pg>, StartError> {
         let mut config = Config::from_str(&settings.url).map_err(|e| StartError::BadUrl {
             url: redact(&settings.url),
             reason: e.to_string(),
@@ -270,6 +277,20 @@ impl Pg {
                     &[&settings.node],
                 )
                 .await?;
+            for (queue, conf) in &limits.declared_queues {
+                let maxsize = conf.maxsize.map(|m| m.min(i32::MAX as usize) as i32);
+                let max_deliveries = conf.max_deliveries.map(|m| m.min(i32::MAX as u32) as i32);
+                client
+                    .execute(
+                        "INSERT INTO corral_queues (name, maxsize, max_deliveries, dead_letter)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (name) DO UPDATE SET maxsize = EXCLUDED.maxsize,
+                             max_deliveries = EXCLUDED.max_deliveries,
+                             dead_letter = EXCLUDED.dead_letter",
+                        &[queue, &maxsize, &max_deliveries, &conf.dead_letter],
+                    )
+                    .await?;
+            }
             client.batch_execute("COMMIT").await
         }
         .await;
@@ -284,6 +305,7 @@ impl Pg {
         );
         let pg = Arc::new(Pg {
             settings,
+            limits,
             config,
             client: RwLock::new(Some(Arc::new(client))),
             conns: Mutex::new(HashMap::new()),

@@ -67,6 +67,16 @@ impl Pg {
             } => {
                 check_name("queue", &queue)?;
                 let text = value.to_string();
+                let max = self.limits.max_item_bytes;
+                if text.len() > max {
+                    return Err(ErrorBody::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "item is {} bytes; queue items are limited to {max} bytes (max_item_bytes)",
+                            text.len()
+                        ),
+                    ));
+                }
                 let deadline = deadline(block, timeout_ms);
                 // A bounded queue's putter waits for room (a `p:QUEUE` notification).
                 let put = self
