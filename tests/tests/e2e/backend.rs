@@ -348,6 +348,61 @@ fn anonymous_holds_survive_kill_9_of_their_node_and_end_with_their_process() {
 }
 
 #[test]
+fn a_bounded_queue_is_never_overfilled_by_putters_on_two_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    a.client().queue("small").declare(Some(5)).unwrap();
+    let mut putters = Vec::new();
+    for socket in [a.socket(), b.socket()] {
+        for t in 0..4 {
+            let socket = socket.clone();
+            putters.push(std::thread::spawn(move || {
+                let c = Client::connect_to(&socket).unwrap();
+                let mut accepted = 0;
+                for n in 0..10 {
+                    match c.queue("small").try_put(t * 100 + n) {
+                        Ok(_) => accepted += 1,
+                        Err(e) => assert_eq!(e.code(), Some(ErrorCode::Full), "{e}"),
+                    }
+                }
+                accepted
+            }));
+        }
+    }
+    let accepted: usize = putters.into_iter().map(|p| p.join().unwrap()).sum();
+    assert_eq!(accepted, 5, "80 tries on two nodes, room for 5");
+    assert_eq!(b.client().queue("small").len().unwrap(), 5);
+}
+
+#[test]
+fn an_item_leased_on_a_node_killed_with_kill_9_is_delivered_again_on_another() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mut a = node_with_lease(&pg, "a", "1s");
+    let b = node_with_lease(&pg, "b", "1s");
+    let ca = a.client();
+    ca.queue("jobs").put("job-1").unwrap();
+    let taken = ca
+        .queue("jobs")
+        .get_ack::<String>(None, Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!((taken.value.as_str(), taken.deliveries()), ("job-1", 1));
+    std::mem::forget(taken);
+    a.kill9();
+    drop(ca);
+    // b's blocked acknowledged get has it once a's lease (1 s) has expired.
+    let cb = b.client();
+    let again = cb
+        .queue("jobs")
+        .get_ack::<String>(Some(Duration::from_secs(60)), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!((again.value.as_str(), again.deliveries()), ("job-1", 2));
+    again.ack().unwrap();
+    let info = cb.queue("jobs").info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (0, 0));
+}
+
+#[test]
 fn a_lock_held_on_one_node_is_refused_on_another_until_released() {
     let Some(pg) = PgCluster::start() else { return };
     let a = node(&pg, "a");
