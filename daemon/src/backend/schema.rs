@@ -212,15 +212,31 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_notify('corral', 'q:' || q);
          RETURN (SELECT count(*) FROM corral_queue_items WHERE queue = q AND lease IS NULL);
      END $$;
-     -- Takes up to n waiting items of q, oldest first, at most once across nodes.
-     CREATE FUNCTION corral_queue_take(q text, n integer)
+     -- The ids of up to n waiting items of q, oldest first, skipping those another
+     -- statement holds, and only as many as fit in max_bytes (at least one); they stay
+     -- locked for the caller.
+     CREATE FUNCTION corral_queue_pick(q text, n integer, max_bytes bigint)
+         RETURNS SETOF bigint
+     LANGUAGE sql AS $$
+         WITH c AS (
+             SELECT i.id, octet_length(i.value) AS len FROM corral_queue_items i
+             WHERE i.queue = q AND i.lease IS NULL
+             ORDER BY i.id FOR UPDATE SKIP LOCKED LIMIT n)
+         SELECT x.id FROM (
+             SELECT c.id, sum(c.len) OVER (ORDER BY c.id) AS run,
+                    row_number() OVER (ORDER BY c.id) AS nth
+             FROM c) x
+         WHERE x.nth = 1 OR x.run <= max_bytes
+     $$;
+     -- Takes up to n waiting items of q (at most max_bytes of them, at least one), oldest
+     -- first, at most once across nodes.
+     CREATE FUNCTION corral_queue_take(q text, n integer, max_bytes bigint)
          RETURNS TABLE (item bigint, val text)
      LANGUAGE plpgsql AS $$
      BEGIN
          RETURN QUERY
-             DELETE FROM corral_queue_items WHERE id IN (
-                 SELECT id FROM corral_queue_items WHERE queue = q AND lease IS NULL
-                 ORDER BY id FOR UPDATE SKIP LOCKED LIMIT n)
+             DELETE FROM corral_queue_items
+             WHERE id IN (SELECT corral_queue_pick(q, n, max_bytes))
              RETURNING id, value;
          IF FOUND AND EXISTS (SELECT 1 FROM corral_queues
                               WHERE name = q AND maxsize IS NOT NULL) THEN
@@ -256,10 +272,10 @@ const MIGRATIONS: &[&str] = &[
          END LOOP;
          RETURN n;
      END $$;
-     -- Leases up to n waiting items of q for vis_ms to (node, conn), oldest first, after
+     -- Leases up to n waiting items of q (at most max_bytes) for vis_ms to (node, conn), oldest first, after
      -- returning q's expired leases and moving waiting poison to the dead-letter queue.
      CREATE FUNCTION corral_queue_lease(q text, n integer, node text, conn bigint,
-                                        vis_ms bigint)
+                                        vis_ms bigint, max_bytes bigint)
          RETURNS TABLE (item bigint, val text, lease_id bigint, delivered integer)
      LANGUAGE plpgsql AS $$
      DECLARE
@@ -287,9 +303,7 @@ const MIGRATIONS: &[&str] = &[
              SET lease = nextval('corral_leases'), lease_node = node, lease_conn = conn,
                  lease_until = now() + vis_ms * interval '1 millisecond',
                  deliveries = i.deliveries + 1
-             WHERE i.id IN (
-                 SELECT w.id FROM corral_queue_items w WHERE w.queue = q AND w.lease IS NULL
-                 ORDER BY w.id FOR UPDATE SKIP LOCKED LIMIT n)
+             WHERE i.id IN (SELECT corral_queue_pick(q, n, max_bytes))
              RETURNING i.id, i.value, i.lease, i.deliveries;
      END $$;
      -- Acks (removes) or nacks (returns) every lease of q in `leases`, or none: returns

@@ -58,6 +58,7 @@ on_both_backends!(
     event_waits_are_woken_by_set_and_answered_by_delete,
     anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone,
     bad_input_gets_clear_errors,
+    a_large_get_count_is_answered_in_pieces_of_at_most_a_mebibyte,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -1115,4 +1116,34 @@ fn anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_the
     // A named object is untouched.
     client.counter("named").add(1).unwrap();
     assert_eq!(client.counter("named").get().unwrap(), 1);
+}
+
+fn a_large_get_count_is_answered_in_pieces_of_at_most_a_mebibyte(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let mut c = d.raw();
+    let item = "x".repeat(200_000);
+    for id in 1..=12 {
+        let put = json!({"id": id, "op": "queue_put", "queue": "q", "value": item});
+        assert!(c.roundtrip(&put.to_string()).get("result").is_some());
+    }
+    // 1 MiB of items per reply: five of these (200,002 bytes of JSON each), then the
+    // rest; acknowledged gets alike.
+    let sizes: Vec<usize> = [
+        r#"{"id":20,"op":"queue_get","queue":"q","count":1000}"#,
+        r#"{"id":21,"op":"queue_get","queue":"q","count":1000,"ack":true}"#,
+        r#"{"id":22,"op":"queue_get","queue":"q","count":1000}"#,
+    ]
+    .iter()
+    .map(|request| {
+        let reply = c.roundtrip(request);
+        reply["result"]["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .len()
+    })
+    .collect();
+    assert_eq!(sizes, vec![5, 5, 2]);
 }

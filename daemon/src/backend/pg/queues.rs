@@ -2,7 +2,7 @@
 //! once across nodes; acknowledged gets lease their items), ack, nack, len, list, declare,
 //! purge and delete. The SQL functions they call are schema 5's (`backend::schema`).
 
-use corral_proto::{DEFAULT_VISIBILITY_MS, Lease};
+use corral_proto::{DEFAULT_VISIBILITY_MS, Lease, MAX_GET_BYTES};
 
 use super::*;
 
@@ -399,13 +399,14 @@ impl Pg {
         }
         let rows = client
             .query(
-                "SELECT item, val, lease_id, delivered FROM corral_queue_lease($1, $2, $3, $4, $5)",
+                "SELECT item, val, lease_id, delivered FROM corral_queue_lease($1, $2, $3, $4, $5, $6)",
                 &[
                     &queue,
                     &limit,
                     &self.settings.node,
                     &holder,
                     &(spec.visibility_ms as i64),
+                    &(MAX_GET_BYTES as i64),
                 ],
             )
             .await
@@ -454,8 +455,8 @@ impl Pg {
         let limit = count.min(1000) as i32;
         let rows = client
             .query(
-                "SELECT item, val FROM corral_queue_take($1, $2)",
-                &[&queue, &limit],
+                "SELECT item, val FROM corral_queue_take($1, $2, $3)",
+                &[&queue, &limit, &(MAX_GET_BYTES as i64)],
             )
             .await
             .map_err(|e| self.sql_error("queue_get", e))?;
