@@ -59,6 +59,7 @@ on_both_backends!(
     anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone,
     bad_input_gets_clear_errors,
     a_large_get_count_is_answered_in_pieces_of_at_most_a_mebibyte,
+    a_connection_holding_a_lease_is_not_closed_as_idle_but_one_that_acked_its_lease_is,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -1146,4 +1147,35 @@ fn a_large_get_count_is_answered_in_pieces_of_at_most_a_mebibyte(backend: Backen
     })
     .collect();
     assert_eq!(sizes, vec![5, 5, 2]);
+}
+
+fn a_connection_holding_a_lease_is_not_closed_as_idle_but_one_that_acked_its_lease_is(
+    backend: Backend,
+) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    std::fs::write(d.path("corral.toml"), "idle_timeout = \"1s\"\n").unwrap();
+    let config = d.path("corral.toml").display().to_string();
+    d.extra_args.extend(["--config".into(), config]);
+    d.start();
+    d.client().queue("q").put(1).unwrap();
+    d.client().queue("q").put(2).unwrap();
+    let get = r#"{"id":1,"op":"queue_get","queue":"q","ack":true,"visibility_ms":60000}"#;
+    let mut holder = d.raw();
+    let leased = holder.roundtrip(get);
+    assert!(leased.get("result").is_some(), "{leased}");
+    let mut done = d.raw();
+    let leased = done.roundtrip(get);
+    let id = leased["result"]["leases"][0]["id"]
+        .as_u64()
+        .expect("a lease");
+    let acked = done.roundtrip(&format!(
+        r#"{{"id":2,"op":"queue_ack","queue":"q","ids":[{id}]}}"#
+    ));
+    assert!(acked.get("result").is_some(), "{acked}");
+    // The one whose lease is over is closed as idle; the holder is served on.
+    assert!(done.recv().is_none(), "an idle connection is closed");
+    let again = holder.roundtrip(r#"{"id":3,"op":"hello","version":1}"#);
+    assert_eq!(again["id"], 3);
 }

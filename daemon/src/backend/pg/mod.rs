@@ -96,6 +96,9 @@ struct ConnState {
     waiting: usize,
     /// It was given leases (acknowledged gets not detached): they go back when it closes.
     leases: bool,
+    /// Those leases by id, with their deadlines, until acked or nacked through this node:
+    /// while one lasts the connection holds something (it is not closed as idle).
+    lease_until: std::collections::BTreeMap<u64, Instant>,
     /// It holds anonymous sessions: its holds end when it closes.
     anon: bool,
 }
@@ -503,7 +506,13 @@ impl Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
-            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0 || s.leases || s.anon)
+            .is_some_and(|s| {
+                let now = Instant::now();
+                !s.locks.is_empty()
+                    || s.waiting > 0
+                    || s.anon
+                    || s.lease_until.values().any(|&until| until > now)
+            })
     }
 
     /// Changes the state of a connection still open (one that closed has none).

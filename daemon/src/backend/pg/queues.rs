@@ -366,6 +366,15 @@ impl Pg {
                 ),
             ));
         }
+        // Ended: no connection of this node holds them any more.
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            for state in conns.values_mut() {
+                for id in ids {
+                    state.lease_until.remove(id);
+                }
+            }
+        }
         let count = leases
             .iter()
             .collect::<std::collections::BTreeSet<_>>()
@@ -427,13 +436,24 @@ impl Pg {
                 .map_err(|e| self.sql_error("queue_get", e))?;
             return Ok(None);
         }
-        let leases = rows
+        let leases: Vec<Lease> = rows
             .iter()
             .map(|r| Lease {
                 id: r.2 as u64,
                 deliveries: r.3.max(0) as u32,
             })
             .collect();
+        if holder.is_some() {
+            let until = Instant::now() + Duration::from_millis(spec.visibility_ms);
+            self.with_conn(conn.id, |s| {
+                s.lease_until.extend(leases.iter().map(|l| (l.id, until)));
+                // Ended leases of a long visibility do not pile up.
+                let now = Instant::now();
+                if s.lease_until.len() > 1024 {
+                    s.lease_until.retain(|_, until| *until > now);
+                }
+            });
+        }
         let items = rows
             .into_iter()
             .map(|(_, text, ..)| {
