@@ -559,6 +559,16 @@ const MIGRATIONS: &[&str] = &[
          END LOOP;
          RETURN ended;
      END $$;",
+    // 8: how many requests of each node wait on each key (`q:QUEUE`, `p:QUEUE`,
+    // `e:EVENT`), so `queue len` and `event list` count the waiters of every live node.
+    // Each node writes its own counts (and rewrites them all at each heartbeat).
+    "CREATE TABLE corral_waiting (
+         node text NOT NULL,
+         key text NOT NULL,
+         n integer NOT NULL,
+         PRIMARY KEY (node, key)
+     );
+     CREATE INDEX corral_waiting_key ON corral_waiting (key);",
 ];
 
 /// Why [`migrate`] refused.

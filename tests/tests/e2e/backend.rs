@@ -66,7 +66,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "7");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "8");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -171,7 +171,7 @@ fn nodes_starting_together_migrate_once() {
     // One row per migration: each ran once.
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
-        "1,2,3,4,5,6,7"
+        "1,2,3,4,5,6,7,8"
     );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),
@@ -254,6 +254,16 @@ fn a_get_blocked_on_one_node_is_woken_by_the_notification_of_a_put_on_another() 
     wait_for("the get on b to wait", || {
         (b.client().queue("wake").info().unwrap().waiting_getters == 1).then_some(())
     });
+    // Every node counts it: `queue len` and `queue list` on a too.
+    wait_for("a to count b's waiting get", || {
+        let info = a.client().queue("wake").info().unwrap();
+        let listed = a.client().queues().unwrap();
+        (info.waiting_getters == 1
+            && listed
+                .iter()
+                .any(|q| q.queue == "wake" && q.waiting_getters == 1))
+        .then_some(())
+    });
     a.client().queue("wake").put("hello").unwrap();
     assert_eq!(waiter.join().unwrap().unwrap(), "hello");
     assert_eq!(a.client().queue("wake").len().unwrap(), 0, "got once");
@@ -283,7 +293,7 @@ fn semaphore_and_event_waits_on_one_node_are_woken_by_the_notification_of_anothe
         (ca.semaphore("slots").get().unwrap().waiters == 1).then_some(())
     });
     wait_for("the event wait on b to wait", || {
-        let events = b.client().events().unwrap();
+        let events = ca.events().unwrap();
         events
             .iter()
             .any(|e| e.event == "ready" && e.waiters == 1)

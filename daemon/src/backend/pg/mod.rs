@@ -262,6 +262,12 @@ impl Pg {
                     &[&settings.node],
                 )
                 .await?;
+            client
+                .execute(
+                    "DELETE FROM corral_waiting WHERE node = $1",
+                    &[&settings.node],
+                )
+                .await?;
             // Its semaphore waiters of a previous life (a permit granted to one goes on).
             client
                 .execute(
@@ -605,6 +611,7 @@ impl Pg {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.to_string())
             .or_default() += 1;
+        self.publish_waiting(key).await;
         let result = loop {
             let now = Instant::now();
             if now >= deadline {
@@ -656,7 +663,63 @@ impl Pg {
                 }
             }
         }
+        self.publish_waiting(key).await;
         result
+    }
+
+    /// Writes this node's count of requests waiting on `key` for the other nodes
+    /// (best effort: the heartbeat writes every count again).
+    async fn publish_waiting(&self, key: &str) {
+        if !published(key) {
+            return;
+        }
+        let Ok(client) = self.client() else { return };
+        let n = self.waiting_on(key) as i32;
+        let node = &self.settings.node;
+        let done = if n == 0 {
+            client
+                .execute(
+                    "DELETE FROM corral_waiting WHERE node = $1 AND key = $2",
+                    &[node, &key],
+                )
+                .await
+        } else {
+            client
+                .execute(
+                    "INSERT INTO corral_waiting (node, key, n) VALUES ($1, $2, $3)
+                     ON CONFLICT (node, key) DO UPDATE SET n = EXCLUDED.n",
+                    &[node, &key, &n],
+                )
+                .await
+        };
+        if let Err(e) = done {
+            tracing::debug!("PostgreSQL backend: cannot publish this node's waiters: {e}");
+        }
+    }
+
+    /// How many requests of the other live nodes wait on each of `keys` (`None`: on
+    /// every key), as their last counts written say.
+    async fn others_waiting(
+        &self,
+        keys: Option<Vec<String>>,
+    ) -> Result<HashMap<String, usize>, ErrorBody> {
+        let client = self.client()?;
+        let rows = client
+            .query(
+                "SELECT w.key, sum(w.n)::bigint FROM corral_waiting w
+                 JOIN corral_nodes nd ON nd.name = w.node
+                 WHERE w.node <> $1
+                   AND nd.heartbeat >= now() - nd.lease_ms * interval '1 millisecond'
+                   AND ($2::text[] IS NULL OR w.key = ANY($2))
+                 GROUP BY w.key",
+                &[&self.settings.node, &keys],
+            )
+            .await
+            .map_err(|e| self.sql_error("waiters", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as usize))
+            .collect())
     }
 
     /// How many requests of this node wait on `key`.
@@ -686,6 +749,12 @@ impl Pg {
             ),
         )
     }
+}
+
+/// Whether the other nodes see this node's count of waiters on `key`: a queue's getters
+/// and putters, an event's waiters (lock and semaphore waiters have their lines).
+fn published(key: &str) -> bool {
+    ["q:", "p:", "e:"].iter().any(|p| key.starts_with(p))
 }
 
 /// When a wait ends: `None` for a non-blocking call, far away for "forever".
@@ -811,6 +880,39 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
         return;
     }
     *pg.renewed.lock().unwrap_or_else(|e| e.into_inner()) = started;
+    // This node's waiter counts, all written again (a count whose write failed or
+    // arrived out of order is right again now); the expired nodes' go.
+    let (keys, counts): (Vec<String>, Vec<i32>) = pg
+        .waiting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(k, _)| published(k))
+        .map(|(k, n)| (k.clone(), *n as i32))
+        .unzip();
+    if let Err(e) = client
+        .execute(
+            "WITH stale AS (DELETE FROM corral_waiting WHERE node = $1 AND NOT (key = ANY($2)))
+             INSERT INTO corral_waiting (node, key, n)
+             SELECT $1, k, c FROM unnest($2::text[], $3::integer[]) AS u(k, c)
+             ON CONFLICT (node, key) DO UPDATE SET n = EXCLUDED.n",
+            &[node, &keys, &counts],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: cannot write this node's waiter counts: {e}");
+    }
+    if let Err(e) = client
+        .execute(
+            "DELETE FROM corral_waiting w USING corral_nodes n
+             WHERE w.node = n.name AND n.name <> $1
+               AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: dropping expired nodes' waiter counts: {e}");
+    }
     if let Err(e) = client
         .execute(
             "WITH gone AS (

@@ -6,6 +6,19 @@ use corral_proto::{DEFAULT_VISIBILITY_MS, Lease, MAX_GET_BYTES};
 
 use super::*;
 
+/// Adds the other nodes' waiting getters and putters to a queue's info.
+fn add_others(info: &mut corral_proto::QueueInfo, others: &HashMap<String, usize>) {
+    let count = |prefix: &str| {
+        others
+            .get(&format!("{prefix}:{}", info.queue))
+            .copied()
+            .unwrap_or(0)
+    };
+    let (getters, putters) = (count("q"), count("p"));
+    info.waiting_getters += getters;
+    info.waiting_putters += putters;
+}
+
 /// The longest lease, as on SQLite: an item is never held away from other consumers for
 /// longer.
 const MAX_VISIBILITY_MS: u64 = 24 * 3600 * 1000;
@@ -145,7 +158,10 @@ impl Pg {
                     )
                     .await
                     .map_err(|e| self.sql_error(name, e))?;
-                ok(self.queue_info(&row))
+                let mut info = self.queue_info(&row);
+                let keys = vec![format!("q:{queue}"), format!("p:{queue}")];
+                add_others(&mut info, &self.others_waiting(Some(keys)).await?);
+                ok(info)
             }
             Op::QueueList {} => {
                 let client = self.client()?;
@@ -170,14 +186,16 @@ impl Pg {
                         (info.queue.clone(), info)
                     })
                     .collect();
-                // Empty queues with getters or putters waiting here are listed too.
-                let keys: Vec<String> = self
+                // Empty queues with getters or putters waiting on any node are listed too.
+                let others = self.others_waiting(None).await?;
+                let mut keys: Vec<String> = self
                     .waiting
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .keys()
                     .cloned()
                     .collect();
+                keys.extend(others.keys().cloned());
                 for key in keys {
                     if let Some(queue) = key.strip_prefix("q:").or(key.strip_prefix("p:")) {
                         if !queues.contains_key(queue) {
@@ -185,6 +203,9 @@ impl Pg {
                             queues.insert(queue.to_string(), info);
                         }
                     }
+                }
+                for info in queues.values_mut() {
+                    add_others(info, &others);
                 }
                 ok(corral_proto::QueueListResult {
                     queues: queues.into_values().collect(),
@@ -288,7 +309,7 @@ impl Pg {
     }
 
     /// What `queue info` says of a queue on PostgreSQL, from a row of (name, waiting,
-    /// in flight, maxsize, max_deliveries, dead_letter): this node's waiting getters and
+    /// in flight, maxsize, max_deliveries, dead_letter), with this node's waiting getters and
     /// putters, and no put/got totals (they are not kept there).
     fn queue_info(&self, row: &tokio_postgres::Row) -> corral_proto::QueueInfo {
         let queue: String = row.get(0);

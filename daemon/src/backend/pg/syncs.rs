@@ -170,7 +170,15 @@ impl Pg {
             Op::EventGet { event } => {
                 check_name("event", &event)?;
                 let set = self.event_is_set(&event, name).await?;
-                ok(self.event_value(event, set))
+                let others = self
+                    .others_waiting(Some(vec![format!("e:{event}")]))
+                    .await?;
+                let mut value = self.event_value(event, set);
+                value.waiters += others
+                    .get(&format!("e:{}", value.event))
+                    .copied()
+                    .unwrap_or(0);
+                ok(value)
             }
             Op::EventWait { event, timeout_ms } => {
                 check_name("event", &event)?;
@@ -193,14 +201,16 @@ impl Pg {
                     .iter()
                     .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
                     .collect();
-                // Events never set or cleared but waited for here are listed too.
-                let keys: Vec<String> = self
+                // Events never set or cleared but waited for on any node are listed too.
+                let others = self.others_waiting(None).await?;
+                let mut keys: Vec<String> = self
                     .waiting
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .keys()
                     .cloned()
                     .collect();
+                keys.extend(others.keys().cloned());
                 for key in keys {
                     if let Some(event) = key.strip_prefix("e:") {
                         events.entry(event.to_string()).or_default();
@@ -209,7 +219,14 @@ impl Pg {
                 ok(EventListResult {
                     events: events
                         .into_iter()
-                        .map(|(event, set)| self.event_value(event, set))
+                        .map(|(event, set)| {
+                            let mut value = self.event_value(event, set);
+                            value.waiters += others
+                                .get(&format!("e:{}", value.event))
+                                .copied()
+                                .unwrap_or(0);
+                            value
+                        })
                         .collect(),
                 })
             }
