@@ -11,7 +11,7 @@
 //!   more, so an administrator always gets in. A refused client gets a `busy` error
 //!   that reaches it even if it wrote first (`refuse`).
 //! - **Replies**: one connection has at most `MAX_IN_FLIGHT` (1,024) replies outstanding and
-//!   `max_unread_bytes` of them unread ([`Replies`], [`crate::replies::Room`]). Past either, the reader
+//!   `max_unread_bytes` of them unread ([`crate::replies::Replies`], [`crate::replies::Room`]). Past either, the reader
 //!   stops reading that connection's requests. A connection is dropped when its client
 //!   has read nothing for `idle_timeout` while replies wait, or when a reply would pass
 //!   the byte limit anyway. One reply is at most `MAX_REPLY_BYTES`.
