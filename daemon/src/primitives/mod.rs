@@ -15,6 +15,7 @@ pub mod anon;
 pub(crate) mod counters;
 mod locks;
 mod queues;
+mod reply;
 mod syncs;
 
 use std::cmp::Reverse;
@@ -27,50 +28,8 @@ use corral_proto::{ErrorBody, ErrorCode, Family, Op};
 pub use counters::ArrayData;
 pub use locks::Locks;
 pub use queues::{Item, Queue, check_dead_letter};
+pub use reply::{Outcome, Reply, ok, to_json};
 pub use syncs::SemaphoreState;
-
-/// What a reply carries: a result value, or an error.
-pub type Outcome = Result<Reply, ErrorBody>;
-
-/// A result already serialized to JSON: written into its reply frame as it is, so that a
-/// reply costs one serialization (no `serde_json::Value` tree built and walked first).
-#[derive(Debug, Clone)]
-pub struct Reply(String);
-
-impl Reply {
-    /// Serializes `value`.
-    pub fn new(value: impl serde::Serialize) -> Reply {
-        Reply(serde_json::to_string(&value).expect("protocol types serialize"))
-    }
-
-    /// A result whose JSON text is already made; the caller vouches that it is valid.
-    pub(crate) fn from_json(json: String) -> Reply {
-        Reply(json)
-    }
-
-    /// The result's JSON text.
-    pub fn json(&self) -> &str {
-        &self.0
-    }
-
-    /// The result parsed back into a value, for code that edits or inspects it.
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).expect("a reply is valid JSON")
-    }
-
-    /// The reply frame answering request `id`: what `Response::ok(id, result)` frames.
-    pub fn frame(&self, id: u64) -> Vec<u8> {
-        use std::io::Write as _;
-        let mut frame = Vec::with_capacity(self.0.len() + 48);
-        frame.extend_from_slice(b"{\"id\":");
-        // Into the frame itself: no string made for the number.
-        let _ = write!(frame, "{id}");
-        frame.extend_from_slice(b",\"result\":");
-        frame.extend_from_slice(self.0.as_bytes());
-        frame.extend_from_slice(b"}\n");
-        frame
-    }
-}
 
 /// Where a reply goes. Called exactly once, after the batch is committed.
 pub type ReplyFn = Box<dyn FnOnce(Outcome) + Send>;
@@ -620,11 +579,6 @@ struct Cx<'a> {
     changes: &'a mut Changes,
     out: &'a mut Outbox,
     conn: ConnInfo,
-}
-
-/// Serializes a result for [`Outcome`].
-pub fn ok(value: impl serde::Serialize) -> Outcome {
-    Ok(Reply::new(value))
 }
 
 /// Names of queues, counters, arrays and locks: 1 to 200 characters of letters, digits

@@ -6,7 +6,7 @@ use corral_proto::{ErrorBody, ErrorCode, Lease, MAX_GET_BYTES};
 
 use super::{LeaseSpec, queue_of};
 use crate::primitives::{
-    Cx, ItemChange, LeaseRecord, Outcome, Primitives, Reply, ReplyFn, WaitKind, check_name,
+    Cx, ItemChange, LeaseRecord, Outcome, Primitives, Reply, ReplyFn, WaitKind, check_name, to_json,
 };
 
 impl Primitives {
@@ -110,11 +110,11 @@ impl Primitives {
                 });
             }
             cx.changes.queue_stat(name);
-            return Ok(GetReply {
+            return GetReply {
                 items,
                 leases: Vec::new(),
             }
-            .into_reply());
+            .into_reply();
         };
         let deadline = Instant::now().checked_add(spec.visibility);
         let mut leases = Vec::with_capacity(n);
@@ -148,7 +148,7 @@ impl Primitives {
             q.leased.insert(item.seq, (id, item));
         }
         self.compact_lease_deadlines();
-        Ok(GetReply { items, leases }.into_reply())
+        GetReply { items, leases }.into_reply()
     }
 
     /// Hands items to waiting getters, oldest waiter first.
@@ -194,7 +194,9 @@ struct GetReply {
 }
 
 impl GetReply {
-    fn into_reply(self) -> Reply {
+    /// The reply. Its leases (numbers only) serialize; were they not to, the items
+    /// taken stay leased, so they are delivered again when the lease ends.
+    fn into_reply(self) -> Outcome {
         let mut json =
             String::with_capacity(self.items.iter().map(|i| i.len() + 1).sum::<usize>() + 16);
         json.push_str("{\"items\":[");
@@ -207,20 +209,21 @@ impl GetReply {
         json.push(']');
         if !self.leases.is_empty() {
             json.push_str(",\"leases\":");
-            json.push_str(&serde_json::to_string(&self.leases).expect("leases serialize"));
+            json.push_str(&to_json(&self.leases)?);
         }
         json.push('}');
-        Reply::from_json(json)
+        Ok(Reply::from_json(json))
     }
 }
 
 /// A stored item as JSON for a reply. Stored items were serialized from valid JSON
 /// values (compact: no newline, which would end the reply's frame); anything else (a
-/// damaged row) goes out as a JSON string.
+/// damaged row) goes out as a JSON string: a `Value`'s `Display`, which cannot fail for
+/// a string, so that no item already taken from its queue is lost to an error.
 fn raw_item(text: String) -> String {
     if !text.contains('\n') && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
         text
     } else {
-        serde_json::to_string(&text).expect("a string serializes")
+        serde_json::Value::String(text).to_string()
     }
 }
