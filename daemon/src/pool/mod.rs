@@ -390,6 +390,8 @@ pub struct PoolManager {
     keep: Duration,
     /// When they were last looked for.
     last_expiry: Option<Instant>,
+    /// Kills the exec items' groups if corrald is killed (see [`guard`]).
+    guard: Option<guard::Guard>,
 }
 
 /// How often finished jobs older than `keep` are looked for: half of it, between a
@@ -413,6 +415,7 @@ pub fn still_running(id: u64, running: usize) -> ErrorBody {
 enum Spawning {
     Item { job: u64, index: usize },
     Worker { job: u64, worker: u64 },
+    Guard,
 }
 
 /// Where the manager keeps item output files and worker logs, and how long it keeps
@@ -470,7 +473,18 @@ impl PoolManager {
             shutdown: None,
             keep: paths.keep,
             last_expiry: None,
+            guard: None,
         };
+        // Started first: its spawn is answered before any item's.
+        match guard::Guard::spec(Owner::Pool, &mgr.dir) {
+            Ok(spec) => {
+                let token = mgr.token(Spawning::Guard);
+                mgr.procs.spawn(token, spec);
+            }
+            Err(e) => tracing::warn!(
+                "pool: cannot start the guard of the pool's items ({e}); if corrald is killed, its running items are not stopped"
+            ),
+        }
         for job in stored {
             mgr.restore(job);
         }
@@ -975,6 +989,12 @@ impl PoolManager {
         match self.tokens.take(token) {
             Some(Spawning::Item { job, index }) => self.item_spawned(job, index, result),
             Some(Spawning::Worker { job, worker }) => self.worker_spawned(job, worker, result),
+            Some(Spawning::Guard) => match result.and_then(guard::Guard::from_spawned) {
+                Ok(guard) => self.guard = Some(guard),
+                Err(e) => tracing::warn!(
+                    "pool: cannot start the guard of the pool's items ({e}); if corrald is killed, its running items are not stopped"
+                ),
+            },
             None => {
                 if let Ok(s) = result {
                     kill_group(s.pid, Signal::SIGKILL);
@@ -1000,6 +1020,9 @@ impl PoolManager {
                 if let ItemState::Running { pid, .. } = &mut item.state {
                     *pid = Some(spawned.pid);
                     self.pids.insert(spawned.pid, (id, index));
+                    if let Some(guard) = &self.guard {
+                        guard.watch(spawned.pid);
+                    }
                 } else {
                     kill_group(spawned.pid, Signal::SIGKILL); // cancelled meanwhile
                 }
@@ -1033,6 +1056,9 @@ impl PoolManager {
             return;
         };
         kill_group(pid, Signal::SIGKILL); // what is left of the item's group
+        if let Some(guard) = &self.guard {
+            guard.unwatch(pid);
+        }
         let (stdout, stderr, truncated) = self.take_output(id, index);
         let timed_out = matches!(
             self.jobs
@@ -1383,6 +1409,9 @@ impl PoolManager {
             || !self.tokens.is_empty();
         if !busy {
             if let Some((_, waiting)) = &mut self.shutdown {
+                if let Some(guard) = self.guard.take() {
+                    guard.release();
+                }
                 for done in waiting.drain(..) {
                     let _ = done.send(());
                 }
