@@ -392,6 +392,8 @@ pub struct PoolManager {
     last_expiry: Option<Instant>,
     /// Kills the exec items' groups if corrald is killed (see [`guard`]).
     guard: Option<guard::Guard>,
+    /// Whether it was started (before the first exec item).
+    guard_asked: bool,
 }
 
 /// How often finished jobs older than `keep` are looked for: half of it, between a
@@ -474,17 +476,8 @@ impl PoolManager {
             keep: paths.keep,
             last_expiry: None,
             guard: None,
+            guard_asked: false,
         };
-        // Started first: its spawn is answered before any item's.
-        match guard::Guard::spec(Owner::Pool, &mgr.dir) {
-            Ok(spec) => {
-                let token = mgr.token(Spawning::Guard);
-                mgr.procs.spawn(token, spec);
-            }
-            Err(e) => tracing::warn!(
-                "pool: cannot start the guard of the pool's items ({e}); if corrald is killed, its running items are not stopped"
-            ),
-        }
         for job in stored {
             mgr.restore(job);
         }
@@ -805,6 +798,24 @@ impl PoolManager {
         Ok(self.jobs[&id].info())
     }
 
+    /// Starts the guard before the first exec item: its spawn is answered before the
+    /// item's (the process thread answers in order). A corrald that runs no pool job has
+    /// no guard.
+    fn start_guard(&mut self) {
+        if std::mem::replace(&mut self.guard_asked, true) {
+            return;
+        }
+        match guard::Guard::spec(Owner::Pool, &self.dir) {
+            Ok(spec) => {
+                let token = self.token(Spawning::Guard);
+                self.procs.spawn(token, spec);
+            }
+            Err(e) => tracing::warn!(
+                "pool: cannot start the guard of the pool's items ({e}); if corrald is killed, its running items are not stopped"
+            ),
+        }
+    }
+
     /// Removes a finished or cancelled job whose processes have all ended, with its
     /// items.
     fn remove(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {
@@ -926,6 +937,7 @@ impl PoolManager {
                 index,
             );
             let timeout = job.spec.timeout_ms;
+            self.start_guard();
             let token = self.token(Spawning::Item { job: id, index });
             self.procs.spawn(token, spec);
             if let Some(ms) = timeout {
