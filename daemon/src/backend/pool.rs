@@ -142,8 +142,9 @@ const CLAIM: &str = "WITH lease AS (
      FROM c JOIN corral_pool_jobs j ON j.id = c.job
      ORDER BY c.job, c.idx";
 
-/// Claims up to `free` pending items for `node` (the `CLAIM` statement) in one transaction of
-/// one statement under the claim lock, its four messages sent at once: one round trip.
+/// Claims up to `free` pending items for `node` if its lease is current (running jobs
+/// oldest first, items in index order, each job within its `workers`), in a transaction
+/// of one statement under the claim lock, its messages sent at once: one round trip.
 pub async fn claim(
     client: &Client,
     st: &Statements,
@@ -217,7 +218,7 @@ const RECORD: &str = "WITH r AS (
      SELECT job, idx, state FROM u";
 
 /// Finishes those of jobs `$1` that have no pending or running item left, and notifies.
-/// A statement of its own, after [`RECORD`]'s commit: it sees every record committed
+/// A statement of its own, after `RECORD`'s commit: it sees every record committed
 /// before it, so of two nodes recording a job's last items at once, the later finishes
 /// the job.
 const FINISH: &str = "UPDATE corral_pool_jobs j SET state = 'finished', finished_at = now()

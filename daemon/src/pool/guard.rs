@@ -1,8 +1,9 @@
-//! The guard of a node's pool items (with `--backend`): a small process (corrald itself,
-//! run as `corrald __pool-guard`) that outlives a corrald killed with `kill -9` just long
-//! enough to kill the process groups of the items it was running. Their claims are
-//! taken over by other nodes once the node's lease expires; without the guard the old
-//! attempts would run on to their end, twice with the new ones.
+//! The guard of corrald's pool items: a small process (corrald itself, run as `corrald
+//! __pool-guard`) that outlives a corrald killed with `kill -9` just long enough to kill
+//! the process groups of the exec items it was running. Their items run again (at the
+//! next start, or, across nodes, on other nodes once the node's lease expires); without
+//! the guard the old attempts would run on to their end, twice with the new ones. Each
+//! of the pool manager and the cluster claimer (with `--backend`) has one.
 //!
 //! corrald writes one line per change on the guard's stdin, a pipe: `+PGID` when an
 //! item's process group starts, `-PGID` once it has ended, `bye` when corrald stops
@@ -14,6 +15,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, ErrorKind, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
@@ -22,7 +24,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::nodes::{Executor, Router};
-use crate::process::{Output, Owner, SpawnSpec};
+use crate::process::{Output, Owner, SpawnSpec, Spawned};
 
 /// corrald's first argument that runs the guard instead of the daemon.
 pub const ARG: &str = "__pool-guard";
@@ -85,32 +87,45 @@ impl Guard {
         }
     }
 
-    async fn spawn(exec: &Executor, router: &Router) -> Result<Guard, String> {
+    /// How to start a guard of `owner`'s items, its stderr to `dir/guard.log`.
+    pub fn spec(owner: Owner, dir: &Path) -> Result<SpawnSpec, String> {
         let program = std::env::current_exe().map_err(|e| e.to_string())?;
-        let spec = SpawnSpec {
+        Ok(SpawnSpec {
             argv: vec![program.display().to_string(), ARG.into()],
             env: Default::default(),
             working_dir: None,
             output: Output::Pipes {
-                stderr: exec.dir.join("guard.log"),
+                stderr: dir.join("guard.log"),
             },
-            owner: Owner::Cluster,
+            owner,
             umask: None,
             rlimits: Default::default(),
             user: None,
             group: None,
             die_with_parent: false,
             cgroups: Vec::new(),
-        };
-        let (token, spawned, exited) = router.expect();
-        exec.procs.spawn(token, spec);
-        let spawned = spawned
-            .await
-            .map_err(|_| "corrald's process service has stopped".to_string())??;
+        })
+    }
+
+    /// corrald's end of a guard started from [`Guard::spec`].
+    pub fn from_spawned(spawned: Spawned) -> Result<Guard, String> {
         let Some((stdin, _stdout)) = spawned.pipes else {
             return Err("it has no stdin".into());
         };
+        Ok(Guard {
+            pipe: Mutex::new(Some(non_blocking(stdin)?)),
+        })
+    }
+
+    async fn spawn(exec: &Executor, router: &Router) -> Result<Guard, String> {
+        let (token, spawned, exited) = router.expect();
+        exec.procs
+            .spawn(token, Self::spec(Owner::Cluster, &exec.dir)?);
+        let spawned = spawned
+            .await
+            .map_err(|_| "corrald's process service has stopped".to_string())??;
         let pid = spawned.pid;
+        let guard = Self::from_spawned(spawned)?;
         tokio::spawn(async move {
             if let Ok(status) = exited.await {
                 tracing::warn!(
@@ -120,9 +135,7 @@ impl Guard {
                 );
             }
         });
-        Ok(Guard {
-            pipe: Mutex::new(Some(non_blocking(stdin)?)),
-        })
+        Ok(guard)
     }
 
     /// An item's process group has started.

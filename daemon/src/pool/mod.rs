@@ -387,6 +387,10 @@ pub struct PoolManager {
     keep: Duration,
     /// When they were last looked for.
     last_expiry: Option<Instant>,
+    /// Kills the exec items' groups if corrald is killed (see [`guard`]).
+    guard: Option<guard::Guard>,
+    /// Whether it was started (before the first exec item).
+    guard_asked: bool,
 }
 
 /// How often finished jobs older than `keep` are looked for: half of it, between a
@@ -413,6 +417,8 @@ enum Proc {
     Item { job: u64, index: usize },
     /// A stream job's worker.
     Worker { job: u64, worker: u64 },
+    /// The guard of the exec items (`guard`).
+    Guard,
 }
 
 /// Where the manager keeps item output files and worker logs, and how long it keeps
@@ -468,6 +474,8 @@ impl PoolManager {
             shutdown: None,
             keep: paths.keep,
             last_expiry: None,
+            guard: None,
+            guard_asked: false,
         };
         for job in stored {
             mgr.restore(job);
@@ -789,6 +797,24 @@ impl PoolManager {
         Ok(self.jobs[&id].info())
     }
 
+    /// Starts the guard before the first exec item: its spawn is answered before the
+    /// item's (the process thread answers in order). A corrald that runs no pool job has
+    /// no guard.
+    fn start_guard(&mut self) {
+        if std::mem::replace(&mut self.guard_asked, true) {
+            return;
+        }
+        match guard::Guard::spec(Owner::Pool, &self.dir) {
+            Ok(spec) => {
+                let token = self.token(Proc::Guard);
+                self.procs.spawn(token, spec);
+            }
+            Err(e) => tracing::warn!(
+                "pool: cannot start the guard of the pool's items ({e}); if corrald is killed, its running items are not stopped"
+            ),
+        }
+    }
+
     /// Removes a finished or cancelled job whose processes have all ended, with its
     /// items.
     fn remove(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {
@@ -910,6 +936,7 @@ impl PoolManager {
                 index,
             );
             let timeout = job.spec.timeout_ms;
+            self.start_guard();
             let token = self.token(Proc::Item { job: id, index });
             self.procs.spawn(token, spec);
             if let Some(ms) = timeout {
@@ -973,6 +1000,12 @@ impl PoolManager {
         match self.owners.spawned(token) {
             Some(Proc::Item { job, index }) => self.item_spawned(job, index, result),
             Some(Proc::Worker { job, worker }) => self.worker_spawned(job, worker, result),
+            Some(Proc::Guard) => match result.and_then(guard::Guard::from_spawned) {
+                Ok(guard) => self.guard = Some(guard),
+                Err(e) => tracing::warn!(
+                    "pool: cannot start the guard of the pool's items ({e}); if corrald is killed, its running items are not stopped"
+                ),
+            },
             None => {
                 if let Ok(s) = result {
                     kill_group(s.pid, Signal::SIGKILL);
@@ -999,6 +1032,9 @@ impl PoolManager {
                     *pid = Some(spawned.pid);
                     self.owners
                         .running(spawned.pid, Proc::Item { job: id, index });
+                    if let Some(guard) = &self.guard {
+                        guard.watch(spawned.pid);
+                    }
                 } else {
                     kill_group(spawned.pid, Signal::SIGKILL); // cancelled meanwhile
                 }
@@ -1030,9 +1066,12 @@ impl PoolManager {
                 self.check_shutdown();
                 return;
             }
-            None => return,
+            Some(Proc::Guard) | None => return,
         };
         kill_group(pid, Signal::SIGKILL); // what is left of the item's group
+        if let Some(guard) = &self.guard {
+            guard.unwatch(pid);
+        }
         let (stdout, stderr, truncated) = self.take_output(id, index);
         let timed_out = matches!(
             self.jobs
@@ -1384,6 +1423,9 @@ impl PoolManager {
             || self.owners.spawning();
         if !busy {
             if let Some((_, waiting)) = &mut self.shutdown {
+                if let Some(guard) = self.guard.take() {
+                    guard.release();
+                }
                 for done in waiting.drain(..) {
                     let _ = done.send(());
                 }

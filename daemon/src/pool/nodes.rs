@@ -194,6 +194,7 @@ impl ClusterPool {
             last_rescue: None,
             last_expiry: None,
             last_checks: None,
+            record_failed: false,
         };
         tokio::spawn(async move {
             claimer_task.run().await;
@@ -469,6 +470,8 @@ struct Claimer {
     last_expiry: Option<Instant>,
     /// When cancelled jobs were last looked at.
     last_checks: Option<Instant>,
+    /// Whether the last record failed.
+    record_failed: bool,
 }
 
 impl Claimer {
@@ -588,8 +591,12 @@ impl Claimer {
             }
         }
         // The items that ended are still claimed (in `live`) until recorded, but their
-        // slots are free: the record commits before the claim counts running items.
-        let busy = self.live.len().saturating_sub(self.unrecorded.len());
+        // slots are free: the record commits before the claim counts running items. Not
+        // while records fail, so that what waits to be recorded stays bounded.
+        let busy = match self.record_failed {
+            false => self.live.len().saturating_sub(self.unrecorded.len()),
+            true => self.live.len(),
+        };
         let free = self.exec.slots.saturating_sub(busy);
         let ended: Vec<sql::Ended> = self
             .unrecorded
@@ -617,6 +624,7 @@ impl Claimer {
         drop(ended);
         // Recorded ends leave `live` before the claimed items enter it: an item that
         // failed with retries left may be claimed again in the same round.
+        self.record_failed = recorded.is_err();
         let recorded = recorded.map(|outcomes| self.recorded(outcomes));
         // What was claimed is committed: it runs even if the record failed.
         for c in claimed? {

@@ -635,3 +635,47 @@ fn pool_keep_removes_finished_jobs_older_than_it_but_not_running_ones() {
     d.start();
     assert!(listed(&d).is_empty());
 }
+
+#[test]
+fn kill_9_of_corrald_leaves_no_exec_item_running_and_the_items_run_again() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let pids = d.path("pids");
+    let go = d.path("go");
+    // Each item's shell writes its pid (its group's id) and waits in a child process;
+    // for 30 s at most, so a failed run of this test leaves nothing behind for long.
+    let script = format!(
+        "echo $$ >> {pids}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo {{}}",
+        pids = pids.display(),
+        go = go.display()
+    );
+    let job = d
+        .ctl_ok(&[
+            "pool", "map", "--detach", "-j", "2", "--", "sh", "-c", &script, ":::", "a", "b",
+        ])
+        .trim()
+        .to_owned();
+    let groups = || -> Vec<i32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    let first = wait_for("both items to run", || {
+        let g = groups();
+        (g.len() == 2).then_some(g)
+    });
+    d.kill9();
+    wait_for("the items' processes to be gone with corrald", || {
+        first
+            .iter()
+            .all(|g| corral_tests::group_members(*g).is_empty())
+            .then_some(())
+    });
+    d.start();
+    std::fs::write(&go, "").unwrap();
+    d.ctl_ok(&["pool", "wait", &job]);
+    assert_eq!(d.ctl_ok(&["pool", "results", &job]), "a\nb\n");
+    assert_eq!(groups().len(), 4, "each item ran again after the restart");
+}
