@@ -83,6 +83,10 @@ pub struct DaemonConfig {
     /// With a shared backend: how many pool items this node runs at once, across all
     /// jobs (default: its CPU count).
     pub pool_slots: Option<usize>,
+    /// How long finished pool jobs (their results) are kept, as a duration string
+    /// (default 7d): older ones are removed by corrald, as `pool rm` does.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub pool_keep: Option<Duration>,
 }
 
 /// The `[backend]` table of `corral.toml`: a PostgreSQL database shared by corrald nodes.

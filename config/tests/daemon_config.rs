@@ -85,6 +85,7 @@ fn packaged_config_uncommented_gives_the_documented_defaults() {
             poll: Some(Duration::from_millis(500)),
         },
         pool_slots: Some(8),
+        pool_keep: Some(Duration::from_secs(7 * 86_400)),
     };
     assert_eq!(config, want);
 }

@@ -56,7 +56,7 @@ const EXIT_CODES: &str = exit_codes!();
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show units and their instances.
+    /// Show units and their instances (a transient task under the program that started it).
     Status {
         /// Only this unit.
         unit: Option<String>,
@@ -272,6 +272,11 @@ enum PoolCommand {
     },
     /// Stop a job: kill its running items' process groups, skip the rest.
     Cancel {
+        /// Job id.
+        job: u64,
+    },
+    /// Remove a finished or cancelled job and its results (a running job is refused).
+    Rm {
         /// Job id.
         job: u64,
     },
@@ -661,6 +666,7 @@ fn pool(client: &Client, out: &output::Output, command: PoolCommand) -> Result<E
         PoolCommand::Results { job } => pool::results(client, out, job),
         PoolCommand::Wait { job, timeout } => pool::wait(client, out, job, timeout),
         PoolCommand::Cancel { job } => pool::cancel(client, out, job),
+        PoolCommand::Rm { job } => pool::remove(client, out, job),
     }
 }
 

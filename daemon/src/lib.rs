@@ -82,9 +82,9 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         declared_queues: settings.queues.clone(),
     };
     let policy = access::Policy::new(settings.access.as_ref())?;
-    let mut store = Store::open(&settings.db_path(), limits)?;
+    let mut store = Store::open(&settings.db_path(), limits.clone())?;
     if let Some(backend) = settings.backend.clone() {
-        store.attach(backend::pg::Pg::start(backend).await?);
+        store.attach(backend::pg::Pg::start(backend, limits).await?);
     }
     let units_count = units.len();
     // Orphaned grandchildren are re-parented to us, so nothing escapes reaping.
@@ -158,6 +158,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
         dir: settings.state_dir.join("pool"),
         log_dir: settings.log_dir.clone(),
         socket: settings.socket.clone(),
+        keep: settings.pool_keep,
     };
     let cluster = match &settings.backend {
         Some(backend) => {
@@ -174,6 +175,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> anyhow::Result<()>
                 dir,
                 socket: settings.socket.clone(),
                 slots: settings.pool_slots,
+                keep: settings.pool_keep,
             };
             Some(pool::nodes::ClusterPool::start(backend.clone(), exec).await?)
         }

@@ -51,6 +51,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == corral_daemon::pool::guard::ARG)
+    {
+        return corral_daemon::pool::guard::run();
+    }
     let cli = Cli::parse();
     raise_fd_limit();
     if cli.man {

@@ -55,6 +55,8 @@ pub struct Settings {
     pub backend: Option<crate::backend::BackendSettings>,
     /// With a shared backend: pool items this node runs at once (`pool_slots`).
     pub pool_slots: usize,
+    /// Finished pool jobs older than this are removed (`pool_keep`).
+    pub pool_keep: Duration,
 }
 
 /// What one HTTP client may hold: a connection slot, for a bounded time.
@@ -236,6 +238,13 @@ impl Settings {
                 }
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+            pool_keep: match file.pool_keep {
+                Some(d) if d.is_zero() => anyhow::bail!(
+                    "pool_keep must be more than 0 (how long finished pool jobs are kept; the default is 7d)"
+                ),
+                Some(d) => d,
+                None => Duration::from_secs(7 * 86_400),
             },
         })
     }

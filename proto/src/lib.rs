@@ -554,6 +554,12 @@ pub enum Op {
         /// Job id.
         job: u64,
     },
+    /// Remove a finished (or cancelled) job and its items; a running job is refused
+    /// (`failed`). Result: [`PoolJob`], the job as it was.
+    PoolRemove {
+        /// Job id.
+        job: u64,
+    },
 
     /// Take a lock, waiting first come first served (up to `timeout_ms`; forever if
     /// absent) or, with `block: false`, failing at once with `locked`. The lock belongs
@@ -817,7 +823,8 @@ impl Op {
             Op::PoolSubmit { .. }
             | Op::PoolAppend { .. }
             | Op::PoolClose { .. }
-            | Op::PoolCancel { .. } => spec(Pool, Control),
+            | Op::PoolCancel { .. }
+            | Op::PoolRemove { .. } => spec(Pool, Control),
 
             Op::QueueLen { .. } | Op::QueueList {} => spec(Queue, Read),
             Op::QueueDeclare { queue, .. }

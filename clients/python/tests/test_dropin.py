@@ -5,6 +5,7 @@ and, with its import changed back, under multiprocessing itself; their outputs m
 match (as sets of lines where multiprocessing's own order is not fixed).
 """
 
+import json
 import os
 import pickle
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import corral
-from conftest import child_env, wait_for
+from conftest import REPO, child_env, wait_for
 from corral import Array, Pool, Process, Queue, Value
 
 HERE = Path(__file__).resolve().parent
@@ -181,6 +182,57 @@ def test_anonymous_objects_outlive_a_parent_killed_with_sigkill_until_its_child_
     assert len(_existing(names)) == 7
     os.kill(child, signal.SIGKILL)
     wait_for(lambda: not _existing(names), 60, "the anonymous objects to be removed")
+
+
+def test_anonymous_queues_stay_for_a_child_whose_parent_is_killed_right_after_start(
+    corrald, tmp_path
+):
+    # Not run_file: the child keeps the parent's stdout open after the parent's death.
+    parent = subprocess.Popen(
+        [sys.executable, str(DROPIN / "anonymous_then_die.py")], cwd=str(tmp_path),
+        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    line = parent.stdout.readline()
+    assert parent.wait(timeout=RUN_TIMEOUT) == -signal.SIGKILL
+    requests, answers, child = line.split()
+    assert requests.startswith("py-anon-") and answers.startswith("py-anon-"), line
+    # The parent is gone; the child still uses both queues.
+    Queue(requests).put("ping")
+    assert Queue(answers).get(timeout=RUN_TIMEOUT) == "ping back"
+    Queue(requests).put("bye")
+    wait_for(lambda: not os.path.exists("/proc/%s" % child), 60, "the child to exit")
+    wait_for(lambda: not _existing([requests, answers]), 60, "the queues to be removed")
+    parent.stdout.close()
+
+
+def test_status_lists_a_child_under_the_program_that_made_it(corrald, tmp_path):
+    program = DROPIN / "child_then_wait.py"
+    parent = subprocess.Popen(
+        [sys.executable, str(program)], env=child_env(), cwd=str(tmp_path),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        unit, pid = parent.stdout.readline().split()
+        status = corral.call("status", unit=unit)["units"][0]
+        assert status["parent"]["pid"] == parent.pid, status
+        assert program.name in status["parent"]["label"], status
+        assert status["instances"][0]["pid"] == int(pid)
+        ctl = REPO / "target" / "debug" / "corralctl"
+        table = subprocess.run(
+            [str(ctl), "--socket", str(corrald.socket), "status"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.splitlines()
+        at = next(n for n, line in enumerate(table) if line.split()[0] == unit)
+        # The row above the child's names its parent program, by label and pid.
+        above = table[at - 1]
+        assert program.name in above and str(parent.pid) in above, table
+        assert table[at].startswith("  ") and not above.startswith(" "), table
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "0"
+    finally:
+        parent.kill()
+        parent.wait(timeout=60)
 
 
 def test_float_values_add_exactly_under_their_lock(corrald, tmp_path):
@@ -370,24 +422,96 @@ def _show_env_and_cwd():
     print(os.environ.get("DROPIN_MARK"), os.getcwd(), flush=True)
 
 
-def test_a_pool_job_is_listed_and_cancelled_when_its_parent_is_killed(corrald):
+def _ctl(corrald, *args):
+    """``corralctl --json ARGS`` against the test corrald, parsed."""
+    out = subprocess.run(
+        [str(REPO / "target" / "debug" / "corralctl"), "--socket", str(corrald.socket), "--json",
+         *args],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_a_pool_job_is_cancelled_when_its_parent_exits_without_close_or_is_killed(
+    corrald, tmp_path, how
+):
+    pidfile = tmp_path / "worker.pid"
     parent = subprocess.Popen(
-        [sys.executable, str(DROPIN / "pool_then_hang.py")],
-        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        [sys.executable, str(DROPIN / "pool_then_exit.py"),
+         "exit" if how == "exit" else "hang", str(pidfile)],
+        env=child_env(), stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
     )
     try:
         job = int(parent.stdout.readline())
-        listed = {j["job"]: j for j in corral.call("pool_list")["jobs"]}
-        assert listed[job]["state"] == "running"
+        worker = int(pidfile.read_text())
+        listed = {j["job"]: j for j in _ctl(corrald, "pool", "list")["jobs"]}
+        assert listed[job]["state"] == "running", listed.get(job)
+        if how == "kill":
+            parent.kill()
+        else:
+            parent.stdin.write("exit now\n")
+            parent.stdin.flush()
+        assert parent.wait(timeout=RUN_TIMEOUT) == (0 if how == "exit" else -signal.SIGKILL)
     finally:
         parent.kill()
         parent.wait(timeout=60)
+        parent.stdout.close()
+        parent.stdin.close()
 
     def state():
-        s = corral.call("pool_status", job=job)["state"]
+        listed = {j["job"]: j["state"] for j in _ctl(corrald, "pool", "list")["jobs"]}
+        s = listed.get(job, "gone")
         return s if s != "running" else None
 
-    assert wait_for(state, 60, "the job to be cancelled") == "cancelled"
+    assert wait_for(state, 60, "the job to be cancelled") in ("cancelled", "gone")
+    wait_for(lambda: not os.path.exists("/proc/%d" % worker), 60, "its worker to be stopped")
+
+
+def _square(x):
+    return x * x
+
+
+def _mp_chunks(n, processes, chunksize):
+    """How many tasks multiprocessing makes of ``n`` items: ``Pool._map_async``'s
+    default chunk size (``divmod(n, 4 * processes)``, rounded up), split by its own
+    ``Pool._get_tasks``."""
+    import multiprocessing.pool
+
+    if chunksize is None:
+        chunksize, extra = divmod(n, processes * 4)
+        if extra:
+            chunksize += 1
+    return len(list(multiprocessing.pool.Pool._get_tasks(None, range(n), chunksize)))
+
+
+def test_pool_chunks_are_the_ones_multiprocessing_makes(corrald):
+    # (method, items, chunksize given; None: the method's default)
+    cases = [
+        ("map", 100, None), ("map", 5, None), ("map", 100, 7), ("map", 1000, None),
+        ("imap", 10, None), ("imap", 10, 4), ("imap_unordered", 25, 6),
+        ("starmap", 30, None), ("map_async", 50, None),
+    ]
+    with Pool(3) as pool:
+        assert pool.map(_square, [0]) == [0]
+        job = pool.jobs[0]
+        total = _ctl(corrald, "pool", "status", str(job))["total"]
+        for method, n, chunksize in cases:
+            kwargs = {} if chunksize is None else {"chunksize": chunksize}
+            if method == "starmap":
+                got = pool.starmap(pow, [(i, 2) for i in range(n)], **kwargs)
+            elif method == "map_async":
+                got = pool.map_async(_square, range(n), **kwargs).get(RUN_TIMEOUT)
+            else:
+                got = getattr(pool, method)(_square, range(n), **kwargs)
+            got = sorted(got) if method == "imap_unordered" else list(got)
+            assert got == [i * i for i in range(n)], method
+            # imap's default is 1 item a task; map's is multiprocessing's rule.
+            default = 1 if method.startswith("imap") else None
+            expected = _mp_chunks(n, 3, chunksize if chunksize is not None else default)
+            now = _ctl(corrald, "pool", "status", str(job))["total"]
+            assert now - total == expected, (method, n, chunksize)
+            total = now
 
 
 def _take_and_count(sem, ev, v):

@@ -1,4 +1,4 @@
-//! `pool map|list|status|results|wait|cancel`: parallel maps run by corrald.
+//! `pool map|list|status|results|wait|cancel|rm`: parallel maps run by corrald.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -315,23 +315,39 @@ pub fn status(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error
     } else {
         print!("{}", job_table(std::slice::from_ref(&info)));
         if !info.nodes.is_empty() {
+            let seconds = run_seconds(&info);
             let rows: Vec<Vec<String>> = info
                 .nodes
                 .iter()
                 .map(|n| {
+                    let done = (n.succeeded + n.failed) as f64;
                     vec![
                         n.node.clone(),
                         n.running.to_string(),
                         n.succeeded.to_string(),
                         n.failed.to_string(),
+                        format!("{:.1}", done / seconds),
                     ]
                 })
                 .collect();
             println!();
-            print!("{}", table(&["NODE", "RUNNING", "OK", "FAILED"], &rows));
+            print!(
+                "{}",
+                table(&["NODE", "RUNNING", "OK", "FAILED", "ITEMS/S"], &rows)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a job has run, in seconds: from its submission to its end, or to now (a
+/// node's rate is the items it finished over this time).
+fn run_seconds(info: &PoolJob) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let end = info.finished_ms.unwrap_or(now);
+    (end - info.created_ms).max(1) as f64 / 1000.0
 }
 
 pub fn results(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
@@ -375,6 +391,19 @@ pub fn wait(
     } else {
         ExitCode::from(1)
     })
+}
+
+pub fn remove(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {
+    let info: PoolJob = client.call(Op::PoolRemove { job })?;
+    if out.json {
+        out.print_json(&info);
+    } else {
+        println!(
+            "pool job {} removed ({}: {} ok, {} failed of {})",
+            info.job, info.state, info.succeeded, info.failed, info.total
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn cancel(client: &Client, out: &Output, job: u64) -> Result<ExitCode, Error> {

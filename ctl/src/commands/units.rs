@@ -177,17 +177,21 @@ fn by_parent(units: &[UnitStatus]) -> Vec<(usize, Entry<'_>)> {
     out
 }
 
-/// A parent program as `status` names it: its label, shortened, or its pid.
+/// A parent program as `status` names it: its label, or its pid. A long label keeps its
+/// start and its end (the program and its script's name): `python3 /home/…/job.py`.
 fn program_label(parent: &RunParent) -> String {
-    const LONGEST: usize = 40;
+    const HEAD: usize = 16;
+    const TAIL: usize = 24;
     if parent.label.is_empty() {
         return parent.pid.map_or("?".into(), |p| format!("pid {p}"));
     }
-    if parent.label.chars().count() <= LONGEST {
+    let chars: Vec<char> = parent.label.chars().collect();
+    if chars.len() <= HEAD + 1 + TAIL {
         return parent.label.clone();
     }
-    let mut short: String = parent.label.chars().take(LONGEST - 1).collect();
+    let mut short: String = chars[..HEAD].iter().collect();
     short.push('…');
+    short.extend(&chars[chars.len() - TAIL..]);
     short
 }
 
@@ -465,6 +469,14 @@ mod tests {
         assert_eq!(indents, [0, 2, 4, 2, 0, 2, 0], "{text}");
         assert!(text.contains("python3 demo.py"), "{text}");
         assert!(text.contains("pid 700"), "{text}");
+        let long = RunParent {
+            pid: Some(1),
+            label: "python3 /home/someone/projects/with/a/long/path/job.py --flag".into(),
+        };
+        assert_eq!(
+            program_label(&long),
+            "python3 /home/so…/long/path/job.py --flag"
+        );
     }
 
     #[test]

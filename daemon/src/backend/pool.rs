@@ -106,9 +106,12 @@ impl Statements {
 }
 
 /// Serializes the claims of all nodes (a transaction-scoped advisory lock, so a claim
-/// counts the running items of every claim committed before it); `lock_timeout` bounds
-/// the wait for a node that holds it and went silent.
+/// counts the running items of every claim committed before it). The whole transaction
+/// is sent at once, but a node frozen between two of its messages would hold the lock:
+/// `idle_in_transaction_session_timeout` ends such a session (and its transaction), and
+/// `lock_timeout` bounds the others' wait meanwhile.
 const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '5s';
+     SET LOCAL idle_in_transaction_session_timeout = '5s';
      SELECT pg_advisory_xact_lock(7165064483209144428)";
 
 /// Claims up to `$2` pending items for node `$1` if its lease is current (a node whose
@@ -139,7 +142,7 @@ const CLAIM: &str = "WITH lease AS (
      FROM c JOIN corral_pool_jobs j ON j.id = c.job
      ORDER BY c.job, c.idx";
 
-/// Claims up to `free` pending items for `node` (see [`CLAIM`]) in one transaction of
+/// Claims up to `free` pending items for `node` (the `CLAIM` statement) in one transaction of
 /// one statement under the claim lock, its four messages sent at once: one round trip.
 pub async fn claim(
     client: &Client,
@@ -479,6 +482,60 @@ pub async fn cancel(client: &Client, job: u64) -> Result<bool, Error> {
             .await?;
     }
     Ok(n > 0)
+}
+
+/// What `pool rm` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The job and its items are gone.
+    Removed,
+    /// The job still runs, or items of it still run on some node (`running` of them).
+    Running(usize),
+    /// No such job.
+    Unknown,
+}
+
+/// Removes a job that is no longer running and has no running item, with its items
+/// (`ON DELETE CASCADE`), in one statement.
+pub async fn remove(client: &Client, job: u64) -> Result<Removal, Error> {
+    // The two last columns are read in the snapshot before the delete.
+    let row = client
+        .query_one(
+            "WITH d AS (
+                 DELETE FROM corral_pool_jobs j
+                 WHERE j.id = $1 AND j.state <> 'running'
+                   AND NOT EXISTS (SELECT 1 FROM corral_pool_items i
+                                   WHERE i.job = j.id AND i.state = 'running')
+                 RETURNING j.id)
+             SELECT (SELECT count(*) FROM d),
+                    (SELECT state FROM corral_pool_jobs WHERE id = $1),
+                    (SELECT count(*) FROM corral_pool_items WHERE job = $1 AND state = 'running')",
+            &[&(job as i64)],
+        )
+        .await?;
+    let (removed, state, running): (i64, Option<String>, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    Ok(match (removed, state) {
+        (1.., _) => Removal::Removed,
+        (_, None) => Removal::Unknown,
+        (_, Some(_)) => Removal::Running(running as usize),
+    })
+}
+
+/// Removes the jobs that ended more than `keep` ago and have no running item, with their
+/// items; returns how many. Any node may do it (twice is harmless).
+pub async fn expire(client: &Client, keep: std::time::Duration) -> Result<u64, Error> {
+    let keep_s = keep.as_secs_f64();
+    client
+        .execute(
+            "DELETE FROM corral_pool_jobs j
+             WHERE j.state <> 'running'
+               AND j.finished_at < now() - $1::float8 * interval '1 second'
+               AND NOT EXISTS (SELECT 1 FROM corral_pool_items i
+                               WHERE i.job = j.id AND i.state = 'running')",
+            &[&keep_s],
+        )
+        .await
 }
 
 /// Of `jobs`, those no longer running (cancelled): their items here are stopped.

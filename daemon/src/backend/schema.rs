@@ -212,15 +212,31 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_notify('corral', 'q:' || q);
          RETURN (SELECT count(*) FROM corral_queue_items WHERE queue = q AND lease IS NULL);
      END $$;
-     -- Takes up to n waiting items of q, oldest first, at most once across nodes.
-     CREATE FUNCTION corral_queue_take(q text, n integer)
+     -- The ids of up to n waiting items of q, oldest first, skipping those another
+     -- statement holds, and only as many as fit in max_bytes (at least one); they stay
+     -- locked for the caller.
+     CREATE FUNCTION corral_queue_pick(q text, n integer, max_bytes bigint)
+         RETURNS SETOF bigint
+     LANGUAGE sql AS $$
+         WITH c AS (
+             SELECT i.id, octet_length(i.value) AS len FROM corral_queue_items i
+             WHERE i.queue = q AND i.lease IS NULL
+             ORDER BY i.id FOR UPDATE SKIP LOCKED LIMIT n)
+         SELECT x.id FROM (
+             SELECT c.id, sum(c.len) OVER (ORDER BY c.id) AS run,
+                    row_number() OVER (ORDER BY c.id) AS nth
+             FROM c) x
+         WHERE x.nth = 1 OR x.run <= max_bytes
+     $$;
+     -- Takes up to n waiting items of q (at most max_bytes of them, at least one), oldest
+     -- first, at most once across nodes.
+     CREATE FUNCTION corral_queue_take(q text, n integer, max_bytes bigint)
          RETURNS TABLE (item bigint, val text)
      LANGUAGE plpgsql AS $$
      BEGIN
          RETURN QUERY
-             DELETE FROM corral_queue_items WHERE id IN (
-                 SELECT id FROM corral_queue_items WHERE queue = q AND lease IS NULL
-                 ORDER BY id FOR UPDATE SKIP LOCKED LIMIT n)
+             DELETE FROM corral_queue_items
+             WHERE id IN (SELECT corral_queue_pick(q, n, max_bytes))
              RETURNING id, value;
          IF FOUND AND EXISTS (SELECT 1 FROM corral_queues
                               WHERE name = q AND maxsize IS NOT NULL) THEN
@@ -256,10 +272,10 @@ const MIGRATIONS: &[&str] = &[
          END LOOP;
          RETURN n;
      END $$;
-     -- Leases up to n waiting items of q for vis_ms to (node, conn), oldest first, after
+     -- Leases up to n waiting items of q (at most max_bytes) for vis_ms to (node, conn), oldest first, after
      -- returning q's expired leases and moving waiting poison to the dead-letter queue.
      CREATE FUNCTION corral_queue_lease(q text, n integer, node text, conn bigint,
-                                        vis_ms bigint)
+                                        vis_ms bigint, max_bytes bigint)
          RETURNS TABLE (item bigint, val text, lease_id bigint, delivered integer)
      LANGUAGE plpgsql AS $$
      DECLARE
@@ -287,9 +303,7 @@ const MIGRATIONS: &[&str] = &[
              SET lease = nextval('corral_leases'), lease_node = node, lease_conn = conn,
                  lease_until = now() + vis_ms * interval '1 millisecond',
                  deliveries = i.deliveries + 1
-             WHERE i.id IN (
-                 SELECT w.id FROM corral_queue_items w WHERE w.queue = q AND w.lease IS NULL
-                 ORDER BY w.id FOR UPDATE SKIP LOCKED LIMIT n)
+             WHERE i.id IN (SELECT corral_queue_pick(q, n, max_bytes))
              RETURNING i.id, i.value, i.lease, i.deliveries;
      END $$;
      -- Acks (removes) or nacks (returns) every lease of q in `leases`, or none: returns
@@ -320,6 +334,230 @@ const MIGRATIONS: &[&str] = &[
              END IF;
          END IF;
          RETURN missing;
+     END $$;",
+    // 6: semaphores (free permits, bound) with their line of waiters across the nodes
+    // (FIFO by id; a release hands its permit to the first waiter, `granted`, instead of
+    // the free count, as on SQLite) and events. The functions keep each acquire, release
+    // and leaving of the line one statement under the semaphore's row lock, and notify
+    // `s:NAME` when a waiter may go.
+    "CREATE TABLE corral_semaphores (
+         name text PRIMARY KEY,
+         value bigint NOT NULL CHECK (value >= 0),
+         bound bigint
+     );
+     CREATE TABLE corral_semaphore_waiters (
+         id bigserial PRIMARY KEY,
+         name text NOT NULL,
+         node text NOT NULL,
+         conn bigint NOT NULL,
+         granted boolean NOT NULL DEFAULT false,
+         since timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE INDEX corral_semaphore_waiters_name ON corral_semaphore_waiters (name, id);
+     CREATE INDEX corral_semaphore_waiters_node ON corral_semaphore_waiters (node);
+     CREATE TABLE corral_events (
+         name text PRIMARY KEY,
+         is_set boolean NOT NULL
+     );
+     -- Takes a permit of n: a newcomer (place NULL) only with none in line; a waiter at
+     -- `place` once granted one, or when first in line with a permit free. status is
+     -- 'ok' (val: free permits after), 'none' (no permit yet) or 'missing'.
+     CREATE FUNCTION corral_semaphore_acquire(n text, place bigint,
+                                              OUT status text, OUT val bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         SELECT s.value INTO val FROM corral_semaphores s WHERE s.name = n FOR UPDATE;
+         IF NOT FOUND THEN
+             status := 'missing';
+             RETURN;
+         END IF;
+         status := 'ok';
+         IF place IS NOT NULL THEN
+             DELETE FROM corral_semaphore_waiters w WHERE w.id = place AND w.granted;
+             IF FOUND THEN
+                 RETURN;
+             END IF;
+         END IF;
+         IF val > 0 AND NOT EXISTS (
+             SELECT 1 FROM corral_semaphore_waiters w
+             WHERE w.name = n AND (place IS NULL OR w.id < place)) THEN
+             UPDATE corral_semaphores s SET value = s.value - 1 WHERE s.name = n
+             RETURNING s.value INTO val;
+             DELETE FROM corral_semaphore_waiters w WHERE w.id = place;
+             RETURN;
+         END IF;
+         status := 'none';
+     END $$;
+     -- Gives one permit to the first waiter in line not yet granted one, else to the free
+     -- count. status is 'ok' (val: free permits after), 'missing', 'bound' (val: the free
+     -- permits, at the bound) or 'full' (no more fits).
+     CREATE FUNCTION corral_semaphore_release(n text, OUT status text, OUT val bigint)
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         b bigint;
+         w bigint;
+     BEGIN
+         SELECT s.value, s.bound INTO val, b FROM corral_semaphores s WHERE s.name = n
+         FOR UPDATE;
+         IF NOT FOUND THEN
+             status := 'missing';
+             RETURN;
+         END IF;
+         UPDATE corral_semaphore_waiters SET granted = true
+         WHERE id = (SELECT x.id FROM corral_semaphore_waiters x
+                     WHERE x.name = n AND NOT x.granted ORDER BY x.id LIMIT 1)
+         RETURNING id INTO w;
+         IF w IS NOT NULL THEN
+             PERFORM pg_notify('corral', 's:' || n);
+             status := 'ok';
+             RETURN;
+         END IF;
+         IF b IS NOT NULL AND val >= b THEN
+             status := 'bound';
+             RETURN;
+         END IF;
+         IF val = 9223372036854775807 THEN
+             status := 'full';
+             RETURN;
+         END IF;
+         UPDATE corral_semaphores s SET value = s.value + 1 WHERE s.name = n
+         RETURNING s.value INTO val;
+         PERFORM pg_notify('corral', 's:' || n);
+         status := 'ok';
+     END $$;
+     -- Takes the given places out of their lines; a permit granted to one and not taken
+     -- goes to the next waiter (or the free count). Returns how many places were left.
+     CREATE FUNCTION corral_semaphore_leave(places bigint[]) RETURNS integer
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         r record;
+         n integer := 0;
+         g boolean;
+     BEGIN
+         -- The semaphore's row is locked first, as by acquire and release.
+         FOR r IN SELECT w.id, w.name FROM corral_semaphore_waiters w
+                  WHERE w.id = ANY(places) ORDER BY w.id
+         LOOP
+             PERFORM 1 FROM corral_semaphores s WHERE s.name = r.name FOR UPDATE;
+             DELETE FROM corral_semaphore_waiters w WHERE w.id = r.id
+             RETURNING w.granted INTO g;
+             IF FOUND THEN
+                 n := n + 1;
+                 IF g THEN
+                     PERFORM corral_semaphore_release(r.name);
+                 END IF;
+                 PERFORM pg_notify('corral', 's:' || r.name);
+             END IF;
+         END LOOP;
+         RETURN n;
+     END $$;
+     -- Deletes semaphore n and its line; its waiters are told (they find it missing).
+     CREATE FUNCTION corral_semaphore_delete(n text) RETURNS integer
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         removed integer;
+     BEGIN
+         DELETE FROM corral_semaphores s WHERE s.name = n;
+         GET DIAGNOSTICS removed = ROW_COUNT;
+         DELETE FROM corral_semaphore_waiters w WHERE w.name = n;
+         PERFORM pg_notify('corral', 's:' || n);
+         RETURN removed;
+     END $$;",
+    // 7: anonymous sessions. A session's row is locked by every hold, add and release,
+    // so the last holder to go (on whatever node) is the one that sees none left and
+    // deletes the session's objects, as their delete operations do.
+    "CREATE TABLE corral_anon_sessions (
+         session text PRIMARY KEY
+     );
+     CREATE TABLE corral_anon_holders (
+         session text NOT NULL REFERENCES corral_anon_sessions (session) ON DELETE CASCADE,
+         node text NOT NULL,
+         conn bigint NOT NULL,
+         pid integer,
+         start_time bigint,
+         PRIMARY KEY (session, node, conn)
+     );
+     CREATE INDEX corral_anon_holders_conn ON corral_anon_holders (node, conn);
+     CREATE TABLE corral_anon_objects (
+         session text NOT NULL REFERENCES corral_anon_sessions (session) ON DELETE CASCADE,
+         kind text NOT NULL,
+         name text NOT NULL,
+         PRIMARY KEY (session, kind, name)
+     );
+     -- Holds session s for (nd, c), a process (p, st) or a connection (p NULL).
+     CREATE FUNCTION corral_anon_hold(s text, nd text, c bigint, p integer, st bigint,
+                                      OUT holders bigint, OUT objects bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         INSERT INTO corral_anon_sessions (session) VALUES (s) ON CONFLICT DO NOTHING;
+         PERFORM 1 FROM corral_anon_sessions x WHERE x.session = s FOR UPDATE;
+         INSERT INTO corral_anon_holders (session, node, conn, pid, start_time)
+         VALUES (s, nd, c, p, st) ON CONFLICT DO NOTHING;
+         holders := (SELECT count(*) FROM corral_anon_holders h WHERE h.session = s);
+         objects := (SELECT count(*) FROM corral_anon_objects o WHERE o.session = s);
+     END $$;
+     -- Ties object (k, n) to session s; holders is 0 (and nothing changed) when nobody
+     -- holds it.
+     CREATE FUNCTION corral_anon_add(s text, k text, n text,
+                                     OUT holders bigint, OUT objects bigint)
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         PERFORM 1 FROM corral_anon_sessions x WHERE x.session = s FOR UPDATE;
+         holders := (SELECT count(*) FROM corral_anon_holders h WHERE h.session = s);
+         IF holders > 0 THEN
+             INSERT INTO corral_anon_objects (session, kind, name) VALUES (s, k, n)
+             ON CONFLICT DO NOTHING;
+         END IF;
+         objects := (SELECT count(*) FROM corral_anon_objects o WHERE o.session = s);
+     END $$;
+     -- Deletes one object as its delete operation does (waiters are told).
+     CREATE FUNCTION corral_anon_delete_object(k text, n text) RETURNS void
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         CASE k
+             WHEN 'queue' THEN
+                 DELETE FROM corral_queue_items WHERE queue = n;
+                 DELETE FROM corral_queues WHERE name = n;
+                 PERFORM pg_notify('corral', 'd:' || n);
+             WHEN 'counter' THEN
+                 DELETE FROM corral_counters WHERE name = n;
+             WHEN 'array' THEN
+                 DELETE FROM corral_arrays WHERE name = n;
+             WHEN 'semaphore' THEN
+                 PERFORM corral_semaphore_delete(n);
+             WHEN 'event' THEN
+                 DELETE FROM corral_events WHERE name = n;
+                 PERFORM pg_notify('corral', 'd:e:' || n);
+             ELSE
+                 NULL;
+         END CASE;
+     END $$;
+     -- Ends the holds of connection c of node nd (every hold of nd when c is NULL);
+     -- each session left without a holder ends with its objects. Returns how many ended.
+     CREATE FUNCTION corral_anon_release(nd text, c bigint) RETURNS integer
+     LANGUAGE plpgsql AS $$
+     DECLARE
+         s text;
+         o record;
+         ended integer := 0;
+     BEGIN
+         FOR s IN SELECT DISTINCT h.session FROM corral_anon_holders h
+                  WHERE h.node = nd AND (c IS NULL OR h.conn = c) ORDER BY 1
+         LOOP
+             PERFORM 1 FROM corral_anon_sessions x WHERE x.session = s FOR UPDATE;
+             DELETE FROM corral_anon_holders h
+             WHERE h.session = s AND h.node = nd AND (c IS NULL OR h.conn = c);
+             IF NOT EXISTS (SELECT 1 FROM corral_anon_holders h WHERE h.session = s) THEN
+                 FOR o IN SELECT a.kind, a.name FROM corral_anon_objects a
+                          WHERE a.session = s ORDER BY a.kind, a.name
+                 LOOP
+                     PERFORM corral_anon_delete_object(o.kind, o.name);
+                 END LOOP;
+                 DELETE FROM corral_anon_sessions x WHERE x.session = s;
+                 ended := ended + 1;
+             END IF;
+         END LOOP;
+         RETURN ended;
      END $$;",
 ];
 

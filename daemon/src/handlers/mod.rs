@@ -263,6 +263,7 @@ pub async fn dispatch(
         Op::PoolResults { job } => pool::results(ctx, job).await,
         Op::PoolList {} => pool::list(ctx).await,
         Op::PoolCancel { job } => pool::cancel(ctx, job).await,
+        Op::PoolRemove { job } => pool::remove(ctx, job).await,
         Op::Hello { version, client } => system::hello(version, client),
         Op::Nodes {} => ctx.store.nodes().await,
         Op::Shutdown { plan: true, .. } => system::plan(ctx).await,

@@ -1,4 +1,5 @@
-//! Pool jobs: submit, wait (streaming results in input order), status, results, list, cancel.
+//! Pool jobs: submit, wait (streaming results in input order), status, results, list, cancel,
+//! remove.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -290,6 +291,17 @@ pub async fn cancel(ctx: &Context, job: u64) -> Outcome {
         return ok(cluster.cancel(job).await?);
     }
     let job = ctx.pool.ask(|r| PoolRequest::Cancel(job, r)).await?;
+    ctx.store.sync().await?;
+    ok(job)
+}
+
+/// `pool_remove`: a finished job and its items are removed (from the database too);
+/// a running one is refused.
+pub async fn remove(ctx: &Context, job: u64) -> Outcome {
+    if let Some(cluster) = &ctx.cluster {
+        return ok(cluster.remove(job).await?);
+    }
+    let job = ctx.pool.ask(|r| PoolRequest::Remove(job, r)).await?;
     ctx.store.sync().await?;
     ok(job)
 }

@@ -13,6 +13,7 @@
 //! corrald, unfinished jobs resume with their unfinished items. Processes are spawned and
 //! reaped by the supervisor's process thread ([`Owner::Pool`] routes their events here).
 
+pub mod guard;
 mod items;
 pub mod nodes;
 mod stream;
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::items::Items;
 use crate::actor::Reply;
 use crate::clock::now_ms;
-use crate::process::{Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Tokens, kill_group};
+use crate::process::{Output, Owner, Owners, ProcEvent, ProcessThread, SpawnSpec, kill_group};
 use crate::store::{Store, StoredJob};
 
 /// Most bytes of stdout (and of stderr) kept per exec item.
@@ -123,6 +124,8 @@ pub enum PoolRequest {
     List(Reply<PoolListResult>),
     /// Stop a job.
     Cancel(u64, Reply<PoolJob>),
+    /// Remove a finished job and its items (`pool rm`); answers the job as it was.
+    Remove(u64, Reply<PoolJob>),
     /// The processes of running jobs, as `status` shows them.
     Processes(Reply<Vec<UnitStatus>>),
 }
@@ -361,12 +364,9 @@ fn respawn_budget(spec: &JobSpec) -> usize {
 pub struct PoolManager {
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
-    /// Spawn tokens: exec items and stream workers waiting for their pid.
-    tokens: Tokens<Spawning>,
-    /// Exec item processes.
-    pids: HashMap<i32, (u64, usize)>,
-    /// Stream worker processes.
-    worker_pids: HashMap<i32, (u64, u64)>,
+    /// Exec items and stream workers: by spawn token while waiting for their pid, then
+    /// by pid.
+    owners: Owners<Proc>,
     next_worker: u64,
     /// Output-file slots of running exec items, and the free ones.
     slots: HashMap<(u64, usize), usize>,
@@ -383,14 +383,40 @@ pub struct PoolManager {
     log_dir: PathBuf,
     socket: PathBuf,
     shutdown: Option<(Instant, Vec<oneshot::Sender<()>>)>,
+    /// Finished jobs older than this are removed (`pool_keep`).
+    keep: Duration,
+    /// When they were last looked for.
+    last_expiry: Option<Instant>,
 }
 
-enum Spawning {
+/// How often finished jobs older than `keep` are looked for: half of it, between a
+/// second and a minute.
+pub fn expiry_interval(keep: Duration) -> Duration {
+    (keep / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// The refusal of `pool rm` for a job that still runs.
+pub fn still_running(id: u64, running: usize) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Failed,
+        format!(
+            "pool job {id} is still running ({running} items running): only a finished or \
+             cancelled job can be removed; cancel it first (`corralctl pool cancel {id}`) or \
+             wait for it (`corralctl pool wait {id}`)"
+        ),
+    )
+}
+
+/// What a process of the pool (or its spawn in flight) is for.
+enum Proc {
+    /// An exec job's item.
     Item { job: u64, index: usize },
+    /// A stream job's worker.
     Worker { job: u64, worker: u64 },
 }
 
-/// Where the manager keeps item output files and worker logs.
+/// Where the manager keeps item output files and worker logs, and how long it keeps
+/// finished jobs.
 pub struct PoolPaths {
     /// Item output files.
     pub dir: PathBuf,
@@ -398,6 +424,8 @@ pub struct PoolPaths {
     pub log_dir: PathBuf,
     /// The control socket (for `CORRAL_SOCKET`).
     pub socket: PathBuf,
+    /// Finished jobs older than this are removed (`pool_keep`).
+    pub keep: Duration,
 }
 
 impl PoolManager {
@@ -420,13 +448,11 @@ impl PoolManager {
         }
         let dir = paths.dir.join(std::process::id().to_string());
         std::fs::create_dir_all(&dir)?;
-        let stored = store.load_pool_jobs().await;
+        let (stored, max_id) = store.load_pool_jobs().await;
         let mut mgr = PoolManager {
             jobs: BTreeMap::new(),
-            next_job: stored.iter().map(|j| j.id).max().unwrap_or(0) + 1,
-            tokens: Tokens::default(),
-            pids: HashMap::new(),
-            worker_pids: HashMap::new(),
+            next_job: max_id + 1,
+            owners: Owners::default(),
             next_worker: 1,
             slots: HashMap::new(),
             free_slots: Vec::new(),
@@ -440,6 +466,8 @@ impl PoolManager {
             log_dir: paths.log_dir,
             socket: paths.socket,
             shutdown: None,
+            keep: paths.keep,
+            last_expiry: None,
         };
         for job in stored {
             mgr.restore(job);
@@ -548,11 +576,12 @@ impl PoolManager {
             PoolMsg::Tick => {
                 self.cancel_orphans();
                 self.check_shutdown();
+                self.expire();
             }
             PoolMsg::Kill(pid) => {
                 self.stopping.remove(&pid);
                 // Until it is reaped (and forgotten) the pid cannot belong to anyone else.
-                if self.pids.contains_key(&pid) || self.worker_pids.contains_key(&pid) {
+                if self.owners.pid(pid).is_some() {
                     kill_group(pid, Signal::SIGKILL);
                 }
             }
@@ -623,6 +652,9 @@ impl PoolManager {
             }
             PoolRequest::Cancel(id, reply) => {
                 let _ = reply.send(self.cancel(id));
+            }
+            PoolRequest::Remove(id, reply) => {
+                let _ = reply.send(self.remove(id));
             }
             PoolRequest::Processes(reply) => {
                 let _ = reply.send(Ok(self.processes()));
@@ -757,6 +789,55 @@ impl PoolManager {
         Ok(self.jobs[&id].info())
     }
 
+    /// Removes a finished or cancelled job whose processes have all ended, with its
+    /// items.
+    fn remove(&mut self, id: u64) -> Result<PoolJob, ErrorBody> {
+        let job = self.jobs.get(&id).ok_or_else(|| unknown_job(id))?;
+        if job.state == JobState::Running || job.running() > 0 || !job.workers.is_empty() {
+            return Err(still_running(id, job.running()));
+        }
+        let info = job.info();
+        self.jobs.remove(&id);
+        self.store.pool_jobs_removed(vec![id]);
+        Ok(info)
+    }
+
+    /// Removes the finished jobs older than `keep`, every [`expiry_interval`] (those in
+    /// memory, and those of the database no longer loaded).
+    fn expire(&mut self) {
+        if self
+            .last_expiry
+            .is_some_and(|t| t.elapsed() < expiry_interval(self.keep))
+        {
+            return;
+        }
+        self.last_expiry = Some(Instant::now());
+        let before_ms = now_ms() - self.keep.as_millis().min(i64::MAX as u128) as i64;
+        let mut spare = Vec::new();
+        let mut expired = Vec::new();
+        for job in self.jobs.values() {
+            if job.state == JobState::Running || job.finished_ms.is_none_or(|t| t >= before_ms) {
+                continue;
+            }
+            if job.running() > 0 || !job.workers.is_empty() {
+                spare.push(job.id);
+            } else {
+                expired.push(job.id);
+            }
+        }
+        for id in &expired {
+            self.jobs.remove(id);
+        }
+        if !expired.is_empty() {
+            tracing::info!(
+                jobs = expired.len(),
+                "pool: removed finished jobs older than pool_keep"
+            );
+            crate::version::state_changed();
+        }
+        self.store.pool_jobs_expired(before_ms, spare);
+    }
+
     /// Cancels the running jobs whose owner process is gone (see [`JobSpec::owner`]).
     fn cancel_orphans(&mut self) {
         let orphans: Vec<u64> = self
@@ -829,7 +910,7 @@ impl PoolManager {
                 index,
             );
             let timeout = job.spec.timeout_ms;
-            let token = self.token(Spawning::Item { job: id, index });
+            let token = self.token(Proc::Item { job: id, index });
             self.procs.spawn(token, spec);
             if let Some(ms) = timeout {
                 self.after(
@@ -884,14 +965,14 @@ pub(crate) fn spawn_spec(
 }
 
 impl PoolManager {
-    fn token(&mut self, what: Spawning) -> u64 {
-        self.tokens.issue(what)
+    fn token(&mut self, what: Proc) -> u64 {
+        self.owners.issue(what)
     }
 
     fn on_spawned(&mut self, token: u64, result: Result<crate::process::Spawned, String>) {
-        match self.tokens.take(token) {
-            Some(Spawning::Item { job, index }) => self.item_spawned(job, index, result),
-            Some(Spawning::Worker { job, worker }) => self.worker_spawned(job, worker, result),
+        match self.owners.spawned(token) {
+            Some(Proc::Item { job, index }) => self.item_spawned(job, index, result),
+            Some(Proc::Worker { job, worker }) => self.worker_spawned(job, worker, result),
             None => {
                 if let Ok(s) = result {
                     kill_group(s.pid, Signal::SIGKILL);
@@ -916,7 +997,8 @@ impl PoolManager {
             Ok(spawned) => {
                 if let ItemState::Running { pid, .. } = &mut item.state {
                     *pid = Some(spawned.pid);
-                    self.pids.insert(spawned.pid, (id, index));
+                    self.owners
+                        .running(spawned.pid, Proc::Item { job: id, index });
                 } else {
                     kill_group(spawned.pid, Signal::SIGKILL); // cancelled meanwhile
                 }
@@ -930,24 +1012,25 @@ impl PoolManager {
     }
 
     fn on_exited(&mut self, pid: i32, status: ExitStatus) {
-        if let Some((job, worker)) = self.worker_pids.remove(&pid) {
-            // Its answers may still sit in the pipe: the worker's task reports it gone
-            // (WorkerGone) at end of stream, after forwarding them. Killing the group makes
-            // sure that end comes.
-            kill_group(pid, Signal::SIGKILL);
-            if let Some(w) = self
-                .jobs
-                .get_mut(&job)
-                .and_then(|j| j.workers.get_mut(&worker))
-            {
-                w.pid = None;
-                w.exit = Some(status);
+        let (id, index) = match self.owners.exited(pid) {
+            Some(Proc::Item { job, index }) => (job, index),
+            Some(Proc::Worker { job, worker }) => {
+                // Its answers may still sit in the pipe: the worker's task reports it gone
+                // (WorkerGone) at end of stream, after forwarding them. Killing the group
+                // makes sure that end comes.
+                kill_group(pid, Signal::SIGKILL);
+                if let Some(w) = self
+                    .jobs
+                    .get_mut(&job)
+                    .and_then(|j| j.workers.get_mut(&worker))
+                {
+                    w.pid = None;
+                    w.exit = Some(status);
+                }
+                self.check_shutdown();
+                return;
             }
-            self.check_shutdown();
-            return;
-        }
-        let Some((id, index)) = self.pids.remove(&pid) else {
-            return;
+            None => return,
         };
         kill_group(pid, Signal::SIGKILL); // what is left of the item's group
         let (stdout, stderr, truncated) = self.take_output(id, index);
@@ -1298,7 +1381,7 @@ impl PoolManager {
             .jobs
             .values()
             .any(|j| j.running() > 0 || j.workers.values().any(|w| w.pid.is_some()))
-            || !self.tokens.is_empty();
+            || self.owners.spawning();
         if !busy {
             if let Some((_, waiting)) = &mut self.shutdown {
                 for done in waiting.drain(..) {

@@ -26,11 +26,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 use tokio_util::sync::CancellationToken;
 
+use super::guard::Guard;
 use super::{JobSpec, Wait, read_capped, spawn_spec, substitute};
-use crate::backend::pool::{self as sql, Claimed, NewJob, Recorded};
+use crate::backend::pool::{self as sql, Claimed, NewJob, Recorded, Removal};
 use crate::backend::{BackendSettings, redact};
 use crate::clock::now_ms;
-use crate::process::{Output, Owner, ProcEvent, ProcessThread, kill_group};
+use crate::process::{Output, Owner, ProcEvent, ProcessThread, Spawned, kill_group};
 
 /// How often the claimer and waiters look again without a `NOTIFY`.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -46,9 +47,9 @@ pub struct Router {
     inner: Mutex<RouterState>,
 }
 
-/// Where a process's spawn outcome (its pid) and its exit go.
+/// Where a process's spawn outcome and its exit go.
 type Expected = (
-    oneshot::Sender<Result<i32, String>>,
+    oneshot::Sender<Result<Spawned, String>>,
     oneshot::Sender<ExitStatus>,
 );
 
@@ -69,7 +70,7 @@ impl Router {
                     if let Ok(s) = &result {
                         state.running.insert(s.pid, exited);
                     }
-                    let _ = spawned.send(result.map(|s| s.pid));
+                    let _ = spawned.send(result);
                 }
                 None => {
                     if let Ok(s) = result {
@@ -86,11 +87,11 @@ impl Router {
     }
 
     /// A fresh token and the channels its spawn and exit arrive on.
-    fn expect(
+    pub(super) fn expect(
         &self,
     ) -> (
         u64,
-        oneshot::Receiver<Result<i32, String>>,
+        oneshot::Receiver<Result<Spawned, String>>,
         oneshot::Receiver<ExitStatus>,
     ) {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,6 +116,8 @@ pub struct Executor {
     pub socket: PathBuf,
     /// Items run at once on this node.
     pub slots: usize,
+    /// Finished jobs older than this are removed (`pool_keep`).
+    pub keep: Duration,
 }
 
 /// This node's part in pool jobs shared by the nodes of a backend. Shared by `Arc`.
@@ -179,14 +182,17 @@ impl ClusterPool {
             stop: CancellationToken::new(),
             stopped: Mutex::new(Some(stopped_rx)),
         });
+        let guard = Guard::start(&exec).await.map(Arc::new);
         let claimer_task = Claimer {
             pool: pool.clone(),
             client: claimer,
             statements,
             exec: Arc::new(exec),
+            guard,
             live: HashMap::new(),
             unrecorded: Vec::new(),
             last_rescue: None,
+            last_expiry: None,
             last_checks: None,
         };
         tokio::spawn(async move {
@@ -315,6 +321,21 @@ impl ClusterPool {
         Ok(PoolListResult { jobs })
     }
 
+    /// Removes a finished or cancelled job and its items from the database, once no node
+    /// runs any of its items; answers the job as it was.
+    pub async fn remove(&self, id: u64) -> Result<PoolJob, ErrorBody> {
+        let job = self.status(id).await?;
+        let client = self.client()?;
+        match sql::remove(&client, id)
+            .await
+            .map_err(|e| self.sql_error("pool_remove", e))?
+        {
+            Removal::Removed => Ok(job),
+            Removal::Running(n) => Err(super::still_running(id, n)),
+            Removal::Unknown => Err(unknown_job(id)),
+        }
+    }
+
     /// Cancels a job on every node.
     pub async fn cancel(&self, id: u64) -> Result<PoolJob, ErrorBody> {
         let client = self.client()?;
@@ -437,11 +458,15 @@ struct Claimer {
     /// Its statements, prepared on `client`.
     statements: sql::Statements,
     exec: Arc<Executor>,
+    /// Kills the running items' groups if corrald is killed (see `pool::guard`).
+    guard: Option<Arc<Guard>>,
     /// Running items: their kill switch.
     live: HashMap<(u64, usize), CancellationToken>,
     /// Ends not recorded yet (the database was away): recorded first when it is back.
     unrecorded: Vec<Finished>,
     last_rescue: Option<Instant>,
+    /// When jobs older than `pool_keep` were last looked for.
+    last_expiry: Option<Instant>,
     /// When cancelled jobs were last looked at.
     last_checks: Option<Instant>,
 }
@@ -499,6 +524,9 @@ impl Claimer {
                 "pool: could not put back this node's claimed items ({e}); other nodes take them over once its lease expires"
             ),
         }
+        if let Some(guard) = &self.guard {
+            guard.release();
+        }
     }
 
     /// Records what ended, puts back dead nodes' items, stops items of cancelled jobs,
@@ -529,6 +557,20 @@ impl Claimer {
                 );
             }
             sql::finish_stragglers(&self.client).await?;
+        }
+        let keep = self.exec.keep;
+        if self
+            .last_expiry
+            .is_none_or(|t| t.elapsed() >= super::expiry_interval(keep))
+        {
+            self.last_expiry = Some(Instant::now());
+            let removed = sql::expire(&self.client, keep).await?;
+            if removed > 0 {
+                tracing::info!(
+                    jobs = removed,
+                    "pool: removed finished jobs older than pool_keep"
+                );
+            }
         }
         // A round runs at each item's end: the checks that need no answer that soon run
         // once per POLL.
@@ -623,10 +665,11 @@ impl Claimer {
         let kill = CancellationToken::new();
         self.live.insert((claimed.job, claimed.index), kill.clone());
         let exec = self.exec.clone();
+        let guard = self.guard.clone();
         let node = self.pool.settings.node.clone();
         let stop = self.pool.stop.clone();
         tokio::spawn(async move {
-            let done = run_item(&exec, claimed, &node, kill, stop).await;
+            let done = run_item(&exec, guard.as_deref(), claimed, &node, kill, stop).await;
             let _ = done_tx.send(done);
         });
     }
@@ -657,6 +700,7 @@ impl Claimer {
 /// Runs one claimed item as a process and reports its end.
 async fn run_item(
     exec: &Executor,
+    guard: Option<&Guard>,
     claimed: Claimed,
     node: &str,
     kill: CancellationToken,
@@ -710,10 +754,13 @@ async fn run_item(
     let (token, spawned, exited) = exec.router.expect();
     exec.procs.spawn(token, process);
     let pid = match spawned.await {
-        Ok(Ok(pid)) => pid,
+        Ok(Ok(spawned)) => spawned.pid,
         Ok(Err(error)) => return fail(item, error),
         Err(_) => return fail(item, "corrald's process service has stopped".into()),
     };
+    if let Some(guard) = guard {
+        guard.watch(pid);
+    }
     let deadline = spec
         .timeout_ms
         .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
@@ -744,6 +791,9 @@ async fn run_item(
         }
     };
     kill_group(pid, Signal::SIGKILL); // what is left of the item's group
+    if let Some(guard) = guard {
+        guard.unwatch(pid);
+    }
     let (stdout, cut_out) = read_capped(&out);
     let (stderr, cut_err) = read_capped(&err);
     let _ = std::fs::remove_file(&out);
@@ -812,7 +862,6 @@ async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::Spawned;
 
     #[tokio::test]
     async fn the_router_hands_a_spawn_and_then_its_exit_to_the_task_that_asked() {
@@ -833,7 +882,7 @@ mod tests {
             signal: None,
         };
         router.route(ProcEvent::Exited { pid: 4242, status });
-        assert_eq!(spawned.await.unwrap(), Ok(4242));
+        assert_eq!(spawned.await.unwrap().map(|s| s.pid), Ok(4242));
         assert_eq!(exited.await.unwrap(), status);
         // A process that could not start: its error, and no exit is ever waited for.
         router.route(ProcEvent::Spawned {
@@ -841,7 +890,7 @@ mod tests {
             result: Err("command not found".into()),
         });
         assert_eq!(
-            other_spawned.await.unwrap(),
+            other_spawned.await.unwrap().map(|s| s.pid),
             Err("command not found".to_string())
         );
         let state = router.inner.lock().unwrap();

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use corral_proto::ExitStatus;
 
-use super::{PoolManager, PoolMsg, Spawning};
+use super::{PoolManager, PoolMsg, Proc};
 use crate::process::{Output, Spawned};
 
 /// Items in flight per worker.
@@ -44,7 +44,9 @@ impl Worker {
 
 impl PoolManager {
     pub(super) fn pump_stream(&mut self, id: u64) {
-        let job = self.jobs.get_mut(&id).expect("pumped job exists");
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         let pending = job.queue.len();
         // Enough workers for the work left (an open job: always all of them, so they are
         // warm when its next batch comes), replacing the dead (within a budget).
@@ -77,10 +79,10 @@ impl PoolManager {
                 Output::Pipes { stderr: log },
                 0,
             );
-            let token = self.tokens.issue(Spawning::Worker { job: id, worker });
+            let token = self.owners.issue(Proc::Worker { job: id, worker });
             self.procs.spawn(token, spec);
         }
-        if pending > 0 && self.jobs[&id].workers.is_empty() {
+        if pending > 0 && self.jobs.get(&id).is_some_and(|j| j.workers.is_empty()) {
             // No worker can be had: fail what is left rather than wait forever.
             self.fail_pending(id, "its workers kept dying; no worker left to run it");
             return;
@@ -90,7 +92,9 @@ impl PoolManager {
 
     /// Hands pending items to workers with room, lowest index first.
     fn feed(&mut self, id: u64) {
-        let job = self.jobs.get_mut(&id).expect("fed job exists");
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         let worker_ids: Vec<u64> = job.workers.keys().copied().collect();
         let mut retired = false;
         let mut sent = Vec::new();
@@ -99,7 +103,9 @@ impl PoolManager {
         // time per worker, so none waits behind a long one while another worker idles.
         let depth = if job.spec.open { 1 } else { DEPTH };
         for w in worker_ids {
-            let worker = job.workers.get_mut(&w).expect("listed");
+            let Some(worker) = job.workers.get_mut(&w) else {
+                continue;
+            };
             let Some(feed) = worker.feed.clone() else {
                 continue;
             };
@@ -107,10 +113,10 @@ impl PoolManager {
                 let Some(index) = job.queue.pop_front() else {
                     break;
                 };
-                if feed
-                    .try_send((index, job.items[index].input.clone()))
-                    .is_err()
-                {
+                let Some(item) = job.items.get(index) else {
+                    continue; // not an item of this job: nothing to send
+                };
+                if feed.try_send((index, item.input.clone())).is_err() {
                     job.queue.push_front(index);
                     break;
                 }
@@ -135,13 +141,14 @@ impl PoolManager {
 
     /// Fails every pending item with `error` (no worker can run them).
     fn fail_pending(&mut self, id: u64, error: &str) {
-        let job = self.jobs.get_mut(&id).expect("job exists");
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         let indexes: Vec<usize> = job.queue.drain(..).collect();
         for index in indexes {
-            self.jobs
-                .get_mut(&id)
-                .expect("job exists")
-                .start_item(index);
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.start_item(index);
+            }
             self.fail_item(id, index, error.to_owned());
         }
     }
@@ -160,7 +167,8 @@ impl PoolManager {
                     return;
                 };
                 slot.pid = Some(spawned.pid);
-                self.worker_pids.insert(spawned.pid, (id, worker));
+                self.owners
+                    .running(spawned.pid, Proc::Worker { job: id, worker });
                 let Some((stdin, stdout)) = spawned.pipes else {
                     return;
                 };
@@ -199,8 +207,9 @@ impl PoolManager {
             }
         }
         // Progress: the job's workers may die again that many times before it gives up.
-        let job = self.jobs.get_mut(&id).expect("looked up");
-        job.respawns = super::respawn_budget(&job.spec);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.respawns = super::respawn_budget(&job.spec);
+        }
         self.finish_answers(id, answers);
         self.feed_if_running(id);
     }
@@ -223,7 +232,7 @@ impl PoolManager {
             return;
         };
         if let Some(pid) = w.pid {
-            self.worker_pids.remove(&pid);
+            self.owners.exited(pid);
             super::kill_group(pid, nix::sys::signal::Signal::SIGKILL);
         }
         // Workers answer in order, so the oldest unanswered item is the one the worker was
@@ -231,13 +240,16 @@ impl PoolManager {
         // in its stdin; they go back to the queue as if never sent.
         let mut in_flight = w.in_flight.into_iter();
         let culprit = in_flight.next();
-        let job = self.jobs.get_mut(&id).expect("looked up");
         for index in in_flight.rev() {
-            job.items[index].attempts = job.items[index].attempts.saturating_sub(1);
+            let Some(item) = job.items.get_mut(index) else {
+                continue;
+            };
+            item.attempts = item.attempts.saturating_sub(1);
             job.requeue(index);
             // requeue appends; these go first, in their original order.
-            let back = job.queue.pop_back().expect("just queued");
-            job.queue.push_front(back);
+            if let Some(back) = job.queue.pop_back() {
+                job.queue.push_front(back);
+            }
         }
         if let Some(index) = culprit {
             let log = self.log_dir.join(format!("pool-{id}.{worker}.log"));

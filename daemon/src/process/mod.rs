@@ -1,7 +1,8 @@
 //! The process service, shared by the supervisor and the pool: the process thread (the
 //! one place that starts processes and the one place that reaps), the spawner, group
-//! signalling ([`kill_group`]) and the spawn tokens by which each owner matches a
-//! spawn's outcome to what it started ([`Tokens`]).
+//! signalling ([`kill_group`]) and [`Owners`], by which each owner of processes (this
+//! thread, the supervisor, the pool) matches a spawn's outcome (by token) and an exit
+//! (by pid) to what it started.
 //!
 //! Two facts shape this module:
 //! - `PR_SET_PDEATHSIG` fires when the *thread* that started a child exits, so
@@ -15,7 +16,7 @@
 //! Spawn results and exit statuses leave this thread on one channel, in the order they
 //! happened, so the supervisor always learns a pid before it learns that pid's exit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
@@ -32,12 +33,12 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid};
 
+mod owners;
 mod spawn;
-mod tokens;
 
 use crate::procstat::process_start_time;
+pub use owners::Owners;
 use spawn::{SpawnError, Spawner};
-pub use tokens::Tokens;
 
 /// Everything needed to start one instance.
 #[derive(Debug, Clone)]
@@ -179,7 +180,7 @@ impl ProcessThread {
 }
 
 fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(Owner, ProcEvent)) {
-    let mut owners: HashMap<i32, Owner> = HashMap::new();
+    let mut owners: Owners<Owner> = Owners::default();
     let mut starter = match Starter::new() {
         Ok(s) => s,
         Err(e) => {
@@ -194,7 +195,7 @@ fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(Owner
         while let Ok(job) = jobs.try_recv() {
             let result = starter.spawn(&job.spec);
             if let Ok(s) = &result {
-                owners.insert(s.pid, job.spec.owner);
+                owners.running(s.pid, job.spec.owner);
             }
             events(
                 job.spec.owner,
@@ -216,7 +217,7 @@ fn run(mut wake_rx: UnixStream, jobs: mpsc::Receiver<Job>, events: impl Fn(Owner
     }
 }
 
-fn reap_all(owners: &mut HashMap<i32, Owner>, events: &impl Fn(Owner, ProcEvent)) {
+fn reap_all(owners: &mut Owners<Owner>, events: &impl Fn(Owner, ProcEvent)) {
     loop {
         let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => (
@@ -239,7 +240,7 @@ fn reap_all(owners: &mut HashMap<i32, Owner>, events: &impl Fn(Owner, ProcEvent)
             Err(_) => return, // ECHILD: no children at all
         };
         let pid = pid.as_raw();
-        let owner = owners.remove(&pid).unwrap_or(Owner::Supervisor);
+        let owner = owners.exited(pid).unwrap_or(Owner::Supervisor);
         events(owner, ProcEvent::Exited { pid, status });
     }
 }

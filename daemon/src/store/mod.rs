@@ -147,7 +147,14 @@ enum Command {
         spec: String,
         before: usize,
     },
-    LoadPoolJobs(oneshot::Sender<Vec<StoredJob>>),
+    /// Removes finished jobs and their items.
+    PoolJobsRemoved(Vec<u64>),
+    /// Removes the finished jobs that finished before `before_ms`, but those of `spare`.
+    PoolJobsExpired {
+        before_ms: i64,
+        spare: Vec<u64>,
+    },
+    LoadPoolJobs(oneshot::Sender<(Vec<StoredJob>, u64)>),
     History(History, oneshot::Sender<HistoryRows>),
 }
 
@@ -386,6 +393,17 @@ impl Store {
         });
     }
 
+    /// Removes finished pool jobs with their items (`pool rm`).
+    pub fn pool_jobs_removed(&self, jobs: Vec<u64>) {
+        self.send(Command::PoolJobsRemoved(jobs));
+    }
+
+    /// Removes the finished pool jobs that finished before `before_ms` (`pool_keep`),
+    /// but those of `spare` (their processes are still stopping).
+    pub fn pool_jobs_expired(&self, before_ms: i64, spare: Vec<u64>) {
+        self.send(Command::PoolJobsExpired { before_ms, spare });
+    }
+
     /// Reads stored history (events, runs, exit counts).
     pub async fn history(&self, query: History) -> HistoryRows {
         let (tx, rx) = oneshot::channel();
@@ -393,8 +411,9 @@ impl Store {
         rx.await.unwrap_or_default()
     }
 
-    /// Unfinished pool jobs and the 50 most recent finished ones, oldest first.
-    pub async fn load_pool_jobs(&self) -> Vec<StoredJob> {
+    /// Unfinished pool jobs and the 50 most recent finished ones, oldest first, and the
+    /// highest job id ever given (removed jobs' included: ids are not reused).
+    pub async fn load_pool_jobs(&self) -> (Vec<StoredJob>, u64) {
         let (tx, rx) = oneshot::channel();
         self.send(Command::LoadPoolJobs(tx));
         rx.await.unwrap_or_default()

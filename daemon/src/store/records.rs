@@ -1,7 +1,7 @@
 //! The supervisor's and the pool's records read back: history (events, runs, exit
 //! counts), pool jobs, and the runs still open.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{EventRow, History, HistoryRows, OpenRun, RunRow, StoredJob};
 
@@ -62,7 +62,9 @@ pub(super) fn read_history(
     Ok(rows)
 }
 
-pub(super) fn load_pool_jobs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<StoredJob>> {
+pub(super) fn load_pool_jobs(
+    tx: &rusqlite::Transaction<'_>,
+) -> rusqlite::Result<(Vec<StoredJob>, u64)> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, name, spec, state, created_ms, finished_ms FROM pool_jobs
          WHERE state = 'running' OR id IN (SELECT id FROM pool_jobs WHERE state != 'running' ORDER BY id DESC LIMIT 50)
@@ -88,7 +90,18 @@ pub(super) fn load_pool_jobs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result
             .query_map([job.id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
     }
-    Ok(jobs)
+    let removed: Option<i64> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'pool_removed_max'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let max_id = jobs
+        .last()
+        .map_or(0, |j| j.id)
+        .max(removed.unwrap_or(0) as u64);
+    Ok((jobs, max_id))
 }
 
 pub(super) fn query_open_runs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<OpenRun>> {

@@ -216,7 +216,10 @@ fn changes_visible_state(cmd: &Command) -> bool {
         | Command::PoolItemDone { .. }
         | Command::PoolJobUpdated { .. }
         | Command::PoolItemsReleased { .. }
-        | Command::PoolJobEnded { .. } => true,
+        | Command::PoolJobEnded { .. }
+        | Command::PoolJobsRemoved(_) => true,
+        // What the pool manager removes from memory it announces itself.
+        Command::PoolJobsExpired { .. } => false,
         Command::Sync(_)
         | Command::Holds(..)
         | Command::OpenRuns(_)
@@ -419,7 +422,7 @@ fn abandon(cmd: Command, fx: &mut Effects) {
             let _ = reply.send(HistoryRows::default());
         })),
         Command::LoadPoolJobs(reply) => fx.after_commit.push(Box::new(move || {
-            let _ = reply.send(Vec::new());
+            let _ = reply.send((Vec::new(), 0));
         })),
         Command::Disconnect(_)
         | Command::RunStarted(_)
@@ -429,7 +432,9 @@ fn abandon(cmd: Command, fx: &mut Effects) {
         | Command::PoolItemDone { .. }
         | Command::PoolJobUpdated { .. }
         | Command::PoolItemsReleased { .. }
-        | Command::PoolJobEnded { .. } => {}
+        | Command::PoolJobEnded { .. }
+        | Command::PoolJobsRemoved(_)
+        | Command::PoolJobsExpired { .. } => {}
     }
 }
 
@@ -537,6 +542,24 @@ fn apply_one(
             tx.prepare_cached("UPDATE pool_jobs SET state = ?2, finished_ms = ?3 WHERE id = ?1")?
                 .execute(params![job as i64, state, finished_ms])?;
         }
+        Command::PoolJobsRemoved(jobs) => {
+            for job in jobs {
+                remove_pool_job(tx, job as i64)?;
+            }
+        }
+        Command::PoolJobsExpired { before_ms, spare } => {
+            let expired: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT id FROM pool_jobs WHERE state != 'running' AND finished_ms < ?1",
+                )?
+                .query_map(params![before_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for job in expired {
+                if !spare.contains(&(job as u64)) {
+                    remove_pool_job(tx, job)?;
+                }
+            }
+        }
         Command::History(query, reply) => {
             let rows = read_history(tx, &query)?;
             fx.after_commit.push(Box::new(move || {
@@ -559,5 +582,20 @@ fn apply_one(
             }));
         }
     }
+    Ok(())
+}
+
+/// Deletes a pool job and its items, remembering the highest id removed so that ids
+/// are not given again after a restart.
+fn remove_pool_job(tx: &rusqlite::Transaction<'_>, job: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM pool_items WHERE job = ?1")?
+        .execute(params![job])?;
+    tx.prepare_cached("DELETE FROM pool_jobs WHERE id = ?1")?
+        .execute(params![job])?;
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('pool_removed_max', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .execute(params![job])?;
     Ok(())
 }

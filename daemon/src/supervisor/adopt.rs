@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::effects::signal_instance;
 use super::machine::{Effects, Run, State};
-use super::{Msg, Supervisor};
+use super::{Msg, Proc, Supervisor};
 use crate::process::ProcEvent;
 use crate::procstat::ProcStat;
 use crate::store::OpenRun;
@@ -52,8 +52,8 @@ impl Supervisor {
                         since,
                     };
                     inst.adopt(adopted_run, run.restart_count, &mut fx);
-                    self.by_pid
-                        .insert(run.pid, (run.unit.clone(), run.instance));
+                    let (unit, index) = (run.unit.clone(), run.instance);
+                    self.owners.running(run.pid, Proc::Instance { unit, index });
                     watch(fd, run.pid, self.tx.clone());
                     adopted.push(label);
                 }

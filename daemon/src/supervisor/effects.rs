@@ -59,7 +59,9 @@ impl Supervisor {
                 }
                 Effect::RunStarted(start) => {
                     self.next_run_id = self.next_run_id.max(start.id + 1);
-                    self.by_pid.insert(start.pid, (name.to_owned(), index));
+                    let unit = name.to_owned();
+                    self.owners
+                        .running(start.pid, Proc::Instance { unit, index });
                     self.store.run_started(start);
                 }
                 Effect::RunEnded { run, status } => {

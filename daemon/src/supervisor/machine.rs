@@ -5,10 +5,11 @@
 //! change of state goes through [`Instance::transition`], which bumps the generation
 //! (so timers armed before are recognised as stale), and records the event or marks the
 //! state changed. The decisions (start, spawn outcome, exit and the restart policy,
-//! backoff, the start limit, stop, kill; dependency gating and the shutdown order for
-//! units) change instance state and return [`Effect`]s: what is to be spawned,
-//! signalled, timed, recorded and logged. Which waiting requests (`stop`, `restart`,
-//! `wait`, `start --wait`, `run`'s first pid) a state satisfies is decided too
+//! backoff, the start limit (`machine/restart.rs`), stop, kill; dependency gating and
+//! the shutdown order for units (`machine/units.rs`)) change instance state and return
+//! [`Effect`]s: what is to be spawned, signalled, timed, recorded and logged. Which
+//! waiting requests (`stop`, `restart`, `wait`, `start --wait`, `run`'s first pid) a
+//! state satisfies is decided too
 //! (`machine/waiters.rs`), and answering them is an effect as well
 //! ([`Effect::ReplyTo`]). The actor carries effects out in one place
 //! (`Supervisor::apply`, in `effects.rs`). The clock is a parameter, so the tests
@@ -23,8 +24,11 @@ use nix::sys::signal::Signal;
 
 use crate::store::RunStart;
 
+mod restart;
 mod units;
 mod waiters;
+#[cfg(test)]
+use restart::backoff;
 pub(super) use units::{ReloadAction, deps_ready, reload_action, shutdown_step};
 pub(super) use waiters::{Answer, Wait, WaiterId, Waiters};
 
@@ -116,6 +120,23 @@ pub(super) enum Effect {
     Checks { run: i64 },
     /// Answer a waiting request (see [`Waiters`]).
     ReplyTo { waiter: WaiterId, answer: Answer },
+}
+
+/// What the spawn of `token` reported, with what taking it in needs.
+#[derive(Debug, Clone)]
+pub(super) struct SpawnOutcome {
+    /// The token the spawn was asked for with.
+    pub(super) token: u64,
+    /// The process's pid and start time (`/proc/PID/stat` ticks), or why there is none.
+    pub(super) result: Result<(i32, u64), String>,
+    /// The id its run gets.
+    pub(super) run_id: i64,
+    /// Whether corrald is shutting down (a spawn that failed is not retried then).
+    pub(super) shutting_down: bool,
+    /// The clock, when the outcome arrived.
+    pub(super) now: Instant,
+    /// The wall clock then, in milliseconds since the epoch (for the run's record).
+    pub(super) wall_ms: i64,
 }
 
 /// The timers of an instance, each stale once the generation has moved on, and the
@@ -305,19 +326,16 @@ impl Instance {
         true
     }
 
-    /// The outcome of the spawn of `token`: the process's pid and start time, or why
-    /// there is none. `run_id` is the id its run gets; `wall_ms` the wall clock.
-    #[allow(clippy::too_many_arguments)] // the outcome and the clocks, each needed
-    pub(super) fn spawned(
-        &mut self,
-        unit: &Unit,
-        token: u64,
-        result: Result<(i32, u64), String>,
-        run_id: i64,
-        shutting_down: bool,
-        (now, wall_ms): (Instant, i64),
-        fx: &mut Effects,
-    ) {
+    /// The outcome of a spawn (see [`SpawnOutcome`]).
+    pub(super) fn spawned(&mut self, unit: &Unit, outcome: SpawnOutcome, fx: &mut Effects) {
+        let SpawnOutcome {
+            token,
+            result,
+            run_id,
+            shutting_down,
+            now,
+            wall_ms,
+        } = outcome;
         let (aborting, signal) = match self.state {
             State::Spawning { token: t, signal } if t == token => (false, signal),
             State::Aborting { token: t, signal } if t == token => (true, signal),
@@ -439,137 +457,6 @@ impl Instance {
         self.transition(State::Running { run }, None, fx);
     }
 
-    /// The backoff delay before the next restart: doubled with each consecutive failure,
-    /// up to the unit's max.
-    fn next_delay(&self, unit: &Unit) -> Duration {
-        backoff(
-            unit.restart_delay,
-            unit.restart_delay_max,
-            self.consecutive_failures,
-        )
-    }
-
-    /// Into `Backoff` for `delay`, with `event`; arms the restart.
-    fn back_off(
-        &mut self,
-        delay: Duration,
-        now: Instant,
-        event: (&'static str, String),
-        fx: &mut Effects,
-    ) {
-        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let until = now + delay;
-        self.transition(State::Backoff { until }, Some(event), fx);
-        let generation = self.generation;
-        fx.push(Effect::Timer {
-            delay,
-            timer: Timer::Restart { generation },
-        });
-    }
-
-    /// `Some(reason)` when starting at `now` would exceed the unit's start limit; starts
-    /// older than the limit's interval are forgotten.
-    pub(super) fn start_limit_hit(&mut self, unit: &Unit, now: Instant) -> Option<String> {
-        while self
-            .recent_starts
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > unit.start_limit_interval)
-        {
-            self.recent_starts.pop_front();
-        }
-        (self.recent_starts.len() >= unit.start_limit_burst as usize).then(|| {
-            format!(
-                "start limit hit: {} starts within {:?}; `corralctl start {}` tries again",
-                self.recent_starts.len(),
-                unit.start_limit_interval,
-                unit.name
-            )
-        })
-    }
-
-    /// Process `pid` of this instance ended with `status` at `now`: applies the restart
-    /// policy, the backoff and the start limit. A check's `kill_reason` makes the exit
-    /// count as a failure. Whether `pid` was this instance's process.
-    pub(super) fn exited(
-        &mut self,
-        unit: &Unit,
-        pid: i32,
-        status: ExitStatus,
-        shutting_down: bool,
-        now: Instant,
-        fx: &mut Effects,
-    ) -> bool {
-        let Some(run) = self.run().filter(|r| r.pid == pid) else {
-            return false;
-        };
-        self.last_exit = Some(status);
-        fx.push(Effect::RunEnded {
-            run: run.id,
-            status,
-        });
-        let ran_for = now.saturating_duration_since(run.since);
-        // Stopped by corrald for a failed check: restarted as after a failure.
-        let failed_check = self.checks.kill_reason.take();
-        let stopping = matches!(self.state, State::Stopping { .. });
-        if stopping && failed_check.is_none() {
-            self.transition(State::Stopped, Some(("stopped", status.to_string())), fx);
-            return true;
-        }
-        let restart = !shutting_down
-            && match unit.restart {
-                RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => !status.success() || failed_check.is_some(),
-                RestartPolicy::No => false,
-            };
-        if let (Some(why), false) = (&failed_check, restart) {
-            let detail = format!("{status}; {why}");
-            self.transition(State::Failed, Some(("failed", detail)), fx);
-            return true;
-        }
-        if let Some(why) = failed_check {
-            // Shown as the reason while the next runs go well (a spawn clears `reason`).
-            self.checks.restarted_for = Some(why);
-        }
-        if !restart {
-            self.transition(State::Exited, Some(("exited", status.to_string())), fx);
-            return true;
-        }
-        if ran_for >= unit.restart_delay_max.max(Duration::from_secs(1)) {
-            self.consecutive_failures = 0; // it ran long enough to count as healthy
-        }
-        if let Some(reason) = self.start_limit_hit(unit, now) {
-            self.reason = Some(reason.clone());
-            let detail = format!("{status}; {reason}");
-            self.transition(State::Failed, Some(("gave_up", detail)), fx);
-            return true;
-        }
-        let delay = self.next_delay(unit);
-        let detail = format!("{status}; restarting in {delay:?}");
-        self.back_off(delay, now, ("exited", detail), fx);
-        true
-    }
-
-    /// A restart timer fired: spawns again with `token` if it is still due (the
-    /// generation has not moved on). Whether the token is in use.
-    pub(super) fn restart_due(
-        &mut self,
-        unit: &Unit,
-        generation: u64,
-        now: Instant,
-        token: u64,
-        fx: &mut Effects,
-    ) -> bool {
-        if self.generation != generation || !matches!(self.state, State::Backoff { .. }) {
-            return false;
-        }
-        self.restarts += 1;
-        fx.push(Effect::Event {
-            kind: "restarting",
-            detail: format!("restart #{}", self.restarts),
-        });
-        self.spawn(unit, now, token, fx)
-    }
-
     /// Stops the instance (`by` whom, for the event): its process gets the stop signal
     /// and SIGKILL after `timeout` (default the unit's `stop_timeout`).
     pub(super) fn stop(
@@ -683,12 +570,6 @@ impl Instance {
         new.generation = self.generation;
         new
     }
-}
-
-/// `base * 2^failures`, capped at `max`.
-pub(super) fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
-    let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
 #[cfg(test)]

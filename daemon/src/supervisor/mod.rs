@@ -47,11 +47,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::actor::Reply;
 use crate::process::{
-    Output, Owner, ProcEvent, ProcessThread, SpawnSpec, Spawned, Tokens, kill_group,
+    Output, Owner, Owners, ProcEvent, ProcessThread, SpawnSpec, Spawned, kill_group,
 };
 use crate::store::{self, Event, Store};
 use effects::signal_instance;
-use machine::{Instance, State, Wait, WaiterId, Waiters};
+use machine::{Instance, SpawnOutcome, State, Wait, WaiterId, Waiters};
 pub use started::{START_WINDOW, StartFailure};
 
 /// Everything the supervisor task reacts to.
@@ -278,6 +278,15 @@ fn kind_name(kind: UnitKind) -> &'static str {
     }
 }
 
+/// What a process of the supervisor (or its spawn in flight) is for.
+#[derive(Debug)]
+enum Proc {
+    /// Instance `index` of unit `unit`.
+    Instance { unit: String, index: u32 },
+    /// An `exec` probe: its state is in [`probe::Probes`], by this token.
+    Probe { token: u64 },
+}
+
 /// The reply channel of a waiting request ([`machine::Waiters`] holds what it waits for).
 enum WaiterReply {
     /// `stop` and `restart`.
@@ -302,9 +311,8 @@ const KEEP_TRANSIENT: usize = 100;
 pub struct Supervisor {
     config: SupervisorConfig,
     units: BTreeMap<String, UnitEntry>,
-    by_pid: HashMap<i32, (String, u32)>,
-    /// Spawns in flight: the instance each is for (`exec` probes take theirs from here too).
-    tokens: Tokens<(String, u32)>,
+    /// What each spawn in flight and each process is for: an instance or an `exec` probe.
+    owners: Owners<Proc>,
     next_run_id: i64,
     next_transient: u64,
     /// Requests answered by a later change of state: what each waits for.
@@ -357,8 +365,7 @@ impl Supervisor {
                 .into_iter()
                 .map(|(name, u)| (name, Arc::new(u)))
                 .collect(),
-            by_pid: HashMap::new(),
-            tokens: Tokens::default(),
+            owners: Owners::default(),
             next_run_id,
             next_transient: 1,
             waiters: Waiters::default(),
@@ -545,7 +552,8 @@ impl Supervisor {
                 let _ = reply.send(self.check_known(&units).map(|()| {
                     let signal = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
                     for name in &units {
-                        for index in 0..self.units[name].instances.len() as u32 {
+                        let count = self.units.get(name).map_or(0, |e| e.instances.len());
+                        for index in 0..count as u32 {
                             self.decide(name, index, |inst, _, fx| inst.kill(signal, fx));
                         }
                         self.event(name, None, "killed", format!("{signal} by request"));
@@ -564,9 +572,17 @@ impl Supervisor {
                 let _ = reply.send(Ok(self.plan()));
             }
             Request::WhoIs(pgids, reply) => {
-                let owners = pgids.iter().map(|p| self.by_pid.get(p).cloned()).collect();
+                let owners = pgids.iter().map(|p| self.instance_of(*p)).collect();
                 let _ = reply.send(Ok(owners));
             }
+        }
+    }
+
+    /// The unit and instance whose process `pid` is, if it is an instance's.
+    fn instance_of(&self, pid: i32) -> Option<(String, u32)> {
+        match self.owners.pid(pid)? {
+            Proc::Instance { unit, index } => Some((unit.clone(), *index)),
+            Proc::Probe { .. } => None,
         }
     }
 

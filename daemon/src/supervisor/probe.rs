@@ -39,7 +39,7 @@ mod io;
 mod memory;
 
 use super::machine::State;
-use super::{Msg, Supervisor, kill_group};
+use super::{Msg, Proc, Supervisor, kill_group};
 use crate::process::{Output, Spawned};
 use io::{http_get, notify_listener, scan_log};
 
@@ -121,11 +121,9 @@ struct ExecProbe {
 
 /// The supervisor's check bookkeeping.
 pub(super) struct Probes {
-    /// `exec` probes by spawn token.
+    /// `exec` probes by spawn token, until their outcome is given (a timed-out probe's
+    /// process is still the supervisor's, as `Proc::Probe`, until its exit).
     exec: HashMap<u64, ExecProbe>,
-    /// `exec` probe processes by pid: their token, or `None` once their outcome was
-    /// given (a timed-out probe whose exit is still to come).
-    exec_pids: HashMap<i32, Option<u64>>,
     /// The `NOTIFY_SOCKET` value given to instances with `notify = true`, if the socket
     /// could be made.
     pub notify_socket: Option<String>,
@@ -145,7 +143,6 @@ impl Probes {
         };
         Probes {
             exec: HashMap::new(),
-            exec_pids: HashMap::new(),
             notify_socket,
         }
     }
@@ -278,7 +275,6 @@ impl Supervisor {
                 let timeout = self.probe_timeout(&probe.unit, probe.phase);
                 if let Some(pid) = probe.pid {
                     kill_group(pid, Signal::SIGKILL);
-                    self.probes.exec_pids.insert(pid, None);
                 }
                 self.probe_outcome(
                     &probe.unit,
@@ -403,7 +399,10 @@ impl Supervisor {
             }
             Check::Log(pattern) => {
                 let path = super::logs::log_path(&self.config.log_dir, name, index);
-                let offset = entry.instances[index as usize].checks.log_offset;
+                let offset = entry
+                    .instances
+                    .get(index as usize)
+                    .map_or(0, |i| i.checks.log_offset);
                 tokio::task::spawn_blocking(move || {
                     let (outcome, offset) = scan_log(&path, offset, &pattern);
                     report(outcome, Some(offset));
@@ -422,7 +421,7 @@ impl Supervisor {
         argv: Vec<String>,
         timeout: Duration,
     ) {
-        let token = self.tokens.fresh();
+        let token = self.owners.issue_with(|token| Proc::Probe { token });
         let stderr =
             super::logs::log_path(&self.config.log_dir, &unit.name, index).with_extension("check");
         self.probes.exec.insert(
@@ -450,23 +449,31 @@ impl Supervisor {
             }
             Err(reason) => {
                 self.probes.exec.remove(&token);
+                self.owners.spawned(token);
                 self.probe_outcome(&unit.name, index, run, phase, Err(reason));
             }
         }
     }
 
-    /// A spawn result for an `exec` probe: handled (true), or not a probe's (false).
-    pub(super) fn probe_spawned(&mut self, token: u64, result: &Result<Spawned, String>) -> bool {
+    /// The spawn outcome of the `exec` probe of `token`.
+    pub(super) fn probe_spawned(&mut self, token: u64, result: Result<Spawned, String>) {
+        if let Ok(spawned) = &result {
+            // Known until its exit, even if its outcome was given meanwhile.
+            self.owners.running(spawned.pid, Proc::Probe { token });
+        }
         let Some(probe) = self.probes.exec.get_mut(&token) else {
-            return false;
+            // Timed out before its process was there: it goes as a timed-out probe does.
+            if let Ok(spawned) = result {
+                kill_group(spawned.pid, Signal::SIGKILL);
+            }
+            return;
         };
         match result {
-            Ok(spawned) => {
-                probe.pid = Some(spawned.pid);
-                self.probes.exec_pids.insert(spawned.pid, Some(token));
-            }
+            Ok(spawned) => probe.pid = Some(spawned.pid),
             Err(reason) => {
-                let probe = self.probes.exec.remove(&token).expect("looked up");
+                let Some(probe) = self.probes.exec.remove(&token) else {
+                    return;
+                };
                 let reason = format!("cannot run the check: {reason}");
                 self.probe_outcome(
                     &probe.unit,
@@ -477,18 +484,14 @@ impl Supervisor {
                 );
             }
         }
-        true
     }
 
-    /// An exit of an `exec` probe: handled (true), or not a probe's (false).
-    pub(super) fn probe_exited(&mut self, pid: i32, status: ExitStatus) -> bool {
-        let Some(token) = self.probes.exec_pids.remove(&pid) else {
-            return false;
-        };
+    /// The exit of process `pid`, the `exec` probe of `token`.
+    pub(super) fn probe_exited(&mut self, token: u64, pid: i32, status: ExitStatus) {
         // Whatever the probe left behind in its group goes with it.
         kill_group(pid, Signal::SIGKILL);
-        let Some(probe) = token.and_then(|t| self.probes.exec.remove(&t)) else {
-            return true; // timed out: its outcome was given then
+        let Some(probe) = self.probes.exec.remove(&token) else {
+            return; // timed out: its outcome was given then
         };
         let outcome = if status.success() {
             Ok(())
@@ -501,7 +504,6 @@ impl Supervisor {
             Err(format!("the check {status}{said}"))
         };
         self.probe_outcome(&probe.unit, probe.instance, probe.run, probe.phase, outcome);
-        true
     }
 
     fn probe_outcome(
@@ -515,10 +517,13 @@ impl Supervisor {
         if !self.probe_wanted(name, index, run, phase) {
             return;
         }
-        let unit = self.units[name].unit.clone();
-        let inst = self
-            .instance_mut(name, index)
-            .expect("checked by probe_wanted");
+        let Some(entry) = self.units.get_mut(name) else {
+            return;
+        };
+        let unit = entry.unit.clone();
+        let Some(inst) = entry.instances.get_mut(index as usize) else {
+            return;
+        };
         match (phase, outcome) {
             (Phase::Ready, Ok(())) => self.became_ready(name, index),
             (Phase::Ready, Err(e)) => {
@@ -590,7 +595,9 @@ impl Supervisor {
         let Some(ready) = entry.unit.ready.clone() else {
             return;
         };
-        let inst = &entry.instances[index as usize];
+        let Some(inst) = entry.instances.get(index as usize) else {
+            return;
+        };
         let last = inst
             .checks
             .last_error
@@ -611,10 +618,8 @@ impl Supervisor {
 
     fn on_notify(&mut self, pid: i32, pgid: Option<i32>, text: &str) {
         let owner = self
-            .by_pid
-            .get(&pid)
-            .or_else(|| pgid.and_then(|g| self.by_pid.get(&g)))
-            .cloned();
+            .instance_of(pid)
+            .or_else(|| pgid.and_then(|g| self.instance_of(g)));
         let Some((name, index)) = owner else {
             tracing::debug!("notify datagram from pid {pid}, not in any instance: ignored");
             return;
@@ -649,7 +654,9 @@ impl Supervisor {
             return;
         };
         let unit = entry.unit.clone();
-        let inst = &mut entry.instances[index as usize];
+        let Some(inst) = entry.instances.get_mut(index as usize) else {
+            return;
+        };
         if inst.run().is_none() {
             return;
         }

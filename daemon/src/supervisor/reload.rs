@@ -24,7 +24,9 @@ impl Supervisor {
             .collect();
         for name in old.iter().filter(|n| !new.contains_key(*n)) {
             self.stop_unit(name, None, "reload");
-            self.units.get_mut(name).expect("listed").pending = Some(Pending::Remove);
+            if let Some(entry) = self.units.get_mut(name) {
+                entry.pending = Some(Pending::Remove);
+            }
             result.removed.push(name.clone());
         }
         let mut to_start = Vec::new();
@@ -88,7 +90,9 @@ impl Supervisor {
             let remade = corral_config::template_of(&name)
                 .zip(self.templates.get(&base))
                 .and_then(|((_, arg), t)| t.instantiate(arg).ok());
-            let entry = self.units.get_mut(&name).expect("listed");
+            let Some(entry) = self.units.get_mut(&name) else {
+                continue;
+            };
             match remade {
                 None => {
                     entry.pending = Some(Pending::Remove);

@@ -92,7 +92,9 @@ impl Supervisor {
             .collect();
         let applied = !settled.is_empty();
         for name in settled {
-            let entry = self.units.get_mut(&name).expect("listed");
+            let Some(entry) = self.units.get_mut(&name) else {
+                continue;
+            };
             match entry.pending.take() {
                 Some(Pending::Remove) => {
                     self.units.remove(&name);

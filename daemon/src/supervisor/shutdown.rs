@@ -37,9 +37,10 @@ impl Supervisor {
             }
         }
         if self.units.values().all(UnitEntry::settled) {
-            let shutdown = self.shutdown.as_mut().expect("checked above");
-            for reply in shutdown.replies.drain(..) {
-                let _ = reply.send(());
+            if let Some(shutdown) = &mut self.shutdown {
+                for reply in shutdown.replies.drain(..) {
+                    let _ = reply.send(());
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Starting instances: explicit starts, dependency gating (`pump_starts`), spawning and
 //! the outcomes of spawns and exits, handed to the state machine (`Instance::spawn`,
-//! `spawned`, `exited`, `restart_due` in `machine.rs`, where the restart policy is).
+//! `spawned` in `machine.rs`; `exited`, `restart_due` in `machine/restart.rs`, where the
+//! restart policy is).
 
 use super::*;
 
@@ -19,10 +20,11 @@ impl Supervisor {
             self.instantiate(name)?;
         }
         self.check_known(names)?;
-        if let Some(pool) = names
-            .iter()
-            .find(|n| self.units[*n].unit.kind == UnitKind::Pool)
-        {
+        if let Some(pool) = names.iter().find(|n| {
+            self.units
+                .get(*n)
+                .is_some_and(|e| e.unit.kind == UnitKind::Pool)
+        }) {
             return Err(ErrorBody::new(
                 ErrorCode::BadRequest,
                 format!(
@@ -96,13 +98,14 @@ impl Supervisor {
 
     /// Spawns one instance now, unless its start limit is used up.
     pub(super) fn spawn_instance(&mut self, name: &str, index: u32) {
-        let token = self.tokens.issue((name.to_owned(), index));
+        let unit = name.to_owned();
+        let token = self.owners.issue(Proc::Instance { unit, index });
         let now = Instant::now();
         let used = self.decide(name, index, |inst, unit, fx| {
             inst.spawn(unit, now, token, fx)
         });
         if used != Some(true) {
-            self.tokens.take(token);
+            self.owners.spawned(token);
         }
     }
 
@@ -159,40 +162,37 @@ impl Supervisor {
     }
 
     pub(super) fn on_spawned(&mut self, token: u64, result: Result<Spawned, String>) {
-        if self.probe_spawned(token, &result) {
-            return;
-        }
-        let Some((name, index)) = self.tokens.take(token) else {
-            return;
+        let (name, index) = match self.owners.spawned(token) {
+            Some(Proc::Instance { unit, index }) => (unit, index),
+            Some(Proc::Probe { .. }) => return self.probe_spawned(token, result),
+            None => return,
         };
-        let result = result.map(|s| (s.pid, s.start_time));
-        let (run_id, shutting_down) = (self.next_run_id, self.shutdown.is_some());
-        let clocks = (Instant::now(), crate::clock::now_ms());
+        let pid = result.as_ref().ok().map(|s| s.pid);
+        let outcome = SpawnOutcome {
+            token,
+            result: result.map(|s| (s.pid, s.start_time)),
+            run_id: self.next_run_id,
+            shutting_down: self.shutdown.is_some(),
+            now: Instant::now(),
+            wall_ms: crate::clock::now_ms(),
+        };
         let decided = self.decide(&name, index, |inst, unit, fx| {
-            inst.spawned(
-                unit,
-                token,
-                result.clone(),
-                run_id,
-                shutting_down,
-                clocks,
-                fx,
-            );
+            inst.spawned(unit, outcome, fx);
         });
         if decided.is_none() {
             // Its unit was removed meanwhile.
-            if let Ok((pid, _)) = result {
+            if let Some(pid) = pid {
                 kill_group(pid, Signal::SIGKILL);
             }
         }
     }
 
     pub(super) fn on_exited(&mut self, pid: i32, status: ExitStatus) {
-        if self.probe_exited(pid, status) {
-            return;
-        }
-        let Some((name, index)) = self.by_pid.remove(&pid) else {
-            return; // an orphaned grandchild re-parented to us: reaped, nothing to track
+        let (name, index) = match self.owners.exited(pid) {
+            Some(Proc::Instance { unit, index }) => (unit, index),
+            Some(Proc::Probe { token }) => return self.probe_exited(token, pid, status),
+            // An orphaned grandchild re-parented to us: reaped, nothing to track.
+            None => return,
         };
         // The group (and the cgroup) outlives its leader only by accident: clear out what
         // is left of it, `setsid` or not.
@@ -214,13 +214,14 @@ impl Supervisor {
     }
 
     pub(super) fn on_restart_due(&mut self, name: &str, index: u32, generation: u64) {
-        let token = self.tokens.issue((name.to_owned(), index));
+        let unit = name.to_owned();
+        let token = self.owners.issue(Proc::Instance { unit, index });
         let now = Instant::now();
         let used = self.decide(name, index, |inst, unit, fx| {
             inst.restart_due(unit, generation, now, token, fx)
         });
         if used != Some(true) {
-            self.tokens.take(token);
+            self.owners.spawned(token);
         }
     }
 }

@@ -66,7 +66,7 @@ fn start_fails(args: &[&str]) -> String {
 fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let Some(pg) = PgCluster::start() else { return };
     let d = node(&pg, "a");
-    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "5");
+    assert_eq!(pg.psql("SELECT max(version) FROM corral_schema"), "7");
     assert_eq!(pg.psql("SELECT name FROM corral_nodes"), "a");
 
     let c = d.client();
@@ -107,16 +107,7 @@ fn a_node_migrates_the_schema_and_serves_counters_queues_and_locks() {
     let again = other.lock("deploy").try_acquire().unwrap().expect("free");
     assert!(again.token() > first_token, "fencing tokens grow");
 
-    // What the backend does not do yet is a clear error, never a wrong answer.
     assert_eq!(c.counters().unwrap().len(), 1, "listed");
-    let unsupported = c.semaphore("slots").create(2, None).unwrap_err();
-    assert_eq!(unsupported.code(), Some(ErrorCode::Failed));
-    assert!(
-        unsupported
-            .to_string()
-            .contains("not supported by the PostgreSQL backend"),
-        "{unsupported}"
-    );
 }
 
 #[test]
@@ -180,7 +171,7 @@ fn nodes_starting_together_migrate_once() {
     // One row per migration: each ran once.
     assert_eq!(
         pg.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM corral_schema"),
-        "1,2,3,4,5"
+        "1,2,3,4,5,6,7"
     );
     assert_eq!(
         pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM corral_nodes"),
@@ -266,6 +257,149 @@ fn a_get_blocked_on_one_node_is_woken_by_the_notification_of_a_put_on_another() 
     a.client().queue("wake").put("hello").unwrap();
     assert_eq!(waiter.join().unwrap().unwrap(), "hello");
     assert_eq!(a.client().queue("wake").len().unwrap(), 0, "got once");
+}
+
+#[test]
+fn semaphore_and_event_waits_on_one_node_are_woken_by_the_notification_of_another() {
+    let Some(pg) = PgCluster::start() else { return };
+    // Polling every ten minutes: within the test's deadline only LISTEN/NOTIFY can wake.
+    let slow = "[backend]\npoll = \"10m\"\n";
+    let a = node_with_config(&pg, "a", slow);
+    let b = node_with_config(&pg, "b", slow);
+    let ca = a.client();
+    ca.semaphore("slots").create(0, Some(2)).unwrap();
+    let socket = b.socket();
+    let acquirer = std::thread::spawn(move || {
+        let c = Client::connect_to(&socket).unwrap();
+        c.semaphore("slots").acquire(Some(Duration::from_secs(120)))
+    });
+    let socket = b.socket();
+    let event_waiter = std::thread::spawn(move || {
+        let c = Client::connect_to(&socket).unwrap();
+        c.event("ready").wait(Some(Duration::from_secs(120)))
+    });
+    // The line is shared: node a sees node b's waiter.
+    wait_for("the acquire on b to wait", || {
+        (ca.semaphore("slots").get().unwrap().waiters == 1).then_some(())
+    });
+    wait_for("the event wait on b to wait", || {
+        let events = b.client().events().unwrap();
+        events
+            .iter()
+            .any(|e| e.event == "ready" && e.waiters == 1)
+            .then_some(())
+    });
+    assert_eq!(
+        ca.semaphore("slots").release().unwrap(),
+        0,
+        "handed to b's waiter"
+    );
+    assert_eq!(acquirer.join().unwrap().unwrap(), 0);
+    ca.event("ready").set().unwrap();
+    assert!(event_waiter.join().unwrap().unwrap());
+    assert_eq!(
+        pg.psql("SELECT value FROM corral_semaphores WHERE name = 'slots'"),
+        "0"
+    );
+}
+
+#[test]
+fn anonymous_holds_survive_kill_9_of_their_node_and_end_with_their_process() {
+    use corral_proto::AnonKind;
+    use std::os::unix::process::CommandExt;
+    let Some(pg) = PgCluster::start() else { return };
+    let mut a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let mut program = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let ca = a.client();
+    ca.anon_hold("s-restart", Some(program.id())).unwrap();
+    ca.anon_hold("s-conn", None).unwrap();
+    for (session, counter) in [("s-restart", "kept"), ("s-conn", "dropped")] {
+        ca.counter(counter).add(1).unwrap();
+        ca.anon_add(session, AnonKind::Counter, counter).unwrap();
+    }
+    drop(ca);
+    wait_for("the connection's session to end", || {
+        let names: Vec<_> = b.client().counters().unwrap();
+        names.iter().all(|c| c.counter != "dropped").then_some(())
+    });
+    // kill -9 of node a and a restart: its process holder, still alive, holds on.
+    a.kill9();
+    a.start();
+    assert_eq!(b.client().counter("kept").get().unwrap(), 1);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM corral_anon_holders WHERE node = 'a'"),
+        "1"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(program.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    program.wait().unwrap();
+    wait_for("the process's session to end", || {
+        let counters = b.client().counters().unwrap();
+        counters.iter().all(|c| c.counter != "kept").then_some(())
+    });
+}
+
+#[test]
+fn a_bounded_queue_is_never_overfilled_by_putters_on_two_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    a.client().queue("small").declare(Some(5)).unwrap();
+    let mut putters = Vec::new();
+    for socket in [a.socket(), b.socket()] {
+        for t in 0..4 {
+            let socket = socket.clone();
+            putters.push(std::thread::spawn(move || {
+                let c = Client::connect_to(&socket).unwrap();
+                let mut accepted = 0;
+                for n in 0..10 {
+                    match c.queue("small").try_put(t * 100 + n) {
+                        Ok(_) => accepted += 1,
+                        Err(e) => assert_eq!(e.code(), Some(ErrorCode::Full), "{e}"),
+                    }
+                }
+                accepted
+            }));
+        }
+    }
+    let accepted: usize = putters.into_iter().map(|p| p.join().unwrap()).sum();
+    assert_eq!(accepted, 5, "80 tries on two nodes, room for 5");
+    assert_eq!(b.client().queue("small").len().unwrap(), 5);
+}
+
+#[test]
+fn an_item_leased_on_a_node_killed_with_kill_9_is_delivered_again_on_another() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mut a = node_with_lease(&pg, "a", "1s");
+    let b = node_with_lease(&pg, "b", "1s");
+    let ca = a.client();
+    ca.queue("jobs").put("job-1").unwrap();
+    let taken = ca
+        .queue("jobs")
+        .get_ack::<String>(None, Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!((taken.value.as_str(), taken.deliveries()), ("job-1", 1));
+    std::mem::forget(taken);
+    a.kill9();
+    drop(ca);
+    // b's blocked acknowledged get has it once a's lease (1 s) has expired.
+    let cb = b.client();
+    let again = cb
+        .queue("jobs")
+        .get_ack::<String>(Some(Duration::from_secs(60)), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!((again.value.as_str(), again.deliveries()), ("job-1", 2));
+    again.ack().unwrap();
+    let info = cb.queue("jobs").info().unwrap();
+    assert_eq!((info.depth, info.in_flight), (0, 0));
 }
 
 #[test]

@@ -616,3 +616,35 @@ fn the_log_api_reads_the_end_then_follows_from_the_offset() {
     assert_eq!(code, 200);
     assert!(body.contains("data-page=\"log\""), "{body}");
 }
+
+/// A transient unit's parent program (`run`'s `parent`) is in `/api/status` and beside the
+/// unit's name on the dashboard.
+#[test]
+fn the_api_and_the_dashboard_name_a_tasks_parent_program() {
+    let (mut d, port) = daemon_with_http(None);
+    d.start();
+    let mut c = d.raw();
+    let run = serde_json::json!({
+        "id": 1, "op": "run", "command": ["sleep", "600"], "stop_on_disconnect": true,
+        "parent": {"pid": 4242, "label": "python3 <demo>.py"},
+    });
+    let reply = c.roundtrip(&run.to_string());
+    let unit = reply["result"]["unit"].as_str().unwrap().to_owned();
+    let (_, body) = http(port, "GET", "/api/status", &[]);
+    let api: Value = serde_json::from_str(&body).unwrap();
+    let listed = api["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == unit.as_str())
+        .unwrap_or_else(|| panic!("{unit} in {api}"))
+        .clone();
+    assert_eq!(listed["parent"]["pid"], 4242, "{listed}");
+    assert_eq!(listed["parent"]["label"], "python3 <demo>.py", "{listed}");
+    let (code, page) = http(port, "GET", "/", &[]);
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("of python3 &lt;demo&gt;.py (pid 4242)"),
+        "the dashboard names the parent: {page}"
+    );
+}

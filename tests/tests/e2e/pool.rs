@@ -543,3 +543,95 @@ fn pool_map_progress_fits_a_narrow_terminal_and_never_shares_a_line_with_output(
     let expected: Vec<String> = (1..=12).map(|n| format!("item-{n}-of-twelve")).collect();
     assert_eq!(items, expected.iter().collect::<Vec<_>>(), "{text:?}");
 }
+
+/// Ids of `pool list --json`.
+fn listed(d: &TestDaemon) -> Vec<u64> {
+    let list: Value = serde_json::from_str(&d.ctl_ok(&["--json", "pool", "list"])).unwrap();
+    list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn pool_rm_removes_a_finished_job_for_good_and_refuses_a_running_one() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let go = d.path("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo {{}}",
+        go.display()
+    );
+    let job = d
+        .ctl_ok(&[
+            "pool", "map", "--detach", "--", "sh", "-c", &script, ":::", "a", "b",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(job, "1");
+    let refused = d.ctl(&["pool", "rm", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("pool job 1 is still running") && stderr.contains("pool cancel 1"),
+        "{stderr}"
+    );
+    std::fs::write(&go, "").unwrap();
+    d.ctl_ok(&["pool", "wait", "1"]);
+    let second = d.ctl_ok(&["pool", "map", "--", "echo", ":::", "x"]);
+    assert_eq!(second, "x\n");
+    assert_eq!(listed(&d), [1, 2]);
+    let removed = d.ctl_ok(&["pool", "rm", "1"]);
+    assert!(
+        removed.contains("pool job 1 removed (finished: 2 ok, 0 failed of 2)"),
+        "{removed}"
+    );
+    assert_eq!(listed(&d), [2]);
+    let gone = d.ctl(&["pool", "results", "1"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no pool job 1"));
+    let again = d.ctl(&["pool", "rm", "1"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no pool job 1"));
+    // Removed from the state database: not back after a restart. The highest id is
+    // removed too, and is not given again.
+    d.ctl_ok(&["pool", "rm", "2"]);
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit();
+    d.start();
+    assert_eq!(listed(&d), Vec::<u64>::new());
+    let next = d
+        .ctl_ok(&["pool", "map", "--detach", "--", "true", ":::", "y"])
+        .trim()
+        .to_owned();
+    assert_eq!(next, "3", "job ids are not reused");
+}
+
+#[test]
+fn pool_keep_removes_finished_jobs_older_than_it_but_not_running_ones() {
+    let mut d = TestDaemon::new();
+    let config = d.path("corral.toml");
+    std::fs::write(&config, "pool_keep = \"1s\"\n").unwrap();
+    d.extra_args = vec!["--config".into(), config.display().to_string()];
+    d.start();
+    let go = d.path("go");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    d.ctl_ok(&[
+        "pool", "map", "--detach", "--", "sh", "-c", &script, ":::", "a",
+    ]);
+    d.ctl_ok(&["pool", "map", "--", "true", ":::", "b"]);
+    wait_for("the finished job removed", || {
+        (listed(&d) == [1]).then_some(())
+    });
+    assert_eq!(pool_status(&d, "1")["state"], "running");
+    std::fs::write(&go, "").unwrap();
+    d.ctl_ok(&["pool", "wait", "1"]);
+    wait_for("the other one removed once finished", || {
+        listed(&d).is_empty().then_some(())
+    });
+    // Gone from the state database too.
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit();
+    d.start();
+    assert!(listed(&d).is_empty());
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
-use corral_tests::{PgCluster, TestDaemon, bin, free_port, http, wait_for};
+use corral_tests::{PgCluster, TestDaemon, bin, free_port, group_members, http, wait_for};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -109,6 +109,24 @@ fn three_nodes_share_a_job_and_return_its_results_in_order() {
     assert_eq!(api["nodes"].as_array().map(Vec::len), Some(3), "{api}");
     let text = c.ctl_ok(&["pool", "status", "1"]);
     assert!(text.contains("NODE") && text.contains("RUNNING"), "{text}");
+    // Each node's rate: the items it finished over the job's run time.
+    let seconds = (status["finished_ms"].as_i64().unwrap() - status["created_ms"].as_i64().unwrap())
+        as f64
+        / 1000.0;
+    assert!(text.contains("ITEMS/S"), "{text}");
+    for share in shares {
+        let name = share["node"].as_str().unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("a row for node {name}: {text}"));
+        let rate: f64 = row.split_whitespace().last().unwrap().parse().unwrap();
+        let done = share["succeeded"].as_f64().unwrap() + share["failed"].as_f64().unwrap();
+        assert!(
+            rate > 0.0 && (rate * seconds - done).abs() <= 0.05 * seconds + 1.0,
+            "node {name}: {rate} items/s over {seconds} s for {done} items: {text}"
+        );
+    }
     let list = c.ctl_ok(&["pool", "list"]);
     assert!(list.contains("finished"), "{list}");
     let results: Value =
@@ -446,4 +464,103 @@ fn a_node_that_stops_puts_its_items_back_at_once_and_the_job_completes() {
         assert_eq!(item["ok"], true, "{item}");
         assert_eq!(item["stdout"], format!("{n}\n"), "{item}");
     }
+}
+
+#[test]
+fn pool_rm_and_pool_keep_remove_finished_jobs_from_the_database() {
+    let Some(pg) = PgCluster::start() else { return };
+    let a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let go = a.path("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo {{}}",
+        go.display()
+    );
+    let job = a
+        .ctl_ok(&[
+            "pool", "map", "--detach", "--", "sh", "-c", &script, ":::", "1", "2", "3",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(job, "1");
+    let refused = b.ctl(&["pool", "rm", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("pool job 1 is still running"), "{stderr}");
+    std::fs::write(&go, "").unwrap();
+    b.ctl_ok(&["pool", "wait", "1"]);
+    let removed = b.ctl_ok(&["pool", "rm", "1"]);
+    assert!(
+        removed.contains("pool job 1 removed (finished: 3 ok"),
+        "{removed}"
+    );
+    assert_eq!(
+        pg.psql("SELECT (SELECT count(*) FROM corral_pool_jobs)::text || '/' || (SELECT count(*) FROM corral_pool_items)::text"),
+        "0/0",
+        "the job and its items are gone from the database"
+    );
+    let gone = a.ctl(&["pool", "status", "1"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no pool job 1"));
+    // A node with a short pool_keep removes finished jobs, whoever ran them.
+    let mut c = crate::backend::configured_node(
+        &pg,
+        "c",
+        "pool_slots = 2\npool_keep = \"1s\"\n[backend]\nlease = \"2s\"\n",
+    );
+    c.start();
+    a.ctl_ok(&["pool", "map", "--", "true", ":::", "x", "y"]);
+    wait_for("node c removes the finished job", || {
+        (pg.psql("SELECT count(*) FROM corral_pool_jobs") == "0").then_some(())
+    });
+    assert_eq!(pg.psql("SELECT count(*) FROM corral_pool_items"), "0");
+}
+
+#[test]
+fn a_node_killed_with_kill_9_leaves_no_item_process_running() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mut a = node(&pg, "a");
+    let b = node(&pg, "b");
+    let go = a.path("go");
+    let dir = a.path("");
+    // Each item's shell writes its pid (its process group's id) and waits in a child
+    // process (`sleep`), as a real command's children would; for 30 s at most, so a
+    // failed run of this test leaves nothing behind for long.
+    let script = format!(
+        "echo $$ >> {dir}/pids.$CORRAL_NODE; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; \
+         do sleep 0.05; i=$((i+1)); done; echo {{}}",
+        dir = dir.display(),
+        go = go.display()
+    );
+    let job = a
+        .ctl_ok(&[
+            "pool", "map", "--detach", "-j", "4", "--", "sh", "-c", &script, ":::", "0", "1", "2",
+            "3",
+        ])
+        .trim()
+        .to_owned();
+    let groups = |node: &str| -> Vec<i32> {
+        std::fs::read_to_string(dir.join(format!("pids.{node}")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    wait_for("both nodes to run two items", || {
+        (groups("a").len() == 2 && groups("b").len() == 2).then_some(())
+    });
+    let on_a = groups("a");
+    assert!(on_a.iter().all(|g| !group_members(*g).is_empty()));
+    a.kill9();
+    wait_for("the killed node's item processes to be gone", || {
+        on_a.iter()
+            .all(|g| group_members(*g).is_empty())
+            .then_some(())
+    });
+    for g in groups("b") {
+        assert!(!group_members(g).is_empty(), "node b's item {g} runs on");
+    }
+    // Node b takes the items over once a's lease expires, and the job completes.
+    std::fs::write(&go, "").unwrap();
+    b.ctl_ok(&["pool", "wait", &job]);
+    assert_eq!(b.ctl_ok(&["pool", "results", &job]), "0\n1\n2\n3\n");
 }

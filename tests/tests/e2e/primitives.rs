@@ -53,6 +53,13 @@ on_both_backends!(
     acknowledged_gets_ack_nack_and_give_back_what_a_closed_connection_or_a_timeout_held,
     a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries,
     purge_and_delete_empty_a_queue_and_delete_ends_its_waiters,
+    semaphore_waiters_are_woken_by_releases_first_come_first_served,
+    a_bounded_semaphore_refuses_a_release_past_its_bound_and_bad_requests,
+    event_waits_are_woken_by_set_and_answered_by_delete,
+    anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone,
+    bad_input_gets_clear_errors,
+    a_large_get_count_is_answered_in_pieces_of_at_most_a_mebibyte,
+    a_connection_holding_a_lease_is_not_closed_as_idle_but_one_that_acked_its_lease_is,
 );
 
 fn a_supervised_process_puts_on_a_queue_and_corralctl_gets_it(backend: Backend) {
@@ -429,9 +436,10 @@ fn queue_totals_survive_a_clean_restart_and_items_stay_exact_after_kill_9() {
     assert_eq!(items, vec![json!(2), json!(3), json!(4), json!(5)]);
 }
 
-#[test]
-fn bad_input_gets_clear_errors() {
-    let mut d = TestDaemon::new();
+fn bad_input_gets_clear_errors(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
     d.start();
     let mut c = d.raw();
     let cases = [
@@ -794,6 +802,14 @@ fn a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries(backend: Bac
     let Some(mut d) = backend.daemon() else {
         return;
     };
+    // A queue declared in corral.toml, with a dead-letter queue of its own.
+    std::fs::write(
+        d.path("corral.toml"),
+        "[queues.configured]\nmax_deliveries = 1\ndead_letter = \"configured-failed\"\n",
+    )
+    .unwrap();
+    let config = d.path("corral.toml").display().to_string();
+    d.extra_args.extend(["--config".into(), config]);
     d.start();
     let c = d.client();
     let q = c.queue("work");
@@ -815,6 +831,19 @@ fn a_poison_item_goes_to_the_dead_letter_queue_after_max_deliveries(backend: Bac
     assert_eq!(q.info().unwrap().depth, 0);
     let dead = c.queue("work.dead");
     assert_eq!(dead.get::<String>(None).unwrap(), "poison");
+    // The declared queue's item, its lease passing once, is dead-lettered.
+    let configured = c.queue("configured");
+    assert_eq!(configured.info().unwrap().max_deliveries, Some(1));
+    configured.put(7).unwrap();
+    let _lost = configured
+        .get_ack::<u32>(None, Duration::from_millis(100))
+        .unwrap();
+    let failed: u32 = c
+        .queue("configured-failed")
+        .get(Some(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(failed, 7);
+    assert_eq!(configured.info().unwrap().in_flight, 0);
 }
 
 fn purge_and_delete_empty_a_queue_and_delete_ends_its_waiters(backend: Backend) {
@@ -851,4 +880,302 @@ fn purge_and_delete_empty_a_queue_and_delete_ends_its_waiters(backend: Backend) 
     assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
     assert!(!q.delete().unwrap());
     assert!(c.queues().unwrap().iter().all(|i| i.queue != "old"));
+}
+
+fn semaphore_waiters_are_woken_by_releases_first_come_first_served(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let client = d.client();
+    let sem = client.semaphore("fifo");
+    assert_eq!(sem.create(1, None).unwrap().value, 1);
+    assert_eq!(sem.acquire(None).unwrap(), 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for n in 0..3 {
+        let socket = d.socket();
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            let client = Client::connect_to(&socket).unwrap();
+            client
+                .semaphore("fifo")
+                .acquire(Some(Duration::from_secs(120)))
+                .unwrap();
+            tx.send(n).unwrap();
+            // Hold the connection until told, as a permit is not bound to it anyway.
+        }));
+        wait_for("the waiter to queue", || {
+            (sem.get().unwrap().waiters == n + 1).then_some(())
+        });
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        // The permit goes to the first waiter, not to the free count.
+        assert_eq!(sem.release().unwrap(), 0);
+        order.push(rx.recv_timeout(Duration::from_secs(60)).unwrap());
+    }
+    assert_eq!(order, vec![0, 1, 2]);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let value = sem.get().unwrap();
+    assert_eq!((value.value, value.waiters), (0, 0));
+    sem.release().unwrap();
+    assert_eq!(sem.get().unwrap().value, 1);
+    // A waiter whose wait times out leaves the line.
+    assert!(sem.try_acquire().unwrap());
+    let err = sem.acquire(Some(Duration::from_millis(50))).unwrap_err();
+    assert_eq!(err.code(), Some(corral_proto::ErrorCode::Timeout), "{err}");
+    assert_eq!(sem.get().unwrap().waiters, 0);
+    // A semaphore deleted under a waiter ends its wait with not_found.
+    let socket = d.socket();
+    let waiter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client
+            .semaphore("fifo")
+            .acquire(Some(Duration::from_secs(120)))
+            .unwrap_err()
+    });
+    wait_for("the waiter to queue", || {
+        (sem.get().unwrap().waiters == 1).then_some(())
+    });
+    assert!(sem.delete().unwrap());
+    let err = waiter.join().unwrap();
+    assert_eq!(err.code(), Some(corral_proto::ErrorCode::NotFound), "{err}");
+    assert!(client.semaphores().unwrap().is_empty());
+}
+
+fn a_bounded_semaphore_refuses_a_release_past_its_bound_and_bad_requests(backend: Backend) {
+    use corral_proto::ErrorCode;
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let client = d.client();
+    let sem = client.semaphore("bounded");
+    sem.create(1, Some(1)).unwrap();
+    let err = sem.release().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Overflow), "{err}");
+    assert!(sem.try_acquire().unwrap());
+    assert!(!sem.try_acquire().unwrap(), "no permit left");
+    sem.release().unwrap();
+    // Created again with the same bound: left as it is; with another bound: refused.
+    assert_eq!(sem.create(0, Some(1)).unwrap().value, 1);
+    let err = sem.create(1, None).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TypeMismatch), "{err}");
+    let err = client.semaphore("never").acquire(None).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    let err = client.semaphore("never").release().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    let err = client.semaphore("x").create(3, Some(2)).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    let listed: Vec<_> = client
+        .semaphores()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.semaphore, s.value, s.bound))
+        .collect();
+    assert_eq!(listed, vec![("bounded".to_string(), 1, Some(1))]);
+}
+
+fn event_waits_are_woken_by_set_and_answered_by_delete(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let client = d.client();
+    let event = client.event("go");
+    assert!(!event.is_set().unwrap());
+    assert!(!event.wait(Some(Duration::from_millis(20))).unwrap());
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let socket = d.socket();
+        waiters.push(std::thread::spawn(move || {
+            let client = Client::connect_to(&socket).unwrap();
+            client.event("go").wait(Some(Duration::from_secs(120)))
+        }));
+    }
+    wait_for("both waiters to wait", || {
+        let e = client.events().unwrap();
+        e.iter()
+            .any(|e| e.event == "go" && e.waiters == 2)
+            .then_some(())
+    });
+    event.set().unwrap();
+    for w in waiters {
+        assert!(w.join().unwrap().unwrap());
+    }
+    assert!(event.wait(None).unwrap(), "a set event does not block");
+    event.clear().unwrap();
+    assert!(!event.is_set().unwrap());
+    // A waiter of an event that is deleted is answered: not set.
+    let socket = d.socket();
+    let waiter = std::thread::spawn(move || {
+        let client = Client::connect_to(&socket).unwrap();
+        client.event("go").wait(Some(Duration::from_secs(120)))
+    });
+    wait_for("the waiter to wait", || {
+        let e = client.events().unwrap();
+        e.iter()
+            .any(|e| e.event == "go" && e.waiters == 1)
+            .then_some(())
+    });
+    assert!(event.delete().unwrap());
+    assert!(!waiter.join().unwrap().unwrap());
+    assert!(!event.delete().unwrap());
+}
+
+/// The anonymous objects of every kind, tied to `session`.
+fn make_anonymous(client: &Client, session: &str) {
+    use corral_proto::AnonKind;
+    client.queue("anon-q").put(json!(1)).unwrap();
+    client.counter("anon-c").add(1).unwrap();
+    client.array("anon-a").create_f64(2, None).unwrap();
+    client.semaphore("anon-s").create(1, None).unwrap();
+    client.event("anon-e").set().unwrap();
+    for (kind, name) in [
+        (AnonKind::Queue, "anon-q"),
+        (AnonKind::Counter, "anon-c"),
+        (AnonKind::Array, "anon-a"),
+        (AnonKind::Semaphore, "anon-s"),
+        (AnonKind::Event, "anon-e"),
+    ] {
+        client.anon_add(session, kind, name).unwrap();
+    }
+}
+
+/// How many of the objects of [`make_anonymous`] still exist.
+fn anonymous_left(client: &Client) -> usize {
+    let queues = client.queues().unwrap();
+    let counters = client.counters().unwrap();
+    let arrays = client.arrays().unwrap();
+    let sems = client.semaphores().unwrap();
+    let events = client.events().unwrap();
+    usize::from(queues.iter().any(|q| q.queue == "anon-q"))
+        + usize::from(counters.iter().any(|c| c.counter == "anon-c"))
+        + usize::from(arrays.iter().any(|a| a.array == "anon-a"))
+        + usize::from(sems.iter().any(|s| s.semaphore == "anon-s"))
+        + usize::from(events.iter().any(|e| e.event == "anon-e"))
+}
+
+fn anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone(
+    backend: Backend,
+) {
+    use corral_proto::{AnonKind, ErrorCode};
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let session = "s-0123456789abcdef";
+    let mut program = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    {
+        // Two holders: this connection, which closes first, and a process.
+        let client = d.client();
+        client.anon_hold(session, None).unwrap();
+        let held = client.anon_hold(session, Some(program.id())).unwrap();
+        assert_eq!(held.holders, 2);
+        make_anonymous(&client, session);
+    }
+    let client = d.client();
+    assert_eq!(anonymous_left(&client), 5, "the process still holds them");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(program.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    program.wait().unwrap();
+    wait_for("the anonymous objects to be removed", || {
+        (anonymous_left(&client) == 0).then_some(())
+    });
+    // A session held by a connection alone ends with it.
+    {
+        let holder = d.client();
+        holder.anon_hold("s-two", None).unwrap();
+        holder.counter("anon-two").add(1).unwrap();
+        holder
+            .anon_add("s-two", AnonKind::Counter, "anon-two")
+            .unwrap();
+    }
+    wait_for("the connection's object to be removed", || {
+        let counters = client.counters().unwrap();
+        counters
+            .iter()
+            .all(|c| c.counter != "anon-two")
+            .then_some(())
+    });
+    let err = client
+        .anon_add("nobody-holds-this", AnonKind::Queue, "q")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    let err = client.anon_hold("bad token!", None).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    // A named object is untouched.
+    client.counter("named").add(1).unwrap();
+    assert_eq!(client.counter("named").get().unwrap(), 1);
+}
+
+fn a_large_get_count_is_answered_in_pieces_of_at_most_a_mebibyte(backend: Backend) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    d.start();
+    let mut c = d.raw();
+    let item = "x".repeat(200_000);
+    for id in 1..=12 {
+        let put = json!({"id": id, "op": "queue_put", "queue": "q", "value": item});
+        assert!(c.roundtrip(&put.to_string()).get("result").is_some());
+    }
+    // 1 MiB of items per reply: five of these (200,002 bytes of JSON each), then the
+    // rest; acknowledged gets alike.
+    let sizes: Vec<usize> = [
+        r#"{"id":20,"op":"queue_get","queue":"q","count":1000}"#,
+        r#"{"id":21,"op":"queue_get","queue":"q","count":1000,"ack":true}"#,
+        r#"{"id":22,"op":"queue_get","queue":"q","count":1000}"#,
+    ]
+    .iter()
+    .map(|request| {
+        let reply = c.roundtrip(request);
+        reply["result"]["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .len()
+    })
+    .collect();
+    assert_eq!(sizes, vec![5, 5, 2]);
+}
+
+fn a_connection_holding_a_lease_is_not_closed_as_idle_but_one_that_acked_its_lease_is(
+    backend: Backend,
+) {
+    let Some(mut d) = backend.daemon() else {
+        return;
+    };
+    std::fs::write(d.path("corral.toml"), "idle_timeout = \"1s\"\n").unwrap();
+    let config = d.path("corral.toml").display().to_string();
+    d.extra_args.extend(["--config".into(), config]);
+    d.start();
+    d.client().queue("q").put(1).unwrap();
+    d.client().queue("q").put(2).unwrap();
+    let get = r#"{"id":1,"op":"queue_get","queue":"q","ack":true,"visibility_ms":60000}"#;
+    let mut holder = d.raw();
+    let leased = holder.roundtrip(get);
+    assert!(leased.get("result").is_some(), "{leased}");
+    let mut done = d.raw();
+    let leased = done.roundtrip(get);
+    let id = leased["result"]["leases"][0]["id"]
+        .as_u64()
+        .expect("a lease");
+    let acked = done.roundtrip(&format!(
+        r#"{{"id":2,"op":"queue_ack","queue":"q","ids":[{id}]}}"#
+    ));
+    assert!(acked.get("result").is_some(), "{acked}");
+    // The one whose lease is over is closed as idle; the holder is served on.
+    assert!(done.recv().is_none(), "an idle connection is closed");
+    let again = holder.roundtrip(r#"{"id":3,"op":"hello","version":1}"#);
+    assert_eq!(again["id"], 3);
 }

@@ -337,3 +337,38 @@ fn run_holds_the_anonymous_session_for_the_process() {
     assert_eq!(code(&other.roundtrip(&bad.to_string())), "bad_request");
     d.ctl_ok(&["stop", &unit]);
 }
+
+/// After a `kill -9` of corrald, the next corrald stops a `run` task it finds (it is no
+/// longer configured), and the anonymous session that task held ends with it: nothing is
+/// left behind.
+#[test]
+fn a_run_task_found_after_a_kill_9_of_corrald_is_stopped_and_its_session_ends() {
+    let mut d = TestDaemon::new();
+    d.start();
+    let session = "s-run-restart-0123456789";
+    let pid = {
+        let mut c = d.raw();
+        c.roundtrip(&json!({"id": 1, "op": "anon_hold", "session": session}).to_string());
+        c.roundtrip(r#"{"id":2,"op":"counter_add","counter":"c-run","delta":1}"#);
+        let add = json!({"id": 3, "op": "anon_add", "session": session, "kind": "counter", "name": "c-run"});
+        assert!(c.roundtrip(&add.to_string()).get("result").is_some());
+        let run =
+            json!({"id": 4, "op": "run", "command": ["sleep", "600"], "anon_session": session});
+        let reply = c.roundtrip(&run.to_string());
+        reply["result"]["pid"].as_i64().expect("a pid") as i32
+    };
+    d.kill9();
+    assert!(
+        corral_tests::alive(pid),
+        "a task that is not a daemon outlives corrald"
+    );
+    d.start();
+    corral_tests::wait_for("the task to be stopped", || {
+        (!corral_tests::alive(pid)).then_some(())
+    });
+    let client = d.client();
+    corral_tests::wait_for("the session to end with its task", || {
+        let counters = client.counters().unwrap();
+        (!counters.iter().any(|c| c.counter == "c-run")).then_some(())
+    });
+}

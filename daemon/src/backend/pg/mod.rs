@@ -1,5 +1,5 @@
-//! The PostgreSQL backend: queues, counters, arrays and locks in tables shared by every
-//! corrald node on the same database (see `backend::schema` for the tables and the SQL
+//! The PostgreSQL backend: queues, counters, arrays, locks, semaphores and events in
+//! tables shared by every corrald node on the same database (see `backend::schema` for the tables and the SQL
 //! functions that keep an operation that reads and writes one statement).
 //!
 //! [`Pg`] owns the connection (one `tokio_postgres::Client`, whose concurrent queries are
@@ -17,26 +17,29 @@
 //!
 //! Cross-node wake-ups: every node LISTENs on the channel [`CHANNEL`]; a put (or a
 //! return) notifies `q:QUEUE`, a get or ack of a bounded queue `p:QUEUE` (its putters),
-//! a queue's delete `d:QUEUE` (its waiters end) and a release `l:LOCK` in the same statement (PostgreSQL folds identical
-//! notifications of one transaction into one). A blocked `get` or `acquire` on any node
-//! tries again when its object's notification arrives, and every `[backend] poll`
-//! (default 500 ms) anyway, so a
-//! lost notification (e.g. while the connection was down) only adds latency. A lock's
-//! waiters stand in line in `corral_lock_waiters` (FIFO by id, across the nodes): a grant
-//! goes to the first of the line, or to a newcomer only when nobody waits.
+//! a queue's delete `d:QUEUE` (its waiters end), a semaphore's release `s:NAME`, an
+//! event's set `e:NAME` (its delete `d:e:NAME`) and a lock's release `l:LOCK`, in the
+//! same statement (PostgreSQL folds identical notifications of one transaction into
+//! one). A blocked request on any node tries again when its object's notification
+//! arrives, and every `[backend] poll` (default 500 ms) anyway, so a lost notification
+//! (e.g. while the connection was down) only adds latency. A lock's waiters stand in
+//! line in `corral_lock_waiters` (FIFO by id, across the nodes): a grant goes to the
+//! first of the line, or to a newcomer only when nobody waits; a semaphore's likewise.
 //!
 //! Leases: the keeper renews this node's row of `corral_nodes` every lease/3 and
-//! releases the locks, waiters and leased items of nodes whose lease has expired, and the
-//! leased items whose visibility timeout passed. A node that has not
+//! releases the locks, lock and semaphore waiters and leased items of nodes whose lease
+//! has expired, and the leased items whose visibility timeout passed. A node that has not
 //! renewed its own lease for a whole lease gives up its locks itself (the watchdog): its
 //! clients are told by the answer to their `release`. Operations this backend does
 //! not support answer a clear `failed` error naming the operation; while the database is
 //! unreachable every operation answers `backend_unavailable` and nothing changes.
 
+mod anon;
 mod arrays;
 mod counters;
 mod locks;
 mod queues;
+mod syncs;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -66,6 +69,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The PostgreSQL backend of one node. Shared by `Arc`.
 pub struct Pg {
     settings: BackendSettings,
+    /// The item size limit and the queues `corral.toml` declares.
+    limits: crate::primitives::Limits,
     config: Config,
     /// The live connection; `None` while the database is unreachable.
     client: RwLock<Option<Arc<Client>>>,
@@ -91,6 +96,11 @@ struct ConnState {
     waiting: usize,
     /// It was given leases (acknowledged gets not detached): they go back when it closes.
     leases: bool,
+    /// Those leases by id, with their deadlines, until acked or nacked through this node:
+    /// while one lasts the connection holds something (it is not closed as idle).
+    lease_until: std::collections::BTreeMap<u64, Instant>,
+    /// It holds anonymous sessions: its holds end when it closes.
+    anon: bool,
 }
 
 /// Rows of this node that a statement failed to delete (the database was away): deleted
@@ -105,6 +115,10 @@ enum Stale {
     Waiter(i64),
     /// The leases of a closed connection (their items go back).
     Leases(u64),
+    /// A semaphore waiter's place.
+    SemaphoreWaiter(i64),
+    /// The anonymous-session holds of a closed connection (or exited process).
+    Anon(u64),
 }
 
 /// Why the backend could not start.
@@ -190,9 +204,14 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 }
 
 impl Pg {
-    /// Connects, migrates the schema, registers this node and starts the keeper task.
-    /// Errors name the URL with its password hidden and say what to do.
-    pub async fn start(settings: BackendSettings) -> Result<Arc<Pg>, StartError> {
+    /// Connects, migrates the schema, registers this node, declares the queues of
+    /// `limits` (what `corral.toml` says wins over what is stored, as on SQLite) and
+    /// starts the keeper task. Errors name the URL with its password hidden and say what
+    /// to do.
+    pub async fn start(
+        settings: BackendSettings,
+        limits: crate::primitives::Limits,
+    ) -> Result<Arc<Pg>, StartError> {
         let mut config = Config::from_str(&settings.url).map_err(|e| StartError::BadUrl {
             url: redact(&settings.url),
             reason: e.to_string(),
@@ -243,6 +262,14 @@ impl Pg {
                     &[&settings.node],
                 )
                 .await?;
+            // Its semaphore waiters of a previous life (a permit granted to one goes on).
+            client
+                .execute(
+                    "SELECT corral_semaphore_leave(ARRAY(
+                         SELECT id FROM corral_semaphore_waiters WHERE node = $1))",
+                    &[&settings.node],
+                )
+                .await?;
             // Leases of its connections of a previous life (detached ones last their
             // visibility).
             client
@@ -253,6 +280,20 @@ impl Pg {
                     &[&settings.node],
                 )
                 .await?;
+            for (queue, conf) in &limits.declared_queues {
+                let maxsize = conf.maxsize.map(|m| m.min(i32::MAX as usize) as i32);
+                let max_deliveries = conf.max_deliveries.map(|m| m.min(i32::MAX as u32) as i32);
+                client
+                    .execute(
+                        "INSERT INTO corral_queues (name, maxsize, max_deliveries, dead_letter)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (name) DO UPDATE SET maxsize = EXCLUDED.maxsize,
+                             max_deliveries = EXCLUDED.max_deliveries,
+                             dead_letter = EXCLUDED.dead_letter",
+                        &[queue, &maxsize, &max_deliveries, &conf.dead_letter],
+                    )
+                    .await?;
+            }
             client.batch_execute("COMMIT").await
         }
         .await;
@@ -267,6 +308,7 @@ impl Pg {
         );
         let pg = Arc::new(Pg {
             settings,
+            limits,
             config,
             client: RwLock::new(Some(Arc::new(client))),
             conns: Mutex::new(HashMap::new()),
@@ -275,6 +317,10 @@ impl Pg {
             stale: Mutex::new(Vec::new()),
             renewed: Mutex::new(Instant::now()),
         });
+        pg.rewatch_anon().await.map_err(|source| StartError::Sql {
+            url: redact(&pg.settings.url),
+            source,
+        })?;
         tokio::spawn(keeper(pg.clone(), closed));
         tokio::spawn(watchdog(pg.clone()));
         Ok(pg)
@@ -368,6 +414,9 @@ impl Pg {
         if state.leases {
             rows.push(Stale::Leases(conn));
         }
+        if state.anon {
+            rows.push(Stale::Anon(conn));
+        }
         if rows.is_empty() {
             return;
         }
@@ -417,6 +466,19 @@ impl Pg {
                     )
                     .await
             }
+            Stale::Anon(conn) => {
+                client
+                    .execute(
+                        "SELECT corral_anon_release($1, $2)",
+                        &[node, &(*conn as i64)],
+                    )
+                    .await
+            }
+            Stale::SemaphoreWaiter(id) => {
+                client
+                    .execute("SELECT corral_semaphore_leave(ARRAY[$1::bigint])", &[id])
+                    .await
+            }
             // The waiters behind it may be first now.
             Stale::Waiter(id) => {
                 client
@@ -444,7 +506,13 @@ impl Pg {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
-            .is_some_and(|s| !s.locks.is_empty() || s.waiting > 0 || s.leases)
+            .is_some_and(|s| {
+                let now = Instant::now();
+                !s.locks.is_empty()
+                    || s.waiting > 0
+                    || s.anon
+                    || s.lease_until.values().any(|&until| until > now)
+            })
     }
 
     /// Changes the state of a connection still open (one that closed has none).
@@ -483,6 +551,19 @@ impl Pg {
             Op::LockAcquire { .. } | Op::LockRelease { .. } | Op::LockStatus { .. } => {
                 self.lock_op(conn, op, &gone).await
             }
+            Op::SemaphoreCreate { .. }
+            | Op::SemaphoreAcquire { .. }
+            | Op::SemaphoreRelease { .. }
+            | Op::SemaphoreGet { .. }
+            | Op::SemaphoreList {}
+            | Op::SemaphoreDelete { .. }
+            | Op::EventSet { .. }
+            | Op::EventClear { .. }
+            | Op::EventGet { .. }
+            | Op::EventWait { .. }
+            | Op::EventList {}
+            | Op::EventDelete { .. } => self.sync_op(conn, op, &gone).await,
+            Op::AnonHold { .. } | Op::AnonAdd { .. } => self.anon_op(conn, op).await,
             _ => Err(unsupported(name)),
         }
     }
@@ -504,9 +585,13 @@ impl Pg {
     {
         // Subscribed before the first attempt: a put committed after it is not missed.
         let mut wakes = self.wakes.subscribe();
-        // A queue's getters and putters end when it is deleted (`d:QUEUE`).
+        // A queue's getters and putters end when it is deleted (`d:QUEUE`: `not_found`),
+        // an event's waiters when it is (`d:e:EVENT`: not set, as at the timeout).
         let queue = key.strip_prefix("q:").or_else(|| key.strip_prefix("p:"));
-        let deleted = queue.map(|q| format!("d:{q}"));
+        let deleted = match queue {
+            Some(q) => Some(format!("d:{q}")),
+            None => key.starts_with("e:").then(|| format!("d:{key}")),
+        };
         if let Some(found) = attempt().await? {
             return Ok(Some(found));
         }
@@ -544,10 +629,13 @@ impl Pg {
                 () = cancel.cancelled() => break Ok(None),
                 () = tokio::time::sleep(nap) => {}
                 deleted = woken => if deleted {
-                    break Err(ErrorBody::new(
-                        ErrorCode::NotFound,
-                        format!("queue `{}` was deleted", queue.unwrap_or_default()),
-                    ));
+                    break match queue {
+                        Some(queue) => Err(ErrorBody::new(
+                            ErrorCode::NotFound,
+                            format!("queue `{queue}` was deleted"),
+                        )),
+                        None => Ok(None),
+                    };
                 }
             }
             match attempt().await {
@@ -616,8 +704,8 @@ fn unsupported(op: &str) -> ErrorBody {
     ErrorBody::new(
         ErrorCode::Failed,
         format!(
-            "{op} is not supported by the PostgreSQL backend yet (corrald --backend); \
-             queues, counters, arrays and lock acquire/release/status are"
+            "{op} is not supported by the PostgreSQL backend (corrald --backend); \
+             queues, counters, arrays, locks, semaphores, events and anonymous sessions are"
         ),
     )
 }
@@ -760,6 +848,30 @@ async fn renew_and_reap(pg: &Pg, client: &Client) {
             }
         }
         Err(e) => tracing::warn!("PostgreSQL backend: releasing expired nodes' locks: {e}"),
+    }
+    if let Err(e) = client
+        .execute(
+            "SELECT corral_semaphore_leave(ARRAY(
+                 SELECT w.id FROM corral_semaphore_waiters w JOIN corral_nodes n ON n.name = w.node
+                 WHERE n.name <> $1
+                   AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'))",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: dropping expired nodes' semaphore waiters: {e}");
+    }
+    if let Err(e) = client
+        .execute(
+            "SELECT corral_anon_release(n.name, NULL) FROM corral_nodes n
+             WHERE n.name <> $1
+               AND n.heartbeat < now() - n.lease_ms * interval '1 millisecond'
+               AND EXISTS (SELECT 1 FROM corral_anon_holders h WHERE h.node = n.name)",
+            &[node],
+        )
+        .await
+    {
+        tracing::warn!("PostgreSQL backend: ending expired nodes' anonymous holds: {e}");
     }
     // Leases past their visibility timeout, and those of expired nodes' connections.
     if let Err(e) = client

@@ -2,7 +2,7 @@
 //! once across nodes; acknowledged gets lease their items), ack, nack, len, list, declare,
 //! purge and delete. The SQL functions they call are schema 5's (`backend::schema`).
 
-use corral_proto::{DEFAULT_VISIBILITY_MS, Lease};
+use corral_proto::{DEFAULT_VISIBILITY_MS, Lease, MAX_GET_BYTES};
 
 use super::*;
 
@@ -67,6 +67,16 @@ impl Pg {
             } => {
                 check_name("queue", &queue)?;
                 let text = value.to_string();
+                let max = self.limits.max_item_bytes;
+                if text.len() > max {
+                    return Err(ErrorBody::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "item is {} bytes; queue items are limited to {max} bytes (max_item_bytes)",
+                            text.len()
+                        ),
+                    ));
+                }
                 let deadline = deadline(block, timeout_ms);
                 // A bounded queue's putter waits for room (a `p:QUEUE` notification).
                 let put = self
@@ -356,6 +366,15 @@ impl Pg {
                 ),
             ));
         }
+        // Ended: no connection of this node holds them any more.
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            for state in conns.values_mut() {
+                for id in ids {
+                    state.lease_until.remove(id);
+                }
+            }
+        }
         let count = leases
             .iter()
             .collect::<std::collections::BTreeSet<_>>()
@@ -389,13 +408,14 @@ impl Pg {
         }
         let rows = client
             .query(
-                "SELECT item, val, lease_id, delivered FROM corral_queue_lease($1, $2, $3, $4, $5)",
+                "SELECT item, val, lease_id, delivered FROM corral_queue_lease($1, $2, $3, $4, $5, $6)",
                 &[
                     &queue,
                     &limit,
                     &self.settings.node,
                     &holder,
                     &(spec.visibility_ms as i64),
+                    &(MAX_GET_BYTES as i64),
                 ],
             )
             .await
@@ -416,13 +436,24 @@ impl Pg {
                 .map_err(|e| self.sql_error("queue_get", e))?;
             return Ok(None);
         }
-        let leases = rows
+        let leases: Vec<Lease> = rows
             .iter()
             .map(|r| Lease {
                 id: r.2 as u64,
                 deliveries: r.3.max(0) as u32,
             })
             .collect();
+        if holder.is_some() {
+            let until = Instant::now() + Duration::from_millis(spec.visibility_ms);
+            self.with_conn(conn.id, |s| {
+                s.lease_until.extend(leases.iter().map(|l| (l.id, until)));
+                // Ended leases of a long visibility do not pile up.
+                let now = Instant::now();
+                if s.lease_until.len() > 1024 {
+                    s.lease_until.retain(|_, until| *until > now);
+                }
+            });
+        }
         let items = rows
             .into_iter()
             .map(|(_, text, ..)| {
@@ -444,8 +475,8 @@ impl Pg {
         let limit = count.min(1000) as i32;
         let rows = client
             .query(
-                "SELECT item, val FROM corral_queue_take($1, $2)",
-                &[&queue, &limit],
+                "SELECT item, val FROM corral_queue_take($1, $2, $3)",
+                &[&queue, &limit, &(MAX_GET_BYTES as i64)],
             )
             .await
             .map_err(|e| self.sql_error("queue_get", e))?;

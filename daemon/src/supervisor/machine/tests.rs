@@ -60,6 +60,23 @@ fn restart_timer(fx: &Effects) -> Option<(Duration, u64)> {
     })
 }
 
+/// The outcome of the spawn of `token` at `now`, not shutting down.
+fn outcome(
+    token: u64,
+    result: Result<(i32, u64), String>,
+    run_id: i64,
+    now: Instant,
+) -> SpawnOutcome {
+    SpawnOutcome {
+        token,
+        result,
+        run_id,
+        shutting_down: false,
+        now,
+        wall_ms: 0,
+    }
+}
+
 /// Starts `inst` at `at` through the real decisions (start, spawn, spawn outcome) and
 /// returns the pid its process got.
 fn run_at(inst: &mut Instance, u: &Unit, at: Instant) -> i32 {
@@ -71,7 +88,7 @@ fn run_at(inst: &mut Instance, u: &Unit, at: Instant) -> i32 {
     }
     assert!(inst.spawn(u, at, token, &mut fx), "spawned: {fx:?}");
     let pid = 4000 + token as i32;
-    inst.spawned(u, token, Ok((pid, 7)), 1, false, (at, 0), &mut fx);
+    inst.spawned(u, outcome(token, Ok((pid, 7)), 1, at), &mut fx);
     assert!(inst.run().is_some(), "{:?}", inst.state);
     pid
 }
@@ -125,7 +142,14 @@ fn a_start_spawns_and_the_process_is_recorded_routed_and_checked() {
     assert_eq!(fx, [Effect::Changed, Effect::Spawn { token: 7 }]);
 
     let mut fx = Effects::new();
-    inst.spawned(&u, 7, Ok((321, 99)), 5, false, (t0 + ms(3), 1234), &mut fx);
+    inst.spawned(
+        &u,
+        SpawnOutcome {
+            wall_ms: 1234,
+            ..outcome(7, Ok((321, 99)), 5, t0 + ms(3))
+        },
+        &mut fx,
+    );
     let run = Run {
         pid: 321,
         id: 5,
@@ -161,7 +185,7 @@ fn with_a_ready_check_a_spawned_instance_is_starting_until_ready() {
     let mut fx = Effects::new();
     inst.start(&mut fx);
     inst.spawn(&u, t0, 1, &mut fx);
-    inst.spawned(&u, 1, Ok((10, 1)), 3, false, (t0, 0), &mut fx);
+    inst.spawned(&u, outcome(1, Ok((10, 1)), 3, t0), &mut fx);
     assert!(
         matches!(inst.state, State::Starting { .. }),
         "{:?}",
@@ -199,7 +223,14 @@ fn a_spawn_outcome_for_an_older_token_kills_the_stray_process() {
     inst.force_kill(&mut fx);
     assert_eq!(inst.state, State::Stopped);
     let mut fx = Effects::new();
-    inst.spawned(&u, 1, Ok((55, 1)), 1, true, (t0, 0), &mut fx);
+    inst.spawned(
+        &u,
+        SpawnOutcome {
+            shutting_down: true,
+            ..outcome(1, Ok((55, 1)), 1, t0)
+        },
+        &mut fx,
+    );
     assert_eq!(fx, [Effect::KillStray { pid: 55 }]);
     assert_eq!(inst.state, State::Stopped);
 }
@@ -223,7 +254,7 @@ fn a_stop_during_the_spawn_stops_the_process_once_it_is_there() {
     );
     assert_eq!(inst.wire_state(), InstanceState::Stopping);
     let mut fx = Effects::new();
-    inst.spawned(&u, 9, Ok((77, 1)), 2, false, (t0, 0), &mut fx);
+    inst.spawned(&u, outcome(9, Ok((77, 1)), 2, t0), &mut fx);
     assert!(matches!(inst.state, State::Stopping { run } if run.pid == 77));
     let generation = inst.generation;
     assert_eq!(
@@ -538,7 +569,7 @@ fn running_out_of_descriptors_retries_without_using_up_the_start_limit() {
     inst.spawn(&u, t0, 1, &mut fx);
     let mut fx = Effects::new();
     let emfile = "spawning srv: Too many open files (os error 24)".to_owned();
-    inst.spawned(&u, 1, Err(emfile), 1, false, (t0, 0), &mut fx);
+    inst.spawned(&u, outcome(1, Err(emfile), 1, t0), &mut fx);
     assert!(matches!(inst.state, State::Backoff { .. }));
     assert_eq!(events(&fx), ["spawn_failed"]);
     assert!(inst.recent_starts.is_empty(), "not counted as a start");
@@ -551,15 +582,7 @@ fn running_out_of_descriptors_retries_without_using_up_the_start_limit() {
     inst.start(&mut fx);
     inst.spawn(&u, t0, 1, &mut fx);
     let mut fx = Effects::new();
-    inst.spawned(
-        &u,
-        1,
-        Err("no such file".into()),
-        1,
-        false,
-        (t0, 0),
-        &mut fx,
-    );
+    inst.spawned(&u, outcome(1, Err("no such file".into()), 1, t0), &mut fx);
     assert_eq!(inst.state, State::Failed);
     assert_eq!(inst.reason.as_deref(), Some("no such file"));
     assert_eq!(restart_timer(&fx), None);

@@ -16,7 +16,9 @@ pub(in crate::supervisor) fn deps_ready(
     units: &BTreeMap<String, UnitEntry>,
     name: &str,
 ) -> Result<bool, String> {
-    let unit = &units[name].unit;
+    let Some(unit) = units.get(name).map(|e| &e.unit) else {
+        return Err(format!("unit `{name}` does not exist"));
+    };
     for dep in &unit.requires {
         let Some(d) = units.get(dep) else {
             return Err(format!("required unit `{dep}` does not exist"));
