@@ -4,6 +4,25 @@ Usage: dropin.py map|process REPEATS   ($CORRAL_SOCKET set)
   map:     Pool(4).map(square, range(100_000)), default chunks
   process: start + join of a trivial Process (multiprocessing: the spawn context)
 Prints {"corral_ms": best of REPEATS, "multiprocessing_ms": best of REPEATS}.
+
+Where corral's map time goes (release corrald, 2 busy cores, December 2026). Each
+repeat makes a new Pool, so it pays for four worker interpreters starting and one map:
+- Start-up, ~120-150 ms of a ~160-190 ms repeat: each worker is a fresh Python (site
+  ~23 ms with this machine's .pth files, cloudpickle ~10 ms, corral._worker ~6 ms:
+  `python3 -X importtime -E -B -c "import corral._worker, cloudpickle"`). corrald spawns
+  them one after another (vfork + exec, a millisecond each; all four start within
+  10-30 ms, by /proc/PID/stat start times), and feeds a worker its first chunk as soon
+  as that one is spawned, not once all are. multiprocessing forks its workers: ~0.
+- A warm map (a Pool reused), ~35-60 ms: CPU per map 14 ms in the parent (pickling 16
+  chunks, one pool_append of ~500 KB, base64 + unpickling ~1.3 MB of answers), ~15 ms
+  in the four workers, and corrald's (below). Measured by reading utime+stime in
+  /proc/PID/stat of corrald and the workers around 20 maps, and `time.process_time()`
+  in the parent.
+- corrald, per warm map: 12-21 ms CPU before schema 3, three quarters of it in SQLite
+  seeking the WITHOUT ROWID pool_items table (sqlite3BtreeIndexMoveto -> accessPayload
+  reading whole 40-150 KB rows, overflow pages and all; it grew with the finished jobs
+  kept), found with `perf record --call-graph dwarf -p $(pidof corrald)`; 8-9.5 ms
+  since, however many finished jobs are kept.
 """
 import json
 import multiprocessing

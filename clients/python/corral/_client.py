@@ -351,12 +351,26 @@ def call(op: str, socket: Optional[str] = None, **fields: Any) -> Any:
 
 
 def stream(op: str, socket: Optional[str] = None, **fields: Any) -> Generator[Any, None, Any]:
-    """A streamed request on a connection of its own: yields events, returns the result."""
-    conn = Connection(socket)
+    """A streamed request on a pooled connection, its own until the stream ends: yields
+    events, returns the result. A stream read to its end (a result or an error reply)
+    gives the connection back to the pool, saving the next one a connect and a hello;
+    one abandoned early is closed (its remaining replies would be unread)."""
+    path, conn = _checkout(socket)
+    reusable = False
     try:
-        return (yield from conn.stream(op, fields))
+        result = yield from conn.stream(op, fields)
+        reusable = True
+        return result
+    except CorralConnectionError:
+        raise
+    except CorralError:
+        reusable = True
+        raise
     finally:
-        conn.close()
+        if reusable:
+            _checkin(path, conn)
+        else:
+            conn.close()
 
 
 def _after_fork_in_child() -> None:

@@ -511,7 +511,15 @@ impl PoolManager {
             .items
             .into_iter()
             .map(|(input, result)| {
-                let done = result.and_then(|r| serde_json::from_str::<PoolItem>(&r).ok());
+                let done = result
+                    .and_then(|r| serde_json::from_str::<PoolItem>(&r).ok())
+                    .map(|mut done| {
+                        // Stored without its input, which is in the row already.
+                        if done.input.is_empty() {
+                            done.input.clone_from(&input);
+                        }
+                        done
+                    });
                 Item {
                     input,
                     attempts: done.as_ref().map_or(0, |d| d.attempts),
@@ -1150,9 +1158,9 @@ impl PoolManager {
             self.pump(id);
             return;
         }
-        let result = PoolItem {
+        let mut result = PoolItem {
             index,
-            input: item.input.clone(),
+            input: String::new(),
             ok,
             exit,
             stdout,
@@ -1164,11 +1172,13 @@ impl PoolManager {
             ended_ms: now_ms(),
             node: None,
         };
+        // Stored without the input (its row has it; `restore` puts it back).
         self.store.pool_item_done(
             id,
             index,
             serde_json::to_string(&result).expect("items serialize"),
         );
+        result.input.clone_from(&item.input);
         job.complete(index, result);
         self.notify(id);
         self.pump(id);
@@ -1190,9 +1200,9 @@ impl PoolManager {
                 ItemState::Running { started_ms, .. } => *started_ms,
                 _ => ended_ms,
             };
-            let result = PoolItem {
+            let mut result = PoolItem {
                 index,
-                input: item.input.clone(),
+                input: String::new(),
                 ok: true,
                 exit: None,
                 stdout,
@@ -1204,10 +1214,12 @@ impl PoolManager {
                 started_ms,
                 ended_ms,
             };
+            // Stored without the input, as in `finish_item`.
             stored.push((
                 index,
                 serde_json::to_string(&result).expect("items serialize"),
             ));
+            result.input.clone_from(&item.input);
             job.complete(index, result);
         }
         self.store.pool_items_done(id, stored);

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,13 +61,15 @@ CREATE TABLE IF NOT EXISTS pool_jobs (
     created_ms  INTEGER NOT NULL,
     finished_ms INTEGER
 );
+-- A rowid table (schema 3): its rows are large (a chunk of inputs, its results), and a
+-- WITHOUT ROWID table compares keys by reading whole rows, overflow pages included.
 CREATE TABLE IF NOT EXISTS pool_items (
     job    INTEGER NOT NULL,
     idx    INTEGER NOT NULL,
     input  TEXT    NOT NULL,
     result TEXT,                      -- the finished item as JSON; NULL while unfinished
     PRIMARY KEY (job, idx)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -162,6 +164,9 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         )
         .map_err(sqlite)?;
     }
+    if version < 3 {
+        rebuild_pool_items(&conn).map_err(sqlite)?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite)?;
     // Checkpoints are run by the store task itself (see `Checkpoints`), not by SQLite
@@ -172,6 +177,38 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(sqlite)?;
     Ok(conn)
+}
+
+/// Schema 3: `pool_items` becomes a rowid table, its rows kept. Seeking in a WITHOUT
+/// ROWID table reads every large row it compares against in full (a pool job's inputs
+/// and results are tens of kilobytes a row): most of the store's time for a busy pool.
+fn rebuild_pool_items(conn: &Connection) -> rusqlite::Result<()> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'pool_items'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|s| s.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE pool_items_3 (
+             job    INTEGER NOT NULL,
+             idx    INTEGER NOT NULL,
+             input  TEXT    NOT NULL,
+             result TEXT,
+             PRIMARY KEY (job, idx)
+         );
+         INSERT INTO pool_items_3 (job, idx, input, result)
+             SELECT job, idx, input, result FROM pool_items;
+         DROP TABLE pool_items;
+         ALTER TABLE pool_items_3 RENAME TO pool_items;
+         PRAGMA user_version = 3;
+         COMMIT;",
+    )
 }
 
 /// Bumps and returns the start counter that makes lock fencing tokens grow across restarts.

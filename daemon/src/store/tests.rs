@@ -150,3 +150,51 @@ fn refuses_a_newer_schema() {
         .expect("must refuse");
     assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_schema_2_database_keeps_its_pool_items_in_a_rowid_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE pool_jobs (id INTEGER PRIMARY KEY, name TEXT, spec TEXT NOT NULL,
+             state TEXT NOT NULL, created_ms INTEGER NOT NULL, finished_ms INTEGER);
+         CREATE TABLE pool_items (job INTEGER NOT NULL, idx INTEGER NOT NULL,
+             input TEXT NOT NULL, result TEXT, PRIMARY KEY (job, idx)) WITHOUT ROWID;
+         INSERT INTO pool_jobs VALUES (7, NULL, '{}', 'running', 1, NULL);
+         INSERT INTO pool_items VALUES (7, 1, 'b', NULL), (7, 0, 'a', '{\"ok\":true}');
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path, test_limits()).unwrap();
+    let (jobs, _) = store.load_pool_jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].items,
+        vec![
+            ("a".to_owned(), Some("{\"ok\":true}".to_owned())),
+            ("b".to_owned(), None)
+        ]
+    );
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    let (version, sql): (i64, String) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), sql FROM sqlite_master
+             WHERE name = 'pool_items'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert!(!sql.to_ascii_uppercase().contains("WITHOUT ROWID"), "{sql}");
+    let rowid: i64 = conn
+        .query_row(
+            "SELECT rowid FROM pool_items WHERE job = 7 AND idx = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(rowid > 0);
+}
