@@ -11,10 +11,10 @@ fn repo_root() -> PathBuf {
         .into()
 }
 
-/// Runs `scripts/NAME --help` with a PATH whose package managers and build tools are
+/// Runs `DIR/NAME --help` (DIR: `scripts` or `bench`) with a PATH whose package managers and build tools are
 /// stand-ins that record being called, and whose peers (redis-server, supervisord,
 /// chromium, ...) are absent, so a script that would install or build calls one.
-fn help_of(name: &str) -> (String, Vec<String>) {
+fn help_of(folder: &str, name: &str) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let shims = dir.path().join("bin");
     std::fs::create_dir(&shims).unwrap();
@@ -33,7 +33,7 @@ fn help_of(name: &str) -> (String, Vec<String>) {
     }
     // bash, cat, dirname and id from /bin and /usr/bin; nothing else on PATH.
     let path = format!("{}:/usr/bin:/bin", shims.display());
-    let script = repo_root().join("scripts").join(name);
+    let script = repo_root().join(folder).join(name);
     let first = std::fs::read_to_string(&script).unwrap();
     // A Python script runs on the machine's python3 (the stand-in is for scripts that
     // would call it to install something).
@@ -52,7 +52,7 @@ fn help_of(name: &str) -> (String, Vec<String>) {
         .unwrap();
     assert!(
         out.status.success(),
-        "scripts/{name} --help: {}",
+        "{folder}/{name} --help: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let calls = std::fs::read_to_string(&calls).unwrap_or_default();
@@ -74,8 +74,33 @@ fn scripts_help_installs_and_builds_nothing() {
     scripts.sort();
     assert!(scripts.len() >= 8, "{scripts:?}");
     for script in &scripts {
-        let (usage, calls) = help_of(script);
+        let (usage, calls) = help_of("scripts", script);
         assert!(usage.starts_with("Usage: scripts/"), "{script}: {usage}");
         assert!(calls.is_empty(), "scripts/{script} --help ran {calls:?}");
+    }
+}
+
+#[test]
+fn bench_scripts_help_prints_usage_and_starts_nothing() {
+    // The executable files of bench/ (callgrind, schedwait): without --help they start a
+    // corrald and drive it, so --help must stop before that.
+    let mut scripts: Vec<String> = std::fs::read_dir(repo_root().join("bench"))
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| {
+            let meta = entry.metadata().unwrap();
+            meta.is_file() && meta.permissions().mode() & 0o111 != 0
+        })
+        .map(|entry| entry.file_name().into_string().unwrap())
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 2, "{scripts:?}");
+    for script in &scripts {
+        let (usage, calls) = help_of("bench", script);
+        assert!(
+            usage.starts_with(&format!("Usage: bench/{script}")),
+            "{script}: {usage}"
+        );
+        assert!(calls.is_empty(), "bench/{script} --help ran {calls:?}");
     }
 }
