@@ -93,15 +93,22 @@ pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: Cancellati
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     crate::fds::refill();
-                    (stream, false)
+                    (stream, None)
                 }
-                Err(e) if crate::fds::is_exhaustion(&e) => match accept_from_reserve(&listener) {
-                    Some(stream) => (stream, true),
-                    None => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
+                Err(e) if crate::fds::is_exhaustion(&e) => {
+                    // Take back what another open held for a moment (a `/proc` read, a
+                    // log file): the reserve must not dwindle while clients hold the rest.
+                    crate::fds::refill();
+                    match accept_from_reserve(&listener) {
+                        FromReserve::LetIn(stream, slot) => (stream, Some(slot)),
+                        // That one gave its descriptor back: on to the next in the backlog.
+                        FromReserve::Refused => continue,
+                        FromReserve::Nothing => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     tracing::warn!("accept: {e}");
                     // Out of fds or similar: back off instead of spinning.
@@ -119,15 +126,14 @@ pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: Cancellati
                 tracker.spawn(async move {
                     serve_connection(stream, ctx, shutdown).await;
                     drop(ticket);
-                    if reserved {
-                        RESERVE_CONN.store(false, std::sync::atomic::Ordering::SeqCst);
-                    }
+                    drop(reserved);
                 });
             }
             Verdict::Refuse(reason, ticket) => {
                 tracker.spawn(async move {
                     refuse(stream, reason).await;
                     drop(ticket);
+                    drop(reserved);
                 });
             }
             // Told without waiting: a client that reads first still learns why.
@@ -143,23 +149,52 @@ pub async fn run(listener: UnixListener, ctx: Arc<Context>, shutdown: Cancellati
 /// Whether a connection let in from the descriptor reserve is open.
 static RESERVE_CONN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Marks the connection let in from the reserve as open until dropped, whatever becomes
+/// of that connection (served, or refused past a limit).
+struct ReserveSlot;
+
+impl Drop for ReserveSlot {
+    fn drop(&mut self) {
+        RESERVE_CONN.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// What [`accept_from_reserve`] did.
+enum FromReserve {
+    /// Root's (or corrald's own user's) connection, on a descriptor of the reserve.
+    LetIn(UnixStream, ReserveSlot),
+    /// Someone else's connection, told and closed: its descriptor is back in the reserve.
+    Refused,
+    /// Nothing to do now (a reserve connection is open, the reserve is spent, or the
+    /// descriptor went to another open first); the reserve is refilled where it can be.
+    Nothing,
+}
+
 /// Out of descriptors: one reserved descriptor (see `fds`) lets root, or corrald's own
 /// user, in to see what is going on; anyone else is told and closed, giving it back.
-fn accept_from_reserve(listener: &UnixListener) -> Option<UnixStream> {
+///
+/// Every path gives the released descriptor back to the reserve ([`crate::fds::refill`])
+/// unless a connection keeps it: other threads open files too, and a reserve that lost
+/// one descriptor per attempt would soon be spent, leaving root outside for good.
+fn accept_from_reserve(listener: &UnixListener) -> FromReserve {
     use futures_util::FutureExt as _;
     // One such connection at a time: the rest of the reserve is for restarting instances.
     if RESERVE_CONN.load(std::sync::atomic::Ordering::SeqCst) || !crate::fds::release_one() {
-        return None;
+        return FromReserve::Nothing;
     }
-    // A connection is waiting (that accept failed), so this does not block.
-    let (stream, _) = listener.accept().now_or_never()?.ok()?;
-    let uid = stream.peer_cred().ok()?.uid();
-    if uid == 0 || uid == nix::unistd::Uid::effective().as_raw() {
+    // A connection is waiting (that accept failed), so this does not block. It may still
+    // fail: another thread can have opened a file on the released descriptor first.
+    let Some(Ok((stream, _))) = listener.accept().now_or_never() else {
+        crate::fds::refill();
+        return FromReserve::Nothing;
+    };
+    let uid = stream.peer_cred().ok().map(|c| c.uid());
+    if let Some(uid) = uid.filter(|&u| u == 0 || u == nix::unistd::Uid::effective().as_raw()) {
         tracing::warn!(
             "out of file descriptors: a connection of uid {uid} let in from the reserve"
         );
         RESERVE_CONN.store(true, std::sync::atomic::Ordering::SeqCst);
-        return Some(stream);
+        return FromReserve::LetIn(stream, ReserveSlot);
     }
     let frame = Response::err(
         0,
@@ -172,7 +207,7 @@ fn accept_from_reserve(listener: &UnixListener) -> Option<UnixStream> {
     let _ = stream.try_write(&frame);
     drop(stream);
     crate::fds::refill();
-    None
+    FromReserve::Refused
 }
 
 #[cfg(test)]

@@ -610,9 +610,18 @@ fn out_of_descriptors_root_still_gets_a_connection_from_the_reserve() {
     d.start_with_nofile(64);
     d.wait_state("svc", "running");
     // The checkout may not be reachable by another user (a clone in a 0700 directory):
-    // they run a copy of corralctl from the test's own directory.
+    // they run a copy of corralctl from the test's own directory. The copy is written by
+    // a child process (`cp`), never by this one: a file this process had open for writing
+    // could be inherited by a child another test thread forks at that moment, and
+    // executing the copy while that child has not yet exec'd fails with ETXTBSY ("Text
+    // file busy"); O_CLOEXEC closes it only at the child's exec.
     let ctl = d.path("corralctl");
-    std::fs::copy(corral_tests::bin("corralctl"), &ctl).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg(corral_tests::bin("corralctl"))
+        .arg(&ctl)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp corralctl: {copied}");
     std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Another user's clients, each waiting on a queue, hold every descriptor.
     struct Clients(Vec<std::process::Child>);
