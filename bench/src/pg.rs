@@ -23,7 +23,7 @@ use crate::{Report, Sample, Series};
 
 /// Clients of the many-client workloads.
 pub const CLIENTS: usize = 50;
-/// The 50-client series spread over two nodes: the one [`targets`] compares with pgbench.
+/// The 50-client series spread over two nodes: the one `main`'s targets compare with pgbench.
 pub const TWO_NODES: &str = "corral --backend, 2 nodes";
 /// The single-node `--backend` series.
 pub const ONE_NODE: &str = "corral --backend, 1 node";
