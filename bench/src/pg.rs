@@ -92,7 +92,7 @@ fn shapes() -> [Shape; 3] {
 
 const NOTE: &str = "one op as in the SQLite workloads of the same name (no pipelining by the client, each op waits for its answer); with 50 clients each client has a counter and a lock of its own (no row contended, like pgbench's random rows) and all share one queue. `corral --backend`: each op is one SQL statement (its own transaction) on the node's one PostgreSQL connection, answered only after it committed, so every acknowledged op is committed in PostgreSQL, seen by every node, and survives kill -9 of corrald (the bench's server runs with fsync=off: a crash of PostgreSQL's machine is not covered by these figures; pgbench below runs on the same server); corral (SQLite): committed to the node's SQLite (WAL) before the answer; Redis: AOF fsync every second, one machine";
 
-const PGBENCH_NOTE: &str = "pgbench on the same PostgreSQL server, the floor of the 50-client figures: `pgbench -i -s 1`, then 50 clients (-j 2, -M prepared, over TCP like corrald) each running `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :id` (a random row of 100000) as its own transaction for the window (TPS; latencies from `pgbench -l`)";
+const PGBENCH_NOTE: &str = "pgbench on the same PostgreSQL server, the floor of the 50-client figures: `pgbench -i -s 1`, then 50 clients (-j 2, -M prepared, over TCP like corrald) each running `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :id` (a random row of 100000) as its own transaction for the window, at least 2 s (TPS without the connection time; latencies from `pgbench -l`)";
 
 /// This section's reports; empty (said on stderr) without PostgreSQL.
 pub fn reports(env: &Environment, dir: &Path, rounds: usize, window: Duration) -> Vec<Report> {
@@ -289,15 +289,16 @@ impl Pgbench {
         c
     }
 
-    /// One run of `clients` clients for `window` (whole seconds, at least one): TPS with
-    /// the transactions' latencies.
+    /// One run of `clients` clients for `window` (whole seconds, at least two: the 50
+    /// SCRAM logins over TCP come out of pgbench's `-T`, and on a busy machine can take a
+    /// whole second): TPS with the transactions' latencies.
     fn run(&self, clients: usize, window: Duration) -> anyhow::Result<Sample> {
         for e in std::fs::read_dir(&self.logs)?.flatten() {
             if e.file_name().to_string_lossy().starts_with("tx.") {
                 std::fs::remove_file(e.path())?;
             }
         }
-        let secs = window.as_secs().max(1);
+        let secs = window.as_secs().max(2);
         let out = self
             .command()
             .args(["-n", "-M", "prepared", "-j", "2", "-l", "--log-prefix=tx"])
