@@ -11,6 +11,7 @@
 mod daemon;
 mod floor;
 mod peers;
+mod pg;
 mod pool;
 mod pool_nodes;
 mod soak;
@@ -160,6 +161,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("running the soak ({clients} clients) ...");
         reports.extend(soak::report(&env, clients, length)?);
     }
+    if wanted("postgres") {
+        eprintln!("running the coordination workloads on the PostgreSQL backend ...");
+        reports.extend(pg::reports(&env, dir.path(), rounds, window));
+    }
     if wanted("pool") {
         eprintln!("running pool workloads ...");
         reports.extend(pool::reports(&env, rounds, args.quick));
@@ -252,6 +257,16 @@ fn targets(reports: &[Report]) -> Vec<(String, String)> {
         check(
             format!("{w}: corral ÷ Redis ≥ 1"),
             ratio(w, "redis").map(|r| (r, r >= 1.0)),
+        );
+    }
+    for shape in ["counter add", "queue put+get", "lock acquire+release"] {
+        let w = format!("{}{shape}, {} clients", pg::PREFIX, pg::CLIENTS);
+        let r = median_of(reports, &w, pg::TWO_NODES)
+            .zip(median_of(reports, &w, pg::PGBENCH))
+            .map(|(c, f)| c / f);
+        check(
+            format!("{w}: {} ÷ pgbench's TPS ≥ 0.5", pg::TWO_NODES),
+            r.map(|r| (r, r >= 0.5)),
         );
     }
     check(

@@ -12,8 +12,9 @@ use corral_tests::PgCluster;
 use crate::peers::{dies_with_bench, sibling_binary, wait_until};
 use crate::{Report, Sample, Series};
 
-struct Node {
-    socket: std::path::PathBuf,
+pub(crate) struct Node {
+    /// Its socket.
+    pub socket: std::path::PathBuf,
     child: Child,
 }
 
@@ -24,7 +25,8 @@ impl Drop for Node {
     }
 }
 
-fn start_node(dir: &Path, pg: &PgCluster, name: &str) -> anyhow::Result<Node> {
+/// Starts corrald node `name` on `pg`, in `dir/name`, and waits for its socket.
+pub(crate) fn start_node(dir: &Path, pg: &PgCluster, name: &str) -> anyhow::Result<Node> {
     let dir = dir.join(name);
     std::fs::create_dir_all(dir.join("units"))?;
     let socket = dir.join("corral.sock");

@@ -215,7 +215,7 @@ pub fn run(w: &Workload, env: &mut Environment, rounds: usize, window: Duration)
 
 /// Runs `clients` threads, each looping over the operation built by `setup` until the
 /// window closes; returns total throughput and latency percentiles.
-fn measure<F, Op>(clients: usize, window: Duration, setup: F) -> anyhow::Result<Sample>
+pub(crate) fn measure<F, Op>(clients: usize, window: Duration, setup: F) -> anyhow::Result<Sample>
 where
     F: Fn() -> anyhow::Result<Op> + Send + Sync + Clone + 'static,
     Op: FnMut(u64) -> anyhow::Result<()>,

@@ -52,14 +52,16 @@ impl Pg {
             Op::CounterAdd { counter, delta } => {
                 check_name("counter", &counter)?;
                 let client = self.client()?;
-                let row = client
-                    .query_one(
+                let add = self
+                    .prepared(
+                        &client,
                         "INSERT INTO corral_counters (name, value) VALUES ($1, $2)
                          ON CONFLICT (name) DO UPDATE SET value = corral_counters.value + EXCLUDED.value
                          RETURNING value",
-                        &[&counter, &delta],
                     )
-                    .await;
+                    .await
+                    .map_err(|e| self.sql_error(name, e))?;
+                let row = client.query_one(&add, &[&counter, &delta]).await;
                 match row {
                     Ok(row) => ok(CounterValue {
                         counter,

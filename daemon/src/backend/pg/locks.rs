@@ -94,8 +94,9 @@ impl Pg {
         let id = conn.id as i64;
         let pid = conn.pid.map(|p| p as i32);
         let uid = conn.uid.map(|u| u as i32);
-        let row = client
-            .query_opt(
+        let acquire = self
+            .prepared(
+                &client,
                 "WITH granted AS (
                      INSERT INTO corral_locks (name, node, conn, pid, uid, token)
                      SELECT $1, $2, $3, $4, $5, nextval('corral_fencing')
@@ -105,6 +106,12 @@ impl Pg {
                  done AS (DELETE FROM corral_lock_waiters
                           WHERE id = $6 AND EXISTS (SELECT 1 FROM granted))
                  SELECT token FROM granted",
+            )
+            .await
+            .map_err(|e| self.sql_error("lock_acquire", e))?;
+        let row = client
+            .query_opt(
+                &acquire,
                 &[&lock, &self.settings.node, &id, &pid, &uid, &waiter],
             )
             .await

@@ -50,7 +50,7 @@ use corral_proto::{
     CounterValue, ErrorBody, ErrorCode, LockGrant, Op, QueueGetResult, QueuePutResult,
 };
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::{BackendSettings, redact, schema};
@@ -84,7 +84,15 @@ pub struct Pg {
     stale: Mutex<Vec<Stale>>,
     /// When this node last renewed its lease.
     renewed: Mutex<Instant>,
+    /// The hot operations' statements, prepared once on the live connection (kept with
+    /// it: a reconnection starts a new cache), so that each operation is one round trip
+    /// (Bind/Execute) instead of two (Parse/Describe, then Bind/Execute) and is not
+    /// parsed and planned again every time.
+    prepared: Mutex<Option<Prepared>>,
 }
+
+/// Statements prepared on one connection, by their SQL.
+type Prepared = (Arc<Client>, HashMap<&'static str, Statement>);
 
 #[derive(Default)]
 struct ConnState {
@@ -322,6 +330,7 @@ impl Pg {
             waiting: Mutex::new(HashMap::new()),
             stale: Mutex::new(Vec::new()),
             renewed: Mutex::new(Instant::now()),
+            prepared: Mutex::new(None),
         });
         pg.rewatch_anon().await.map_err(|source| StartError::Sql {
             url: redact(&pg.settings.url),
@@ -384,6 +393,34 @@ impl Pg {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or_else(|| unavailable(&self.settings.url))
+    }
+
+    /// `sql` prepared on `client` (the live connection), once per connection.
+    async fn prepared(
+        &self,
+        client: &Arc<Client>,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        {
+            let cache = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((on, map)) = &*cache
+                && Arc::ptr_eq(on, client)
+                && let Some(s) = map.get(sql)
+            {
+                return Ok(s.clone());
+            }
+        }
+        let statement = client.prepare(sql).await?;
+        let mut cache = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *cache {
+            Some((on, map)) if Arc::ptr_eq(on, client) => {
+                map.insert(sql, statement.clone());
+            }
+            // The first statement on this connection (the Arc kept here cannot be
+            // freed and its address reused while the cache names it).
+            _ => *cache = Some((client.clone(), HashMap::from([(sql, statement.clone())]))),
+        }
+        Ok(statement)
     }
 
     /// Applies a coordination operation for `conn`; `reply` is called once, after its
@@ -454,13 +491,21 @@ impl Pg {
                     .await
             }
             Stale::Lock(conn, lock) => {
-                client
-                    .execute(
+                let release = self
+                    .prepared(
+                        &client,
                         "WITH gone AS (DELETE FROM corral_locks WHERE name = $1 AND node = $2 AND conn = $3 RETURNING name)
                          SELECT pg_notify($4, 'l:' || name) FROM gone",
-                        &[lock, node, &(*conn as i64), &CHANNEL],
                     )
-                    .await
+                    .await;
+                match release {
+                    Ok(release) => {
+                        client
+                            .execute(&release, &[lock, node, &(*conn as i64), &CHANNEL])
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Stale::Leases(conn) => {
                 client

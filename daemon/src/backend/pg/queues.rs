@@ -347,8 +347,12 @@ impl Pg {
     /// Puts `text` on `queue` unless it is bounded and full (`None`).
     async fn try_put(&self, queue: &str, text: &str) -> Result<Option<usize>, ErrorBody> {
         let client = self.client()?;
+        let put = self
+            .prepared(&client, "SELECT corral_queue_put($1, $2)")
+            .await
+            .map_err(|e| self.sql_error("queue_put", e))?;
         let depth: i64 = client
-            .query_one("SELECT corral_queue_put($1, $2)", &[&queue, &text])
+            .query_one(&put, &[&queue, &text])
             .await
             .map_err(|e| self.sql_error("queue_put", e))?
             .get(0);
@@ -494,11 +498,15 @@ impl Pg {
     ) -> Result<Option<Vec<serde_json::Value>>, ErrorBody> {
         let client = self.client()?;
         let limit = count.min(1000) as i32;
-        let rows = client
-            .query(
+        let take = self
+            .prepared(
+                &client,
                 "SELECT item, val FROM corral_queue_take($1, $2, $3)",
-                &[&queue, &limit, &(MAX_GET_BYTES as i64)],
             )
+            .await
+            .map_err(|e| self.sql_error("queue_get", e))?;
+        let rows = client
+            .query(&take, &[&queue, &limit, &(MAX_GET_BYTES as i64)])
             .await
             .map_err(|e| self.sql_error("queue_get", e))?;
         if rows.is_empty() {
