@@ -77,6 +77,23 @@ pub struct Series {
     pub missing: Option<String>,
 }
 
+/// An empty series of `system`, to record its rounds in.
+pub fn series(system: &str) -> Series {
+    Series {
+        system: system.into(),
+        samples: Vec::new(),
+        missing: None,
+    }
+}
+
+/// Adds a round's sample to `s`, or marks `s` failed with the error.
+pub fn record(s: &mut Series, r: anyhow::Result<Sample>) {
+    match r {
+        Ok(v) => s.samples.push(v),
+        Err(e) => s.missing = Some(format!("failed: {e}")),
+    }
+}
+
 impl Series {
     fn median(&self) -> Option<Sample> {
         let mut s = self.samples.clone();

@@ -19,7 +19,7 @@ use corral_tests::{PG_PASSWORD, PgCluster, pg_bin_dir};
 use crate::peers::{Environment, Redis, Resp, which};
 use crate::pool_nodes::{Node, start_node};
 use crate::workloads::{measure, sample};
-use crate::{Report, Sample, Series};
+use crate::{Report, Sample, record, series};
 
 /// Clients of the many-client workloads.
 pub const CLIENTS: usize = 50;
@@ -113,21 +113,6 @@ pub fn reports(env: &Environment, dir: &Path, rounds: usize, window: Duration) -
         }
     }
     out
-}
-
-fn series(system: &str) -> Series {
-    Series {
-        system: system.into(),
-        samples: Vec::new(),
-        missing: None,
-    }
-}
-
-fn record(s: &mut Series, r: anyhow::Result<Sample>) {
-    match r {
-        Ok(v) => s.samples.push(v),
-        Err(e) => s.missing = Some(format!("failed: {e}")),
-    }
 }
 
 /// Measures `op` from `clients` clients, client k on `sockets[k % len]`.

@@ -7,28 +7,13 @@ use corral_client::Client;
 use corral_client::proto::{Op, PoolJob};
 
 use crate::peers::Environment;
-use crate::{Report, Sample, Series};
+use crate::{Report, Sample, record, series};
 
 fn sample(items: usize, took: Duration) -> Sample {
     Sample {
         value: items as f64 / took.as_secs_f64(),
         p50_us: None,
         p99_us: None,
-    }
-}
-
-fn series(system: &str) -> Series {
-    Series {
-        system: system.into(),
-        samples: Vec::new(),
-        missing: None,
-    }
-}
-
-fn record(s: &mut Series, r: anyhow::Result<Sample>) {
-    match r {
-        Ok(x) => s.samples.push(x),
-        Err(e) => s.missing = Some(format!("failed: {e}")),
     }
 }
 

@@ -379,10 +379,14 @@ pub(crate) fn whole(array: &str, data: &ArrayData) -> Outcome {
     })
 }
 
-/// `array_get` of a slice: up to `length` elements from `offset` (by default, all of
-/// them); one reply carries at most [`MAX_ARRAY_SLICE`] elements.
-fn slice(array: &str, data: &ArrayData, offset: usize, length: Option<usize>) -> Outcome {
-    let len = data.len();
+/// How many elements an `array_get` of `length` from `offset` reads of an array of `len`
+/// (by default, all from `offset`), or why it cannot: on both backends.
+pub(crate) fn slice_length(
+    array: &str,
+    len: usize,
+    offset: usize,
+    length: Option<usize>,
+) -> Result<usize, ErrorBody> {
     if offset > len {
         return Err(ErrorBody::new(
             ErrorCode::OutOfRange,
@@ -398,6 +402,14 @@ fn slice(array: &str, data: &ArrayData, offset: usize, length: Option<usize>) ->
             ),
         ));
     }
+    Ok(wanted)
+}
+
+/// `array_get` of a slice: up to `length` elements from `offset` (by default, all of
+/// them); one reply carries at most [`MAX_ARRAY_SLICE`] elements.
+fn slice(array: &str, data: &ArrayData, offset: usize, length: Option<usize>) -> Outcome {
+    let len = data.len();
+    let wanted = slice_length(array, len, offset, length)?;
     let end = len.min(offset + wanted);
     ok(ArrayValue {
         array: array.to_owned(),

@@ -28,6 +28,7 @@ use corral_proto::{ErrorBody, ErrorCode, Family, Op};
 pub use counters::ArrayData;
 pub use locks::Locks;
 pub use queues::{Item, Queue, check_dead_letter};
+pub(crate) use queues::{LeaseSpec, lease_spec};
 pub use reply::{Outcome, Reply, ok, to_json};
 pub use syncs::SemaphoreState;
 

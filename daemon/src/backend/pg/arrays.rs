@@ -10,7 +10,7 @@ use serde_json::Number;
 
 use super::*;
 use crate::primitives::ArrayData;
-use crate::primitives::counters::{as_f64, as_i64, create, finite, not_found, whole};
+use crate::primitives::counters::{as_f64, as_i64, create, finite, not_found, slice_length, whole};
 
 fn kind_name(kind: ArrayKind) -> &'static str {
     match kind {
@@ -263,21 +263,7 @@ impl Pg {
             .ok_or_else(|| not_found(array))?;
         let kind = kind_of(row.get(0));
         let len = row.get::<_, i32>(1) as usize;
-        if offset > len {
-            return Err(ErrorBody::new(
-                ErrorCode::OutOfRange,
-                format!("offset {offset} is past the end: array `{array}` has {len} elements"),
-            ));
-        }
-        let wanted = length.unwrap_or(len - offset);
-        if wanted > MAX_ARRAY_SLICE {
-            return Err(ErrorBody::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "array `{array}` has {len} elements and one reply carries at most {MAX_ARRAY_SLICE}: read it in slices, giving `offset` and a `length` of at most {MAX_ARRAY_SLICE} (the Rust and Python clients' whole-array reads do this)"
-                ),
-            ));
-        }
+        slice_length(array, len, offset, length)?;
         let values = match kind {
             ArrayKind::I64 => row
                 .get::<_, Vec<Option<i64>>>(2)

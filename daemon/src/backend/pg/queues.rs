@@ -2,9 +2,10 @@
 //! once across nodes; acknowledged gets lease their items), ack, nack, len, list, declare,
 //! purge and delete. The SQL functions they call are schema 5's (`backend::schema`).
 
-use corral_proto::{DEFAULT_VISIBILITY_MS, Lease, MAX_GET_BYTES};
+use corral_proto::{Lease, MAX_GET_BYTES};
 
 use super::*;
+use crate::primitives::{LeaseSpec, lease_spec};
 
 /// Adds the other nodes' waiting getters and putters to a queue's info.
 fn add_others(info: &mut corral_proto::QueueInfo, others: &HashMap<String, usize>) {
@@ -17,48 +18,6 @@ fn add_others(info: &mut corral_proto::QueueInfo, others: &HashMap<String, usize
     let (getters, putters) = (count("q"), count("p"));
     info.waiting_getters += getters;
     info.waiting_putters += putters;
-}
-
-/// The longest lease, as on SQLite: an item is never held away from other consumers for
-/// longer.
-const MAX_VISIBILITY_MS: u64 = 24 * 3600 * 1000;
-
-/// How an acknowledged get leases what it takes.
-#[derive(Debug, Clone, Copy)]
-struct LeaseSpec {
-    visibility_ms: u64,
-    /// Whether the lease outlives the connection.
-    detach: bool,
-}
-
-/// The lease an acknowledged get asks for, checked as on SQLite.
-fn lease_spec(
-    ack: bool,
-    visibility_ms: Option<u64>,
-    detach: bool,
-) -> Result<Option<LeaseSpec>, ErrorBody> {
-    if !ack {
-        if visibility_ms.is_some() || detach {
-            return Err(ErrorBody::new(
-                ErrorCode::BadRequest,
-                "visibility_ms and detach apply to acknowledged gets only: add \"ack\": true",
-            ));
-        }
-        return Ok(None);
-    }
-    let ms = visibility_ms.unwrap_or(DEFAULT_VISIBILITY_MS);
-    if ms == 0 || ms > MAX_VISIBILITY_MS {
-        return Err(ErrorBody::new(
-            ErrorCode::BadRequest,
-            format!(
-                "visibility_ms must be from 1 to {MAX_VISIBILITY_MS} (a day): how long a consumer has to ack before the item is delivered again"
-            ),
-        ));
-    }
-    Ok(Some(LeaseSpec {
-        visibility_ms: ms,
-        detach,
-    }))
 }
 
 impl Pg {
@@ -439,7 +398,7 @@ impl Pg {
                     &limit,
                     &self.settings.node,
                     &holder,
-                    &(spec.visibility_ms as i64),
+                    &(spec.visibility.as_millis() as i64),
                     &(MAX_GET_BYTES as i64),
                 ],
             )
@@ -469,7 +428,7 @@ impl Pg {
             })
             .collect();
         if holder.is_some() {
-            let until = Instant::now() + Duration::from_millis(spec.visibility_ms);
+            let until = Instant::now() + spec.visibility;
             self.with_conn(conn.id, |s| {
                 s.lease_until.extend(leases.iter().map(|l| (l.id, until)));
                 // Ended leases of a long visibility do not pile up.

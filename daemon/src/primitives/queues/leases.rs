@@ -132,7 +132,9 @@ impl Primitives {
 /// The longest lease: an item is never held away from other consumers for longer.
 const MAX_VISIBILITY_MS: u64 = 24 * 3600 * 1000;
 
-pub(super) fn lease_spec(
+/// The lease an acknowledged get asks for (`ack`, `visibility_ms`, `detach`), checked:
+/// on both backends.
+pub(crate) fn lease_spec(
     ack: bool,
     visibility_ms: Option<u64>,
     detach: bool,

@@ -16,7 +16,7 @@ mod put;
 mod tests;
 
 use super::{Cx, ItemChange, Outcome, Primitives, ReplyFn, check_name, ok, timeout_of};
-use leases::lease_spec;
+pub(crate) use leases::lease_spec;
 
 /// One stored item of a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct Item {
 
 /// How an acknowledged get leases what it takes.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct LeaseSpec {
+pub(crate) struct LeaseSpec {
     /// How long until the item goes back.
     pub visibility: Duration,
     /// Whether the lease outlives the connection.
