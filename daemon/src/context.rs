@@ -60,4 +60,19 @@ impl Context {
             None => self.pool.ask(|r| pool::PoolRequest::Cancel(job, r)).await,
         }
     }
+
+    /// Removes a finished or cancelled pool job and its items (from the database, with a
+    /// shared backend); a job that still runs is refused. Answered once the removal is
+    /// committed.
+    pub async fn pool_remove(
+        &self,
+        job: u64,
+    ) -> Result<corral_proto::PoolJob, corral_proto::ErrorBody> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.remove(job).await;
+        }
+        let job = self.pool.ask(|r| pool::PoolRequest::Remove(job, r)).await?;
+        self.store.sync().await?;
+        Ok(job)
+    }
 }

@@ -298,10 +298,5 @@ pub async fn cancel(ctx: &Context, job: u64) -> Outcome {
 /// `pool_remove`: a finished job and its items are removed (from the database too);
 /// a running one is refused.
 pub async fn remove(ctx: &Context, job: u64) -> Outcome {
-    if let Some(cluster) = &ctx.cluster {
-        return ok(cluster.remove(job).await?);
-    }
-    let job = ctx.pool.ask(|r| PoolRequest::Remove(job, r)).await?;
-    ctx.store.sync().await?;
-    ok(job)
+    ok(ctx.pool_remove(job).await?)
 }

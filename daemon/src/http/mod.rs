@@ -108,7 +108,8 @@ pub async fn serve(
     if ctx.settings.http_token.is_some() {
         app = app
             .route("/api/units/{name}/{action}", post(post_unit))
-            .route("/api/pools/{id}/cancel", post(post_cancel));
+            .route("/api/pools/{id}/cancel", post(post_cancel))
+            .route("/api/pools/{id}/remove", post(post_remove));
     }
     let limits = ctx.settings.http_limits;
     let app = app
@@ -616,6 +617,14 @@ async fn post_unit(
     let synced = ctx.store.sync().await;
     let result = result.and_then(|r| synced.map(|()| r));
     reply(result.map(|r| json!(r)))
+}
+
+/// `corralctl pool rm ID`: a finished or cancelled job is removed, a running one refused.
+async fn post_remove(State(ctx): Shared, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    if let Err(e) = authorized(&ctx, &headers) {
+        return error(e);
+    }
+    reply(ctx.pool_remove(id).await.map(|j| json!(j)))
 }
 
 async fn post_cancel(State(ctx): Shared, headers: HeaderMap, Path(id): Path<u64>) -> Response {

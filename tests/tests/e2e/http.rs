@@ -648,3 +648,35 @@ fn the_api_and_the_dashboard_name_a_tasks_parent_program() {
         "the dashboard names the parent: {page}"
     );
 }
+
+#[test]
+fn a_finished_pool_job_is_removed_through_the_api_and_a_running_one_refused() {
+    let (mut d, port) = daemon_with_http(Some("sekrit"));
+    d.start();
+    let go = d.path("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo {{}}",
+        go.display()
+    );
+    let job = d.ctl_ok(&[
+        "pool", "map", "--detach", "--", "sh", "-c", &script, ":::", "a",
+    ]);
+    assert_eq!(job.trim(), "1");
+    let auth = [("Authorization", "Bearer sekrit")];
+    assert_eq!(http(port, "POST", "/api/pools/1/remove", &[]).0, 401);
+    let (code, body) = http(port, "POST", "/api/pools/1/remove", &auth);
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains("pool job 1 is still running"), "{body}");
+    assert_eq!(http(port, "GET", "/api/pools/1", &[]).0, 200);
+    std::fs::write(&go, "").unwrap();
+    d.ctl_ok(&["pool", "wait", "1"]);
+    let (code, body) = http(port, "POST", "/api/pools/1/remove", &auth);
+    assert_eq!(code, 200, "{body}");
+    let removed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(removed["job"], 1, "{body}");
+    assert_eq!(removed["state"], "finished", "{body}");
+    let (code, body) = http(port, "GET", "/api/pools/1", &[]);
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = http(port, "POST", "/api/pools/1/remove", &auth);
+    assert_eq!(code, 404);
+}
