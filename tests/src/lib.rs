@@ -583,3 +583,37 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Makes an anonymous object of every kind (queue `anon-q`, counter `anon-c`, array
+/// `anon-a`, semaphore `anon-s`, event `anon-e`), each tied to `session`.
+pub fn make_anonymous(client: &Client, session: &str) {
+    use corral_proto::AnonKind;
+    client.queue("anon-q").put(serde_json::json!(1)).unwrap();
+    client.counter("anon-c").add(1).unwrap();
+    client.array("anon-a").create_f64(2, None).unwrap();
+    client.semaphore("anon-s").create(1, None).unwrap();
+    client.event("anon-e").set().unwrap();
+    for (kind, name) in [
+        (AnonKind::Queue, "anon-q"),
+        (AnonKind::Counter, "anon-c"),
+        (AnonKind::Array, "anon-a"),
+        (AnonKind::Semaphore, "anon-s"),
+        (AnonKind::Event, "anon-e"),
+    ] {
+        client.anon_add(session, kind, name).unwrap();
+    }
+}
+
+/// How many of the objects of [`make_anonymous`] still exist.
+pub fn anonymous_left(client: &Client) -> usize {
+    let queues = client.queues().unwrap();
+    let counters = client.counters().unwrap();
+    let arrays = client.arrays().unwrap();
+    let sems = client.semaphores().unwrap();
+    let events = client.events().unwrap();
+    usize::from(queues.iter().any(|q| q.queue == "anon-q"))
+        + usize::from(counters.iter().any(|c| c.counter == "anon-c"))
+        + usize::from(arrays.iter().any(|a| a.array == "anon-a"))
+        + usize::from(sems.iter().any(|s| s.semaphore == "anon-s"))
+        + usize::from(events.iter().any(|e| e.event == "anon-e"))
+}

@@ -598,15 +598,7 @@ impl Claimer {
             true => self.live.len(),
         };
         let free = self.exec.slots.saturating_sub(busy);
-        let ended: Vec<sql::Ended> = self
-            .unrecorded
-            .iter()
-            .map(|done| sql::Ended {
-                job: done.job,
-                result: &done.item,
-                final_failure: done.final_failure,
-            })
-            .collect();
+        let ended = ended(&self.unrecorded);
         let (recorded, claimed) = futures_util::join!(
             async {
                 match ended.is_empty() {
@@ -636,15 +628,7 @@ impl Claimer {
     /// Records what ended (when stopping).
     async fn record_all(&mut self) -> Result<(), tokio_postgres::Error> {
         let node = self.pool.settings.node.clone();
-        let ended: Vec<sql::Ended> = self
-            .unrecorded
-            .iter()
-            .map(|done| sql::Ended {
-                job: done.job,
-                result: &done.item,
-                final_failure: done.final_failure,
-            })
-            .collect();
+        let ended = ended(&self.unrecorded);
         let outcomes = sql::record(&self.client, &self.statements, &node, &ended).await?;
         drop(ended);
         self.recorded(outcomes);
@@ -865,6 +849,18 @@ async fn connect(
         let _ = tx.send(());
     });
     Ok((client, rx))
+}
+
+/// What ended and waits to be recorded, as the record statement takes it.
+fn ended(unrecorded: &[Finished]) -> Vec<sql::Ended<'_>> {
+    unrecorded
+        .iter()
+        .map(|done| sql::Ended {
+            job: done.job,
+            result: &done.item,
+            final_failure: done.final_failure,
+        })
+        .collect()
 }
 
 #[cfg(test)]

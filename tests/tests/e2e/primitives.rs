@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use corral_client::Client;
-use corral_tests::{Backend, TestDaemon, bin, wait_for};
+use corral_tests::{Backend, TestDaemon, anonymous_left, bin, make_anonymous, wait_for};
 use serde_json::{Value, json};
 
 fn code(reply: &Value) -> &str {
@@ -1024,39 +1024,6 @@ fn event_waits_are_woken_by_set_and_answered_by_delete(backend: Backend) {
     assert!(event.delete().unwrap());
     assert!(!waiter.join().unwrap().unwrap());
     assert!(!event.delete().unwrap());
-}
-
-/// The anonymous objects of every kind, tied to `session`.
-fn make_anonymous(client: &Client, session: &str) {
-    use corral_proto::AnonKind;
-    client.queue("anon-q").put(json!(1)).unwrap();
-    client.counter("anon-c").add(1).unwrap();
-    client.array("anon-a").create_f64(2, None).unwrap();
-    client.semaphore("anon-s").create(1, None).unwrap();
-    client.event("anon-e").set().unwrap();
-    for (kind, name) in [
-        (AnonKind::Queue, "anon-q"),
-        (AnonKind::Counter, "anon-c"),
-        (AnonKind::Array, "anon-a"),
-        (AnonKind::Semaphore, "anon-s"),
-        (AnonKind::Event, "anon-e"),
-    ] {
-        client.anon_add(session, kind, name).unwrap();
-    }
-}
-
-/// How many of the objects of [`make_anonymous`] still exist.
-fn anonymous_left(client: &Client) -> usize {
-    let queues = client.queues().unwrap();
-    let counters = client.counters().unwrap();
-    let arrays = client.arrays().unwrap();
-    let sems = client.semaphores().unwrap();
-    let events = client.events().unwrap();
-    usize::from(queues.iter().any(|q| q.queue == "anon-q"))
-        + usize::from(counters.iter().any(|c| c.counter == "anon-c"))
-        + usize::from(arrays.iter().any(|a| a.array == "anon-a"))
-        + usize::from(sems.iter().any(|s| s.semaphore == "anon-s"))
-        + usize::from(events.iter().any(|e| e.event == "anon-e"))
 }
 
 fn anonymous_objects_are_deleted_once_the_last_connection_or_process_holding_them_is_gone(

@@ -6,8 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use corral_client::{AnonKind, Client, ErrorCode};
-use corral_tests::{TestDaemon, wait_for};
-use serde_json::json;
+use corral_tests::{TestDaemon, anonymous_left, make_anonymous, wait_for};
 
 #[test]
 fn a_blocked_semaphore_acquire_is_woken_by_a_release() {
@@ -146,38 +145,6 @@ fn semaphores_and_events_survive_kill_9_of_corrald() {
     assert!(!client.event("other").is_set().unwrap());
     let listed = d.ctl_ok(&["semaphore", "list"]);
     assert!(listed.contains("durable"), "{listed}");
-}
-
-/// The anonymous objects of every kind, tied to `session`.
-fn make_anonymous(client: &Client, session: &str) {
-    client.queue("anon-q").put(json!(1)).unwrap();
-    client.counter("anon-c").add(1).unwrap();
-    client.array("anon-a").create_f64(2, None).unwrap();
-    client.semaphore("anon-s").create(1, None).unwrap();
-    client.event("anon-e").set().unwrap();
-    for (kind, name) in [
-        (AnonKind::Queue, "anon-q"),
-        (AnonKind::Counter, "anon-c"),
-        (AnonKind::Array, "anon-a"),
-        (AnonKind::Semaphore, "anon-s"),
-        (AnonKind::Event, "anon-e"),
-    ] {
-        client.anon_add(session, kind, name).unwrap();
-    }
-}
-
-/// How many of the objects of [`make_anonymous`] still exist.
-fn anonymous_left(client: &Client) -> usize {
-    let queues = client.queues().unwrap();
-    let counters = client.counters().unwrap();
-    let arrays = client.arrays().unwrap();
-    let sems = client.semaphores().unwrap();
-    let events = client.events().unwrap();
-    usize::from(queues.iter().any(|q| q.queue == "anon-q"))
-        + usize::from(counters.iter().any(|c| c.counter == "anon-c"))
-        + usize::from(arrays.iter().any(|a| a.array == "anon-a"))
-        + usize::from(sems.iter().any(|s| s.semaphore == "anon-s"))
-        + usize::from(events.iter().any(|e| e.event == "anon-e"))
 }
 
 #[test]
